@@ -1,0 +1,48 @@
+"""coatcheck: session management for Python web apps that run on more than one server.
+
+Server-side sessions (an opaque ID in a cookie, the data in a shared store) behind one API,
+with hashed IDs at rest, idle/absolute/renewal timeouts, per-user listing and revocation,
+and concurrency-safe writes. The core is sans-IO; adapters live in `coatcheck.adapters`,
+stores in `coatcheck.stores`. Importing this package imports no web framework.
+"""
+
+from __future__ import annotations
+
+from .admin import AsyncSessionAdmin, SessionAdmin
+from .exceptions import (
+    CoatcheckError,
+    ConfigurationError,
+    CSRFError,
+    SessionDataError,
+    SessionTooLarge,
+    StoreError,
+    StoreUnavailable,
+)
+from .manager import Commit, Opening, ServerSide, SessionManager
+from .policy import Lifetimes
+from .request import RequestInfo
+from .session import Session, SessionInfo
+from .transports import Cookie
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncSessionAdmin",
+    "CSRFError",
+    "CoatcheckError",
+    "Commit",
+    "ConfigurationError",
+    "Cookie",
+    "Lifetimes",
+    "Opening",
+    "RequestInfo",
+    "ServerSide",
+    "Session",
+    "SessionAdmin",
+    "SessionDataError",
+    "SessionInfo",
+    "SessionManager",
+    "SessionTooLarge",
+    "StoreError",
+    "StoreUnavailable",
+]

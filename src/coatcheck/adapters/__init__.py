@@ -1,0 +1,1 @@
+"""Thin adapters from web frameworks to the core; only this package imports a framework."""

@@ -1,0 +1,72 @@
+"""Every exception coatcheck raises, in one tree.
+
+```
+CoatcheckError
+├── ConfigurationError       bad settings, raised at construction; the message says how to fix it
+├── SessionDataError         a session value cannot be stored (not JSON-serialisable)
+├── SessionTooLarge          the session does not fit the transport
+├── CSRFError                an unsafe request failed the cross-origin check
+├── InvalidToken             a token or session ID failed verification (never leaves coatcheck)
+└── StoreError               the session store failed
+    ├── StoreUnavailable     it could not be reached or timed out; nothing was saved
+    └── StoreCorrupted       it returned bytes that are not a coatcheck record
+```
+
+`InvalidToken` is caught inside the core: a request carrying a tampered, expired or malformed
+token gets a fresh anonymous session and a `coatcheck.security` log line, never an exception.
+Messages never contain a token, a session ID or key material.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CSRFError",
+    "CoatcheckError",
+    "ConfigurationError",
+    "InvalidToken",
+    "SessionDataError",
+    "SessionTooLarge",
+    "StoreCorrupted",
+    "StoreError",
+    "StoreUnavailable",
+]
+
+
+class CoatcheckError(Exception):
+    """Base class of every exception raised by coatcheck."""
+
+
+class ConfigurationError(CoatcheckError, ValueError):
+    """A setting is missing or invalid. Raised at construction, never per request."""
+
+
+class SessionDataError(CoatcheckError, TypeError):
+    """A value put in the session cannot be serialised to JSON."""
+
+
+class SessionTooLarge(CoatcheckError):
+    """The session is larger than the transport can carry."""
+
+
+class CSRFError(CoatcheckError):
+    """An unsafe request came from another origin without the session's CSRF token."""
+
+
+class InvalidToken(CoatcheckError):
+    """A token or session ID is malformed, tampered with, expired or unknown.
+
+    The message names the failed check for the security log only; it is never shown to the
+    client, so a client cannot learn which check failed.
+    """
+
+
+class StoreError(CoatcheckError):
+    """The session store failed."""
+
+
+class StoreUnavailable(StoreError):
+    """The store could not be reached or did not answer in time. Nothing was saved."""
+
+
+class StoreCorrupted(StoreError):
+    """The store returned a record that coatcheck cannot read."""

@@ -1,0 +1,412 @@
+"""`SessionManager`: every session decision, without I/O.
+
+The manager turns header strings and stored bytes into decisions, and the application's
+use of a `Session` into a plan of store operations and response headers. It never reads a
+socket, a store or the clock by itself (the clock is injected), so one logic serves the sync
+and async drivers, every adapter, and tests that need no server::
+
+    opening = manager.open(request)                    # which record to load
+    result = manager.attach(opening, store.load(opening.key))   # -> Session (or next hop)
+    ...the application reads and writes the session...
+    commit = manager.commit(session)                   # what to write, delete, send
+    ...the driver writes, retrying rebased writes on version conflicts...
+    headers = manager.finish(session, commit, final_write)
+
+`coatcheck.drivers` runs exactly that loop against a `Store` or `AsyncStore`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from . import csrf, records
+from .audit import Audit
+from .exceptions import ConfigurationError, StoreCorrupted
+from .ids import is_wellformed, new_id, public_id
+from .policy import Lifetimes
+from .request import RequestInfo
+from .session import DELETED, Session, SessionInfo
+from .stores import AsyncStore, Store, from_url, to_async
+from .stores.base import Record
+from .transports import Cookie
+
+__all__ = ["Commit", "Opening", "ServerSide", "SessionManager", "Write"]
+
+MAX_ALIAS_HOPS = 3
+#: A version no record has: a write carrying it fails, so the driver reloads and rebases.
+STALE = -1
+
+
+class ServerSide:
+    """Server-side sessions: the client holds an opaque ID, `store` holds the data.
+
+    `store` is a `Store`, an `AsyncStore` or a URL for `coatcheck.stores.from_url`; a URL
+    gives each driver the matching twin, and a sync store is wrapped for the async driver.
+    The default is the embedded SQLite store in `./sessions.db`.
+    """
+
+    __slots__ = ("_async", "_sync")
+
+    def __init__(self, store: Store | AsyncStore | str = "sqlite:///sessions.db") -> None:
+        self._sync: Store | None = None
+        self._async: AsyncStore | None = None
+        if isinstance(store, str):
+            self._sync = from_url(store)
+            self._async = to_async(self._sync)
+        elif isinstance(store, Store):
+            self._sync = store
+            self._async = to_async(store)
+        elif isinstance(store, AsyncStore):
+            self._async = store
+        else:
+            raise ConfigurationError(
+                f"ServerSide(store=...) takes a store or a URL, not {type(store).__name__}"
+            )
+
+    def __repr__(self) -> str:
+        return f"ServerSide(store={self._sync or self._async!r})"
+
+    @property
+    def store(self) -> Store:
+        if self._sync is None:
+            raise ConfigurationError(
+                "this manager was given an async store; use the async driver and adapters, "
+                "or pass a sync store (or a URL) to ServerSide"
+            )
+        return self._sync
+
+    @property
+    def async_store(self) -> AsyncStore:
+        assert self._async is not None  # noqa: S101 - set by every constructor path
+        return self._async
+
+
+@dataclass(frozen=True, slots=True)
+class Opening:
+    """What to load for a request: the record under `key` (None: start a fresh session)."""
+
+    request: RequestInfo
+    now: float
+    key: str | None
+    secret: str | None = field(default=None, repr=False)
+    hops: int = 0
+    presented: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """One store write of a commit.
+
+    With `replaces`, the record moves from that key to `key` (a rotation) and `alias`, if
+    any, stays under the old key for `alias_ttl` seconds. `version` is compared against the
+    record being replaced or updated (0: the key must be free). `issue` is the new session
+    ID to send to the client once the write succeeded.
+    """
+
+    key: str
+    data: bytes = field(repr=False)
+    version: int
+    ttl: float
+    user: str | None
+    changes: Mapping[str, Any] = field(repr=False, default_factory=dict)
+    replaces: str | None = None
+    alias: bytes | None = field(default=None, repr=False)
+    alias_ttl: float = 0.0
+    issue: str | None = field(default=None, repr=False)
+
+    @property
+    def source(self) -> str:
+        """The key whose record this write is compared against."""
+        return self.replaces if self.replaces is not None else self.key
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """What a request's session use requires: one write at most, deletions, and whether to
+    end other sessions of the user or clear the client's cookie."""
+
+    write: Write | None = None
+    deletes: tuple[str, ...] = ()
+    revoke_user: str | None = None
+    clear: bool = False
+
+
+class SessionManager:
+    """Opens, commits and rotates sessions; configuration is validated here, once.
+
+    `mode` chooses where sessions live (`ServerSide(store=...)`), `transport` how the ID
+    travels (`Cookie(...)`), `lifetimes` how long sessions last. `csrf` enables the
+    cross-origin check for unsafe methods (cookie transport only) and `trusted_origins`
+    lists origins (`"https://app.example"`) allowed to post cross-origin. `log_salt` salts
+    the session hashes in log lines; give replicas the same salt to correlate their logs.
+    """
+
+    def __init__(
+        self,
+        mode: ServerSide | None = None,
+        *,
+        transport: Cookie | None = None,
+        lifetimes: Lifetimes | None = None,
+        csrf: bool = True,
+        trusted_origins: Iterable[str] = (),
+        clock: Callable[[], float] = time.time,
+        log_salt: bytes | None = None,
+    ) -> None:
+        self.mode = mode if mode is not None else ServerSide()
+        self.transport = transport if transport is not None else Cookie()
+        self.lifetimes = lifetimes if lifetimes is not None else Lifetimes()
+        self.csrf = csrf
+        self.trusted_origins = frozenset(o.rstrip("/") for o in trusted_origins)
+        self.clock = clock
+        self.audit = Audit(log_salt if log_salt is not None else os.urandom(16))
+
+    def __repr__(self) -> str:
+        return f"SessionManager({self.mode!r}, transport={self.transport!r})"
+
+    # -- request in ----------------------------------------------------------------------
+
+    def open(self, request: RequestInfo) -> Opening:
+        """Read the session ID from the request and say which record to load.
+
+        A malformed ID never reaches the store: it is logged and the request starts fresh.
+        """
+        now = self.clock()
+        secret = self.transport.read(request)
+        if not secret:
+            return Opening(request, now, None)
+        if not is_wellformed(secret):
+            self.audit.security("session.malformed", secret)
+            return Opening(request, now, None, presented=True)
+        return Opening(request, now, public_id(secret), secret, presented=True)
+
+    def attach(self, opening: Opening, record: Record | None) -> Session | Opening:
+        """The session for a request, given the record stored under `opening.key`.
+
+        Unknown, expired or unreadable records give a fresh session with a new ID (strict
+        mode: no ID is ever taken from the client) and a security log line. An alias left
+        by a rotation returns the `Opening` of the record it points to, to load next.
+        """
+        if opening.key is None:
+            return self._fresh(opening)
+        if record is None:
+            self.audit.security("session.unknown", opening.key)
+            return self._fresh(opening)
+        try:
+            stored = records.decode(record.data)
+        except StoreCorrupted:
+            self.audit.security("session.corrupted", opening.key)
+            return self._fresh(opening, stale=opening.key)
+        if isinstance(stored, records.Alias):
+            if opening.hops >= MAX_ALIAS_HOPS:
+                self.audit.security("session.alias_loop", opening.key)
+                return self._fresh(opening)
+            return replace(opening, key=stored.target, secret=None, hops=opening.hops + 1)
+        now = opening.now
+        lifetimes = self.lifetimes
+        expired = lifetimes.expiry(
+            now=now, created_at=stored.created_at, last_seen=stored.last_seen
+        )
+        if expired is not None:
+            self.audit.security("session.expired", opening.key, f"reason={expired.value}")
+            return self._fresh(opening, stale=opening.key)
+        request = opening.request
+        session = Session(
+            stored.data,
+            secret=opening.secret or "",
+            id=opening.key,
+            is_new=False,
+            now=now,
+            created_at=stored.created_at,
+            last_seen=stored.last_seen,
+            rotated_at=stored.rotated_at,
+            user=stored.user,
+            authenticated_at=stored.authenticated_at,
+            ip=request.client_ip,
+            user_agent=request.header("user-agent"),
+            persistent=stored.persistent,
+            csrf_secret=stored.csrf_secret,
+            version=record.version,
+        )
+        if lifetimes.needs_renewal(now=now, rotated_at=stored.rotated_at):
+            session.rotate = "renewal"
+        elif lifetimes.needs_touch(now=now, last_seen=stored.last_seen):
+            session.meta_changed = True
+        return session
+
+    def _fresh(self, opening: Opening, *, stale: str | None = None) -> Session:
+        secret = new_id()
+        now = opening.now
+        session = Session(
+            {},
+            secret=secret,
+            id=public_id(secret),
+            is_new=True,
+            now=now,
+            created_at=now,
+            last_seen=now,
+            rotated_at=now,
+            ip=opening.request.client_ip,
+            user_agent=opening.request.header("user-agent"),
+        )
+        session.client_stale = opening.presented
+        session.stale_key = stale
+        return session
+
+    def check_csrf(
+        self, request: RequestInfo, session: Session, submitted: str | None = None
+    ) -> None:
+        """Raise `CSRFError` if an unsafe request is cross-origin and does not carry the
+        session's CSRF token (`submitted`, or the `X-CSRF-Token` header). See `csrf`."""
+        if not self.csrf or csrf.check_origin(request, self.trusted_origins):
+            return
+        token = submitted if submitted is not None else request.header(csrf.TOKEN_HEADER)
+        try:
+            csrf.check_token(session.csrf_secret, token)
+        except Exception:
+            self.audit.security("csrf.rejected", session.id, f"method={request.method}")
+            raise
+
+    # -- response out --------------------------------------------------------------------
+
+    def commit(self, session: Session) -> Commit:
+        """The store operations and cookie change that the request's use of `session` needs.
+
+        Nothing is written for a session that did not change, unless `last_seen` is due for
+        its periodic refresh or the ID for rotation.
+        """
+        deletes: tuple[str, ...] = () if session.stale_key is None else (session.stale_key,)
+        if session.ended:
+            if not session.is_new:
+                deletes += (session.id,)
+                self.audit.lifecycle("session.logout", session.id)
+            return Commit(deletes=deletes, clear=not session.is_new or session.client_stale)
+        if not session.modified:
+            return Commit(deletes=deletes, clear=session.client_stale)
+
+        now = session._now
+        changes = session.changes()
+        session.last_seen = now
+        ttl = self.lifetimes.ttl(now=now, created_at=session.created_at)
+        revoke_user = session.user if session.logout_others else None
+        if session.is_new:
+            write = Write(
+                session.id, records.encode(session), 0, ttl, session.user,
+                changes, issue=session.secret,
+            )  # fmt: skip
+            self.audit.lifecycle("session.created", session.id)
+        elif session.rotate is not None:
+            secret = new_id()
+            session.rotated_at = now
+            alias = None if session.rotate == "login" else records.encode_alias(public_id(secret))
+            write = Write(
+                public_id(secret), records.encode(session), session.version, ttl, session.user,
+                changes, replaces=session.id, alias=alias, alias_ttl=self.lifetimes.grace,
+                issue=secret,
+            )  # fmt: skip
+        else:
+            write = Write(
+                session.id, records.encode(session), session.version, ttl, session.user,
+                changes, issue=session.secret if session.reissue and session.secret else None,
+            )  # fmt: skip
+        return Commit(write=write, deletes=deletes, revoke_user=revoke_user)
+
+    def rebase(self, session: Session, write: Write, record: Record | None) -> Write | None:
+        """Redo `write` on top of `record`, the current record under `write.source`, after
+        the store refused it for a version conflict.
+
+        The keys this request changed are applied to the fresh data, so writes to distinct
+        keys all survive and the same key ends as the last commit. Returns None when the
+        session was deleted meanwhile (logout or revocation elsewhere): it is not recreated.
+        """
+        if record is None:
+            self.audit.lifecycle("session.vanished", session.id)
+            return None
+        try:
+            stored = records.decode(record.data)
+        except StoreCorrupted:
+            return None
+        if isinstance(stored, records.Alias):
+            if write.replaces is not None and session.rotate == "renewal":
+                # Another request renewed the ID first: keep its ID, add our changes to it.
+                return replace(write, key=stored.target, replaces=None, alias=None,
+                               version=STALE, issue=None)  # fmt: skip
+            if write.replaces is not None:
+                return replace(write, replaces=stored.target, version=STALE)
+            return replace(write, key=stored.target, version=STALE)
+        data = dict(stored.data)
+        for key, value in write.changes.items():
+            if value is DELETED:
+                data.pop(key, None)
+            else:
+                data[key] = value
+        rotated = write.replaces is not None
+        doc: dict[str, Any] = {
+            "d": data,
+            "c": stored.created_at,
+            "s": max(session.last_seen, stored.last_seen),
+            "r": session.rotated_at if rotated else stored.rotated_at,
+        }
+        user = session.user if rotated else stored.user
+        auth = session.authenticated_at if rotated else stored.authenticated_at
+        csrf_secret = stored.csrf_secret or session.csrf_secret
+        persistent = session.persistent if session.meta_changed else stored.persistent
+        for name, value in (("u", user), ("a", auth), ("ip", session.ip),
+                            ("ua", session.user_agent), ("x", csrf_secret)):  # fmt: skip
+            if value is not None:
+                doc[name] = value
+        if persistent:
+            doc["p"] = 1
+        return replace(write, data=records.dumps(doc), version=record.version, user=user)
+
+    def finish(
+        self, session: Session, commit: Commit, write: Write | None
+    ) -> list[tuple[str, str]]:
+        """Response headers once the commit's writes are done; `write` is the write that
+        succeeded (after rebases), or None if there was none or it was dropped."""
+        headers: list[tuple[str, str]] = []
+        if commit.clear or (commit.write is not None and write is None):
+            headers.append(("set-cookie", self.transport.clear()))
+        elif write is not None and write.issue is not None:
+            if write.replaces is not None:
+                self.audit.lifecycle(
+                    "session.login" if session.rotate == "login" else "session.rotated",
+                    write.replaces, f"new={self.audit.hash(write.key)}",
+                )  # fmt: skip
+                session._rekey(write.issue, write.key)
+            max_age = None
+            if session.persistent:
+                max_age = int(session.created_at + self.lifetimes.absolute - session._now)
+            headers.append(("set-cookie", self.transport.render(write.issue, max_age=max_age)))
+        if headers:
+            headers.append(("cache-control", "no-store"))
+        if session.accessed:
+            headers.append(("vary", "Cookie"))
+        return headers
+
+    # -- listing -------------------------------------------------------------------------
+
+    def describe(self, key: str, record: Record, now: float | None = None) -> SessionInfo | None:
+        """What a listing shows of the record under `key`; None for aliases and for
+        records that are corrupted or past their lifetimes."""
+        try:
+            stored = records.decode(record.data)
+        except StoreCorrupted:
+            return None
+        if isinstance(stored, records.Alias):
+            return None
+        now = self.clock() if now is None else now
+        if self.lifetimes.expiry(now=now, created_at=stored.created_at, last_seen=stored.last_seen):
+            return None
+        return SessionInfo(
+            id=key,
+            user=stored.user,
+            created_at=stored.created_at,
+            authenticated_at=stored.authenticated_at,
+            last_seen=stored.last_seen,
+            ip=stored.ip,
+            user_agent=stored.user_agent,
+        )

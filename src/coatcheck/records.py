@@ -1,0 +1,113 @@
+"""The bytes a server-side session is stored as: compact JSON, never pickle.
+
+A record is `{"d": data, "c": created, "s": last_seen, "r": rotated, "u": user,
+"a": authenticated, "ip": ..., "ua": ..., "p": persistent, "x": csrf secret}`; keys with
+empty values are left out. An alias, left under an old ID for the grace window after a
+rotation, is `{"m": public ID it moved to}`. Anything else decodes to `StoreCorrupted`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from .exceptions import SessionDataError, StoreCorrupted
+from .session import Session
+
+__all__ = ["Alias", "Stored", "decode", "encode", "encode_alias"]
+
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+_decoder = json.JSONDecoder()
+
+
+@dataclass(frozen=True, slots=True)
+class Alias:
+    """An old ID's forwarding address during the grace window."""
+
+    target: str
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A decoded session record."""
+
+    data: dict[str, Any]
+    created_at: float
+    last_seen: float
+    rotated_at: float
+    user: str | None
+    authenticated_at: float | None
+    ip: str | None
+    user_agent: str | None
+    persistent: bool
+    csrf_secret: str | None
+
+
+def encode(session: Session, data: dict[str, Any] | None = None) -> bytes:
+    """The record bytes for `session` (with `data` instead of its own, if given)."""
+    doc: dict[str, Any] = {
+        "d": session.data() if data is None else data,
+        "c": session.created_at,
+        "s": session.last_seen,
+        "r": session.rotated_at,
+    }
+    if session.user is not None:
+        doc["u"] = session.user
+    if session.authenticated_at is not None:
+        doc["a"] = session.authenticated_at
+    if session.ip is not None:
+        doc["ip"] = session.ip
+    if session.user_agent is not None:
+        doc["ua"] = session.user_agent
+    if session.persistent:
+        doc["p"] = 1
+    if session.csrf_secret is not None:
+        doc["x"] = session.csrf_secret
+    return dumps(doc)
+
+
+def dumps(value: Any) -> bytes:
+    """Compact JSON bytes; a value JSON cannot hold raises `SessionDataError`."""
+    try:
+        return _encoder.encode(value).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise SessionDataError(f"session data must be JSON-serialisable: {exc}") from None
+
+
+def encode_alias(target: str) -> bytes:
+    return dumps({"m": target})
+
+
+def decode(raw: bytes) -> Stored | Alias:
+    """Decode record bytes; raises `StoreCorrupted` for anything coatcheck did not write."""
+    try:
+        doc = _decoder.decode(raw.decode("utf-8"))
+        if "m" in doc:
+            target = doc["m"]
+            if not isinstance(target, str):
+                raise TypeError
+            return Alias(target)
+        data = doc["d"]
+        if not isinstance(data, dict):
+            raise TypeError
+        return Stored(
+            data=data,
+            created_at=float(doc["c"]),
+            last_seen=float(doc["s"]),
+            rotated_at=float(doc["r"]),
+            user=_opt_str(doc.get("u")),
+            authenticated_at=None if doc.get("a") is None else float(doc["a"]),
+            ip=_opt_str(doc.get("ip")),
+            user_agent=_opt_str(doc.get("ua")),
+            persistent=bool(doc.get("p")),
+            csrf_secret=_opt_str(doc.get("x")),
+        )
+    except (ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError):
+        raise StoreCorrupted("session record is not valid coatcheck JSON") from None
+
+
+def _opt_str(value: object) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise TypeError

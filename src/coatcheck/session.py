@@ -1,0 +1,303 @@
+"""`Session`: the mapping an application reads and writes during one request.
+
+It behaves like the `dict` every framework user knows, and records what the request did
+with it: which keys were read, set or deleted, and which lifecycle step was asked for
+(`login`, `logout`, `regenerate`). It performs no I/O; `SessionManager.commit` turns that
+record into store writes and headers once the response starts.
+"""
+
+from __future__ import annotations
+
+import copy
+import secrets
+from collections.abc import Iterator, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Session", "SessionInfo"]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """What a listing shows of one session. Holds the public ID only, never the secret."""
+
+    id: str
+    user: str | None
+    created_at: float
+    authenticated_at: float | None
+    last_seen: float
+    ip: str | None
+    user_agent: str | None
+    mode: str = "server"
+
+
+_MUTABLE = (list, dict)
+
+
+class Session(MutableMapping[str, Any]):
+    """Per-request session state.
+
+    Values must be JSON-serialisable. Changes made inside a list or dict that was read from
+    the session (`session["cart"].append(item)`) are detected at commit, so they are saved
+    like a plain assignment.
+
+    `id` is the public handle of the session (safe to log, list or pass to `revoke`); the
+    secret that the client carries is never exposed by this object, its `repr` or its errors.
+    """
+
+    __slots__ = (
+        "_accessed",
+        "_changed",
+        "_data",
+        "_now",
+        "_originals",
+        "_secret",
+        "authenticated_at",
+        "client_stale",
+        "created_at",
+        "csrf_secret",
+        "ended",
+        "id",
+        "ip",
+        "is_new",
+        "last_seen",
+        "logout_others",
+        "meta_changed",
+        "mode",
+        "persistent",
+        "reissue",
+        "rotate",
+        "rotated_at",
+        "stale_key",
+        "user",
+        "user_agent",
+        "version",
+    )
+
+    def __init__(
+        self,
+        data: dict[str, Any],
+        *,
+        secret: str,
+        id: str,
+        is_new: bool,
+        now: float,
+        created_at: float,
+        last_seen: float,
+        rotated_at: float,
+        user: str | None = None,
+        authenticated_at: float | None = None,
+        ip: str | None = None,
+        user_agent: str | None = None,
+        persistent: bool = False,
+        csrf_secret: str | None = None,
+        version: int = 0,
+        mode: str = "server",
+    ) -> None:
+        self._data = data
+        self._changed: set[str] = set()
+        self._originals: dict[str, Any] = {}
+        self._accessed = False
+        self._secret = secret
+        self._now = now
+        self.id = id
+        self.is_new = is_new
+        self.created_at = created_at
+        self.last_seen = last_seen
+        self.rotated_at = rotated_at
+        self.user = user
+        self.authenticated_at = authenticated_at
+        self.ip = ip
+        self.user_agent = user_agent
+        self.persistent = persistent
+        self.csrf_secret = csrf_secret
+        self.version = version
+        self.mode = mode
+        #: Lifecycle intents, carried out by the commit: why the ID rotates ("login",
+        #: "regenerate", "renewal"), whether the session ends, and so on.
+        self.rotate: str | None = None
+        self.ended = False
+        self.logout_others = False
+        self.meta_changed = False
+        self.reissue = False
+        #: Set by the manager: the client sent an ID that resolved to nothing (its cookie
+        #: is cleared unless this session is saved), and a dead record to delete.
+        self.client_stale = False
+        self.stale_key: str | None = None
+
+    # -- mapping -------------------------------------------------------------------------
+
+    def __getitem__(self, key: str) -> Any:
+        self._accessed = True
+        value = self._data[key]
+        if isinstance(value, _MUTABLE) and key not in self._originals and key not in self._changed:
+            self._originals[key] = copy.deepcopy(value)
+        return value
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if not isinstance(key, str):
+            raise TypeError(f"session keys must be str, not {type(key).__name__}")
+        self._accessed = True
+        self._data[key] = value
+        self._changed.add(key)
+
+    def __delitem__(self, key: str) -> None:
+        self._accessed = True
+        del self._data[key]
+        self._changed.add(key)
+
+    def __iter__(self) -> Iterator[str]:
+        self._accessed = True
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        self._accessed = True
+        return len(self._data)
+
+    def __contains__(self, key: object) -> bool:
+        self._accessed = True
+        return key in self._data
+
+    def __repr__(self) -> str:
+        user = f" user={self.user!r}" if self.user is not None else ""
+        return f"<Session id={self.id[:8]}…{user} keys={sorted(self._data)!r}>"
+
+    def clear(self) -> None:
+        """Remove every key (cheaper than the mixin's key-by-key `popitem` loop)."""
+        self._accessed = True
+        self._changed.update(self._data)
+        self._data.clear()
+
+    # -- what the request did ------------------------------------------------------------
+
+    @property
+    def accessed(self) -> bool:
+        """Whether the request read or wrote the session (responses then vary on it)."""
+        return self._accessed
+
+    @property
+    def modified(self) -> bool:
+        """Whether anything must be written: data, metadata or a lifecycle step."""
+        return bool(
+            self._changed
+            or self.rotate is not None
+            or self.ended
+            or self.logout_others
+            or self.meta_changed
+            or self._mutated_keys()
+        )
+
+    @modified.setter
+    def modified(self, value: bool) -> None:
+        # Flask's and Django's escape hatch: `session.modified = True` forces a save.
+        self.meta_changed = value
+
+    def _mutated_keys(self) -> list[str]:
+        return [k for k, v in self._originals.items() if self._data.get(k, _GONE) != v]
+
+    def changes(self) -> dict[str, Any]:
+        """Keys this request set or deleted (deleted keys map to `DELETED`), in-place
+        mutations of read values included."""
+        keys = self._changed.union(self._mutated_keys())
+        return {k: self._data.get(k, DELETED) for k in keys}
+
+    def data(self) -> dict[str, Any]:
+        """The session's data as a plain dict (no access tracking)."""
+        return self._data
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def login(self, user: str) -> None:
+        """Bind `user` to this session and rotate its ID.
+
+        The rotation defeats session fixation: an ID an attacker planted before login is
+        destroyed (without the grace window `regenerate` gives) and stops working.
+        """
+        if not isinstance(user, str) or not user:
+            raise TypeError("login() takes the user's identifier as a non-empty str")
+        self._accessed = True
+        self.user = user
+        self.authenticated_at = self._now
+        self.rotate = "login"
+        self.meta_changed = True
+
+    def logout(self) -> None:
+        """End the session everywhere: its record is destroyed and the cookie cleared."""
+        self.invalidate()
+
+    def invalidate(self) -> None:
+        """End the session: delete its data and record and clear the client's copy."""
+        self._accessed = True
+        self._changed.update(self._data)
+        self._data.clear()
+        self.ended = True
+
+    def regenerate(self) -> None:
+        """Give the session a new ID and keep its data.
+
+        The old ID keeps resolving to this session for the grace window, so requests that
+        are already in flight with it neither fork the session nor lose their writes.
+        """
+        self._accessed = True
+        if self.rotate != "login":
+            self.rotate = "regenerate"
+
+    def logout_other_devices(self) -> None:
+        """End every other session of this session's user ("log out other devices")."""
+        if self.user is None:
+            raise ValueError("logout_other_devices() needs a logged-in session")
+        self._accessed = True
+        self.logout_others = True
+
+    def set_persistent(self, persistent: bool = True) -> None:
+        """Ask for a cookie that outlives the browser ("remember me") until the absolute
+        timeout; by default session cookies end when the browser closes."""
+        self._accessed = True
+        if persistent != self.persistent:
+            self.persistent = persistent
+            self.meta_changed = True
+            self.reissue = True
+
+    @property
+    def csrf_token(self) -> str:
+        """A per-session secret to embed in forms as `csrf_token` or send as `X-CSRF-Token`.
+
+        Created on first use, which makes a new session worth saving.
+        """
+        self._accessed = True
+        if self.csrf_secret is None:
+            self.csrf_secret = secrets.token_urlsafe(32)
+            self.meta_changed = True
+        return self.csrf_secret
+
+    @property
+    def secret(self) -> str:
+        """The session ID the client carries. Internal: adapters and drivers only."""
+        return self._secret
+
+    def _rekey(self, secret: str, id: str) -> None:
+        self._secret = secret
+        self.id = id
+
+    def info(self) -> SessionInfo:
+        return SessionInfo(
+            id=self.id,
+            user=self.user,
+            created_at=self.created_at,
+            authenticated_at=self.authenticated_at,
+            last_seen=self.last_seen,
+            ip=self.ip,
+            user_agent=self.user_agent,
+            mode=self.mode,
+        )
+
+
+class _Deleted:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "DELETED"
+
+
+DELETED: Any = _Deleted()
+_GONE = object()

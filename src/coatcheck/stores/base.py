@@ -1,0 +1,112 @@
+"""What a session store is: bytes with a TTL, keyed by public session ID, with a version.
+
+A store knows nothing of sessions. It keeps opaque records (`Record`) under keys that are
+already hashes of the session IDs, and offers the few operations the core needs, every one
+of them atomic:
+
+- `save` is a compare-and-set on the record's version, so parallel requests of one session
+  never overwrite each other blindly: the loser reloads and re-applies its changes.
+- `rotate` moves a record to a new key and leaves an alias (or nothing) under the old one,
+  also compared against the version, so a write that raced the rotation is not lost.
+- the per-user index (`list_user`, `delete_user`) follows the `user` given to `save`.
+
+Every backend ships a sync class and an `Async` twin and passes the contract suite in
+`tests/stores/contract.py`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+__all__ = ["AsyncStore", "Record", "Store"]
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One stored record: the encoded session and its version (1 for a new record, +1 per
+    successful write)."""
+
+    data: bytes
+    version: int
+
+
+@runtime_checkable
+class Store(Protocol):
+    """A synchronous session store. Durations are seconds; keys are public session IDs."""
+
+    def load(self, key: str) -> Record | None:
+        """The live record under `key`, or None if there is none or it has expired."""
+
+    def save(
+        self, key: str, data: bytes, *, version: int, ttl: float, user: str | None
+    ) -> bool:
+        """Write `data` under `key` if the stored version is `version` (0: no live record).
+
+        Returns False, writing nothing, when the version does not match.
+        """
+
+    def rotate(
+        self,
+        old_key: str,
+        new_key: str,
+        data: bytes,
+        *,
+        version: int,
+        ttl: float,
+        user: str | None,
+        alias: bytes | None,
+        alias_ttl: float,
+    ) -> bool:
+        """Atomically: if `old_key` holds `version`, write `data` under `new_key` (version 1)
+        and replace `old_key` by `alias` for `alias_ttl` seconds, or delete it if `alias` is
+        None. Returns False, writing nothing, when the version does not match."""
+
+    def delete(self, key: str) -> None:
+        """Remove the record under `key`, if any."""
+
+    def list_user(self, user: str) -> list[tuple[str, Record]]:
+        """Every live record saved with `user`, as (key, record) pairs."""
+
+    def delete_user(self, user: str, *, keep: str | None = None) -> int:
+        """Remove every record of `user` except the one under `keep`; returns how many."""
+
+    def purge_expired(self) -> int:
+        """Remove expired records now; returns how many. Stores also expire on their own."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+@runtime_checkable
+class AsyncStore(Protocol):
+    """The asynchronous twin of `Store`: the same operations, awaited; `aclose` for `close`."""
+
+    async def load(self, key: str) -> Record | None: ...
+
+    async def save(
+        self, key: str, data: bytes, *, version: int, ttl: float, user: str | None
+    ) -> bool: ...
+
+    async def rotate(
+        self,
+        old_key: str,
+        new_key: str,
+        data: bytes,
+        *,
+        version: int,
+        ttl: float,
+        user: str | None,
+        alias: bytes | None,
+        alias_ttl: float,
+    ) -> bool: ...
+
+    async def delete(self, key: str) -> None: ...
+
+    async def list_user(self, user: str) -> list[tuple[str, Record]]: ...
+
+    async def delete_user(self, user: str, *, keep: str | None = None) -> int: ...
+
+    async def purge_expired(self) -> int: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,290 @@
+"""`SQLiteStore`: the embedded default, shared by every process on one machine.
+
+One table in a SQLite file, in WAL mode so readers never wait for writers and many worker
+processes can serve one set of sessions. Every operation is a single statement or a short
+`BEGIN IMMEDIATE` transaction, so the compare-and-set on `version` is atomic across
+processes. Writers that find the database locked wait up to `timeout` seconds, then fail
+with `StoreUnavailable`. Expired rows are invisible at once and deleted in small batches
+(`purge_expired`, also run every `purge_interval` seconds by a writing process), so purging
+never holds the write lock for long.
+
+`synchronous=NORMAL` is used: in WAL mode a power loss may forget the last transactions but
+never corrupts the file, the usual trade for session data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from ..exceptions import ConfigurationError, StoreUnavailable
+from .base import Record
+
+__all__ = ["AsyncSQLiteStore", "SQLiteStore"]
+
+T = TypeVar("T")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+PURGE_BATCH = 500
+
+
+class _Busy(StoreUnavailable):
+    """The database was locked and the connection was not allowed to wait."""
+
+
+class SQLiteStore:
+    """Sessions in the SQLite file at `path` (created with its table on first use)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] = "sessions.db",
+        *,
+        table: str = "coatcheck_sessions",
+        timeout: float = 5.0,  # seconds a writer waits for the lock
+        purge_interval: float = 300.0,  # seconds between opportunistic purges
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not _IDENTIFIER.fullmatch(table):
+            raise ConfigurationError(f"SQLite table name {table!r} is not a plain identifier")
+        if timeout < 0:
+            raise ConfigurationError("SQLiteStore timeout must be >= 0 seconds")
+        self.path = os.fspath(path)
+        self.table = table
+        self.timeout = timeout
+        self.purge_interval = purge_interval
+        self._clock = clock
+        self._local = threading.local()
+        self._next_purge = clock() + purge_interval
+        t = table
+        self._sql_load = f"SELECT data, version FROM {t} WHERE key = ? AND expires_at > ?"  # noqa: S608
+        self._sql_create = (
+            f"INSERT INTO {t} (key, data, version, expires_at, user) VALUES (?, ?, 1, ?, ?) "  # noqa: S608
+            f"ON CONFLICT (key) DO UPDATE SET data = excluded.data, version = 1, "
+            f"expires_at = excluded.expires_at, user = excluded.user "
+            f"WHERE {t}.expires_at <= ?"
+        )
+        self._sql_update = (
+            f"UPDATE {t} SET data = ?, version = version + 1, expires_at = ?, user = ? "  # noqa: S608
+            f"WHERE key = ? AND version = ? AND expires_at > ?"
+        )
+        self._sql_delete_if = f"DELETE FROM {t} WHERE key = ? AND version = ? AND expires_at > ?"  # noqa: S608
+        self._sql_put = (
+            f"INSERT OR REPLACE INTO {t} (key, data, version, expires_at, user) "  # noqa: S608
+            f"VALUES (?, ?, 1, ?, ?)"
+        )
+        self._sql_delete = f"DELETE FROM {t} WHERE key = ?"  # noqa: S608
+        self._sql_list = (
+            f"SELECT key, data, version FROM {t} WHERE user = ? AND expires_at > ?"  # noqa: S608
+        )
+        self._sql_delete_user = f"DELETE FROM {t} WHERE user = ? AND key IS NOT ?"  # noqa: S608
+        self._sql_purge = (
+            f"DELETE FROM {t} WHERE key IN "  # noqa: S608
+            f"(SELECT key FROM {t} WHERE expires_at <= ? LIMIT {PURGE_BATCH})"
+        )
+        self._run(lambda db: None)  # create the file and table now: fail at start-up, not later
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self.path!r}, table={self.table!r})"
+
+    def _connection(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(
+                self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
+            )
+            db.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = NORMAL")
+            db.execute(
+                f"CREATE TABLE IF NOT EXISTS {self.table} ("
+                "key TEXT PRIMARY KEY, data BLOB NOT NULL, version INTEGER NOT NULL, "
+                "expires_at REAL NOT NULL, user TEXT) WITHOUT ROWID"
+            )
+            db.execute(
+                f"CREATE INDEX IF NOT EXISTS {self.table}_user ON {self.table} (user) "
+                "WHERE user IS NOT NULL"
+            )
+            db.execute(
+                f"CREATE INDEX IF NOT EXISTS {self.table}_expires ON {self.table} (expires_at)"
+            )
+            self._local.db = db
+        return db
+
+    def _run(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            return operation(self._connection())
+        except sqlite3.OperationalError as exc:
+            message = str(exc)
+            if "locked" in message or "busy" in message:
+                raise _Busy(f"SQLite store {self.path!r} is locked: {message}") from None
+            raise StoreUnavailable(f"SQLite store {self.path!r} failed: {message}") from None
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite store {self.path!r} failed: {exc}") from None
+
+    def load(self, key: str) -> Record | None:
+        row = self._run(lambda db: db.execute(self._sql_load, (key, self._clock())).fetchone())
+        return None if row is None else Record(row[0], row[1])
+
+    def save(self, key: str, data: bytes, *, version: int, ttl: float, user: str | None) -> bool:
+        now = self._clock()
+        args: tuple[object, ...]
+        if version == 0:
+            sql, args = self._sql_create, (key, data, now + ttl, user, now)
+        else:
+            sql, args = self._sql_update, (data, now + ttl, user, key, version, now)
+        saved = self._run(lambda db: db.execute(sql, args).rowcount) == 1
+        if now >= self._next_purge:
+            self._next_purge = now + self.purge_interval
+            self.purge_expired()
+        return saved
+
+    def rotate(
+        self,
+        old_key: str,
+        new_key: str,
+        data: bytes,
+        *,
+        version: int,
+        ttl: float,
+        user: str | None,
+        alias: bytes | None,
+        alias_ttl: float,
+    ) -> bool:
+        now = self._clock()
+
+        def transaction(db: sqlite3.Connection) -> bool:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                if alias is None:
+                    moved = db.execute(self._sql_delete_if, (old_key, version, now)).rowcount
+                else:
+                    moved = db.execute(
+                        self._sql_update, (alias, now + alias_ttl, None, old_key, version, now)
+                    ).rowcount
+                if moved == 1:
+                    db.execute(self._sql_put, (new_key, data, now + ttl, user))
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return moved == 1
+
+        return self._run(transaction)
+
+    def delete(self, key: str) -> None:
+        self._run(lambda db: db.execute(self._sql_delete, (key,)))
+
+    def list_user(self, user: str) -> list[tuple[str, Record]]:
+        rows = self._run(lambda db: db.execute(self._sql_list, (user, self._clock())).fetchall())
+        return [(key, Record(data, version)) for key, data, version in rows]
+
+    def delete_user(self, user: str, *, keep: str | None = None) -> int:
+        return self._run(lambda db: db.execute(self._sql_delete_user, (user, keep)).rowcount)
+
+    def purge_expired(self) -> int:
+        total = 0
+        args = (self._clock(),)
+        while True:
+            removed = self._run(lambda db: db.execute(self._sql_purge, args).rowcount)
+            total += removed
+            if removed < PURGE_BATCH:
+                return total
+
+    def close(self) -> None:
+        """Close this thread's connection (other threads close theirs when they end)."""
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+
+class AsyncSQLiteStore:
+    """The async twin of `SQLiteStore`.
+
+    SQLite answers in microseconds when the database is not locked, far less than handing
+    the call to a thread would cost, so each operation first runs on the event loop with a
+    connection that does not wait for locks. Only if another process holds the write lock is
+    the operation handed to a worker thread, which waits up to `timeout` seconds there
+    without blocking the loop.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] = "sessions.db",
+        *,
+        table: str = "coatcheck_sessions",
+        timeout: float = 5.0,  # seconds a writer waits for the lock (in a worker thread)
+        purge_interval: float = 300.0,  # seconds
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        options: dict[str, Any] = {"table": table, "purge_interval": purge_interval, "clock": clock}
+        self.sync = SQLiteStore(path, timeout=timeout, **options)
+        self._nowait = SQLiteStore(path, timeout=0, **options)
+
+    @classmethod
+    def wrapping(cls, store: SQLiteStore) -> AsyncSQLiteStore:
+        """The async twin of an existing `SQLiteStore`, with the same settings."""
+        return cls(
+            store.path, table=store.table, timeout=store.timeout,
+            purge_interval=store.purge_interval, clock=store._clock,
+        )  # fmt: skip
+
+    def __repr__(self) -> str:
+        return f"AsyncSQLiteStore({self.sync.path!r}, table={self.sync.table!r})"
+
+    async def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return getattr(self._nowait, name)(*args, **kwargs)
+        except _Busy:
+            return await asyncio.to_thread(getattr(self.sync, name), *args, **kwargs)
+
+    async def load(self, key: str) -> Record | None:
+        result: Record | None = await self._call("load", key)
+        return result
+
+    async def save(
+        self, key: str, data: bytes, *, version: int, ttl: float, user: str | None
+    ) -> bool:
+        return bool(await self._call("save", key, data, version=version, ttl=ttl, user=user))
+
+    async def rotate(
+        self,
+        old_key: str,
+        new_key: str,
+        data: bytes,
+        *,
+        version: int,
+        ttl: float,
+        user: str | None,
+        alias: bytes | None,
+        alias_ttl: float,
+    ) -> bool:
+        return bool(
+            await self._call(
+                "rotate", old_key, new_key, data,
+                version=version, ttl=ttl, user=user, alias=alias, alias_ttl=alias_ttl,
+            )
+        )  # fmt: skip
+
+    async def delete(self, key: str) -> None:
+        await self._call("delete", key)
+
+    async def list_user(self, user: str) -> list[tuple[str, Record]]:
+        result: list[tuple[str, Record]] = await self._call("list_user", user)
+        return result
+
+    async def delete_user(self, user: str, *, keep: str | None = None) -> int:
+        return int(await self._call("delete_user", user, keep=keep))
+
+    async def purge_expired(self) -> int:
+        return int(await self._call("purge_expired"))
+
+    async def aclose(self) -> None:
+        self._nowait.close()
+        self.sync.close()

@@ -1,0 +1,65 @@
+"""`ThreadedStore`: any sync store, awaited by running each call in a worker thread.
+
+The fallback that lets a third-party sync store serve an async app. Each call pays a thread
+hand-off (tens of microseconds); the built-in stores have native async twins instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from .base import Record, Store
+
+__all__ = ["ThreadedStore"]
+
+
+class ThreadedStore:
+    """Adapt a sync `Store` to the `AsyncStore` protocol."""
+
+    def __init__(self, store: Store) -> None:
+        self.sync = store
+
+    def __repr__(self) -> str:
+        return f"ThreadedStore({self.sync!r})"
+
+    async def load(self, key: str) -> Record | None:
+        return await asyncio.to_thread(self.sync.load, key)
+
+    async def save(
+        self, key: str, data: bytes, *, version: int, ttl: float, user: str | None
+    ) -> bool:
+        return await asyncio.to_thread(
+            self.sync.save, key, data, version=version, ttl=ttl, user=user
+        )
+
+    async def rotate(
+        self,
+        old_key: str,
+        new_key: str,
+        data: bytes,
+        *,
+        version: int,
+        ttl: float,
+        user: str | None,
+        alias: bytes | None,
+        alias_ttl: float,
+    ) -> bool:
+        return await asyncio.to_thread(
+            self.sync.rotate, old_key, new_key, data,
+            version=version, ttl=ttl, user=user, alias=alias, alias_ttl=alias_ttl,
+        )  # fmt: skip
+
+    async def delete(self, key: str) -> None:
+        await asyncio.to_thread(self.sync.delete, key)
+
+    async def list_user(self, user: str) -> list[tuple[str, Record]]:
+        return await asyncio.to_thread(self.sync.list_user, user)
+
+    async def delete_user(self, user: str, *, keep: str | None = None) -> int:
+        return await asyncio.to_thread(self.sync.delete_user, user, keep=keep)
+
+    async def purge_expired(self) -> int:
+        return await asyncio.to_thread(self.sync.purge_expired)
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.sync.close)
