@@ -22,7 +22,7 @@ from .manager import Commit, Opening, ServerSide, SessionManager
 from .policy import Lifetimes
 from .request import RequestInfo
 from .session import Session, SessionInfo
-from .transports import Cookie
+from .transports import Cookie, Header, Transport
 
 __version__ = "0.1.0"
 
@@ -33,6 +33,7 @@ __all__ = [
     "Commit",
     "ConfigurationError",
     "Cookie",
+    "Header",
     "Lifetimes",
     "Opening",
     "RequestInfo",
@@ -45,4 +46,5 @@ __all__ = [
     "SessionTooLarge",
     "StoreError",
     "StoreUnavailable",
+    "Transport",
 ]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -32,7 +32,7 @@ from .request import RequestInfo
 from .session import DELETED, Session, SessionInfo
 from .stores import AsyncStore, Store, from_url, to_async
 from .stores.base import Record
-from .transports import Cookie
+from .transports import Cookie, Transport
 
 __all__ = ["Commit", "Opening", "ServerSide", "SessionManager", "Write"]
 
@@ -92,6 +92,7 @@ class Opening:
     request: RequestInfo
     now: float
     key: str | None
+    transport: Transport
     secret: str | None = field(default=None, repr=False)
     hops: int = 0
     presented: bool = False
@@ -139,7 +140,9 @@ class SessionManager:
     """Opens, commits and rotates sessions; configuration is validated here, once.
 
     `mode` chooses where sessions live (`ServerSide(store=...)`), `transport` how the ID
-    travels (`Cookie(...)`), `lifetimes` how long sessions last. `csrf` enables the
+    travels (`Cookie(...)`, `Header(...)`, or several: a request is answered in the
+    transport it used, and one without an ID in the first that applies to its path and
+    claims it), `lifetimes` how long sessions last. `csrf` enables the
     cross-origin check for unsafe methods (cookie transport only) and `trusted_origins`
     lists origins (`"https://app.example"`) allowed to post cross-origin. `log_salt` salts
     the session hashes in log lines; give replicas the same salt to correlate their logs.
@@ -149,7 +152,7 @@ class SessionManager:
         self,
         mode: ServerSide | None = None,
         *,
-        transport: Cookie | None = None,
+        transport: Transport | Sequence[Transport] | None = None,
         lifetimes: Lifetimes | None = None,
         csrf: bool = True,
         trusted_origins: Iterable[str] = (),
@@ -157,7 +160,13 @@ class SessionManager:
         log_salt: bytes | None = None,
     ) -> None:
         self.mode = mode if mode is not None else ServerSide()
-        self.transport = transport if transport is not None else Cookie()
+        if transport is None:
+            transport = Cookie()
+        self.transports: tuple[Transport, ...] = (
+            (transport,) if isinstance(transport, Transport) else tuple(transport)
+        )
+        if not self.transports:
+            raise ConfigurationError("SessionManager needs at least one transport")
         self.lifetimes = lifetimes if lifetimes is not None else Lifetimes()
         self.csrf = csrf
         self.trusted_origins = frozenset(o.rstrip("/") for o in trusted_origins)
@@ -165,7 +174,24 @@ class SessionManager:
         self.audit = Audit(log_salt if log_salt is not None else os.urandom(16))
 
     def __repr__(self) -> str:
-        return f"SessionManager({self.mode!r}, transport={self.transport!r})"
+        return f"SessionManager({self.mode!r}, transport={self.transports!r})"
+
+    @property
+    def transport(self) -> Transport:
+        """The first (default) transport."""
+        return self.transports[0]
+
+    def transport_for(self, request: RequestInfo) -> tuple[Transport, str | None]:
+        """The transport that serves `request`, and the ID or token it carries."""
+        applicable = [t for t in self.transports if t.applies(request)] or [self.transports[0]]
+        for transport in applicable:
+            secret = transport.read(request)
+            if secret:
+                return transport, secret
+        for transport in applicable:
+            if transport.claims(request):
+                return transport, None
+        return applicable[0], None
 
     # -- request in ----------------------------------------------------------------------
 
@@ -175,13 +201,13 @@ class SessionManager:
         A malformed ID never reaches the store: it is logged and the request starts fresh.
         """
         now = self.clock()
-        secret = self.transport.read(request)
+        transport, secret = self.transport_for(request)
         if not secret:
-            return Opening(request, now, None)
+            return Opening(request, now, None, transport)
         if not is_wellformed(secret):
             self.audit.security("session.malformed", secret)
-            return Opening(request, now, None, presented=True)
-        return Opening(request, now, public_id(secret), secret, presented=True)
+            return Opening(request, now, None, transport, presented=True)
+        return Opening(request, now, public_id(secret), transport, secret, presented=True)
 
     def attach(self, opening: Opening, record: Record | None) -> Session | Opening:
         """The session for a request, given the record stored under `opening.key`.
@@ -231,6 +257,7 @@ class SessionManager:
             csrf_secret=stored.csrf_secret,
             version=record.version,
         )
+        session.transport = opening.transport
         if lifetimes.needs_renewal(now=now, rotated_at=stored.rotated_at):
             session.rotate = "renewal"
         elif lifetimes.needs_touch(now=now, last_seen=stored.last_seen):
@@ -254,6 +281,7 @@ class SessionManager:
         )
         session.client_stale = opening.presented
         session.stale_key = stale
+        session.transport = opening.transport
         return session
 
     def check_csrf(
@@ -261,7 +289,11 @@ class SessionManager:
     ) -> None:
         """Raise `CSRFError` if an unsafe request is cross-origin and does not carry the
         session's CSRF token (`submitted`, or the `X-CSRF-Token` header). See `csrf`."""
-        if not self.csrf or csrf.check_origin(request, self.trusted_origins):
+        if (
+            not self.csrf
+            or not (session.transport or self.transport).ambient
+            or csrf.check_origin(request, self.trusted_origins)
+        ):
             return
         token = submitted if submitted is not None else request.header(csrf.TOKEN_HEADER)
         try:
@@ -367,9 +399,10 @@ class SessionManager:
     ) -> list[tuple[str, str]]:
         """Response headers once the commit's writes are done; `write` is the write that
         succeeded (after rebases), or None if there was none or it was dropped."""
+        transport = session.transport or self.transport
         headers: list[tuple[str, str]] = []
         if commit.clear or (commit.write is not None and write is None):
-            headers.append(("set-cookie", self.transport.clear()))
+            headers += transport.forget()
         elif write is not None and write.issue is not None:
             if write.replaces is not None:
                 self.audit.lifecycle(
@@ -380,11 +413,11 @@ class SessionManager:
             max_age = None
             if session.persistent:
                 max_age = int(session.created_at + self.lifetimes.absolute - session._now)
-            headers.append(("set-cookie", self.transport.render(write.issue, max_age=max_age)))
+            headers += transport.issue(write.issue, max_age=max_age)
         if headers:
             headers.append(("cache-control", "no-store"))
         if session.accessed:
-            headers.append(("vary", "Cookie"))
+            headers.append(("vary", transport.vary))
         return headers
 
     # -- listing -------------------------------------------------------------------------

@@ -12,7 +12,10 @@ import copy
 import secrets
 from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .transports import Transport
 
 __all__ = ["Session", "SessionInfo"]
 
@@ -69,6 +72,7 @@ class Session(MutableMapping[str, Any]):
         "rotate",
         "rotated_at",
         "stale_key",
+        "transport",
         "user",
         "user_agent",
         "version",
@@ -124,6 +128,8 @@ class Session(MutableMapping[str, Any]):
         #: is cleared unless this session is saved), and a dead record to delete.
         self.client_stale = False
         self.stale_key: str | None = None
+        #: The transport the request used; the response answers in it.
+        self.transport: Transport | None = None
 
     # -- mapping -------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""How a session ID travels: the `Cookie` transport (and its parsing and rendering).
+"""How a session ID travels: the `Cookie` and `Header` transports.
 
 The defaults are the strictest that browsers accept and OWASP asks for (ASVS 5.0 3.3.1-3.3.4):
 a `__Host-` name, `Secure`, `HttpOnly`, `SameSite=Lax`, `Path=/`, no `Domain`, and no
@@ -9,17 +9,52 @@ a `__Host-` name, `Secure`, `HttpOnly`, `SameSite=Lax`, `Path=/`, no `Domain`, a
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol, runtime_checkable
 
 from .exceptions import ConfigurationError
 from .request import RequestInfo
 
-__all__ = ["Cookie"]
+__all__ = ["Cookie", "Header", "Transport"]
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token: a valid cookie name
 _PATH = re.compile(r"/[\x21-\x3a\x3c-\x7e]*")  # no controls, spaces or semicolons
 _EXPIRED = "Thu, 01 Jan 1970 00:00:00 GMT"
+#: A request header by which a client without a token asks for the header transport.
+SELECT_HEADER = "session-transport"
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """Where a request carries its session ID and how a response hands out a new one."""
+
+    #: Whether a browser attaches the ID by itself (cookies), which calls for CSRF defence.
+    ambient: bool
+
+    @property
+    def vary(self) -> str:
+        """The request header that responses reading the session vary on."""
+
+    def applies(self, request: RequestInfo) -> bool:
+        """Whether this transport serves `request` (its route prefixes match)."""
+
+    def claims(self, request: RequestInfo) -> bool:
+        """Whether a request that carries no ID asks explicitly to get one in this
+        transport (otherwise the first transport serving its path answers)."""
+
+    def read(self, request: RequestInfo) -> str | None:
+        """The ID or token the request carries, or None."""
+
+    def issue(self, value: str, *, max_age: int | None = None) -> list[tuple[str, str]]:
+        """Response headers that hand `value` to the client."""
+
+    def forget(self) -> list[tuple[str, str]]:
+        """Response headers that make the client drop its ID or token."""
+
+
+def _under(path: str, prefixes: Sequence[str] | None) -> bool:
+    return prefixes is None or any(path.startswith(p) for p in prefixes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +73,14 @@ class Cookie:
     http_only: bool = True
     same_site: Literal["lax", "strict", "none"] | None = "lax"
     partitioned: bool = False
+    #: Route prefixes this transport serves (None: every route).
+    paths: tuple[str, ...] | None = None
+
+    ambient = True
+
+    @property
+    def vary(self) -> str:
+        return "Cookie"
 
     def __post_init__(self) -> None:
         if not _TOKEN.fullmatch(self.name):
@@ -61,6 +104,18 @@ class Cookie:
             )
         if self.partitioned and not self.secure:
             raise ConfigurationError("partitioned cookies need secure=True")
+
+    def applies(self, request: RequestInfo) -> bool:
+        return _under(request.path, self.paths)
+
+    def claims(self, request: RequestInfo) -> bool:
+        return False  # cookies are the default, never asked for explicitly
+
+    def issue(self, value: str, *, max_age: int | None = None) -> list[tuple[str, str]]:
+        return [("set-cookie", self.render(value, max_age=max_age))]
+
+    def forget(self) -> list[tuple[str, str]]:
+        return [("set-cookie", self.clear())]
 
     def read(self, request: RequestInfo) -> str | None:
         """The session cookie's value, or None. The first cookie of that name wins, as
@@ -98,6 +153,68 @@ class Cookie:
         if self.partitioned:
             parts.append("Partitioned")
         return "; ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """Carry the session ID or token in a request header and hand new ones out in a
+    response header, for API clients and the JavaScript client (`static/coatcheck.js`).
+
+    By default the request sends `Authorization: Bearer <token>` and responses carry a new
+    or rotated token in `Session-Token` (listed in `Access-Control-Expose-Headers` so
+    cross-origin pages may read it); an ended session is answered with an empty
+    `Session-Token` so the client forgets it. Tokens are never read from the URL.
+
+    Browsers never attach a custom header on their own, so requests carried this way need
+    no CSRF check; what remains is XSS: script on the page can read a token it can attach.
+    """
+
+    name: str = "authorization"
+    scheme: str | None = "Bearer"
+    response_header: str = "Session-Token"
+    #: Route prefixes this transport serves (None: every route).
+    paths: tuple[str, ...] | None = None
+
+    ambient = False
+
+    @property
+    def vary(self) -> str:
+        return self.name
+
+    def __post_init__(self) -> None:
+        if not _TOKEN.fullmatch(self.name) or not _TOKEN.fullmatch(self.response_header):
+            raise ConfigurationError("Header names must be valid HTTP header names")
+        if self.scheme is not None and not _TOKEN.fullmatch(self.scheme):
+            raise ConfigurationError(f"authorization scheme {self.scheme!r} is not a token")
+        object.__setattr__(self, "name", self.name.lower())
+
+    def applies(self, request: RequestInfo) -> bool:
+        return _under(request.path, self.paths)
+
+    def claims(self, request: RequestInfo) -> bool:
+        """A request without a token asks for its new one in this header by sending
+        `Session-Transport: header` (the JavaScript client does)."""
+        return (request.header(SELECT_HEADER) or "").strip().lower() == "header"
+
+    def read(self, request: RequestInfo) -> str | None:
+        value = request.header(self.name)
+        if value is None:
+            return None
+        if self.scheme is None:
+            return value.strip() or None
+        scheme, _, token = value.strip().partition(" ")
+        if scheme.lower() != self.scheme.lower():
+            return None
+        return token.strip() or None
+
+    def issue(self, value: str, *, max_age: int | None = None) -> list[tuple[str, str]]:
+        return [
+            (self.response_header.lower(), value),
+            ("access-control-expose-headers", self.response_header),
+        ]
+
+    def forget(self) -> list[tuple[str, str]]:
+        return self.issue("")
 
 
 def find_cookie(header: str, name: str) -> str | None:

@@ -23,7 +23,6 @@ from ..exceptions import CSRFError, StoreError
 from ..manager import SessionManager
 from ..request import RequestInfo
 from ..session import Session
-from ..transports import Cookie
 
 __all__ = ["SessionMiddleware", "request_info"]
 
@@ -84,7 +83,7 @@ class SessionMiddleware:
         if scope["type"] == "websocket":
             await self.app(scope, receive, send)
             return
-        if manager.csrf and isinstance(manager.transport, Cookie):
+        if manager.csrf:
             try:
                 receive = await self._check_csrf(request, session, scope, receive)
             except CSRFError:
