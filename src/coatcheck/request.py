@@ -14,7 +14,11 @@ __all__ = ["RequestInfo"]
 
 @dataclass(frozen=True, slots=True)
 class RequestInfo:
-    """Method, target and headers of one request. Header names are lower-case."""
+    """Method, target and headers of one request. Header names are lower-case.
+
+    The `repr` names the headers but shows none of their values: `Cookie`, `Authorization`
+    and any header a transport is configured to read carry the session's secret.
+    """
 
     method: str = "GET"
     headers: Sequence[tuple[str, str]] = ()
@@ -22,6 +26,13 @@ class RequestInfo:
     host: str | None = None
     path: str = "/"
     client_ip: str | None = None
+
+    def __repr__(self) -> str:
+        names = ", ".join(dict.fromkeys(name for name, _ in self.headers))
+        return (
+            f"RequestInfo(method={self.method!r}, scheme={self.scheme!r}, host={self.host!r}, "
+            f"path={self.path!r}, client_ip={self.client_ip!r}, headers=<{names}>)"
+        )
 
     def header(self, name: str) -> str | None:
         """The first value of header `name` (lower-case), or None."""
