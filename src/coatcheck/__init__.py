@@ -9,6 +9,7 @@ stores in `coatcheck.stores`. Importing this package imports no web framework.
 from __future__ import annotations
 
 from .admin import AsyncSessionAdmin, SessionAdmin
+from .clientside import ClientSide
 from .exceptions import (
     CoatcheckError,
     ConfigurationError,
@@ -18,6 +19,7 @@ from .exceptions import (
     StoreError,
     StoreUnavailable,
 )
+from .keys import KeyRing
 from .manager import Commit, Opening, ServerSide, SessionManager
 from .policy import Lifetimes
 from .request import RequestInfo
@@ -29,11 +31,13 @@ __version__ = "0.1.0"
 __all__ = [
     "AsyncSessionAdmin",
     "CSRFError",
+    "ClientSide",
     "CoatcheckError",
     "Commit",
     "ConfigurationError",
     "Cookie",
     "Header",
+    "KeyRing",
     "Lifetimes",
     "Opening",
     "RequestInfo",

@@ -1,12 +1,20 @@
 """List and revoke sessions outside a request: `SessionAdmin` and `AsyncSessionAdmin`.
 
 Sessions are named by their public ID (`Session.id`, `SessionInfo.id`), which is safe to
-show in an admin page or a "my devices" list: it cannot be turned into the cookie.
+show in an admin page or a "my devices" list: it cannot be turned into the cookie. Both
+modes work alike: server-side sessions are deleted from their store; client-side ones are
+deleted from the registry and put on the revocation list, which every replica picks up
+within the mode's staleness bound.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+from .clientside import ClientSide
+from .exceptions import ConfigurationError
 from .manager import SessionManager
+from .revocation import Revocation
 from .session import SessionInfo
 from .stores.base import AsyncStore, Record, Store
 
@@ -19,6 +27,29 @@ def _infos(manager: SessionManager, rows: list[tuple[str, Record]]) -> list[Sess
     return sorted((i for i in found if i is not None), key=lambda i: -i.last_seen)
 
 
+def _registry(store: Store | AsyncStore | None) -> Store | AsyncStore:
+    if store is None:
+        raise ConfigurationError(
+            "these sessions are stateless (ClientSide(store=None)): there is no registry "
+            "to list or revoke from; give ClientSide a store"
+        )
+    return store
+
+
+def _revocations(manager: SessionManager, sessions: Iterable[str] = (),
+                 user: str | None = None) -> list[Revocation]:  # fmt: skip
+    """The revocation entries that end `sessions` (and all of `user`'s), if client-side."""
+    mode = manager.mode
+    if not isinstance(mode, ClientSide):
+        return []
+    now = manager.clock()
+    until = now + manager.lifetimes.absolute + mode.leeway
+    entries = [Revocation("sid", sid, now, until) for sid in sessions]
+    if user is not None:
+        entries.append(Revocation("user", user, now, until))
+    return entries
+
+
 class SessionAdmin:
     """Session listing and revocation against the manager's sync store."""
 
@@ -28,22 +59,47 @@ class SessionAdmin:
 
     def sessions(self, user: str) -> list[SessionInfo]:
         """`user`'s live sessions, most recently seen first."""
-        return _infos(self.manager, self.store.list_user(user))
+        store = _registry(self.store)
+        assert isinstance(store, Store)  # noqa: S101
+        return _infos(self.manager, store.list_user(user))
 
     def revoke(self, session_id: str) -> None:
         """End the session with public ID `session_id` at its next request."""
-        self.store.delete(session_id)
+        self.record_revocations(_revocations(self.manager, [session_id]))
+        if self.store is not None:
+            self.store.delete(session_id)
         self.manager.audit.lifecycle("session.revoked", session_id)
 
     def revoke_user(self, user: str, *, keep: str | None = None) -> int:
-        """End every session of `user` except `keep` (a public ID); returns how many."""
-        count = self.store.delete_user(user, keep=keep)
-        self.manager.audit.lifecycle("session.revoked_user", None, f"count={count}")
-        return count
+        """End every session of `user` except `keep` (a public ID); returns how many were
+        listed. Client-side without `keep` also refuses every older token of the user,
+        listed or not ("log out everywhere")."""
+        doomed = [] if self.store is None else [
+            key for key, _ in self.store.list_user(user) if key != keep
+        ]  # fmt: skip
+        self.record_revocations(_revocations(self.manager, doomed, None if keep else user))
+        if self.store is not None:
+            self.store.delete_user(user, keep=keep)
+        self.manager.audit.lifecycle("session.revoked_user", None, f"count={len(doomed)}")
+        return len(doomed)
+
+    def record_revocations(self, entries: Iterable[Revocation]) -> None:
+        """Write revocation entries and apply them to this process's copy at once."""
+        mode = self.manager.mode
+        entries = list(entries)
+        if not entries or not isinstance(mode, ClientSide):
+            return
+        if mode.revocations is not None:
+            for entry in entries:
+                mode.revocations.revoke(entry)
+        lst = mode.revocation_list
+        lst.apply(entries, lst.cursor, lst.synced_at)
 
     def purge_expired(self) -> int:
         """Delete expired records now; returns how many."""
-        return self.store.purge_expired()
+        store = _registry(self.store)
+        assert isinstance(store, Store)  # noqa: S101
+        return store.purge_expired()
 
 
 class AsyncSessionAdmin:
@@ -54,16 +110,38 @@ class AsyncSessionAdmin:
         self.store = manager.mode.async_store if store is None else store
 
     async def sessions(self, user: str) -> list[SessionInfo]:
-        return _infos(self.manager, await self.store.list_user(user))
+        store = _registry(self.store)
+        assert isinstance(store, AsyncStore)  # noqa: S101
+        return _infos(self.manager, await store.list_user(user))
 
     async def revoke(self, session_id: str) -> None:
-        await self.store.delete(session_id)
+        await self.record_revocations(_revocations(self.manager, [session_id]))
+        if self.store is not None:
+            await self.store.delete(session_id)
         self.manager.audit.lifecycle("session.revoked", session_id)
 
     async def revoke_user(self, user: str, *, keep: str | None = None) -> int:
-        count = await self.store.delete_user(user, keep=keep)
-        self.manager.audit.lifecycle("session.revoked_user", None, f"count={count}")
-        return count
+        doomed = [] if self.store is None else [
+            key for key, _ in await self.store.list_user(user) if key != keep
+        ]  # fmt: skip
+        await self.record_revocations(_revocations(self.manager, doomed, None if keep else user))
+        if self.store is not None:
+            await self.store.delete_user(user, keep=keep)
+        self.manager.audit.lifecycle("session.revoked_user", None, f"count={len(doomed)}")
+        return len(doomed)
+
+    async def record_revocations(self, entries: Iterable[Revocation]) -> None:
+        mode = self.manager.mode
+        entries = list(entries)
+        if not entries or not isinstance(mode, ClientSide):
+            return
+        if mode.async_revocations is not None:
+            for entry in entries:
+                await mode.async_revocations.revoke(entry)
+        lst = mode.revocation_list
+        lst.apply(entries, lst.cursor, lst.synced_at)
 
     async def purge_expired(self) -> int:
-        return await self.store.purge_expired()
+        store = _registry(self.store)
+        assert isinstance(store, AsyncStore)  # noqa: S101
+        return await store.purge_expired()

@@ -1,12 +1,19 @@
 """The two plan executors: the manager decides, these run its decisions against a store.
 
 `open_session` / `commit_session` for a `Store`, `aopen_session` / `acommit_session` for an
-`AsyncStore`. They differ only in `await`; every decision lives in `SessionManager`.
-Store failures propagate as `StoreError` for the adapter to answer (503, by default).
+`AsyncStore`. They differ only in `await`; every decision lives in `SessionManager` (and,
+for revocations, in `SessionAdmin`). Store failures propagate as `StoreError` for the
+adapter to answer (503, by default).
+
+In client-side mode the store is the registry (None when sessions are stateless), and
+opening a session first brings this process's revocation list up to date if it is older
+than the mode's `staleness`.
 """
 
 from __future__ import annotations
 
+from .admin import AsyncSessionAdmin, SessionAdmin
+from .clientside import ClientSide
 from .exceptions import StoreError
 from .manager import Opening, SessionManager, Write
 from .request import RequestInfo
@@ -24,12 +31,17 @@ def open_session(
     manager: SessionManager, request: RequestInfo, store: Store | None = None
 ) -> Session:
     """Load the session of `request` (a fresh one if it has none)."""
-    store = manager.mode.store if store is None else store
-    opening = manager.open(request)
-    result = manager.attach(opening, None if opening.key is None else store.load(opening.key))
+    mode = manager.mode
+    store = mode.store if store is None else store
+    if isinstance(mode, ClientSide) and mode.revocations is not None:
+        now = manager.clock()
+        if mode.revocation_list.due(now, mode.staleness):
+            entries, cursor = mode.revocations.changes(mode.revocation_list.cursor)
+            mode.revocation_list.apply(entries, cursor, now)
+    result: Session | Opening = manager.open(request)
     while isinstance(result, Opening):
-        assert result.key is not None  # noqa: S101 - an alias hop always names its target
-        result = manager.attach(result, store.load(result.key))
+        record = None if result.key is None or store is None else store.load(result.key)
+        result = manager.attach(result, record)
     return result
 
 
@@ -39,17 +51,20 @@ def commit_session(
     """Carry out what the request did to `session`; returns the response headers to add."""
     store = manager.mode.store if store is None else store
     commit = manager.commit(session)
-    for key in commit.deletes:
-        store.delete(key)
-    write = commit.write
-    for _ in range(MAX_ATTEMPTS):
-        if write is None or _apply(store, write):
-            break
-        write = manager.rebase(session, write, store.load(write.source))
-    else:
-        raise StoreError(f"session commit gave up after {MAX_ATTEMPTS} version conflicts")
+    admin = SessionAdmin(manager, store)
+    admin.record_revocations(commit.revocations)
+    write = commit.write if store is not None else None
+    if store is not None:
+        for key in commit.deletes:
+            store.delete(key)
+        for _ in range(MAX_ATTEMPTS):
+            if write is None or _apply(store, write):
+                break
+            write = manager.rebase(session, write, store.load(write.source))
+        else:
+            raise StoreError(f"session commit gave up after {MAX_ATTEMPTS} version conflicts")
     if commit.revoke_user is not None:
-        store.delete_user(commit.revoke_user, keep=None if write is None else write.key)
+        admin.revoke_user(commit.revoke_user, keep=None if write is None else write.key)
     return manager.finish(session, commit, write)
 
 
@@ -68,14 +83,17 @@ async def aopen_session(
     manager: SessionManager, request: RequestInfo, store: AsyncStore | None = None
 ) -> Session:
     """Async twin of `open_session`."""
-    store = manager.mode.async_store if store is None else store
-    opening = manager.open(request)
-    result = manager.attach(
-        opening, None if opening.key is None else await store.load(opening.key)
-    )
+    mode = manager.mode
+    store = mode.async_store if store is None else store
+    if isinstance(mode, ClientSide) and mode.async_revocations is not None:
+        now = manager.clock()
+        if mode.revocation_list.due(now, mode.staleness):
+            entries, cursor = await mode.async_revocations.changes(mode.revocation_list.cursor)
+            mode.revocation_list.apply(entries, cursor, now)
+    result: Session | Opening = manager.open(request)
     while isinstance(result, Opening):
-        assert result.key is not None  # noqa: S101 - an alias hop always names its target
-        result = manager.attach(result, await store.load(result.key))
+        record = None if result.key is None or store is None else await store.load(result.key)
+        result = manager.attach(result, record)
     return result
 
 
@@ -85,17 +103,20 @@ async def acommit_session(
     """Async twin of `commit_session`."""
     store = manager.mode.async_store if store is None else store
     commit = manager.commit(session)
-    for key in commit.deletes:
-        await store.delete(key)
-    write = commit.write
-    for _ in range(MAX_ATTEMPTS):
-        if write is None or await _aapply(store, write):
-            break
-        write = manager.rebase(session, write, await store.load(write.source))
-    else:
-        raise StoreError(f"session commit gave up after {MAX_ATTEMPTS} version conflicts")
+    admin = AsyncSessionAdmin(manager, store)
+    await admin.record_revocations(commit.revocations)
+    write = commit.write if store is not None else None
+    if store is not None:
+        for key in commit.deletes:
+            await store.delete(key)
+        for _ in range(MAX_ATTEMPTS):
+            if write is None or await _aapply(store, write):
+                break
+            write = manager.rebase(session, write, await store.load(write.source))
+        else:
+            raise StoreError(f"session commit gave up after {MAX_ATTEMPTS} version conflicts")
     if commit.revoke_user is not None:
-        await store.delete_user(commit.revoke_user, keep=None if write is None else write.key)
+        await admin.revoke_user(commit.revoke_user, keep=None if write is None else write.key)
     return manager.finish(session, commit, write)
 
 

@@ -25,10 +25,12 @@ from typing import Any
 
 from . import csrf, records
 from .audit import Audit
+from .clientside import ClientSide
 from .exceptions import ConfigurationError, StoreCorrupted
 from .ids import is_wellformed, new_id, public_id
 from .policy import Lifetimes
 from .request import RequestInfo
+from .revocation import Revocation
 from .session import DELETED, Session, SessionInfo
 from .stores import AsyncStore, Store, from_url, to_async
 from .stores.base import Record
@@ -96,6 +98,10 @@ class Opening:
     secret: str | None = field(default=None, repr=False)
     hops: int = 0
     presented: bool = False
+    #: Client-side mode: the verified claims of the token, and whether an older key of the
+    #: ring verified it (the token is then re-issued under the newest key).
+    claims: dict[str, Any] | None = field(default=None, repr=False)
+    reissue: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +140,9 @@ class Commit:
     deletes: tuple[str, ...] = ()
     revoke_user: str | None = None
     clear: bool = False
+    #: Client-side mode: revocation entries to record, and the token to hand out.
+    revocations: tuple[Revocation, ...] = ()
+    issue: str | None = field(default=None, repr=False)
 
 
 class SessionManager:
@@ -150,7 +159,7 @@ class SessionManager:
 
     def __init__(
         self,
-        mode: ServerSide | None = None,
+        mode: ServerSide | ClientSide | None = None,
         *,
         transport: Transport | Sequence[Transport] | None = None,
         lifetimes: Lifetimes | None = None,
@@ -204,6 +213,9 @@ class SessionManager:
         transport, secret = self.transport_for(request)
         if not secret:
             return Opening(request, now, None, transport)
+        if isinstance(self.mode, ClientSide):
+            opening = Opening(request, now, None, transport, secret, presented=True)
+            return self.mode.open(self, opening)
         if not is_wellformed(secret):
             self.audit.security("session.malformed", secret)
             return Opening(request, now, None, transport, presented=True)
@@ -216,6 +228,9 @@ class SessionManager:
         mode: no ID is ever taken from the client) and a security log line. An alias left
         by a rotation returns the `Opening` of the record it points to, to load next.
         """
+        if opening.claims is not None:
+            assert isinstance(self.mode, ClientSide)  # noqa: S101 - only it sets claims
+            return self.mode.attach(self, opening)
         if opening.key is None:
             return self._fresh(opening)
         if record is None:
@@ -258,6 +273,15 @@ class SessionManager:
             version=record.version,
         )
         session.transport = opening.transport
+        session.request = opening.request
+        if isinstance(self.mode, ClientSide):
+            # A server-side session arriving at a client-side manager: migrate it.
+            session.mode = "client"
+            session.is_new = True
+            session.stale_key = opening.key
+            session.meta_changed = True
+            self.audit.lifecycle("session.migrated", opening.key, "to=client")
+            return session
         if lifetimes.needs_renewal(now=now, rotated_at=stored.rotated_at):
             session.rotate = "renewal"
         elif lifetimes.needs_touch(now=now, last_seen=stored.last_seen):
@@ -282,6 +306,9 @@ class SessionManager:
         session.client_stale = opening.presented
         session.stale_key = stale
         session.transport = opening.transport
+        session.request = opening.request
+        if isinstance(self.mode, ClientSide):
+            session.mode = "client"
         return session
 
     def check_csrf(
@@ -310,6 +337,8 @@ class SessionManager:
         Nothing is written for a session that did not change, unless `last_seen` is due for
         its periodic refresh or the ID for rotation.
         """
+        if isinstance(self.mode, ClientSide):
+            return self.mode.commit(self, session)
         deletes: tuple[str, ...] = () if session.stale_key is None else (session.stale_key,)
         if session.ended:
             if not session.is_new:
@@ -354,6 +383,8 @@ class SessionManager:
         keys all survive and the same key ends as the last commit. Returns None when the
         session was deleted meanwhile (logout or revocation elsewhere): it is not recreated.
         """
+        if isinstance(self.mode, ClientSide):
+            return self.mode.rebase(self, session, write, record)
         if record is None:
             self.audit.lifecycle("session.vanished", session.id)
             return None
@@ -400,9 +431,15 @@ class SessionManager:
         """Response headers once the commit's writes are done; `write` is the write that
         succeeded (after rebases), or None if there was none or it was dropped."""
         transport = session.transport or self.transport
+        request = session.request
         headers: list[tuple[str, str]] = []
-        if commit.clear or (commit.write is not None and write is None):
-            headers += transport.forget()
+        if commit.issue is not None:
+            max_age = None
+            if session.persistent:
+                max_age = int(session.created_at + self.lifetimes.absolute - session._now)
+            headers += transport.issue(commit.issue, max_age=max_age, request=request)
+        elif commit.clear or (commit.write is not None and write is None):
+            headers += transport.forget(request=request)
         elif write is not None and write.issue is not None:
             if write.replaces is not None:
                 self.audit.lifecycle(
@@ -413,7 +450,7 @@ class SessionManager:
             max_age = None
             if session.persistent:
                 max_age = int(session.created_at + self.lifetimes.absolute - session._now)
-            headers += transport.issue(write.issue, max_age=max_age)
+            headers += transport.issue(write.issue, max_age=max_age, request=request)
         if headers:
             headers.append(("cache-control", "no-store"))
         if session.accessed:
@@ -442,4 +479,5 @@ class SessionManager:
             last_seen=stored.last_seen,
             ip=stored.ip,
             user_agent=stored.user_agent,
+            mode="client" if isinstance(self.mode, ClientSide) else "server",
         )

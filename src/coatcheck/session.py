@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .request import RequestInfo
     from .transports import Transport
 
 __all__ = ["Session", "SessionInfo"]
@@ -70,6 +71,7 @@ class Session(MutableMapping[str, Any]):
         "persistent",
         "reissue",
         "rotate",
+        "request",
         "rotated_at",
         "stale_key",
         "transport",
@@ -128,8 +130,9 @@ class Session(MutableMapping[str, Any]):
         #: is cleared unless this session is saved), and a dead record to delete.
         self.client_stale = False
         self.stale_key: str | None = None
-        #: The transport the request used; the response answers in it.
+        #: The transport the request used (the response answers in it), and the request.
         self.transport: Transport | None = None
+        self.request: RequestInfo | None = None
 
     # -- mapping -------------------------------------------------------------------------
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, Protocol, runtime_checkable
 
-from .exceptions import ConfigurationError
+from .exceptions import ConfigurationError, SessionTooLarge
 from .request import RequestInfo
 
 __all__ = ["Cookie", "Header", "Transport"]
@@ -46,10 +46,12 @@ class Transport(Protocol):
     def read(self, request: RequestInfo) -> str | None:
         """The ID or token the request carries, or None."""
 
-    def issue(self, value: str, *, max_age: int | None = None) -> list[tuple[str, str]]:
-        """Response headers that hand `value` to the client."""
+    def issue(
+        self, value: str, *, max_age: int | None = None, request: RequestInfo | None = None
+    ) -> list[tuple[str, str]]:
+        """Response headers that hand `value` to the client (in answer to `request`)."""
 
-    def forget(self) -> list[tuple[str, str]]:
+    def forget(self, *, request: RequestInfo | None = None) -> list[tuple[str, str]]:
         """Response headers that make the client drop its ID or token."""
 
 
@@ -75,6 +77,10 @@ class Cookie:
     partitioned: bool = False
     #: Route prefixes this transport serves (None: every route).
     paths: tuple[str, ...] | None = None
+    #: Longest `Set-Cookie` value per cookie (bytes; browsers keep at least 4096) and how many
+    #: numbered cookies (`name.0`, `name.1`, ...) a larger value may be split across.
+    max_size: int = 4096
+    max_chunks: int = 5
 
     ambient = True
 
@@ -104,6 +110,8 @@ class Cookie:
             )
         if self.partitioned and not self.secure:
             raise ConfigurationError("partitioned cookies need secure=True")
+        if self.max_chunks < 1 or self.max_size < 256:
+            raise ConfigurationError("max_chunks must be >= 1 and max_size >= 256 bytes")
 
     def applies(self, request: RequestInfo) -> bool:
         return _under(request.path, self.paths)
@@ -111,20 +119,66 @@ class Cookie:
     def claims(self, request: RequestInfo) -> bool:
         return False  # cookies are the default, never asked for explicitly
 
-    def issue(self, value: str, *, max_age: int | None = None) -> list[tuple[str, str]]:
-        return [("set-cookie", self.render(value, max_age=max_age))]
+    def issue(
+        self, value: str, *, max_age: int | None = None, request: RequestInfo | None = None
+    ) -> list[tuple[str, str]]:
+        """`Set-Cookie` headers for `value`: one cookie, or numbered chunks if it is too
+        large for one (`SessionTooLarge` past `max_chunks`). Cookies of the other layout
+        that the request carried are cleared, so old chunks never mix with new ones."""
+        single = self.render(value, max_age=max_age)
+        if len(single) <= self.max_size:
+            return [("set-cookie", single), *self._clear_present(request, keep=self.name)]
+        room = self.max_size - len(self.render("", max_age=max_age)) - len(f".{self.max_chunks}")
+        parts = [value[i : i + room] for i in range(0, len(value), room)]
+        if len(parts) > self.max_chunks:
+            raise SessionTooLarge(
+                f"the session needs {len(parts)} cookies of {self.max_size} bytes, over the "
+                f"limit of {self.max_chunks}; keep less in the session, or use server-side "
+                "sessions (ServerSide), whose cookie holds only an ID"
+            )
+        names = [f"{self.name}.{i}" for i in range(len(parts))]
+        headers = [
+            ("set-cookie", replace(self, name=name).render(part, max_age=max_age))
+            for name, part in zip(names, parts, strict=True)
+        ]
+        return headers + self._clear_present(request, keep=names)
 
-    def forget(self) -> list[tuple[str, str]]:
-        return [("set-cookie", self.clear())]
+    def forget(self, *, request: RequestInfo | None = None) -> list[tuple[str, str]]:
+        return [("set-cookie", self.clear()), *self._clear_present(request, keep=self.name)]
+
+    def _clear_present(
+        self, request: RequestInfo | None, keep: str | list[str]
+    ) -> list[tuple[str, str]]:
+        if request is None:
+            return []
+        names = {self.name, *(f"{self.name}.{i}" for i in range(self.max_chunks))}
+        present = [
+            name
+            for header in request.header_values("cookie")
+            for name in cookie_names(header)
+            if name in names and name != keep and name not in keep
+        ]
+        return [("set-cookie", replace(self, name=name).clear()) for name in dict.fromkeys(present)]
 
     def read(self, request: RequestInfo) -> str | None:
         """The session cookie's value, or None. The first cookie of that name wins, as
-        browsers send the most specific path first."""
-        for header in request.header_values("cookie"):
+        browsers send the most specific path first. A value split across `name.0`,
+        `name.1`, ... is put back together."""
+        headers = request.header_values("cookie")
+        for header in headers:
             value = find_cookie(header, self.name)
             if value is not None:
                 return value
-        return None
+        parts: list[str] = []
+        for i in range(self.max_chunks):
+            part = next(
+                (v for h in headers if (v := find_cookie(h, f"{self.name}.{i}")) is not None),
+                None,
+            )
+            if part is None:
+                break
+            parts.append(part)
+        return "".join(parts) or None
 
     def render(self, value: str, *, max_age: int | None = None) -> str:
         """A `Set-Cookie` value storing `value` (a session cookie unless `max_age` is set)."""
@@ -207,14 +261,21 @@ class Header:
             return None
         return token.strip() or None
 
-    def issue(self, value: str, *, max_age: int | None = None) -> list[tuple[str, str]]:
+    def issue(
+        self, value: str, *, max_age: int | None = None, request: RequestInfo | None = None
+    ) -> list[tuple[str, str]]:
         return [
             (self.response_header.lower(), value),
             ("access-control-expose-headers", self.response_header),
         ]
 
-    def forget(self) -> list[tuple[str, str]]:
+    def forget(self, *, request: RequestInfo | None = None) -> list[tuple[str, str]]:
         return self.issue("")
+
+
+def cookie_names(header: str) -> list[str]:
+    """The names of the cookies in a `Cookie` header, in order."""
+    return [n.strip() for n, sep, _ in (p.partition("=") for p in header.split(";")) if sep]
 
 
 def find_cookie(header: str, name: str) -> str | None:

@@ -1,0 +1,342 @@
+"""`ClientSide`: the whole session travels in a signed (JWS) or encrypted (JWE) token.
+
+The request path stays free of network round trips: a token is verified with the
+`KeyRing`, its deadlines are checked against the injected clock, and its `sid` is looked up
+in this process's copy of the revocation list. What client-side sessions usually lack is
+added on the side, off the hot path:
+
+- a **registry**: a small record per session (user, created, last seen, IP, user agent)
+  in a store, written when the session starts or logs in and refreshed at most once per
+  `Lifetimes.touch_interval`, so sessions can be listed exactly as server-side ones;
+- a **revocation list**: `logout()`, `SessionAdmin.revoke` and "log out everywhere" write
+  entries that every replica picks up within `staleness` seconds (0: checked every request).
+
+Claims (all times are NumericDates): `sid` (128 random bits, the session's public ID),
+`sub` (the user), `iat` (when the session began, kept across re-issues), `exp` (absolute
+deadline), `idl` (idle deadline), `auth_time`, `rot` (when the sid last rotated), `dat`
+(the session data), `csrf`, `per` (persistent cookie). A token that fails verification, is
+past a deadline, or is revoked is treated as no session and logged on `coatcheck.security`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
+
+from .exceptions import ConfigurationError, InvalidToken
+from .ids import is_wellformed, public_id
+from .keys import KeyRing
+from .revocation import (
+    AsyncMemoryRevocationStore,
+    AsyncRevocationStore,
+    AsyncSQLiteRevocationStore,
+    MemoryRevocationStore,
+    Revocation,
+    RevocationList,
+    RevocationStore,
+    SQLiteRevocationStore,
+)
+from .session import Session
+from .stores import AsyncStore, Store, from_url, to_async
+from .tokens import JWECodec, JWSCodec, check_times
+
+if TYPE_CHECKING:
+    from .manager import Commit, Opening, SessionManager, Write
+    from .stores.base import Record
+
+__all__ = ["ClientSide"]
+
+SID_BYTES = 16  # 128 bits
+
+
+class ClientSide:
+    """Client-side sessions: tokens signed (default) or encrypted (`encrypted=True`) with
+    `keys`.
+
+    `store` keeps the registry and the revocation list: a URL (`sqlite:///sessions.db`,
+    the default, shared by every process on the machine; `memory://` for one process) or a
+    `Store` for the registry with `revocations=` for the list. `store=None` makes sessions
+    fully stateless: no listing, and `logout()` only clears the client's copy.
+
+    `staleness` bounds how old (seconds) a process's copy of the revocation list may be;
+    `strict=True` checks the store on every request. `leeway` tolerates clock skew between
+    replicas when checking deadlines. `compress` enables DEFLATE for encrypted tokens (see
+    `JWECodec` for when that is unsafe).
+    """
+
+    def __init__(
+        self,
+        keys: KeyRing,
+        *,
+        encrypted: bool = False,
+        compress: bool = False,
+        store: Store | AsyncStore | str | None = "sqlite:///sessions.db",
+        revocations: RevocationStore | AsyncRevocationStore | None = None,
+        staleness: float = 1.0,  # seconds
+        strict: bool = False,
+        leeway: float = 5.0,  # seconds
+    ) -> None:
+        if not isinstance(keys, KeyRing):
+            raise ConfigurationError(
+                "ClientSide(keys=...) takes a KeyRing, e.g. KeyRing.from_env()"
+            )
+        if compress and not encrypted:
+            raise ConfigurationError("compress=True applies to encrypted tokens only")
+        self.keys = keys
+        self.encrypted = encrypted
+        self.codec: JWSCodec | JWECodec = (
+            JWECodec(keys, compress=compress) if encrypted else JWSCodec(keys)
+        )
+        self.staleness = 0.0 if strict else staleness
+        self.leeway = leeway
+        self.revocation_list = RevocationList()
+        self._store: Store | None = None
+        self._async_store: AsyncStore | None = None
+        self._revocations: RevocationStore | None = None
+        self._async_revocations: AsyncRevocationStore | None = None
+        if isinstance(store, str):
+            self._store = from_url(store)
+            self._async_store = to_async(self._store)
+            if revocations is None:
+                self._revocations = _revocations_for(store)
+        elif isinstance(store, Store):
+            self._store, self._async_store = store, to_async(store)
+        elif isinstance(store, AsyncStore):
+            self._async_store = store
+        elif store is not None:
+            raise ConfigurationError("ClientSide(store=...) takes a store, a URL or None")
+        if isinstance(revocations, RevocationStore):
+            self._revocations = revocations
+        elif isinstance(revocations, AsyncRevocationStore):
+            self._async_revocations = revocations
+        if self._revocations is not None and self._async_revocations is None:
+            self._async_revocations = _async_revocations(self._revocations)
+        if store is not None and self._revocations is None and self._async_revocations is None:
+            raise ConfigurationError(
+                "ClientSide with a store object also needs revocations=... (a RevocationStore); "
+                "or pass a store URL, which provides both"
+            )
+
+    def __repr__(self) -> str:
+        kind = "JWE" if self.encrypted else "JWS"
+        return f"ClientSide({kind}, store={self._store or self._async_store!r})"
+
+    # -- what the drivers use ------------------------------------------------------------
+
+    @property
+    def store(self) -> Store | None:
+        """The registry's sync store (None: no registry)."""
+        return self._store
+
+    @property
+    def async_store(self) -> AsyncStore | None:
+        return self._async_store
+
+    @property
+    def revocations(self) -> RevocationStore | None:
+        return self._revocations
+
+    @property
+    def async_revocations(self) -> AsyncRevocationStore | None:
+        return self._async_revocations
+
+    # -- decisions (no I/O) --------------------------------------------------------------
+
+    def open(self, manager: SessionManager, opening: Opening) -> Opening:
+        """Verify the token of `opening`; an invalid one becomes no session."""
+        from dataclasses import replace
+
+        token = opening.secret
+        assert token is not None  # noqa: S101 - called only when the request carried one
+        if "." not in token:
+            # A server-side session ID: migrate it if the registry store also holds it.
+            if is_wellformed(token) and self._store is not None:
+                return replace(opening, key=public_id(token))
+            manager.audit.security("token.malformed", token)
+            return replace(opening, secret=None)
+        try:
+            decoded = self.codec.decode(token)
+            claims = decoded.claims
+            check_times(claims, now=opening.now, leeway=self.leeway)
+            sid, user, iat = claims["sid"], claims.get("sub"), float(claims["iat"])
+            if not isinstance(sid, str) or not isinstance(claims.get("dat", {}), dict):
+                raise InvalidToken("token claims have the wrong types")
+            if user is not None and not isinstance(user, str):
+                raise InvalidToken("token sub is not a string")
+        except (InvalidToken, KeyError, TypeError, ValueError) as exc:
+            manager.audit.security("token.invalid", token, _reason(exc))
+            return replace(opening, secret=None)
+        if self.revocation_list.is_revoked(sid, user, iat, opening.now):
+            manager.audit.security("token.revoked", sid)
+            return replace(opening, secret=None)
+        return replace(opening, claims=claims, reissue=not decoded.is_current)
+
+    def attach(self, manager: SessionManager, opening: Opening) -> Session:
+        """The session a verified token carries."""
+        claims = opening.claims
+        assert claims is not None  # noqa: S101
+        lifetimes = manager.lifetimes
+        now = opening.now
+        request = opening.request
+        session = Session(
+            dict(claims.get("dat") or {}),
+            secret=opening.secret or "",
+            id=claims["sid"],
+            is_new=False,
+            now=now,
+            created_at=float(claims["iat"]),
+            last_seen=float(claims["idl"]) - lifetimes.idle,
+            rotated_at=float(claims.get("rot", claims["iat"])),
+            user=claims.get("sub"),
+            authenticated_at=_opt_float(claims.get("auth_time")),
+            ip=request.client_ip,
+            user_agent=request.header("user-agent"),
+            persistent=bool(claims.get("per")),
+            csrf_secret=claims.get("csrf") if isinstance(claims.get("csrf"), str) else None,
+            mode="client",
+        )
+        session.transport = opening.transport
+        session.request = request
+        if lifetimes.needs_renewal(now=now, rotated_at=session.rotated_at):
+            session.rotate = "renewal"
+        elif opening.reissue:
+            session.meta_changed = True  # verified by an older key: re-issue under the newest
+        elif lifetimes.needs_touch(now=now, last_seen=session.last_seen):
+            session.meta_changed = True
+        return session
+
+    def commit(self, manager: SessionManager, session: Session) -> Commit:
+        """The token to issue, the registry write and the revocations `session` needs."""
+        from .manager import Commit, Write
+        from .records import encode  # noqa: F811 - imported here: records imports session only
+
+        lifetimes = manager.lifetimes
+        now = session._now
+        if session.ended:
+            if session.is_new:
+                return Commit(clear=session.client_stale)
+            manager.audit.lifecycle("session.logout", session.id)
+            expires = session.created_at + lifetimes.absolute + self.leeway
+            return Commit(
+                deletes=(session.id,) if self._has_registry else (),
+                revocations=(Revocation("sid", session.id, now, expires),),
+                clear=True,
+            )
+        if not session.modified:
+            return Commit(clear=session.client_stale)
+
+        old_sid = session.id
+        revocations: tuple[Revocation, ...] = ()
+        # Renewal re-issues the token (new `rot`, fresh deadlines) under the same sid: an
+        # old token dies at its own idle deadline, so a revocation entry would add nothing.
+        # `regenerate()` and `login()` give a new sid and revoke the old one, after the
+        # grace window or (login, the fixation defence) at once.
+        rotated = session.rotate in ("login", "regenerate") and not session.is_new
+        if rotated:
+            grace = 0.0 if session.rotate == "login" else lifetimes.grace
+            old_deadline = min(session.created_at + lifetimes.absolute,
+                               session.last_seen + lifetimes.idle)  # fmt: skip
+            revocations = (Revocation("sid", old_sid, now + grace, old_deadline + self.leeway),)
+            session.id = _new_sid()
+        elif session.is_new:
+            session.id = _new_sid()
+        if session.rotate is not None:
+            session.rotated_at = now
+        session.last_seen = now
+        token = self.codec.encode(self._claims(manager, session))
+        write = None
+        if self._has_registry and (session.is_new or rotated or session.meta_changed):
+            ttl = lifetimes.ttl(now=now, created_at=session.created_at)
+            data = encode(session, data={})
+            if session.is_new:
+                write = Write(session.id, data, 0, ttl, session.user)
+                manager.audit.lifecycle("session.created", session.id)
+            elif rotated:
+                write = Write(session.id, data, _STALE, ttl, session.user, replaces=old_sid)
+            else:
+                write = Write(session.id, data, _STALE, ttl, session.user)
+        return Commit(
+            write=write,
+            # A migrated server-side session leaves its old record behind to delete.
+            deletes=() if session.stale_key is None else (session.stale_key,),
+            revoke_user=session.user if session.logout_others else None,
+            revocations=revocations,
+            issue=token,
+        )
+
+    def rebase(
+        self, manager: SessionManager, session: Session, write: Write, record: Record | None
+    ) -> Write | None:
+        """Registry writes carry no known version: take the stored one. A registry record
+        that is gone (never written, or purged) is created again."""
+        from dataclasses import replace
+
+        if record is None:
+            return replace(write, version=0, replaces=None)
+        return replace(write, version=record.version)
+
+    def _claims(self, manager: SessionManager, session: Session) -> dict[str, Any]:
+        lifetimes = manager.lifetimes
+        claims: dict[str, Any] = {
+            "sid": session.id,
+            "iat": int(session.created_at),
+            "exp": int(session.created_at + lifetimes.absolute),
+            "idl": int(session.last_seen + lifetimes.idle),
+            "rot": int(session.rotated_at),
+            "dat": session.data(),
+        }
+        if session.user is not None:
+            claims["sub"] = session.user
+        if session.authenticated_at is not None:
+            claims["auth_time"] = int(session.authenticated_at)
+        if session.csrf_secret is not None:
+            claims["csrf"] = session.csrf_secret
+        if session.persistent:
+            claims["per"] = 1
+        return claims
+
+    def revoke_user_entry(self, manager: SessionManager, user: str) -> Revocation:
+        """The "log out everywhere" entry for `user`: tokens issued before now are refused
+        until the longest-lived of them would have expired anyway."""
+        now = manager.clock()
+        return Revocation("user", user, now, now + manager.lifetimes.absolute + self.leeway)
+
+    @property
+    def _has_registry(self) -> bool:
+        return self._store is not None or self._async_store is not None
+
+
+_STALE = -1
+
+
+def _new_sid() -> str:
+    return secrets.token_urlsafe(SID_BYTES)
+
+
+def _opt_float(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _reason(exc: Exception) -> str:
+    return f"reason={str(exc)[:80]!r}" if isinstance(exc, InvalidToken) else "reason='claims'"
+
+
+def _revocations_for(url: str) -> RevocationStore:
+    """The revocation store that goes with the registry store at `url`."""
+    parts = urlsplit(url)
+    if parts.scheme == "memory":
+        return MemoryRevocationStore()
+    if parts.scheme == "sqlite":
+        return SQLiteRevocationStore(unquote(parts.path[1:]) or "sessions.db")
+    raise ConfigurationError(
+        f"no revocation store for {parts.scheme}:// URLs yet; pass revocations=... explicitly"
+    )
+
+
+def _async_revocations(store: RevocationStore) -> AsyncRevocationStore:
+    if isinstance(store, MemoryRevocationStore):
+        return AsyncMemoryRevocationStore(store)
+    if isinstance(store, SQLiteRevocationStore):
+        return AsyncSQLiteRevocationStore(store)
+    raise ConfigurationError(f"no async twin known for {type(store).__name__}")
