@@ -59,7 +59,7 @@ _KID_BYTES = 12
 _B64URL = re.compile(r"[A-Za-z0-9_-]+={0,2}")
 _HOW_TO_GENERATE = (
     "Generate a key with `coatcheck keys new` or "
-    "`python -c \"import secrets; print(secrets.token_urlsafe(32))\"`, "
+    '`python -c "import secrets; print(secrets.token_urlsafe(32))"`, '
     "and list keys newest first, separated by commas or newlines."
 )
 

@@ -18,8 +18,9 @@ failed check for the security log only (callers turn it into "no session"):
   header parameter, a missing or unknown `kid` are rejected;
 - the MAC or GCM tag must verify (constant-time comparison);
 - every segment must be canonical unpadded base64url (no `=`, no foreign characters, no
-  non-zero trailing bits), so no two token strings carry the same content; the segment count
-  must be exact and the token no longer than `max_length`;
+  non-zero trailing bits), so no two token strings carry the same content (the JWS payload
+  is covered as text by the MAC, so only a key holder could make it otherwise); the segment
+  count must be exact and the token no longer than `max_length`;
 - the header must be a JSON object without duplicate names; the claims must be a JSON
   object. Duplicate claim names are not searched for (only a key holder can make a payload
   that verifies; the last one wins, as in JavaScript);
@@ -42,13 +43,14 @@ before).
 from __future__ import annotations
 
 import binascii
+import hashlib
 import hmac
 import json
+import math
 import os
 import zlib
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -351,10 +353,13 @@ def _deflate(data: bytes) -> bytes:
 # -- the codecs ClientSide uses ---------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Decoded:
+class Decoded(NamedTuple):
     """A verified token: its claims, the `kid` that verified it, and whether that key is the
-    ring's newest (`is_current` False: re-issue the session under the newest key)."""
+    ring's newest (`is_current` False: re-issue the session under the newest key).
+
+    A named tuple rather than a frozen dataclass: it is made on every request, and costs a
+    third as much.
+    """
 
     claims: dict[str, Any]
     kid: str
@@ -401,25 +406,31 @@ class JWSCodec:
     def __init__(self, keyring: KeyRing, *, max_length: int = MAX_TOKEN_LENGTH) -> None:
         self._keyring = keyring
         self._max_length = max_length
-        self._by_kid: dict[str, tuple[bytes, str, bool]] = {}
+        self._by_kid: dict[str, tuple[hmac.HMAC, str, bool]] = {}
         # The exact headers this codec writes, mapped to their key: a token we issued is
         # matched without parsing its header. Any other header is parsed strictly.
-        self._by_header: dict[bytes, tuple[bytes, str, bool]] = {}
+        self._by_header: dict[bytes, tuple[hmac.HMAC, str, bool]] = {}
         for key in keyring.subkeys(JWS_HS256):
-            entry = (key.secret, key.kid, key.is_current)
+            # A keyed HMAC to .copy(): keying once saves a quarter of each MAC's cost.
+            entry = (hmac.new(key.secret, digestmod=hashlib.sha256), key.kid, key.is_current)
             self._by_kid[key.kid] = entry
             self._by_header[_header_bytes({"alg": "HS256", "kid": key.kid})] = entry
         current = keyring.current(JWS_HS256)
-        self._current = (_header_bytes({"alg": "HS256", "kid": current.kid}) + b".", current)
+        self._current = (
+            _header_bytes({"alg": "HS256", "kid": current.kid}) + b".",
+            self._by_kid[current.kid][0],
+        )
 
     def __repr__(self) -> str:
         return f"<JWSCodec HS256 keys={len(self._keyring)}>"
 
     def encode(self, claims: Mapping[str, Any] | bytes) -> str:
         """A compact JWS of `claims` under the newest key; `SessionTooLarge` past the limit."""
-        prefix, key = self._current
+        prefix, keyed = self._current
         signing_input = prefix + b64encode(_payload(claims))
-        token = signing_input + b"." + b64encode(hmac.digest(key.secret, signing_input, "sha256"))
+        mac = keyed.copy()
+        mac.update(signing_input)
+        token = signing_input + b"." + b64encode(mac.digest())
         if len(token) > self._max_length:
             raise _too_large(len(token), self._max_length)
         return token.decode("ascii")
@@ -434,13 +445,20 @@ class JWSCodec:
         entry = self._by_header.get(header)
         if entry is None:
             entry = self._lookup(header)
-        secret, kid, is_current = entry
-        mac = hmac.digest(secret, raw[: len(header) + 1 + len(payload)], "sha256")
-        if not hmac.compare_digest(b64encode(mac), signature):
+        keyed, kid, is_current = entry
+        mac = keyed.copy()
+        mac.update(raw[: len(header) + 1 + len(payload)])
+        if not hmac.compare_digest(b64encode(mac.digest()), signature):
             raise InvalidToken("JWS: bad signature")
-        return Decoded(_claims(b64decode(payload)), kid, is_current)
+        # The MAC covers the payload's exact text, so only a key holder can make it
+        # non-canonical: decoding it leniently is safe and saves the strict scan.
+        try:
+            plaintext = binascii.a2b_base64(payload.translate(_TO_STD) + _PAD[len(payload) & 3])
+        except binascii.Error:
+            raise InvalidToken("JWS: payload is not base64url") from None
+        return Decoded(_claims(plaintext), kid, is_current)
 
-    def _lookup(self, segment: bytes) -> tuple[bytes, str, bool]:
+    def _lookup(self, segment: bytes) -> tuple[hmac.HMAC, str, bool]:
         header = _parse_header(segment, _FORBIDDEN_JWS)
         if header.get("alg") != "HS256":
             raise InvalidToken("JWS: alg is not HS256")
@@ -563,16 +581,13 @@ def _jwe_header(key: SubKey, zipped: bool) -> dict[str, str]:
 # -- time claims ----------------------------------------------------------------------------
 
 
-def _numeric_date(claims: Mapping[str, Any], name: str) -> float | None:
-    value = claims.get(name)
-    if value is None:
-        return None
-    if type(value) not in (int, float) or value != value or value in (_INF, -_INF):
-        raise InvalidToken(f"claim {name!r} is not a NumericDate")
-    return float(value)
+_TIME_CLAIMS = ("iat", "exp", IDLE_CLAIM)
 
 
-_INF = float("inf")
+def _not_numeric_date(value: Any) -> bool:
+    if value is None or type(value) is int:
+        return False
+    return type(value) is not float or not math.isfinite(value)
 
 
 def check_times(
@@ -580,26 +595,38 @@ def check_times(
     *,
     now: float,
     leeway: float = 0.0,
-    required: Iterable[str] = ("iat", "exp", IDLE_CLAIM),
+    required: Iterable[str] = _TIME_CLAIMS,
 ) -> None:
     """`InvalidToken` unless the time claims hold at `now` (seconds since the epoch).
 
     `iat` must not be in the future; `exp` (absolute deadline) and `idl` (idle deadline)
     must be later than `now`; `nbf`, when present, must not be later than `now`. `leeway`
-    (seconds) tolerates clock skew between replicas. Claims in `required` must be present.
+    (seconds) tolerates clock skew between replicas. Claims in `required` (by default
+    `iat`, `exp` and `idl`) must be present and not null; each time claim present must be a
+    finite number (an int or a float, not a bool or a string).
     """
-    for name in required:
-        if name not in claims:
-            raise InvalidToken(f"claim {name!r} missing")
-    iat = _numeric_date(claims, "iat")
-    if iat is not None and iat > now + leeway:
+    get = claims.get
+    iat, nbf, exp, idl = get("iat"), get("nbf"), get("exp"), get(IDLE_CLAIM)
+    if required is not _TIME_CLAIMS or iat is None or exp is None or idl is None:
+        for name in required:
+            if get(name) is None:
+                raise InvalidToken(f"claim {name!r} missing")
+    # Straight-line on purpose: this runs on every request.
+    if (type(iat) is not int and _not_numeric_date(iat)) or (
+        nbf is not None and _not_numeric_date(nbf)
+    ):
+        raise InvalidToken("claim 'iat' or 'nbf' is not a NumericDate")
+    if (type(exp) is not int and _not_numeric_date(exp)) or (
+        type(idl) is not int and _not_numeric_date(idl)
+    ):
+        raise InvalidToken("claim 'exp' or 'idl' is not a NumericDate")
+    latest = now + leeway  # the latest acceptable iat / nbf
+    earliest = now - leeway  # exp / idl must be later than this
+    if iat is not None and iat > latest:
         raise InvalidToken("token issued in the future")
-    nbf = _numeric_date(claims, "nbf")
-    if nbf is not None and nbf > now + leeway:
+    if nbf is not None and nbf > latest:
         raise InvalidToken("token not yet valid")
-    exp = _numeric_date(claims, "exp")
-    if exp is not None and now >= exp + leeway:
+    if exp is not None and exp <= earliest:
         raise InvalidToken("token past its absolute deadline")
-    idl = _numeric_date(claims, IDLE_CLAIM)
-    if idl is not None and now >= idl + leeway:
+    if idl is not None and idl <= earliest:
         raise InvalidToken("token past its idle deadline")

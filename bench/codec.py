@@ -1,0 +1,299 @@
+"""Codec benchmark: encode and verify+decode of a ~300-byte session, one process, one run.
+
+coatcheck's JWS and JWE codecs against PyJWT, joserfc, itsdangerous, Starlette's cookie
+codec, Fernet, and the floor: HMAC-SHA256 + base64url + the fastest JSON library available,
+written as tightly as we know how, measured in the same run. Rounds interleave the codecs
+(each round times one batch of every codec), so drift on a shared machine hits all alike;
+the table shows the median per-operation time over the rounds.
+
+    .venv/bin/python bench/codec.py            # ~20 s
+    .venv/bin/python bench/codec.py --quick    # a few seconds, noisier
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import coatcheck.tokens as tokens
+from coatcheck.keys import JWE_A256GCM, JWS_HS256, KeyRing
+
+NOW = 1_767_225_600  # fixed, so every codec sees the same claims
+
+SESSION: dict[str, Any] = {
+    "sid": "p3Vh0sT3oF9nq1rXw2Yz7A",
+    "sub": "user-1842",
+    "iat": NOW,
+    "auth_time": NOW,
+    "exp": NOW + 12 * 3600,
+    "idl": NOW + 1800,
+    "d": {
+        "cart": [{"sku": "A-1001", "qty": 2}, {"sku": "B-2002", "qty": 1}],
+        "theme": "dark",
+        "locale": "en-GB",
+        "csrf": "Zq8v2X5cJ1bN4mT7rK0dWy3sQ6eU9hLa",
+        "flash": ["Saved your settings."],
+        "last_page": "/account/orders?page=2",
+    },
+}
+
+Codec = tuple[str, Callable[[], Any], Callable[[], Any]]
+
+
+def _b64e(raw: bytes) -> bytes:
+    return binascii.b2a_base64(raw, newline=False).translate(_TO_URL).rstrip(b"=")
+
+
+_TO_URL = bytes.maketrans(b"+/", b"-_")
+_TO_STD = bytes.maketrans(b"-_", b"+/")
+_PAD = (b"", b"", b"==", b"=")
+
+
+def fastest_json() -> tuple[str, Callable[[Any], bytes], Callable[[bytes], Any]]:
+    """The JSON library with the fastest dumps+loads of SESSION, measured here."""
+    candidates: list[tuple[str, Callable[[Any], bytes], Callable[[bytes], Any]]] = [
+        ("json", lambda v: json.dumps(v, separators=(",", ":")).encode(), json.loads)
+    ]
+    try:
+        import orjson
+
+        candidates.append(("orjson", orjson.dumps, orjson.loads))
+    except ImportError:
+        pass
+    try:
+        import msgspec
+
+        candidates.append(("msgspec", msgspec.json.encode, msgspec.json.decode))
+    except ImportError:
+        pass
+    best: tuple[float, int] = (float("inf"), 0)
+    for index, (_, dumps, loads) in enumerate(candidates):
+        times = []
+        for _ in range(7):
+            start = time.perf_counter_ns()
+            for _ in range(2000):
+                loads(dumps(SESSION))
+            times.append(time.perf_counter_ns() - start)
+        best = min(best, (statistics.median(times), index))
+    return candidates[best[1]]
+
+
+def build(secret: bytes) -> list[Codec]:
+    codecs: list[Codec] = []
+    json_name, fdumps, floads = fastest_json()
+
+    # -- floor: payload.mac, both base64url, the fastest JSON, a pre-keyed HMAC -------------
+    keyed = hmac.new(secret, digestmod=hashlib.sha256)  # keyed once, copied per use
+
+    def floor_encode() -> bytes:
+        payload = _b64e(fdumps(SESSION))
+        mac = keyed.copy()
+        mac.update(payload)
+        return payload + b"." + _b64e(mac.digest())
+
+    floor_token = floor_encode().decode()
+
+    def floor_decode() -> Any:
+        raw = floor_token.encode()
+        payload, _, signature = raw.rpartition(b".")
+        mac = keyed.copy()
+        mac.update(payload)
+        if not hmac.compare_digest(_b64e(mac.digest()), signature):
+            raise ValueError("bad mac")
+        return floads(binascii.a2b_base64(payload.translate(_TO_STD) + _PAD[len(payload) & 3]))
+
+    codecs.append((f"floor (HMAC-SHA256 + base64url + {json_name})", floor_encode, floor_decode))
+
+    # -- coatcheck ------------------------------------------------------------------------
+    ring = KeyRing([secret])
+    jws = tokens.JWSCodec(ring)
+    jwe = tokens.JWECodec(ring)
+    jwe_zip = tokens.JWECodec(ring, compress=True)
+    jws_token, jwe_token, jwz_token = (
+        jws.encode(SESSION),
+        jwe.encode(SESSION),
+        jwe_zip.encode(SESSION),
+    )
+    codecs.append(
+        ("coatcheck JWS HS256", lambda: jws.encode(SESSION), lambda: jws.decode(jws_token))
+    )
+
+    def jws_checked() -> Any:
+        decoded = jws.decode(jws_token)
+        tokens.check_times(decoded.claims, now=NOW + 60)
+        return decoded
+
+    codecs.append(("coatcheck JWS HS256 + check_times", lambda: jws.encode(SESSION), jws_checked))
+    codecs.append(
+        ("coatcheck JWE dir/A256GCM", lambda: jwe.encode(SESSION), lambda: jwe.decode(jwe_token))
+    )
+    codecs.append(
+        (
+            "coatcheck JWE dir/A256GCM zip",
+            lambda: jwe_zip.encode(SESSION),
+            lambda: jwe_zip.decode(jwz_token),
+        )
+    )
+
+    # -- PyJWT ----------------------------------------------------------------------------
+    import jwt
+
+    hs_key = ring.current(JWS_HS256).secret
+    pyjwt_token = jwt.encode(SESSION, hs_key, algorithm="HS256")
+    no_claims = {"verify_exp": False, "verify_iat": False, "verify_nbf": False}
+    codecs.append(
+        (
+            "PyJWT HS256",
+            lambda: jwt.encode(SESSION, hs_key, algorithm="HS256"),
+            lambda: jwt.decode(pyjwt_token, hs_key, algorithms=["HS256"], options=no_claims),
+        )
+    )
+
+    # -- joserfc --------------------------------------------------------------------------
+    from joserfc import jwe as jjwe
+    from joserfc import jws as jjws
+    from joserfc.jwk import OctKey
+
+    jose_sig = OctKey.import_key(hs_key)
+    jose_enc = OctKey.import_key(ring.current(JWE_A256GCM).secret)
+    jose_jws = jjws.serialize_compact({"alg": "HS256"}, json.dumps(SESSION), jose_sig)
+    jose_jwe = jjwe.encrypt_compact({"alg": "dir", "enc": "A256GCM"}, json.dumps(SESSION), jose_enc)
+    codecs.append(
+        (
+            "joserfc JWS HS256",
+            lambda: jjws.serialize_compact({"alg": "HS256"}, json.dumps(SESSION), jose_sig),
+            lambda: json.loads(jjws.deserialize_compact(jose_jws, jose_sig).payload),
+        )
+    )
+    codecs.append(
+        (
+            "joserfc JWE dir/A256GCM",
+            lambda: jjwe.encrypt_compact(
+                {"alg": "dir", "enc": "A256GCM"}, json.dumps(SESSION), jose_enc
+            ),
+            lambda: json.loads(jjwe.decrypt_compact(jose_jwe, jose_enc).plaintext or b""),
+        )
+    )
+
+    # -- itsdangerous ---------------------------------------------------------------------
+    from itsdangerous import TimestampSigner, URLSafeTimedSerializer
+
+    serializer = URLSafeTimedSerializer(secret)
+    its_token = serializer.dumps(SESSION)
+    codecs.append(
+        (
+            "itsdangerous URLSafeTimedSerializer",
+            lambda: serializer.dumps(SESSION),
+            lambda: serializer.loads(its_token, max_age=3600),
+        )
+    )
+
+    # -- Starlette's SessionMiddleware codec (starlette/middleware/sessions.py) -------------
+    signer = TimestampSigner(secret)
+
+    def starlette_encode() -> bytes:
+        return signer.sign(base64.b64encode(json.dumps(SESSION).encode("utf-8")))
+
+    starlette_token = starlette_encode()
+
+    def starlette_decode() -> Any:
+        return json.loads(base64.b64decode(signer.unsign(starlette_token, max_age=3600)))
+
+    codecs.append(("Starlette SessionMiddleware codec", starlette_encode, starlette_decode))
+
+    # -- Fernet ---------------------------------------------------------------------------
+    from cryptography.fernet import Fernet
+
+    fernet = Fernet(base64.urlsafe_b64encode(secret))
+    fernet_token = fernet.encrypt(json.dumps(SESSION).encode())
+    codecs.append(
+        (
+            "Fernet (AES-128-CBC + HMAC)",
+            lambda: fernet.encrypt(json.dumps(SESSION).encode()),
+            lambda: json.loads(fernet.decrypt(fernet_token)),
+        )
+    )
+
+    # -- coatcheck with the standard library's json (what it costs without orjson) ---------
+    def without_orjson(call: Callable[[], Any]) -> Callable[[], Any]:
+        def run() -> Any:
+            saved = tokens.loads, tokens._fast_dumps
+            tokens.loads, tokens._fast_dumps = tokens._std_loads, None
+            try:
+                return call()
+            finally:
+                tokens.loads, tokens._fast_dumps = saved
+
+        return run
+
+    codecs.append(
+        (
+            "coatcheck JWS HS256, stdlib json",
+            without_orjson(lambda: [jws.encode(SESSION) for _ in range(_BATCH)]),
+            without_orjson(lambda: [jws.decode(jws_token) for _ in range(_BATCH)]),
+        )
+    )
+    return codecs
+
+
+_BATCH = 1000  # operations per timed batch
+
+
+def measure(codecs: list[Codec], rounds: int) -> dict[str, tuple[list[float], list[float]]]:
+    batched = {name for name, _, _ in codecs if name.endswith("stdlib json")}
+    results: dict[str, tuple[list[float], list[float]]] = {n: ([], []) for n, _, _ in codecs}
+    for _name, encode, decode in codecs:  # warm up every path once
+        encode()
+        decode()
+    for _ in range(rounds):
+        for name, encode, decode in codecs:
+            for op, samples in ((encode, results[name][0]), (decode, results[name][1])):
+                start = time.perf_counter_ns()
+                if name in batched:
+                    op()  # the function itself loops _BATCH times
+                else:
+                    for _ in range(_BATCH):
+                        op()
+                samples.append((time.perf_counter_ns() - start) / _BATCH / 1000)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds, noisier numbers")
+    args = parser.parse_args()
+    secret = bytes(range(32))
+    codecs = build(secret)
+    sizes = {
+        "JSON": len(json.dumps(SESSION, separators=(",", ":"))),
+        "JWS": len(tokens.JWSCodec(KeyRing([secret])).encode(SESSION)),
+        "JWE": len(tokens.JWECodec(KeyRing([secret])).encode(SESSION)),
+        "JWE zip": len(tokens.JWECodec(KeyRing([secret]), compress=True).encode(SESSION)),
+    }
+    results = measure(codecs, rounds=7 if args.quick else 31)
+    floor_enc, floor_dec = (statistics.median(s) for s in results[codecs[0][0]])
+    print(
+        f"Python {platform.python_version()}, {platform.machine()}; session JSON "
+        + ", ".join(f"{k} {v} B" for k, v in sizes.items())
+        + f"; median of {len(results[codecs[0][0]][0])} rounds x {_BATCH} ops\n"
+    )
+    print("| codec | encode µs | × floor | verify+decode µs | × floor |")
+    print("|---|---:|---:|---:|---:|")
+    for name, _, _ in codecs:
+        enc, dec = (statistics.median(s) for s in results[name])
+        print(f"| {name} | {enc:.2f} | {enc / floor_enc:.2f} | {dec:.2f} | {dec / floor_dec:.2f} |")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
