@@ -34,6 +34,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 log = logging.getLogger("coatcheck")
 MAX_FORM_BYTES = 1024 * 1024  # a form larger than this is not searched for a CSRF token
+MAX_FORM_FIELDS = 1000  # nor is a form with more fields than this
 
 
 def request_info(scope: Scope) -> RequestInfo:
@@ -119,7 +120,7 @@ class SessionMiddleware:
             self.manager.check_csrf(request, session)
             return receive
         except CSRFError:
-            content_type = request.header("content-type") or ""
+            content_type = (request.header("content-type") or "").lower()
             if not content_type.startswith("application/x-www-form-urlencoded"):
                 raise
         body = b""
@@ -132,7 +133,10 @@ class SessionMiddleware:
             more = message.get("more_body", False)
             if len(body) > MAX_FORM_BYTES:
                 raise CSRFError("form too large to look for a CSRF token")
-        fields = parse_qs(body.decode("latin-1"), max_num_fields=1000)
+        try:
+            fields = parse_qs(body.decode("latin-1"), max_num_fields=MAX_FORM_FIELDS)
+        except ValueError:  # more fields than allowed: refuse, never a 500
+            raise CSRFError("form has too many fields to look for a CSRF token") from None
         submitted = fields.get(TOKEN_FIELD, [None])[0]
         self.manager.check_csrf(request, session, submitted or "")
         replayed = False
