@@ -458,8 +458,29 @@ def test_rebase_onto_deleted_record_does_not_resurrect(
     commit_session(manager, ender)
     assert manager.rebase(writer, commit.write, store.load(key)) is None
     headers = commit_session(manager, writer)
-    assert cookie_value(headers) == ""
+    assert cookie_value(headers) is None  # dropped: no write, and no header either
     assert store.load(key) is None
+    late = open_session(manager, request(browser.secret))
+    assert late.is_new  # the ID stays dead; this request has it cleared
+    assert cookie_value(commit_session(manager, late)) == ""
+
+
+def test_write_racing_a_login_does_not_clear_the_new_cookie(
+    manager: SessionManager, store: CountingStore
+) -> None:
+    browser = start(manager, cart=["a"])
+    old = browser.secret
+    writer, logger = browser.open(), browser.open()
+    logger.login("alice")
+    browser.commit(logger)
+    new = browser.secret
+    assert new != old
+    writer["page"] = "/checkout"
+    headers = browser.commit(writer)  # its record moved away: the write is dropped
+    assert cookie_value(headers) is None
+    assert browser.secret == new
+    assert browser.open().user == "alice"
+    assert open_session(manager, request(old)).is_new
 
 
 def test_rebase_sans_io() -> None:
@@ -538,12 +559,12 @@ def test_non_json_value_raises_session_data_error(manager: SessionManager, value
         manager.commit(session)
 
 
-def test_reprs_never_contain_the_secret(manager: SessionManager) -> None:
+def test_reprs_never_contain_the_secret(manager: SessionManager, store: CountingStore) -> None:
     browser = start(manager)
     secret = browser.secret or ""
     req = request(secret, headers=[("authorization", f"Bearer {secret}")])
     opening = manager.open(req)
-    result = manager.attach(opening, manager.mode.store.load(opening.key or ""))
+    result = manager.attach(opening, store.load(opening.key or ""))
     assert isinstance(result, Session)
     result["x"] = 1
     result.regenerate()

@@ -429,7 +429,14 @@ class SessionManager:
         self, session: Session, commit: Commit, write: Write | None
     ) -> list[tuple[str, str]]:
         """Response headers once the commit's writes are done; `write` is the write that
-        succeeded (after rebases), or None if there was none or it was dropped."""
+        succeeded (after rebases), or None if there was none or it was dropped.
+
+        A write dropped because its record vanished meanwhile (logout, revocation or a
+        login's rotation by a concurrent request) sends no header at all: clearing the
+        cookie here would also erase the new cookie that a concurrent login hands out if
+        this response reaches the browser last. The ID is dead in the store either way; the
+        next request that presents it starts fresh and has it cleared then.
+        """
         transport = session.transport or self.transport
         request = session.request
         headers: list[tuple[str, str]] = []
@@ -438,7 +445,7 @@ class SessionManager:
             if session.persistent:
                 max_age = int(session.created_at + self.lifetimes.absolute - session._now)
             headers += transport.issue(commit.issue, max_age=max_age, request=request)
-        elif commit.clear or (commit.write is not None and write is None):
+        elif commit.clear:
             headers += transport.forget(request=request)
         elif write is not None and write.issue is not None:
             if write.replaces is not None:
