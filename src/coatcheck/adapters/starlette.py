@@ -1,0 +1,222 @@
+"""A drop-in for `starlette.middleware.sessions.SessionMiddleware`: change one import.
+
+    from coatcheck.adapters.starlette import SessionMiddleware   # was: starlette.middleware...
+
+    app.add_middleware(SessionMiddleware, secret_key=os.environ["SECRET_KEY"])
+
+It takes the same arguments with the same defaults, puts the same kind of `dict` in
+`request.session`, and writes the same `Set-Cookie` text (only when the session changed,
+with `Vary: Cookie` when it was read), so an application and its tests keep working. What
+changes is the cookie's content: a standard JWS (HS256) token under a key derived from
+`secret_key`, verified by coatcheck's strict codec, with a security log line for every
+tampered or expired cookie. Cookies written by Starlette's own middleware are still read
+(and re-issued in the new format) while `itsdangerous` is installed, so switching logs no one
+out.
+
+`max_age` means what it means in Starlette: the cookie's `Max-Age`, and how long after its
+last change a session is accepted (None: a browser-session cookie that never expires on
+the server side).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+from typing import Any, Literal
+
+from ..clientside import ClientSide
+from ..drivers import acommit_session, aopen_session
+from ..keys import KeyRing
+from ..manager import SessionManager
+from ..policy import Lifetimes
+from ..request import RequestInfo
+from ..session import Session
+from ..transports import Cookie, find_cookie
+from .asgi import ASGIApp, Message, Receive, Scope, Send, request_info
+
+__all__ = ["SessionMiddleware"]
+
+log = logging.getLogger("coatcheck")
+_FOREVER = 10 * 365 * 24 * 60 * 60  # 10 years, seconds: "no expiry" for max_age=None
+
+
+class StarletteSession(dict[str, Any]):
+    """The `dict` Starlette puts in `request.session`, with its `accessed` / `modified`
+    flags, so code that serialises or compares the session keeps working."""
+
+    accessed: bool = False
+    modified: bool = False
+
+    def mark_accessed(self) -> None:
+        self.accessed = True
+
+    def mark_modified(self) -> None:
+        self.accessed = True
+        self.modified = True
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.mark_modified()
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self.mark_modified()
+        super().__delitem__(key)
+
+    def clear(self) -> None:
+        self.mark_modified()
+        super().clear()
+
+    def pop(self, key: str, *args: Any) -> Any:
+        if key in self:
+            self.mark_modified()
+        return super().pop(key, *args)
+
+    def popitem(self) -> tuple[str, Any]:
+        item = super().popitem()
+        self.mark_modified()
+        return item
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        if key not in self:
+            self.mark_modified()
+        return super().setdefault(key, default)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        self.mark_modified()
+        super().update(*args, **kwargs)
+
+    def __ior__(self, other: Any, /) -> StarletteSession:  # type: ignore[override,misc]
+        self.mark_modified()
+        return super().__ior__(other)
+
+
+class _StarletteCookie(Cookie):
+    """Starlette's `Set-Cookie` text: lower-case attributes, `Max-Age` from `max_age`."""
+
+    __slots__ = ("_flags", "_max_age")
+    _flags: str
+    _max_age: int | None
+
+    def __init__(self, name: str, path: str, flags: str, max_age: int | None) -> None:
+        super().__init__(name=name, path=path, secure=False, same_site=None, http_only=False)
+        object.__setattr__(self, "_flags", flags)
+        object.__setattr__(self, "_max_age", max_age)
+
+    def render(self, value: str, *, max_age: int | None = None) -> str:
+        age = f"Max-Age={self._max_age}; " if self._max_age is not None else ""
+        return f"{self.name}={value}; path={self.path}; {age}{self._flags}"
+
+    def issue(
+        self, value: str, *, max_age: int | None = None, request: RequestInfo | None = None
+    ) -> list[tuple[str, str]]:
+        return [("set-cookie", self.render(value))]  # one cookie, however large, as Starlette
+
+    def clear(self) -> str:
+        expires = "expires=Thu, 01 Jan 1970 00:00:00 GMT; "
+        return f"{self.name}=null; path={self.path}; {expires}{self._flags}"
+
+
+class SessionMiddleware:
+    """Starlette's session middleware, backed by coatcheck's client-side sessions."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        secret_key: object,
+        session_cookie: str = "session",
+        max_age: int | None = 14 * 24 * 60 * 60,  # 14 days, in seconds
+        path: str = "/",
+        same_site: Literal["lax", "strict", "none"] = "lax",
+        https_only: bool = False,
+        domain: str | None = None,
+        partitioned: bool = False,
+    ) -> None:
+        self.app = app
+        secret = str(secret_key)
+        flags = "httponly; samesite=" + same_site
+        if https_only:
+            flags += "; secure"
+        if domain is not None:
+            flags += f"; domain={domain}"
+        if partitioned:
+            flags += "; partitioned"
+        self.cookie = _StarletteCookie(session_cookie, path, flags, max_age)
+        lifetime = float(max_age) if max_age is not None else float(_FOREVER)
+        master = hashlib.sha256(b"coatcheck/starlette\0" + secret.encode()).digest()
+        self.manager = SessionManager(
+            ClientSide(KeyRing([master]), store=None),
+            transport=self.cookie,
+            lifetimes=Lifetimes(
+                idle=lifetime, absolute=_FOREVER + lifetime, renewal=None,
+                touch_interval=lifetime / 2,
+            ),  # fmt: skip
+            csrf=False,  # Starlette's middleware has no CSRF check; SameSite=Lax is its defence
+        )
+        self.max_age = max_age
+        self._legacy = _legacy_signer(secret)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        request = request_info(scope)
+        session = await aopen_session(self.manager, request)
+        migrated = False
+        if session.is_new:
+            migrated = self._adopt_legacy(request, session)
+        view = StarletteSession(session.data())
+        initially_empty = session.is_new and not migrated
+        scope["session"] = view
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                if view.accessed:
+                    headers.append((b"vary", b"Cookie"))
+                if (view.modified and view) or (migrated and not view.modified):
+                    session.clear()
+                    session.update(view)
+                    headers += _encode(await acommit_session(self.manager, session))
+                elif view.modified and not initially_empty:
+                    headers.append((b"set-cookie", self.cookie.clear().encode("latin-1")))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)
+
+    def _adopt_legacy(self, request: RequestInfo, session: Session) -> bool:
+        """Read a cookie written by Starlette's own middleware into `session`."""
+        if self._legacy is None:
+            return False
+        value = next(
+            (v for h in request.header_values("cookie")
+             if (v := find_cookie(h, self.cookie.name)) is not None),
+            None,
+        )  # fmt: skip
+        if value is None:
+            return False
+        try:
+            raw = self._legacy.unsign(value.encode("utf-8"), max_age=self.max_age)
+            data = json.loads(base64.b64decode(raw))
+        except Exception:  # any failure means: not a cookie Starlette signed with our key
+            return False
+        if not isinstance(data, dict):
+            return False
+        session.update(data)
+        log.info("adopted a cookie written by starlette.middleware.sessions")
+        return True
+
+
+def _encode(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    # The core adds Vary and Cache-Control; Starlette adds only Vary, which we did above.
+    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers if k == "set-cookie"]
+
+
+def _legacy_signer(secret: str) -> Any:
+    try:
+        import itsdangerous
+    except ImportError:  # pragma: no cover - installed with starlette's session support
+        return None
+    return itsdangerous.TimestampSigner(secret)
