@@ -49,11 +49,21 @@ class ServerSide:
     `store` is a `Store`, an `AsyncStore` or a URL for `coatcheck.stores.from_url`; a URL
     gives each driver the matching twin, and a sync store is wrapped for the async driver.
     The default is the embedded SQLite store in `./sessions.db`.
+
+    `migrate_from=ClientSide(keys, ...)` accepts the tokens of an app that used client-side
+    sessions until now: a valid token becomes a server-side session (same data, same user)
+    and the client gets a new ID, so switching modes logs no one out.
     """
 
-    __slots__ = ("_async", "_sync")
+    __slots__ = ("_async", "_sync", "migrate_from")
 
-    def __init__(self, store: Store | AsyncStore | str = "sqlite:///sessions.db") -> None:
+    def __init__(
+        self,
+        store: Store | AsyncStore | str = "sqlite:///sessions.db",
+        *,
+        migrate_from: ClientSide | None = None,
+    ) -> None:
+        self.migrate_from = migrate_from
         self._sync: Store | None = None
         self._async: AsyncStore | None = None
         if isinstance(store, str):
@@ -216,6 +226,9 @@ class SessionManager:
         if isinstance(self.mode, ClientSide):
             opening = Opening(request, now, None, transport, secret, presented=True)
             return self.mode.open(self, opening)
+        if "." in secret and self.mode.migrate_from is not None:
+            opening = Opening(request, now, None, transport, secret, presented=True)
+            return self.mode.migrate_from.open(self, opening)
         if not is_wellformed(secret):
             self.audit.security("session.malformed", secret)
             return Opening(request, now, None, transport, presented=True)
@@ -229,8 +242,10 @@ class SessionManager:
         by a rotation returns the `Opening` of the record it points to, to load next.
         """
         if opening.claims is not None:
-            assert isinstance(self.mode, ClientSide)  # noqa: S101 - only it sets claims
-            return self.mode.attach(self, opening)
+            if isinstance(self.mode, ClientSide):
+                return self.mode.attach(self, opening)
+            assert self.mode.migrate_from is not None  # noqa: S101 - only it sets claims
+            return self._migrate(self.mode.migrate_from.attach(self, opening))
         if opening.key is None:
             return self._fresh(opening)
         if record is None:
@@ -286,6 +301,18 @@ class SessionManager:
             session.rotate = "renewal"
         elif lifetimes.needs_touch(now=now, last_seen=stored.last_seen):
             session.meta_changed = True
+        return session
+
+    def _migrate(self, session: Session) -> Session:
+        """A client-side session arriving at a server-side manager: a new server-side
+        session with the same data and metadata, saved under a new ID by the commit."""
+        self.audit.lifecycle("session.migrated", session.id, "to=server")
+        secret = new_id()
+        session._rekey(secret, public_id(secret))
+        session.mode = "server"
+        session.is_new = True
+        session.rotate = None
+        session.meta_changed = True
         return session
 
     def _fresh(self, opening: Opening, *, stale: str | None = None) -> Session:
