@@ -8,23 +8,39 @@ cookie for a session that was not saved. Bodies stream through untouched.
 Failures are answered, not raised: a store that is down gives `503 Service Unavailable`
 (or, with `fail_open=True`, an anonymous session that is not saved) and a failed CSRF
 check gives `403 Forbidden`.
+
+A route that needs an established session calls `require_session(request)`; without one
+the middleware answers `401 Unauthorized`, with `WWW-Authenticate: Bearer
+error="invalid_token"` when the `Authorization` header carried an expired, revoked or
+unknown token (RFC 6750). With `client_script_path="/coatcheck.js"` the middleware also
+serves the JavaScript client for the header transport at that path.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from importlib.resources import files
 from typing import Any
 from urllib.parse import parse_qs
 
 from ..csrf import TOKEN_FIELD
 from ..drivers import acommit_session, aopen_session
-from ..exceptions import CSRFError, StoreError
+from ..exceptions import CoatcheckError, ConfigurationError, CSRFError, StoreError
 from ..manager import SessionManager
 from ..request import RequestInfo
 from ..session import Session
+from ..transports import Header
 
-__all__ = ["SessionMiddleware", "request_info"]
+__all__ = [
+    "SessionMiddleware",
+    "SessionRequired",
+    "challenge",
+    "client_script",
+    "request_info",
+    "require_session",
+]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -52,17 +68,91 @@ def request_info(scope: Scope) -> RequestInfo:
     )
 
 
-class SessionMiddleware:
-    """Load, expose and commit sessions around an ASGI application."""
+class SessionRequired(CoatcheckError):
+    """Raised by `require_session`: the route needs an established session and the request
+    has none. `SessionMiddleware` answers it with `401 Unauthorized` and `headers`."""
 
-    def __init__(self, app: ASGIApp, manager: SessionManager, *, fail_open: bool = False) -> None:
+    status_code = 401
+
+    def __init__(self, headers: Sequence[tuple[str, str]] = ()) -> None:
+        super().__init__("this route requires a session")
+        self.headers = list(headers)
+
+
+def challenge(session: Session) -> list[tuple[str, str]]:
+    """The `WWW-Authenticate` header of a 401 for `session` (RFC 6750, section 3).
+
+    For a session whose request used a `Header` transport with a scheme: `Bearer
+    error="invalid_token"` if the request carried a token that resolved to nothing
+    (expired, revoked, unknown or malformed), a bare `Bearer` challenge if it carried none.
+    Cookie-carried sessions get no challenge: no HTTP authentication scheme describes them.
+    """
+    transport = session.transport
+    if not isinstance(transport, Header) or transport.scheme is None:
+        return []
+    if session.client_stale:
+        return [("www-authenticate", f'{transport.scheme} error="invalid_token"')]
+    return [("www-authenticate", transport.scheme)]
+
+
+def require_session(connection: Any, *, authenticated: bool = False) -> Session:
+    """The request's session, if it is established (or, with `authenticated=True`, logged
+    in); otherwise raise `SessionRequired`, which `SessionMiddleware` turns into a 401.
+
+    `connection` is an ASGI scope or anything with a `.scope` (Starlette's `Request` and
+    `WebSocket`). In Starlette, add the middleware with `Middleware(SessionMiddleware, ...)`
+    so that it sees the exception before Starlette's error handler turns it into a 500.
+    """
+    scope = connection if isinstance(connection, Mapping) else connection.scope
+    session = scope.get("session")
+    if not isinstance(session, Session):
+        raise ConfigurationError(
+            "no coatcheck session in this request: add "
+            "coatcheck.adapters.asgi.SessionMiddleware(app, manager=...) around the app"
+        )
+    if session.is_new or session.ended or (authenticated and session.user is None):
+        raise SessionRequired(challenge(session))
+    return session
+
+
+def client_script() -> bytes:
+    """The JavaScript client for the header transport (`coatcheck/static/coatcheck.js`)."""
+    return files("coatcheck").joinpath("static/coatcheck.js").read_bytes()
+
+
+class SessionMiddleware:
+    """Load, expose and commit sessions around an ASGI application.
+
+    `client_script_path` (e.g. `"/coatcheck.js"`; default None: not served) is where the
+    middleware serves the JavaScript client, before and without loading a session.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        manager: SessionManager,
+        *,
+        fail_open: bool = False,
+        client_script_path: str | None = None,
+    ) -> None:
         self.app = app
         self.manager = manager
         self.fail_open = fail_open
+        self.client_script_path = client_script_path
+        self._script: tuple[bytes, bytes] | None = None
+        if client_script_path is not None:
+            body = client_script()
+            etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'.encode()
+            self._script = (body, etag)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
+            return
+        if self._script is not None and scope["type"] == "http" and (
+            scope.get("path") == self.client_script_path
+        ):
+            await _serve_script(scope, send, *self._script)
             return
         manager = self.manager
         request = request_info(scope)
@@ -82,7 +172,10 @@ class SessionMiddleware:
             return
         scope["session"] = session
         if scope["type"] == "websocket":
-            await self.app(scope, receive, send)
+            try:
+                await self.app(scope, receive, send)
+            except SessionRequired:
+                await _respond(scope, send, 401, b"")
             return
         if manager.csrf:
             try:
@@ -92,12 +185,14 @@ class SessionMiddleware:
                 return
 
         failed = False
+        started = False
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal failed
+            nonlocal failed, started
             if failed:
                 return
             if message["type"] == "http.response.start":
+                started = True
                 try:
                     extra = await acommit_session(manager, session)
                 except StoreError as exc:
@@ -109,7 +204,13 @@ class SessionMiddleware:
                     message["headers"] = _merge(message.get("headers", []), extra)
             await send(message)
 
-        await self.app(scope, receive, send_wrapper)
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except SessionRequired as exc:
+            if started:
+                raise
+            body = b"Unauthorized: this route requires a session"
+            await _respond(scope, send_wrapper, 401, body, exc.headers)
 
     async def _check_csrf(
         self, request: RequestInfo, session: Session, scope: Scope, receive: Receive
@@ -159,7 +260,9 @@ def _merge(headers: Any, extra: list[tuple[str, str]]) -> list[tuple[bytes, byte
     return merged
 
 
-async def _respond(scope: Scope, send: Send, status: int, body: bytes) -> None:
+async def _respond(
+    scope: Scope, send: Send, status: int, body: bytes, extra: Sequence[tuple[str, str]] = ()
+) -> None:
     if scope["type"] == "websocket":
         await send({"type": "websocket.close", "code": 1011 if status >= 500 else 1008})
         return
@@ -171,7 +274,31 @@ async def _respond(scope: Scope, send: Send, status: int, body: bytes) -> None:
                 (b"content-type", b"text/plain; charset=utf-8"),
                 (b"content-length", str(len(body)).encode()),
                 (b"cache-control", b"no-store"),
+                *((k.encode("latin-1"), v.encode("latin-1")) for k, v in extra),
             ],
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+async def _serve_script(scope: Scope, send: Send, body: bytes, etag: bytes) -> None:
+    """Answer a request for the JavaScript client: `no-cache` with an ETag, so browsers
+    revalidate (a cheap 304) and pick up a new version as soon as the package changes."""
+    headers = [(b"etag", etag), (b"cache-control", b"no-cache")]
+    method = scope.get("method", "GET")
+    if method not in ("GET", "HEAD"):
+        await _respond(scope, send, 405, b"Method Not Allowed", [("allow", "GET, HEAD")])
+        return
+    if_none_match = [v for k, v in scope.get("headers", ()) if k == b"if-none-match"]
+    tags = {t.strip().removeprefix(b"W/") for v in if_none_match for t in v.split(b",")}
+    if etag in tags or b"*" in tags:
+        await send({"type": "http.response.start", "status": 304, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    headers += [
+        (b"content-type", b"text/javascript; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-content-type-options", b"nosniff"),
+    ]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})

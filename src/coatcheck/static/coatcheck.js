@@ -1,0 +1,281 @@
+// coatcheck.js: the browser side of coatcheck's header transport.
+//
+// One ES module, no build step, no dependency. It keeps the session token the server hands
+// out in the `Session-Token` response header, attaches it as `Authorization: Bearer <token>`
+// to requests for the page's own origin (and origins you allow explicitly, never others),
+// follows rotations, forgets the token when the session ends, and keeps the tabs of one
+// origin in step. The token may be an opaque session ID or a signed/encrypted token: the
+// client never looks inside it.
+//
+//   import { createClient } from "/coatcheck.js";
+//   const session = createClient();
+//   session.addEventListener("logout", () => showLogin());
+//   const response = await session.fetch("/api/cart");
+//
+// Concurrency. Most requests only read the token; a few replace it (login, logout,
+// `regenerate()` on the server, and the very first request, which may create a session).
+// Requests take a shared lock, and requests that may replace the token take an exclusive
+// one, so two token-replacing requests never overlap and none of them overlaps a request
+// that is still carrying the old token. The lock is a Web Lock where the browser has them
+// (shared by every tab of the origin), an in-page queue otherwise. Server-initiated
+// rotations (periodic renewal) are not known in advance; for them, a response only updates
+// the token if no newer token arrived since its request was sent, and the server's grace
+// window keeps the older token valid for requests already in flight.
+
+/**
+ * @typedef {"memory" | "session" | "local"} StorageKind
+ * "memory": the token lives in this page only and is gone on reload (other open tabs hand
+ * it back); "session": `sessionStorage`, survives reloads of this tab; "local":
+ * `localStorage`, survives closing the browser, and so does a token stolen by XSS.
+ */
+
+/**
+ * @typedef {object} ClientOptions
+ * @property {StorageKind} [storage] where the token is kept (default "memory")
+ * @property {string[]} [allowedOrigins] other origins that get the token, e.g.
+ *   "https://api.example.com" (default: the page's own origin only)
+ * @property {string} [header] request header carrying the token (default "Authorization")
+ * @property {string | null} [scheme] its scheme; null sends the bare token (default "Bearer")
+ * @property {string} [responseHeader] response header with a new token (default "Session-Token")
+ * @property {string} [name] names the storage key, lock and tab channel (default "coatcheck")
+ * @property {number} [syncTimeout] ms a new tab without a token waits for an open tab to
+ *   hand over its token before the first request (default 50; 0 disables)
+ * @property {typeof fetch} [fetch] the fetch to wrap (default `globalThis.fetch`)
+ */
+
+/**
+ * @typedef {RequestInit & { exclusive?: boolean }} SessionRequestInit
+ * `exclusive: true` marks a request that replaces the token (login, logout, regenerate):
+ * it waits for requests in flight and holds later ones back until its answer is stored.
+ */
+
+/**
+ * @typedef {{ status: number, headers: Headers | Record<string, string | undefined> }} ResponseLike
+ * A fetch `Response`, or anything with a status and headers (axios: lower-case names).
+ */
+
+const STORAGE = { session: "sessionStorage", local: "localStorage" };
+
+/**
+ * A client for one coatcheck session. Events: `login` (a token arrived where there was
+ * none), `logout` (the session ended: empty token header, another tab, or `forget()`),
+ * `expired` (the server answered 401 to the token), `change` (any new token).
+ */
+export class SessionClient extends EventTarget {
+  /** @type {string | null} */ #token = null;
+  #generation = 0;
+  /** @type {Storage | null} */ #store = null;
+  /** @type {BroadcastChannel | null} */ #channel = null;
+  /** @type {Set<string>} */ #origins;
+  #header;
+  #scheme;
+  #responseHeader;
+  #key;
+  #lockName;
+  #locks;
+  #fetch;
+  /** Resolves once the client is ready for its first request (see `syncTimeout`). */
+  ready;
+
+  /** @param {ClientOptions} [options] */
+  constructor(options = {}) {
+    super();
+    const storage = options.storage ?? "memory";
+    if (storage !== "memory" && !Object.hasOwn(STORAGE, storage)) {
+      throw new TypeError(`storage must be "memory", "session" or "local", not ${storage}`);
+    }
+    const name = options.name ?? "coatcheck";
+    this.#header = options.header ?? "Authorization";
+    this.#scheme = options.scheme === undefined ? "Bearer" : options.scheme;
+    this.#responseHeader = options.responseHeader ?? "Session-Token";
+    this.#key = `${name}.token`;
+    this.#lockName = `${name}.rotation`;
+    this.#origins = new Set((options.allowedOrigins ?? []).map((o) => new URL(o).origin));
+    this.#origins.add(globalThis.location.origin);
+    this.#fetch = options.fetch ?? globalThis.fetch.bind(globalThis);
+    this.#locks = globalThis.navigator?.locks ?? localLocks();
+    if (storage !== "memory") {
+      this.#store = /** @type {Storage} */ (globalThis[STORAGE[storage]]);
+      this.#token = this.#store.getItem(this.#key) || null;
+    }
+    this.ready = Promise.resolve();
+    if (typeof BroadcastChannel === "function") {
+      this.#channel = new BroadcastChannel(name);
+      this.#channel.onmessage = (event) => this.#onMessage(event.data);
+      const timeout = options.syncTimeout ?? 50;
+      if (this.#token === null && timeout > 0) {
+        this.ready = new Promise((resolve) => {
+          const done = () => { this.removeEventListener("change", done); resolve(); };
+          this.addEventListener("change", done);
+          setTimeout(done, timeout);
+        });
+        this.#channel.postMessage({ type: "hello" });
+      }
+    }
+  }
+
+  /** Whether the client holds a token (the token itself is never exposed as a property). */
+  get hasToken() {
+    return this.#token !== null;
+  }
+
+  /**
+   * `fetch`, with the session token attached when the URL's origin is allowed, and the
+   * response's token changes applied before the promise resolves.
+   * @param {RequestInfo | URL} input
+   * @param {SessionRequestInit} [init]
+   * @returns {Promise<Response>}
+   */
+  async fetch(input, init = {}) {
+    const { exclusive = false, ...rest } = init;
+    const request = new Request(input, rest);
+    if (!this.allows(request.url)) return this.#fetch(request);
+    await this.ready;
+    const mode = exclusive || this.#token === null ? "exclusive" : "shared";
+    return this.#locks.request(this.#lockName, { mode }, async () => {
+      const ticket = this.attach(request.headers, request.url);
+      const response = await this.#fetch(request);
+      this.accept(response, ticket);
+      return response;
+    });
+  }
+
+  /**
+   * Whether requests to `url` may carry the token: same origin as the page, or listed in
+   * `allowedOrigins`. Compares whole origins (scheme, host and port), never prefixes.
+   * @param {string | URL} url
+   */
+  allows(url) {
+    return this.#origins.has(new URL(url, globalThis.location.href).origin);
+  }
+
+  /**
+   * The headers to add to a request for `url` (for clients other than `fetch`): the token,
+   * or, without one, `Session-Transport: header` so a new session is handed out in the
+   * response header rather than a cookie. Empty for origins that are not allowed.
+   * @param {string | URL} [url] defaults to the page's own origin
+   * @returns {Record<string, string>}
+   */
+  headers(url = globalThis.location.href) {
+    if (!this.allows(url)) return {};
+    if (this.#token === null) return { "Session-Transport": "header" };
+    const value = this.#scheme === null ? this.#token : `${this.#scheme} ${this.#token}`;
+    return { [this.#header]: value };
+  }
+
+  /**
+   * Set `headers()` on a `Headers` object and return a ticket for `accept`.
+   * @param {Headers} headers
+   * @param {string | URL} [url]
+   * @returns {number}
+   */
+  attach(headers, url) {
+    for (const [name, value] of Object.entries(this.headers(url))) headers.set(name, value);
+    return this.#generation;
+  }
+
+  /**
+   * Apply a response: store a new token, forget it on an empty token header or a 401.
+   * Pass the ticket `attach` returned: a response to a request that was sent before the
+   * token last changed is ignored, so a late answer never overwrites a newer token.
+   * @param {ResponseLike} response
+   * @param {number} [ticket]
+   */
+  accept(response, ticket = this.#generation) {
+    if (ticket !== this.#generation) return;
+    if (response.status === 401 && this.#token !== null) {
+      this.#set(null, "expired");
+      return;
+    }
+    const value = readHeader(response.headers, this.#responseHeader);
+    if (value === null) return;
+    if (value === "") {
+      if (this.#token !== null) this.#set(null, "logout");
+    } else if (value !== this.#token) {
+      this.#set(value, this.#token === null ? "login" : null);
+    }
+  }
+
+  /** Forget the token in this tab and every other (does not tell the server). */
+  forget() {
+    if (this.#token !== null) this.#set(null, "logout");
+  }
+
+  /** Stop listening to other tabs. */
+  close() {
+    this.#channel?.close();
+    this.#channel = null;
+  }
+
+  /**
+   * @param {string | null} token
+   * @param {"login" | "logout" | "expired" | null} event
+   * @param {boolean} [broadcast]
+   */
+  #set(token, event, broadcast = true) {
+    this.#token = token;
+    this.#generation += 1;
+    if (this.#store !== null) {
+      if (token === null) this.#store.removeItem(this.#key);
+      else this.#store.setItem(this.#key, token);
+    }
+    if (broadcast) this.#channel?.postMessage({ type: "token", token });
+    if (event !== null) this.dispatchEvent(new Event(event));
+    this.dispatchEvent(new Event("change"));
+  }
+
+  /** @param {{ type: string, token?: string | null }} message */
+  #onMessage(message) {
+    const token = typeof message.token === "string" && message.token ? message.token : null;
+    if (message.type === "hello" && this.#token !== null) {
+      this.#channel?.postMessage({ type: "welcome", token: this.#token });
+    } else if (message.type === "welcome" && this.#token === null && token !== null) {
+      this.#set(token, "login", false); // ignored when late: this tab has its own session by then
+    } else if (message.type === "token" && token !== this.#token) {
+      this.#set(token, token === null ? "logout" : this.#token === null ? "login" : null, false);
+    }
+  }
+
+}
+
+/**
+ * A client for the page's coatcheck session.
+ * @param {ClientOptions} [options]
+ */
+export function createClient(options) {
+  return new SessionClient(options);
+}
+
+/**
+ * @param {Headers | Record<string, string | undefined>} headers
+ * @param {string} name
+ * @returns {string | null}
+ */
+function readHeader(headers, name) {
+  if (typeof headers.get === "function") return /** @type {Headers} */ (headers).get(name);
+  const record = /** @type {Record<string, string | undefined>} */ (headers);
+  return record[name.toLowerCase()] ?? record[name] ?? null;
+}
+
+/**
+ * A readers-writer lock for browsers without Web Locks (older Safari, insecure contexts),
+ * with the `navigator.locks.request` signature; it serialises this page only.
+ * @returns {{ request<T>(name: string, options: { mode: "shared" | "exclusive" }, fn: () => Promise<T>): Promise<T> }}
+ */
+function localLocks() {
+  let everything = Promise.resolve(); // settles when every request queued so far has
+  let exclusive = Promise.resolve(); // settles when the last exclusive request has
+  return {
+    request(_name, { mode }, fn) {
+      const after = mode === "exclusive" ? everything : exclusive;
+      const run = after.then(() => fn());
+      const settled = run.then(() => undefined, () => undefined);
+      if (mode === "exclusive") {
+        everything = exclusive = settled;
+      } else {
+        everything = Promise.all([everything, settled]).then(() => undefined);
+      }
+      return run;
+    },
+  };
+}
