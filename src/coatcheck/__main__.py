@@ -1,0 +1,7 @@
+"""`python -m coatcheck ...`: the same as the `coatcheck` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,295 @@
+"""The `coatcheck` command: the replicated demo, session administration, keys and tokens.
+
+Tables on a terminal, JSON with `--json`. Only the standard library is used here; each
+command imports what it needs when it runs. Exit codes (also in docs/cli.md):
+
+    0  success
+    1  the command ran and found a failure (a demo --check strategy misbehaved, the demo
+       could not start, a token did not verify)
+    2  usage: bad arguments, a bad store URL, a missing optional dependency
+    3  the store failed or could not be reached
+    4  keys are missing or invalid
+  130  interrupted (Ctrl-C)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
+
+__all__ = ["EXIT_FAILED", "EXIT_KEYS", "EXIT_STORE", "EXIT_USAGE", "main", "render_table"]
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_STORE = 3
+EXIT_KEYS = 4
+EXIT_INTERRUPTED = 130
+STORE_ENV = "COATCHECK_STORE"
+
+
+class Failure(Exception):
+    """A clean, expected failure: its message is printed without a traceback."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# -- output -------------------------------------------------------------------------------
+
+
+def render_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A plain-text table with aligned columns (`None` shows as `-`)."""
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    return "\n".join(lines)
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.1f}"
+    return str(value)
+
+
+def _when(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
+
+
+def _emit(args: argparse.Namespace, value: Any, text: str, out: TextIO) -> None:
+    print(json.dumps(value, indent=2) if args.json else text, file=out)
+
+
+# -- sessions -----------------------------------------------------------------------------
+
+
+def _admin(args: argparse.Namespace) -> Any:
+    from .admin import SessionAdmin
+    from .exceptions import ConfigurationError
+    from .manager import ServerSide, SessionManager
+    from .stores import from_url
+
+    url = args.store or os.environ.get(STORE_ENV)
+    if not url:
+        raise Failure(f"no store: pass --store URL or set {STORE_ENV}", EXIT_USAGE)
+    try:
+        store = from_url(url)
+    except ConfigurationError as exc:
+        raise Failure(f"bad store URL: {exc}", EXIT_USAGE) from None
+    except ImportError as exc:
+        raise Failure(f"this store needs {exc.name or 'a driver'}: "
+                      "pip install 'coatcheck[redis]' or 'coatcheck[postgres]'",
+                      EXIT_USAGE) from None  # fmt: skip
+    return SessionAdmin(SessionManager(ServerSide(store)))
+
+
+def _public_id(value: str) -> str:
+    from .ids import is_wellformed
+
+    if not is_wellformed(value):
+        raise Failure("a session ID is 43 base64url characters (as `sessions list` shows)",
+                      EXIT_USAGE)  # fmt: skip
+    return value
+
+
+def cmd_sessions_list(args: argparse.Namespace, out: TextIO) -> int:
+    admin = _admin(args)
+    infos = admin.sessions(args.user)
+    rows = [
+        {"id": i.id, "user": i.user, "created_at": i.created_at, "last_seen": i.last_seen,
+         "authenticated_at": i.authenticated_at, "ip": i.ip, "user_agent": i.user_agent}
+        for i in infos
+    ]  # fmt: skip
+    table = render_table(
+        ["id", "created", "last seen", "ip", "user agent"],
+        [[r["id"], _when(r["created_at"]), _when(r["last_seen"]), r["ip"],
+          (r["user_agent"] or "")[:40] or None] for r in rows],  # fmt: skip
+    )
+    _emit(args, rows, f"{len(rows)} session(s) of {args.user}\n{table}", out)
+    return 0
+
+
+def cmd_sessions_revoke(args: argparse.Namespace, out: TextIO) -> int:
+    admin = _admin(args)
+    key = _public_id(args.id)
+    existed = admin.store.load(key) is not None
+    admin.revoke(key)
+    text = f"revoked {key}" if existed else f"no live session {key} (nothing to revoke)"
+    _emit(args, {"id": key, "revoked": existed}, text, out)
+    return 0
+
+
+def cmd_sessions_revoke_user(args: argparse.Namespace, out: TextIO) -> int:
+    admin = _admin(args)
+    keep = None if args.keep is None else _public_id(args.keep)
+    count = admin.revoke_user(args.user, keep=keep)
+    _emit(args, {"user": args.user, "revoked": count, "kept": keep},
+          f"revoked {count} session(s) of {args.user}", out)  # fmt: skip
+    return 0
+
+
+def cmd_sessions_purge(args: argparse.Namespace, out: TextIO) -> int:
+    count = _admin(args).purge_expired()
+    _emit(args, {"purged": count}, f"purged {count} expired record(s)", out)
+    return 0
+
+
+# -- demo ---------------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
+    from . import demo
+    from .demo.strategies import STRATEGIES
+
+    if args.replicas < 1:
+        raise Failure("--replicas must be at least 1", EXIT_USAGE)
+    if args.check:
+        return _demo_check(args, out)
+    strategy = STRATEGIES[args.strategy or "shared"]
+    if args.exit_with_parent:
+        _exit_with_parent()
+    try:
+        demo.run(strategy, replicas=args.replicas, port=args.port, store_url=args.store, out=out)
+    except demo.DemoError as exc:
+        raise Failure(str(exc), EXIT_FAILED) from None
+    return 0
+
+
+def _exit_with_parent() -> None:
+    import signal
+
+    from .demo.cluster import watch_parent
+
+    watch_parent(os.getppid(), lambda: os.kill(os.getpid(), signal.SIGTERM))
+
+
+def _demo_check(args: argparse.Namespace, out: TextIO) -> int:
+    from .demo.check import run_checks
+    from .demo.strategies import STRATEGIES
+
+    if args.replicas < 2:
+        raise Failure("--check needs at least 2 replicas", EXIT_USAGE)
+    if args.requests < 1:
+        raise Failure("--requests must be at least 1", EXIT_USAGE)
+    plot = _plotter(args.plot) if args.plot else None
+    chosen = [STRATEGIES[args.strategy]] if args.strategy else list(STRATEGIES.values())
+    results = run_checks(chosen, replicas=args.replicas, requests=args.requests,
+                         store_url=args.store, progress=sys.stderr)  # fmt: skip
+    rows = [r.as_dict() for r in results]
+    table = render_table(
+        ["strategy", "requests", "right session", "read back", "survived death",
+         "revoked everywhere", "logout everywhere", "p50 ms", "p99 ms", "result"],
+        [[r["strategy"], r["requests"], f"{r['right_session']:.0%}", r["read_back"],
+          r["survived_replica_death"],
+          f"{r['revocation_ms']:.0f} ms" if r["revocation_ms"] is not None
+          else r["revocation_note"] or None,
+          r["logout_everywhere"], r["latency_p50_ms"], r["latency_p99_ms"],
+          "skipped: " + r["skipped"] if r["skipped"] else "ok" if r["ok"] else "FAILED"]
+         for r in rows],
+    )  # fmt: skip
+    _emit(args, rows, table, out)
+    if plot is not None:
+        plot(rows)
+        print(f"chart written to {args.plot}", file=sys.stderr)
+    return EXIT_FAILED if any(r["failures"] for r in rows) else 0
+
+
+def _plotter(path: str) -> Callable[[list[dict[str, Any]]], None]:
+    """Fail early (before any cluster runs) if matplotlib is missing."""
+    try:
+        from .demo.plot import plot_results
+    except ImportError:
+        raise Failure("--plot needs matplotlib: pip install matplotlib", EXIT_USAGE) from None
+    return lambda rows: plot_results(rows, path)
+
+
+# -- parser -------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .demo.strategies import STRATEGIES
+
+    parser = argparse.ArgumentParser(
+        prog="coatcheck", description="Sessions for Python web apps that run on many servers."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    output = argparse.ArgumentParser(add_help=False)
+    output.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
+    demo = commands.add_parser(
+        "demo", parents=[output], help="run a replicated demo app (or --check every strategy)",
+        description="Start N replicas of a demo app behind a load balancer and watch what "
+        "happens to sessions. With --check, run a scripted client against every strategy.",
+    )
+    demo.add_argument("--strategy", choices=sorted(STRATEGIES),
+                      help="how replicas keep sessions (default: shared; --check: all)")
+    demo.add_argument("--replicas", type=int, default=3, help="number of replicas (default 3)")
+    demo.add_argument("--port", type=int, default=8000,
+                      help="balancer port on 127.0.0.1 (default 8000; 0: any free port)")
+    demo.add_argument("--store", metavar="URL",
+                      help="shared store: sqlite:///path, redis://..., postgresql://... "
+                      "(default: a SQLite file in a temporary directory)")
+    demo.add_argument("--check", action="store_true",
+                      help="run the scripted client against each strategy and judge it")
+    demo.add_argument("--requests", type=int, default=100,
+                      help="--check: cart requests per strategy (default 100)")
+    demo.add_argument("--plot", metavar="FILE.png", help="--check: also draw a chart")
+    demo.add_argument("--exit-with-parent", action="store_true", help=argparse.SUPPRESS)
+    demo.set_defaults(handler=cmd_demo)
+
+    store = argparse.ArgumentParser(add_help=False, parents=[output])
+    store.add_argument("--store", metavar="URL",
+                       help=f"session store URL (default: ${STORE_ENV})")
+    sessions = commands.add_parser("sessions", help="list and revoke sessions in a store")
+    actions = sessions.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", parents=[store], help="a user's live sessions")
+    listing.add_argument("--user", required=True,
+                         help="whose sessions (stores index sessions per user)")
+    listing.set_defaults(handler=cmd_sessions_list)
+    revoke = actions.add_parser("revoke", parents=[store], help="end one session by its ID")
+    revoke.add_argument("id", help="public session ID, as `sessions list` shows it")
+    revoke.set_defaults(handler=cmd_sessions_revoke)
+    revoke_user = actions.add_parser("revoke-user", parents=[store],
+                                     help="end every session of a user")  # fmt: skip
+    revoke_user.add_argument("user")
+    revoke_user.add_argument("--keep", metavar="ID", help="a session ID to spare")
+    revoke_user.set_defaults(handler=cmd_sessions_revoke_user)
+    purge = actions.add_parser("purge", parents=[store], help="delete expired records now")
+    purge.set_defaults(handler=cmd_sessions_purge)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    """Run the command line `argv` (default: `sys.argv[1:]`); returns the exit code."""
+    from .exceptions import ConfigurationError, StoreError
+
+    args = build_parser().parse_args(argv)
+    out = sys.stdout if out is None else out
+    try:
+        code: int = args.handler(args, out)
+    except Failure as exc:
+        print(f"coatcheck: error: {exc}", file=sys.stderr)
+        return exc.code
+    except StoreError as exc:
+        print(f"coatcheck: error: the store failed: {exc}", file=sys.stderr)
+        return EXIT_STORE
+    except ConfigurationError as exc:
+        print(f"coatcheck: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("coatcheck: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return code

@@ -1,0 +1,237 @@
+"""The demo web app: one replica of a small shop with a cart, logins and a device list.
+
+A plain ASGI application wrapped in coatcheck's `SessionMiddleware`, so what it shows is
+exactly what the library does. Every page says which replica served it. Unsafe requests
+are form posts (the page) or the same posts with `Accept: application/json` (the scripted
+client of `--check`), which answer with the state as JSON instead of a redirect.
+
+Routes::
+
+    GET  /                       the page
+    GET  /api/state              everything the page shows, as JSON
+    GET  /api/session            only who this session is, without creating one (probes)
+    POST /login                  user=alice|bob
+    POST /logout
+    POST /cart/add               item=...
+    POST /cart/clear
+    POST /sessions/revoke        id=<public ID of one of my sessions>
+    POST /sessions/logout-others
+    POST /admin/revoke           id=<public ID of any session>
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+from urllib.parse import parse_qs
+
+from ..adapters.asgi import Message, Receive, Scope, Send, SessionMiddleware
+from ..admin import AsyncSessionAdmin
+from ..manager import SessionManager
+from ..session import Session, SessionInfo
+from . import page
+
+__all__ = ["DEMO_USERS", "DemoApp", "build_app"]
+
+DEMO_USERS = ("alice", "bob")
+MAX_BODY = 64 * 1024  # bytes; demo forms are tiny
+MAX_ITEM = 40  # characters of a cart item name
+
+Action = Callable[[Session, dict[str, str]], Awaitable[int]]
+
+
+class DemoApp:
+    """The application behind `SessionMiddleware`; `scope["session"]` is a `Session`."""
+
+    def __init__(self, manager: SessionManager, *, replica: str, strategy: str) -> None:
+        self.manager = manager
+        self.admin = AsyncSessionAdmin(manager)
+        self.replica = replica
+        self.strategy = strategy
+        self.actions: dict[str, Action] = {
+            "/login": self.login,
+            "/logout": self.logout,
+            "/cart/add": self.cart_add,
+            "/cart/clear": self.cart_clear,
+            "/sessions/revoke": self.revoke_mine,
+            "/sessions/logout-others": self.logout_others,
+            "/admin/revoke": self.revoke_any,
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        session: Session = scope["session"]
+        method, path = scope["method"], scope["path"]
+        wants_json = b"application/json" in _header(scope, b"accept")
+        if method in ("GET", "HEAD") and path == "/api/session":
+            await self.respond(send, 200, "application/json", lambda: self.whoami_json(session))
+            return
+        if method in ("GET", "HEAD") and path in ("/", "/api/state"):
+            status = 200
+        elif method == "POST" and path in self.actions:
+            status = await self.actions[path](session, await _read_form(receive))
+            if not wants_json:
+                if status == 200:
+                    await self.plain(send, 303, b"", [(b"location", b"/")])
+                else:
+                    await self.plain(send, status, b"rejected")
+                return
+        else:
+            await self.plain(send, 404, b"not found")
+            return
+        # Asked before the response starts, so that a new session is saved with its token.
+        csrf = None if session.ended else session.csrf_token
+        if path == "/":
+            await self.respond(send, status, "text/html", lambda: self.page(session, csrf))
+        else:
+            await self.respond(
+                send, status, "application/json", lambda: self.state_json(session, csrf)
+            )
+
+    async def respond(
+        self, send: Send, status: int, content_type: str, render: Callable[[], Awaitable[str]]
+    ) -> None:
+        # The body is rendered after the response has started: the middleware commits the
+        # session at that moment, so the body shows the session as saved (after a login,
+        # under its new ID). Without a content-length the server sends it chunked.
+        await send({
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", f"{content_type}; charset=utf-8".encode()),
+                (b"x-served-by", self.replica.encode()),
+                (b"cache-control", b"no-store"),
+            ],
+        })  # fmt: skip
+        body = (await render()).encode()
+        await send({"type": "http.response.body", "body": body})
+
+    async def plain(
+        self, send: Send, status: int, body: bytes, headers: Sequence[tuple[bytes, bytes]] = ()
+    ) -> None:
+        await send({
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                *headers,
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()),
+                (b"x-served-by", self.replica.encode()),
+            ],
+        })  # fmt: skip
+        await send({"type": "http.response.body", "body": body})
+
+    # -- actions: each returns the HTTP status of its outcome ---------------------------
+
+    async def login(self, session: Session, form: dict[str, str]) -> int:
+        user = form.get("user", "")
+        if user not in DEMO_USERS:
+            return 400
+        session.login(user)
+        return 200
+
+    async def logout(self, session: Session, form: dict[str, str]) -> int:
+        session.logout()
+        return 200
+
+    async def cart_add(self, session: Session, form: dict[str, str]) -> int:
+        item = form.get("item", "").strip()[:MAX_ITEM]
+        if not item:
+            return 400
+        session["cart"] = [*session.get("cart", []), item]
+        return 200
+
+    async def cart_clear(self, session: Session, form: dict[str, str]) -> int:
+        session.pop("cart", None)
+        return 200
+
+    async def revoke_mine(self, session: Session, form: dict[str, str]) -> int:
+        # Only sessions of the same user: "my devices" must not revoke other people.
+        mine = {info.id for info in await self.my_sessions(session)}
+        if form.get("id") not in mine:
+            return 404
+        await self.admin.revoke(form["id"])
+        return 200
+
+    async def logout_others(self, session: Session, form: dict[str, str]) -> int:
+        if session.user is None:
+            return 400
+        session.logout_other_devices()
+        return 200
+
+    async def revoke_any(self, session: Session, form: dict[str, str]) -> int:
+        if not form.get("id"):
+            return 400
+        await self.admin.revoke(form["id"])
+        return 200
+
+    # -- views --------------------------------------------------------------------------
+
+    async def my_sessions(self, session: Session) -> list[SessionInfo]:
+        return [] if session.user is None else await self.admin.sessions(session.user)
+
+    async def state(self, session: Session, csrf: str | None) -> dict[str, Any]:
+        admin = {user: [_info(i) for i in await self.admin.sessions(user)] for user in DEMO_USERS}
+        return {
+            **self.whoami(session),
+            "strategy": self.strategy,
+            "csrf_token": csrf,
+            "my_sessions": [_info(i) for i in await self.my_sessions(session)],
+            "admin": admin,
+            "now": time.time(),
+        }
+
+    def whoami(self, session: Session) -> dict[str, Any]:
+        return {
+            "replica": self.replica,
+            "session": {
+                "id": session.id,
+                "new": session.is_new,
+                "user": session.user,
+                "data": dict(session),
+                "created_at": session.created_at,
+            },
+        }
+
+    async def state_json(self, session: Session, csrf: str | None) -> str:
+        return json.dumps(await self.state(session, csrf))
+
+    async def whoami_json(self, session: Session) -> str:
+        return json.dumps(self.whoami(session))
+
+    async def page(self, session: Session, csrf: str | None) -> str:
+        return page.render(await self.state(session, csrf), users=DEMO_USERS)
+
+
+def build_app(manager: SessionManager, *, replica: str, strategy: str) -> SessionMiddleware:
+    """The demo app for one replica, with sessions."""
+    return SessionMiddleware(DemoApp(manager, replica=replica, strategy=strategy), manager)
+
+
+def _info(info: SessionInfo) -> dict[str, Any]:
+    return {
+        "id": info.id,
+        "user": info.user,
+        "ip": info.ip,
+        "user_agent": info.user_agent,
+        "created_at": info.created_at,
+        "last_seen": info.last_seen,
+    }
+
+
+def _header(scope: Scope, name: bytes) -> bytes:
+    return next((v for k, v in scope.get("headers", ()) if k == name), b"")
+
+
+async def _read_form(receive: Receive) -> dict[str, str]:
+    body = b""
+    while True:
+        message: Message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body") or len(body) > MAX_BODY:
+            break
+    fields = parse_qs(body[:MAX_BODY].decode("utf-8", "replace"), max_num_fields=20)
+    return {key: values[0] for key, values in fields.items()}
