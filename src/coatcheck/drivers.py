@@ -64,7 +64,7 @@ def commit_session(
         else:
             raise StoreError(f"session commit gave up after {MAX_ATTEMPTS} version conflicts")
     if commit.revoke_user is not None:
-        admin.revoke_user(commit.revoke_user, keep=None if write is None else write.key)
+        admin.revoke_user(commit.revoke_user, keep=session.id if write is None else write.key)
     return manager.finish(session, commit, write)
 
 
@@ -116,7 +116,7 @@ async def acommit_session(
         else:
             raise StoreError(f"session commit gave up after {MAX_ATTEMPTS} version conflicts")
     if commit.revoke_user is not None:
-        await admin.revoke_user(commit.revoke_user, keep=None if write is None else write.key)
+        await admin.revoke_user(commit.revoke_user, keep=session.id if write is None else write.key)
     return manager.finish(session, commit, write)
 
 

@@ -1,0 +1,464 @@
+"""Client-side sessions: tokens, lifetimes, registry listing, revocation, key rotation,
+chunked cookies and migration between the two modes."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from joserfc import jwe, jws
+from joserfc.jwk import KeySet
+
+from coatcheck import (
+    ClientSide,
+    KeyRing,
+    Lifetimes,
+    RequestInfo,
+    ServerSide,
+    Session,
+    SessionAdmin,
+    SessionManager,
+)
+from coatcheck.drivers import commit_session, open_session
+from coatcheck.exceptions import ConfigurationError, SessionTooLarge
+from coatcheck.revocation import MemoryRevocationStore
+from coatcheck.stores import MemoryStore
+from helpers import COOKIE, FakeClock
+
+KEY_A = b"A" * 32
+KEY_B = b"B" * 32
+
+
+class Device:
+    """A browser-like cookie holder for one manager (chunked cookies included)."""
+
+    def __init__(self, manager: SessionManager, ua: str = "test-agent/1") -> None:
+        self.manager = manager
+        self.cookies: dict[str, str] = {}
+        self.ua = ua
+        self.last: list[tuple[str, str]] = []
+
+    def request(self, method: str = "GET") -> RequestInfo:
+        headers = [("host", "testserver"), ("user-agent", self.ua)]
+        if self.cookies:
+            headers.append(("cookie", "; ".join(f"{k}={v}" for k, v in self.cookies.items())))
+        return RequestInfo(method=method, headers=headers, host="testserver",
+                           client_ip="198.51.100.7")  # fmt: skip
+
+    def open(self) -> Session:
+        return open_session(self.manager, self.request())
+
+    def commit(self, session: Session) -> list[tuple[str, str]]:
+        self.last = commit_session(self.manager, session)
+        for name, value in self.last:
+            if name == "set-cookie":
+                pair = value.split(";", 1)[0]
+                key, _, val = pair.partition("=")
+                if "Max-Age=0" in value:
+                    self.cookies.pop(key, None)
+                else:
+                    self.cookies[key] = val
+        return self.last
+
+    def token(self) -> str:
+        return self.cookies[COOKIE]
+
+    def visit(self, **changes: Any) -> Session:
+        session = self.open()
+        session.update(changes)
+        self.commit(session)
+        return session
+
+
+def client_manager(
+    clock: FakeClock,
+    *,
+    keys: KeyRing | None = None,
+    store: Any = "memory://",
+    encrypted: bool = False,
+    lifetimes: Lifetimes | None = None,
+    **options: Any,
+) -> SessionManager:
+    return SessionManager(
+        ClientSide(keys or KeyRing([KEY_A]), store=store, encrypted=encrypted, **options),
+        lifetimes=lifetimes or Lifetimes(renewal=None),
+        clock=clock,
+        log_salt=b"salt",
+    )
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(time.time())
+
+
+@pytest.mark.parametrize("encrypted", [False, True])
+def test_round_trip_keeps_data_and_user(clock: FakeClock, encrypted: bool) -> None:
+    device = Device(client_manager(clock, encrypted=encrypted))
+    session = device.open()
+    session["cart"] = ["apple"]
+    session.login("alice")
+    device.commit(session)
+    token = device.token()
+    assert token.count(".") == (4 if encrypted else 2)
+    if encrypted:
+        assert b"apple" not in token.encode()
+
+    again = device.open()
+    assert again["cart"] == ["apple"]
+    assert again.user == "alice"
+    assert again.mode == "client"
+    again["cart"].append("pear")
+    device.commit(again)
+    assert device.open()["cart"] == ["apple", "pear"]
+
+
+def test_read_only_requests_issue_no_token(clock: FakeClock) -> None:
+    device = Device(client_manager(clock))
+    device.visit(a=1)
+    session = device.open()
+    assert session["a"] == 1
+    headers = device.commit(session)
+    assert not [h for h in headers if h[0] == "set-cookie"]
+    assert ("vary", "Cookie") in headers
+
+
+def test_touch_reissues_at_most_once_per_interval(clock: FakeClock) -> None:
+    device = Device(client_manager(clock, lifetimes=Lifetimes(renewal=None, touch_interval=60)))
+    device.visit(a=1)
+    first = device.token()
+    clock.advance(30)
+    device.commit(device.open())
+    assert device.token() == first
+    clock.advance(31)
+    device.commit(device.open())
+    assert device.token() != first
+
+
+def test_idle_and_absolute_deadlines(clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
+    manager = client_manager(clock, lifetimes=Lifetimes(idle=100, absolute=1000, renewal=None,
+                                                        touch_interval=10))  # fmt: skip
+    leeway = 5.0  # ClientSide's default tolerance for clock skew between replicas
+    device = Device(manager)
+    device.visit(a=1)
+    clock.advance(100 + leeway - 1)
+    assert device.open()["a"] == 1  # within the idle deadline (and its leeway)
+    device.visit(a=1)
+    clock.advance(100 + leeway + 1)
+    with caplog.at_level(logging.WARNING, "coatcheck.security"):
+        assert device.open().is_new
+    assert "token.invalid" in caplog.text
+
+    device = Device(manager)
+    created = clock.now
+    device.visit(a=1)
+    while clock.now - created < 1000 + leeway - 95:  # active all along
+        clock.advance(95)
+        session = device.open()
+        assert session["a"] == 1
+        device.commit(session)
+    clock.advance(95)
+    assert device.open().is_new  # past the absolute deadline
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda t: t[:-2],
+        lambda t: t + "A",
+        lambda t: t.replace(".", "..", 1),
+        lambda t: "eyJhbGciOiJub25lIn0." + t.split(".")[1] + ".",
+        lambda t: t.split(".")[0] + "." + base64.urlsafe_b64encode(
+            json.dumps({"sid": "x", "iat": 1, "exp": 2**40, "idl": 2**40, "dat": {"admin": 1}})
+            .encode()).decode().rstrip("=") + "." + t.split(".")[2],
+    ],
+    ids=["truncated", "extended", "extra-segment", "alg-none", "forged-claims"],
+)
+def test_tampered_tokens_are_no_session(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture, mangle: Any
+) -> None:
+    device = Device(client_manager(clock))
+    device.visit(admin=0)
+    token = device.token()
+    device.cookies[COOKIE] = mangle(token)
+    with caplog.at_level(logging.WARNING, "coatcheck.security"):
+        session = device.open()
+    assert session.is_new and dict(session) == {}
+    assert "token." in caplog.text
+    assert token not in caplog.text and device.cookies[COOKIE] not in caplog.text
+
+
+def test_old_key_tokens_are_reissued_under_the_new_key_keeping_iat(clock: FakeClock) -> None:
+    old = client_manager(clock, keys=KeyRing([KEY_A]))
+    device = Device(old)
+    session = device.open()
+    session.login("bob")
+    device.commit(session)
+    created, auth = session.created_at, session.authenticated_at
+
+    clock.advance(5)
+    device.manager = client_manager(clock, keys=KeyRing([KEY_B, KEY_A]))
+    rotated = device.open()
+    assert rotated.user == "bob"
+    device.commit(rotated)
+    new_token = device.token()
+    header = json.loads(base64.urlsafe_b64decode(new_token.split(".")[0] + "=="))
+    assert header["kid"] == KeyRing([KEY_B]).current(_jws_purpose()).kid
+    reopened = device.open()
+    assert int(reopened.created_at) == int(created)
+    assert reopened.authenticated_at is not None and auth is not None
+    assert int(reopened.authenticated_at) == int(auth)
+    # Under a ring without the old key, the re-issued token still works.
+    device.manager = client_manager(clock, keys=KeyRing([KEY_B]))
+    assert device.open().user == "bob"
+
+
+def _jws_purpose() -> Any:
+    from coatcheck.keys import JWS_HS256
+
+    return JWS_HS256
+
+
+def test_registry_lists_client_sessions_with_metadata(clock: FakeClock) -> None:
+    manager = client_manager(clock)
+    laptop, phone = Device(manager, "laptop/1"), Device(manager, "phone/2")
+    for device in (laptop, phone):
+        session = device.open()
+        session.login("carol")
+        device.commit(session)
+    listed = SessionAdmin(manager).sessions("carol")
+    assert {i.user_agent for i in listed} == {"laptop/1", "phone/2"}
+    assert all(i.mode == "client" and i.ip == "198.51.100.7" for i in listed)
+    assert {i.id for i in listed} == {laptop.open().id, phone.open().id}
+
+
+def test_revoke_one_and_log_out_other_devices(clock: FakeClock) -> None:
+    manager = client_manager(clock)
+    a, b, c = Device(manager), Device(manager), Device(manager)
+    for device in (a, b, c):
+        session = device.open()
+        session.login("dave")
+        device.commit(session)
+    SessionAdmin(manager).revoke(b.open().id)
+    assert b.open().is_new
+    assert not a.open().is_new
+
+    session = a.open()
+    session.logout_other_devices()
+    a.commit(session)
+    assert c.open().is_new
+    assert a.open().user == "dave"
+    assert [i.id for i in SessionAdmin(manager).sessions("dave")] == [a.open().id]
+
+
+def test_log_out_everywhere_refuses_older_tokens(clock: FakeClock) -> None:
+    manager = client_manager(clock, store=None, revocations=MemoryRevocationStore())
+    devices = [Device(manager) for _ in range(3)]
+    for device in devices:
+        session = device.open()
+        session.login("erin")
+        device.commit(session)
+    stranger = Device(manager)
+    session = stranger.open()
+    session.login("frank")
+    stranger.commit(session)
+
+    clock.advance(1)
+    SessionAdmin(manager).revoke_user("erin")
+    assert all(d.open().is_new for d in devices)
+    assert stranger.open().user == "frank"
+    clock.advance(1)
+    fresh = Device(manager)
+    session = fresh.open()
+    session.login("erin")
+    fresh.commit(session)
+    assert fresh.open().user == "erin"
+
+
+def test_logout_revokes_the_token_even_if_the_client_keeps_it(clock: FakeClock) -> None:
+    device = Device(client_manager(clock))
+    session = device.open()
+    session.login("gina")
+    device.commit(session)
+    stolen = dict(device.cookies)
+    session = device.open()
+    session.logout()
+    headers = device.commit(session)
+    assert any("Max-Age=0" in v for k, v in headers if k == "set-cookie")
+    device.cookies = stolen
+    assert device.open().is_new
+
+
+def test_login_revokes_the_pre_login_token_at_once(clock: FakeClock) -> None:
+    device = Device(client_manager(clock))
+    device.visit(a=1)
+    planted = dict(device.cookies)
+    session = device.open()
+    session.login("hank")
+    device.commit(session)
+    assert device.open().user == "hank"
+    device.cookies = planted
+    assert device.open().is_new
+
+
+def test_regenerate_keeps_old_token_for_the_grace_window(clock: FakeClock) -> None:
+    device = Device(client_manager(clock, lifetimes=Lifetimes(renewal=None, grace=10)))
+    device.visit(a=1)
+    old = dict(device.cookies)
+    session = device.open()
+    session.regenerate()
+    device.commit(session)
+    assert device.open()["a"] == 1
+    keep = device.cookies
+    device.cookies = old
+    assert device.open()["a"] == 1
+    clock.advance(11)
+    assert device.open().is_new
+    device.cookies = keep
+    assert device.open()["a"] == 1
+
+
+def test_a_10_kb_session_round_trips_through_chunked_cookies(clock: FakeClock) -> None:
+    device = Device(client_manager(clock))
+    blob = "x" * 10_000
+    device.visit(blob=blob)
+    chunks = sorted(k for k in device.cookies if k.startswith(f"{COOKIE}."))
+    assert chunks == [f"{COOKIE}.{i}" for i in range(len(chunks))] and len(chunks) >= 3
+    assert all(len(v) + len(k) < 4096 for k, v in device.cookies.items())
+    assert device.open()["blob"] == blob
+
+    # Shrinking clears the chunks; growing again clears the single cookie.
+    session = device.open()
+    session["blob"] = "small"
+    device.commit(session)
+    assert set(device.cookies) == {COOKIE}
+    assert device.open()["blob"] == "small"
+
+
+def test_too_large_session_raises_with_a_hint(clock: FakeClock) -> None:
+    device = Device(client_manager(clock))
+    session = device.open()
+    session["blob"] = "y" * 40_000
+    with pytest.raises(SessionTooLarge, match="ServerSide"):
+        device.commit(session)
+
+
+def test_migration_server_to_client_and_back_keeps_the_user_logged_in(clock: FakeClock) -> None:
+    shared = MemoryStore(clock=clock)
+    server = SessionManager(ServerSide(shared), lifetimes=Lifetimes(renewal=None), clock=clock)
+    device = Device(server)
+    session = device.open()
+    session["cart"] = ["tea"]
+    session.login("ivy")
+    device.commit(session)
+    server_id = device.token()
+    assert "." not in server_id
+
+    revocations = MemoryRevocationStore()
+    client = SessionManager(
+        ClientSide(KeyRing([KEY_A]), store=shared, revocations=revocations),
+        lifetimes=Lifetimes(renewal=None), clock=clock,
+    )  # fmt: skip
+    device.manager = client
+    migrated = device.open()
+    assert migrated.user == "ivy" and migrated["cart"] == ["tea"]
+    device.commit(migrated)
+    assert device.token().count(".") == 2
+    assert device.open().user == "ivy"
+    assert [i.mode for i in SessionAdmin(client).sessions("ivy")] == ["client"]
+
+    back = SessionManager(
+        ServerSide(shared, migrate_from=ClientSide(KeyRing([KEY_A]), store=None)),
+        lifetimes=Lifetimes(renewal=None), clock=clock,
+    )  # fmt: skip
+    device.manager = back
+    returned = device.open()
+    assert returned.user == "ivy" and returned["cart"] == ["tea"]
+    device.commit(returned)
+    assert "." not in device.token()
+    assert device.open().user == "ivy"
+
+
+def test_tokens_verify_and_decrypt_with_an_independent_jose_library(clock: FakeClock) -> None:
+    ring = KeyRing([KEY_A])
+    for encrypted in (False, True):
+        device = Device(client_manager(clock, keys=ring, encrypted=encrypted))
+        session = device.open()
+        session["k"] = "v"
+        session.login("jo")
+        device.commit(session)
+        keys = KeySet.import_key_set(ring.jwks(include_secret=True))  # type: ignore[arg-type]
+        if encrypted:
+            obj = jwe.decrypt_compact(device.token(), keys)
+            assert obj.plaintext is not None
+            claims = json.loads(obj.plaintext)
+        else:
+            claims = json.loads(jws.deserialize_compact(device.token(), keys).payload)
+        assert claims["sub"] == "jo" and claims["dat"] == {"k": "v"}
+        assert {"sid", "iat", "exp", "idl", "auth_time"} <= set(claims)
+
+
+def test_stateless_mode_needs_no_store(clock: FakeClock) -> None:
+    device = Device(client_manager(clock, store=None))
+    device.visit(a=1)
+    assert device.open()["a"] == 1
+    with pytest.raises(ConfigurationError, match="stateless"):
+        SessionAdmin(device.manager).sessions("anyone")
+
+
+def test_configuration_errors_are_explained() -> None:
+    with pytest.raises(ConfigurationError, match="KeyRing"):
+        ClientSide("not a ring", store=None)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="encrypted"):
+        ClientSide(KeyRing([KEY_A]), compress=True, store=None)
+    with pytest.raises(ConfigurationError, match="revocations"):
+        ClientSide(KeyRing([KEY_A]), store=MemoryStore())
+
+
+def test_revocation_reaches_another_process_within_the_staleness_bound(tmp_path: Path) -> None:
+    """A second OS process refuses a revoked token once its copy of the revocation list is
+    `staleness` old, and not before: the check costs it no store round trip until then.
+    The other process runs on a clock the test steps, so the bound is checked exactly."""
+    url = f"sqlite:///{tmp_path / 'sessions.db'}"
+    manager = SessionManager(ClientSide(KeyRing([KEY_A]), store=url, staleness=1.0))
+    device = Device(manager)
+    session = device.open()
+    session.login("kim")
+    device.commit(session)
+    cookie = f"{COOKIE}={device.token()}"
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        from coatcheck import ClientSide, KeyRing, RequestInfo, SessionManager
+        from coatcheck.drivers import open_session
+        now = [time.time()]
+        m = SessionManager(ClientSide(KeyRing([{KEY_A!r}]), store={url!r}, staleness=1.0),
+                           clock=lambda: now[0])
+        r = RequestInfo(headers=[("cookie", {cookie!r})])
+        print(open_session(m, r).user, flush=True)
+        sys.stdin.readline()
+        for step in (0.5, 0.49, 0.02):
+            now[0] += step
+            print("accepted" if open_session(m, r).user == "kim" else "refused", flush=True)
+        """
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as proc:
+        assert proc.stdout is not None and proc.stdin is not None
+        assert proc.stdout.readline().strip() == "kim"
+        SessionAdmin(manager).revoke(device.open().id)
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        verdicts = [proc.stdout.readline().strip() for _ in range(3)]
+        proc.stdin.close()
+        assert proc.wait(timeout=30) == 0
+    assert verdicts == ["accepted", "accepted", "refused"]
