@@ -1,0 +1,153 @@
+"""`coatcheck.adapters.starlette.SessionMiddleware` behaves as Starlette's own: every test
+runs against both middlewares and compares what a client sees."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware as StarletteMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Mount, Route
+
+from coatcheck.adapters.starlette import SessionMiddleware as CoatcheckMiddleware
+
+MIDDLEWARES = [StarletteMiddleware, CoatcheckMiddleware]
+Factory = Callable[..., Starlette]
+
+
+async def view(request: Request) -> JSONResponse:
+    return JSONResponse({"session": request.session})
+
+
+async def update(request: Request) -> JSONResponse:
+    request.session.update(await request.json())
+    return JSONResponse({"session": request.session})
+
+
+async def clear(request: Request) -> JSONResponse:
+    request.session.clear()
+    return JSONResponse({"session": request.session})
+
+
+async def untouched(request: Request) -> JSONResponse:
+    return JSONResponse({"ok": True})
+
+
+def make_app(middleware: Any, **options: Any) -> Starlette:
+    routes = [
+        Route("/view", view),
+        Route("/update", update, methods=["POST"]),
+        Route("/clear", clear, methods=["POST"]),
+        Route("/untouched", untouched),
+    ]
+    return Starlette(
+        routes=[*routes, Mount("/sub", routes=routes)],
+        middleware=[Middleware(middleware, secret_key="example", **options)],
+    )
+
+
+def client(app: Starlette, base_url: str = "http://testserver") -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base_url)
+
+
+def shape(set_cookie: str | None) -> str | None:
+    """A Set-Cookie header with the opaque value replaced, to compare the two formats."""
+    return None if set_cookie is None else re.sub(r"^(\w+)=[^;]*", r"\1=<value>", set_cookie)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"max_age": None},
+        {"max_age": 60, "path": "/sub", "same_site": "strict"},
+        {"https_only": True, "domain": "example.com", "partitioned": True},
+        {"session_cookie": "custom"},
+    ],
+)
+async def test_same_behaviour_and_set_cookie_text(options: dict[str, Any]) -> None:
+    seen: list[list[Any]] = []
+    for middleware in MIDDLEWARES:
+        app = make_app(middleware, **options)
+        steps: list[Any] = []
+        async with client(app, "https://testserver") as c:
+            prefix = options.get("path", "").rstrip("/")
+            for method, url, body in [
+                ("GET", "/view", None),
+                ("POST", "/update", {"some": "data"}),
+                ("GET", "/view", None),
+                ("GET", "/untouched", None),
+                ("POST", "/update", {"more": 1}),
+                ("GET", "/view", None),
+                ("POST", "/clear", None),
+                ("GET", "/view", None),
+            ]:
+                response = await c.request(method, prefix + url, json=body)
+                steps.append((
+                    response.status_code, response.json(),
+                    shape(response.headers.get("set-cookie")), response.headers.get("vary"),
+                ))  # fmt: skip
+        seen.append(steps)
+    assert seen[0] == seen[1]
+
+
+@pytest.mark.anyio
+async def test_invalid_cookie_gives_an_empty_session() -> None:
+    for middleware in MIDDLEWARES:
+        async with client(make_app(middleware)) as c:
+            c.cookies.set("session", "not-a-valid-cookie")
+            response = await c.get("/view")
+            assert response.json() == {"session": {}}
+
+
+@pytest.mark.anyio
+async def test_cookie_of_another_secret_is_refused() -> None:
+    async with client(make_app(CoatcheckMiddleware)) as c:
+        await c.post("/update", json={"a": 1})
+        cookie = c.cookies["session"]
+    other = Starlette(
+        routes=[Route("/view", view)],
+        middleware=[Middleware(CoatcheckMiddleware, secret_key="another")],
+    )
+    async with client(other) as c:
+        c.cookies.set("session", cookie)
+        assert (await c.get("/view")).json() == {"session": {}}
+
+
+@pytest.mark.anyio
+async def test_max_age_is_enforced_on_the_server() -> None:
+    import time
+
+    async with client(make_app(CoatcheckMiddleware, max_age=1)) as c:
+        await c.post("/update", json={"a": 1})
+        cookie = c.cookies["session"]
+    inner = Starlette(routes=[Route("/view", view)])
+    dropin = CoatcheckMiddleware(inner, secret_key="example", max_age=1)
+    # Move the manager's clock past max_age (plus ClientSide's clock-skew leeway).
+    start = time.time()
+    dropin.manager.clock = lambda: start + 1 + 5 + 1
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=dropin),
+                                 base_url="http://testserver") as c:  # fmt: skip
+        c.cookies.set("session", cookie)
+        assert (await c.get("/view")).json() == {"session": {}}
+
+
+@pytest.mark.anyio
+async def test_cookies_written_by_starlette_are_adopted() -> None:
+    async with client(make_app(StarletteMiddleware)) as c:
+        await c.post("/update", json={"user": "ann"})
+        legacy = c.cookies["session"]
+    async with client(make_app(CoatcheckMiddleware)) as c:
+        c.cookies.set("session", legacy)
+        response = await c.get("/view")
+        assert response.json() == {"session": {"user": "ann"}}
+        reissued = response.headers["set-cookie"]
+        assert reissued.startswith("session=eyJ") and reissued.count(".") == 2
