@@ -55,7 +55,9 @@ def check_origin(request: RequestInfo, trusted_origins: frozenset[str] = frozens
 
 def check_token(expected: str | None, submitted: str | None) -> None:
     """Raise `CSRFError` unless `submitted` is the session's CSRF token (constant time)."""
-    if expected is None or submitted is None or not hmac.compare_digest(
-        expected.encode(), submitted.encode()
+    if (
+        expected is None
+        or submitted is None
+        or not hmac.compare_digest(expected.encode(), submitted.encode("utf-8", "surrogatepass"))
     ):
         raise CSRFError("cross-origin request without a valid CSRF token")

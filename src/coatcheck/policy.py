@@ -42,9 +42,16 @@ class Lifetimes:
     touch_interval: float = 60.0
 
     def __post_init__(self) -> None:
-        for name in ("idle", "absolute", "grace", "touch_interval"):
+        for name in ("idle", "absolute", "renewal", "grace", "touch_interval"):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+            if name == "renewal" and value is None:
+                continue
+            if not (
+                isinstance(value, (int, float))
+                and not isinstance(value, bool)
+                and math.isfinite(value)
+                and value >= 0
+            ):
                 raise ConfigurationError(f"Lifetimes.{name} must be a number of seconds >= 0")
         if self.idle <= 0 or self.absolute <= 0:
             raise ConfigurationError("Lifetimes.idle and Lifetimes.absolute must be > 0 seconds")

@@ -9,6 +9,7 @@ rotation, is `{"m": public ID it moved to}`. Anything else decodes to `StoreCorr
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,18 +94,29 @@ def decode(raw: bytes) -> Stored | Alias:
             raise TypeError
         return Stored(
             data=data,
-            created_at=float(doc["c"]),
-            last_seen=float(doc["s"]),
-            rotated_at=float(doc["r"]),
+            created_at=_time(doc["c"]),
+            last_seen=_time(doc["s"]),
+            rotated_at=_time(doc["r"]),
             user=_opt_str(doc.get("u")),
-            authenticated_at=None if doc.get("a") is None else float(doc["a"]),
+            authenticated_at=None if doc.get("a") is None else _time(doc["a"]),
             ip=_opt_str(doc.get("ip")),
             user_agent=_opt_str(doc.get("ua")),
             persistent=bool(doc.get("p")),
             csrf_secret=_opt_str(doc.get("x")),
         )
-    except (ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError):
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError, RecursionError):
         raise StoreCorrupted("session record is not valid coatcheck JSON") from None
+
+
+def _time(value: object) -> float:
+    # Only finite JSON numbers: a string ("1e9"), a bool or NaN (which `json` accepts and
+    # which compares false with everything, so a session stamped NaN would never expire).
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError
+    seconds = float(value)  # OverflowError for an integer beyond float range
+    if not math.isfinite(seconds):
+        raise ValueError
+    return seconds
 
 
 def _opt_str(value: object) -> str | None:

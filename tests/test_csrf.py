@@ -1,0 +1,122 @@
+"""CSRF defence, sans-IO: the origin check table and the token check."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from coatcheck import CSRFError, Header, RequestInfo
+from coatcheck.csrf import check_origin, check_token
+from coatcheck.drivers import open_session
+from coatcheck.stores import MemoryStore
+from helpers import FakeClock, manager_for, request
+
+
+def req(method: str = "POST", host: str | None = "app.example", **headers: str) -> RequestInfo:
+    pairs = [(k.replace("_", "-"), v) for k, v in headers.items()]
+    return RequestInfo(method=method, headers=pairs, host=host)
+
+
+CASES = [
+    # (name, request, passes)
+    ("get-cross-site", req("GET", sec_fetch_site="cross-site"), True),
+    ("head-cross-origin", req("HEAD", origin="https://evil.example"), True),
+    ("options", req("OPTIONS", origin="https://evil.example"), True),
+    ("lowercase-get", req("get", origin="https://evil.example"), True),
+    ("post-no-headers", req(), True),
+    ("post-same-origin", req(origin="https://app.example"), True),
+    ("post-same-origin-port", req(host="app.example:8443", origin="https://app.example:8443"),
+     True),
+    ("post-fetch-same-origin", req(sec_fetch_site="same-origin"), True),
+    ("post-fetch-none", req(sec_fetch_site="none"), True),
+    ("post-cross-origin", req(origin="https://evil.example"), False),
+    ("post-other-port", req(origin="https://app.example:444"), False),
+    ("post-subdomain", req(origin="https://sub.app.example"), False),
+    ("post-null-origin", req(origin="null"), False),
+    ("post-garbage-origin", req(origin="http://[::1"), False),
+    ("post-no-host", req(host=None, origin="https://app.example"), False),
+    ("post-fetch-cross-site", req(sec_fetch_site="cross-site"), False),
+    ("post-fetch-same-site", req(sec_fetch_site="same-site"), False),
+    ("fetch-wins-over-origin", req(sec_fetch_site="cross-site", origin="https://app.example"),
+     False),
+    ("put-cross", req("PUT", origin="https://evil.example"), False),
+    ("delete-cross", req("DELETE", sec_fetch_site="cross-site"), False),
+    ("trusted-origin", req(origin="https://partner.example"), True),
+    ("trusted-origin-even-cross-site",
+     req(origin="https://partner.example", sec_fetch_site="cross-site"), True),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "request_", "passes"), CASES, ids=[c[0] for c in CASES])
+def test_check_origin(name: str, request_: RequestInfo, passes: bool) -> None:
+    assert check_origin(request_, frozenset({"https://partner.example"})) is passes
+
+
+@pytest.mark.parametrize(
+    ("expected", "submitted", "ok"),
+    [
+        ("tok", "tok", True),
+        ("tok", "tok ", False),
+        ("tok", "TOK", False),
+        ("tok", "", False),
+        ("tok", None, False),
+        (None, "tok", False),
+        (None, None, False),
+        ("tok", "\ud800", False),  # a lone surrogate is a wrong token, not a crash
+        ("tok", "tök", False),
+    ],
+)
+def test_check_token(expected: str | None, submitted: str | None, ok: bool) -> None:
+    if ok:
+        check_token(expected, submitted)
+    else:
+        with pytest.raises(CSRFError):
+            check_token(expected, submitted)
+
+
+@given(st.text(), st.text())
+def test_check_token_only_raises_csrf_error(expected: str, submitted: str) -> None:
+    try:
+        check_token(expected, submitted)
+    except CSRFError:
+        assert expected != submitted
+    else:
+        assert expected == submitted
+
+
+def test_manager_check_csrf(caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock()
+    manager = manager_for(MemoryStore(clock=clock), clock)
+    session = open_session(manager, request())
+    token = session.csrf_token
+    cross = request(method="POST", headers=[("origin", "https://evil.example")])
+    caplog.set_level(logging.WARNING, logger="coatcheck.security")
+    with pytest.raises(CSRFError):
+        manager.check_csrf(cross, session)
+    assert any("csrf.rejected" in r.getMessage() for r in caplog.records)
+    assert all(token not in r.getMessage() for r in caplog.records)
+    manager.check_csrf(cross, session, token)  # form field
+    with_header = request(
+        method="POST", headers=[("origin", "https://evil.example"), ("x-csrf-token", token)]
+    )
+    manager.check_csrf(with_header, session)
+    with pytest.raises(CSRFError):
+        manager.check_csrf(with_header, session, "wrong")  # the form field is what counts
+
+
+def test_manager_check_csrf_can_be_disabled() -> None:
+    clock = FakeClock()
+    manager = manager_for(MemoryStore(clock=clock), clock, csrf=False)
+    session = open_session(manager, request())
+    manager.check_csrf(request(method="POST", headers=[("origin", "https://x.example")]), session)
+
+
+def test_header_transport_needs_no_csrf_check() -> None:
+    clock = FakeClock()
+    manager = manager_for(MemoryStore(clock=clock), clock, transport=Header())
+    session = open_session(manager, request())
+    cross = request(method="POST", headers=[("sec-fetch-site", "cross-site")])
+    manager.check_csrf(cross, session)  # a browser never attaches the header by itself
