@@ -1,0 +1,304 @@
+"""Flask sessions backed by coatcheck: `app.session_interface = SessionInterface(manager)`.
+
+`flask.session` keeps working as Flask documents it (`session["cart"] = ...`, `flash()`,
+`session.permanent`, `session.modified`, Flask-Login on top), while the session lives where
+the manager says (a store, or a signed token) with coatcheck's hashed IDs, timeouts,
+rotation, listing, revocation and concurrency-safe writes::
+
+    from flask import Flask
+    from coatcheck import ServerSide, SessionManager
+    from coatcheck.adapters.flask import SessionInterface
+
+    app = Flask(__name__)
+    SessionInterface(SessionManager(ServerSide("sqlite:///sessions.db"))).init_app(app)
+
+Cookie settings come from the manager's transport, not from Flask's `SESSION_COOKIE_*`;
+`SessionInterface.from_flask_config(app, store=...)` builds a manager from those settings
+for applications that want them. All session logic runs in the manager and the drivers;
+this module maps Flask's request and response onto them.
+
+Unsafe cross-origin requests that fail the CSRF check get `403 Forbidden` and a store that
+is down gives `503 Service Unavailable`: both are raised from the request's dispatch (as
+Flask raises a routing error), so the application's error handlers render them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from importlib.util import find_spec
+from typing import Any
+
+from flask import Flask, Request, Response
+from flask import session as current_session
+from flask.sessions import SessionInterface as FlaskSessionInterface
+from flask.sessions import SessionMixin
+from werkzeug.exceptions import Forbidden, ServiceUnavailable
+
+from ..drivers import commit_session, open_session
+from ..exceptions import CSRFError, StoreError
+from ..manager import ServerSide, SessionManager
+from ..request import RequestInfo
+from ..session import Session, SessionInfo
+from ..transports import Cookie
+from .wsgi import _title, check_csrf, request_info
+
+__all__ = ["FlaskSession", "SessionInterface", "connect_flask_login"]
+
+log = logging.getLogger("coatcheck")
+
+try:
+    from ..clientside import ClientSide
+
+    _MODES: tuple[type, ...] = (ServerSide, ClientSide)
+except ImportError:  # pragma: no cover - client-side mode not in this build
+    _MODES = (ServerSide,)
+
+
+class FlaskSession(SessionMixin):
+    """`flask.session`: Flask's `SessionMixin` over a coatcheck `Session`.
+
+    Mapping operations go to the coatcheck session, which tracks every key set, deleted or
+    mutated in place (`session["cart"].append(...)` is saved without `modified = True`).
+    `permanent` is the session's persistent-cookie flag (`Session.set_persistent`), `new`
+    whether the session started with this request, and `coatcheck` the `Session` itself,
+    whose lifecycle methods (`login`, `logout`, `regenerate`, ...) are also offered here.
+    Values must be JSON-serialisable: tuples come back as lists, `Markup` as `str`.
+    """
+
+    def __init__(self, session: Session, *, saved: bool = True) -> None:
+        self.coatcheck = session
+        self._saved = saved
+
+    # -- mapping -------------------------------------------------------------------------
+
+    def __getitem__(self, key: str) -> Any:
+        return self.coatcheck[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.coatcheck[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self.coatcheck[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.coatcheck)
+
+    def __len__(self) -> int:
+        return len(self.coatcheck)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.coatcheck
+
+    def clear(self) -> None:
+        self.coatcheck.clear()
+
+    def __repr__(self) -> str:
+        return f"<FlaskSession {self.coatcheck!r}>"
+
+    # -- SessionMixin --------------------------------------------------------------------
+
+    @property
+    def modified(self) -> bool:
+        return self.coatcheck.modified
+
+    @modified.setter
+    def modified(self, value: bool) -> None:
+        self.coatcheck.modified = value
+
+    @property
+    def accessed(self) -> bool:
+        return self.coatcheck.accessed
+
+    @accessed.setter
+    def accessed(self, value: bool) -> None:
+        # Flask sets this whenever the `session` proxy is used: the response then depends
+        # on the cookie. Reading the length is how a `Session` learns it was accessed.
+        if value:
+            len(self.coatcheck)
+
+    @property
+    def new(self) -> bool:  # type: ignore[override]  # a plain attribute in SessionMixin
+        return self.coatcheck.is_new
+
+    @property
+    def permanent(self) -> bool:
+        return self.coatcheck.persistent
+
+    @permanent.setter
+    def permanent(self, value: bool) -> None:
+        self.coatcheck.set_persistent(bool(value))
+
+    # -- coatcheck -----------------------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        """The session's public ID (safe to show, list and revoke; never the cookie)."""
+        return self.coatcheck.id
+
+    @property
+    def user(self) -> str | None:
+        return self.coatcheck.user
+
+    @property
+    def csrf_token(self) -> str:
+        """The session's CSRF token, for forms (`csrf_token`) or `X-CSRF-Token`."""
+        return self.coatcheck.csrf_token
+
+    def login(self, user: str) -> None:
+        """Bind `user` and rotate the ID (see `Session.login`)."""
+        self.coatcheck.login(user)
+
+    def logout(self) -> None:
+        """End the session everywhere and clear the cookie (see `Session.logout`)."""
+        self.coatcheck.logout()
+
+    def regenerate(self) -> None:
+        self.coatcheck.regenerate()
+
+    def logout_other_devices(self) -> None:
+        self.coatcheck.logout_other_devices()
+
+    def info(self) -> SessionInfo:
+        return self.coatcheck.info()
+
+
+class SessionInterface(FlaskSessionInterface):
+    """Flask's session interface, answered by a coatcheck `SessionManager`.
+
+    With `fail_open=True`, a store that is down gives an anonymous session that is not
+    saved instead of a 503.
+    """
+
+    def __init__(self, manager: SessionManager, *, fail_open: bool = False) -> None:
+        self.manager = manager
+        self.fail_open = fail_open
+
+    def __repr__(self) -> str:
+        return f"SessionInterface({self.manager!r})"
+
+    @classmethod
+    def from_flask_config(
+        cls,
+        app: Flask,
+        store: Any = "sqlite:///sessions.db",
+        **options: Any,
+    ) -> SessionInterface:
+        """An interface whose cookie follows the app's `SESSION_COOKIE_*` settings.
+
+        `store` is a mode (`ServerSide(...)`, `ClientSide(...)`), a store or a store URL;
+        `options` go to `SessionManager` (`lifetimes=`, `clock=`, ...). Flask's defaults
+        (cookie `session`, not `Secure`) are weaker than coatcheck's: set
+        `SESSION_COOKIE_SECURE = True` in production.
+        """
+        config = app.config
+        same_site = config.get("SESSION_COOKIE_SAMESITE")
+        cookie = Cookie(
+            name=config["SESSION_COOKIE_NAME"],
+            path=config.get("SESSION_COOKIE_PATH") or config.get("APPLICATION_ROOT") or "/",
+            domain=config.get("SESSION_COOKIE_DOMAIN") or None,
+            secure=bool(config.get("SESSION_COOKIE_SECURE")),
+            http_only=bool(config.get("SESSION_COOKIE_HTTPONLY", True)),
+            same_site=same_site.lower() if same_site else None,
+            partitioned=bool(config.get("SESSION_COOKIE_PARTITIONED")),
+        )
+        mode: Any = store if isinstance(store, _MODES) else ServerSide(store)
+        return cls(SessionManager(mode, transport=cookie, **options))
+
+    def init_app(self, app: Flask) -> None:
+        """Install this interface on `app`, and rotate the ID on Flask-Login's login and
+        logout if Flask-Login is installed (see `connect_flask_login`)."""
+        app.session_interface = self
+        if find_spec("flask_login") is not None:
+            connect_flask_login(app)
+
+    def open_session(self, app: Flask, request: Request) -> FlaskSession:
+        manager = self.manager
+        info = request_info(request.environ)
+        try:
+            session = open_session(manager, info)
+        except StoreError as exc:
+            anonymous = manager.attach(manager.open(RequestInfo(method=info.method)), None)
+            assert isinstance(anonymous, Session)  # noqa: S101 - no key: a fresh session
+            if self.fail_open:
+                log.warning("session store unavailable, serving an anonymous session: %s", exc)
+            else:
+                log.error("session store unavailable: %s", exc)
+                _refuse(request, ServiceUnavailable("The session store is unreachable."))
+            return FlaskSession(anonymous, saved=False)
+        if manager.csrf:
+            try:
+                check_csrf(manager, info, session, request.environ)
+            except CSRFError:
+                _refuse(request, Forbidden("Cross-origin request rejected (CSRF)."))
+        return FlaskSession(session)
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        if not isinstance(session, FlaskSession) or not session._saved:
+            return
+        try:
+            headers = commit_session(self.manager, session.coatcheck)
+        except StoreError as exc:
+            log.error("session commit failed: %s", exc)
+            _unavailable(response)
+            return
+        for name, value in headers:
+            if name == "vary":
+                response.vary.add(value)
+            elif name == "cache-control":
+                response.headers["Cache-Control"] = value
+            else:
+                response.headers.add(_title(name), value)
+
+
+def _refuse(request: Request, error: Exception) -> None:
+    """Make Flask raise `error` where it would raise a routing error: after the session is
+    open and before the view runs, through the application's error handlers."""
+    if request.routing_exception is None:
+        request.routing_exception = error  # type: ignore[assignment]
+
+
+def _unavailable(response: Response) -> None:
+    body = b"Service Unavailable: session not saved"
+    response.status_code = 503
+    response.set_data(body)
+    response.content_type = "text/plain; charset=utf-8"
+    response.headers["Cache-Control"] = "no-store"
+
+
+# -- Flask-Login -------------------------------------------------------------------------
+
+
+def connect_flask_login(app: Flask) -> None:
+    """Make Flask-Login's `login_user` and `logout_user` rotate the session ID.
+
+    Flask-Login only writes `_user_id` into the session; session fixation needs the ID to
+    change when the user changes. On `user_logged_in` this calls `session.login(user_id)`
+    (new ID, the old one dead at once, the user indexed for listing and revocation); on
+    `user_logged_out` it unbinds the user and regenerates the ID, keeping the rest of the
+    session as Flask-Login expects (it still has to clear its remember-me cookie).
+    """
+    import flask_login  # type: ignore[import-untyped]  # ships no type hints
+
+    flask_login.user_logged_in.connect(_on_login, app)
+    flask_login.user_logged_out.connect(_on_logout, app)
+
+
+def _current() -> Session | None:
+    session = current_session._get_current_object()  # type: ignore[attr-defined]
+    return session.coatcheck if isinstance(session, FlaskSession) else None
+
+
+def _on_login(sender: Flask, user: Any, **extra: Any) -> None:
+    session = _current()
+    if session is not None:
+        session.login(str(user.get_id()))
+
+
+def _on_logout(sender: Flask, user: Any, **extra: Any) -> None:
+    session = _current()
+    if session is not None and session.user is not None:
+        session.user = None
+        session.authenticated_at = None
+        session.modified = True
+        session.regenerate()
