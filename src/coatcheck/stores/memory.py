@@ -105,10 +105,12 @@ class MemoryStore:
 
     def delete_user(self, user: str, *, keep: str | None = None) -> int:
         with self._lock:
-            doomed = [k for k in self._users.get(user, ()) if k != keep]
-            for key in doomed:
+            now = self._clock()
+            removed = 0
+            for key in [k for k in self._users.get(user, ()) if k != keep]:
+                removed += self._live(key, now) is not None  # expired ones are dropped uncounted
                 self._drop(key)
-            return len(doomed)
+            return removed
 
     def purge_expired(self) -> int:
         with self._lock:

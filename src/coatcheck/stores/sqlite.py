@@ -20,10 +20,11 @@ import re
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ..exceptions import ConfigurationError, StoreUnavailable
+from ..exceptions import ConfigurationError, StoreError, StoreUnavailable
 from .base import Record
 
 __all__ = ["AsyncSQLiteStore", "SQLiteStore"]
@@ -37,8 +38,16 @@ class _Busy(StoreUnavailable):
     """The database was locked and the connection was not allowed to wait."""
 
 
+class _Connection(sqlite3.Connection):
+    """A connection that can be weakly referenced, so `close` can find every thread's."""
+
+
 class SQLiteStore:
-    """Sessions in the SQLite file at `path` (created with its table on first use)."""
+    """Sessions in the SQLite file at `path` (created with its table on first use).
+
+    Each thread uses its own connection. `:memory:` (or "") names a database private to one
+    connection, so such a store keeps a single connection that its threads take turns on.
+    """
 
     def __init__(
         self,
@@ -59,6 +68,12 @@ class SQLiteStore:
         self.purge_interval = purge_interval
         self._clock = clock
         self._local = threading.local()
+        self._lock = threading.Lock()  # guards `_connections` and `_shared`
+        self._turn = threading.Lock()  # taken around each use of the one private connection
+        self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
+        # One database per connection: every thread must share the one connection.
+        self._private = self.path in ("", ":memory:")
+        self._shared: _Connection | None = None
         self._next_purge = clock() + purge_interval
         t = table
         self._sql_load = f"SELECT data, version FROM {t} WHERE key = ? AND expires_at > ?"  # noqa: S608
@@ -81,7 +96,9 @@ class SQLiteStore:
         self._sql_list = (
             f"SELECT key, data, version FROM {t} WHERE user = ? AND expires_at > ?"  # noqa: S608
         )
-        self._sql_delete_user = f"DELETE FROM {t} WHERE user = ? AND key IS NOT ?"  # noqa: S608
+        self._sql_delete_user = (
+            f"DELETE FROM {t} WHERE user = ? AND key IS NOT ? AND expires_at > ?"  # noqa: S608
+        )
         self._sql_purge = (
             f"DELETE FROM {t} WHERE key IN "  # noqa: S608
             f"(SELECT key FROM {t} WHERE expires_at <= ? LIMIT {PURGE_BATCH})"
@@ -92,11 +109,23 @@ class SQLiteStore:
         return f"SQLiteStore({self.path!r}, table={self.table!r})"
 
     def _connection(self) -> sqlite3.Connection:
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(
-                self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
-            )
+        db: _Connection | None
+        db = self._shared if self._private else getattr(self._local, "db", None)
+        if db is None or db not in self._connections:  # none yet, or closed by `close`
+            db = self._open()
+            with self._lock:
+                self._connections.add(db)
+            if self._private:
+                self._shared = db
+            else:
+                self._local.db = db
+        return db
+
+    def _open(self) -> _Connection:
+        db = _Connection(
+            self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
+        )
+        try:
             db.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
             if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 db.execute("PRAGMA journal_mode = WAL")
@@ -113,16 +142,26 @@ class SQLiteStore:
             db.execute(
                 f"CREATE INDEX IF NOT EXISTS {self.table}_expires ON {self.table} (expires_at)"
             )
-            self._local.db = db
+        except BaseException:
+            db.close()
+            raise
         return db
 
     def _run(self, operation: Callable[[sqlite3.Connection], T]) -> T:
         try:
+            if self._private:
+                with self._turn:
+                    return operation(self._connection())
             return operation(self._connection())
         except sqlite3.OperationalError as exc:
             message = str(exc)
             if "locked" in message or "busy" in message:
                 raise _Busy(f"SQLite store {self.path!r} is locked: {message}") from None
+            if "unable to open" in message:
+                raise StoreUnavailable(
+                    f"SQLite store {self.path!r} cannot be opened: {message} "
+                    "(does its directory exist, and may this process write there?)"
+                ) from None
             raise StoreUnavailable(f"SQLite store {self.path!r} failed: {message}") from None
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"SQLite store {self.path!r} failed: {exc}") from None
@@ -141,7 +180,10 @@ class SQLiteStore:
         saved = self._run(lambda db: db.execute(sql, args).rowcount) == 1
         if now >= self._next_purge:
             self._next_purge = now + self.purge_interval
-            self.purge_expired()
+            try:
+                self.purge_expired()
+            except StoreError:
+                pass  # the write is done; a purge that found the database busy can wait
         return saved
 
     def rotate(
@@ -169,10 +211,11 @@ class SQLiteStore:
                     ).rowcount
                 if moved == 1:
                     db.execute(self._sql_put, (new_key, data, now + ttl, user))
+                db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:  # never leave this thread's connection mid-transaction
+                    db.execute("ROLLBACK")
                 raise
-            db.execute("COMMIT")
             return moved == 1
 
         return self._run(transaction)
@@ -185,7 +228,9 @@ class SQLiteStore:
         return [(key, Record(data, version)) for key, data, version in rows]
 
     def delete_user(self, user: str, *, keep: str | None = None) -> int:
-        return self._run(lambda db: db.execute(self._sql_delete_user, (user, keep)).rowcount)
+        # Expired rows stay for `purge_expired`: they are invisible, and not counted.
+        args = (user, keep, self._clock())
+        return self._run(lambda db: db.execute(self._sql_delete_user, args).rowcount)
 
     def purge_expired(self) -> int:
         total = 0
@@ -197,11 +242,14 @@ class SQLiteStore:
                 return total
 
     def close(self) -> None:
-        """Close this thread's connection (other threads close theirs when they end)."""
-        db = getattr(self._local, "db", None)
-        if db is not None:
+        """Close every thread's connection. A later call opens a new one (for `:memory:`,
+        a new, empty database)."""
+        with self._lock:
+            connections = list(self._connections)
+            self._connections.clear()
+            self._shared = None
+        for db in connections:
             db.close()
-            self._local.db = None
 
 
 class AsyncSQLiteStore:
@@ -223,17 +271,26 @@ class AsyncSQLiteStore:
         purge_interval: float = 300.0,  # seconds
         clock: Callable[[], float] = time.time,
     ) -> None:
-        options: dict[str, Any] = {"table": table, "purge_interval": purge_interval, "clock": clock}
-        self.sync = SQLiteStore(path, timeout=timeout, **options)
-        self._nowait = SQLiteStore(path, timeout=0, **options)
+        self._attach(
+            SQLiteStore(
+                path, table=table, timeout=timeout, purge_interval=purge_interval, clock=clock
+            )
+        )
+
+    def _attach(self, store: SQLiteStore) -> None:
+        self.sync = store
+        # A private (`:memory:`) database has one connection; it is never locked by another.
+        self._nowait = store if store._private else SQLiteStore(
+            store.path, table=store.table, timeout=0,
+            purge_interval=store.purge_interval, clock=store._clock,
+        )  # fmt: skip
 
     @classmethod
     def wrapping(cls, store: SQLiteStore) -> AsyncSQLiteStore:
-        """The async twin of an existing `SQLiteStore`, with the same settings."""
-        return cls(
-            store.path, table=store.table, timeout=store.timeout,
-            purge_interval=store.purge_interval, clock=store._clock,
-        )  # fmt: skip
+        """The async twin of an existing `SQLiteStore`: its database, table and settings."""
+        twin = cls.__new__(cls)
+        twin._attach(store)
+        return twin
 
     def __repr__(self) -> str:
         return f"AsyncSQLiteStore({self.sync.path!r}, table={self.sync.table!r})"

@@ -1,0 +1,217 @@
+"""`from_url` (a store from a URL, sync or async) and `to_async` (the async twin of a store)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from coatcheck.exceptions import ConfigurationError
+from coatcheck.stores import (
+    AsyncMemoryStore,
+    AsyncSQLiteStore,
+    AsyncStore,
+    MemoryStore,
+    Record,
+    SQLiteStore,
+    Store,
+    ThreadedStore,
+    from_url,
+    to_async,
+)
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run the test with `tmp_path` as the working directory."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize("url", ["memory://", "MEMORY://", "memory:"])
+def test_memory_url(url: str) -> None:
+    store = from_url(url)
+    assert type(store) is MemoryStore
+    assert type(from_url(url, asynchronous=True)) is AsyncMemoryStore
+
+
+@pytest.mark.parametrize(
+    ("url", "path"),
+    [
+        ("sqlite:///sessions.db", "sessions.db"),
+        ("sqlite:///data/app.db", "data/app.db"),
+        ("sqlite:///my%20sessions.db", "my sessions.db"),
+        ("sqlite:///", "sessions.db"),
+        ("SQLite:///upper.db", "upper.db"),
+    ],
+)
+def test_sqlite_url_with_three_slashes_is_relative(in_tmp: Path, url: str, path: str) -> None:
+    (in_tmp / "data").mkdir()
+    store = from_url(url)
+    assert isinstance(store, SQLiteStore)
+    assert store.path == path
+    assert store.save("k", b"v", version=0, ttl=60, user=None)
+    assert (in_tmp / path).is_file()
+    store.close()
+
+
+def test_sqlite_url_with_four_slashes_is_absolute(tmp_path: Path) -> None:
+    target = tmp_path / "abs.db"
+    assert target.is_absolute()
+    store = from_url(f"sqlite:///{target}")
+    assert isinstance(store, SQLiteStore)
+    assert store.path == str(target)
+    store.save("k", b"v", version=0, ttl=60, user=None)
+    assert target.is_file()
+    store.close()
+
+
+def test_sqlite_urls_share_a_file_between_sync_and_async(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    sync = from_url(url)
+    twin = from_url(url, asynchronous=True)
+    assert isinstance(twin, AsyncSQLiteStore)
+    assert sync.save("k", b"v", version=0, ttl=60, user=None)
+    assert twin.sync.load("k") == Record(b"v", 1)
+    sync.close()
+    twin.sync.close()
+
+
+def test_sqlite_memory_url_holds_its_data(in_tmp: Path) -> None:
+    store = from_url("sqlite:///:memory:")
+    assert isinstance(store, SQLiteStore)
+    assert store.save("k", b"v", version=0, ttl=60, user=None)
+    assert store.load("k") == Record(b"v", 1)
+    assert list(in_tmp.iterdir()) == []  # no file was created
+    store.close()
+
+
+@pytest.mark.parametrize("url", ["sqlite://sessions.db", "sqlite://localhost/sessions.db"])
+def test_sqlite_url_with_a_host_explains_the_slashes(url: str) -> None:
+    with pytest.raises(ConfigurationError, match="three slashes") as info:
+        from_url(url)
+    assert "four" in str(info.value)
+    assert "sqlite:////var/lib/app/sessions.db" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "named"),
+    [
+        ("mongodb://admin:hunter2@db.example/sessions", "'mongodb://'"),
+        ("file:///tmp/sessions.db", "'file://'"),
+        ("sessions.db", "'sessions.db'"),
+        ("", "''"),
+    ],
+)
+def test_unknown_scheme_names_it_and_lists_the_known_ones(url: str, named: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        from_url(url, asynchronous=True)
+    message = str(info.value)
+    assert f"unknown store URL scheme {named}" in message
+    assert "memory://" in message
+    assert "sqlite:///" in message
+    assert "hunter2" not in message  # credentials never appear in errors
+
+
+def test_malformed_url_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match="not a valid URL"):
+        from_url("sqlite://[::1/sessions.db")
+    assert issubclass(ConfigurationError, ValueError)
+
+
+@pytest.mark.parametrize("url", ["memory://", "sqlite:///:memory:", "sqlite:///async.db"])
+def test_asynchronous_returns_the_async_twin(in_tmp: Path, url: str) -> None:
+    sync, twin = from_url(url), from_url(url, asynchronous=True)
+    assert isinstance(sync, Store) and not isinstance(sync, AsyncStore)
+    assert isinstance(twin, AsyncStore) and not isinstance(twin, Store)
+    assert type(twin).__name__ == f"Async{type(sync).__name__}"
+
+
+class DictStore:
+    """A third-party sync store: what `to_async` knows no twin for."""
+
+    def __init__(self) -> None:
+        self.inner = MemoryStore()
+
+    def load(self, key: str) -> Record | None:
+        return self.inner.load(key)
+
+    def save(self, key: str, data: bytes, *, version: int, ttl: float, user: str | None) -> bool:
+        return self.inner.save(key, data, version=version, ttl=ttl, user=user)
+
+    def rotate(
+        self,
+        old_key: str,
+        new_key: str,
+        data: bytes,
+        *,
+        version: int,
+        ttl: float,
+        user: str | None,
+        alias: bytes | None,
+        alias_ttl: float,
+    ) -> bool:
+        return self.inner.rotate(
+            old_key, new_key, data,
+            version=version, ttl=ttl, user=user, alias=alias, alias_ttl=alias_ttl,
+        )  # fmt: skip
+
+    def delete(self, key: str) -> None:
+        self.inner.delete(key)
+
+    def list_user(self, user: str) -> list[tuple[str, Record]]:
+        return self.inner.list_user(user)
+
+    def delete_user(self, user: str, *, keep: str | None = None) -> int:
+        return self.inner.delete_user(user, keep=keep)
+
+    def purge_expired(self) -> int:
+        return self.inner.purge_expired()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+@pytest.mark.anyio
+async def test_to_async_of_memory_store_shares_its_records() -> None:
+    sync = MemoryStore()
+    twin = to_async(sync)
+    assert isinstance(twin, AsyncMemoryStore)
+    assert twin.sync is sync
+    assert await twin.save("k", b"v", version=0, ttl=60, user="u")
+    assert sync.load("k") == Record(b"v", 1)
+
+
+@pytest.mark.anyio
+async def test_to_async_of_sqlite_store_shares_its_database_and_settings(tmp_path: Path) -> None:
+    sync = SQLiteStore(tmp_path / "s.db", table="custom", timeout=1.5, purge_interval=7)
+    twin = to_async(sync)
+    assert isinstance(twin, AsyncSQLiteStore)
+    assert (twin.sync.path, twin.sync.table, twin.sync.timeout, twin.sync.purge_interval) == (
+        sync.path, "custom", 1.5, 7,
+    )  # fmt: skip
+    assert await twin.save("k", b"v", version=0, ttl=60, user="u")
+    assert sync.load("k") == Record(b"v", 1)
+    assert sync.save("k", b"v2", version=1, ttl=60, user="u")
+    assert await twin.list_user("u") == [("k", Record(b"v2", 2))]
+    await twin.aclose()
+    sync.close()
+
+
+@pytest.mark.anyio
+async def test_to_async_of_any_other_store_runs_it_in_threads() -> None:
+    sync = DictStore()
+    assert isinstance(sync, Store)
+    twin = to_async(sync)
+    assert isinstance(twin, ThreadedStore)
+    assert twin.sync is sync
+    assert await twin.save("k", b"v", version=0, ttl=60, user="u")
+    assert sync.load("k") == Record(b"v", 1)
+    assert await twin.delete_user("u") == 1
+    await twin.aclose()
+
+
+def test_from_url_does_not_touch_the_working_directory_for_memory(in_tmp: Path) -> None:
+    from_url("memory://").close()
+    assert os.listdir(in_tmp) == []

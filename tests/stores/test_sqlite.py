@@ -1,0 +1,466 @@
+"""`SQLiteStore` and `AsyncSQLiteStore`: the shared contract, then what only SQLite has:
+WAL, many connections and processes on one file, lock handling, batched purges."""
+
+from __future__ import annotations
+
+import gc
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from coatcheck.exceptions import ConfigurationError, StoreUnavailable
+from coatcheck.stores import AsyncSQLiteStore, AsyncStore, Record, SQLiteStore, Store, to_async
+from coatcheck.stores.sqlite import PURGE_BATCH
+
+from .contract import AsyncStoreContract, ManualClock, StoreContract
+
+# -- the contract, in every configuration ------------------------------------------------------
+
+
+class TestSQLiteStore(StoreContract):
+    @pytest.fixture
+    def clock(self) -> ManualClock:
+        return ManualClock()
+
+    @pytest.fixture
+    def store(self, tmp_path: Path, clock: ManualClock) -> Iterator[Store]:
+        store = SQLiteStore(tmp_path / "sessions.db", clock=clock)
+        yield store
+        store.close()
+
+
+class TestSQLiteStoreRealTime(StoreContract):
+    """The same, with the wall clock: TTLs run out in real time."""
+
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> Iterator[Store]:
+        store = SQLiteStore(tmp_path / "sessions.db")
+        yield store
+        store.close()
+
+
+class TestSQLiteStoreInMemory(StoreContract):
+    """`:memory:`: one private database, shared by every thread through one connection."""
+
+    @pytest.fixture
+    def clock(self) -> ManualClock:
+        return ManualClock()
+
+    @pytest.fixture
+    def store(self, clock: ManualClock) -> Iterator[Store]:
+        store = SQLiteStore(":memory:", table="custom_table", clock=clock)
+        yield store
+        store.close()
+
+
+class TestAsyncSQLiteStore(AsyncStoreContract):
+    @pytest.fixture
+    def clock(self) -> ManualClock:
+        return ManualClock()
+
+    @pytest.fixture
+    async def astore(self, tmp_path: Path, clock: ManualClock) -> AsyncIterator[AsyncStore]:
+        store = AsyncSQLiteStore(tmp_path / "sessions.db", clock=clock)
+        yield store
+        await store.aclose()
+
+
+class TestAsyncTwinOfSQLiteStore(AsyncStoreContract):
+    """`to_async(SQLiteStore(...))`, as `ServerSide` builds it for the async driver."""
+
+    @pytest.fixture
+    def clock(self) -> ManualClock:
+        return ManualClock()
+
+    @pytest.fixture
+    async def astore(self, tmp_path: Path, clock: ManualClock) -> AsyncIterator[AsyncStore]:
+        store = to_async(SQLiteStore(tmp_path / "sessions.db", clock=clock))
+        assert isinstance(store, AsyncSQLiteStore)
+        yield store
+        await store.aclose()
+
+
+class TestAsyncSQLiteStoreInMemory(AsyncStoreContract):
+    @pytest.fixture
+    def clock(self) -> ManualClock:
+        return ManualClock()
+
+    @pytest.fixture
+    async def astore(self, clock: ManualClock) -> AsyncIterator[AsyncStore]:
+        store = AsyncSQLiteStore(":memory:", clock=clock)
+        yield store
+        await store.aclose()
+
+
+# -- SQLite itself -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "sessions.db"
+
+
+def rows(path: Path, table: str = "coatcheck_sessions") -> int:
+    """How many rows the table really holds, expired or not."""
+    db = sqlite3.connect(path)
+    try:
+        count: int = db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # noqa: S608
+        return count
+    finally:
+        db.close()
+
+
+class WriteLock:
+    """Another connection holding the database's write lock (BEGIN IMMEDIATE) until released."""
+
+    def __init__(self, path: Path) -> None:
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+
+    def acquire(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def release(self) -> None:
+        if self.db.in_transaction:
+            self.db.execute("ROLLBACK")
+
+    def close(self) -> None:
+        self.release()
+        self.db.close()
+
+
+@pytest.fixture
+def write_lock(path: Path) -> Iterator[WriteLock]:
+    SQLiteStore(path).close()  # the file and table exist before anyone locks them
+    lock = WriteLock(path)
+    yield lock
+    lock.close()
+
+
+def test_database_is_in_wal_mode(path: Path) -> None:
+    store = SQLiteStore(path)
+    db = sqlite3.connect(path)
+    try:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        db.close()
+        store.close()
+
+
+def test_two_stores_on_one_file_see_each_others_writes(path: Path) -> None:
+    first, second = SQLiteStore(path), SQLiteStore(path)
+    assert first.save("k", b"from first", version=0, ttl=60, user="alice")
+    assert second.load("k") == Record(b"from first", 1)
+    assert second.save("k", b"from second", version=1, ttl=60, user="alice")
+    assert not first.save("k", b"stale", version=1, ttl=60, user="alice")
+    assert first.load("k") == Record(b"from second", 2)
+    assert first.list_user("alice") == [("k", Record(b"from second", 2))]
+    assert second.delete_user("alice") == 1
+    assert first.load("k") is None
+    first.close()
+    second.close()
+
+
+WORKER = """
+import pathlib, sys, time
+from coatcheck.stores import SQLiteStore
+
+path, key, times, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), pathlib.Path(sys.argv[4])
+store = SQLiteStore(path, timeout=30)
+for _ in range(1000):  # wait (at most 10 s) for the others, so that all write at once
+    if go.exists():
+        break
+    time.sleep(0.01)
+done = conflicts = 0
+while done < times and conflicts < 100_000:
+    record = store.load(key)
+    if store.save(key, b"%d" % (int(record.data) + 1), version=record.version, ttl=600, user=None):
+        done += 1
+    else:
+        conflicts += 1
+store.close()
+print(done, conflicts)
+"""
+
+
+def test_processes_incrementing_one_record_lose_no_update(path: Path, tmp_path: Path) -> None:
+    processes, increments = 4, 50
+    store = SQLiteStore(path)
+    assert store.save("counter", b"0", version=0, ttl=600, user=None)
+    go = tmp_path / "go"
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(path), "counter", str(increments), str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(processes)
+    ]
+    try:
+        go.touch()
+        outputs = [worker.communicate(timeout=120) for worker in workers]
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+    for worker, (out, err) in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, err.decode()
+        assert out.split()[0] == str(increments).encode()
+    total = processes * increments
+    assert store.load("counter") == Record(b"%d" % total, total + 1)
+    store.close()
+
+
+def test_purge_removes_more_than_one_batch(path: Path) -> None:
+    clock = ManualClock()
+    store = SQLiteStore(path, clock=clock)
+    expired = 2 * PURGE_BATCH + 234
+    for i in range(expired):
+        store.save(f"expired-{i}", b"x", version=0, ttl=1, user=f"user-{i % 7}")
+    for i in range(10):
+        store.save(f"live-{i}", b"x", version=0, ttl=60, user="user-0")
+    clock.advance(2)
+    assert rows(path) == expired + 10
+    assert store.purge_expired() == expired
+    assert rows(path) == 10
+    assert store.purge_expired() == 0
+    assert len(store.list_user("user-0")) == 10
+    store.close()
+
+
+def test_writes_purge_expired_rows_every_purge_interval(path: Path) -> None:
+    clock = ManualClock()
+    store = SQLiteStore(path, clock=clock, purge_interval=100)
+    for i in range(20):
+        store.save(f"old-{i}", b"x", version=0, ttl=1, user=None)
+    clock.advance(50)
+    store.save("early", b"x", version=0, ttl=1000, user=None)
+    assert rows(path) == 21  # 20 expired, invisible, not yet purged
+    clock.advance(51)
+    assert store.save("late", b"x", version=0, ttl=1000, user=None)
+    assert rows(path) == 2
+    store.close()
+
+
+class LockOnSecondRead(ManualClock):
+    """A clock that takes the write lock the second time it is read once armed: in `save`,
+    after the write and before the opportunistic purge."""
+
+    def __init__(self, lock: WriteLock) -> None:
+        super().__init__()
+        self.lock = lock
+        self.reads: int | None = None
+
+    def arm(self) -> None:
+        self.reads = 0
+
+    def __call__(self) -> float:
+        if self.reads is not None:
+            self.reads += 1
+            if self.reads == 2:
+                self.lock.acquire()
+        return self.now
+
+
+def test_busy_purge_does_not_fail_the_save_before_it(path: Path, write_lock: WriteLock) -> None:
+    clock = LockOnSecondRead(write_lock)
+    store = SQLiteStore(path, timeout=0, clock=clock, purge_interval=10)
+    clock.advance(11)
+    clock.arm()
+    assert store.save("k", b"saved", version=0, ttl=60, user=None)
+    write_lock.release()
+    assert store.load("k") == Record(b"saved", 1)
+    store.close()
+
+
+@pytest.mark.anyio
+async def test_busy_purge_does_not_turn_async_save_into_a_conflict(
+    path: Path, write_lock: WriteLock
+) -> None:
+    clock = LockOnSecondRead(write_lock)
+    store = AsyncSQLiteStore(path, timeout=10, clock=clock, purge_interval=10)
+    clock.advance(11)
+    clock.arm()
+    try:
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as group:
+                group.start_soon(release_soon, write_lock)
+                assert await store.save("k", b"saved", version=0, ttl=60, user=None)
+    finally:
+        write_lock.release()
+    assert await store.load("k") == Record(b"saved", 1)
+    await store.aclose()
+
+
+async def release_soon(lock: WriteLock) -> None:
+    for _ in range(5):
+        await anyio.sleep(0.01)
+    lock.release()
+
+
+def test_sync_store_without_timeout_fails_fast_when_locked(
+    path: Path, write_lock: WriteLock
+) -> None:
+    store = SQLiteStore(path, timeout=0)
+    assert store.save("k", b"v1", version=0, ttl=60, user="alice")
+    write_lock.acquire()
+    with pytest.raises(StoreUnavailable, match="locked"):
+        store.save("k", b"v2", version=1, ttl=60, user="alice")
+    with pytest.raises(StoreUnavailable, match="locked"):
+        store.rotate("k", "k2", b"v2", version=1, ttl=60, user="alice", alias=b"->", alias_ttl=5)
+    with pytest.raises(StoreUnavailable, match="locked"):
+        store.delete_user("alice")
+    assert store.load("k") == Record(b"v1", 1)  # readers never wait in WAL mode
+    write_lock.release()
+    # Nothing was written, and the failed rotation left no transaction open.
+    assert store.load("k2") is None
+    assert store.rotate("k", "k2", b"v2", version=1, ttl=60, user="alice", alias=None, alias_ttl=0)
+    assert store.load("k2") == Record(b"v2", 1)
+    store.close()
+
+
+@pytest.mark.anyio
+async def test_async_store_waits_for_a_lock_without_blocking_the_loop(
+    path: Path, write_lock: WriteLock
+) -> None:
+    store = AsyncSQLiteStore(path, timeout=10)
+    assert await store.save("k", b"v1", version=0, ttl=60, user="alice")
+    write_lock.acquire()
+    released = threading.Event()
+
+    async def release_from_the_loop() -> None:
+        await release_soon(write_lock)
+        released.set()
+
+    # The lock is released by a task on this loop: if a store call blocked the loop while
+    # waiting for the lock, that task could never run and the call would time out.
+    try:
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as group:
+                group.start_soon(release_from_the_loop)
+                assert await store.save("k", b"v2", version=1, ttl=60, user="alice")
+                assert released.is_set()
+    finally:
+        write_lock.release()
+    assert await store.load("k") == Record(b"v2", 2)
+
+    write_lock.acquire()
+    try:
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as group:
+                group.start_soon(release_soon, write_lock)
+                rotated = await store.rotate(
+                    "k", "k2", b"v3", version=2, ttl=60, user="alice", alias=b"->", alias_ttl=5
+                )
+    finally:
+        write_lock.release()
+    assert rotated
+    assert await store.list_user("alice") == [("k2", Record(b"v3", 1))]
+    await store.aclose()
+
+
+def test_missing_directory_is_reported_at_construction(tmp_path: Path) -> None:
+    target = tmp_path / "no-such-dir" / "sessions.db"
+    with pytest.raises(StoreUnavailable, match="cannot be opened") as info:
+        SQLiteStore(target)
+    assert str(target) in str(info.value)
+    assert "directory" in str(info.value)
+
+
+def test_directory_as_path_is_reported_at_construction(tmp_path: Path) -> None:
+    with pytest.raises(StoreUnavailable, match="cannot be opened"):
+        AsyncSQLiteStore(tmp_path)
+
+
+def test_corrupt_file_is_reported_at_construction(path: Path) -> None:
+    path.write_bytes(b"this is not an SQLite database\n" * 200)
+    with pytest.raises(StoreUnavailable, match="not a database"):
+        SQLiteStore(path)
+
+
+@pytest.mark.parametrize(
+    "table", ["", "1sessions", "bad-name", "sessions; DROP TABLE x", "a b", "t" * 64, "tëst"]
+)
+def test_table_name_must_be_a_plain_identifier(path: Path, table: str) -> None:
+    with pytest.raises(ConfigurationError, match="not a plain identifier"):
+        SQLiteStore(path, table=table)
+    with pytest.raises(ConfigurationError, match="not a plain identifier"):
+        AsyncSQLiteStore(path, table=table)
+    assert not path.exists()  # rejected before touching the file
+
+
+def test_tables_in_one_file_are_independent(path: Path) -> None:
+    first, second = SQLiteStore(path, table="first"), SQLiteStore(path, table="_Second_2")
+    assert first.save("k", b"first", version=0, ttl=60, user="u")
+    assert second.load("k") is None
+    assert second.save("k", b"second", version=0, ttl=60, user="u")
+    assert first.delete_user("u") == 1
+    assert second.load("k") == Record(b"second", 1)
+    assert rows(path, "first") == 0
+    first.close()
+    second.close()
+
+
+def test_negative_timeout_is_rejected(path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="timeout"):
+        SQLiteStore(path, timeout=-1)
+
+
+def test_close_closes_every_threads_connection_and_reopens_on_use(path: Path) -> None:
+    store = SQLiteStore(path)
+    store.save("k", b"v", version=0, ttl=60, user=None)
+    opened, finish = threading.Event(), threading.Event()
+    loaded: list[Record | None] = []
+
+    def worker() -> None:
+        loaded.append(store.load("k"))
+        opened.set()
+        finish.wait(timeout=30)
+        loaded.append(store.load("k"))  # after `close`: reconnects
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    assert opened.wait(timeout=30)
+    assert len(store._connections) == 2  # this thread's and the worker's
+    store.close()
+    assert len(store._connections) == 0
+    finish.set()
+    thread.join(timeout=30)
+    assert loaded == [Record(b"v", 1), Record(b"v", 1)]
+    gc.collect()  # a connection is in a reference cycle; collecting it closes it
+    assert len(store._connections) == 0  # the store itself keeps no dead thread's connection
+    assert store.load("k") == Record(b"v", 1)
+    store.close()
+
+
+def test_in_memory_store_and_its_async_twin_share_one_database() -> None:
+    store = SQLiteStore(":memory:")
+    twin = to_async(store)
+    assert store.save("k", b"v", version=0, ttl=60, user="u")
+
+    async def check() -> None:
+        assert await twin.load("k") == Record(b"v", 1)
+        assert await twin.save("k", b"v2", version=1, ttl=60, user="u")
+
+    anyio.run(check)
+    assert store.load("k") == Record(b"v2", 2)
+    loaded: list[Record | None] = []
+    thread = threading.Thread(target=lambda: loaded.append(store.load("k")))
+    thread.start()
+    thread.join(timeout=30)
+    assert loaded == [Record(b"v2", 2)]
+    store.close()
+
+
+def test_repr_names_the_file_not_the_data(path: Path) -> None:
+    store = SQLiteStore(path, table="sessions")
+    store.save("secret-key", b"secret", version=0, ttl=60, user="alice")
+    assert repr(store) == f"SQLiteStore({str(path)!r}, table='sessions')"
+    assert "secret" not in repr(AsyncSQLiteStore.wrapping(store))
+    store.close()
