@@ -701,11 +701,14 @@ async def test_other_scopes_pass_through(manager: SessionManager) -> None:
     assert seen == [{"type": "lifespan"}]
 
 
-async def websocket_exchange(app: SessionMiddleware, cookie: str | None) -> list[Message]:
+async def websocket_exchange(
+    app: SessionMiddleware, cookie: str | None, **extra: str
+) -> list[Message]:
     """Open a WebSocket to `/ws` at the ASGI level (httpx speaks no WebSocket)."""
     headers = [(b"host", b"testserver")]
     if cookie is not None:
         headers.append((b"cookie", cookie.encode("latin-1")))
+    headers += [(k.replace("_", "-").encode(), v.encode()) for k, v in extra.items()]
     scope = {
         "type": "websocket", "asgi": {"version": "3.0"}, "scheme": "wss", "path": "/ws",
         "raw_path": b"/ws", "query_string": b"", "headers": headers, "subprotocols": [],
@@ -740,3 +743,30 @@ async def test_websocket_with_store_down_is_closed(clock: FakeClock) -> None:
     app = make_app(manager_for(DownStore(), clock), fail_open=True)
     sent = await websocket_exchange(app, f"{COOKIE}={'A' * 43}")
     assert sent == [{"type": "websocket.close", "code": 1011}]
+
+
+@pytest.mark.parametrize(
+    ("headers", "accepted"),
+    [
+        ({"origin": "https://testserver"}, True),
+        ({"origin": "https://testserver", "sec_fetch_site": "same-origin"}, True),
+        ({}, True),  # no Origin: not a browser, which cannot be made to send our cookie
+        ({"origin": "https://evil.example"}, False),
+        ({"origin": "https://evil.example", "sec_fetch_site": "cross-site"}, False),
+        ({"origin": "null"}, False),
+    ],
+    ids=["same-origin", "fetch-same-origin", "no-origin", "cross-origin", "cross-site", "null"],
+)
+async def test_websocket_handshake_origin_is_checked(
+    http: httpx.AsyncClient, headers: dict[str, str], accepted: bool
+) -> None:
+    # Cross-site WebSocket hijacking: a browser opens the socket with the victim's cookie.
+    await login(http)
+    sent = await websocket_exchange(
+        make_app_from(http), f"{COOKIE}={http.cookies[COOKIE]}", **headers
+    )
+    if accepted:
+        assert sent[0]["type"] == "websocket.accept"
+        assert json.loads(sent[1]["text"])["new"] is False
+    else:
+        assert sent == [{"type": "websocket.close", "code": 1008}]

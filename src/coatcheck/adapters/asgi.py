@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from dataclasses import replace
 from importlib.resources import files
 from typing import Any
 from urllib.parse import parse_qs
@@ -172,6 +173,14 @@ class SessionMiddleware:
             return
         scope["session"] = session
         if scope["type"] == "websocket":
+            if manager.csrf:
+                # A handshake is a GET that browsers send cross-site, cookies included, with
+                # no CORS preflight (cross-site WebSocket hijacking): check it as unsafe.
+                try:
+                    manager.check_csrf(replace(request, method="WEBSOCKET"), session)
+                except CSRFError:
+                    await _respond(scope, send, 403, b"")
+                    return
             try:
                 await self.app(scope, receive, send)
             except SessionRequired:
