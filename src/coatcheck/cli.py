@@ -76,24 +76,39 @@ def _emit(args: argparse.Namespace, value: Any, text: str, out: TextIO) -> None:
 # -- sessions -----------------------------------------------------------------------------
 
 
-def _admin(args: argparse.Namespace) -> Any:
-    from .admin import SessionAdmin
+def _open_store(url: str) -> Any:
+    """The store at `url`, with failures turned into clean errors."""
     from .exceptions import ConfigurationError
-    from .manager import ServerSide, SessionManager
     from .stores import from_url
 
-    url = args.store or os.environ.get(STORE_ENV)
-    if not url:
-        raise Failure(f"no store: pass --store URL or set {STORE_ENV}", EXIT_USAGE)
     try:
-        store = from_url(url)
+        return from_url(url)
     except ConfigurationError as exc:
         raise Failure(f"bad store URL: {exc}", EXIT_USAGE) from None
     except ImportError as exc:
         raise Failure(f"this store needs {exc.name or 'a driver'}: "
                       "pip install 'coatcheck[redis]' or 'coatcheck[postgres]'",
                       EXIT_USAGE) from None  # fmt: skip
-    return SessionAdmin(SessionManager(ServerSide(store)))
+
+
+def _admin(args: argparse.Namespace) -> Any:
+    from .admin import SessionAdmin
+    from .manager import ServerSide, SessionManager
+
+    url = args.store or os.environ.get(STORE_ENV)
+    if not url:
+        raise Failure(f"no store: pass --store URL or set {STORE_ENV}", EXIT_USAGE)
+    return SessionAdmin(SessionManager(ServerSide(_open_store(url))))
+
+
+def _probe_store(url: str) -> None:
+    """Fail now, with a clear error, if the demo's `--store` is bad or unreachable: the
+    replicas would otherwise answer every request with 503."""
+    store = _open_store(url)
+    try:
+        store.load("probe")  # any key: only reachability matters
+    finally:
+        store.close()
 
 
 def _public_id(value: str) -> str:
@@ -156,6 +171,8 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
 
     if args.replicas < 1:
         raise Failure("--replicas must be at least 1", EXIT_USAGE)
+    if args.store is not None:
+        _probe_store(args.store)
     if args.check:
         return _demo_check(args, out)
     strategy = STRATEGIES[args.strategy or "shared"]

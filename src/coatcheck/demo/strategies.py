@@ -65,22 +65,6 @@ def _shared_manager(store_url: str | None) -> SessionManager:
     return SessionManager(ServerSide(store_url))
 
 
-def _shared_unavailable(store_url: str | None) -> str | None:
-    """Why the store named by `store_url` cannot be built here (None: it can)."""
-    if store_url is None:
-        return None
-    from ..exceptions import ConfigurationError
-    from ..stores import from_url
-
-    try:
-        from_url(store_url).close()
-    except ConfigurationError as exc:
-        return str(exc)
-    except ImportError as exc:
-        return f"{exc.name or 'a driver'} is not installed"
-    return None
-
-
 STRATEGIES: dict[str, Strategy] = {
     s.name: s
     for s in (
@@ -107,7 +91,6 @@ STRATEGIES: dict[str, Strategy] = {
                 keeps_sessions=True, survives_replica_death=True, revocation_everywhere=True
             ),
             shared_store=True,
-            unavailable=_shared_unavailable,
         ),
     )
 }

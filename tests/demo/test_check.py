@@ -1,0 +1,76 @@
+"""`coatcheck demo --check` end to end: real clusters, the scripted client, the table."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+
+from coatcheck.cli import EXIT_STORE, EXIT_USAGE
+from coatcheck.demo.check import check_strategy
+from coatcheck.demo.strategies import STRATEGIES
+
+
+def coatcheck(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "coatcheck", *args],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+
+
+def test_check_every_strategy_prints_the_table_and_exits_0() -> None:
+    result = coatcheck("demo", "--check", "--requests", "12")
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:3] == ["strategy", "requests", "right"]
+    rows = {line.split()[0]: line for line in lines[2:]}
+    assert set(rows) == {"local", "sticky", "shared"}
+    assert all(row.rstrip().endswith(" ok") for row in rows.values())
+    assert "[shared] killed " in result.stderr  # progress while it runs
+
+
+def test_check_json_numbers_for_shared() -> None:
+    result = coatcheck("demo", "--check", "--strategy", "shared", "--requests", "12", "--json")
+    assert result.returncode == 0, result.stderr
+    (row,) = json.loads(result.stdout)
+    assert row["strategy"] == "shared" and row["ok"] is True
+    assert row["right_session"] == 1.0 and row["requests"] >= 12
+    assert row["read_back"] == "3/3"
+    assert row["survived_replica_death"] is True
+    assert row["revocation_ms"] is not None and row["logout_everywhere"] is True
+    assert row["latency_p50_ms"] <= row["latency_p99_ms"]
+
+
+def test_check_json_local_loses_sessions() -> None:
+    result = coatcheck("demo", "--check", "--strategy", "local", "--requests", "12", "--json",
+                       "--replicas", "2")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (row,) = json.loads(result.stdout)
+    assert row["right_session"] < 1.0 and row["survived_replica_death"] is False
+
+
+def test_check_needs_two_replicas() -> None:
+    result = coatcheck("demo", "--check", "--replicas", "1")
+    assert result.returncode == EXIT_USAGE
+    assert "at least 2 replicas" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_bad_or_unreachable_store_fails_before_any_cluster_starts() -> None:
+    result = coatcheck("demo", "--check", "--strategy", "shared", "--store", "nosuch://x")
+    assert result.returncode == EXIT_USAGE
+    assert "bad store URL" in result.stderr and "Traceback" not in result.stderr
+    result = coatcheck("demo", "--store", "sqlite:////nonexistent/dir/sessions.db")
+    assert result.returncode == EXIT_STORE
+    assert "the store failed" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_unavailable_strategy_is_skipped_with_a_reason() -> None:
+    lines: list[str] = []
+    strategy = replace(STRATEGIES["shared"], name="future",
+                       unavailable=lambda url: "needs a capability not built yet")  # fmt: skip
+    result = check_strategy(strategy, replicas=2, requests=5, store_url=None,
+                            progress=lines.append)  # fmt: skip
+    assert result.skipped == "needs a capability not built yet"
+    assert lines == ["[future] skipped: needs a capability not built yet"]
+    assert result.as_dict()["ok"] is False and result.as_dict()["failures"] == []
