@@ -304,6 +304,38 @@ async def release_soon(lock: WriteLock) -> None:
     lock.release()
 
 
+class ThreadRecordingClock(ManualClock):
+    """A manual clock that notes which threads read it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.readers: set[int] = set()
+
+    def __call__(self) -> float:
+        self.readers.add(threading.get_ident())
+        return self.now
+
+
+@pytest.mark.anyio
+async def test_async_store_purges_in_a_worker_thread(path: Path) -> None:
+    clock = ThreadRecordingClock()
+    store = AsyncSQLiteStore(path, clock=clock, purge_interval=10)
+    for i in range(20):
+        assert await store.save(f"old-{i}", b"x", version=0, ttl=1, user=None)
+    assert clock.readers == {threading.get_ident()}  # no lock met: all on the loop
+    clock.advance(11)
+    assert await store.save("new", b"x", version=0, ttl=60, user=None)
+    assert rows(path) == 1
+    assert len(clock.readers) == 2  # the purge read the clock in a worker thread
+    for i in range(5):
+        assert await store.save(f"old-{i}", b"x", version=0, ttl=1, user=None)
+    clock.advance(2)
+    clock.readers.clear()
+    assert await store.purge_expired() == 5
+    assert threading.get_ident() not in clock.readers
+    await store.aclose()
+
+
 def test_sync_store_without_timeout_fails_fast_when_locked(
     path: Path, write_lock: WriteLock
 ) -> None:

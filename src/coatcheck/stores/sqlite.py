@@ -15,6 +15,7 @@ never corrupts the file, the usual trade for session data.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import re
 import sqlite3
@@ -178,13 +179,22 @@ class SQLiteStore:
         else:
             sql, args = self._sql_update, (data, now + ttl, user, key, version, now)
         saved = self._run(lambda db: db.execute(sql, args).rowcount) == 1
-        if now >= self._next_purge:
-            self._next_purge = now + self.purge_interval
-            try:
-                self.purge_expired()
-            except StoreError:
-                pass  # the write is done; a purge that found the database busy can wait
+        if self._purge_due(now):
+            self._purge_quietly()
         return saved
+
+    def _purge_due(self, now: float) -> bool:
+        """Whether an opportunistic purge is due; if so, the next one is scheduled."""
+        if now < self._next_purge:
+            return False
+        self._next_purge = now + self.purge_interval
+        return True
+
+    def _purge_quietly(self) -> None:
+        try:
+            self.purge_expired()
+        except StoreError:
+            pass  # the write before it is done; a purge that found the database busy can wait
 
     def rotate(
         self,
@@ -259,7 +269,8 @@ class AsyncSQLiteStore:
     the call to a thread would cost, so each operation first runs on the event loop with a
     connection that does not wait for locks. Only if another process holds the write lock is
     the operation handed to a worker thread, which waits up to `timeout` seconds there
-    without blocking the loop.
+    without blocking the loop. Purges, whose length depends on the backlog, always run in a
+    worker thread.
     """
 
     def __init__(
@@ -280,9 +291,10 @@ class AsyncSQLiteStore:
     def _attach(self, store: SQLiteStore) -> None:
         self.sync = store
         # A private (`:memory:`) database has one connection; it is never locked by another.
+        # The loop's connection never purges: `save` hands purges to a thread (see there).
         self._nowait = store if store._private else SQLiteStore(
             store.path, table=store.table, timeout=0,
-            purge_interval=store.purge_interval, clock=store._clock,
+            purge_interval=math.inf, clock=store._clock,
         )  # fmt: skip
 
     @classmethod
@@ -308,7 +320,11 @@ class AsyncSQLiteStore:
     async def save(
         self, key: str, data: bytes, *, version: int, ttl: float, user: str | None
     ) -> bool:
-        return bool(await self._call("save", key, data, version=version, ttl=ttl, user=user))
+        saved = bool(await self._call("save", key, data, version=version, ttl=ttl, user=user))
+        if self._nowait is not self.sync and self.sync._purge_due(self.sync._clock()):
+            # Purging a backlog takes as long as it takes: never on the event loop.
+            await asyncio.to_thread(self.sync._purge_quietly)
+        return saved
 
     async def rotate(
         self,
@@ -340,7 +356,9 @@ class AsyncSQLiteStore:
         return int(await self._call("delete_user", user, keep=keep))
 
     async def purge_expired(self) -> int:
-        return int(await self._call("purge_expired"))
+        if self._nowait is self.sync:
+            return self.sync.purge_expired()
+        return await asyncio.to_thread(self.sync.purge_expired)
 
     async def aclose(self) -> None:
         self._nowait.close()
