@@ -299,6 +299,34 @@ def test_login_rotates_and_leaves_no_alias(
     assert session.authenticated_at == clock.now
 
 
+@pytest.mark.parametrize("race", [False, True], ids=["alone", "after-a-concurrent-write"])
+def test_absolute_timeout_counts_from_login(
+    store: CountingStore, clock: FakeClock, race: bool
+) -> None:
+    manager = manager_for(store, clock, lifetimes=LIFETIMES)
+    browser = start(manager)
+
+    def busy(seconds: float) -> Session:
+        for _ in range(int(seconds // 500)):
+            clock.advance(500)
+            session = browser.open()
+            browser.commit(session)
+        return browser.open()
+
+    session = busy(3000)  # an anonymous session, kept busy for 50 of its 60 minutes
+    session.login("alice")
+    if race:  # the login's rotation is refused once and rebased
+        other = browser.open()
+        other["x"] = 1
+        browser.commit(other)
+    browser.commit(session)
+    logged_in = clock.now
+    assert store.conflicts == int(race)
+    assert busy(3500).user == "alice"  # 6500 s after the session was opened
+    clock.advance(logged_in + ABSOLUTE - clock.now)
+    assert browser.open().user is None
+
+
 def test_login_on_a_new_session(manager: SessionManager) -> None:
     browser = Browser(manager)
     session = browser.open()

@@ -144,6 +144,7 @@ def test_login_records_user_and_rotation() -> None:
     session.login("alice")
     assert session.user == "alice"
     assert session.authenticated_at == 100.0
+    assert session.created_at == 100.0  # the absolute timeout counts from the login
     assert session.rotate == "login"
     assert session.modified
     session.regenerate()  # a login already rotates without a grace alias; keep that

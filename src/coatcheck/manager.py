@@ -436,7 +436,7 @@ class SessionManager:
         rotated = write.replaces is not None
         doc: dict[str, Any] = {
             "d": data,
-            "c": stored.created_at,
+            "c": session.created_at if session.rotate == "login" else stored.created_at,
             "s": max(session.last_seen, stored.last_seen),
             "r": session.rotated_at if rotated else stored.rotated_at,
         }

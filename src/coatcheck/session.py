@@ -220,13 +220,16 @@ class Session(MutableMapping[str, Any]):
         """Bind `user` to this session and rotate its ID.
 
         The rotation defeats session fixation: an ID an attacker planted before login is
-        destroyed (without the grace window `regenerate` gives) and stops working.
+        destroyed (without the grace window `regenerate` gives) and stops working. The
+        authenticated session begins now: the absolute timeout counts from the login, not
+        from when the anonymous session was opened (which would cut a fresh login short).
         """
         if not isinstance(user, str) or not user:
             raise TypeError("login() takes the user's identifier as a non-empty str")
         self._accessed = True
         self.user = user
         self.authenticated_at = self._now
+        self.created_at = self._now
         self.rotate = "login"
         self.meta_changed = True
 

@@ -422,6 +422,39 @@ async def test_concurrent_writes_lose_nothing(
         assert store.conflicts > 0  # the requests really raced
 
 
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+async def test_concurrent_requests_racing_a_renewal(
+    tmp_path: Path, clock: FakeClock, backend: str
+) -> None:
+    # Every request finds the ID due for renewal; one rotates it, the others land on the
+    # new record through the alias and send no cookie, so the browser keeps a live ID.
+    store = _stores(tmp_path, clock)[backend]
+    lifetimes = Lifetimes(renewal=600, grace=10, touch_interval=60)
+    manager = manager_for(store, clock, lifetimes=lifetimes)
+    n = 30
+    async with client(make_app(manager)) as http:
+        first = await login(http)
+        clock.advance(601)
+        responses = await asyncio.gather(
+            *(
+                http.post("/set", params={"key": f"k{i}", "value": str(i), "spin": "3"})
+                for i in range(n)
+            )
+        )
+        assert [r.status_code for r in responses] == [200] * n
+        issued = [s for r in responses if (s := sent_secret(r)) is not None]
+        assert len(issued) == 1 and issued[0] not in ("", first)
+        assert http.cookies[COOKIE] == issued[0]
+        body = (await http.get("/")).json()
+        assert body["user"] == "alice"
+        assert body["data"] == {f"k{i}": str(i) for i in range(n)}
+        clock.advance(10)  # grace over: only the new ID works
+        async with client(make_app(manager)) as old:
+            stale = await old.get("/", headers={"cookie": f"{COOKIE}={first}"})
+            assert stale.json()["user"] is None
+        assert (await http.get("/")).json()["user"] == "alice"
+
+
 # -- hostile cookies -------------------------------------------------------------------
 
 HOSTILE: list[tuple[str, bytes]] = [
