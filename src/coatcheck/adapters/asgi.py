@@ -150,11 +150,10 @@ class SessionMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        if self._script is not None and scope["type"] == "http" and (
-            scope.get("path") == self.client_script_path
-        ):
-            await _serve_script(scope, send, *self._script)
-            return
+        if self._script is not None and scope["type"] == "http":
+            if scope.get("path") == self.client_script_path:
+                await _serve_script(scope, send, *self._script)
+                return
         manager = self.manager
         request = request_info(scope)
         try:

@@ -1,0 +1,275 @@
+"""Both transports in a real browser: headless Chromium loads pages from a real ASGI server.
+
+Cookie path: the cookie as the browser stored it, a session that survives a reload, logout
+that clears it, and no token visible to the page's script. Header path (`coatcheck.js`):
+the token is attached, rotations are followed, tabs stay in step, parallel requests do not
+lose the session, a dead token gets a 401 the client acts on, and no other origin gets the
+token unless allowed.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from .app import digest
+from .conftest import Server
+
+if TYPE_CHECKING:
+    from playwright.sync_api import BrowserContext, Page
+
+pytestmark = pytest.mark.browser
+
+TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")
+
+
+def open_header_page(context: BrowserContext, site: Server, query: str = "") -> Page:
+    """A tab with the header-transport page, its client loaded and ready."""
+    page = context.new_page()
+    page.goto(f"{site.origin}/header.html{query}")
+    page.wait_for_function("window.ready !== undefined")
+    assert page.evaluate("window.ready") is True
+    return page
+
+
+def call(page: Page, url: str, method: str = "GET", **init: Any) -> Any:
+    """`session.fetch(url)` in the page; returns {status, body}."""
+    args = [url, {"method": method, **init}]
+    return page.evaluate("([url, init]) => window.call(url, init)", args)
+
+
+def me(page: Page) -> Any:
+    result = call(page, "/api/me")
+    assert result["status"] == 200
+    return result["body"]
+
+
+# -- cookie transport ----------------------------------------------------------------
+
+
+def test_cookie_as_stored_by_the_browser(context: BrowserContext, site: Server) -> None:
+    page = context.new_page()
+    page.goto(f"{site.origin}/cookie.html")
+    assert page.text_content("#user") == "anonymous"
+    status = page.evaluate("async () => (await fetch('/api/login', {method: 'POST'})).status")
+    assert status == 200
+
+    (cookie,) = context.cookies()
+    assert cookie["name"] == "__Host-session"
+    assert TOKEN.fullmatch(cookie["value"])
+    assert cookie["domain"] == "localhost"  # host-only: no Domain attribute
+    assert cookie["path"] == "/"
+    assert cookie["httpOnly"] is True
+    assert cookie["secure"] is True
+    assert cookie["sameSite"] == "Lax"
+    assert cookie["expires"] == -1  # a session cookie: gone when the browser closes
+
+    # HttpOnly: the page's script cannot read the session ID.
+    assert cookie["value"] not in page.evaluate("document.cookie")
+    assert "__Host-session" not in page.evaluate("document.cookie")
+
+    page.reload()
+    assert page.text_content("#user") == "alice"  # the session survives the reload
+
+
+def test_cookie_logout_clears_the_cookie(context: BrowserContext, site: Server) -> None:
+    page = context.new_page()
+    page.goto(f"{site.origin}/cookie.html")
+    page.evaluate("async () => { await fetch('/api/login', {method: 'POST'}) }")
+    page.reload()
+    assert page.text_content("#user") == "alice"
+    assert [c["name"] for c in context.cookies()] == ["__Host-session"]
+
+    page.evaluate("async () => { await fetch('/api/logout', {method: 'POST'}) }")
+    assert context.cookies() == []
+    page.reload()
+    assert page.text_content("#user") == "anonymous"
+
+
+def test_cookie_session_rejects_cross_origin_post(
+    context: BrowserContext, site: Server, third_party: Server
+) -> None:
+    page = context.new_page()
+    page.goto(f"{site.origin}/cookie.html")
+    page.evaluate("async () => { await fetch('/api/login', {method: 'POST'}) }")
+    # Another port of localhost is the same site, so the Lax cookie does go along: the
+    # CSRF check (Sec-Fetch-Site: same-site) is what stops the write.
+    other = context.new_page()
+    other.goto(f"{third_party.origin}/")
+    other.evaluate(
+        "async (url) => {"
+        " await fetch(url, {method: 'POST', mode: 'no-cors', credentials: 'include'}) }",
+        f"{site.origin}/api/count",
+    )
+    n = page.evaluate("async () => (await (await fetch('/api/me')).json()).n")
+    assert n == 0
+
+
+# -- header transport ----------------------------------------------------------------
+
+
+def test_header_path_attaches_and_follows_rotation(
+    context: BrowserContext, site: Server, artifacts: Path
+) -> None:
+    page = open_header_page(context, site)
+    assert me(page) == {"user": None, "n": 0, "auth": None}  # no token yet: none sent
+
+    login = call(page, "/api/login", "POST", exclusive=True)
+    assert login["status"] == 200
+    assert page.evaluate("window.session.hasToken") is True
+    assert page.evaluate("window.events") == ["login"]
+    assert context.cookies() == []  # the header path sets no cookie
+
+    first = me(page)
+    assert first["user"] == "alice"
+    assert first["auth"] is not None  # the token went along
+
+    assert call(page, "/api/regenerate", "POST", exclusive=True)["status"] == 200
+    second = me(page)
+    assert second["user"] == "alice"
+    assert second["auth"] not in (None, first["auth"])  # the rotated token is used now
+
+    # Memory storage (the default) leaves nothing in Web Storage or cookies.
+    assert page.evaluate("localStorage.length + sessionStorage.length") == 0
+    assert page.evaluate("document.cookie") == ""
+    page.screenshot(path=str(artifacts / "header-transport.png"))
+
+
+def test_two_tabs_stay_in_step(context: BrowserContext, site: Server) -> None:
+    one = open_header_page(context, site)
+    two = open_header_page(context, site)
+    call(one, "/api/login", "POST", exclusive=True)
+    two.wait_for_function("window.session.hasToken")
+    assert two.evaluate("window.events") == ["login"]
+    assert me(two)["auth"] == me(one)["auth"]
+
+    call(one, "/api/regenerate", "POST", exclusive=True)
+    rotated = me(one)["auth"]
+    two.wait_for_function("window.session.hasToken")
+    assert me(two) == me(one) == {"user": "alice", "n": 0, "auth": rotated}
+
+    # A tab opened later asks the open ones for the token (memory storage).
+    three = open_header_page(context, site)
+    assert me(three)["auth"] == rotated
+
+    call(two, "/api/logout", "POST", exclusive=True)
+    for tab in (one, three):
+        tab.wait_for_function("!window.session.hasToken")
+        assert tab.evaluate("window.events") == ["login", "logout"]
+        assert me(tab)["user"] is None
+
+
+@pytest.mark.parametrize("query", ["", "?nolocks"], ids=["web-locks", "in-page-queue"])
+def test_parallel_requests_do_not_lose_the_session(
+    context: BrowserContext, site: Server, query: str
+) -> None:
+    page = open_header_page(context, site, query)
+    assert page.evaluate("navigator.locks === undefined") is (query == "?nolocks")
+    # Without a token, each request could start a session of its own; serialised, the
+    # first one creates it and the others join it.
+    page.evaluate(
+        "() => Promise.all([1, 2, 3, 4].map(() => window.call('/api/count', {method: 'POST'})))"
+    )
+    assert me(page)["n"] == 4
+
+    call(page, "/api/login", "POST", exclusive=True)
+    results = page.evaluate(
+        """() => Promise.all([
+            window.call('/api/count', {method: 'POST'}),
+            window.call('/api/regenerate', {method: 'POST', exclusive: true}),
+            window.call('/api/count', {method: 'POST'}),
+            window.call('/api/regenerate', {method: 'POST', exclusive: true}),
+            window.call('/api/count', {method: 'POST'}),
+        ])"""
+    )
+    assert [r["status"] for r in results] == [200] * 5
+    after = me(page)
+    assert (after["user"], after["n"]) == ("alice", 7)
+    assert page.evaluate("window.events") == ["login"]  # never lost in between
+
+
+def test_session_storage_survives_reload(context: BrowserContext, site: Server) -> None:
+    page = open_header_page(context, site, "?storage=session")
+    call(page, "/api/login", "POST", exclusive=True)
+    assert page.evaluate("sessionStorage.length") == 1
+    assert page.evaluate("localStorage.length") == 0
+    page.reload()
+    page.wait_for_function("window.ready !== undefined")
+    assert page.evaluate("window.session.hasToken") is True
+    assert me(page)["user"] == "alice"
+
+
+def test_memory_storage_forgets_on_reload(context: BrowserContext, site: Server) -> None:
+    page = open_header_page(context, site)
+    call(page, "/api/login", "POST", exclusive=True)
+    page.reload()
+    page.wait_for_function("window.ready !== undefined")
+    assert page.evaluate("window.ready") is True
+    assert page.evaluate("window.session.hasToken") is False
+    assert me(page)["user"] is None
+
+
+def test_dead_token_gets_401_and_the_client_forgets_it(
+    context: BrowserContext, site: Server
+) -> None:
+    page = open_header_page(context, site)
+    call(page, "/api/login", "POST", exclusive=True)
+    assert call(page, "/api/private")["status"] == 200
+    # End the session behind the client's back (plain fetch: the client sees no answer).
+    page.evaluate(
+        "async () => {"
+        " await fetch('/api/logout', {method: 'POST', headers: window.session.headers()}) }"
+    )
+    assert page.evaluate("window.session.hasToken") is True
+    denied = call(page, "/api/private")
+    assert denied["status"] == 401
+    assert page.evaluate("window.session.hasToken") is False
+    assert page.evaluate("window.events") == ["login", "expired"]
+
+
+def test_token_goes_to_allowed_origins_only(
+    context: BrowserContext, site: Server, third_party: Server, allowed_origin: Server
+) -> None:
+    page = open_header_page(context, site, f"?allow={allowed_origin.origin}")
+    call(page, "/api/login", "POST", exclusive=True)
+    token_hash = me(page)["auth"]
+
+    assert call(page, f"{third_party.origin}/echo")["status"] == 200
+    assert call(page, f"{third_party.origin}/echo", "POST", body="x")["status"] == 200
+    assert third_party.app.seen == [{"authorization": None, "session-transport": None}] * 2
+
+    assert call(page, f"{allowed_origin.origin}/echo")["status"] == 200
+    ((seen),) = allowed_origin.app.seen
+    assert seen["authorization"] is not None
+    assert digest(seen["authorization"]) == token_hash
+
+
+def test_no_token_to_third_party_before_login(
+    context: BrowserContext, site: Server, third_party: Server
+) -> None:
+    page = open_header_page(context, site)
+    call(page, f"{third_party.origin}/echo")
+    # Not even the header that asks for a new session goes to another origin.
+    assert third_party.app.seen == [{"authorization": None, "session-transport": None}]
+
+
+def test_late_stale_response_does_not_overwrite_a_newer_token(
+    context: BrowserContext, site: Server
+) -> None:
+    page = open_header_page(context, site)
+    call(page, "/api/count", "POST")  # an anonymous session: the client holds a token
+    # Both requests leave with that token. The server holds the count back until the login
+    # has answered: by then the login destroyed the old ID, so the count starts a new
+    # anonymous session and hands out its token, which reaches the page last. Taking it
+    # would log the user out; the client ignores it, as its request predates the login.
+    page.evaluate(
+        """() => Promise.all([
+            window.call('/api/count?after=login', {method: 'POST'}),
+            window.call('/api/login', {method: 'POST'}),
+        ])"""
+    )
+    assert me(page)["user"] == "alice"
+    assert page.evaluate("window.events") == ["login"]
