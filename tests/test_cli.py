@@ -7,14 +7,18 @@ import io
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from coatcheck import Lifetimes, RequestInfo, ServerSide, SessionManager
-from coatcheck.cli import EXIT_STORE, EXIT_USAGE, main, render_table
+from coatcheck.cli import EXIT_FAILED, EXIT_KEYS, EXIT_STORE, EXIT_USAGE, main, render_table
+from coatcheck.clientside import ClientSide
 from coatcheck.drivers import commit_session, open_session
+from coatcheck.keys import JWS_HS256, KeyRing
 from coatcheck.stores import SQLiteStore
+from coatcheck.tokens import JWECodec, JWSCodec
 
 
 def login(store: SQLiteStore, user: str, agent: str = "test-agent") -> str:
@@ -116,7 +120,7 @@ def test_memory_store_starts_empty() -> None:
         (["sessions", "list", "--user", "a", "--store", "ftp://x"], EXIT_USAGE, "bad store URL"),
         (["sessions", "list", "--user", "a", "--store", "sqlite://host/x.db"], EXIT_USAGE,
          "bad store URL"),
-        (["sessions", "revoke", "not-an-id", "--store", "memory://"], EXIT_USAGE, "43 base64url"),
+        (["sessions", "revoke", "not an id", "--store", "memory://"], EXIT_USAGE, "base64url"),
         (["sessions", "list", "--user", "a", "--store", "sqlite:////nonexistent/dir/x.db"],
          EXIT_STORE, "the store failed"),
     ],
@@ -157,3 +161,115 @@ def test_render_table() -> None:
         "xyz  -",
         "yes  2.0",
     ]
+
+
+# -- keys and tokens ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def keys(monkeypatch: pytest.MonkeyPatch) -> str:
+    code, out = run("keys", "new", "--json")
+    assert code == 0
+    (key,) = json.loads(out)["keys"]
+    monkeypatch.setenv("COATCHECK_KEYS", key)
+    return str(key)
+
+
+def claims(**extra: object) -> dict[str, object]:
+    now = int(time.time())
+    return {"sid": "s" * 22, "sub": "alice", "iat": now - 60, "exp": now + 3600,
+            "idl": now + 600, "dat": {"cart": ["coat"]}, "csrf": "per-session-secret",
+            **extra}  # fmt: skip
+
+
+def test_keys_new_makes_keys_the_ring_loads() -> None:
+    code, out = run("keys", "new", "--count", "2")
+    assert code == 0
+    ring = KeyRing.parse(out)
+    assert len(ring) == 2
+
+
+def test_keys_check_names_keys_without_printing_them(keys: str) -> None:
+    code, out = run("keys", "check")
+    assert code == 0 and keys not in out
+    assert out.startswith("1 valid key(s) in $COATCHECK_KEYS")
+    code, out = run("keys", "check", "--json")
+    (row,) = json.loads(out)["keys"]
+    assert row["current"] is True and row["jws_kid"] == KeyRing.parse(keys).current(JWS_HS256).kid
+
+
+def test_keys_check_from_a_file(tmp_path: Path, keys: str) -> None:
+    path = tmp_path / "keys.txt"
+    path.write_text(f"# newest first\n{run('keys', 'new')[1]}{keys}\n")
+    code, out = run("keys", "check", "--keys-file", str(path), "--json")
+    assert code == 0 and [k["current"] for k in json.loads(out)["keys"]] == [True, False]
+
+
+@pytest.mark.parametrize("value", [None, "", "short", "not base64!"])
+def test_missing_or_bad_keys_exit_4(
+    value: str | None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if value is None:
+        monkeypatch.delenv("COATCHECK_KEYS", raising=False)
+    else:
+        monkeypatch.setenv("COATCHECK_KEYS", value)
+    assert run("keys", "check")[0] == EXIT_KEYS
+    err = capsys.readouterr().err
+    assert err.startswith("coatcheck: error: ") and "coatcheck keys new" in err
+    if value:
+        assert value not in err.removeprefix("coatcheck: error: ").split("Generate")[0]
+
+
+@pytest.mark.parametrize("codec", [JWSCodec, JWECodec])
+def test_token_inspect_valid(keys: str, codec: type[JWSCodec] | type[JWECodec]) -> None:
+    token = codec(KeyRing.parse(keys)).encode(claims())
+    code, out = run("token", "inspect", token, "--json")
+    assert code == 0
+    report = json.loads(out)
+    assert report["valid"] is True and report["current_key"] is True
+    assert report["claims"]["sub"] == "alice" and report["claims"]["dat"] == {"cart": ["coat"]}
+    assert "per-session-secret" not in out  # the CSRF secret is hidden
+    assert set(report["deadlines"]) >= {"iat", "exp", "idl"}
+    assert report["revoked"] is None  # no store given
+    assert keys not in out
+
+
+def test_token_inspect_text_and_older_key(keys: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    token = JWSCodec(KeyRing.parse(keys)).encode(claims())
+    monkeypatch.setenv("COATCHECK_KEYS", f"{run('keys', 'new')[1].strip()},{keys}")
+    code, out = run("token", "inspect", token)
+    assert code == 0
+    assert "an older key (would be re-issued)" in out and "status    valid" in out
+
+
+def test_token_inspect_expired_and_forged(keys: str) -> None:
+    now = int(time.time())
+    expired = JWSCodec(KeyRing.parse(keys)).encode(claims(idl=now - 5))
+    code, out = run("token", "inspect", expired, "--json")
+    assert code == EXIT_FAILED and json.loads(out)["problem"] == "token past its idle deadline"
+    forged = JWSCodec(KeyRing.generate()).encode(claims())
+    code, out = run("token", "inspect", forged, "--json")
+    assert code == EXIT_FAILED and json.loads(out)["valid"] is False
+    assert "claims" not in json.loads(out)  # nothing unverified is shown as claims
+    code, _ = run("token", "inspect", "not-a-token")
+    assert code == EXIT_FAILED
+
+
+def test_client_side_sessions_listed_revoked_and_seen_revoked(keys: str, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/sessions.db"
+    manager = SessionManager(ClientSide(KeyRing.parse(keys), store=url),
+                             lifetimes=Lifetimes(renewal=None))  # fmt: skip
+    session = open_session(manager, RequestInfo(headers=[("user-agent", "Firefox")]))
+    session.login("alice")
+    headers = commit_session(manager, session)
+    token = next(v for k, v in headers if k == "set-cookie").split(";")[0].split("=", 1)[1]
+    code, out = run("sessions", "list", "--user", "alice", "--store", url, "--client-side",
+                    "--json")  # fmt: skip
+    (row,) = json.loads(out)
+    assert code == 0 and row["id"] == session.id and row["user_agent"] == "Firefox"
+    code, out = run("token", "inspect", token, "--store", url, "--json")
+    assert code == 0 and json.loads(out)["revoked"] is False
+    code, _ = run("sessions", "revoke", session.id, "--store", url, "--client-side")
+    assert code == 0
+    code, out = run("token", "inspect", token, "--store", url)
+    assert code == EXIT_FAILED and "revoked   YES" in out

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -30,6 +31,10 @@ EXIT_STORE = 3
 EXIT_KEYS = 4
 EXIT_INTERRUPTED = 130
 STORE_ENV = "COATCHECK_STORE"
+KEYS_ENV = "COATCHECK_KEYS"
+# Public IDs (43 characters) and client-side sids (22): never a cookie value to look up.
+_SESSION_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
+_STDIN = "-"  # a token argument of "-": read it from stdin, out of the shell's history
 
 
 class Failure(Exception):
@@ -98,7 +103,26 @@ def _admin(args: argparse.Namespace) -> Any:
     url = args.store or os.environ.get(STORE_ENV)
     if not url:
         raise Failure(f"no store: pass --store URL or set {STORE_ENV}", EXIT_USAGE)
-    return SessionAdmin(SessionManager(ServerSide(_open_store(url))))
+    if not args.client_side:
+        return SessionAdmin(SessionManager(ServerSide(_open_store(url))))
+    from .clientside import ClientSide
+
+    _open_store(url).close()  # the same clean errors as server-side for a bad URL
+    return SessionAdmin(SessionManager(ClientSide(_keyring(args), store=url)))
+
+
+def _keyring(args: argparse.Namespace) -> Any:
+    """The configured keys (`--keys-file`, else `$COATCHECK_KEYS`); exit 4 if missing or bad.
+    Error messages from `KeyRing` name the key by position and never repeat it."""
+    from .exceptions import ConfigurationError
+    from .keys import KeyRing
+
+    try:
+        if args.keys_file:
+            return KeyRing.from_file(args.keys_file)
+        return KeyRing.from_env(KEYS_ENV)
+    except ConfigurationError as exc:
+        raise Failure(str(exc), EXIT_KEYS) from None
 
 
 def _probe_store(url: str) -> None:
@@ -112,10 +136,8 @@ def _probe_store(url: str) -> None:
 
 
 def _public_id(value: str) -> str:
-    from .ids import is_wellformed
-
-    if not is_wellformed(value):
-        raise Failure("a session ID is 43 base64url characters (as `sessions list` shows)",
+    if _SESSION_ID.fullmatch(value) is None:
+        raise Failure("a session ID is base64url text, as `sessions list` shows it",
                       EXIT_USAGE)  # fmt: skip
     return value
 
@@ -157,9 +179,148 @@ def cmd_sessions_revoke_user(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_sessions_purge(args: argparse.Namespace, out: TextIO) -> int:
-    count = _admin(args).purge_expired()
-    _emit(args, {"purged": count}, f"purged {count} expired record(s)", out)
+    admin = _admin(args)
+    count = admin.purge_expired()
+    result = {"purged": count}
+    text = f"purged {count} expired record(s)"
+    revocations = getattr(admin.manager.mode, "revocations", None)
+    if revocations is not None:
+        result["purged_revocations"] = revocations.purge_expired()
+        text += f" and {result['purged_revocations']} expired revocation(s)"
+    _emit(args, result, text, out)
     return 0
+
+
+# -- keys and tokens ----------------------------------------------------------------------
+
+
+def cmd_keys_new(args: argparse.Namespace, out: TextIO) -> int:
+    from .keys import generate_key
+
+    if not 1 <= args.count <= 16:
+        raise Failure("--count must be between 1 and 16", EXIT_USAGE)
+    keys = [generate_key() for _ in range(args.count)]
+    _emit(args, {"keys": keys}, "\n".join(keys), out)
+    if not args.json:
+        print(f"# put it first in ${KEYS_ENV} (comma-separated) or in a key file (one per "
+              "line), keeping older keys after it until their tokens have expired",
+              file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def cmd_keys_check(args: argparse.Namespace, out: TextIO) -> int:
+    from .keys import JWE_A256GCM, JWS_HS256
+
+    ring = _keyring(args)
+    signing, encryption = ring.subkeys(JWS_HS256), ring.subkeys(JWE_A256GCM)
+    rows = [
+        {"position": i + 1, "current": i == 0, "jws_kid": s.kid, "jwe_kid": e.kid}
+        for i, (s, e) in enumerate(zip(signing, encryption, strict=True))
+    ]
+    source = args.keys_file or f"${KEYS_ENV}"
+    table = render_table(["key", "role", "JWS kid", "JWE kid"],
+                         [[r["position"], "signs and verifies" if r["current"] else "verifies",
+                           r["jws_kid"], r["jwe_kid"]] for r in rows])  # fmt: skip
+    _emit(args, {"source": source, "keys": rows},
+          f"{len(rows)} valid key(s) in {source} (newest first)\n{table}", out)  # fmt: skip
+    return 0
+
+
+def cmd_token_inspect(args: argparse.Namespace, out: TextIO) -> int:
+    from .exceptions import InvalidToken
+    from .tokens import JWECodec, JWSCodec, b64decode, check_times
+
+    token = (sys.stdin.readline() if args.token == _STDIN else args.token).strip()
+    segments = token.split(".")
+    if len(segments) not in (3, 5):
+        raise Failure("not a compact JWS (3 segments) or JWE (5 segments) token", EXIT_FAILED)
+    try:
+        header = json.loads(b64decode(segments[0].encode("ascii")))
+    except (InvalidToken, ValueError, UnicodeError):
+        raise Failure("the token's header is not base64url JSON", EXIT_FAILED) from None
+    ring = _keyring(args)
+    codec = JWSCodec(ring) if len(segments) == 3 else JWECodec(ring)
+    kind = "JWS HS256 (signed)" if len(segments) == 3 else "JWE dir/A256GCM (encrypted)"
+    report: dict[str, Any] = {"format": kind, "header": header}
+    try:
+        decoded = codec.decode(token)
+    except InvalidToken as exc:
+        report.update(valid=False, problem=str(exc))
+        _emit(args, report, _inspect_text(report), out)
+        return EXIT_FAILED
+    claims = dict(decoded.claims)
+    if "csrf" in claims:
+        claims["csrf"] = "(hidden: a per-session secret)"
+    now = time.time()
+    report.update(kid=decoded.kid, current_key=decoded.is_current, claims=claims,
+                  deadlines=_deadlines(claims, now), valid=True)  # fmt: skip
+    try:
+        check_times(decoded.claims, now=now)
+    except InvalidToken as exc:
+        report.update(valid=False, problem=str(exc))
+    report["revoked"] = _revoked(args, ring, decoded.claims, now)
+    _emit(args, report, _inspect_text(report), out)
+    return 0 if report["valid"] and not report["revoked"] else EXIT_FAILED
+
+
+def _deadlines(claims: dict[str, Any], now: float) -> dict[str, dict[str, Any]]:
+    names = {"iat": "issued", "auth_time": "logged in", "rot": "ID rotated", "nbf": "not before",
+             "idl": "idle deadline", "exp": "absolute deadline"}  # fmt: skip
+    result = {}
+    for claim, label in names.items():
+        value = claims.get(claim)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            delta = value - now
+            relative = f"in {_duration(delta)}" if delta > 0 else f"{_duration(-delta)} ago"
+            result[claim] = {"label": label, "at": value, "when": _when(value),
+                             "relative": relative}  # fmt: skip
+    return result
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+def _revoked(args: argparse.Namespace, ring: Any, claims: dict[str, Any], now: float) -> Any:
+    """True / False from the store's revocation list, or None without a store."""
+    url = args.store or os.environ.get(STORE_ENV)
+    if not url:
+        return None
+    from .clientside import ClientSide
+    from .revocation import RevocationList
+
+    _open_store(url).close()
+    revocations = ClientSide(ring, store=url).revocations
+    if revocations is None:
+        return None
+    entries, cursor = revocations.changes(0)
+    copy = RevocationList()
+    copy.apply(entries, cursor, now)
+    sid, user, iat = claims.get("sid"), claims.get("sub"), claims.get("iat")
+    if not isinstance(sid, str) or not isinstance(iat, (int, float)):
+        return None
+    return copy.is_revoked(sid, user if isinstance(user, str) else None, float(iat), now)
+
+
+def _inspect_text(report: dict[str, Any]) -> str:
+    lines = [f"format    {report['format']}", f"header    {json.dumps(report['header'])}"]
+    if "kid" in report:
+        role = "the newest key" if report["current_key"] else "an older key (would be re-issued)"
+        lines.append(f"key       {report['kid']}: {role}")
+    if "claims" in report:
+        lines.append(f"claims    {json.dumps(report['claims'], sort_keys=True)}")
+        for d in report["deadlines"].values():
+            lines.append(f"{d['label']:<18}{d['when']} ({d['relative']})")
+    status = "valid" if report["valid"] else f"INVALID: {report['problem']}"
+    lines.append(f"status    {status}")
+    if "revoked" in report:
+        revoked = report["revoked"]
+        lines.append("revoked   " + ("not checked (no --store)" if revoked is None
+                                     else "YES" if revoked else "no"))  # fmt: skip
+    return "\n".join(lines)
 
 
 # -- demo ---------------------------------------------------------------------------------
@@ -267,25 +428,53 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--exit-with-parent", action="store_true", help=argparse.SUPPRESS)
     demo.set_defaults(handler=cmd_demo)
 
+    key_source = argparse.ArgumentParser(add_help=False)
+    key_source.add_argument("--keys-file", metavar="PATH",
+                            help=f"key file (default: the keys in ${KEYS_ENV})")
     store = argparse.ArgumentParser(add_help=False, parents=[output])
     store.add_argument("--store", metavar="URL",
                        help=f"session store URL (default: ${STORE_ENV})")
+    session_store = argparse.ArgumentParser(add_help=False, parents=[store, key_source])
+    session_store.add_argument(
+        "--client-side", action="store_true",
+        help="the store is the registry of client-side sessions: revocations also go to "
+        "its revocation list (needs the keys)",
+    )
     sessions = commands.add_parser("sessions", help="list and revoke sessions in a store")
     actions = sessions.add_subparsers(dest="action", required=True, metavar="ACTION")
-    listing = actions.add_parser("list", parents=[store], help="a user's live sessions")
+    listing = actions.add_parser("list", parents=[session_store], help="a user's live sessions")
     listing.add_argument("--user", required=True,
                          help="whose sessions (stores index sessions per user)")
     listing.set_defaults(handler=cmd_sessions_list)
-    revoke = actions.add_parser("revoke", parents=[store], help="end one session by its ID")
+    revoke = actions.add_parser("revoke", parents=[session_store], help="end one session by its ID")
     revoke.add_argument("id", help="public session ID, as `sessions list` shows it")
     revoke.set_defaults(handler=cmd_sessions_revoke)
-    revoke_user = actions.add_parser("revoke-user", parents=[store],
+    revoke_user = actions.add_parser("revoke-user", parents=[session_store],
                                      help="end every session of a user")  # fmt: skip
     revoke_user.add_argument("user")
     revoke_user.add_argument("--keep", metavar="ID", help="a session ID to spare")
     revoke_user.set_defaults(handler=cmd_sessions_revoke_user)
-    purge = actions.add_parser("purge", parents=[store], help="delete expired records now")
+    purge = actions.add_parser("purge", parents=[session_store], help="delete expired records now")
     purge.set_defaults(handler=cmd_sessions_purge)
+
+    keys = commands.add_parser("keys", help="make and check client-side session keys")
+    key_actions = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
+    new = key_actions.add_parser("new", parents=[output], help="print a new key")
+    new.add_argument("--count", type=int, default=1, help="how many keys (default 1)")
+    new.set_defaults(handler=cmd_keys_new)
+    check = key_actions.add_parser("check", parents=[output, key_source],
+                                   help="validate the configured keys (never prints them)")
+    check.set_defaults(handler=cmd_keys_check)
+
+    token = commands.add_parser("token", help="look inside a client-side session token")
+    token_actions = token.add_subparsers(dest="action", required=True, metavar="ACTION")
+    inspect = token_actions.add_parser(
+        "inspect", parents=[key_source, store],
+        help="verify a token with the configured keys; print header, claims, deadlines "
+        "and (with a store) whether it is revoked",
+    )
+    inspect.add_argument("token", help="the token, or - to read it from stdin")
+    inspect.set_defaults(handler=cmd_token_inspect)
     return parser
 
 
