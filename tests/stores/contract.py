@@ -6,20 +6,24 @@ small runners execute a scenario against a `Store` (threads for `Parallel`) or a
 `AsyncStore` (tasks for `Parallel`). A backend gets the whole suite by subclassing:
 
 ```python
+from .contract import AsyncStoreContract, StoreContract  # relative: one module name
+
 class TestRedisStore(StoreContract):
     purge_counts_expired = False  # Redis drops expired keys on its own
 
     @pytest.fixture
-    def store(self, redis_url: str) -> Iterator[Store]:
-        store = RedisStore.from_url(redis_url)  # a fresh, empty database per test
+    def store(self, redis_server: RedisServer) -> Iterator[Store]:
+        store = RedisStore(redis_server.url, prefix=fresh_prefix())  # empty per test
         yield store
         store.close()
 
 
 class TestAsyncRedisStore(AsyncStoreContract):
     @pytest.fixture
-    async def astore(self, redis_url: str) -> AsyncIterator[AsyncStore]: ...
+    async def astore(self, redis_server: RedisServer) -> AsyncIterator[AsyncStore]: ...
 ```
+
+Every scenario runs as `test_contract[<scenario name>]` (select with `-k`).
 
 The subclass provides a `store` (or `astore`) fixture yielding a fresh, empty store per
 test. If the store accepts an injected clock, also override `clock` to return a
