@@ -377,6 +377,10 @@ class Decoded(NamedTuple):
     is_current: bool
 
 
+# tuple.__new__ skips the named tuple's Python-level __new__: half the cost, same object.
+_decoded = tuple.__new__
+
+
 class TokenCodec(Protocol):
     """What `ClientSide` needs from a token format."""
 
@@ -448,7 +452,11 @@ class JWSCodec:
 
     def decode(self, token: str | bytes) -> Decoded:
         """The claims of a JWS this ring signed, or `InvalidToken` (see the module doc)."""
-        raw = _ascii(token, self._max_length)
+        # Written out flat, without helper calls: this runs on every request, and the
+        # target is to stay within 1.3x of a bare HMAC + base64 + JSON decode.
+        raw = token if isinstance(token, bytes) else _ascii(token, self._max_length)
+        if len(raw) > self._max_length:
+            raise InvalidToken("token longer than the limit")
         parts = raw.split(b".")
         if len(parts) != 3:
             raise InvalidToken("JWS: not three segments")
@@ -459,15 +467,18 @@ class JWSCodec:
         keyed, kid, is_current = entry
         mac = keyed.copy()
         mac.update(raw[: len(header) + 1 + len(payload)])
-        if not hmac.compare_digest(b64encode(mac.digest()), signature):
+        expected = binascii.b2a_base64(mac.digest(), newline=False)[:43].translate(_TO_URL)
+        if not hmac.compare_digest(expected, signature):
             raise InvalidToken("JWS: bad signature")
         # The MAC covers the payload's exact text, so only a key holder can make it
         # non-canonical: decoding it leniently is safe and saves the strict scan.
         try:
-            plaintext = binascii.a2b_base64(payload.translate(_TO_STD) + _PAD[len(payload) & 3])
-        except binascii.Error:
-            raise InvalidToken("JWS: payload is not base64url") from None
-        return Decoded(_claims(plaintext), kid, is_current)
+            claims = loads(binascii.a2b_base64(payload.translate(_TO_STD) + _PAD[len(payload) & 3]))
+        except (ValueError, RecursionError):  # binascii.Error, JSONDecodeError
+            raise InvalidToken("JWS: payload is not base64url JSON") from None
+        if type(claims) is not dict:
+            raise InvalidToken("payload is not a JSON object")
+        return _decoded(Decoded, (claims, kid, is_current))
 
     def _lookup(self, segment: bytes) -> tuple[hmac.HMAC, str, bool]:
         header = _parse_header(segment, _FORBIDDEN_JWS)
@@ -563,7 +574,7 @@ class JWECodec:
         plaintext = _open(aead, parts)
         if zipped:
             plaintext = _inflate(plaintext, self._max_plaintext)
-        return Decoded(_claims(plaintext), kid, is_current)
+        return _decoded(Decoded, (_claims(plaintext), kid, is_current))
 
     def _lookup(self, segment: bytes) -> tuple[AESGCM, str, bool, bool]:
         header = _parse_header(segment, _FORBIDDEN_JWE)
