@@ -69,7 +69,8 @@ class Store(Protocol):
         """Every live record saved with `user`, as (key, record) pairs."""
 
     def delete_user(self, user: str, *, keep: str | None = None) -> int:
-        """Remove every record of `user` except the one under `keep`; returns how many."""
+        """Remove every live record of `user` except the one under `keep`; returns how many
+        live records it removed (expired ones are left to `purge_expired`)."""
 
     def purge_expired(self) -> int:
         """Remove expired records now; returns how many. Stores also expire on their own."""
