@@ -367,6 +367,40 @@ def test_logout_deletes_record_and_clears_cookie(
     assert browser.secret is None
 
 
+@pytest.mark.parametrize("after", ["flash", "login", "csrf_token"])
+def test_use_after_logout_goes_to_a_new_session(
+    manager: SessionManager, store: CountingStore, after: str
+) -> None:
+    browser = Browser(manager)
+    session = browser.open()
+    session.login("alice")
+    session["cart"] = ["a"]
+    browser.commit(session)
+    old = browser.secret
+    session = browser.open()
+    session.logout()
+    assert session.user is None and session.authenticated_at is None
+    assert len(session) == 0
+    if after == "flash":
+        session["flash"] = "You are logged out"
+    elif after == "login":
+        session.login("bob")
+    else:
+        _ = session.csrf_token  # the login form on the "logged out" page
+    headers = browser.commit(session)
+    new = browser.secret
+    assert new is not None and new != old
+    assert cookie_value(headers) == new
+    assert store.load(public_id(old or "")) is None  # the ended session stays ended
+    assert open_session(manager, request(old)).is_new
+    session = browser.open()
+    assert not session.is_new
+    assert session.get("cart") is None
+    assert session.user == ("bob" if after == "login" else None)
+    assert session.get("flash") == ("You are logged out" if after == "flash" else None)
+    assert SessionAdmin(manager).sessions("alice") == []
+
+
 def test_logout_of_a_new_session_sends_nothing(manager: SessionManager) -> None:
     browser = Browser(manager)
     session = browser.open()

@@ -168,11 +168,18 @@ def test_regenerate_keeps_data() -> None:
 
 @pytest.mark.parametrize("method", ["logout", "invalidate"])
 def test_logout_ends_and_empties(method: str) -> None:
-    session = make({"a": 1, "b": 2})
+    session = make({"a": [1], "b": 2})
+    session.login("alice")
+    session["a"].append(2)
+    _ = session.csrf_token
+    session.set_persistent()
     getattr(session, method)()
     assert session.ended
     assert session.modified
     assert len(session.data()) == 0
+    assert session.user is None and session.authenticated_at is None
+    assert session.csrf_secret is None and not session.persistent
+    assert session.rotate is None
 
 
 def test_logout_other_devices_needs_a_user() -> None:

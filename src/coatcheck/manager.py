@@ -371,8 +371,14 @@ class SessionManager:
             if not session.is_new:
                 deletes += (session.id,)
                 self.audit.lifecycle("session.logout", session.id)
-            return Commit(deletes=deletes, clear=not session.is_new or session.client_stale)
-        if not session.modified:
+            if not (session.data() or session.user is not None or session.csrf_secret):
+                return Commit(deletes=deletes, clear=not session.is_new or session.client_stale)
+            # Used again after it ended: a new session, under an ID never sent before.
+            secret = new_id()
+            session._rekey(secret, public_id(secret))
+            session.created_at = session.rotated_at = session._now
+            session.is_new = True
+        elif not session.modified:
             return Commit(deletes=deletes, clear=session.client_stale)
 
         now = session._now

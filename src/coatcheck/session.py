@@ -238,11 +238,23 @@ class Session(MutableMapping[str, Any]):
         self.invalidate()
 
     def invalidate(self) -> None:
-        """End the session: delete its data and record and clear the client's copy."""
+        """End the session: delete its data and record and clear the client's copy.
+
+        The rest of the request sees an empty, anonymous session. Whatever it puts there
+        afterwards (a "you are logged out" message, a `login` as another user) is saved
+        in a new session under a new ID, never under the ended one.
+        """
         self._accessed = True
         self._changed.update(self._data)
         self._data.clear()
+        self._originals.clear()
         self.ended = True
+        self.user = None
+        self.authenticated_at = None
+        self.csrf_secret = None
+        self.persistent = False
+        self.logout_others = False
+        self.rotate = None
 
     def regenerate(self) -> None:
         """Give the session a new ID and keep its data.

@@ -87,6 +87,9 @@ async def lifecycle(request: Request) -> Response:
         session.set_persistent()
     elif action == "logout-others":
         session.logout_other_devices()
+    elif action == "switch-user":
+        session.logout()
+        session.login(request.query_params["user"])
     return PlainTextResponse(action)
 
 
@@ -350,6 +353,16 @@ async def test_logout_clears_cookie_and_record(
     assert store.load(public_id(secret)) is None
     assert COOKIE not in http.cookies
     assert (await http.get("/")).json()["user"] is None
+
+
+async def test_switch_user_in_one_request(http: httpx.AsyncClient, store: CountingStore) -> None:
+    await http.post("/set", params={"key": "cart", "value": "apple"})
+    alice = await login(http, "alice")
+    response = await http.post("/switch-user", params={"user": "bob"})
+    bob = sent_secret(response)
+    assert bob and bob != alice
+    assert store.load(public_id(alice)) is None
+    assert (await http.get("/")).json() == {"data": {}, "user": "bob", "new": False}
 
 
 async def test_list_revoke_and_logout_other_devices(
