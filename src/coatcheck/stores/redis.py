@@ -1,0 +1,642 @@
+"""`RedisStore`: sessions shared by many machines through Redis, Valkey or a Redis Cluster.
+
+Layout (with the default prefix `coatcheck:`):
+
+- `coatcheck:s:{<key>}` is a string `<version>:<len(user)>:<user><data>` (the length field
+  is empty when there is no user) that expires by Redis TTL: no sweeper. A read is one
+  `GET`; keeping the version, the user and the data in one string costs a few bytes of
+  header, where a hash would cost a hash object per session once the data outgrows a
+  listpack.
+- `coatcheck:u:{<user>}` is a sorted set of the user's keys scored by their expiry time
+  (server clock, milliseconds). Every index write first drops members whose score has
+  passed and sets the set's own expiry to its latest score, so an index never outlives its
+  sessions and never grows beyond the sessions created within one TTL. An index entry is a
+  hint: `list_user` and `delete_user` check the user recorded in each session, and drop
+  entries whose session expired, was deleted or changed hands.
+
+Writes are Lua scripts sent with `EVALSHA` (redis-py reloads them after a server restart):
+
+- single server: `save` and `rotate` are one script each, covering the compare-and-set on
+  the version and the index update: one round trip. A read-only request costs one `GET`,
+  a writing one `GET` plus `EVALSHA`.
+- Redis Cluster: a script may only touch keys of one slot, and a session key, its user's
+  index and (for `rotate`) the new key hash to unrelated slots. The hash tags in braces
+  make each key's slot independent of the prefix. Then:
+  - `save` writes the index entry first and the session second (compare-and-set). An
+    index entry without a session is harmless (it is a hint, checked on use); a session
+    missing from its user's index is not (log-out-everywhere would miss it), and this
+    order never leaves one.
+  - `rotate` writes the new key (and its index entry) first, then runs the
+    compare-and-set on the old key that replaces it by the alias or deletes it. If that
+    fails (a parallel request won), the new key is deleted again and `False` returned.
+    If the process dies in between, an orphan record remains until its TTL: its ID was
+    never sent to any client, so it is unusable, though it may show in `list_user`.
+    The reverse order could instead leave an alias pointing at nothing: a lost session.
+  - `delete_user` checks and deletes one key at a time, so a session created during a
+    "log out everywhere" on another node may survive it (on one server the script is
+    atomic).
+  Give the prefix a hash tag of its own (`prefix="app:{sessions}:"`) to put every key in
+  one slot: then the one-round-trip single-server scripts are used, at the price of one
+  hot slot.
+
+Any connection error or timeout raises `StoreUnavailable`; the client reconnects on the
+next call, so service resumes when the server returns. Messages carry no key or secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import redis
+import redis.asyncio
+import redis.asyncio.cluster
+import redis.cluster
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+from redis.exceptions import (
+    ClusterDownError,
+    ReadOnlyError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
+from redis.retry import Retry
+
+from ..exceptions import ConfigurationError, StoreCorrupted, StoreError, StoreUnavailable
+from .base import Record
+
+if TYPE_CHECKING:
+    from redis.commands.core import AsyncScript, Script
+
+__all__ = ["AsyncRedisStore", "RedisStore"]
+
+DEFAULT_URL = "redis://localhost:6379/0"
+_CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+_HEADER = re.compile(rb"(\d+):(\d*):")
+
+# Drop expired members, add or extend one, and let the set expire with its last member.
+_LUA_INDEX_FN = """
+local function index(ikey, member, ttl)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('ZREMRANGEBYSCORE', ikey, '-inf', now)
+  redis.call('ZADD', ikey, 'GT', now + ttl, member)
+  local last = redis.call('ZRANGE', ikey, -1, -1, 'WITHSCORES')
+  redis.call('PEXPIREAT', ikey, string.format('%d', tonumber(last[2])))
+end
+local function version(key)
+  local head = redis.call('GETRANGE', key, 0, 20)
+  if head == '' then return 0 end
+  return tonumber(string.match(head, '^(%d+):'))
+end
+"""
+
+# KEYS: session[, index]  ARGV: version, value, ttl_ms, member
+_LUA_SAVE = (
+    _LUA_INDEX_FN
+    + """
+if version(KEYS[1]) ~= tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+if KEYS[2] then index(KEYS[2], ARGV[4], tonumber(ARGV[3])) end
+return 1
+"""
+)
+
+# KEYS: old, new[, index]  ARGV: version, value, ttl_ms, alias value or '', alias_ttl_ms, member
+_LUA_ROTATE = (
+    _LUA_INDEX_FN
+    + """
+if version(KEYS[1]) ~= tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+if ARGV[4] == '' then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], ARGV[4], 'PX', ARGV[5])
+end
+if KEYS[3] then index(KEYS[3], ARGV[6], tonumber(ARGV[3])) end
+return 1
+"""
+)
+
+# Cluster: compare-and-set on one key. KEYS: key  ARGV: version, value or '' (delete), ttl_ms
+_LUA_REPLACE = (
+    _LUA_INDEX_FN
+    + """
+if version(KEYS[1]) ~= tonumber(ARGV[1]) then return 0 end
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+end
+return 1
+"""
+)
+
+# Cluster: one index entry. KEYS: index  ARGV: member, ttl_ms
+_LUA_INDEX = (
+    _LUA_INDEX_FN
+    + """
+index(KEYS[1], ARGV[1], tonumber(ARGV[2]))
+return 1
+"""
+)
+
+# Does the stored value belong to the user whose header tail (':<len>:<user>') is `tail`?
+_LUA_OWNER_FN = """
+local function owned(value, tail)
+  local colon = string.find(value, ':', 1, true)
+  return colon ~= nil and string.sub(value, colon, colon + #tail - 1) == tail
+end
+"""
+
+# Cluster: delete one key if it belongs to the user. KEYS: key  ARGV: tail
+_LUA_DELETE_IF_OWNED = (
+    _LUA_OWNER_FN
+    + """
+local value = redis.call('GET', KEYS[1])
+if value and owned(value, ARGV[1]) then redis.call('DEL', KEYS[1]) return 1 end
+return 0
+"""
+)
+
+# Single server: the user's live records; stale index entries are dropped.
+# KEYS: index  ARGV: session key head, session key tail, owner tail
+_LUA_LIST = (
+    _LUA_OWNER_FN
+    + """
+local out = {}
+for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local value = redis.call('GET', ARGV[1] .. member .. ARGV[2])
+  if value and owned(value, ARGV[3]) then
+    out[#out + 1] = member
+    out[#out + 1] = value
+  else
+    redis.call('ZREM', KEYS[1], member)
+  end
+end
+return out
+"""
+)
+
+# Single server: delete the user's records except `keep`.
+# KEYS: index  ARGV: session key head, session key tail, owner tail, keep or ''
+_LUA_DELETE_USER = (
+    _LUA_OWNER_FN
+    + """
+local n = 0
+for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  if member ~= ARGV[4] then
+    local key = ARGV[1] .. member .. ARGV[2]
+    local value = redis.call('GET', key)
+    if value and owned(value, ARGV[3]) then
+      redis.call('DEL', key)
+      n = n + 1
+    end
+    redis.call('ZREM', KEYS[1], member)
+  end
+end
+return n
+"""
+)
+
+_SCRIPTS = {
+    "save": _LUA_SAVE,
+    "rotate": _LUA_ROTATE,
+    "replace": _LUA_REPLACE,
+    "index": _LUA_INDEX,
+    "delete_if_owned": _LUA_DELETE_IF_OWNED,
+    "list": _LUA_LIST,
+    "delete_user": _LUA_DELETE_USER,
+}
+
+
+def _ms(seconds: float) -> int:
+    """A TTL in whole milliseconds, at least 1 (Redis rejects 0)."""
+    return max(1, round(seconds * 1000))
+
+
+def _owner_tail(user: str | None) -> bytes:
+    if user is None:
+        return b"::"
+    name = user.encode()
+    return b":%d:%s" % (len(name), name)
+
+
+def _encode(version: int, user: str | None, data: bytes) -> bytes:
+    return b"%d%s%s" % (version, _owner_tail(user), data)
+
+
+def _decode(value: bytes) -> tuple[Record, str | None]:
+    match = _HEADER.match(value)
+    if match is None:
+        raise StoreCorrupted("Redis store returned a value that is not a coatcheck record")
+    start = match.end()
+    if not match[2]:
+        return Record(value[start:], int(match[1])), None
+    end = start + int(match[2])
+    return Record(value[end:], int(match[1])), value[start:end].decode(errors="replace")
+
+
+def _split_url(url: str, cluster: bool | None) -> tuple[str, bool]:
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ConfigurationError("Redis URL must look like redis://host:6379/0")
+    plain = _CLUSTER_SCHEMES.get(scheme.lower())
+    if plain is not None:
+        return f"{plain}://{rest}", True
+    return url, bool(cluster)
+
+
+def _describe(exc: Exception) -> str:
+    """The failure in words, without keys or credentials (redis-py messages hold neither,
+    but they can be long)."""
+    text = str(exc).splitlines()[0][:200] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    """Turn redis-py exceptions into coatcheck's store exceptions."""
+    try:
+        yield
+    except (ClusterDownError, ReadOnlyError, TryAgainError) as exc:
+        raise StoreUnavailable(f"Redis store unavailable ({_describe(exc)})") from None
+    except ResponseError as exc:
+        raise StoreError(f"Redis store failed ({_describe(exc)})") from None
+    except (RedisError, RedisClusterException) as exc:
+        raise StoreUnavailable(f"Redis store unavailable ({_describe(exc)})") from None
+
+
+class _Layout:
+    """Everything both twins share: key names, record encoding, the choice of scripts."""
+
+    prefix: str
+    cluster: bool
+    one_slot: bool
+
+    def _configure(self, prefix: str, cluster: bool) -> None:
+        if prefix.count("{") != prefix.count("}"):
+            raise ConfigurationError(
+                f"Redis key prefix {prefix!r} has unbalanced braces; braces in a prefix "
+                "form a Redis Cluster hash tag, as in 'app:{sessions}:'"
+            )
+        self.prefix = prefix
+        self.cluster = cluster
+        # A hash tag in the prefix puts every key in one slot: the single-server scripts work.
+        self.one_slot = not cluster or re.search(r"\{[^}]+\}", prefix) is not None
+        self._key_head = f"{prefix}s:{{"
+        self._key_tail = "}"
+
+    def _key(self, key: str) -> str:
+        return f"{self._key_head}{key}{self._key_tail}"
+
+    def _index(self, user: str) -> str:
+        return f"{self.prefix}u:{{{user}}}"
+
+    def _list_args(self, user: str) -> list[bytes | str]:
+        return [self._key_head, self._key_tail, _owner_tail(user)]
+
+    @staticmethod
+    def _pairs(flat: Sequence[bytes], user: str) -> list[tuple[str, Record]]:
+        found = []
+        for i in range(0, len(flat), 2):
+            record, owner = _decode(flat[i + 1])
+            if owner == user:
+                found.append((flat[i].decode(), record))
+        return found
+
+
+class RedisStore(_Layout):
+    """Sessions in Redis (or Valkey), on one server or a Redis Cluster.
+
+    `client` is a URL (`redis://[[user]:password@]host:6379/0`, `rediss://` for TLS,
+    `redis+cluster://host:port` for a cluster) or an existing `redis.Redis` /
+    `redis.cluster.RedisCluster`, which the store then neither configures nor closes.
+    `timeout` bounds connecting and each reply, in seconds.
+    """
+
+    def __init__(
+        self,
+        client: str | redis.Redis[bytes] | redis.cluster.RedisCluster[bytes] = DEFAULT_URL,
+        *,
+        prefix: str = "coatcheck:",
+        timeout: float = 0.5,  # seconds, for connecting and for each reply
+        cluster: bool | None = None,
+    ) -> None:
+        self._owned = isinstance(client, str)
+        self._url = client if isinstance(client, str) else None
+        self.timeout = timeout
+        if isinstance(client, str):
+            url, is_cluster = _split_url(client, cluster)
+            options: dict[str, Any] = {
+                "socket_timeout": timeout,
+                "socket_connect_timeout": timeout,
+                # One immediate retry replaces a pooled connection that a server restart
+                # broke; more would only delay the 503 while the server is down.
+                "retry": Retry(NoBackoff(), 1),
+            }
+            if is_cluster:
+                with _translated():  # the sync cluster client finds its nodes right away
+                    self.client: Any = redis.cluster.RedisCluster.from_url(url, **options)
+            else:
+                self.client = redis.Redis.from_url(url, **options)
+        else:
+            self.client = client
+        is_cluster = isinstance(self.client, redis.cluster.RedisCluster)
+        self._configure(prefix, is_cluster)
+        self._scripts: dict[str, Script] = {
+            name: self.client.register_script(source) for name, source in _SCRIPTS.items()
+        }
+
+    def __repr__(self) -> str:
+        kind = "cluster" if isinstance(self.client, redis.cluster.RedisCluster) else "server"
+        return f"<RedisStore {kind} prefix={self.prefix!r}>"
+
+    def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        return self._scripts[name](keys=keys, args=args)
+
+    def load(self, key: str) -> Record | None:
+        with _translated():
+            value = self.client.get(self._key(key))
+        return None if value is None else _decode(value)[0]
+
+    def save(self, key: str, data: bytes, *, version: int, ttl: float, user: str | None) -> bool:
+        value = _encode(version + 1, user, data)
+        ms = _ms(ttl)
+        with _translated():
+            if self.one_slot:
+                keys = [self._key(key)] if user is None else [self._key(key), self._index(user)]
+                return bool(self._run("save", keys, [version, value, ms, key]))
+            if user is not None:
+                self._run("index", [self._index(user)], [key, ms])
+            return bool(self._run("replace", [self._key(key)], [version, value, ms]))
+
+    def rotate(
+        self,
+        old_key: str,
+        new_key: str,
+        data: bytes,
+        *,
+        version: int,
+        ttl: float,
+        user: str | None,
+        alias: bytes | None,
+        alias_ttl: float,
+    ) -> bool:
+        if version == 0:  # nothing to rotate away from
+            return False
+        value = _encode(1, user, data)
+        aliased = b"" if alias is None else _encode(version + 1, None, alias)
+        ms, alias_ms = _ms(ttl), _ms(alias_ttl)
+        with _translated():
+            if self.one_slot:
+                keys = [self._key(old_key), self._key(new_key)]
+                if user is not None:
+                    keys.append(self._index(user))
+                args = [version, value, ms, aliased, alias_ms, new_key]
+                return bool(self._run("rotate", keys, args))
+            self.client.set(self._key(new_key), value, px=ms)
+            if user is not None:
+                self._run("index", [self._index(user)], [new_key, ms])
+            if self._run("replace", [self._key(old_key)], [version, aliased, alias_ms]):
+                return True
+            self.client.delete(self._key(new_key))
+            return False
+
+    def delete(self, key: str) -> None:
+        with _translated():
+            self.client.delete(self._key(key))
+
+    def list_user(self, user: str) -> list[tuple[str, Record]]:
+        with _translated():
+            if self.one_slot:
+                flat = self._run("list", [self._index(user)], self._list_args(user))
+                return self._pairs(flat, user)
+            members = [m.decode() for m in self.client.zrange(self._index(user), 0, -1)]
+            if not members:
+                return []
+            keys = [self._key(m) for m in members]
+            if self.cluster:
+                values = self.client.mget_nonatomic(keys)
+            else:  # a prefix without a hash tag on one server: not reached
+                values = self.client.mget(keys)
+            found, stale = [], []
+            for member, value in zip(members, values, strict=True):
+                owner = None if value is None else _decode(value)
+                if owner is not None and owner[1] == user:
+                    found.append((member, owner[0]))
+                else:
+                    stale.append(member)
+            if stale:
+                self.client.zrem(self._index(user), *stale)
+            return found
+
+    def delete_user(self, user: str, *, keep: str | None = None) -> int:
+        with _translated():
+            if self.one_slot:
+                args = [*self._list_args(user), keep or ""]
+                return int(self._run("delete_user", [self._index(user)], args))
+            index = self._index(user)
+            members = [m.decode() for m in self.client.zrange(index, 0, -1)]
+            doomed = [m for m in members if m != keep]
+            removed = 0
+            for member in doomed:
+                tail = [_owner_tail(user)]
+                removed += int(self._run("delete_if_owned", [self._key(member)], tail))
+            if doomed:
+                self.client.zrem(index, *doomed)
+            return removed
+
+    def purge_expired(self) -> int:
+        """Redis expires records itself; there is never anything to purge."""
+        return 0
+
+    def close(self) -> None:
+        if self._owned:
+            with _translated():
+                self.client.close()
+
+
+class AsyncRedisStore(_Layout):
+    """The async twin of `RedisStore` (on `redis.asyncio`), with the same layout and options:
+    the two share data when pointed at the same server and prefix."""
+
+    def __init__(
+        self,
+        client: str
+        | redis.asyncio.Redis[bytes]
+        | redis.asyncio.cluster.RedisCluster[bytes] = DEFAULT_URL,
+        *,
+        prefix: str = "coatcheck:",
+        timeout: float = 0.5,  # seconds, for connecting and for each reply
+        cluster: bool | None = None,
+    ) -> None:
+        self._owned = isinstance(client, str)
+        self._url = client if isinstance(client, str) else None
+        self.timeout = timeout
+        if isinstance(client, str):
+            url, is_cluster = _split_url(client, cluster)
+            options: dict[str, Any] = {
+                "socket_timeout": timeout,
+                "socket_connect_timeout": timeout,
+                "retry": AsyncRetry(NoBackoff(), 1),
+            }
+            if is_cluster:
+                self.client: Any = redis.asyncio.cluster.RedisCluster.from_url(url, **options)
+            else:
+                self.client = redis.asyncio.Redis.from_url(url, **options)
+        else:
+            self.client = client
+        is_cluster = isinstance(self.client, redis.asyncio.cluster.RedisCluster)
+        self._configure(prefix, is_cluster)
+        self._connected = not is_cluster
+        self._connecting = asyncio.Lock()
+        self._scripts: dict[str, AsyncScript] = {
+            name: self.client.register_script(source) for name, source in _SCRIPTS.items()
+        }
+
+    @classmethod
+    def wrapping(cls, store: RedisStore) -> AsyncRedisStore | None:
+        """An async store on the same server, prefix and timeout as `store`, with its own
+        connections (a sync client cannot be awaited); None if `store` was given a client
+        rather than a URL."""
+        if store._url is None:
+            return None
+        cluster = isinstance(store.client, redis.cluster.RedisCluster)
+        return cls(store._url, prefix=store.prefix, timeout=store.timeout, cluster=cluster)
+
+    def __repr__(self) -> str:
+        cluster = isinstance(self.client, redis.asyncio.cluster.RedisCluster)
+        kind = "cluster" if cluster else "server"
+        return f"<AsyncRedisStore {kind} prefix={self.prefix!r}>"
+
+    async def _connect(self) -> None:
+        """Discover the cluster's nodes once, before any command: redis-py's async cluster
+        client can break connections when many first commands race to do it."""
+        async with self._connecting:
+            if not self._connected:
+                await self.client.initialize()
+                self._connected = True
+
+    async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        return await self._scripts[name](keys=keys, args=args)
+
+    async def load(self, key: str) -> Record | None:
+        with _translated():
+            if not self._connected:
+                await self._connect()
+            value = await self.client.get(self._key(key))
+        return None if value is None else _decode(value)[0]
+
+    async def save(
+        self, key: str, data: bytes, *, version: int, ttl: float, user: str | None
+    ) -> bool:
+        value = _encode(version + 1, user, data)
+        ms = _ms(ttl)
+        with _translated():
+            if not self._connected:
+                await self._connect()
+            if self.one_slot:
+                keys = [self._key(key)] if user is None else [self._key(key), self._index(user)]
+                return bool(await self._run("save", keys, [version, value, ms, key]))
+            if user is not None:
+                await self._run("index", [self._index(user)], [key, ms])
+            return bool(await self._run("replace", [self._key(key)], [version, value, ms]))
+
+    async def rotate(
+        self,
+        old_key: str,
+        new_key: str,
+        data: bytes,
+        *,
+        version: int,
+        ttl: float,
+        user: str | None,
+        alias: bytes | None,
+        alias_ttl: float,
+    ) -> bool:
+        if version == 0:
+            return False
+        value = _encode(1, user, data)
+        aliased = b"" if alias is None else _encode(version + 1, None, alias)
+        ms, alias_ms = _ms(ttl), _ms(alias_ttl)
+        with _translated():
+            if not self._connected:
+                await self._connect()
+            if self.one_slot:
+                keys = [self._key(old_key), self._key(new_key)]
+                if user is not None:
+                    keys.append(self._index(user))
+                args = [version, value, ms, aliased, alias_ms, new_key]
+                return bool(await self._run("rotate", keys, args))
+            await self.client.set(self._key(new_key), value, px=ms)
+            if user is not None:
+                await self._run("index", [self._index(user)], [new_key, ms])
+            if await self._run("replace", [self._key(old_key)], [version, aliased, alias_ms]):
+                return True
+            await self.client.delete(self._key(new_key))
+            return False
+
+    async def delete(self, key: str) -> None:
+        with _translated():
+            if not self._connected:
+                await self._connect()
+            await self.client.delete(self._key(key))
+
+    async def list_user(self, user: str) -> list[tuple[str, Record]]:
+        with _translated():
+            if not self._connected:
+                await self._connect()
+            if self.one_slot:
+                flat = await self._run("list", [self._index(user)], self._list_args(user))
+                return self._pairs(flat, user)
+            members = [m.decode() for m in await self.client.zrange(self._index(user), 0, -1)]
+            if not members:
+                return []
+            keys = [self._key(m) for m in members]
+            if self.cluster:
+                values = await self.client.mget_nonatomic(keys)
+            else:  # a prefix without a hash tag on one server: not reached
+                values = await self.client.mget(keys)
+            found, stale = [], []
+            for member, value in zip(members, values, strict=True):
+                owner = None if value is None else _decode(value)
+                if owner is not None and owner[1] == user:
+                    found.append((member, owner[0]))
+                else:
+                    stale.append(member)
+            if stale:
+                await self.client.zrem(self._index(user), *stale)
+            return found
+
+    async def delete_user(self, user: str, *, keep: str | None = None) -> int:
+        with _translated():
+            if not self._connected:
+                await self._connect()
+            if self.one_slot:
+                args = [*self._list_args(user), keep or ""]
+                return int(await self._run("delete_user", [self._index(user)], args))
+            index = self._index(user)
+            members = [m.decode() for m in await self.client.zrange(index, 0, -1)]
+            doomed = [m for m in members if m != keep]
+            removed = 0
+            for member in doomed:
+                tail = [_owner_tail(user)]
+                removed += int(await self._run("delete_if_owned", [self._key(member)], tail))
+            if doomed:
+                await self.client.zrem(index, *doomed)
+            return removed
+
+    async def purge_expired(self) -> int:
+        """Redis expires records itself; there is never anything to purge."""
+        return 0
+
+    async def aclose(self) -> None:
+        if self._owned:
+            with _translated():
+                await self.client.aclose()

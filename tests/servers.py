@@ -1,0 +1,304 @@
+"""Throw-away Redis, Redis Cluster and PostgreSQL servers for the tests that need real ones.
+
+Each server runs from the machine's own binaries, in a temporary directory, on a free
+loopback port, and is torn down (processes stopped, directory removed) when its fixture
+ends. A missing binary skips the test with the reason (with `CI=true`, conftest turns that
+skip into a failure). The server objects can also `stop()` and `start()` again on the same
+port, for the fault tests.
+
+Import the fixtures into a test module explicitly (the functions carry a `_fixture`
+suffix so that the parameter named after a fixture does not shadow an import):
+
+```python
+from servers import postgres_server_fixture, redis_server_fixture  # noqa: F401
+```
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+__all__ = [
+    "PostgresServer",
+    "RedisCluster",
+    "RedisServer",
+    "free_port",
+    "postgres_server_fixture",
+    "redis_cluster_fixture",
+    "redis_server_fixture",
+    "running_postgres",
+    "running_redis",
+    "running_redis_cluster",
+]
+
+START_TIMEOUT = 20.0  # seconds a server may take to accept connections
+CLUSTER_BUS_OFFSET = 10_000  # Redis Cluster nodes also listen on port + 10000
+PG_BIN_DIRS = ("/usr/local/bin", "/usr/lib/postgresql/17/bin", "/usr/lib/postgresql/16/bin",
+               "/usr/lib/postgresql/15/bin")  # fmt: skip
+
+
+def free_port(*, bus: bool = False) -> int:
+    """A loopback TCP port nothing listens on (with `bus`, port + 10000 is free too)."""
+    for _ in range(100):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port: int = probe.getsockname()[1]
+        if not bus:
+            return port
+        if port + CLUSTER_BUS_OFFSET < 65536:
+            with socket.socket() as probe, contextlib.suppress(OSError):
+                probe.bind(("127.0.0.1", port + CLUSTER_BUS_OFFSET))
+                return port
+    raise RuntimeError("no free loopback port found")
+
+
+def _wait_for_port(port: int, process: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with status {process.returncode} at start")
+        with socket.socket() as probe:
+            probe.settimeout(0.2)
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.02)
+    raise RuntimeError(f"{what} did not accept connections within {START_TIMEOUT:g}s")
+
+
+def _require(binary: str, *, dirs: tuple[str, ...] = ()) -> str:
+    found = shutil.which(binary)
+    for directory in dirs:
+        if found is None and os.access(os.path.join(directory, binary), os.X_OK):
+            found = os.path.join(directory, binary)
+    if found is None:
+        pytest.skip(f"{binary} not found on PATH: install it to run the tests against it")
+    return found
+
+
+class RedisServer:
+    """One `redis-server` without persistence, on 127.0.0.1:`port`."""
+
+    def __init__(self, directory: Path, *, port: int | None = None, cluster: bool = False):
+        self.binary = _require("redis-server")
+        self.directory = directory
+        self.cluster = cluster
+        self.port = port if port is not None else free_port(bus=cluster)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        """Start the server (again, on the same port) and wait until it accepts connections."""
+        if self.process is not None:
+            return
+        args = [
+            self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
+            "--save", "", "--appendonly", "no", "--dir", str(self.directory),
+            "--daemonize", "no", "--loglevel", "warning",
+            "--logfile", str(self.directory / f"redis-{self.port}.log"),
+        ]  # fmt: skip
+        if self.cluster:
+            args += [
+                "--cluster-enabled", "yes", "--cluster-node-timeout", "2000",
+                "--cluster-config-file", str(self.directory / f"nodes-{self.port}.conf"),
+            ]  # fmt: skip
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            _wait_for_port(self.port, self.process, f"redis-server on port {self.port}")
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self, *, kill: bool = True) -> None:
+        """Stop the server: SIGKILL (a crash, the default) or SIGTERM (a clean shutdown)."""
+        process, self.process = self.process, None
+        if process is None:
+            return
+        process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+        if process.stderr is not None:
+            process.stderr.close()
+
+    def cli(self, *args: str) -> str:
+        """Run `redis-cli` against this server; returns its output."""
+        cli = _require("redis-cli")
+        result = subprocess.run(
+            [cli, "-h", "127.0.0.1", "-p", str(self.port), *args],
+            capture_output=True, check=True, timeout=30,
+        )  # fmt: skip
+        return result.stdout.decode()
+
+
+class RedisCluster:
+    """Three Redis Cluster masters (no replicas) covering all 16384 slots."""
+
+    def __init__(self, directory: Path, *, masters: int = 3) -> None:
+        self.nodes = [RedisServer(directory, cluster=True) for _ in range(masters)]
+
+    @property
+    def url(self) -> str:
+        """The URL coatcheck's `from_url` takes: any one node, the client finds the rest."""
+        return f"redis+cluster://127.0.0.1:{self.nodes[0].port}"
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+        cli = _require("redis-cli")
+        addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+        subprocess.run(
+            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+            capture_output=True, check=True, timeout=60,
+        )  # fmt: skip
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if all("cluster_state:ok" in node.cli("cluster", "info") for node in self.nodes):
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"Redis Cluster not ok within {START_TIMEOUT:g}s")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+class PostgresServer:
+    """A PostgreSQL cluster made by `initdb`, run by `pg_ctl` on 127.0.0.1:`port`, with
+    trust authentication and its unix socket in its own directory.
+
+    PostgreSQL refuses to run as root; as root the binaries run as the `postgres` user
+    (through `runuser`) on a directory owned by that user.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.initdb = _require("initdb", dirs=PG_BIN_DIRS)
+        self.pg_ctl = _require("pg_ctl", dirs=PG_BIN_DIRS)
+        self.prefix: list[str] = []
+        if os.geteuid() == 0:
+            runuser = _require("runuser")
+            try:
+                import pwd
+
+                account = pwd.getpwnam("postgres")
+            except KeyError:
+                pytest.skip("running as root and there is no 'postgres' user to run PostgreSQL")
+            os.chown(directory, account.pw_uid, account.pw_gid)
+            self.prefix = [runuser, "-u", "postgres", "--"]
+        self.directory = directory
+        self.data = directory / "data"
+        self.port = free_port()
+        self.running = False
+        self._run(
+            self.initdb, "-D", str(self.data), "-U", "postgres", "-A", "trust",
+            "-E", "UTF8", "--no-sync", "--no-instructions",
+        )  # fmt: skip
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *args: str) -> None:
+        subprocess.run(
+            [*self.prefix, *args], capture_output=True, check=True, timeout=120,
+            cwd=self.directory,
+        )  # fmt: skip
+
+    def start(self) -> None:
+        if self.running:
+            return
+        options = (
+            f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+            "-c max_connections=100 -c shared_buffers=16MB"
+        )
+        self._run(
+            self.pg_ctl, "-D", str(self.data), "-o", options,
+            "-l", str(self.directory / "postgres.log"), "-w", "-t", "60", "start",
+        )  # fmt: skip
+        self.running = True
+
+    def stop(self) -> None:
+        """Stop in fast mode: open connections are cut, as when a server goes down."""
+        if not self.running:
+            return
+        self._run(self.pg_ctl, "-D", str(self.data), "-m", "fast", "-w", "-t", "60", "stop")
+        self.running = False
+
+
+@contextlib.contextmanager
+def _tempdir(name: str) -> Iterator[Path]:
+    directory = Path(tempfile.mkdtemp(prefix=f"coatcheck-{name}-"))
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running_redis() -> Iterator[RedisServer]:
+    """A fresh single Redis server for the duration of the block."""
+    with _tempdir("redis") as directory:
+        server = RedisServer(directory)
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+@contextlib.contextmanager
+def running_redis_cluster() -> Iterator[RedisCluster]:
+    """A fresh three-master Redis Cluster for the duration of the block."""
+    with _tempdir("redis-cluster") as directory:
+        cluster = RedisCluster(directory)
+        try:
+            cluster.start()
+            yield cluster
+        finally:
+            cluster.stop()
+
+
+@contextlib.contextmanager
+def running_postgres() -> Iterator[PostgresServer]:
+    """A fresh PostgreSQL cluster for the duration of the block."""
+    with _tempdir("postgres") as directory:
+        server = PostgresServer(directory)
+        try:
+            server.start()
+            yield server
+        finally:
+            server.stop()
+
+
+@pytest.fixture(scope="session", name="redis_server")
+def redis_server_fixture() -> Iterator[RedisServer]:
+    with running_redis() as server:
+        yield server
+
+
+@pytest.fixture(scope="session", name="redis_cluster")
+def redis_cluster_fixture() -> Iterator[RedisCluster]:
+    with running_redis_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session", name="postgres_server")
+def postgres_server_fixture() -> Iterator[PostgresServer]:
+    with running_postgres() as server:
+        yield server
