@@ -32,6 +32,7 @@ from ..admin import AsyncSessionAdmin
 from ..manager import SessionManager
 from ..session import Session, SessionInfo
 from . import page
+from .strategies import STRATEGIES
 
 __all__ = ["DEMO_USERS", "DemoApp", "build_app"]
 
@@ -50,6 +51,8 @@ class DemoApp:
         self.admin = AsyncSessionAdmin(manager)
         self.replica = replica
         self.strategy = strategy
+        known = STRATEGIES.get(strategy)
+        self.summary = known.summary if known is not None else ""
         self.actions: dict[str, Action] = {
             "/login": self.login,
             "/logout": self.logout,
@@ -178,6 +181,7 @@ class DemoApp:
         return {
             **self.whoami(session),
             "strategy": self.strategy,
+            "summary": self.summary,
             "csrf_token": csrf,
             "my_sessions": [_info(i) for i in await self.my_sessions(session)],
             "admin": admin,

@@ -61,6 +61,8 @@ section {{ border: 1px solid #ddd; border-radius: .4rem; padding: .4rem 1rem; ma
 </style></head>
 <body>
 <h1>coatcheck demo: <code>{escape(state["strategy"])}</code> strategy</h1>
+<p>{escape(state["summary"])}. Reload (or tick the box) to watch which replica answers;
+kill the one that served you and see what survives.</p>
 <p>This page was served by <span class="replica" id="replica">{escape(replica)}</span>
 <label><input type="checkbox" id="auto"> reload every second</label></p>
 <section><h2>Cluster</h2><div id="cluster">loading…</div></section>
