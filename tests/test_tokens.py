@@ -73,6 +73,11 @@ def jws_raw(header: Any, payload: bytes, key: bytes, digest: str = "sha256") -> 
     return f"{signing_input}.{b64(mac)}"
 
 
+def _mac_over(signing_input: str, key: bytes) -> str:
+    mac = hmac.new(key, signing_input.encode(), "sha256").digest()
+    return f"{signing_input}.{b64(mac)}"
+
+
 def jwe_raw(header: Any, plaintext: bytes, key: bytes, encrypted_key: str = "") -> str:
     """A compact JWE (AES-GCM) with any header and a valid tag."""
     raw_header = header if isinstance(header, bytes) else json.dumps(header).encode()
@@ -386,6 +391,10 @@ JWS_TAMPER: dict[str, tuple[str, str]] = {
     "payload is Infinity": (
         jws_raw({"alg": "HS256", "kid": SIG.kid}, b'{"a":Infinity}', HS),
         "payload is not (base64url )?JSON",
+    ),
+    "payload not base64url, valid MAC": (
+        _mac_over(b64(b'{"alg":"HS256","kid":"%s"}' % SIG.kid.encode()) + ".A", HS),
+        "payload is not base64url JSON",
     ),
     "bad MAC": (replace_segment(GOOD_JWS, 2, b64(b"\0" * 32)), "bad signature"),
     "MAC of another key": (
