@@ -32,6 +32,7 @@ EXIT_KEYS = 4
 EXIT_INTERRUPTED = 130
 STORE_ENV = "COATCHECK_STORE"
 KEYS_ENV = "COATCHECK_KEYS"
+MAX_REPLICAS = 16  # processes on one machine; the demo makes its point with 3
 # Public IDs (43 characters) and client-side sids (22): never a cookie value to look up.
 _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 _STDIN = "-"  # a token argument of "-": read it from stdin, out of the shell's history
@@ -330,8 +331,8 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     from . import demo
     from .demo.strategies import STRATEGIES
 
-    if args.replicas < 1:
-        raise Failure("--replicas must be at least 1", EXIT_USAGE)
+    if not 1 <= args.replicas <= MAX_REPLICAS:
+        raise Failure(f"--replicas must be between 1 and {MAX_REPLICAS}", EXIT_USAGE)
     if args.store is not None:
         _probe_store(args.store)
     if args.check:

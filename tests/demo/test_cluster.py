@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -138,3 +140,25 @@ def test_sticky_pins_then_redispatches_when_the_replica_dies(sticky_demo: Demo) 
     other = "r2" if first == "r1" else "r1"
     assert code == 200 and headers["x-served-by"] == other
     assert headers["set-cookie"].startswith(f"{PIN_COOKIE}={other};")
+
+
+def test_a_busy_port_is_a_clean_error() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "coatcheck", "demo", "--port", str(port), "--replicas", "1"],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr and "--port" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_too_many_replicas_is_a_usage_error() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "coatcheck", "demo", "--replicas", "17"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2 and "--replicas must be between 1 and 16" in result.stderr
