@@ -37,6 +37,8 @@ server.
 
     .venv/bin/python bench/asgi_overhead.py                 # the table (~30 s on 2 cores)
     .venv/bin/python bench/asgi_overhead.py --profile        # cProfile of coatcheck's hot path
+    .venv/bin/python bench/asgi_overhead.py --compare ../other/src/coatcheck
+        # also time a second coatcheck source tree (a branch, an optimisation) in the same run
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ import argparse
 import asyncio
 import cProfile
 import gc
+import importlib
+import importlib.util
 import os
 import platform
 import pstats
@@ -52,12 +56,14 @@ import random
 import sqlite3
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from importlib.metadata import version
 from itertools import count
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from starlette.applications import Starlette
@@ -70,10 +76,8 @@ from starsessions import InMemoryStore as StarInMemoryStore
 from starsessions import SessionAutoloadMiddleware as StarAutoloadMiddleware
 from starsessions import SessionMiddleware as StarSessionMiddleware
 
-from coatcheck import ServerSide, SessionManager
-from coatcheck.adapters.asgi import SessionMiddleware as CoatcheckMiddleware
+import coatcheck
 from coatcheck.ids import public_id
-from coatcheck.stores import MemoryStore, SQLiteStore
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -81,6 +85,7 @@ ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Any], Awaitable[Non
 
 SCENARIOS = ("read", "write", "new")
 IMPLS = ("bare", "starlette-cookie", "starsessions-memory", "coatcheck-memory", "coatcheck-sqlite")
+VARIANTS = ("variant-memory", "variant-sqlite")  # with --compare
 FLOORS = ("floor", "coatcheck-sql")
 LABELS = {
     "bare": "bare Starlette app (absolute time)",
@@ -88,6 +93,8 @@ LABELS = {
     "starsessions-memory": "starsessions + `InMemoryStore`",
     "coatcheck-memory": "coatcheck server-side, `MemoryStore`",
     "coatcheck-sqlite": "coatcheck server-side, `SQLiteStore`",
+    "variant-memory": "variant (--compare) server-side, `MemoryStore`",
+    "variant-sqlite": "variant (--compare) server-side, `SQLiteStore`",
     "floor": "SQLite floor: plain `sqlite3`, minimal table",
     "coatcheck-sql": "SQLite: `SQLiteStore`'s own statements, plain `sqlite3`",
 }
@@ -152,10 +159,33 @@ async def _nothing() -> None:
     return None
 
 
+packages: dict[str, ModuleType] = {"coatcheck": coatcheck}
+
+
+def load_variant(path: Path) -> ModuleType:
+    """Import the coatcheck package at `path` (a `src/coatcheck` directory) as a second,
+    independent package, `coatcheck_variant`. Its modules import each other relatively."""
+    spec = importlib.util.spec_from_file_location(
+        "coatcheck_variant", path / "__init__.py", submodule_search_locations=[str(path)]
+    )
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"--compare: no Python package at {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["coatcheck_variant"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def build(impl: str, tmp: Path) -> tuple[Starlette, Callable[[], Awaitable[None]]]:
     """The app for `impl` and a function releasing its resources."""
     middleware: list[Middleware] = []
     close = _nothing
+    if impl.startswith(("coatcheck-", "variant-")):
+        package = packages[impl.partition("-")[0]]
+        name = package.__name__
+        ServerSide, SessionManager = package.ServerSide, package.SessionManager  # noqa: N806
+        stores = importlib.import_module(f"{name}.stores")
+        asgi_middleware = importlib.import_module(f"{name}.adapters.asgi").SessionMiddleware
     if impl == "starlette-cookie":
         middleware = [
             Middleware(StarletteSessionMiddleware, secret_key=SECRET_KEY, https_only=True)
@@ -165,13 +195,13 @@ def build(impl: str, tmp: Path) -> tuple[Starlette, Callable[[], Awaitable[None]
             Middleware(StarSessionMiddleware, store=StarInMemoryStore()),
             Middleware(StarAutoloadMiddleware),
         ]
-    elif impl == "coatcheck-memory":
-        manager = SessionManager(ServerSide(MemoryStore()))
-        middleware = [Middleware(CoatcheckMiddleware, manager=manager)]
-    elif impl == "coatcheck-sqlite":
-        store = SQLiteStore(tmp / "coatcheck.db")
+    elif impl.endswith("-memory"):
+        manager = SessionManager(ServerSide(stores.MemoryStore()))
+        middleware = [Middleware(asgi_middleware, manager=manager)]
+    elif impl.endswith("-sqlite"):
+        store = stores.SQLiteStore(tmp / f"{impl}.db")
         mode = ServerSide(store)
-        middleware = [Middleware(CoatcheckMiddleware, manager=SessionManager(mode))]
+        middleware = [Middleware(asgi_middleware, manager=SessionManager(mode))]
 
         async def close() -> None:
             store.close()
@@ -254,7 +284,7 @@ class Case:
         """Fail loudly if a scenario does not do what it claims for this implementation."""
         status, headers = await request(self.app, self.scopes["read"])
         assert status == 200 and last_read == tuple(SEED.values()), (self.impl, last_read)
-        if self.impl.startswith("coatcheck") or self.impl == "starlette-cookie":
+        if self.impl.startswith(("coatcheck", "variant")) or self.impl == "starlette-cookie":
             assert set_cookie(headers) is None, f"{self.impl} wrote on a read-only request"
         status, headers = await request(self.app, self.scopes["write"])
         assert status == 200, self.impl
@@ -374,7 +404,7 @@ def _variant(data: bytes) -> bytes:
 
 def coatcheck_records(tmp: Path) -> dict[str, bytes]:
     """The bytes coatcheck's SQLite store holds for a read/write session and a new one."""
-    db = sqlite3.connect(tmp / "coatcheck.db")
+    db = sqlite3.connect(tmp / "coatcheck-sqlite.db")
     try:
         rows = db.execute("SELECT data FROM coatcheck_sessions ORDER BY length(data)").fetchall()
     finally:
@@ -389,8 +419,8 @@ def coatcheck_records(tmp: Path) -> dict[str, bytes]:
 Times = dict[str, dict[str, dict[str, list[float]]]]  # clock -> name -> scenario -> µs
 
 
-async def run(args: argparse.Namespace, tmp: Path) -> Times:
-    cases = {impl: Case(impl, tmp) for impl in IMPLS}
+async def run(args: argparse.Namespace, tmp: Path, impls: tuple[str, ...]) -> Times:
+    cases = {impl: Case(impl, tmp) for impl in impls}
     for case in cases.values():
         await case.setup()
     for case in cases.values():
@@ -405,9 +435,9 @@ async def run(args: argparse.Namespace, tmp: Path) -> Times:
     for floor in floors.values():
         for scenario in SCENARIOS:
             floor.batch(scenario, args.warmup)
-    jobs: list[tuple[str, str]] = [(i, s) for i in (*IMPLS, *FLOORS) for s in SCENARIOS]
+    jobs: list[tuple[str, str]] = [(i, s) for i in (*impls, *FLOORS) for s in SCENARIOS]
     times: Times = {
-        clock: {name: {s: [] for s in SCENARIOS} for name in (*IMPLS, *FLOORS)}
+        clock: {name: {s: [] for s in SCENARIOS} for name in (*impls, *FLOORS)}
         for clock in ("wall", "cpu")
     }
     shuffle = random.Random(args.seed).shuffle
@@ -457,10 +487,12 @@ def quartiles(values: list[float]) -> tuple[float, float, float]:
     return q1, q2, q3
 
 
-def overheads(times: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, list[float]]]:
+def overheads(
+    times: dict[str, dict[str, list[float]]], impls: tuple[str, ...]
+) -> dict[str, dict[str, list[float]]]:
     """Per-round overhead over bare for each implementation; floors are kept absolute."""
     over: dict[str, dict[str, list[float]]] = {"bare": times["bare"]}
-    for impl in IMPLS[1:]:
+    for impl in impls[1:]:
         over[impl] = {
             s: [t - b for t, b in zip(times[impl][s], times["bare"][s], strict=True)]
             for s in SCENARIOS
@@ -484,9 +516,9 @@ RATIOS = [
 ]  # fmt: skip
 
 
-def report(times: Times, args: argparse.Namespace, elapsed: float,
+def report(times: Times, args: argparse.Namespace, impls: tuple[str, ...], elapsed: float,
            load: tuple[tuple[float, ...], tuple[float, ...]]) -> str:  # fmt: skip
-    over = {clock: overheads(t) for clock, t in times.items()}
+    over = {clock: overheads(t, impls) for clock, t in times.items()}
     med = {
         clock: {name: {s: statistics.median(v) for s, v in d.items()} for name, d in o.items()}
         for clock, o in over.items()
@@ -510,11 +542,11 @@ def report(times: Times, args: argparse.Namespace, elapsed: float,
         "| implementation | read (5 keys) | write (1 key) | new visitor |",
         "|---|---:|---:|---:|",
     ]
-    for name in ("bare", *IMPLS[1:], *FLOORS):
+    for name in (*impls, *FLOORS):
         cells = []
         for s in SCENARIOS:
             q1, q2, q3 = quartiles(over["wall"][name][s])
-            sign = "+" if name in IMPLS[1:] else ""
+            sign = "+" if name in impls[1:] else ""
             cells.append(f"{sign}{q2:.1f} [{q1:.1f}–{q3:.1f}]")
         lines.append(f"| {LABELS[name]} | " + " | ".join(cells) + " |")
 
@@ -527,7 +559,19 @@ def report(times: Times, args: argparse.Namespace, elapsed: float,
         "| ratio | read | write | new visitor | target |",
         "|---|---:|---:|---:|---|",
     ]
-    for label, a, b, limit, target in RATIOS:
+    ratios = RATIOS
+    if "variant-memory" in impls:
+        ratios = [
+            *RATIOS,
+            ("variant-memory / coatcheck-memory", "variant-memory", "coatcheck-memory",
+             None, "(info)"),
+            ("variant-sqlite / coatcheck-sqlite", "variant-sqlite", "coatcheck-sqlite",
+             None, "(info)"),
+            ("variant-memory / starsessions-memory", "variant-memory", "starsessions-memory",
+             0.5, "≤ 0.5"),
+            ("variant-sqlite / SQLite floor", "variant-sqlite", "floor", 2.0, "≤ 2"),
+        ]  # fmt: skip
+    for label, a, b, limit, target in ratios:
         cells = []
         for s in SCENARIOS:
             r = {c: med[c][a][s] / med[c][b][s] if med[c][b][s] > 0 else float("inf")
@@ -546,8 +590,8 @@ def report(times: Times, args: argparse.Namespace, elapsed: float,
         "| implementation | read | write | new visitor |",
         "|---|---:|---:|---:|",
     ]
-    for name in ("bare", *IMPLS[1:], *FLOORS):
-        sign = "+" if name in IMPLS[1:] else ""
+    for name in (*impls, *FLOORS):
+        sign = "+" if name in impls[1:] else ""
         cells = [f"{sign}{med['cpu'][name][s]:.1f}" for s in SCENARIOS]
         lines.append(f"| {LABELS[name]} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -582,6 +626,10 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="cProfile coatcheck instead")
     parser.add_argument("--profile-requests", type=int, default=5000)
     parser.add_argument("--profile-top", type=int, default=25)
+    parser.add_argument(
+        "--compare", type=Path, metavar="SRC/coatcheck",
+        help="also time the coatcheck package in this directory, as variant-*",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.rounds < 4 or args.requests < 1:
         parser.error("need --rounds >= 4 and --requests >= 1")
@@ -592,10 +640,14 @@ def main() -> None:
             return
         load_before = os.getloadavg()
         start = time.perf_counter()
-        times = asyncio.run(run(args, tmp))
+        impls: tuple[str, ...] = IMPLS
+        if args.compare is not None:
+            packages["variant"] = load_variant(args.compare.resolve())
+            impls = (*IMPLS, *VARIANTS)
+        times = asyncio.run(run(args, tmp, impls))
         elapsed = time.perf_counter() - start
         gc.collect()
-        print(report(times, args, elapsed, (load_before, os.getloadavg())))
+        print(report(times, args, impls, elapsed, (load_before, os.getloadavg())))
 
 
 if __name__ == "__main__":
