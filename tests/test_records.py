@@ -32,7 +32,7 @@ def test_round_trip_with_all_metadata() -> None:
     stored = decode(encode(session))
     assert stored == Stored(
         data={"cart": ["a", "ü"], "n": 1, "nested": {"x": None}},
-        created_at=1.0, last_seen=2.5, rotated_at=3.0, user="alice", authenticated_at=5.0,
+        created_at=5.0, last_seen=2.5, rotated_at=3.0, user="alice", authenticated_at=5.0,
         ip="192.0.2.1", user_agent="agent/1.0", persistent=True, csrf_secret=token,
     )  # fmt: skip
 
