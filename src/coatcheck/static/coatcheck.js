@@ -164,13 +164,17 @@ export class SessionClient extends EventTarget {
   }
 
   /**
-   * Set `headers()` on a `Headers` object and return a ticket for `accept`.
-   * @param {Headers} headers
+   * Add `headers(url)` to `headers` (a `Headers` object or a plain object, as axios takes)
+   * and return a ticket for `accept`.
+   * @param {Headers | Record<string, string>} headers
    * @param {string | URL} [url]
    * @returns {number}
    */
   attach(headers, url) {
-    for (const [name, value] of Object.entries(this.headers(url))) headers.set(name, value);
+    for (const [name, value] of Object.entries(this.headers(url))) {
+      if (headers instanceof Headers) headers.set(name, value);
+      else headers[name] = value;
+    }
     return this.#generation;
   }
 
