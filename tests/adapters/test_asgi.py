@@ -14,6 +14,8 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
@@ -535,6 +537,38 @@ async def test_tampered_real_id_gives_fresh_session(
     for record in caplog.records:
         assert tampered not in record.getMessage() and secret not in record.getMessage()
         assert tampered[:10] not in record.getMessage()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    cookie=st.binary(max_size=300),
+    method=st.sampled_from(["GET", "POST"]),
+    origin=st.none() | st.binary(max_size=40),
+)
+def test_any_cookie_header_bytes_never_give_a_500(
+    cookie: bytes, method: str, origin: bytes | None
+) -> None:
+    clock = FakeClock()
+    app = make_app(manager_for(MemoryStore(clock=clock), clock))
+    headers = [(b"host", b"testserver"), (b"cookie", cookie)]
+    if origin is not None:
+        headers.append((b"origin", origin))
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
+        "scheme": "https", "path": "/set" if method == "POST" else "/", "raw_path": b"/",
+        "query_string": b"key=a&value=b", "headers": headers, "client": ("192.0.2.1", 1),
+        "server": ("testserver", 443),
+    }  # fmt: skip
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        sent.append(dict(message))
+
+    anyio.run(app, scope, receive, send)
+    assert sent[0]["status"] in (200, 403)
 
 
 def make_app_from(http: httpx.AsyncClient) -> Any:
