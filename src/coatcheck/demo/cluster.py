@@ -83,6 +83,7 @@ class Cluster:
             Replica(f"r{i}", free_port(), run_dir / f"r{i}.log") for i in range(1, size + 1)
         ]
         self._stopped = False
+        self._environment = {**os.environ, **strategy.environment()}
 
     def get(self, name: str) -> Replica | None:
         return next((r for r in self.replicas if r.name == name), None)
@@ -134,8 +135,9 @@ class Cluster:
             command += ["--store", self.store_url]
         with open(replica.log, "ab") as log:
             replica.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-                command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
-            )
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                start_new_session=True, env=self._environment,
+            )  # fmt: skip
 
     async def _wait_ready(self, replica: Replica) -> None:
         deadline = time.monotonic() + START_TIMEOUT

@@ -8,7 +8,7 @@ in the demo knows their names.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -42,8 +42,10 @@ class Strategy:
 
     `manager(store_url)` builds a replica's `SessionManager`; `store_url` is the common
     store when `shared_store` is true (the demo creates a SQLite file unless `--store`
-    names one) and None otherwise. `unavailable(store_url)` says why the strategy cannot run
-    here (a missing optional dependency, say), or returns None.
+    names one) and None otherwise. `environment()` is called once per cluster and its
+    variables are given to every replica: secrets the replicas must share, such as
+    `COATCHECK_KEYS` for client-side tokens. `unavailable(store_url)` says why the strategy
+    cannot run here (a missing optional dependency, say), or returns None.
     """
 
     name: str
@@ -52,6 +54,7 @@ class Strategy:
     manager: Callable[[str | None], SessionManager]
     expect: Expectations
     shared_store: bool = False
+    environment: Callable[[], Mapping[str, str]] = dict
     unavailable: Callable[[str | None], str | None] = lambda store_url: None
 
 
