@@ -9,6 +9,9 @@ are not partitioned by port).
 
 A missing Chromium skips the tests with the reason; with `CI=true` the root conftest turns
 that skip into a failure.
+
+The fixtures are package-scoped: Playwright's sync API keeps an event loop running in the
+main thread while it is open, which the async tests of other packages must not meet.
 """
 
 from __future__ import annotations
@@ -77,7 +80,7 @@ def serve(app: Any) -> Server:
     return Server(app, f"http://localhost:{port}", server, thread)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} not found: install Debian's package (apt-get install chromium)")
@@ -91,7 +94,7 @@ def browser() -> Iterator[Browser]:
             browser.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def site() -> Iterator[Server]:
     """The coatcheck app (cookie pages, header pages, `/coatcheck.js`, `/api/...`)."""
     app, _ = main_app()
@@ -100,7 +103,7 @@ def site() -> Iterator[Server]:
     server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def _others() -> Iterator[tuple[Server, Server]]:
     servers = (serve(OtherOrigin()), serve(OtherOrigin()))
     yield servers
