@@ -1,0 +1,114 @@
+"""The `SessionManager` of a Django project, built once from `settings.COATCHECK`.
+
+```python
+COATCHECK = {
+    "store": "redis://localhost:6379/0",    # a store URL, a Store, or ServerSide(...)
+    "lifetimes": {"idle": 30 * 60, "absolute": 12 * 60 * 60},   # or a Lifetimes
+}
+```
+or `COATCHECK = {"manager": SessionManager(...)}` (or its dotted path) for full control.
+Without `lifetimes`, sessions follow Django's settings: idle timeout `SESSION_COOKIE_AGE`,
+absolute timeout the longer of that and 30 days, ID renewal every 15 minutes. Log lines
+are salted with a key derived from `SECRET_KEY`, so every replica hashes IDs alike.
+The manager is rebuilt when a test overrides one of these settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.utils.module_loading import import_string
+
+from ...clientside import ClientSide
+from ...exceptions import ConfigurationError
+from ...manager import ServerSide, SessionManager
+from ...policy import Lifetimes
+
+__all__ = ["get_manager"]
+
+KEYS = frozenset({"manager", "store", "lifetimes", "log_salt", "clock"})
+DEFAULT_ABSOLUTE = 30 * 24 * 60 * 60  # 30 days, seconds
+WATCHED = frozenset({"COATCHECK", "SESSION_COOKIE_AGE", "SECRET_KEY"})
+
+_lock = threading.Lock()
+_manager: SessionManager | None = None
+
+
+def get_manager() -> SessionManager:
+    """The project's manager (built on first use from `settings.COATCHECK`)."""
+    global _manager
+    manager = _manager
+    if manager is None:
+        with _lock:
+            if _manager is None:
+                _manager = build(getattr(settings, "COATCHECK", {}))
+            manager = _manager
+    return manager
+
+
+def build(config: Mapping[str, Any]) -> SessionManager:
+    """A manager from a `COATCHECK` settings dict; `ConfigurationError` says what to fix."""
+    if not isinstance(config, Mapping):
+        raise ConfigurationError("settings.COATCHECK must be a dict")
+    unknown = set(config) - KEYS
+    if unknown:
+        raise ConfigurationError(
+            f"unknown COATCHECK settings {sorted(unknown)}; known: {sorted(KEYS)}"
+        )
+    if "manager" in config:
+        if len(config) > 1:
+            raise ConfigurationError("COATCHECK['manager'] excludes every other COATCHECK key")
+        manager = config["manager"]
+        if isinstance(manager, str):
+            manager = import_string(manager)
+        if not isinstance(manager, SessionManager):
+            raise ConfigurationError("COATCHECK['manager'] must be a SessionManager or its path")
+    else:
+        store = config.get("store", "sqlite:///sessions.db")
+        mode = store if isinstance(store, (ServerSide, ClientSide)) else ServerSide(store)
+        options: dict[str, Any] = {"lifetimes": _lifetimes(config.get("lifetimes"))}
+        salt = config.get("log_salt")
+        if salt is None:
+            secret = str(settings.SECRET_KEY).encode()
+            salt = hmac.new(secret, b"coatcheck log salt", hashlib.sha256).digest()
+        options["log_salt"] = salt.encode() if isinstance(salt, str) else salt
+        if "clock" in config:
+            options["clock"] = config["clock"]
+        manager = SessionManager(mode, **options)
+    if isinstance(manager.mode, ClientSide):
+        raise ConfigurationError(
+            "Django's session engine keeps sessions server-side (the cookie holds a session "
+            "key); use ServerSide(store=...), or Django's signed_cookies engine"
+        )
+    return manager
+
+
+def _lifetimes(value: Any) -> Lifetimes:
+    if isinstance(value, Lifetimes):
+        return value
+    if isinstance(value, Mapping):
+        return Lifetimes(**value)
+    if value is not None:
+        raise ConfigurationError(
+            "COATCHECK['lifetimes'] must be a Lifetimes or a dict of its fields"
+        )
+    age = float(settings.SESSION_COOKIE_AGE)
+    return Lifetimes(
+        idle=age, absolute=max(age, DEFAULT_ABSOLUTE), touch_interval=min(60.0, age / 2)
+    )
+
+
+def _reset(*, setting: str, **kwargs: Any) -> None:
+    global _manager
+    if setting in WATCHED:
+        with _lock:
+            _manager = None
+
+
+setting_changed.connect(_reset, dispatch_uid="coatcheck.adapters.django.config")
