@@ -4,10 +4,12 @@ balancer in front, kill / restart through its control endpoints, clean shutdown.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -76,6 +78,8 @@ def test_replicas_exit_when_the_demo_is_killed() -> None:
         assert wait_gone(pids) == []
     finally:
         stop_demo(demo.process)
+        for left in Path(tempfile.gettempdir()).glob(f"coatcheck-demo-{demo.process.pid}-*"):
+            shutil.rmtree(left, ignore_errors=True)
 
 
 def test_round_robin_spreads_and_skips_a_dead_replica(shared_demo: Demo) -> None:

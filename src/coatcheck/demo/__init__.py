@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import os
 import shutil
 import signal
 import sys
@@ -42,7 +43,8 @@ def run(
     reason = strategy.unavailable(store_url)
     if reason is not None:
         raise DemoError(f"strategy {strategy.name!r} cannot run here: {reason}")
-    run_dir = Path(tempfile.mkdtemp(prefix=f"coatcheck-demo-{strategy.name}-"))
+    # Named after this process, so whoever kills it with SIGKILL can find what it left.
+    run_dir = Path(tempfile.mkdtemp(prefix=f"coatcheck-demo-{os.getpid()}-"))
     try:
         if strategy.shared_store and store_url is None:
             store_url = f"sqlite:///{run_dir / 'sessions.db'}"
