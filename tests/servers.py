@@ -87,12 +87,22 @@ def _require(binary: str, *, dirs: tuple[str, ...] = ()) -> str:
 
 
 class RedisServer:
-    """One `redis-server` without persistence, on 127.0.0.1:`port`."""
+    """One `redis-server` on 127.0.0.1:`port`, without persistence unless `durable`: then
+    every write is in the append-only file (fsync always) before Redis acknowledges it, so
+    what was acknowledged survives a SIGKILL and a restart."""
 
-    def __init__(self, directory: Path, *, port: int | None = None, cluster: bool = False):
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        port: int | None = None,
+        cluster: bool = False,
+        durable: bool = False,
+    ) -> None:
         self.binary = _require("redis-server")
         self.directory = directory
         self.cluster = cluster
+        self.durable = durable
         self.port = port if port is not None else free_port(bus=cluster)
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -106,7 +116,8 @@ class RedisServer:
             return
         args = [
             self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
-            "--save", "", "--appendonly", "no", "--dir", str(self.directory),
+            "--save", "", "--appendonly", "yes" if self.durable else "no",
+            "--appendfsync", "always", "--dir", str(self.directory),
             "--daemonize", "no", "--loglevel", "warning",
             "--logfile", str(self.directory / f"redis-{self.port}.log"),
         ]  # fmt: skip
@@ -251,10 +262,10 @@ def _tempdir(name: str) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def running_redis() -> Iterator[RedisServer]:
+def running_redis(*, durable: bool = False) -> Iterator[RedisServer]:
     """A fresh single Redis server for the duration of the block."""
     with _tempdir("redis") as directory:
-        server = RedisServer(directory)
+        server = RedisServer(directory, durable=durable)
         server.start()
         try:
             yield server
