@@ -47,6 +47,9 @@
  * @typedef {RequestInit & { exclusive?: boolean }} SessionRequestInit
  * `exclusive: true` marks a request that replaces the token (login, logout, regenerate):
  * it waits for requests in flight and holds later ones back until its answer is stored.
+ * Unset, a request is exclusive only while the client holds no token (it may create the
+ * session); `exclusive: false` lets requests that never create one (public reads) run in
+ * parallel even then.
  */
 
 /**
@@ -127,11 +130,11 @@ export class SessionClient extends EventTarget {
    * @returns {Promise<Response>}
    */
   async fetch(input, init = {}) {
-    const { exclusive = false, ...rest } = init;
+    const { exclusive, ...rest } = init;
     const request = new Request(input, rest);
     if (!this.allows(request.url)) return this.#fetch(request);
     await this.ready;
-    const mode = exclusive || this.#token === null ? "exclusive" : "shared";
+    const mode = (exclusive ?? this.#token === null) ? "exclusive" : "shared";
     return this.#locks.request(this.#lockName, { mode }, async () => {
       const ticket = this.attach(request.headers, request.url);
       const response = await this.#fetch(request);
