@@ -83,7 +83,15 @@ def encode_alias(target: str) -> bytes:
 def decode(raw: bytes) -> Stored | Alias:
     """Decode record bytes; raises `StoreCorrupted` for anything coatcheck did not write."""
     try:
-        doc = _decoder.decode(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
+        try:
+            # coatcheck writes compact JSON: `raw_decode` skips `decode`'s two whitespace
+            # scans. Anything else (padding, trailing bytes) goes through `decode`.
+            doc, end = _decoder.raw_decode(text)
+        except ValueError:
+            end = -1
+        if end != len(text):
+            doc = _decoder.decode(text)
         if "m" in doc:
             target = doc["m"]
             if not isinstance(target, str):

@@ -313,14 +313,23 @@ class AsyncSQLiteStore:
         except _Busy:
             return await asyncio.to_thread(getattr(self.sync, name), *args, **kwargs)
 
+    # `load` and `save` run on every request: called directly, not through `_call`.
+
     async def load(self, key: str) -> Record | None:
-        result: Record | None = await self._call("load", key)
-        return result
+        try:
+            return self._nowait.load(key)
+        except _Busy:
+            return await asyncio.to_thread(self.sync.load, key)
 
     async def save(
         self, key: str, data: bytes, *, version: int, ttl: float, user: str | None
     ) -> bool:
-        saved = bool(await self._call("save", key, data, version=version, ttl=ttl, user=user))
+        try:
+            saved = self._nowait.save(key, data, version=version, ttl=ttl, user=user)
+        except _Busy:
+            saved = await asyncio.to_thread(
+                self.sync.save, key, data, version=version, ttl=ttl, user=user
+            )
         if self._nowait is not self.sync and self.sync._purge_due(self.sync._clock()):
             # Purging a backlog takes as long as it takes: never on the event loop.
             await asyncio.to_thread(self.sync._purge_quietly)
