@@ -5,8 +5,9 @@ SQLite), with `django.contrib.auth` on top. Time comes from an injected clock.""
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from io import StringIO
 from pathlib import Path
@@ -28,14 +29,15 @@ from django.core.management import call_command  # noqa: E402
 from django.test import AsyncClient, Client, override_settings  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
-from coatcheck import ClientSide, KeyRing, SessionAdmin, SessionManager  # noqa: E402
+from coatcheck import ClientSide, KeyRing, ServerSide, SessionAdmin, SessionManager  # noqa: E402
 from coatcheck.adapters.django import SessionStore  # noqa: E402
 from coatcheck.adapters.django.config import build  # noqa: E402
 from coatcheck.exceptions import ConfigurationError  # noqa: E402
 from coatcheck.ids import is_wellformed, public_id  # noqa: E402
-from coatcheck.stores import MemoryStore, SQLiteStore  # noqa: E402
+from coatcheck.stores import MemoryStore, PostgresStore, RedisStore, SQLiteStore  # noqa: E402
 from coatcheck.stores.base import Store  # noqa: E402
 from helpers import FakeClock, manager_for  # noqa: E402
+from servers import postgres_server_fixture, redis_server_fixture  # noqa: E402, F401
 
 from . import django_app  # noqa: E402
 
@@ -57,13 +59,29 @@ def clock() -> FakeClock:
     return clock
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+STORES = [
+    "memory",
+    "sqlite",
+    pytest.param("redis", marks=pytest.mark.service),
+    pytest.param("postgres", marks=pytest.mark.service),
+]
+
+
+@pytest.fixture(params=STORES)
 def store(request: pytest.FixtureRequest, clock: FakeClock, tmp_path: Path) -> Iterator[Store]:
+    """Each store available; Redis and PostgreSQL on the throw-away servers of
+    `tests/servers.py`, each test under its own key prefix or table."""
     backend: Store
     if request.param == "memory":
         backend = MemoryStore(clock=clock)
-    else:
+    elif request.param == "sqlite":
         backend = SQLiteStore(tmp_path / "sessions.db", clock=clock)
+    elif request.param == "redis":
+        server = request.getfixturevalue("redis_server")
+        backend = RedisStore(server.url, prefix=f"test-{secrets.token_hex(6)}:")
+    else:
+        server = request.getfixturevalue("postgres_server")
+        backend = PostgresStore(server.url, table=f"test_{secrets.token_hex(6)}", clock=clock)
     yield backend
     backend.close()
 
@@ -73,6 +91,15 @@ def manager(store: Store, clock: FakeClock) -> Iterator[SessionManager]:
     manager = manager_for(store, clock)
     with override_settings(COATCHECK={"manager": manager}):
         yield manager
+
+
+@pytest.fixture
+async def amanager(manager: SessionManager) -> AsyncIterator[SessionManager]:
+    """`manager`, whose async store's connections (opened on the test's event loop) are
+    closed before that loop ends."""
+    yield manager
+    assert isinstance(manager.mode, ServerSide)
+    await manager.mode.async_store.aclose()
 
 
 @pytest.fixture
@@ -333,7 +360,7 @@ def test_tampered_record_is_logged_as_suspicious(
 
 
 @pytest.mark.anyio
-async def test_async_twins(manager: SessionManager) -> None:
+async def test_async_twins(amanager: SessionManager) -> None:
     session = SessionStore()
     assert await session.aget("cat") is None
     await session.aset("cat", "dog")
@@ -361,7 +388,7 @@ async def test_async_twins(manager: SessionManager) -> None:
 
 
 @pytest.mark.anyio
-async def test_async_load_of_unknown_key_and_no_resurrection(manager: SessionManager) -> None:
+async def test_async_load_of_unknown_key_and_no_resurrection(amanager: SessionManager) -> None:
     unknown = SessionStore("B" * 43)
     assert await unknown.aload() == {} and unknown.session_key is None
     session = SessionStore()
@@ -374,7 +401,7 @@ async def test_async_load_of_unknown_key_and_no_resurrection(manager: SessionMan
 
 
 @pytest.mark.anyio
-async def test_async_view_through_the_async_client(manager: SessionManager) -> None:
+async def test_async_view_through_the_async_client(amanager: SessionManager) -> None:
     browser = AsyncClient()
     response = await browser.get("/aset?key=a&value=1")
     key = cookie(response)

@@ -4,6 +4,7 @@ Flask-Login on top. Requests go to `https://localhost` as a browser would send t
 
 from __future__ import annotations
 
+import secrets
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,9 +21,10 @@ from coatcheck import Lifetimes, SessionAdmin, SessionManager
 from coatcheck.adapters.flask import FlaskSession, SessionInterface
 from coatcheck.exceptions import StoreUnavailable
 from coatcheck.ids import public_id
-from coatcheck.stores import MemoryStore, SQLiteStore
+from coatcheck.stores import MemoryStore, PostgresStore, RedisStore, SQLiteStore
 from coatcheck.stores.base import Record, Store
 from helpers import COOKIE, CountingStore, FakeClock, manager_for
+from servers import postgres_server_fixture, redis_server_fixture  # noqa: F401 - fixtures
 
 BASE = "https://localhost"
 COOKIE_ATTRS = "Path=/; HttpOnly; Secure; SameSite=Lax"
@@ -139,13 +141,29 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+STORES = [
+    "memory",
+    "sqlite",
+    pytest.param("redis", marks=pytest.mark.service),
+    pytest.param("postgres", marks=pytest.mark.service),
+]
+
+
+@pytest.fixture(params=STORES)
 def store(request: pytest.FixtureRequest, clock: FakeClock, tmp_path: Path) -> Iterator[Store]:
+    """Each store available; Redis and PostgreSQL on the throw-away servers of
+    `tests/servers.py`, each test under its own key prefix or table."""
     backend: Store
     if request.param == "memory":
         backend = MemoryStore(clock=clock)
-    else:
+    elif request.param == "sqlite":
         backend = SQLiteStore(tmp_path / "sessions.db", clock=clock)
+    elif request.param == "redis":
+        server = request.getfixturevalue("redis_server")
+        backend = RedisStore(server.url, prefix=f"test-{secrets.token_hex(6)}:")
+    else:
+        server = request.getfixturevalue("postgres_server")
+        backend = PostgresStore(server.url, table=f"test_{secrets.token_hex(6)}", clock=clock)
     yield backend
     backend.close()
 

@@ -168,6 +168,11 @@ class SessionStore(SessionBase):
         return self._opened(result, record)
 
     def _opened(self, session: Session, record: Record | None) -> Session:
+        if not session.is_new and self._expired(session):
+            self.manager.audit.security("session.expired", session.id, "reason=django_expiry")
+            stale = session.id
+            session = self._fresh()
+            session.stale_key = stale  # deleted when the new session is saved
         if session.is_new:
             # Unknown, expired or unreadable: Django's rule is to forget the key and
             # create nothing (a later save makes a new key).
@@ -175,6 +180,15 @@ class SessionStore(SessionBase):
                 suspicious.warning("Session data corrupted")
             self._session_key = None
         return session
+
+    def _expired(self, session: Session) -> bool:
+        """Whether Django's expiry (`set_expiry`, else `SESSION_COOKIE_AGE`, counted from the
+        last save or refresh) has passed, by the manager's clock. Records also expire in
+        the store; this check keeps the rule exact whatever the store's TTL resolution."""
+        expiry = session.data().get("_session_expiry")
+        seen = session.last_seen
+        age = self.get_expiry_age(modification=_datetime(seen), expiry=expiry)
+        return seen + age <= self.manager.clock()
 
     def _opening(self, secret: str | None) -> Opening:
         manager = self.manager
