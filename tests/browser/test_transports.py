@@ -202,6 +202,19 @@ def test_session_storage_survives_reload(context: BrowserContext, site: Server) 
     assert me(page)["user"] == "alice"
 
 
+def test_local_storage_only_when_asked(context: BrowserContext, site: Server) -> None:
+    page = open_header_page(context, site, "?storage=local")
+    call(page, "/api/login", "POST", exclusive=True)
+    assert page.evaluate("Object.keys(localStorage)") == ["coatcheck.token"]
+    page.close()
+    # No tab is open to hand the token over: it comes from localStorage.
+    later = open_header_page(context, site, "?storage=local")
+    assert later.evaluate("window.session.hasToken") is True
+    assert me(later)["user"] == "alice"
+    call(later, "/api/logout", "POST", exclusive=True)
+    assert later.evaluate("localStorage.length") == 0
+
+
 def test_memory_storage_forgets_on_reload(context: BrowserContext, site: Server) -> None:
     page = open_header_page(context, site)
     call(page, "/api/login", "POST", exclusive=True)
