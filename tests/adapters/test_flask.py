@@ -17,7 +17,7 @@ from flask.testing import FlaskClient
 from werkzeug.exceptions import Forbidden
 from werkzeug.test import TestResponse
 
-from coatcheck import Lifetimes, SessionAdmin, SessionManager
+from coatcheck import ClientSide, KeyRing, Lifetimes, SessionAdmin, SessionManager
 from coatcheck.adapters.flask import FlaskSession, SessionInterface
 from coatcheck.exceptions import StoreUnavailable
 from coatcheck.ids import public_id
@@ -512,3 +512,41 @@ class _Counting:
         with self._lock:
             self.conflicts += not ok
         return ok
+
+
+# -- client-side mode: the same interface, the session in a signed token ------------------------
+
+
+@pytest.fixture
+def token_client(clock: FakeClock) -> FlaskClient:
+    mode = ClientSide(KeyRing.generate(), store="memory://", staleness=0)
+    manager = SessionManager(mode, clock=clock, lifetimes=Lifetimes(renewal=None))
+    app = make_app(manager)
+    app.config["MANAGER"] = manager
+    return app.test_client()
+
+
+def test_client_side_round_trip_and_flash(token_client: FlaskClient) -> None:
+    token = sent_secret(get(token_client, "/set?key=a&value=1"))
+    assert token is not None and token.count(".") == 2  # a compact JWS, not an opaque ID
+    get(token_client, "/flash?message=saved")
+    assert get(token_client, "/flashes").get_json() == [["info", "saved"]]
+    assert dump(token_client)["data"] == {"a": "1"}
+
+
+def test_client_side_flask_login_listing_and_revocation(token_client: FlaskClient) -> None:
+    app = token_client.application
+    manager: SessionManager = app.config["MANAGER"]
+    before = sent_secret(get(token_client, "/set?key=a"))
+    after = sent_secret(get(token_client, "/login/9"))
+    assert before and after and after != before
+    assert get(token_client, "/whoami").get_json() == {"user": "9", "session_user": "9"}
+    [info] = SessionAdmin(manager).sessions("9")
+    SessionAdmin(manager).revoke(info.id)
+    assert get(token_client, "/whoami").get_json()["user"] is None
+
+
+def test_client_side_idle_timeout(token_client: FlaskClient, clock: FakeClock) -> None:
+    get(token_client, "/login/9")
+    clock.advance(31 * 60)
+    assert get(token_client, "/whoami").get_json()["user"] is None
