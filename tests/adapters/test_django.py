@@ -354,6 +354,9 @@ def test_tampered_record_is_logged_as_suspicious(
         assert again.load() == {}
     assert [r.getMessage() for r in caplog.records
             if r.name == "django.security.SuspiciousSession"] == ["Session data corrupted"]
+    again["b"] = 2
+    again.save()
+    assert again.session_key != key and store.load(public_id(key)) is None  # dead record gone
 
 
 # -- async twins --------------------------------------------------------------------------------

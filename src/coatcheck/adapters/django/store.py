@@ -144,10 +144,16 @@ class SessionStore(SessionBase):
     # -- loading ---------------------------------------------------------------------------
 
     def load(self) -> dict[str, Any]:
-        return dict(self._load().data())
+        return self._loaded(self._load())
 
     async def aload(self) -> dict[str, Any]:
-        return dict((await self._aload()).data())
+        return self._loaded(await self._aload())
+
+    def _loaded(self, session: Session) -> dict[str, Any]:
+        # Kept unless a session is already in use: loading may forget the key, and the
+        # session it leaves (with any dead record to delete) is the one to save next.
+        self.__dict__.setdefault("_session_cache", session)
+        return dict(session.data())
 
     def _load(self) -> Session:
         store = self._store
@@ -215,6 +221,7 @@ class SessionStore(SessionBase):
             authenticated_at=source.authenticated_at if source is not None else None,
         )  # fmt: skip
         session.transport = self.manager.transport
+        session.stale_key = source.stale_key if source is not None else None
         return session
 
     # -- Django's storage API ----------------------------------------------------------------
@@ -236,8 +243,8 @@ class SessionStore(SessionBase):
         return record is not None and self.manager.describe(key, record) is not None
 
     def create(self) -> None:
-        for _ in range(CREATE_ATTEMPTS):
-            self._session_key = self._get_new_session_key()
+        for attempt in range(CREATE_ATTEMPTS):
+            self._session_key = self._creation_key(attempt)
             try:
                 self.save(must_create=True)
             except CreateError:
@@ -247,8 +254,8 @@ class SessionStore(SessionBase):
         raise StoreError("could not create a session under a fresh key")
 
     async def acreate(self) -> None:
-        for _ in range(CREATE_ATTEMPTS):
-            self._session_key = await self._aget_new_session_key()
+        for attempt in range(CREATE_ATTEMPTS):
+            self._session_key = self._creation_key(attempt)
             try:
                 await self.asave(must_create=True)
             except CreateError:
@@ -256,6 +263,15 @@ class SessionStore(SessionBase):
             self.modified = True
             return
         raise StoreError("could not create a session under a fresh key")
+
+    def _creation_key(self, attempt: int) -> str:
+        """A key for a new record: the unsaved session's own ID first (it carries the dead
+        record to delete, if any), then fresh ones."""
+        cache = self.__dict__.get("_session_cache")
+        if attempt == 0 and cache is not None and cache.is_new:
+            secret: str = cache.secret
+            return secret
+        return new_id()
 
     def save(self, must_create: bool = False) -> None:
         if self.session_key is None:
