@@ -11,6 +11,9 @@ Implementations:
   starsessions-memory   starsessions 2 SessionMiddleware + SessionAutoloadMiddleware, InMemoryStore
   coatcheck-memory      coatcheck.adapters.asgi.SessionMiddleware, ServerSide(MemoryStore())
   coatcheck-sqlite      the same on SQLiteStore(<temp file>) (WAL, synchronous=NORMAL)
+  minimal-memory        a reference written here: the least a server-side session middleware
+                        does in Python (cookie, SHA-256 key, dict, JSON, Vary, write only when
+                        changed), without lifetimes, CSRF, rotation, versions or metadata
 
 Scenarios (all GET, browser-like headers):
   read   cookie present, the endpoint reads the session's 5 small keys, changes nothing
@@ -47,12 +50,15 @@ import argparse
 import asyncio
 import cProfile
 import gc
+import hashlib
 import importlib
 import importlib.util
+import json
 import os
 import platform
 import pstats
 import random
+import secrets
 import sqlite3
 import statistics
 import subprocess
@@ -68,6 +74,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.sessions import Session as TrackedDict
 from starlette.middleware.sessions import SessionMiddleware as StarletteSessionMiddleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
@@ -84,13 +91,17 @@ Message = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Any], Awaitable[None]]
 
 SCENARIOS = ("read", "write", "new")
-IMPLS = ("bare", "starlette-cookie", "starsessions-memory", "coatcheck-memory", "coatcheck-sqlite")
+IMPLS = (
+    "bare", "starlette-cookie", "starsessions-memory", "minimal-memory",
+    "coatcheck-memory", "coatcheck-sqlite",
+)  # fmt: skip
 VARIANTS = ("variant-memory", "variant-sqlite")  # with --compare
 FLOORS = ("floor", "coatcheck-sql")
 LABELS = {
     "bare": "bare Starlette app (absolute time)",
     "starlette-cookie": "Starlette `SessionMiddleware` (signed cookie)",
     "starsessions-memory": "starsessions + `InMemoryStore`",
+    "minimal-memory": "reference: minimal server-side middleware, dict store",
     "coatcheck-memory": "coatcheck server-side, `MemoryStore`",
     "coatcheck-sqlite": "coatcheck server-side, `SQLiteStore`",
     "variant-memory": "variant (--compare) server-side, `MemoryStore`",
@@ -159,6 +170,50 @@ async def _nothing() -> None:
     return None
 
 
+class MinimalServerSide:
+    """The least a server-side session middleware does, as a yardstick for coatcheck's core.
+
+    Cookie `sid` -> SHA-256 -> dict -> JSON -> a dict that tracks changes; on the response,
+    `Vary: Cookie`, and the record and (for a new session) the cookie only if it changed.
+    No lifetimes, CSRF, ID rotation, versions, client metadata or error handling.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.store: dict[bytes, bytes] = {}
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        secret = key = raw = None
+        for name, value in scope["headers"]:
+            if name == b"cookie":
+                for pair in value.split(b";"):
+                    cookie, _, cookie_value = pair.strip().partition(b"=")
+                    if cookie == b"sid":
+                        secret = cookie_value
+        if secret is not None and len(secret) == 43:
+            key = hashlib.sha256(secret).digest()
+            raw = self.store.get(key)
+        session = TrackedDict(json.loads(raw) if raw is not None else {})
+        scope["session"] = session
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal key
+            if message["type"] == "http.response.start":
+                headers = message.setdefault("headers", [])
+                if session.modified:
+                    if raw is None:
+                        new = secrets.token_urlsafe(32).encode()
+                        key = hashlib.sha256(new).digest()
+                        cookie = b"sid=" + new + b"; Path=/; HttpOnly; Secure; SameSite=Lax"
+                        headers.append((b"set-cookie", cookie))
+                    assert key is not None
+                    self.store[key] = json.dumps(session, separators=(",", ":")).encode()
+                headers.append((b"vary", b"Cookie"))
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)
+
+
 packages: dict[str, ModuleType] = {"coatcheck": coatcheck}
 
 
@@ -186,7 +241,9 @@ def build(impl: str, tmp: Path) -> tuple[Starlette, Callable[[], Awaitable[None]
         ServerSide, SessionManager = package.ServerSide, package.SessionManager  # noqa: N806
         stores = importlib.import_module(f"{name}.stores")
         asgi_middleware = importlib.import_module(f"{name}.adapters.asgi").SessionMiddleware
-    if impl == "starlette-cookie":
+    if impl == "minimal-memory":
+        middleware = [Middleware(MinimalServerSide)]
+    elif impl == "starlette-cookie":
         middleware = [
             Middleware(StarletteSessionMiddleware, secret_key=SECRET_KEY, https_only=True)
         ]
@@ -284,7 +341,7 @@ class Case:
         """Fail loudly if a scenario does not do what it claims for this implementation."""
         status, headers = await request(self.app, self.scopes["read"])
         assert status == 200 and last_read == tuple(SEED.values()), (self.impl, last_read)
-        if self.impl.startswith(("coatcheck", "variant")) or self.impl == "starlette-cookie":
+        if self.impl.startswith(("coatcheck", "variant", "minimal", "starlette")):
             assert set_cookie(headers) is None, f"{self.impl} wrote on a read-only request"
         status, headers = await request(self.app, self.scopes["write"])
         assert status == 200, self.impl
@@ -513,6 +570,8 @@ RATIOS = [
      None, "(info)"),
     ("coatcheck-memory / Starlette cookie", "coatcheck-memory", "starlette-cookie",
      None, "(info)"),
+    ("coatcheck-memory / minimal reference", "coatcheck-memory", "minimal-memory",
+     None, "(info)"),
 ]  # fmt: skip
 
 
@@ -620,7 +679,7 @@ async def profile(args: argparse.Namespace, tmp: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=20, help="interleaved rounds")
-    parser.add_argument("--requests", type=int, default=300, help="requests per batch")
+    parser.add_argument("--requests", type=int, default=500, help="requests per batch")
     parser.add_argument("--warmup", type=int, default=300, help="warm-up requests per batch")
     parser.add_argument("--seed", type=int, default=1, help="seed of the batch order")
     parser.add_argument("--profile", action="store_true", help="cProfile coatcheck instead")
