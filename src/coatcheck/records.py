@@ -20,6 +20,7 @@ __all__ = ["Alias", "Stored", "decode", "encode", "encode_alias"]
 
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 _decoder = json.JSONDecoder()
+_isfinite = math.isfinite
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,10 +120,12 @@ def decode(raw: bytes) -> Stored | Alias:
 def _time(value: object) -> float:
     # Only finite JSON numbers: a string ("1e9"), a bool or NaN (which `json` accepts and
     # which compares false with everything, so a session stamped NaN would never expire).
+    if type(value) is float and _isfinite(value):  # what coatcheck writes: checked first
+        return value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError
     seconds = float(value)  # OverflowError for an integer beyond float range
-    if not math.isfinite(seconds):
+    if not _isfinite(seconds):
         raise ValueError
     return seconds
 
