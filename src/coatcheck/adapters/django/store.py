@@ -70,6 +70,7 @@ class SessionStore(SessionBase):
         self._request = request if request is not None else RequestInfo()
         self._modified = False
         self._cycled = False
+        self._written: Record | None = None
         super().__init__(session_key)
 
     def __repr__(self) -> str:
@@ -124,6 +125,8 @@ class SessionStore(SessionBase):
         except AttributeError:
             if self.session_key is None or no_load:
                 self._session_cache = self._fresh()
+            elif self._written is not None:
+                self._session_cache = self._adopt(self.session_key, self._written)
             else:
                 self._session_cache = self._load()
         return self._session_cache
@@ -135,6 +138,8 @@ class SessionStore(SessionBase):
         except AttributeError:
             if self.session_key is None or no_load:
                 self._session_cache = self._fresh()
+            elif self._written is not None:
+                self._session_cache = self._adopt(self.session_key, self._written)
             else:
                 self._session_cache = await self._aload()
         return self._session_cache
@@ -193,7 +198,10 @@ class SessionStore(SessionBase):
         the store; this check keeps the rule exact whatever the store's TTL resolution."""
         expiry = session.data().get("_session_expiry")
         seen = session.last_seen
-        age = self.get_expiry_age(modification=_datetime(seen), expiry=expiry)
+        if expiry is None or type(expiry) is int:  # seconds of inactivity: no dates needed
+            age = expiry or self.get_session_cookie_age()
+        else:
+            age = self.get_expiry_age(modification=_datetime(seen), expiry=expiry)
         return seen + age <= self.manager.clock()
 
     def _opening(self, secret: str | None) -> Opening:
@@ -318,26 +326,33 @@ class SessionStore(SessionBase):
     def _saved(self, session: Session, write: Write | None) -> None:
         """Adopt the state just stored, so that later changes in this request (and a
         second save) start from it."""
+        self._written = None
         if session.ended or write is None:
             self._session_key = None
             self._session_cache = self._fresh()
             return
         self._session_key = session.secret
-        if write.key != session.id:
-            # A concurrent renewal moved the record and our key is its alias for the grace
-            # window: load it again (lazily) through the alias.
-            del self._session_cache
-            return
-        version = 1 if write.replaces is not None or write.version == 0 else write.version + 1
-        stored = self.manager.attach(self._opening(session.secret), Record(write.data, version))
+        del self._session_cache  # what is stored now is adopted on the next access, if any
+        if write.key == session.id:
+            version = 1 if write.replaces is not None or write.version == 0 else write.version + 1
+            self._written = Record(write.data, version)
+        # else: a concurrent renewal moved the record and our key is its alias for the grace
+        # window; the next access loads it through the alias.
+
+    def _adopt(self, secret: str, record: Record) -> Session:
+        """The session as it was just written (without reading it back from the store)."""
+        self._written = None
+        stored = self.manager.attach(self._opening(secret), record)
         assert isinstance(stored, Session)  # noqa: S101 - a record just written, not an alias
-        self._session_cache = stored
+        return stored
 
     def _ttl(self, session: Session) -> float:
         """How long the record lives by Django's rules (`set_expiry`, `SESSION_COOKIE_AGE`),
         counted from now; the manager's lifetimes cap it."""
-        now = _datetime(self.manager.clock())
         expiry = session.data().get("_session_expiry")
+        if expiry is None or type(expiry) is int:
+            return max(0.0, float(expiry or self.get_session_cookie_age()))
+        now = _datetime(self.manager.clock())
         return max(0.0, float(self.get_expiry_age(modification=now, expiry=expiry)))
 
     def delete(self, session_key: str | None = None) -> None:
@@ -374,6 +389,7 @@ class SessionStore(SessionBase):
         self._forget()
 
     def _forget(self) -> None:
+        self._written = None
         self._session_cache = self._fresh()
         self._session_key = None
         self.accessed = True
