@@ -10,6 +10,7 @@ clients: two replicas) sharing one store lose none of 50 parallel writes to one 
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -22,14 +23,15 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from coatcheck.adapters.asgi import SessionMiddleware
+from coatcheck.exceptions import StoreUnavailable
 from coatcheck.session import Session
-from coatcheck.stores import AsyncStore
-from coatcheck.stores.postgres import AsyncPostgresStore
-from coatcheck.stores.redis import AsyncRedisStore
+from coatcheck.stores import AsyncStore, Record, Store
+from coatcheck.stores.postgres import AsyncPostgresStore, PostgresStore
+from coatcheck.stores.redis import AsyncRedisStore, RedisStore
 from helpers import COOKIE, FakeClock, client, manager_for
 from servers import PostgresServer, RedisServer, running_postgres, running_redis
 
-pytestmark = [pytest.mark.service, pytest.mark.anyio]
+pytestmark = pytest.mark.service
 
 TRAFFIC = 60  # writes per fault scenario
 KILL_AFTER = 15  # writes before the server goes away
@@ -115,6 +117,7 @@ async def write(http: httpx.AsyncClient, key: str, value: str) -> int:
     return response.status_code
 
 
+@pytest.mark.anyio
 async def test_server_lost_mid_traffic_gives_503_and_service_resumes(
     backend: tuple[str, StoreFactory, Callable[[], None], Callable[[], None]],
     first_store: AsyncStore,
@@ -181,6 +184,7 @@ async def test_server_lost_mid_traffic_gives_503_and_service_resumes(
     assert data["first"] == "1"
 
 
+@pytest.mark.anyio
 async def test_fail_open_serves_an_anonymous_session_while_the_server_is_down(
     backend: tuple[str, StoreFactory, Callable[[], None], Callable[[], None]],
     first_store: AsyncStore,
@@ -197,6 +201,7 @@ async def test_fail_open_serves_an_anonymous_session_while_the_server_is_down(
             await anyio.to_thread.run_sync(start)
 
 
+@pytest.mark.anyio
 async def test_two_app_instances_lose_none_of_50_parallel_writes(
     backend: tuple[str, StoreFactory, Callable[[], None], Callable[[], None]],
     first_store: AsyncStore,
@@ -227,3 +232,38 @@ async def test_two_app_instances_lose_none_of_50_parallel_writes(
             expected = {f"p{i}": str(i) for i in range(PARALLEL)} | {"start": "s"}
             assert data == expected, f"{name}: lost {set(expected) - set(data)}"
     await second_store.aclose()
+
+
+def sync_store(name: str, server: Any) -> Store:
+    if name == "redis":
+        return RedisStore(server.url, prefix="faults-sync:", timeout=0.3)
+    return PostgresStore(server.url, table="faults_sync", timeout=0.5)
+
+
+@pytest.mark.parametrize("name", ["redis", "postgres"])
+def test_sync_store_fails_cleanly_and_resumes(name: str, request: pytest.FixtureRequest) -> None:
+    server: Any = request.getfixturevalue("durable_redis" if name == "redis" else "own_postgres")
+    store = sync_store(name, server)
+    key = "k" * 43
+    assert store.save(key, b"before", version=0, ttl=60, user="u")
+    server.stop()
+    try:
+        with pytest.raises(StoreUnavailable):
+            store.load(key)
+        with pytest.raises(StoreUnavailable):
+            store.save(key, b"while down", version=1, ttl=60, user="u")
+    finally:
+        server.start()
+    for _ in range(RECOVERY_ATTEMPTS):  # the pool reconnects on its own; bounded wait
+        try:
+            record = store.load(key)
+            break
+        except StoreUnavailable:
+            time.sleep(0.05)
+    else:
+        raise AssertionError(f"{name}: the store did not come back after the restart")
+    assert record == Record(b"before", 1)
+    assert store.save(key, b"after", version=1, ttl=60, user="u")
+    assert store.list_user("u") == [(key, Record(b"after", 2))]
+    store.delete(key)
+    store.close()

@@ -5,8 +5,9 @@ Layout (with the default prefix `coatcheck:`):
 - `coatcheck:s:{<key>}` is a string `<version>:<len(user)>:<user><data>` (the length field
   is empty when there is no user) that expires by Redis TTL: no sweeper. A read is one
   `GET`; keeping the version, the user and the data in one string costs a few bytes of
-  header, where a hash would cost a hash object per session once the data outgrows a
-  listpack.
+  header, where a hash costs a hash table per session once the data outgrows a listpack
+  (64 bytes). Measured with 150-byte sessions: 364 bytes of Redis memory per session as a
+  string, 571 as a hash, and `GET` no slower than `HMGET`.
 - `coatcheck:u:{<user>}` is a sorted set of the user's keys scored by their expiry time
   (server clock, milliseconds). Every index write first drops members whose score has
   passed and sets the set's own expiry to its latest score, so an index never outlives its
