@@ -23,11 +23,13 @@ START_TIMEOUT = 60.0  # seconds for a demo cluster to come up on a busy machine
 
 @dataclass
 class Demo:
-    """A running `coatcheck demo`: its process, balancer port and replica ports."""
+    """A running `coatcheck demo`: its process, balancer port, replica ports and what it
+    printed when it started."""
 
     process: subprocess.Popen[bytes]
     port: int
     replicas: dict[str, int] = field(default_factory=dict)
+    banner: str = ""
 
     def request(
         self, method: str, path: str, headers: dict[str, str] | None = None,
@@ -79,7 +81,8 @@ def start_demo(*args: str) -> Demo:
     if "Ctrl-C" not in text:
         stop_demo(process)
         pytest.fail(f"demo did not start: {text}")
-    demo = Demo(process, int(text.split("http://localhost:", 1)[1].split("/", 1)[0]))
+    demo = Demo(process, int(text.split("http://localhost:", 1)[1].split("/", 1)[0]),
+                banner=text)  # fmt: skip
     for line in text.splitlines():
         if line.strip().startswith("replica "):
             name = line.split()[1].rstrip(":")

@@ -25,9 +25,10 @@ def test_check_every_strategy_prints_the_table_and_exits_0() -> None:
     lines = result.stdout.splitlines()
     assert lines[0].split()[:3] == ["strategy", "requests", "right"]
     rows = {line.split()[0]: line for line in lines[2:]}
-    assert set(rows) == {"local", "sticky", "shared"}
+    assert set(rows) == {"local", "sticky", "shared", "client", "header"}
     assert all(row.rstrip().endswith(" ok") for row in rows.values())
     assert "[shared] killed " in result.stderr  # progress while it runs
+    assert "[header] device B revoked device A: gone on every replica" in result.stderr
 
 
 def test_check_json_numbers_for_shared() -> None:
@@ -40,6 +41,18 @@ def test_check_json_numbers_for_shared() -> None:
     assert row["survived_replica_death"] is True
     assert row["revocation_ms"] is not None and row["logout_everywhere"] is True
     assert row["latency_p50_ms"] <= row["latency_p99_ms"]
+
+
+def test_check_json_header_with_encrypted_tokens() -> None:
+    result = coatcheck("demo", "--check", "--strategy", "header", "--encrypted",
+                       "--requests", "12", "--replicas", "2", "--json")  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    (row,) = json.loads(result.stdout)
+    assert row["strategy"] == "header" and row["ok"] is True
+    assert row["right_session"] == 1.0 and row["read_back"] == "2/2"
+    assert row["survived_replica_death"] is True and row["logout_everywhere"] is True
+    assert row["revocation_ms"] is not None and row["revocation_late"] is False
+    assert row["revocation_bound_ms"] == 250.0
 
 
 def test_check_json_local_loses_sessions() -> None:

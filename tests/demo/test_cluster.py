@@ -166,3 +166,20 @@ def test_too_many_replicas_is_a_usage_error() -> None:
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert result.returncode == 2 and "--replicas must be between 1 and 16" in result.stderr
+
+
+def test_client_strategy_with_encrypted_tokens_on_every_replica() -> None:
+    demo = start_demo("--strategy", "client", "--encrypted", "--replicas", "2")
+    try:
+        assert "  tokens: encrypted (JWE dir + A256GCM)" in demo.banner
+        assert "  store: sqlite:///" in demo.banner
+        code, headers, _ = demo.request("POST", "/login", {"Accept": "application/json"},
+                                        body="user=alice")  # fmt: skip
+        assert code == 200
+        cookie = headers["set-cookie"].split(";", 1)[0]
+        assert cookie.startswith("__Host-session=") and cookie.count(".") == 4  # JWE
+        for port in demo.replicas.values():  # one key for the cluster: every replica reads it
+            _, _, body = demo.request("GET", "/api/session", {"Cookie": cookie}, port=port)
+            assert b'"user": "alice"' in body
+    finally:
+        stop_demo(demo.process)

@@ -18,12 +18,13 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import TextIO
+from urllib.parse import urlsplit, urlunsplit
 
 from .balancer import Balancer
 from .cluster import Cluster, ReplicaFailed
-from .strategies import Strategy
+from .strategies import Settings, Strategy, describe_tokens
 
-__all__ = ["DemoError", "run"]
+__all__ = ["DemoError", "resolve_store", "run"]
 
 
 class DemoError(RuntimeError):
@@ -36,22 +37,24 @@ def run(
     replicas: int = 3,
     port: int = 8000,
     store_url: str | None = None,
+    encrypted: bool = False,
     out: TextIO = sys.stdout,
 ) -> None:
     """Serve the demo until interrupted. `port=0` picks a free port; the first line
-    printed to `out` is always `coatcheck demo: http://localhost:PORT/`."""
-    reason = strategy.unavailable(store_url)
-    if reason is not None:
-        raise DemoError(f"strategy {strategy.name!r} cannot run here: {reason}")
+    printed to `out` is always `coatcheck demo: http://localhost:PORT/`. `encrypted`
+    makes client-side strategies issue encrypted (JWE) tokens instead of signed ones."""
     # Named after this process, so whoever kills it with SIGKILL can find what it left.
     run_dir = Path(tempfile.mkdtemp(prefix=f"coatcheck-demo-{os.getpid()}-"))
     try:
-        if strategy.shared_store and store_url is None:
-            store_url = f"sqlite:///{run_dir / 'sessions.db'}"
-        cluster = Cluster(strategy, replicas, run_dir, store_url if strategy.shared_store else None)
+        store, note = resolve_store(strategy, store_url, run_dir)
+        settings = Settings(store_url=store, encrypted=encrypted)
+        reason = strategy.unavailable(settings)
+        if reason is not None:
+            raise DemoError(f"strategy {strategy.name!r} cannot run here: {reason}")
+        cluster = Cluster(strategy, replicas, run_dir, settings)
         atexit.register(cluster.stop)
         try:
-            asyncio.run(_serve(cluster, strategy, port, out))
+            asyncio.run(_serve(cluster, strategy, port, out, note))
         finally:
             cluster.stop()
             atexit.unregister(cluster.stop)
@@ -59,7 +62,36 @@ def run(
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-async def _serve(cluster: Cluster, strategy: Strategy, port: int, out: TextIO) -> None:
+def redact(url: str) -> str:
+    """`url` without the password in it, if any: printing is not a place for secrets."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{netloc}"))
+
+
+def resolve_store(
+    strategy: Strategy, store_url: str | None, run_dir: Path
+) -> tuple[str | None, str | None]:
+    """The store URL the replicas of `strategy` use, and a note when it is not the one
+    asked for: None for strategies without a shared store, else `store_url`, or a SQLite
+    file in `run_dir` when none was given or the strategy cannot use the one given."""
+    if not strategy.shared_store:
+        return None, None
+    fallback = f"sqlite:///{run_dir / 'sessions.db'}"
+    if store_url is None:
+        return fallback, None
+    problem = strategy.store_problem(store_url)
+    if problem is None:
+        return store_url, None
+    note = f"--store is not used by the {strategy.name} strategy ({problem}); it uses a SQLite file"
+    return fallback, note
+
+
+async def _serve(
+    cluster: Cluster, strategy: Strategy, port: int, out: TextIO, note: str | None
+) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -88,6 +120,12 @@ async def _serve(cluster: Cluster, strategy: Strategy, port: int, out: TextIO) -
             bound = server.sockets[0].getsockname()[1]
             print(f"coatcheck demo: http://localhost:{bound}/", file=out, flush=True)
             print(f"strategy {strategy.name}: {strategy.summary}", file=out)
+            if cluster.settings.store_url is not None:
+                print(f"  store: {redact(cluster.settings.store_url)}", file=out)
+            if note is not None:
+                print(f"  note: {note}", file=out)
+            if strategy.client_side:
+                print(f"  tokens: {describe_tokens(cluster.settings)}", file=out)
             for replica in cluster.replicas:
                 print(f"  replica {replica.name}: http://127.0.0.1:{replica.port}/", file=out)
             print("Ctrl-C stops the demo and every replica.", file=out, flush=True)
@@ -95,4 +133,3 @@ async def _serve(cluster: Cluster, strategy: Strategy, port: int, out: TextIO) -
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
-

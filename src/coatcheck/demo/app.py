@@ -1,14 +1,21 @@
 """The demo web app: one replica of a small shop with a cart, logins and a device list.
 
 A plain ASGI application wrapped in coatcheck's `SessionMiddleware`, so what it shows is
-exactly what the library does. Every page says which replica served it. Unsafe requests
-are form posts (the page) or the same posts with `Accept: application/json` (the scripted
-client of `--check`), which answer with the state as JSON instead of a redirect.
+exactly what the library does. Every page says which replica served it.
+
+With a cookie (strategies whose `carrier` is "cookie") the page is server-rendered and its
+unsafe requests are form posts; the scripted client of `--check` sends the same posts with
+`Accept: application/json` and gets the state as JSON instead of a redirect. With the
+header transport ("header") the browser cannot attach the token to a navigation, so `/`
+is a shell whose script (`coatcheck.js`, served by the middleware at `/coatcheck.js`)
+sends every request with `fetch`, token attached, and asks for JSON that carries the
+rendered sections (`?view=html`).
 
 Routes::
 
-    GET  /                       the page
-    GET  /api/state              everything the page shows, as JSON
+    GET  /                       the page (cookie) or the page's shell (header)
+    GET  /coatcheck.js           the JavaScript client (header strategies only)
+    GET  /api/state              everything the page shows, as JSON (?view=html: + "html")
     GET  /api/session            only who this session is, without creating one (probes)
     POST /login                  user=alice|bob
     POST /logout
@@ -29,16 +36,21 @@ from urllib.parse import parse_qs
 
 from ..adapters.asgi import Message, Receive, Scope, Send, SessionMiddleware
 from ..admin import AsyncSessionAdmin
+from ..clientside import ClientSide
 from ..manager import SessionManager
 from ..session import Session, SessionInfo
 from . import page
 from .strategies import STRATEGIES
 
-__all__ = ["DEMO_USERS", "DemoApp", "build_app"]
+__all__ = ["CLIENT_SCRIPT", "DEMO_USERS", "MAX_CART", "DemoApp", "build_app"]
 
 DEMO_USERS = ("alice", "bob")
 MAX_BODY = 64 * 1024  # bytes; demo forms are tiny
 MAX_ITEM = 40  # characters of a cart item name
+#: Items a cart keeps (the oldest drop off): a client-side session travels with every
+#: request, so it must stay small (a cookie holds about 4 KB).
+MAX_CART = 50
+CLIENT_SCRIPT = "/coatcheck.js"
 
 Action = Callable[[Session, dict[str, str]], Awaitable[int]]
 
@@ -53,6 +65,12 @@ class DemoApp:
         self.strategy = strategy
         known = STRATEGIES.get(strategy)
         self.summary = known.summary if known is not None else ""
+        self.carrier = known.carrier if known is not None else "cookie"
+        mode = manager.mode
+        self.tokens: dict[str, Any] | None = None
+        if isinstance(mode, ClientSide):
+            self.tokens = {"format": "JWE" if mode.encrypted else "JWS",
+                           "staleness_ms": round(mode.staleness * 1000)}  # fmt: skip
         self.actions: dict[str, Action] = {
             "/login": self.login,
             "/logout": self.logout,
@@ -69,8 +87,13 @@ class DemoApp:
         session: Session = scope["session"]
         method, path = scope["method"], scope["path"]
         wants_json = b"application/json" in _header(scope, b"accept")
+        with_html = b"view=html" in scope.get("query_string", b"").split(b"&")
         if method in ("GET", "HEAD") and path == "/api/session":
             await self.respond(send, 200, "application/json", lambda: self.whoami_json(session))
+            return
+        if method in ("GET", "HEAD") and path == "/" and self.carrier == "header":
+            # The token is in the page's script, which this navigation request did not run.
+            await self.respond(send, 200, "text/html", self.shell)
             return
         if method in ("GET", "HEAD") and path in ("/", "/api/state"):
             status = 200
@@ -86,13 +109,14 @@ class DemoApp:
             await self.plain(send, 404, b"not found")
             return
         # Asked before the response starts, so that a new session is saved with its token.
-        csrf = None if session.ended else session.csrf_token
+        # Only a cookie needs one: a browser never attaches a header on its own (no CSRF).
+        ambient = session.transport is None or session.transport.ambient
+        csrf = session.csrf_token if ambient and not session.ended else None
         if path == "/":
             await self.respond(send, status, "text/html", lambda: self.page(session, csrf))
         else:
-            await self.respond(
-                send, status, "application/json", lambda: self.state_json(session, csrf)
-            )
+            await self.respond(send, status, "application/json",
+                               lambda: self.state_json(session, csrf, html=with_html))  # fmt: skip
 
     async def respond(
         self, send: Send, status: int, content_type: str, render: Callable[[], Awaitable[str]]
@@ -144,7 +168,7 @@ class DemoApp:
         item = form.get("item", "").strip()[:MAX_ITEM]
         if not item:
             return 400
-        session["cart"] = [*session.get("cart", []), item]
+        session["cart"] = [*session.get("cart", []), item][-MAX_CART:]
         return 200
 
     async def cart_clear(self, session: Session, form: dict[str, str]) -> int:
@@ -182,6 +206,8 @@ class DemoApp:
             **self.whoami(session),
             "strategy": self.strategy,
             "summary": self.summary,
+            "carrier": self.carrier,
+            "tokens": self.tokens,
             "csrf_token": csrf,
             "my_sessions": [_info(i) for i in await self.my_sessions(session)],
             "admin": admin,
@@ -200,8 +226,11 @@ class DemoApp:
             },
         }
 
-    async def state_json(self, session: Session, csrf: str | None) -> str:
-        return json.dumps(await self.state(session, csrf))
+    async def state_json(self, session: Session, csrf: str | None, *, html: bool = False) -> str:
+        state = await self.state(session, csrf)
+        if html:
+            state["html"] = page.sections(state, users=DEMO_USERS)
+        return json.dumps(state)
 
     async def whoami_json(self, session: Session) -> str:
         return json.dumps(self.whoami(session))
@@ -209,10 +238,17 @@ class DemoApp:
     async def page(self, session: Session, csrf: str | None) -> str:
         return page.render(await self.state(session, csrf), users=DEMO_USERS)
 
+    async def shell(self) -> str:
+        return page.render_shell(strategy=self.strategy, summary=self.summary,
+                                 replica=self.replica, script=CLIENT_SCRIPT)  # fmt: skip
+
 
 def build_app(manager: SessionManager, *, replica: str, strategy: str) -> SessionMiddleware:
-    """The demo app for one replica, with sessions."""
-    return SessionMiddleware(DemoApp(manager, replica=replica, strategy=strategy), manager)
+    """The demo app for one replica, with sessions; header strategies also get the
+    JavaScript client served at `CLIENT_SCRIPT`."""
+    app = DemoApp(manager, replica=replica, strategy=strategy)
+    script = CLIENT_SCRIPT if app.carrier == "header" else None
+    return SessionMiddleware(app, manager, client_script_path=script)
 
 
 def _info(info: SessionInfo) -> dict[str, Any]:

@@ -8,12 +8,18 @@ all), and a scripted client plays three devices of one user:
 2. A's session is read back directly on every replica;
 3. the replica that served A last is killed (SIGKILL) and A goes on; then it is restarted;
 4. device B logs in as the same user, finds A in "my sessions" and revokes it; every
-   replica is polled until none accepts A's session any more (how many ms that took);
+   replica is polled until none accepts A's session any more (how many ms that took; a
+   probe sent later than the strategy's `revocation_within` that still sees A is a
+   deviation);
 5. device C logs in; B logs out its other devices, then itself; B and C must then be
-   logged out on every replica.
+   logged out on every replica (polled the same way).
 
 The client is `http.client` with a hand-kept cookie jar: Python's cookie jars drop
 `Secure` cookies over plain http, and the demo keeps coatcheck's default `__Host-` cookie.
+For strategies whose `carrier` is "header" the devices act as the JavaScript client does:
+they send `Authorization: Bearer <token>`, keep the token a `Session-Token` response header
+hands out (an empty one: forget it), send `Session-Transport: header` while they have none,
+and keep no cookies.
 """
 
 from __future__ import annotations
@@ -33,14 +39,18 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 from urllib.parse import urlencode
 
-from .strategies import Strategy
+from .app import MAX_CART
+from .strategies import Settings, Strategy
 
-__all__ = ["CheckResult", "check_strategy", "run_checks"]
+__all__ = ["CheckResult", "Device", "check_strategy", "run_checks"]
 
 USER = "alice"
 REQUEST_TIMEOUT = 10.0  # seconds for one request
 START_TIMEOUT = 60.0  # seconds for a demo cluster to come up
 REVOKE_TIMEOUT = 3.0  # seconds to wait for a revocation to show on every replica
+#: Seconds added to a strategy's `revocation_within` before a probe that still sees a
+#: revoked session counts as late: the replicas measure staleness on their own clocks.
+CLOCK_SLACK = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,13 +76,27 @@ class Reply:
 
 
 class Device:
-    """One browser of the scripted client: a user agent and its cookies."""
+    """One browser of the scripted client: a user agent and its cookies, or with `bearer`
+    its token (the header transport, as `coatcheck.js` carries it)."""
 
-    def __init__(self, port: int, name: str) -> None:
+    def __init__(self, port: int, name: str, *, bearer: bool = False) -> None:
         self.port = port
         self.name = name
+        self.bearer = bearer
         self.cookies: dict[str, str] = {}
+        self.token: str | None = None
         self.csrf: str | None = None
+        #: `Set-Cookie` headers a bearer device was sent (it keeps none of them).
+        self.stray_cookies = 0
+
+    def __repr__(self) -> str:
+        return f"Device({self.name!r}, bearer={self.bearer})"  # never the cookies or token
+
+    def copy(self, name: str) -> Device:
+        """Another device holding the same cookies or token (a copied credential)."""
+        twin = Device(self.port, name, bearer=self.bearer)
+        twin.cookies, twin.token, twin.csrf = dict(self.cookies), self.token, self.csrf
+        return twin
 
     def request(
         self, method: str, path: str, form: dict[str, str] | None = None, *, port: int | None = None
@@ -83,7 +107,12 @@ class Device:
         target = self.port if port is None else port
         headers = {"Host": f"localhost:{target}", "User-Agent": f"coatcheck-check/{self.name}",
                    "Accept": "application/json"}  # fmt: skip
-        if self.cookies:
+        if self.bearer:
+            if self.token:
+                headers["Authorization"] = f"Bearer {self.token}"
+            else:
+                headers["Session-Transport"] = "header"
+        elif self.cookies:
             headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
         body = None
         if form is not None:
@@ -103,8 +132,15 @@ class Device:
             connection.close()
         seconds = time.perf_counter() - started
         if not probe:
-            for header in response.headers.get_all("set-cookie") or ():
-                self._keep(header)
+            set_cookies = response.headers.get_all("set-cookie") or ()
+            if self.bearer:
+                self.stray_cookies += len(set_cookies)
+                token = response.getheader("session-token")
+                if token is not None:
+                    self.token = token.strip() or None
+            else:
+                for header in set_cookies:
+                    self._keep(header)
         try:
             parsed = json.loads(raw) if raw else {}
         except ValueError:
@@ -138,8 +174,12 @@ class CheckResult:
     read_back: int = 0
     survived: bool | None = None
     revocation_ms: float | None = None
+    revocation_bound_ms: float | None = None
+    revocation_late: bool = False
     revocation_note: str = ""
     logout_everywhere: bool | None = None
+    logout_ms: float | None = None
+    stray_cookies: int = 0
     latencies: list[float] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     skipped: str | None = None
@@ -165,8 +205,11 @@ class CheckResult:
             "read_back": f"{self.read_back}/{self.replicas}",
             "survived_replica_death": self.survived,
             "revocation_ms": None if self.revocation_ms is None else round(self.revocation_ms, 1),
+            "revocation_bound_ms": _round(self.revocation_bound_ms),
+            "revocation_late": self.revocation_late,
             "revocation_note": self.revocation_note,
             "logout_everywhere": self.logout_everywhere,
+            "logout_ms": None if self.logout_ms is None else round(self.logout_ms, 1),
             "latency_p50_ms": _round(statistics.median(self.latencies) * 1000
                                      if self.latencies else None),  # fmt: skip
             "latency_p99_ms": _round(self.percentile(0.99)),
@@ -188,9 +231,25 @@ class Scenario:
         self.port = port
         self.n = requests
         self.say = progress
-        self.result = CheckResult(strategy.name)
-        self.a = Device(port, "device-a")
+        bound = strategy.expect.revocation_within
+        self.result = CheckResult(
+            strategy.name, revocation_bound_ms=None if bound is None else bound * 1000
+        )
+        self.bearer = strategy.carrier == "header"
+        self.devices: list[Device] = []
+        self.a = self.device("device-a")
         self.expected: list[str] = []
+
+    def device(self, name: str) -> Device:
+        """A new device of the user, carrying its session as the strategy's browser does."""
+        device = Device(self.port, name, bearer=self.bearer)
+        self.devices.append(device)
+        return device
+
+    @property
+    def cart(self) -> list[str]:
+        """The cart A should see: what it added, as far as a cart keeps items."""
+        return self.expected[-MAX_CART:]
 
     def via(self, device: Device, method: str, path: str, form: dict[str, str] | None = None
             ) -> Reply:  # fmt: skip
@@ -210,7 +269,7 @@ class Scenario:
             item = f"{label}-{i}"
             self.expected.append(item)
             reply = self.via(self.a, "POST", "/cart/add", {"item": item})
-            ok = reply.status == 200 and reply.user == USER and reply.cart == self.expected
+            ok = reply.status == 200 and reply.user == USER and reply.cart == self.cart
             right += ok
             last = reply.served_by or last
         self.result.requests += count
@@ -240,7 +299,7 @@ class Scenario:
         replicas = self.replicas()
         r.replicas = len(replicas)
         seen = [self.a.request("GET", "/api/session", port=x["port"]) for x in replicas]
-        r.read_back = sum(s.user == USER and s.cart == self.expected for s in seen)
+        r.read_back = sum(s.user == USER and s.cart == self.cart for s in seen)
         self.say(f"[{name}] read back directly on every replica: {r.read_back}/{r.replicas}")
 
         victim = last or replicas[0]["name"]
@@ -256,14 +315,32 @@ class Scenario:
 
         self.revoke_from_second_device()
         self.log_out_everywhere()
+        r.stray_cookies = sum(d.stray_cookies for d in self.devices)
         return r
+
+    def wait_refused(self, devices: list[Device]) -> float | None:
+        """Probe every live replica with each device's session until none accepts any;
+        returns the milliseconds that took (None: not within `REVOKE_TIMEOUT`). A round
+        of probes sent after the strategy's `revocation_within` that still finds one
+        accepted marks the result `revocation_late`."""
+        bound = self.strategy.expect.revocation_within
+        start = time.perf_counter()
+        while True:
+            sent = time.perf_counter() - start
+            if not any(any(self.logged_in_on_every_replica(d)) for d in devices):
+                return (time.perf_counter() - start) * 1000
+            if bound is not None and sent > bound + CLOCK_SLACK:
+                self.result.revocation_late = True
+            if time.perf_counter() - start >= REVOKE_TIMEOUT:
+                return None
+            time.sleep(0.005)
 
     def revoke_from_second_device(self) -> None:
         r, name = self.result, self.strategy.name
         if self.via(self.a, "GET", "/api/state").user != USER:
             self.via(self.a, "POST", "/login", {"user": USER})
         state = self.via(self.a, "GET", "/api/state")
-        b = Device(self.port, "device-b")
+        b = self.device("device-b")
         self.via(b, "POST", "/login", {"user": USER})
         listed = self.via(b, "GET", "/api/state").body.get("my_sessions", [])
         target = state.session_id if state.user == USER else None
@@ -275,30 +352,31 @@ class Scenario:
         if revoked.status != 200:
             r.revocation_note = f"revoke answered {revoked.status}"
             return
-        start = time.perf_counter()
-        while time.perf_counter() - start < REVOKE_TIMEOUT:
-            if not any(self.logged_in_on_every_replica(self.a)):
-                r.revocation_ms = (time.perf_counter() - start) * 1000
-                self.say(f"[{name}] device B revoked device A: gone on every replica after "
-                         f"{r.revocation_ms:.0f} ms")  # fmt: skip
-                return
-            time.sleep(0.005)
-        r.revocation_note = f"still valid after {REVOKE_TIMEOUT:.0f} s"
-        self.say(f"[{name}] device B revoked device A, but A is still logged in somewhere")
+        r.revocation_ms = self.wait_refused([self.a])
+        if r.revocation_ms is None:
+            r.revocation_note = f"still valid after {REVOKE_TIMEOUT:.0f} s"
+            self.say(f"[{name}] device B revoked device A, but A is still logged in somewhere")
+            return
+        bound = ("" if r.revocation_bound_ms is None
+                 else f" (bound: {r.revocation_bound_ms:.0f} ms)")  # fmt: skip
+        self.say(f"[{name}] device B revoked device A: gone on every replica after "
+                 f"{r.revocation_ms:.0f} ms{bound}")  # fmt: skip
 
     def log_out_everywhere(self) -> None:
         r, name = self.result, self.strategy.name
-        b, c = Device(self.port, "device-b2"), Device(self.port, "device-c")
+        b, c = self.device("device-b2"), self.device("device-c")
         logged_in = all(self.via(d, "POST", "/login", {"user": USER}).user == USER for d in (b, c))
         c_before = self.logged_in_on_every_replica(c)
-        self.via(b, "POST", "/sessions/logout-others", {})
-        b_copy = Device(self.port, "device-b2")
-        b_copy.cookies = dict(b.cookies)
+        others = self.via(b, "POST", "/sessions/logout-others", {})
+        b_copy = b.copy("device-b2")
         self.via(b, "POST", "/logout", {})
-        left = self.logged_in_on_every_replica(c) + self.logged_in_on_every_replica(b_copy)
-        r.logout_everywhere = logged_in and all(c_before) and not any(left)
+        # B's copy: had the logout only made B forget its token, the copy would still work.
+        r.logout_ms = self.wait_refused([c, b_copy])
+        r.logout_everywhere = (logged_in and all(c_before) and others.user == USER
+                               and r.logout_ms is not None)  # fmt: skip
         self.say(f"[{name}] log out other devices, then log out: "
-                 f"{'gone everywhere' if r.logout_everywhere else 'not gone everywhere'}")
+                 + (f"gone everywhere after {r.logout_ms:.0f} ms" if r.logout_everywhere
+                    else "not gone everywhere"))  # fmt: skip
 
 
 def judge(strategy: Strategy, r: CheckResult) -> None:
@@ -320,6 +398,11 @@ def judge(strategy: Strategy, r: CheckResult) -> None:
         if everywhere != e.revocation_everywhere:
             r.failures.append("expected revocation and log-out to " + (
                 "reach" if e.revocation_everywhere else "miss") + " every replica")
+    if e.revocation_within is not None and r.revocation_late:
+        r.failures.append(f"a replica still accepted a revoked session more than "
+                          f"{e.revocation_within * 1000:.0f} ms after the revocation")
+    if strategy.carrier == "header" and r.stray_cookies:
+        r.failures.append(f"the header transport answered with {r.stray_cookies} Set-Cookie")
 
 
 def check_strategy(
@@ -329,9 +412,11 @@ def check_strategy(
     requests: int,
     store_url: str | None,
     progress: Callable[[str], None],
+    encrypted: bool = False,
 ) -> CheckResult:
-    """Start a demo cluster for `strategy`, run the scenario, stop the cluster."""
-    reason = strategy.unavailable(store_url)
+    """Start a demo cluster for `strategy`, run the scenario, stop the cluster.
+    `encrypted` asks client-side strategies for encrypted tokens."""
+    reason = strategy.unavailable(Settings(store_url=store_url, encrypted=encrypted))
     if reason is not None:
         progress(f"[{strategy.name}] skipped: {reason}")
         return CheckResult(strategy.name, skipped=reason)
@@ -339,6 +424,12 @@ def check_strategy(
                "--replicas", str(replicas), "--port", "0", "--exit-with-parent"]  # fmt: skip
     if store_url is not None and strategy.shared_store:
         command += ["--store", store_url]
+        problem = strategy.store_problem(store_url)
+        if problem is not None:
+            progress(f"[{strategy.name}] --store not used ({problem}): the cluster uses a "
+                     "SQLite file instead")  # fmt: skip
+    if encrypted and strategy.client_side:
+        command.append("--encrypted")
     progress(f"[{strategy.name}] starting {replicas} replicas and the balancer…")
     demo = subprocess.Popen(  # noqa: S603 - our own interpreter and module
         command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
@@ -404,6 +495,7 @@ def run_checks(
     requests: int,
     store_url: str | None,
     progress: TextIO,
+    encrypted: bool = False,
 ) -> list[CheckResult]:
     def say(line: str) -> None:
         print(line, file=progress, flush=True)
@@ -411,5 +503,6 @@ def run_checks(
     results = []
     for strategy in strategies:
         results.append(check_strategy(strategy, replicas=replicas, requests=requests,
-                                      store_url=store_url, progress=say))  # fmt: skip
+                                      store_url=store_url, progress=say,
+                                      encrypted=encrypted))  # fmt: skip
     return results

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .strategies import Strategy
+from .strategies import Settings, Strategy
 
 __all__ = ["Cluster", "Replica", "ReplicaFailed", "free_port", "watch_parent"]
 
@@ -71,13 +71,14 @@ class Replica:
 
 
 class Cluster:
-    """`size` replicas of the demo app for `strategy`, logging to files in `run_dir`."""
+    """`size` replicas of the demo app for `strategy` with `settings`, logging to files in
+    `run_dir`."""
 
     def __init__(
-        self, strategy: Strategy, size: int, run_dir: Path, store_url: str | None = None
+        self, strategy: Strategy, size: int, run_dir: Path, settings: Settings | None = None
     ) -> None:
         self.strategy = strategy
-        self.store_url = store_url
+        self.settings = settings if settings is not None else Settings()
         self.run_dir = run_dir
         self.replicas = [
             Replica(f"r{i}", free_port(), run_dir / f"r{i}.log") for i in range(1, size + 1)
@@ -131,8 +132,10 @@ class Cluster:
             "--strategy", self.strategy.name, "--name", replica.name,
             "--port", str(replica.port), "--parent", str(os.getpid()),
         ]  # fmt: skip
-        if self.store_url is not None:
-            command += ["--store", self.store_url]
+        if self.settings.store_url is not None:
+            command += ["--store", self.settings.store_url]
+        if self.settings.encrypted:
+            command.append("--encrypted")
         with open(replica.log, "ab") as log:
             replica.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
                 command, stdin=subprocess.DEVNULL, stdout=log, stderr=log,

@@ -14,7 +14,7 @@ import sys
 
 from .app import build_app
 from .cluster import watch_parent
-from .strategies import STRATEGIES
+from .strategies import STRATEGIES, Settings
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", required=True)
     parser.add_argument("--port", required=True, type=int)
     parser.add_argument("--store")
+    parser.add_argument("--encrypted", action="store_true")
     parser.add_argument("--parent", type=int, default=os.getppid())
     args = parser.parse_args(argv)
     watch_parent(args.parent, lambda: os._exit(0))
@@ -32,7 +33,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit("the demo needs uvicorn: pip install 'coatcheck[demo]'")
     logging.basicConfig(format=f"[{args.name}] %(name)s %(message)s", level=logging.WARNING)
     strategy = STRATEGIES[args.strategy]
-    app = build_app(strategy.manager(args.store), replica=args.name, strategy=strategy.name)
+    manager = strategy.manager(Settings(store_url=args.store, encrypted=args.encrypted))
+    app = build_app(manager, replica=args.name, strategy=strategy.name)
     uvicorn.run(
         app,
         host="127.0.0.1",
