@@ -341,7 +341,8 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     if args.exit_with_parent:
         _exit_with_parent()
     try:
-        demo.run(strategy, replicas=args.replicas, port=args.port, store_url=args.store, out=out)
+        demo.run(strategy, replicas=args.replicas, port=args.port, store_url=args.store,
+                 encrypted=args.encrypted, out=out)  # fmt: skip
     except demo.DemoError as exc:
         raise Failure(str(exc), EXIT_FAILED) from None
     return 0
@@ -366,7 +367,8 @@ def _demo_check(args: argparse.Namespace, out: TextIO) -> int:
     plot = _plotter(args.plot) if args.plot else None
     chosen = [STRATEGIES[args.strategy]] if args.strategy else list(STRATEGIES.values())
     results = run_checks(chosen, replicas=args.replicas, requests=args.requests,
-                         store_url=args.store, progress=sys.stderr)  # fmt: skip
+                         store_url=args.store, progress=sys.stderr,
+                         encrypted=args.encrypted)  # fmt: skip
     rows = [r.as_dict() for r in results]
     table = render_table(
         ["strategy", "requests", "right session", "read back", "survived death",
@@ -421,6 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--store", metavar="URL",
                       help="shared store: sqlite:///path, redis://..., postgresql://... "
                       "(default: a SQLite file in a temporary directory)")
+    demo.add_argument("--encrypted", action="store_true",
+                      help="client and header strategies: encrypted tokens (JWE), not signed")
     demo.add_argument("--check", action="store_true",
                       help="run the scripted client against each strategy and judge it")
     demo.add_argument("--requests", type=int, default=100,
