@@ -34,7 +34,9 @@ and stopped by this script. Method, as `asgi_overhead.py`: warm up, then `--roun
 rounds; in each, every (implementation, scenario) batch of `--requests` requests runs once,
 in a shuffled order. Overhead per round is the batch's mean time per request minus its
 framework's bare app in the same round; the tables show the median over rounds (and the
-inter-quartile range), and each peer's overhead divided by coatcheck's on the same store.
+inter-quartile range), and each peer's overhead divided by coatcheck's on the same store;
+once for wall-clock time and once for this thread's CPU time, which a busy machine
+disturbs less (but which leaves out the time spent waiting for Redis).
 
     .venv/bin/python bench/frameworks.py                 # ~1 minute on 2 cores
     .venv/bin/python bench/frameworks.py --rounds 3 --requests 100   # quick look
@@ -397,21 +399,23 @@ class Case:
             assert status.startswith("200"), (self.impl, scenario, status)
         assert (set_cookie(headers) is None) == self.bare, self.impl
 
-    def batch(self, scenario: str, n: int) -> float:
-        """Mean wall-clock seconds per request over `n` requests."""
+    def batch(self, scenario: str, n: int) -> tuple[float, float]:
+        """Mean wall-clock and CPU seconds per request over `n` requests."""
         app, environ = self.app, self.environs[scenario]
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.thread_time()
         for _ in range(n):
             call(app, environ)
-        return (time.perf_counter() - started) / n
+        return (time.perf_counter() - started) / n, (time.thread_time() - started_cpu) / n
 
 
 # -- the run ----------------------------------------------------------------------------------
 
 Times = dict[str, dict[str, list[float]]]  # impl -> scenario -> µs per round
+CLOCKS = ("wall", "cpu")
 
 
-def run(rounds: int, requests: int) -> tuple[Times, Times]:
+def run(rounds: int, requests: int) -> dict[str, tuple[Times, Times]]:
+    """Per clock: the absolute times and the overheads over the bare apps."""
     with ExitStack() as stack:
         redis_url = stack.enter_context(redis_server())
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="coatcheck-bench-")))
@@ -423,25 +427,32 @@ def run(rounds: int, requests: int) -> tuple[Times, Times]:
             case.check()
             for scenario in SCENARIOS:
                 case.batch(scenario, max(20, requests // 5))  # warm up
-        absolute: Times = {c.impl: {s: [] for s in SCENARIOS} for c in cases}
+        absolute: dict[str, Times] = {
+            clock: {c.impl: {s: [] for s in SCENARIOS} for c in cases} for clock in CLOCKS
+        }
         jobs = [(c, s) for c in cases for s in SCENARIOS]
         rng = random.Random(1)  # noqa: S311 - ordering, not security
         for done in range(rounds):
             rng.shuffle(jobs)
             gc.collect()
             for case, scenario in jobs:
-                absolute[case.impl][scenario].append(case.batch(scenario, requests) * 1e6)
+                wall, cpu = case.batch(scenario, requests)
+                absolute["wall"][case.impl][scenario].append(wall * 1e6)
+                absolute["cpu"][case.impl][scenario].append(cpu * 1e6)
             print(f"round {done + 1}/{rounds}", file=sys.stderr)
-    overhead: Times = {}
-    for impl, scenarios in absolute.items():
-        if impl.endswith("-bare"):
-            continue
-        bare = "flask-bare" if "flask" in impl else "django-bare"
-        overhead[impl] = {
-            s: [t - b for t, b in zip(scenarios[s], absolute[bare][s], strict=True)]
-            for s in SCENARIOS
-        }
-    return absolute, overhead
+    results: dict[str, tuple[Times, Times]] = {}
+    for clock, times in absolute.items():
+        overhead: Times = {}
+        for impl, scenarios in times.items():
+            if impl.endswith("-bare"):
+                continue
+            bare = "flask-bare" if "flask" in impl else "django-bare"
+            overhead[impl] = {
+                s: [t - b for t, b in zip(scenarios[s], times[bare][s], strict=True)]
+                for s in SCENARIOS
+            }
+        results[clock] = (times, overhead)
+    return results
 
 
 def median_iqr(values: list[float]) -> tuple[float, float]:
@@ -451,13 +462,25 @@ def median_iqr(values: list[float]) -> tuple[float, float]:
     return statistics.median(values), q3 - q1
 
 
-def report(absolute: Times, overhead: Times, args: argparse.Namespace, elapsed: float) -> str:
+def report(results: dict[str, tuple[Times, Times]], args: argparse.Namespace,
+           elapsed: float) -> str:  # fmt: skip
     lines = [
         f"Command: `.venv/bin/python bench/frameworks.py --rounds {args.rounds} "
         f"--requests {args.requests}` ({elapsed:.0f} s)",
         f"Python {platform.python_version()}, Flask {version('flask')}, Django "
         f"{version('django')}, Flask-Session {version('flask-session')}, redis-py "
         f"{version('redis')}, {os.cpu_count()} CPUs, {platform.machine()}",
+    ]
+    for clock, (absolute, overhead) in results.items():
+        what = {"wall": "wall-clock time (includes waiting for Redis)",
+                "cpu": "CPU time of this process (steadier on a busy machine; excludes "
+                       "waiting for Redis)"}[clock]  # fmt: skip
+        lines += ["", f"### {what}", *_tables(absolute, overhead)]
+    return "\n".join(lines)
+
+
+def _tables(absolute: Times, overhead: Times) -> list[str]:
+    lines = [
         "",
         "Overhead per request over the framework's bare app, µs: median over rounds [IQR].",
         "",
@@ -486,7 +509,7 @@ def report(absolute: Times, overhead: Times, args: argparse.Namespace, elapsed: 
             theirs, mine = (statistics.median(overhead[x][s]) for x in (peer, ours))
             cells.append(f"{theirs / mine:.2f}" if mine > 0 else "n/a")
         lines.append(f"| {peer} | {ours} | {note} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return lines
 
 
 def main() -> None:
@@ -495,8 +518,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300, help="requests per batch")
     args = parser.parse_args()
     started = time.monotonic()
-    absolute, overhead = run(args.rounds, args.requests)
-    print(report(absolute, overhead, args, time.monotonic() - started))
+    results = run(args.rounds, args.requests)
+    print(report(results, args, time.monotonic() - started))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,9 @@ Django middleware everything works the same, except that listings show no IP or 
 
 from __future__ import annotations
 
+from typing import Any
+
+from django.conf import settings
 from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessionMiddleware
 from django.http import HttpRequest
 
@@ -17,33 +20,30 @@ __all__ = ["SessionMiddleware", "request_info"]
 
 
 def request_info(request: HttpRequest) -> RequestInfo:
-    """The few facts of a Django request that sessions record (no cookies, no headers
-    beyond the user agent)."""
-    agent = request.META.get("HTTP_USER_AGENT")
+    """The few facts of a Django request that sessions record: method, user agent and
+    client IP (no cookies; Django's own middleware handles CSRF)."""
+    meta = request.META
+    agent = meta.get("HTTP_USER_AGENT")
     return RequestInfo(
         method=request.method or "GET",
-        headers=[("user-agent", agent)] if agent else [],
-        scheme=request.scheme or "http",
-        path=request.path,
-        client_ip=request.META.get("REMOTE_ADDR") or None,
+        headers=[("user-agent", agent)] if agent else (),
+        client_ip=meta.get("REMOTE_ADDR") or None,
     )
 
 
 class SessionMiddleware(DjangoSessionMiddleware):
-    def process_request(self, request: HttpRequest) -> None:
+    def __init__(self, get_response: Any) -> None:
+        super().__init__(get_response)
         from .store import SessionStore
 
-        if not issubclass(self.SessionStore, SessionStore):
+        engine = self.SessionStore
+        if not issubclass(engine, SessionStore):
             raise ConfigurationError(
                 "coatcheck.adapters.django.SessionMiddleware needs "
                 'SESSION_ENGINE = "coatcheck.adapters.django"'
             )
-        session_key = request.COOKIES.get(self._cookie_name())
-        request.session = self.SessionStore(session_key, request=request_info(request))
+        self._engine: type[SessionStore] = engine
 
-    @staticmethod
-    def _cookie_name() -> str:
-        from django.conf import settings
-
-        name: str = settings.SESSION_COOKIE_NAME
-        return name
+    def process_request(self, request: HttpRequest) -> None:
+        session_key = request.COOKIES.get(settings.SESSION_COOKIE_NAME)
+        request.session = self._engine(session_key, request=request_info(request))
