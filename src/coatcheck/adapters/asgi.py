@@ -57,7 +57,11 @@ MAX_FORM_FIELDS = 1000  # nor is a form with more fields than this
 def request_info(scope: Scope) -> RequestInfo:
     """The `RequestInfo` of an ASGI HTTP or WebSocket scope."""
     headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope.get("headers", ())]
-    host = next((v for k, v in headers if k == "host"), None)
+    host = None
+    for name, value in headers:
+        if name == "host":
+            host = value
+            break
     client = scope.get("client")
     return RequestInfo(
         method=scope.get("method", "GET"),
@@ -187,7 +191,10 @@ class SessionMiddleware:
             return
         if manager.csrf:
             try:
-                receive = await self._check_csrf(request, session, scope, receive)
+                try:
+                    manager.check_csrf(request, session)  # safe methods pass at once
+                except CSRFError:
+                    receive = await self._check_csrf_form(request, session, receive)
             except CSRFError:
                 await _respond(scope, send, 403, b"Forbidden: cross-origin request rejected (CSRF)")
                 return
@@ -220,18 +227,15 @@ class SessionMiddleware:
             body = b"Unauthorized: this route requires a session"
             await _respond(scope, send_wrapper, 401, body, exc.headers)
 
-    async def _check_csrf(
-        self, request: RequestInfo, session: Session, scope: Scope, receive: Receive
+    async def _check_csrf_form(
+        self, request: RequestInfo, session: Session, receive: Receive
     ) -> Receive:
-        """Run the CSRF check; for a urlencoded form, read the body to find `csrf_token`
-        and return a `receive` that replays it to the application."""
-        try:
-            self.manager.check_csrf(request, session)
-            return receive
-        except CSRFError:
-            content_type = (request.header("content-type") or "").lower()
-            if not content_type.startswith("application/x-www-form-urlencoded"):
-                raise
+        """The request failed the CSRF check on its headers; a urlencoded form may still carry
+        the session's `csrf_token`. Read the body, check the token, and return a `receive`
+        that replays the body to the application; `CSRFError` if there is no valid token."""
+        content_type = (request.header("content-type") or "").lower()
+        if not content_type.startswith("application/x-www-form-urlencoded"):
+            raise CSRFError("cross-origin request without a valid CSRF token")
         body = b""
         more = True
         while more:
