@@ -6,9 +6,12 @@ import json
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
+
+import pytest
 
 from coatcheck.cli import EXIT_STORE, EXIT_USAGE
-from coatcheck.demo.check import check_strategy
+from coatcheck.demo.check import CheckResult, check_strategy, judge
 from coatcheck.demo.strategies import STRATEGIES
 
 
@@ -87,3 +90,45 @@ def test_an_unavailable_strategy_is_skipped_with_a_reason() -> None:
     assert result.skipped == "needs a capability not built yet"
     assert lines == ["[future] skipped: needs a capability not built yet"]
     assert result.as_dict()["ok"] is False and result.as_dict()["failures"] == []
+
+
+def test_plot_draws_every_strategy(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from coatcheck.demo.plot import plot_results
+
+    rows = []
+    for name, strategy in STRATEGIES.items():
+        result = CheckResult(name, requests=10, right=10 if strategy.expect.keeps_sessions else 0,
+                             survived=strategy.expect.survives_replica_death,
+                             latencies=[0.002, 0.003])  # fmt: skip
+        if strategy.expect.revocation_within is not None:
+            result.revocation_ms = 120.0
+            result.revocation_bound_ms = strategy.expect.revocation_within * 1000
+        rows.append(result.as_dict())
+    path = tmp_path / "check.png"
+    plot_results(rows, str(path))
+    assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def as_expected(name: str) -> CheckResult:
+    """A result that matches what strategy `name` must show (shared and client-side)."""
+    return CheckResult(name, requests=10, right=10, before_death=8, right_before_death=8,
+                       replicas=3, read_back=3, survived=True, revocation_ms=120.0,
+                       logout_everywhere=True)  # fmt: skip
+
+
+def test_judge_flags_late_revocation_cookies_on_the_header_and_lost_sessions() -> None:
+    for name in ("shared", "client", "header"):
+        result = as_expected(name)
+        judge(STRATEGIES[name], result)
+        assert result.failures == []
+    late = replace(as_expected("client"), revocation_late=True)
+    judge(STRATEGIES["client"], late)
+    assert late.failures == ["a replica still accepted a revoked session more than 250 ms "
+                             "after the revocation"]  # fmt: skip
+    cookies = replace(as_expected("header"), stray_cookies=2)
+    judge(STRATEGIES["header"], cookies)
+    assert cookies.failures == ["the header transport answered with 2 Set-Cookie"]
+    lost = replace(as_expected("client"), right_before_death=7, revocation_ms=None)
+    judge(STRATEGIES["client"], lost)
+    assert len(lost.failures) == 2  # a lost session, and a revocation that never showed

@@ -19,7 +19,8 @@ _pyplot: Any = importlib.import_module("matplotlib.pyplot")
 
 def plot_results(rows: list[dict[str, Any]], path: str) -> None:
     """Draw, per strategy: share of requests that saw the right session, whether the
-    session survived its replica's death, revocation delay, and median / p99 latency."""
+    session survived its replica's death, revocation delay (with the bound the strategy
+    promises, if any), and median / p99 latency."""
     rows = [r for r in rows if not r["skipped"]]
     names = [r["strategy"] for r in rows]
     colours = ["#2a9d8f" if r["ok"] else "#c1121f" for r in rows]
@@ -39,6 +40,13 @@ def plot_results(rows: list[dict[str, Any]], path: str) -> None:
         if r["revocation_ms"] is None:
             revoked.annotate(r["revocation_note"] or "n/a", (x, 0), ha="center", va="bottom",
                              fontsize=8, rotation=90)  # fmt: skip
+    bounds = [(x, r["revocation_bound_ms"]) for x, r in enumerate(rows)
+              if r.get("revocation_bound_ms") is not None]  # fmt: skip
+    if bounds:
+        revoked.scatter([x for x, _ in bounds], [b for _, b in bounds], marker="_", s=600,
+                        color="#222", label="bound", zorder=3)  # fmt: skip
+        revoked.legend()
+    revoked.set_xticks(range(len(rows)), names)
     revoked.set_title("revocation on every replica (ms)")
     latency = axes[3]
     xs = range(len(rows))
