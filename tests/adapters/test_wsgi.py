@@ -260,3 +260,36 @@ def test_request_info_without_host_header() -> None:
                "wsgi.url_scheme": "http", "PATH_INFO": ""}  # fmt: skip
     info = request_info(environ)
     assert (info.host, info.path, info.client_ip) == ("internal:8080", "/", None)
+
+
+def test_a_second_start_response_commits_nothing_more(clock: FakeClock) -> None:
+    """An app that replaces its response with an error page (PEP 3333: `exc_info`) gets
+    the session's headers again, from the one commit."""
+    counting = CountingStore(clock=clock)
+
+    def failing(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        environ[ENVIRON_KEY]["a"] = 1
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        try:
+            raise RuntimeError("late failure")
+        except RuntimeError:
+            import sys
+
+            start_response("500 Internal Server Error", [("Content-Type", "text/plain")],
+                           sys.exc_info())  # fmt: skip
+        return [b"error page"]
+
+    calls: list[tuple[str, list[tuple[str, str]]]] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        calls.append((status, headers))  # headers not sent yet: a server accepts the change
+        return lambda data: None
+
+    environ = EnvironBuilder(path="/", base_url=BASE).get_environ()
+    middleware = SessionMiddleware(failing, manager_for(counting, clock))
+    body = middleware(environ, start_response)
+    assert b"".join(body) == b"error page"
+    assert [status for status, _ in calls] == ["200 OK", "500 Internal Server Error"]
+    cookies = [[v for k, v in headers if k == "Set-Cookie"] for _, headers in calls]
+    assert len(cookies[0]) == 1 and cookies[0] == cookies[1]
+    assert counting.saves == 1

@@ -157,19 +157,23 @@ class _Response:
         self._session = session
         self._start_response = start_response
         self._failed = False
+        self._extra: Headers | None = None
         self._body: Iterable[bytes] = middleware.app(environ, self._start)
 
     def _start(self, status: str, headers: Headers, exc_info: ExcInfo | None = None
                ) -> Callable[[bytes], object]:  # fmt: skip
-        try:
-            extra = commit_session(self._manager, self._session)
-        except StoreError as exc:
-            log.error("session commit failed: %s", exc)
-            self._failed = True
-            body = b"Service Unavailable: session not saved"
-            self._start_response("503 Service Unavailable", _plain(body), exc_info)
+        if self._failed:
             return lambda data: None
-        return self._start_response(status, _merge(headers, extra), exc_info)
+        if self._extra is None:  # a second call (an error page, with exc_info) commits nothing
+            try:
+                self._extra = commit_session(self._manager, self._session)
+            except StoreError as exc:
+                log.error("session commit failed: %s", exc)
+                self._failed = True
+                body = b"Service Unavailable: session not saved"
+                self._start_response("503 Service Unavailable", _plain(body), exc_info)
+                return lambda data: None
+        return self._start_response(status, _merge(headers, self._extra), exc_info)
 
     def __iter__(self) -> Iterator[bytes]:
         if not self._failed:
