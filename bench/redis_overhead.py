@@ -595,7 +595,8 @@ def report(
     }
     lines = [
         f"Command: `.venv/bin/python bench/redis_overhead.py --rounds {args.rounds} "
-        f"--requests {args.requests} --sessions {args.sessions}` ({elapsed:.0f} s)",
+        f"--requests {args.requests} --sessions {args.sessions} --indexed {args.indexed}` "
+        f"({elapsed:.0f} s)",
         "",
         *[f"- {m}" for m in machine(port)],
         f"- one round trip (`PING`, same rounds): {ping['sync']:.1f} µs sync, "

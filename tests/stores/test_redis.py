@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import redis
+import redis.asyncio
 import redis.cluster
 from redis.crc import key_slot
 
@@ -278,3 +279,13 @@ def test_importing_coatcheck_imports_neither_redis_nor_psycopg() -> None:
     )
     lines = result.stdout.decode().splitlines()
     assert lines == ["", "coatcheck.stores.redis coatcheck.stores.postgres"]
+
+
+def test_a_client_that_decodes_responses_is_refused() -> None:
+    """Type checkers refuse it too; this is for code they do not see."""
+    decoding: Any = redis.Redis(decode_responses=True)
+    with pytest.raises(ConfigurationError, match="decode_responses"):
+        RedisStore(decoding)
+    async_decoding: Any = redis.asyncio.Redis(decode_responses=True)
+    with pytest.raises(ConfigurationError, match="decode_responses"):
+        AsyncRedisStore(async_decoding)

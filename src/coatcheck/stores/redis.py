@@ -273,6 +273,15 @@ def _translated() -> Iterator[None]:
         raise StoreUnavailable(f"Redis store unavailable ({_describe(exc)})") from None
 
 
+def _check_client(client: Any) -> None:
+    options: dict[str, Any] = getattr(client, "get_connection_kwargs", dict)()
+    if options.get("decode_responses"):
+        raise ConfigurationError(
+            "the Redis client given to the store must return bytes: create it with "
+            "decode_responses=False (the default)"
+        )
+
+
 class _Layout:
     """Everything both twins share: key names, record encoding, the choice of scripts."""
 
@@ -347,6 +356,7 @@ class RedisStore(_Layout):
             else:
                 self.client = redis.Redis.from_url(url, **options)
         else:
+            _check_client(client)
             self.client = client
         is_cluster = isinstance(self.client, redis.cluster.RedisCluster)
         self._configure(prefix, is_cluster)
@@ -492,6 +502,7 @@ class AsyncRedisStore(_Layout):
             else:
                 self.client = redis.asyncio.Redis.from_url(url, **options)
         else:
+            _check_client(client)
             self.client = client
         is_cluster = isinstance(self.client, redis.asyncio.cluster.RedisCluster)
         self._configure(prefix, is_cluster)
