@@ -332,7 +332,7 @@ class RedisStore(_Layout):
 
     def __init__(
         self,
-        client: str | redis.Redis[bytes] | redis.cluster.RedisCluster[bytes] = DEFAULT_URL,
+        client: str | redis.Redis | redis.cluster.RedisCluster = DEFAULT_URL,
         *,
         prefix: str = "coatcheck:",
         timeout: float = 0.5,  # seconds, for connecting and for each reply
@@ -480,8 +480,8 @@ class AsyncRedisStore(_Layout):
     def __init__(
         self,
         client: str
-        | redis.asyncio.Redis[bytes]
-        | redis.asyncio.cluster.RedisCluster[bytes] = DEFAULT_URL,
+        | redis.asyncio.Redis
+        | redis.asyncio.cluster.RedisCluster = DEFAULT_URL,
         *,
         prefix: str = "coatcheck:",
         timeout: float = 0.5,  # seconds, for connecting and for each reply
