@@ -173,6 +173,9 @@ def test_client_strategy_with_encrypted_tokens_on_every_replica() -> None:
     try:
         assert "  tokens: encrypted (JWE dir + A256GCM)" in demo.banner
         assert "  store: sqlite:///" in demo.banner
+        for pid in demo.pids():  # the store URL and the key stay off the command line
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            assert b"--encrypted" in argv and not any(b"sqlite:" in a for a in argv)
         code, headers, _ = demo.request("POST", "/login", {"Accept": "application/json"},
                                         body="user=alice")  # fmt: skip
         assert code == 200

@@ -23,7 +23,12 @@ from pathlib import Path
 
 from .strategies import Settings, Strategy
 
-__all__ = ["Cluster", "Replica", "ReplicaFailed", "free_port", "watch_parent"]
+__all__ = ["STORE_ENV", "Cluster", "Replica", "ReplicaFailed", "free_port", "watch_parent"]
+
+#: The environment variable that hands replicas the store URL: unlike a command-line
+#: argument, a process's environment is not shown to other users (`ps`), and store URLs
+#: may carry passwords.
+STORE_ENV = "COATCHECK_DEMO_STORE"
 
 START_TIMEOUT = 20.0  # seconds a replica may take to accept connections
 STOP_TIMEOUT = 3.0  # seconds a replica may take to exit after SIGTERM before SIGKILL
@@ -85,6 +90,9 @@ class Cluster:
         ]
         self._stopped = False
         self._environment = {**os.environ, **strategy.environment()}
+        self._environment.pop(STORE_ENV, None)
+        if self.settings.store_url is not None:
+            self._environment[STORE_ENV] = self.settings.store_url
 
     def get(self, name: str) -> Replica | None:
         return next((r for r in self.replicas if r.name == name), None)
@@ -132,8 +140,6 @@ class Cluster:
             "--strategy", self.strategy.name, "--name", replica.name,
             "--port", str(replica.port), "--parent", str(os.getpid()),
         ]  # fmt: skip
-        if self.settings.store_url is not None:
-            command += ["--store", self.settings.store_url]
         if self.settings.encrypted:
             command.append("--encrypted")
         with open(replica.log, "ab") as log:

@@ -2,7 +2,8 @@
 
 Started by the demo's `Cluster`, never by hand. It serves the demo app with uvicorn on
 127.0.0.1 and exits by itself if its parent goes away, so a demo killed with SIGKILL
-leaves no replicas behind.
+leaves no replicas behind. The shared store's URL comes in `COATCHECK_DEMO_STORE` and the
+client-side key in `COATCHECK_KEYS`: secrets stay off the command line.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 import sys
 
 from .app import build_app
-from .cluster import watch_parent
+from .cluster import STORE_ENV, watch_parent
 from .strategies import STRATEGIES, Settings
 
 
@@ -22,7 +23,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--strategy", required=True, choices=sorted(STRATEGIES))
     parser.add_argument("--name", required=True)
     parser.add_argument("--port", required=True, type=int)
-    parser.add_argument("--store")
     parser.add_argument("--encrypted", action="store_true")
     parser.add_argument("--parent", type=int, default=os.getppid())
     args = parser.parse_args(argv)
@@ -33,7 +33,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit("the demo needs uvicorn: pip install 'coatcheck[demo]'")
     logging.basicConfig(format=f"[{args.name}] %(name)s %(message)s", level=logging.WARNING)
     strategy = STRATEGIES[args.strategy]
-    manager = strategy.manager(Settings(store_url=args.store, encrypted=args.encrypted))
+    store_url = os.environ.get(STORE_ENV) or None  # set by the Cluster, never on argv
+    manager = strategy.manager(Settings(store_url=store_url, encrypted=args.encrypted))
     app = build_app(manager, replica=args.name, strategy=strategy.name)
     uvicorn.run(
         app,
