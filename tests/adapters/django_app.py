@@ -58,6 +58,16 @@ def whoami(request: HttpRequest) -> HttpResponse:
     return JsonResponse({"user": user.get_username() if user.is_authenticated else None})
 
 
+def change_password(request: HttpRequest) -> HttpResponse:
+    """Changes the password and keeps this session, as Django's password views do."""
+    user = request.user
+    assert isinstance(user, User)
+    user.set_password(request.GET["password"])
+    user.save()
+    auth.update_session_auth_hash(request, user)
+    return HttpResponse("ok")
+
+
 def expiry(request: HttpRequest) -> HttpResponse:
     store(request).set_expiry(int(request.GET["seconds"]))
     return HttpResponse("ok")
@@ -81,6 +91,7 @@ urlpatterns = [
     path("login/<str:username>", login),
     path("logout", logout),
     path("whoami", whoami),
+    path("password", change_password),
     path("expiry", expiry),
     path("cycle", cycle),
     path("bind", bind),

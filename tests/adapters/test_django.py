@@ -457,6 +457,35 @@ def test_client_login_and_session_hash_verification(manager: SessionManager) -> 
     assert browser.get("/whoami").json() == {"user": None}
 
 
+def test_password_change_keeps_this_session_and_ends_the_others(
+    manager: SessionManager,
+) -> None:
+    user = User.objects.get(username="grace")
+    user.set_password("first")
+    user.save()
+    here, elsewhere = client(), client()
+    assert here.login(username="grace", password="first")
+    assert elsewhere.login(username="grace", password="first")
+    before = here.cookies[COOKIE].value
+    response = here.get("/password?password=second")
+    assert cookie(response) not in (None, "", before)  # update_session_auth_hash cycles
+    assert here.get("/whoami").json() == {"user": "grace"}
+    assert elsewhere.get("/whoami").json() == {"user": None}
+
+
+def test_save_every_request(manager: SessionManager, store: Store) -> None:
+    browser = client()
+    key = cookie(browser.get("/set?key=a&value=1"))
+    assert key
+    record = store.load(public_id(key))
+    assert record is not None
+    with override_settings(SESSION_SAVE_EVERY_REQUEST=True):
+        response = browser.get("/dump")  # reads only, but Django saves every request
+    assert cookie(response) == key
+    saved = store.load(public_id(key))
+    assert saved is not None and saved.version == record.version + 1
+
+
 def test_binding_a_user_without_cycle_key_still_rotates(manager: SessionManager) -> None:
     browser = client()
     first = cookie(browser.get("/set?key=a"))
