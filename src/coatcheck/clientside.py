@@ -20,7 +20,9 @@ past a deadline, or is revoked is treated as no session and logged on `coatcheck
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+import sys
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
@@ -63,6 +65,14 @@ class ClientSide:
     `strict=True` checks the store on every request. `leeway` tolerates clock skew between
     replicas when checking deadlines. `compress` enables DEFLATE for encrypted tokens (see
     `JWECodec` for when that is unsafe).
+
+    With a Redis or PostgreSQL URL, the first request also starts a listener (pub/sub,
+    LISTEN/NOTIFY) that applies revocations to this process's copy as they happen. The polls
+    every `staleness` seconds remain the resync that corrects a missed message: a listener
+    shortens the delay, the bound never depends on it. `close()` / `aclose()` stop it and
+    release what the mode built from the URL. A revocation store passed as an object stays
+    the caller's: to push into this mode's list, call
+    `store.listen(mode.revocation_list.apply_one)`.
     """
 
     def __init__(
@@ -95,11 +105,18 @@ class ClientSide:
         self._async_store: AsyncStore | None = None
         self._revocations: RevocationStore | None = None
         self._async_revocations: AsyncRevocationStore | None = None
+        # Stores built here from a URL: `close` releases them; their listeners start lazily.
+        self._owned: list[Any] = []
+        self._listen_sync = self._listen_async = False
         if isinstance(store, str):
             self._store = from_url(store)
             self._async_store = to_async(self._store)
+            self._owned += [self._store, self._async_store]
             if revocations is None:
                 self._revocations = _revocations_for(store)
+                self._async_revocations = _async_revocations(self._revocations)
+                self._owned += [self._revocations, self._async_revocations]
+                self._listen_sync = self._listen_async = True
         elif isinstance(store, Store):
             self._store, self._async_store = store, to_async(store)
         elif isinstance(store, AsyncStore):
@@ -135,11 +152,33 @@ class ClientSide:
 
     @property
     def revocations(self) -> RevocationStore | None:
+        if self._listen_sync:  # first use: start the push feed, if the store has one
+            self._listen_sync = False
+            _listen(self._revocations, self.revocation_list)
         return self._revocations
 
     @property
     def async_revocations(self) -> AsyncRevocationStore | None:
+        if self._listen_async and _in_event_loop():  # the listener is a task in this loop
+            self._listen_async = False
+            _listen(self._async_revocations, self.revocation_list)
         return self._async_revocations
+
+    def close(self) -> None:
+        """Stop the revocation listeners and close the stores built from the `store` URL
+        (sync twins; `aclose` closes both). Objects passed in stay the caller's to close."""
+        self._listen_sync = self._listen_async = False
+        for store in self._owned:
+            if hasattr(store, "close"):
+                store.close()
+
+    async def aclose(self) -> None:
+        """Async twin of `close`: also closes the async twins built from the URL."""
+        self._listen_sync = self._listen_async = False
+        for store in self._owned:
+            if hasattr(store, "aclose"):
+                await store.aclose()
+        self.close()
 
     # -- decisions (no I/O) --------------------------------------------------------------
 
@@ -323,12 +362,22 @@ def _reason(exc: Exception) -> str:
 
 
 def _revocations_for(url: str) -> RevocationStore:
-    """The revocation store that goes with the registry store at `url`."""
+    """The revocation store that goes with the registry store at `url`. Redis and
+    PostgreSQL stores are imported here, only when such a URL is used."""
     parts = urlsplit(url)
-    if parts.scheme == "memory":
+    scheme = parts.scheme.lower()
+    if scheme == "memory":
         return MemoryRevocationStore()
-    if parts.scheme == "sqlite":
+    if scheme == "sqlite":
         return SQLiteRevocationStore(unquote(parts.path[1:]) or "sessions.db")
+    if scheme in ("redis", "rediss", "redis+cluster", "rediss+cluster"):
+        from .revocation_redis import RedisRevocationStore
+
+        return RedisRevocationStore(url)
+    if scheme in ("postgresql", "postgres"):
+        from .revocation_postgres import PostgresRevocationStore
+
+        return PostgresRevocationStore(url)
     raise ConfigurationError(
         f"no revocation store for {parts.scheme}:// URLs yet; pass revocations=... explicitly"
     )
@@ -339,4 +388,49 @@ def _async_revocations(store: RevocationStore) -> AsyncRevocationStore:
         return AsyncMemoryRevocationStore(store)
     if isinstance(store, SQLiteRevocationStore):
         return AsyncSQLiteRevocationStore(store)
+    # Not imported yet means `store` cannot be one of their classes: never import here.
+    for module, sync, twin in (
+        ("revocation_redis", "RedisRevocationStore", "AsyncRedisRevocationStore"),
+        ("revocation_postgres", "PostgresRevocationStore", "AsyncPostgresRevocationStore"),
+    ):
+        loaded = sys.modules.get(f"{__package__}.{module}")
+        if loaded is not None and isinstance(store, getattr(loaded, sync)):
+            wrapped: AsyncRevocationStore | None = getattr(loaded, twin).wrapping(store)
+            if wrapped is not None:
+                return wrapped
+            return _ThreadedRevocations(store)  # built on a client object: no URL to copy
     raise ConfigurationError(f"no async twin known for {type(store).__name__}")
+
+
+class _ThreadedRevocations:
+    """An async face for a sync revocation store: each call runs in a worker thread."""
+
+    def __init__(self, store: RevocationStore) -> None:
+        self.sync = store
+
+    async def revoke(self, entry: Revocation) -> None:
+        await asyncio.to_thread(self.sync.revoke, entry)
+
+    async def changes(self, cursor: int) -> tuple[list[Revocation], int]:
+        return await asyncio.to_thread(self.sync.changes, cursor)
+
+    async def purge_expired(self) -> int:
+        return await asyncio.to_thread(self.sync.purge_expired)
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.sync.close)
+
+
+def _listen(store: object, revocations: RevocationList) -> None:
+    """Start `store`'s push feed into `revocations`, if the store offers one."""
+    listen = getattr(store, "listen", None)
+    if callable(listen):
+        listen(revocations.apply_one)
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True

@@ -54,12 +54,15 @@ class RevocationList:
     """This process's copy of the revocations. Pure data; the driver feeds it.
 
     Memory grows with the entries that have not expired yet, never with history: `apply`
-    drops entries past their `expires_at`.
+    drops entries past their `expires_at`. Merging takes a lock, since a push feed's
+    listener thread (`apply_one`) and request threads (`apply`) may merge at once;
+    `is_revoked` reads without one.
     """
 
-    __slots__ = ("_sids", "_users", "cursor", "synced_at")
+    __slots__ = ("_lock", "_sids", "_users", "cursor", "synced_at")
 
     def __init__(self) -> None:
+        self._lock = threading.Lock()
         self._sids: dict[str, tuple[float, float]] = {}
         self._users: dict[str, tuple[float, float]] = {}
         self.cursor = 0
@@ -77,19 +80,30 @@ class RevocationList:
 
     def apply(self, entries: Iterable[Revocation], cursor: int, now: float) -> None:
         """Merge `entries` (from the change feed, up to `cursor`) and forget expired ones."""
-        for entry in entries:
-            table = self._sids if entry.kind == "sid" else self._users
-            old = table.get(entry.subject)
-            if entry.kind == "user" and old is not None:
-                # The latest "not before" wins, kept as long as the longest-lived token.
-                entry = Revocation("user", entry.subject, max(old[0], entry.at),
-                                   max(old[1], entry.expires_at))  # fmt: skip
-            table[entry.subject] = (entry.at, entry.expires_at)
-        self.cursor = max(self.cursor, cursor)
-        self.synced_at = now
-        for table in (self._sids, self._users):
-            for subject in [s for s, (_, expires_at) in table.items() if expires_at <= now]:
-                del table[subject]
+        with self._lock:
+            for entry in entries:
+                self._merge(entry)
+            self.cursor = max(self.cursor, cursor)
+            self.synced_at = now
+            for table in (self._sids, self._users):
+                for subject in [s for s, (_, expires_at) in table.items() if expires_at <= now]:
+                    del table[subject]
+
+    def apply_one(self, entry: Revocation) -> None:
+        """Merge one entry pushed by a listener (Redis pub/sub, PostgreSQL NOTIFY). The
+        cursor and `synced_at` stay as they are: a push may have overtaken entries not yet
+        polled, so the next poll still runs on time and fills any gap."""
+        with self._lock:
+            self._merge(entry)
+
+    def _merge(self, entry: Revocation) -> None:
+        table = self._sids if entry.kind == "sid" else self._users
+        old = table.get(entry.subject)
+        if entry.kind == "user" and old is not None:
+            # The latest "not before" wins, kept as long as the longest-lived token.
+            entry = Revocation("user", entry.subject, max(old[0], entry.at),
+                               max(old[1], entry.expires_at))  # fmt: skip
+        table[entry.subject] = (entry.at, entry.expires_at)
 
     def is_revoked(self, sid: str, user: str | None, issued_at: float, now: float) -> bool:
         """Whether a token for session `sid` of `user`, issued at `issued_at`, is revoked."""
