@@ -78,10 +78,12 @@ def store(request: pytest.FixtureRequest, clock: FakeClock, tmp_path: Path) -> I
         backend = SQLiteStore(tmp_path / "sessions.db", clock=clock)
     elif request.param == "redis":
         server = request.getfixturevalue("redis_server")
-        backend = RedisStore(server.url, prefix=f"test-{secrets.token_hex(6)}:")
+        # A generous timeout: a loaded test machine must not turn a slow reply into a 503.
+        backend = RedisStore(server.url, prefix=f"test-{secrets.token_hex(6)}:", timeout=10)
     else:
         server = request.getfixturevalue("postgres_server")
-        backend = PostgresStore(server.url, table=f"test_{secrets.token_hex(6)}", clock=clock)
+        table = f"test_{secrets.token_hex(6)}"
+        backend = PostgresStore(server.url, table=table, clock=clock, timeout=10)
     yield backend
     backend.close()
 
