@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from werkzeug.test import Client, EnvironBuilder, TestResponse
 
-from coatcheck import SessionManager
+from coatcheck import ClientSide, KeyRing, SessionManager
 from coatcheck.adapters.wsgi import ENVIRON_KEY, SessionMiddleware, request_info
 from coatcheck.exceptions import StoreUnavailable
 from coatcheck.ids import public_id
@@ -293,3 +293,12 @@ def test_a_second_start_response_commits_nothing_more(clock: FakeClock) -> None:
     cookies = [[v for k, v in headers if k == "Set-Cookie"] for _, headers in calls]
     assert len(cookies[0]) == 1 and cookies[0] == cookies[1]
     assert counting.saves == 1
+
+
+def test_client_side_mode_through_the_same_middleware(clock: FakeClock) -> None:
+    manager = SessionManager(ClientSide(KeyRing.generate(), store=None), clock=clock)
+    client = Client(SessionMiddleware(app, manager))
+    response = get(client, "/?key=a&value=1")
+    token = secret_of(response)
+    assert token is not None and token.count(".") == 2  # the session itself, signed
+    assert json.loads(get(client, "/?read=1").data) == {"a": "1"}
