@@ -11,8 +11,8 @@ import pytest
 
 import coatcheck
 
-#: Web frameworks and optional dependencies. (orjson is absent on purpose: `tokens` uses it
-#: as an accelerator when it is installed, and works without it.)
+#: Web frameworks and optional dependencies. (orjson is absent on purpose: it is a core
+#: dependency, chosen by `bench/codec.py`.)
 FORBIDDEN = (
     "starlette", "fastapi", "flask", "django", "werkzeug", "redis", "psycopg", "psycopg_pool",
     "httpx", "joserfc", "jwt", "uvicorn", "anyio", "playwright",

@@ -109,11 +109,20 @@ def test_any_bytes_decode_or_raise_store_corrupted(raw: bytes) -> None:
 
 
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
     max_leaves=20,
 )  # fmt: skip
+
+
+@pytest.mark.parametrize("value", [2**64, -(2**63) - 1, {"deep": [2**100]}])
+def test_integers_beyond_64_bits_raise_session_data_error(value: Any) -> None:
+    # Records and tokens are JSON that other readers (JavaScript, orjson) must read back
+    # exactly: integers past 64 bits would come back as floats, so they are refused.
+    with pytest.raises(SessionDataError, match="64-bit"):
+        encode(make({"n": value}))
 
 
 @given(st.dictionaries(st.text(), JSON, max_size=5))

@@ -32,8 +32,8 @@ Time claims are checked by `check_times(claims, now=...)`, which reads no clock:
 own claim, a NumericDate after which the session has been idle too long) and, if present,
 `nbf`. All are NumericDates (seconds since the epoch, RFC 7519 2).
 
-JSON: claims are written as compact UTF-8 JSON. orjson is used when installed, the standard
-library otherwise (verify+decode of a 300-byte session then takes about 1.6x as long:
+JSON: claims are written as compact UTF-8 JSON with orjson (`coatcheck.jsonio`; the
+standard library would make verify+decode of a 300-byte session about 1.6x as slow:
 `bench/codec.py`). Values that JSON cannot carry raise `SessionDataError`.
 
 JWE uses a random 96-bit IV per token; keep each key below 2**32 tokens (rotate long
@@ -49,13 +49,14 @@ import json
 import math
 import os
 import zlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .exceptions import InvalidToken, SessionDataError, SessionTooLarge
+from .exceptions import InvalidToken, SessionTooLarge
+from .jsonio import dumps, loads
 from .keys import JWE_A256GCM, JWS_HS256, KeyRing, SubKey
 
 __all__ = [
@@ -113,48 +114,6 @@ _header_decoder = json.JSONDecoder(
 def _std_dumps(value: Any) -> bytes:
     return _std_encoder.encode(value).encode("utf-8")
 
-
-def _std_loads(raw: bytes) -> Any:
-    return _std_decoder.decode(raw.decode("utf-8"))
-
-
-_fast_dumps: Callable[[Any], bytes] | None
-_fast_loads: Callable[[bytes], Any] | None
-try:
-    import orjson
-except ImportError:  # pragma: no cover - depends on the environment
-    _fast_dumps = _fast_loads = None
-else:
-    _fast_dumps = orjson.dumps
-    _fast_loads = orjson.loads
-
-    def _dumps_any_keys(value: Any) -> bytes:
-        # Like the stdlib, write int/float/bool/None keys as strings; a third the speed of
-        # plain orjson.dumps, so only after it refused.
-        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
-
-
-def dumps(value: Any) -> bytes:
-    """`value` as compact UTF-8 JSON; `SessionDataError` if JSON cannot carry it.
-
-    With orjson, integers beyond 64 bits are refused (orjson would read them back as
-    floats) and NaN is written as null; the standard library refuses NaN and keeps big
-    integers. Keep session values to strings, 64-bit integers, finite floats, booleans,
-    null, lists and objects, which every JSON library reads back the same.
-    """
-    try:
-        if _fast_dumps is None:
-            return _std_dumps(value)
-        try:
-            return _fast_dumps(value)
-        except TypeError:
-            return _dumps_any_keys(value)
-    except (TypeError, ValueError) as exc:
-        raise SessionDataError(f"session data is not JSON-serialisable: {exc}") from None
-
-
-#: `loads(raw)`: UTF-8 JSON bytes to a value; a ValueError if they are not JSON.
-loads: Callable[[bytes], Any] = _fast_loads if _fast_loads is not None else _std_loads
 
 # -- base64url ----------------------------------------------------------------------------
 
