@@ -100,7 +100,11 @@ class _Sql:
             raise ConfigurationError(f"PostgreSQL table name {table!r} is not a plain identifier")
         t = table
         self.table = table
+        # Two advisory locks: one orders revocations, one guards creating the schema. One
+        # for both deadlocks: an INSERT holds its table lock while it waits for the
+        # advisory lock, and CREATE INDEX IF NOT EXISTS waits for that table lock.
         self.lock_name = f"coatcheck:revocations:{table}"
+        self.schema_lock_name = f"coatcheck:revocations-schema:{table}"
         self.schema = [
             "SELECT pg_advisory_xact_lock(hashtext(%s))",
             f"CREATE TABLE IF NOT EXISTS {t} (seq BIGSERIAL PRIMARY KEY, entry TEXT NOT NULL, "
@@ -206,7 +210,7 @@ class PostgresRevocationStore(_Base):
             if self._owned and self.pool.closed:
                 self.pool.open(wait=False)
             with self.pool.connection() as conn, conn.transaction():
-                conn.execute(self._sql.schema[0], (self._sql.lock_name,))
+                conn.execute(self._sql.schema[0], (self._sql.schema_lock_name,))
                 for statement in self._sql.schema[1:]:
                     conn.execute(statement)
             self._ready = True
@@ -264,6 +268,9 @@ class PostgresRevocationStore(_Base):
                             _deliver(self._callbacks, notify.payload)
             except psycopg.Error:
                 self.listening.clear()
+                self._stop.wait(RECONNECT_DELAY)
+            except Exception:  # a listener that dies silently would go unnoticed: go on
+                logger.exception("revocation listener failed; reconnecting")
                 self._stop.wait(RECONNECT_DELAY)
             finally:
                 self.listening.clear()
@@ -325,7 +332,7 @@ class AsyncPostgresRevocationStore(_Base):
             if self._owned and self.pool.closed:
                 await self.pool.open(wait=False)
             async with self.pool.connection() as conn, conn.transaction():
-                await conn.execute(self._sql.schema[0], (self._sql.lock_name,))
+                await conn.execute(self._sql.schema[0], (self._sql.schema_lock_name,))
                 for statement in self._sql.schema[1:]:
                     await conn.execute(statement)
             self._ready = True
@@ -386,6 +393,9 @@ class AsyncPostgresRevocationStore(_Base):
                         _deliver(self._callbacks, notify.payload)
             except psycopg.Error:
                 self.listening.clear()
+                await asyncio.sleep(RECONNECT_DELAY)
+            except Exception:  # a listener that dies silently would go unnoticed: go on
+                logger.exception("revocation listener failed; reconnecting")
                 await asyncio.sleep(RECONNECT_DELAY)
             finally:
                 self.listening.clear()

@@ -272,6 +272,9 @@ class RedisRevocationStore(_Keys):
             except (RedisError, RedisClusterException, OSError):
                 self.listening.clear()
                 self._stop.wait(RECONNECT_DELAY)
+            except Exception:  # a listener that dies silently would go unnoticed: go on
+                logger.exception("revocation listener failed; reconnecting")
+                self._stop.wait(RECONNECT_DELAY)
             finally:
                 self.listening.clear()
                 with contextlib.suppress(RedisError, RedisClusterException, OSError):
@@ -319,6 +322,9 @@ class AsyncRedisRevocationStore(_Keys):
         else:
             _check_client(client)
             self.client = client
+        self._cluster = isinstance(self.client, redis.asyncio.cluster.RedisCluster)
+        self._connected = not self._cluster
+        self._connecting = asyncio.Lock()
         self._revoke = self.client.register_script(_LUA_REVOKE)
         self._purge = self.client.register_script(_LUA_PURGE)
         self._task: asyncio.Task[None] | None = None
@@ -335,18 +341,32 @@ class AsyncRedisRevocationStore(_Keys):
     def __repr__(self) -> str:
         return f"<AsyncRedisRevocationStore prefix={self.prefix!r}>"
 
+    async def _connect(self) -> None:
+        """Discover a cluster's nodes once, before any command (as `AsyncRedisStore` does):
+        the pub/sub client needs the slot map, and racing first commands can break it."""
+        async with self._connecting:
+            if not self._connected:
+                await self.client.initialize()
+                self._connected = True
+
     async def revoke(self, entry: Revocation) -> None:
         with _translated():
+            if not self._connected:
+                await self._connect()
             await self._revoke(keys=self.keys, args=self._revoke_args(entry))
 
     async def changes(self, cursor: int) -> tuple[list[Revocation], int]:
         with _translated():
+            if not self._connected:
+                await self._connect()
             rows = await self.client.zrangebyscore(*self._range_args(cursor), withscores=True)
         return _parse_changes(rows, cursor)
 
     async def purge_expired(self) -> int:
         total = 0
         with _translated():
+            if not self._connected:
+                await self._connect()
             while True:
                 args = [repr(self._clock()), PURGE_BATCH]
                 removed = int(await self._purge(keys=self.keys[1:], args=args))
@@ -363,8 +383,11 @@ class AsyncRedisRevocationStore(_Keys):
 
     async def _run(self) -> None:
         while True:
-            pubsub = self.client.pubsub()
+            pubsub = None
             try:
+                if self._cluster and not self._connected:
+                    await self._connect()
+                pubsub = self.client.pubsub()
                 await pubsub.subscribe(self.channel)
                 while True:
                     message = await pubsub.get_message(timeout=POLL_INTERVAL)
@@ -377,10 +400,14 @@ class AsyncRedisRevocationStore(_Keys):
             except (RedisError, RedisClusterException, OSError):
                 self.listening.clear()
                 await asyncio.sleep(RECONNECT_DELAY)
+            except Exception:  # a listener that dies silently would go unnoticed: go on
+                logger.exception("revocation listener failed; reconnecting")
+                await asyncio.sleep(RECONNECT_DELAY)
             finally:
                 self.listening.clear()
-                with contextlib.suppress(RedisError, RedisClusterException, OSError):
-                    await pubsub.aclose()
+                if pubsub is not None:
+                    with contextlib.suppress(RedisError, RedisClusterException, OSError):
+                        await pubsub.aclose()
 
     async def aclose(self) -> None:
         """Stop the listener and, if the store made its client from a URL, close it."""

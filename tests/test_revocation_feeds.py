@@ -1,0 +1,736 @@
+"""Revocation stores and their change feeds, on every backend.
+
+One conformance suite (sync and async) runs against memory, SQLite, Redis (one server and a
+three-master cluster) and PostgreSQL. Then, through `ClientSide` managers that each keep
+their own `RevocationList`: a revocation written by one manager is refused by another
+exactly when its copy is `staleness` old (clocks are injected, so the bound is checked
+exactly), including from another OS process; with the pub/sub or LISTEN/NOTIFY listener
+running it is refused with no poll at all; an entry whose message was lost is still
+refused at the next poll; and a Redis server that was killed makes `revoke` fail cleanly,
+then serves and pushes again after its restart.
+"""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from coatcheck import ClientSide, KeyRing, Lifetimes, RequestInfo, SessionAdmin, SessionManager
+from coatcheck.clientside import _async_revocations, _revocations_for
+from coatcheck.drivers import aopen_session, commit_session, open_session
+from coatcheck.exceptions import StoreUnavailable
+from coatcheck.revocation import (
+    AsyncMemoryRevocationStore,
+    AsyncRevocationStore,
+    AsyncSQLiteRevocationStore,
+    MemoryRevocationStore,
+    Revocation,
+    RevocationList,
+    RevocationStore,
+    SQLiteRevocationStore,
+)
+from coatcheck.revocation_postgres import AsyncPostgresRevocationStore, PostgresRevocationStore
+from coatcheck.revocation_redis import AsyncRedisRevocationStore, RedisRevocationStore
+from helpers import COOKIE, FakeClock
+from servers import (  # noqa: F401 - fixtures
+    PostgresServer,
+    RedisCluster,
+    RedisServer,
+    postgres_server_fixture,
+    redis_cluster_fixture,
+    redis_server_fixture,
+    running_redis,
+)
+
+KEY = b"K" * 32
+T0 = 1_800_000_000.0
+WAIT = 10.0  # seconds: the bound on every wait for a listener or a pushed entry
+
+
+def wait_for(condition: Callable[[], bool], what: str) -> None:
+    """Poll `condition` until it holds; fail after `WAIT` seconds (never a fixed sleep)."""
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+async def await_for(condition: Callable[[], bool], what: str) -> None:
+    import anyio
+
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        await anyio.sleep(0.01)
+
+
+# -- backends ------------------------------------------------------------------------------
+
+
+@dataclass
+class Backend:
+    """Makes store clients that share one namespace (prefix, table, file) on one backend."""
+
+    name: str
+    clock: FakeClock
+    make_sync: Callable[[FakeClock], RevocationStore]
+    make_async: Callable[[FakeClock], AsyncRevocationStore]
+    url: str | None = None  # the registry URL whose revocation store this is
+    opened: list[RevocationStore] = field(default_factory=list)
+
+    def sync(self) -> RevocationStore:
+        store = self.make_sync(self.clock)
+        self.opened.append(store)
+        return store
+
+    def async_(self) -> AsyncRevocationStore:
+        """An async client; the test closes it (`aclose` needs its event loop)."""
+        return self.make_async(self.clock)
+
+
+def fresh_prefix() -> str:
+    return f"rvtest-{secrets.token_hex(6)}:"
+
+
+def fresh_table() -> str:
+    return f"rv_{secrets.token_hex(6)}"
+
+
+SERVICE = pytest.mark.service
+ALL = [
+    "memory",
+    "sqlite",
+    pytest.param("redis", marks=SERVICE),
+    pytest.param("redis-cluster", marks=SERVICE),
+    pytest.param("postgres", marks=SERVICE),
+]
+SHARED = ALL[1:]  # backends that other processes can reach
+
+
+def make_backend(request: pytest.FixtureRequest, name: str, tmp_path: Path) -> Backend:
+    clock = FakeClock(T0)
+    if name == "memory":
+        shared = MemoryRevocationStore(clock=clock)
+        return Backend(name, clock, lambda c: shared, lambda c: AsyncMemoryRevocationStore(shared))
+    if name == "sqlite":
+        path = tmp_path / "revocations.db"
+
+        def sqlite_async(c: FakeClock) -> AsyncRevocationStore:
+            return AsyncSQLiteRevocationStore(SQLiteRevocationStore(path, clock=c))
+
+        return Backend(name, clock, lambda c: SQLiteRevocationStore(path, clock=c),
+                       sqlite_async, url=f"sqlite:///{path}")  # fmt: skip
+    if name in ("redis", "redis-cluster"):
+        fixture = "redis_server" if name == "redis" else "redis_cluster"
+        server: RedisServer | RedisCluster = request.getfixturevalue(fixture)
+        prefix = fresh_prefix()
+        return Backend(
+            name, clock,
+            lambda c: RedisRevocationStore(server.url, prefix=prefix, clock=c),
+            lambda c: AsyncRedisRevocationStore(server.url, prefix=prefix, clock=c),
+            url=server.url,
+        )  # fmt: skip
+    assert name == "postgres"
+    pg: PostgresServer = request.getfixturevalue("postgres_server")
+    table = fresh_table()
+    return Backend(
+        name, clock,
+        lambda c: PostgresRevocationStore(pg.url, table=table, clock=c),
+        lambda c: AsyncPostgresRevocationStore(pg.url, table=table, clock=c),
+        url=pg.url,
+    )  # fmt: skip
+
+
+@pytest.fixture(params=ALL)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    made = make_backend(request, request.param, tmp_path)
+    yield made
+    for store in made.opened:
+        store.close()
+
+
+@pytest.fixture(params=SHARED)
+def shared_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    made = make_backend(request, request.param, tmp_path)
+    yield made
+    for store in made.opened:
+        store.close()
+
+
+def sid_entry(subject: str, *, at: float = T0, ttl: float = 100.0) -> Revocation:
+    return Revocation("sid", subject, at, at + ttl)
+
+
+# -- the conformance suite, sync -----------------------------------------------------------
+
+
+def test_empty_feed_has_nothing(backend: Backend) -> None:
+    store = backend.sync()
+    entries, cursor = store.changes(0)
+    assert entries == []
+    assert store.changes(cursor)[0] == []
+
+
+def test_entries_arrive_once_in_order_and_exactly(backend: Backend) -> None:
+    store = backend.sync()
+    first = [
+        Revocation("sid", "s-1", T0 + 0.123456789, T0 + 3600.5),
+        Revocation("user", "ünïcode user ✓", T0 + 1 / 3, T0 + 7200.25),
+        Revocation("sid", "s-2", T0, T0 + 1),
+    ]
+    for entry in first:
+        store.revoke(entry)
+    entries, cursor = store.changes(0)
+    assert entries == first
+    assert store.changes(cursor)[0] == []
+    later = Revocation("user", "bob", T0 + 2, T0 + 50)
+    store.revoke(later)
+    entries, after = store.changes(cursor)
+    assert entries == [later]
+    assert after > cursor
+    assert store.changes(after)[0] == []
+
+
+def test_two_clients_see_each_other(backend: Backend) -> None:
+    writer, reader = backend.sync(), backend.sync()
+    _, cursor = reader.changes(0)
+    writer.revoke(sid_entry("from-writer"))
+    entries, cursor = reader.changes(cursor)
+    assert entries == [sid_entry("from-writer")]
+    reader.revoke(sid_entry("from-reader"))
+    assert writer.changes(0)[0] == [sid_entry("from-writer"), sid_entry("from-reader")]
+
+
+def test_purge_forgets_only_expired_entries(backend: Backend) -> None:
+    store = backend.sync()
+    short = [sid_entry(f"short-{i}", ttl=10) for i in range(3)]
+    live = sid_entry("live", ttl=100)
+    for entry in [*short, live]:
+        store.revoke(entry)
+    _, cursor = store.changes(0)
+    backend.clock.advance(10)  # expires_at == now counts as expired
+    assert store.purge_expired() == 3
+    assert store.purge_expired() == 0
+    assert store.changes(0)[0] == [live]
+    newer = sid_entry("newer", at=backend.clock.now)
+    store.revoke(newer)
+    assert store.changes(cursor)[0] == [newer]  # a cursor from before the purge still works
+
+
+def test_parallel_writers_never_make_a_poller_skip_an_entry(backend: Backend) -> None:
+    """A poller running during parallel revocations ends up with each entry exactly once:
+    a cursor never moves past an entry that becomes visible later."""
+    writers, each = 4, 25
+    reader = backend.sync()
+    stores = [backend.sync() for _ in range(writers)]
+    seen: list[Revocation] = []
+    done = threading.Event()
+
+    def poll() -> None:
+        cursor = 0
+        while True:
+            finished = done.is_set()
+            entries, cursor = reader.changes(cursor)
+            seen.extend(entries)
+            if finished:
+                return
+
+    def write(index: int) -> None:
+        for i in range(each):
+            stores[index].revoke(sid_entry(f"w{index}-{i}"))
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    done.set()
+    poller.join(timeout=60)
+    subjects = [e.subject for e in seen]
+    assert len(subjects) == len(set(subjects)) == writers * each
+
+
+# -- the conformance suite, async ----------------------------------------------------------
+
+
+@pytest.fixture
+async def astore(backend: Backend) -> AsyncIterator[AsyncRevocationStore]:
+    store = backend.async_()
+    yield store
+    await store.aclose()
+
+
+@pytest.mark.anyio
+async def test_async_entries_arrive_once_in_order(astore: AsyncRevocationStore) -> None:
+    entries = [sid_entry("a"), Revocation("user", "u", T0 + 0.5, T0 + 9)]
+    for entry in entries:
+        await astore.revoke(entry)
+    found, cursor = await astore.changes(0)
+    assert found == entries
+    assert (await astore.changes(cursor))[0] == []
+
+
+@pytest.mark.anyio
+async def test_async_twin_shares_entries_with_sync_clients(
+    backend: Backend, astore: AsyncRevocationStore
+) -> None:
+    sync = backend.sync()
+    sync.revoke(sid_entry("sync-wrote"))
+    await astore.revoke(sid_entry("async-wrote"))
+    assert (await astore.changes(0))[0] == [sid_entry("sync-wrote"), sid_entry("async-wrote")]
+    assert sync.changes(0)[0] == [sid_entry("sync-wrote"), sid_entry("async-wrote")]
+
+
+@pytest.mark.anyio
+async def test_async_purge(backend: Backend, astore: AsyncRevocationStore) -> None:
+    await astore.revoke(sid_entry("short", ttl=5))
+    await astore.revoke(sid_entry("long", ttl=50))
+    backend.clock.advance(5)
+    assert await astore.purge_expired() == 1
+    assert (await astore.changes(0))[0] == [sid_entry("long", ttl=50)]
+
+
+# -- managers that each keep their own list ------------------------------------------------
+
+
+def manager(revocations: Any, clock: FakeClock, *, staleness: float = 1.0,
+            store: Any = None) -> SessionManager:  # fmt: skip
+    mode = ClientSide(KeyRing([KEY]), store=store, revocations=revocations, staleness=staleness)
+    return SessionManager(mode, lifetimes=Lifetimes(renewal=None), clock=clock, log_salt=b"s")
+
+
+def logged_in_token(writer: SessionManager, user: str = "kim") -> tuple[str, str]:
+    """A token for `user` issued by `writer`, and its session's public ID."""
+    session = open_session(writer, RequestInfo(headers=[]))
+    session.login(user)
+    headers = commit_session(writer, session)
+    token = next(v.split(";", 1)[0].split("=", 1)[1] for k, v in headers if k == "set-cookie")
+    return token, open_session(writer, with_token(token)).id
+
+
+def with_token(token: str) -> RequestInfo:
+    return RequestInfo(headers=[("cookie", f"{COOKIE}={token}")])
+
+
+def accepted(reader: SessionManager, token: str) -> bool:
+    return open_session(reader, with_token(token)).user == "kim"
+
+
+def test_revocation_is_refused_elsewhere_exactly_at_the_staleness_bound(backend: Backend) -> None:
+    """No listener runs here, as when a pushed message was lost: the poll alone refuses
+    the token, not before the reader's copy is `staleness` old, and not later."""
+    clock = backend.clock
+    writer = manager(backend.sync(), clock)
+    reader = manager(backend.sync(), clock)
+    token, sid = logged_in_token(writer)
+    assert accepted(reader, token)  # the reader polls now
+    SessionAdmin(writer).revoke(sid)
+    assert not accepted(writer, token)  # the writer's own copy has it at once
+    for step, verdict in ((0.5, True), (0.499, True), (0.001, False), (10, False)):
+        clock.advance(step)
+        assert accepted(reader, token) is verdict, clock.now - T0
+
+
+def test_log_out_everywhere_reaches_another_manager(backend: Backend) -> None:
+    clock = backend.clock
+    writer = manager(backend.sync(), clock)
+    reader = manager(backend.sync(), clock, staleness=0.0)  # strict: polls every request
+    token, _ = logged_in_token(writer)
+    assert accepted(reader, token)
+    clock.advance(1)
+    SessionAdmin(writer).revoke_user("kim")
+    assert not accepted(reader, token)
+    clock.advance(1)
+    fresh, _ = logged_in_token(writer)  # issued after the "not before": accepted
+    assert accepted(reader, fresh)
+
+
+@pytest.mark.parametrize("backend", SHARED[1:], indirect=True)
+def test_another_os_process_refuses_within_the_bound(backend: Backend, tmp_path: Path) -> None:
+    """The reader is another Python process, on a clock this test steps over the line."""
+    assert backend.url is not None
+    writer = manager(backend.sync(), backend.clock)
+    token, sid = logged_in_token(writer)
+    if backend.name.startswith("redis"):
+        prefix = backend.sync().prefix  # type: ignore[attr-defined]
+        store = f"RedisRevocationStore({backend.url!r}, prefix={prefix!r})"
+        imports = "from coatcheck.revocation_redis import RedisRevocationStore"
+    else:
+        table = backend.sync().table  # type: ignore[attr-defined]
+        store = f"PostgresRevocationStore({backend.url!r}, table={table!r})"
+        imports = "from coatcheck.revocation_postgres import PostgresRevocationStore"
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from coatcheck import ClientSide, KeyRing, RequestInfo, SessionManager
+        from coatcheck.drivers import open_session
+        {imports}
+        now = [{T0!r}]
+        m = SessionManager(ClientSide(KeyRing([{KEY!r}]), store=None, revocations={store},
+                                      staleness=1.0), clock=lambda: now[0])
+        r = RequestInfo(headers=[("cookie", {COOKIE + "=" + token!r})])
+        print(open_session(m, r).user, flush=True)
+        sys.stdin.readline()
+        for step in (0.5, 0.49, 0.01):
+            now[0] += step
+            print("accepted" if open_session(m, r).user == "kim" else "refused", flush=True)
+        """
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as proc:
+        assert proc.stdout is not None and proc.stdin is not None
+        assert proc.stdout.readline().strip() == "kim"
+        SessionAdmin(writer).revoke(sid)
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        verdicts = [proc.stdout.readline().strip() for _ in range(3)]
+        proc.stdin.close()
+        assert proc.wait(timeout=60) == 0
+    assert verdicts == ["accepted", "accepted", "refused"]
+
+
+# -- push feeds: Redis pub/sub, PostgreSQL LISTEN/NOTIFY -----------------------------------
+
+PUSH = [
+    pytest.param("redis", marks=SERVICE),
+    pytest.param("redis-cluster", marks=SERVICE),
+    pytest.param("postgres", marks=SERVICE),
+]
+
+
+@pytest.fixture(params=PUSH)
+def push_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    made = make_backend(request, request.param, tmp_path)
+    yield made
+    for store in made.opened:
+        store.close()
+
+
+def revocation_list(m: SessionManager) -> RevocationList:
+    mode = m.mode
+    assert isinstance(mode, ClientSide)
+    return mode.revocation_list
+
+
+def listening(store: Any) -> bool:
+    return bool(store.listening.is_set())
+
+
+def test_a_listener_refuses_the_token_without_any_poll(push_backend: Backend) -> None:
+    """The reader's copy is never due (staleness of an hour, the clock stands still), so
+    only the pushed message can refuse the token."""
+    clock = push_backend.clock
+    writer = manager(push_backend.sync(), clock)
+    feed: Any = push_backend.sync()
+    reader = manager(feed, clock, staleness=3600)
+    token, sid = logged_in_token(writer)
+    assert accepted(reader, token)
+    lst = revocation_list(reader)
+    feed.listen(lst.apply_one)
+    wait_for(lambda: listening(feed), "the listener to subscribe")
+    cursor, synced_at = lst.cursor, lst.synced_at
+    SessionAdmin(writer).revoke(sid)
+    wait_for(lambda: lst.is_revoked(sid, "kim", T0, clock.now), "the pushed revocation")
+    assert not accepted(reader, token)
+    assert (lst.cursor, lst.synced_at) == (cursor, synced_at)  # no poll ran
+
+
+def test_an_entry_whose_message_was_lost_is_refused_at_the_next_poll(
+    push_backend: Backend,
+) -> None:
+    """The listener runs, but the entry reaches the store without a message (as when the
+    message is lost in a reconnection): the token is accepted until the poll is due."""
+    clock = push_backend.clock
+    writer = manager(push_backend.sync(), clock)
+    feed: Any = push_backend.sync()
+    reader = manager(feed, clock)
+    token, sid = logged_in_token(writer)
+    assert accepted(reader, token)
+    feed.listen(revocation_list(reader).apply_one)
+    wait_for(lambda: listening(feed), "the listener to subscribe")
+    write_silently(push_backend, Revocation("sid", sid, clock.now, clock.now + 100))
+    pushed = push_backend.sync()
+    pushed.revoke(sid_entry("a later entry that is pushed", at=clock.now))
+    wait_for(lambda: len(revocation_list(reader)) == 1,
+             "the later entry's message")  # fmt: skip
+    clock.advance(0.999)
+    assert accepted(reader, token)  # the silent entry was not pushed
+    clock.advance(0.001)
+    assert not accepted(reader, token)
+
+
+def write_silently(backend: Backend, entry: Revocation) -> None:
+    """Record `entry` the way `revoke` does, minus the message."""
+    store: Any = backend.sync()
+    doc = f'["{entry.kind}", "{entry.subject}", {entry.at!r}, {entry.expires_at!r}]'
+    if isinstance(store, RedisRevocationStore):
+        seq = int(store.client.incr(store.keys[0]))
+        store.client.zadd(store.keys[1], {f"{seq} {doc}": seq})
+        store.client.zadd(store.keys[2], {f"{seq} {doc}": entry.expires_at})
+        return
+    assert isinstance(store, PostgresRevocationStore)
+    store.changes(0)  # creates the table
+    with store.pool.connection() as conn:
+        conn.execute(f"INSERT INTO {store.table} (entry, expires_at) VALUES (%s, %s)",  # noqa: S608
+                     (doc, entry.expires_at))  # fmt: skip
+
+
+def test_clientside_from_a_url_starts_its_listener_on_first_use(push_backend: Backend) -> None:
+    assert push_backend.url is not None
+    clock = push_backend.clock
+    writer = manager(push_backend.sync(), clock)
+    token, sid = logged_in_token(writer)
+    mode = ClientSide(KeyRing([KEY]), store=push_backend.url, staleness=3600)
+    reader = SessionManager(mode, lifetimes=Lifetimes(renewal=None), clock=clock)
+    feed: Any = mode._revocations
+    assert not listening(feed) and getattr(feed, "_thread", None) is None
+    try:
+        assert accepted(reader, token)  # first use: polls, starts the listener
+        wait_for(lambda: listening(feed), "the listener to subscribe")
+        # The writer's store is in another namespace than the URL's default; write there.
+        default = _revocations_for(push_backend.url)
+        default.revoke(Revocation("sid", sid, clock.now, clock.now + 100))
+        default.close()
+        wait_for(lambda: mode.revocation_list.is_revoked(sid, None, T0, clock.now), "a push")
+        assert not accepted(reader, token)
+    finally:
+        mode.close()
+    assert not listening(feed)
+
+
+@pytest.mark.anyio
+async def test_async_clientside_listener_refuses_without_a_poll(push_backend: Backend) -> None:
+    assert push_backend.url is not None
+    clock = push_backend.clock
+    writer = manager(push_backend.sync(), clock)
+    token, sid = logged_in_token(writer)
+    mode = ClientSide(KeyRing([KEY]), store=push_backend.url, staleness=3600)
+    reader = SessionManager(mode, lifetimes=Lifetimes(renewal=None), clock=clock)
+    feed: Any = mode._async_revocations
+    try:
+        assert (await aopen_session(reader, with_token(token))).user == "kim"
+        await await_for(lambda: listening(feed), "the async listener to subscribe")
+        default = _revocations_for(push_backend.url)
+        default.revoke(Revocation("sid", sid, clock.now, clock.now + 100))
+        default.close()
+        await await_for(lambda: mode.revocation_list.is_revoked(sid, None, T0, clock.now),
+                        "a push")  # fmt: skip
+        assert (await aopen_session(reader, with_token(token))).is_new
+    finally:
+        await mode.aclose()
+    assert not listening(feed)
+
+
+def test_a_listener_of_another_process_refuses_without_a_poll(push_backend: Backend) -> None:
+    """The reader is another OS process whose clock stands still: only the push reaches it."""
+    assert push_backend.url is not None
+    writer_store: Any = push_backend.sync()
+    writer = manager(writer_store, push_backend.clock)
+    token, sid = logged_in_token(writer)
+    if isinstance(writer_store, RedisRevocationStore):
+        store = f"RedisRevocationStore({push_backend.url!r}, prefix={writer_store.prefix!r})"
+        imports = "from coatcheck.revocation_redis import RedisRevocationStore"
+    else:
+        store = f"PostgresRevocationStore({push_backend.url!r}, table={writer_store.table!r})"
+        imports = "from coatcheck.revocation_postgres import PostgresRevocationStore"
+    script = textwrap.dedent(
+        f"""
+        import time
+        from coatcheck import ClientSide, KeyRing, RequestInfo, SessionManager
+        from coatcheck.drivers import open_session
+        {imports}
+        feed = {store}
+        m = SessionManager(ClientSide(KeyRing([{KEY!r}]), store=None, revocations=feed,
+                                      staleness=3600), clock=lambda: {T0!r})
+        r = RequestInfo(headers=[("cookie", {COOKIE + "=" + token!r})])
+        print(open_session(m, r).user, flush=True)
+        feed.listen(m.mode.revocation_list.apply_one)
+        deadline = time.monotonic() + {WAIT!r}
+        while not feed.listening.is_set() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        print("listening", flush=True)
+        while open_session(m, r).user == "kim" and time.monotonic() < deadline + {WAIT!r}:
+            time.sleep(0.01)
+        print("refused" if open_session(m, r).is_new else "accepted", flush=True)
+        feed.close()
+        """
+    )
+    command = [sys.executable, "-c", script]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "kim"
+        assert proc.stdout.readline().strip() == "listening"
+        SessionAdmin(writer).revoke(sid)
+        verdict = proc.stdout.readline().strip()
+        assert proc.wait(timeout=60) == 0
+    assert verdict == "refused"
+
+
+# -- Redis specifics -----------------------------------------------------------------------
+
+
+@pytest.mark.service
+def test_redis_sets_hold_only_live_revocations(redis_server: RedisServer) -> None:
+    clock = FakeClock(T0)
+    store = RedisRevocationStore(redis_server.url, prefix=fresh_prefix(), clock=clock)
+    for i in range(300):
+        store.revoke(sid_entry(f"old-{i}", ttl=10))
+    assert store.client.zcard(store.keys[1]) == 300
+    clock.advance(10)
+    for i in range(2):  # each revoke also drops up to TRIM_BATCH (100) expired entries
+        store.revoke(sid_entry(f"live-{i}", at=clock.now))
+    assert store.client.zcard(store.keys[1]) == store.client.zcard(store.keys[2]) == 102
+    assert store.purge_expired() == 100
+    assert store.client.zcard(store.keys[1]) == store.client.zcard(store.keys[2]) == 2
+    assert [e.subject for e in store.changes(0)[0]] == ["live-0", "live-1"]
+    store.close()
+
+
+@pytest.mark.service
+def test_redis_keys_share_one_cluster_slot(redis_cluster: RedisCluster) -> None:
+    from redis.crc import key_slot
+
+    store = RedisRevocationStore(redis_cluster.url, prefix=fresh_prefix())
+    assert len({key_slot(k.encode()) for k in store.keys}) == 1
+    tagged = RedisRevocationStore(redis_cluster.url, prefix="app:{sessions}:")
+    assert {key_slot(k.encode()) for k in tagged.keys} == {key_slot(b"sessions")}
+    store.close()
+    tagged.close()
+
+
+@pytest.mark.service
+def test_redis_numbers_after_a_data_loss_stay_above_old_cursors(redis_server: RedisServer) -> None:
+    """A server that lost its data starts numbering from its clock, above every cursor
+    handed out before, so processes whose cursor is ahead still get new entries."""
+    store = RedisRevocationStore(redis_server.url, prefix=fresh_prefix())
+    lst = RevocationList()
+    store.revoke(sid_entry("before"))
+    entries, cursor = store.changes(0)
+    lst.apply(entries, cursor, T0)
+    store.client.delete(*store.keys)  # what a restart without persistence leaves
+    store.revoke(sid_entry("after"))
+    entries, cursor = store.changes(lst.cursor)
+    assert entries == [sid_entry("after")]
+    store.close()
+
+
+@pytest.mark.service
+def test_redis_killed_and_restarted() -> None:
+    """While the server is down `revoke` and `changes` raise `StoreUnavailable` and the
+    listener waits; after the restart both work again, with no new client, and the
+    listener subscribes again and pushes."""
+    with running_redis() as server:
+        store = RedisRevocationStore(server.url, prefix=fresh_prefix(), timeout=0.3)
+        lst = RevocationList()
+        store.listen(lst.apply_one)
+        wait_for(lambda: listening(store), "the listener to subscribe")
+        store.revoke(sid_entry("before"))
+        entries, cursor = store.changes(0)
+        lst.apply(entries, cursor, T0)
+        server.stop()
+        with pytest.raises(StoreUnavailable):
+            store.revoke(sid_entry("while-down"))
+        with pytest.raises(StoreUnavailable):
+            store.changes(lst.cursor)
+        wait_for(lambda: not listening(store), "the listener to notice")
+        server.start()  # empty: this server keeps nothing across restarts
+        store.revoke(sid_entry("after-restart"))
+        entries, cursor = store.changes(lst.cursor)
+        assert entries == [sid_entry("after-restart")]  # the resync after the restart
+        lst.apply(entries, cursor, T0)
+        wait_for(lambda: listening(store), "the listener to subscribe again")
+        store.revoke(sid_entry("pushed-again"))
+        wait_for(lambda: lst.is_revoked("pushed-again", None, T0, T0), "a push after restart")
+        store.close()
+
+
+@pytest.mark.service
+def test_unreachable_redis_is_store_unavailable_without_secrets() -> None:
+    from servers import free_port
+
+    store = RedisRevocationStore(f"redis://:hunter2@127.0.0.1:{free_port()}/0", timeout=0.2)
+    for operation in (lambda: store.revoke(sid_entry("x")), lambda: store.changes(0)):
+        with pytest.raises(StoreUnavailable) as caught:
+            operation()
+        assert "hunter2" not in str(caught.value)
+    store.close()
+
+
+# -- PostgreSQL specifics ------------------------------------------------------------------
+
+
+@pytest.mark.service
+def test_postgres_notifies_only_committed_entries_and_skips_oversized_payloads(
+    postgres_server: PostgresServer,
+) -> None:
+    store = PostgresRevocationStore(postgres_server.url, table=fresh_table())
+    lst = RevocationList()
+    store.listen(lst.apply_one)
+    wait_for(lambda: listening(store), "the listener")
+    huge = Revocation("user", "u" * 9000, T0, T0 + 10)
+    store.revoke(huge)  # too long for NOTIFY: recorded, delivered by the poll only
+    store.revoke(sid_entry("small"))
+    wait_for(lambda: lst.is_revoked("small", None, T0, T0), "the small entry's push")
+    assert not lst.is_revoked("other", "u" * 9000, T0 - 1, T0)
+    assert store.changes(0)[0] == [huge, sid_entry("small")]
+    store.close()
+
+
+# -- URLs ----------------------------------------------------------------------------------
+
+
+def test_urls_map_to_revocation_stores_and_twins() -> None:
+    for url, sync, twin in (
+        ("redis://127.0.0.1:1/0", RedisRevocationStore, AsyncRedisRevocationStore),
+        ("rediss://127.0.0.1:1/0", RedisRevocationStore, AsyncRedisRevocationStore),
+        ("postgresql://u@127.0.0.1:1/db", PostgresRevocationStore, AsyncPostgresRevocationStore),
+        ("postgres://u@127.0.0.1:1/db", PostgresRevocationStore, AsyncPostgresRevocationStore),
+    ):
+        store = _revocations_for(url)
+        assert type(store) is sync, url
+        assert type(_async_revocations(store)) is twin, url
+        store.close()
+
+
+@pytest.mark.service
+def test_cluster_url_maps_to_a_cluster_client(redis_cluster: RedisCluster) -> None:
+    store = _revocations_for(redis_cluster.url)
+    assert isinstance(store, RedisRevocationStore)
+    assert isinstance(store.client, redis.cluster.RedisCluster)
+    store.close()
+
+
+def test_a_store_on_a_client_object_gets_a_threaded_async_face() -> None:
+    store = RedisRevocationStore(redis.Redis(port=1))
+    twin = _async_revocations(store)
+    assert type(twin).__name__ == "_ThreadedRevocations"
+    store.close()
+
+
+def test_clientside_with_sqlite_imports_neither_redis_nor_psycopg(tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "from coatcheck import ClientSide, KeyRing\n"
+        f"m = ClientSide(KeyRing([b'k' * 32]), store='sqlite:///{tmp_path / 's.db'}')\n"
+        "m.revocations; m.close()\n"
+        "print(sorted(x for x in ('redis', 'psycopg') if x in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True,
+                            timeout=60)  # fmt: skip
+    assert result.stdout.decode().strip() == "[]"
