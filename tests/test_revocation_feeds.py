@@ -233,7 +233,7 @@ def test_purge_forgets_only_expired_entries(backend: Backend) -> None:
 def test_parallel_writers_never_make_a_poller_skip_an_entry(backend: Backend) -> None:
     """A poller running during parallel revocations ends up with each entry exactly once:
     a cursor never moves past an entry that becomes visible later."""
-    writers, each = 4, 25
+    writers, each = 8, 50
     reader = backend.sync()
     stores = [backend.sync() for _ in range(writers)]
     seen: list[Revocation] = []

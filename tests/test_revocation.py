@@ -1,0 +1,249 @@
+"""`RevocationList` (the per-process copy) and the memory and SQLite revocation stores.
+
+The change-feed conformance suite that every backend passes is in
+`test_revocation_feeds.py`; this module covers the list's own rules and what is particular
+to the two embedded stores.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from coatcheck.exceptions import ConfigurationError, StoreUnavailable
+from coatcheck.revocation import (
+    AsyncMemoryRevocationStore,
+    AsyncRevocationStore,
+    AsyncSQLiteRevocationStore,
+    MemoryRevocationStore,
+    Revocation,
+    RevocationList,
+    RevocationStore,
+    SQLiteRevocationStore,
+)
+from helpers import FakeClock
+
+T = 1_800_000_000.0
+
+
+def sid(subject: str, at: float = T, expires_at: float = T + 100) -> Revocation:
+    return Revocation("sid", subject, at, expires_at)
+
+
+def user(subject: str, at: float = T, expires_at: float = T + 100) -> Revocation:
+    return Revocation("user", subject, at, expires_at)
+
+
+# -- RevocationList ------------------------------------------------------------------------
+
+
+def test_a_revoked_sid_is_refused_from_its_time_on() -> None:
+    lst = RevocationList()
+    lst.apply([sid("s", at=T + 30)], 1, T)  # a grace window: revoked 30 s from now
+    assert not lst.is_revoked("s", None, issued_at=T - 5, now=T + 29.9)
+    assert lst.is_revoked("s", None, issued_at=T - 5, now=T + 30)
+    assert lst.is_revoked("s", "anyone", issued_at=T + 1000, now=T + 31)
+    assert not lst.is_revoked("other", None, issued_at=T - 5, now=T + 31)
+
+
+def test_a_user_entry_refuses_only_tokens_issued_before_it() -> None:
+    lst = RevocationList()
+    lst.apply([user("ann", at=T)], 1, T)
+    assert lst.is_revoked("s1", "ann", issued_at=T - 0.001, now=T + 1)
+    assert not lst.is_revoked("s2", "ann", issued_at=T, now=T + 1)  # issued at the line
+    assert not lst.is_revoked("s3", "ann", issued_at=T + 5, now=T + 6)
+    assert not lst.is_revoked("s4", "bob", issued_at=T - 100, now=T + 1)
+    assert not lst.is_revoked("s5", None, issued_at=T - 100, now=T + 1)
+
+
+def test_user_entries_merge_to_the_latest_line_and_longest_life_in_any_order() -> None:
+    early = user("ann", at=T, expires_at=T + 500)
+    late = user("ann", at=T + 10, expires_at=T + 200)
+    forward, backward = RevocationList(), RevocationList()
+    forward.apply([early, late], 2, T)
+    backward.apply([late], 2, T)
+    backward.apply([early], 2, T)
+    for lst in (forward, backward):
+        assert lst.is_revoked("s", "ann", issued_at=T + 9, now=T + 11)
+        assert not lst.is_revoked("s", "ann", issued_at=T + 10, now=T + 11)
+        lst.apply([], 2, T + 300)  # past `late`'s expiry, within `early`'s
+        assert lst.is_revoked("s", "ann", issued_at=T + 9, now=T + 300)
+        lst.apply([], 2, T + 500)
+        assert len(lst) == 0
+
+
+def test_applying_the_same_entries_again_changes_nothing() -> None:
+    entries = [sid("a"), sid("b", at=T + 3), user("ann", at=T + 1)]
+    once, twice = RevocationList(), RevocationList()
+    once.apply(entries, 3, T)
+    twice.apply(entries, 3, T)
+    twice.apply(entries, 3, T)
+    for lst in (once, twice):
+        assert len(lst) == 3
+        verdicts = [
+            lst.is_revoked("a", None, T, T + 1),
+            lst.is_revoked("b", None, T, T + 2),
+            lst.is_revoked("b", None, T, T + 3),
+            lst.is_revoked("x", "ann", T + 0.5, T + 4),
+        ]
+        assert verdicts == [True, False, True, True]
+
+
+def test_expired_entries_are_forgotten_at_their_expiry() -> None:
+    lst = RevocationList()
+    lst.apply([sid("short", expires_at=T + 10), sid("long", expires_at=T + 20),
+               user("ann", expires_at=T + 10)], 3, T)  # fmt: skip
+    lst.apply([], 3, T + 9.999)
+    assert len(lst) == 3
+    lst.apply([], 3, T + 10)  # expires_at == now: the token it guards has expired too
+    assert len(lst) == 1
+    assert lst.is_revoked("long", None, T, T + 10)
+    assert not lst.is_revoked("short", None, T, T + 10)
+
+
+def test_an_entry_that_arrives_already_expired_is_not_kept() -> None:
+    lst = RevocationList()
+    lst.apply([sid("stale", expires_at=T - 1)], 1, T)
+    assert len(lst) == 0
+
+
+def test_memory_is_bounded_by_live_entries() -> None:
+    """10,000 revocations over time, each living 60 s: the list never holds more than the
+    ones still alive, whatever the history."""
+    lst = RevocationList()
+    most = 0
+    for step in range(100):
+        now = T + step * 6
+        batch = [sid(f"{step}-{i}", at=now, expires_at=now + 60) for i in range(100)]
+        lst.apply(batch, step + 1, now)
+        most = max(most, len(lst))
+    assert most == 1000  # 10 steps of 100 entries are alive at any time
+    lst.apply([], 100, T + 100 * 6 + 60)
+    assert len(lst) == 0
+
+
+def test_cursor_never_goes_back_and_sync_time_is_recorded() -> None:
+    lst = RevocationList()
+    assert lst.due(T, 1.0)  # never synced
+    lst.apply([], 7, T)
+    assert (lst.cursor, lst.synced_at) == (7, T)
+    lst.apply([], 3, T + 1)
+    assert lst.cursor == 7
+    assert not lst.due(T + 1.999, 1.0)
+    assert lst.due(T + 2, 1.0)
+    assert lst.due(T + 1, 0.0)  # strict: due on every request
+
+
+def test_a_pushed_entry_leaves_cursor_and_sync_time_alone() -> None:
+    """A push may overtake entries not polled yet: the next poll must still run on time and
+    from the old cursor."""
+    lst = RevocationList()
+    lst.apply([], 5, T)
+    lst.apply_one(sid("pushed"))
+    lst.apply_one(user("ann", at=T + 1))
+    assert (lst.cursor, lst.synced_at) == (5, T)
+    assert lst.is_revoked("pushed", None, T, T)
+    assert lst.is_revoked("s", "ann", T, T + 2)
+    assert lst.due(T + 1, 1.0)
+
+
+def test_pushes_and_polls_may_merge_from_different_threads() -> None:
+    """A listener thread pushes while request threads poll (and prune): no merge is lost
+    and iteration never trips over a concurrent insert."""
+    lst = RevocationList()
+    errors: list[BaseException] = []
+
+    def push() -> None:
+        try:
+            for i in range(20_000):
+                lst.apply_one(sid(f"pushed-{i}", expires_at=T + 1e6))
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    def poll() -> None:
+        try:
+            for i in range(2_000):
+                lst.apply([sid(f"polled-{i}", expires_at=T + 1 + i)], i, T + i)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=push), threading.Thread(target=poll)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    assert all(lst.is_revoked(f"pushed-{i}", None, T, T) for i in range(20_000))
+
+
+def test_the_list_repr_shows_counts_only() -> None:
+    lst = RevocationList()
+    lst.apply([sid("secret-looking-sid"), user("alice")], 2, T)
+    assert repr(lst) == "<RevocationList sids=1 users=1>"
+
+
+# -- memory and SQLite stores --------------------------------------------------------------
+
+
+def test_memory_store_and_its_twin_share_entries() -> None:
+    store = MemoryRevocationStore()
+    twin = AsyncMemoryRevocationStore(store)
+    assert isinstance(store, RevocationStore) and isinstance(twin, AsyncRevocationStore)
+    assert twin.sync is store
+
+
+@pytest.mark.anyio
+async def test_memory_twin_sees_sync_entries() -> None:
+    store = MemoryRevocationStore()
+    twin = AsyncMemoryRevocationStore(store)
+    store.revoke(sid("a"))
+    await twin.revoke(sid("b"))
+    assert (await twin.changes(0))[0] == [sid("a"), sid("b")]
+    await twin.aclose()
+
+
+def test_sqlite_stores_on_one_file_share_entries_across_connections(tmp_path: Path) -> None:
+    path = tmp_path / "r.db"
+    a, b = SQLiteRevocationStore(path), SQLiteRevocationStore(path)
+    a.revoke(sid("from-a"))
+    entries, cursor = b.changes(0)
+    assert entries == [sid("from-a")]
+    seen: list[Revocation] = []
+    thread = threading.Thread(target=lambda: seen.extend(a.changes(0)[0]))  # its own connection
+    thread.start()
+    thread.join(timeout=30)
+    assert seen == [sid("from-a")]
+    a.close()
+    b.close()
+
+
+def test_sqlite_purge_uses_the_injected_clock(tmp_path: Path) -> None:
+    clock = FakeClock(T)
+    store = SQLiteRevocationStore(tmp_path / "r.db", clock=clock)
+    store.revoke(sid("a", expires_at=T + 5))
+    assert store.purge_expired() == 0
+    clock.advance(5)
+    assert store.purge_expired() == 1
+    store.close()
+
+
+def test_sqlite_table_name_must_be_an_identifier(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="identifier"):
+        SQLiteRevocationStore(tmp_path / "r.db", table="x; DROP TABLE y")
+
+
+def test_sqlite_that_cannot_open_is_store_unavailable(tmp_path: Path) -> None:
+    with pytest.raises(StoreUnavailable):
+        SQLiteRevocationStore(tmp_path / "missing-dir" / "r.db")
+
+
+@pytest.mark.anyio
+async def test_sqlite_twin(tmp_path: Path) -> None:
+    store = SQLiteRevocationStore(tmp_path / "r.db")
+    twin = AsyncSQLiteRevocationStore(store)
+    await twin.revoke(sid("a"))
+    assert (await twin.changes(0))[0] == [sid("a")]
+    assert store.changes(0)[0] == [sid("a")]
+    await twin.aclose()
