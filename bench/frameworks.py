@@ -235,7 +235,7 @@ def django_setup(redis_url: str, tmp: Path) -> None:
         return HttpResponse("ok")
 
     urls = types.ModuleType("bench_django_urls")
-    urls.urlpatterns = [  # type: ignore[attr-defined]
+    urls.urlpatterns = [  # type: ignore[attr-defined]  # a module built at run time
         path(f.__name__, f) for f in (read, write, new, seed)
     ]
     sys.modules["bench_django_urls"] = urls
@@ -288,7 +288,7 @@ def django_setup(redis_url: str, tmp: Path) -> None:
         "coatcheck_redis": coatcheck_engine(RedisStore(f"{redis_url}/3", prefix="bench:")),
     }.items():
         module = types.ModuleType(f"bench_django_engines.{name}")
-        module.SessionStore = cls  # type: ignore[attr-defined]
+        module.SessionStore = cls  # type: ignore[attr-defined]  # built at run time
         sys.modules[module.__name__] = module
 
 

@@ -221,7 +221,7 @@ def test_keys_coatcheck_never_issues_are_refused(manager: SessionManager, key: s
 
 def test_session_key_is_read_only(session: SessionStore) -> None:
     with pytest.raises(AttributeError):
-        session.session_key = "x" * 43  # type: ignore[misc]
+        session.session_key = "x" * 43  # type: ignore[misc]  # read-only: what is tested
 
 
 def test_load_of_an_unknown_key_creates_nothing(manager: SessionManager, store: Store) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import flask_login  # type: ignore[import-untyped]
+import flask_login  # type: ignore[import-untyped]  # ships no type hints
 import pytest
 from flask import Flask, flash, get_flashed_messages, jsonify, request, session
 from flask.testing import FlaskClient
@@ -30,13 +30,13 @@ BASE = "https://localhost"
 COOKIE_ATTRS = "Path=/; HttpOnly; Secure; SameSite=Lax"
 
 
-class User(flask_login.UserMixin):  # type: ignore[misc]
+class User(flask_login.UserMixin):  # type: ignore[misc]  # an untyped base class
     def __init__(self, user_id: str) -> None:
         self.id = user_id
 
 
 def sess() -> FlaskSession:
-    current = session._get_current_object()  # type: ignore[attr-defined]
+    current = session._get_current_object()  # type: ignore[attr-defined]  # a LocalProxy
     assert isinstance(current, FlaskSession)
     return current
 
@@ -114,7 +114,7 @@ def make_app(manager: SessionManager, **options: Any) -> Flask:
                        session_user=sess().user)  # fmt: skip
 
     @app.get("/me")
-    @flask_login.login_required  # type: ignore[untyped-decorator]
+    @flask_login.login_required  # type: ignore[untyped-decorator]  # Flask-Login is untyped
     def me() -> str:
         return str(flask_login.current_user.get_id())
 

@@ -119,7 +119,7 @@ def test_cross_origin_post_is_403_and_token_form_passes_with_full_body(client: C
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [token.encode()]
 
-    manager = client.application.manager  # type: ignore[attr-defined]
+    manager = client.application.manager  # type: ignore[attr-defined]  # our middleware
     tokens = Client(SessionMiddleware(token_app, manager))
     token = tokens.get("/", base_url=BASE).get_data(as_text=True)
     posting = Client(SessionMiddleware(app, manager))

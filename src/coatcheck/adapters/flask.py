@@ -33,7 +33,7 @@ from flask import Flask, Request, Response
 from flask import session as current_session
 from flask.sessions import SessionInterface as FlaskSessionInterface
 from flask.sessions import SessionMixin
-from werkzeug.exceptions import Forbidden, ServiceUnavailable
+from werkzeug.exceptions import Forbidden, HTTPException, ServiceUnavailable
 
 from ..drivers import commit_session, open_session
 from ..exceptions import CSRFError, StoreError
@@ -251,11 +251,11 @@ class SessionInterface(FlaskSessionInterface):
                 response.headers.add(_title(name), value)
 
 
-def _refuse(request: Request, error: Exception) -> None:
+def _refuse(request: Request, error: HTTPException) -> None:
     """Make Flask raise `error` where it would raise a routing error: after the session is
     open and before the view runs, through the application's error handlers."""
     if request.routing_exception is None:
-        request.routing_exception = error  # type: ignore[assignment]
+        request.routing_exception = error
 
 
 def _unavailable(response: Response) -> None:
@@ -285,6 +285,7 @@ def connect_flask_login(app: Flask) -> None:
 
 
 def _current() -> Session | None:
+    # `flask.session` is typed as the session, but is a LocalProxy in front of it.
     session = current_session._get_current_object()  # type: ignore[attr-defined]
     return session.coatcheck if isinstance(session, FlaskSession) else None
 
