@@ -50,6 +50,7 @@ from servers import (  # noqa: F401 - fixtures
     postgres_server_fixture,
     redis_cluster_fixture,
     redis_server_fixture,
+    running_postgres,
     running_redis,
 )
 
@@ -661,6 +662,27 @@ def test_redis_killed_and_restarted() -> None:
 
 
 @pytest.mark.service
+@pytest.mark.anyio
+async def test_async_redis_killed_and_restarted() -> None:
+    with running_redis() as server:
+        store = AsyncRedisRevocationStore(server.url, prefix=fresh_prefix(), timeout=0.3)
+        lst = RevocationList()
+        store.listen(lst.apply_one)
+        await await_for(lambda: listening(store), "the listener to subscribe")
+        server.stop()
+        with pytest.raises(StoreUnavailable):
+            await store.revoke(sid_entry("while-down"))
+        await await_for(lambda: not listening(store), "the listener to notice")
+        server.start()
+        await store.revoke(sid_entry("after-restart"))
+        assert (await store.changes(0))[0] == [sid_entry("after-restart")]
+        await await_for(lambda: listening(store), "the listener to subscribe again")
+        await store.revoke(sid_entry("pushed-again"))
+        await await_for(lambda: lst.is_revoked("pushed-again", None, T0, T0), "a push")
+        await store.aclose()
+
+
+@pytest.mark.service
 def test_unreachable_redis_is_store_unavailable_without_secrets() -> None:
     from servers import free_port
 
@@ -690,6 +712,35 @@ def test_postgres_notifies_only_committed_entries_and_skips_oversized_payloads(
     assert not lst.is_revoked("other", "u" * 9000, T0 - 1, T0)
     assert store.changes(0)[0] == [huge, sid_entry("small")]
     store.close()
+
+
+@pytest.mark.service
+def test_postgres_stopped_and_started() -> None:
+    """While PostgreSQL is down `revoke` and `changes` raise `StoreUnavailable` and the
+    listener waits; after the restart the same store serves again, the poll resyncs from
+    its cursor and the listener is back in LISTEN."""
+    with running_postgres() as server:
+        store = PostgresRevocationStore(server.url, table=fresh_table(), timeout=0.5)
+        lst = RevocationList()
+        store.revoke(sid_entry("before"))
+        entries, cursor = store.changes(0)
+        lst.apply(entries, cursor, T0)
+        store.listen(lst.apply_one)
+        wait_for(lambda: listening(store), "the listener")
+        server.stop()
+        with pytest.raises(StoreUnavailable):
+            store.revoke(sid_entry("while-down"))
+        with pytest.raises(StoreUnavailable):
+            store.changes(lst.cursor)
+        wait_for(lambda: not listening(store), "the listener to notice")
+        server.start()
+        store.revoke(sid_entry("after-restart"))
+        entries, cursor = store.changes(lst.cursor)
+        assert entries == [sid_entry("after-restart")]
+        wait_for(lambda: listening(store), "the listener to LISTEN again")
+        store.revoke(sid_entry("pushed-again"))
+        wait_for(lambda: lst.is_revoked("pushed-again", None, T0, T0), "a push after restart")
+        store.close()
 
 
 # -- URLs ----------------------------------------------------------------------------------
