@@ -603,6 +603,35 @@ def test_redis_sets_hold_only_live_revocations(redis_server: RedisServer) -> Non
     store.close()
 
 
+class CountingConnection(redis.Connection):
+    """A real connection that counts what it sends: one send is one round trip."""
+
+    sends = 0
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        CountingConnection.sends += 1
+        super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
+
+
+@pytest.mark.service
+def test_redis_revoke_and_poll_are_one_round_trip_each(redis_server: RedisServer) -> None:
+    pool = redis.ConnectionPool(
+        host="127.0.0.1", port=redis_server.port, connection_class=CountingConnection
+    )
+    client = redis.Redis(connection_pool=pool)
+    store = RedisRevocationStore(client, prefix=fresh_prefix())
+    store.revoke(sid_entry("warm-up: loads the script"))
+    _, cursor = store.changes(0)
+    before = CountingConnection.sends
+    store.revoke(sid_entry("counted"))
+    assert CountingConnection.sends - before == 1
+    before = CountingConnection.sends
+    assert store.changes(cursor)[0] == [sid_entry("counted")]
+    assert CountingConnection.sends - before == 1
+    store.close()
+    client.close()
+
+
 @pytest.mark.service
 def test_redis_keys_share_one_cluster_slot(redis_cluster: RedisCluster) -> None:
     from redis.crc import key_slot
