@@ -27,7 +27,6 @@ accepts any 8+ characters) are ignored before any store is asked.
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -455,14 +454,14 @@ def _execute(manager: SessionManager, store: Store, session: Session, ttl: float
     commit = manager.commit(session)
     for key in commit.deletes:
         store.delete(key)
-    write = _capped(commit.write, ttl)
+    write = commit.write
     if write is not None:
         for _ in range(MAX_ATTEMPTS):
-            if _apply(store, write):
+            if _apply(store, write, ttl):
                 break
             if write.version == 0:
                 raise CreateError
-            write = _capped(manager.rebase(session, write, store.load(write.source)), ttl)
+            write = manager.rebase(session, write, store.load(write.source))
             if write is None:
                 raise UpdateError
         else:
@@ -481,14 +480,14 @@ async def _aexecute(
     commit = manager.commit(session)
     for key in commit.deletes:
         await store.delete(key)
-    write = _capped(commit.write, ttl)
+    write = commit.write
     if write is not None:
         for _ in range(MAX_ATTEMPTS):
-            if await _aapply(store, write):
+            if await _aapply(store, write, ttl):
                 break
             if write.version == 0:
                 raise CreateError
-            write = _capped(manager.rebase(session, write, await store.load(write.source)), ttl)
+            write = manager.rebase(session, write, await store.load(write.source))
             if write is None:
                 raise UpdateError
         else:
@@ -500,30 +499,25 @@ async def _aexecute(
     return write
 
 
-def _capped(write: Write | None, ttl: float) -> Write | None:
-    if write is None or write.ttl <= ttl:
-        return write
-    return replace(write, ttl=ttl)
-
-
-def _apply(store: Store, write: Write) -> bool:
+def _apply(store: Store, write: Write, cap: float) -> bool:
+    """Run `write`, its record kept no longer than `cap` seconds (Django's expiry)."""
+    ttl = min(write.ttl, cap)
     if write.replaces is None:
-        return store.save(
-            write.key, write.data, version=write.version, ttl=write.ttl, user=write.user
-        )
+        return store.save(write.key, write.data, version=write.version, ttl=ttl, user=write.user)
     return store.rotate(
-        write.replaces, write.key, write.data, version=write.version, ttl=write.ttl,
+        write.replaces, write.key, write.data, version=write.version, ttl=ttl,
         user=write.user, alias=write.alias, alias_ttl=write.alias_ttl,
     )  # fmt: skip
 
 
-async def _aapply(store: AsyncStore, write: Write) -> bool:
+async def _aapply(store: AsyncStore, write: Write, cap: float) -> bool:
+    ttl = min(write.ttl, cap)
     if write.replaces is None:
         return await store.save(
-            write.key, write.data, version=write.version, ttl=write.ttl, user=write.user
+            write.key, write.data, version=write.version, ttl=ttl, user=write.user
         )
     return await store.rotate(
-        write.replaces, write.key, write.data, version=write.version, ttl=write.ttl,
+        write.replaces, write.key, write.data, version=write.version, ttl=ttl,
         user=write.user, alias=write.alias, alias_ttl=write.alias_ttl,
     )  # fmt: skip
 
