@@ -814,3 +814,17 @@ def test_clientside_with_sqlite_imports_neither_redis_nor_psycopg(tmp_path: Path
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True,
                             timeout=60)  # fmt: skip
     assert result.stdout.decode().strip() == "[]"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("scheme", ["memory", "sqlite"])
+async def test_clientside_closes_what_it_built_from_a_url(scheme: str, tmp_path: Path) -> None:
+    url = "memory://" if scheme == "memory" else f"sqlite:///{tmp_path / 's.db'}"
+    mode = ClientSide(KeyRing([KEY]), store=url)
+    reader = SessionManager(mode, clock=FakeClock(T0))
+    assert (await aopen_session(reader, RequestInfo(headers=[]))).is_new
+    await mode.aclose()
+    mode.close()  # again: harmless
+    if scheme == "sqlite":
+        assert isinstance(mode.revocations, SQLiteRevocationStore)
+        assert getattr(mode.revocations._local, "db", None) is None  # its connection is closed
