@@ -184,16 +184,14 @@ class ClientSide:
 
     def open(self, manager: SessionManager, opening: Opening) -> Opening:
         """Verify the token of `opening`; an invalid one becomes no session."""
-        from dataclasses import replace
-
         token = opening.secret
         assert token is not None  # noqa: S101 - called only when the request carried one
         if "." not in token:
             # A server-side session ID: migrate it if the registry store also holds it.
             if is_wellformed(token) and self._store is not None:
-                return replace(opening, key=public_id(token))
+                return opening._replace(key=public_id(token))
             manager.audit.security("token.malformed", token)
-            return replace(opening, secret=None)
+            return opening._replace(secret=None)
         try:
             decoded = self.codec.decode(token)
             claims = decoded.claims
@@ -205,11 +203,11 @@ class ClientSide:
                 raise InvalidToken("token sub is not a string")
         except (InvalidToken, KeyError, TypeError, ValueError) as exc:
             manager.audit.security("token.invalid", token, _reason(exc))
-            return replace(opening, secret=None)
+            return opening._replace(secret=None)
         if self.revocation_list.is_revoked(sid, user, iat, opening.now):
             manager.audit.security("token.revoked", sid)
-            return replace(opening, secret=None)
-        return replace(opening, claims=claims, reissue=not decoded.is_current)
+            return opening._replace(secret=None)
+        return opening._replace(claims=claims, reissue=not decoded.is_current)
 
     def attach(self, manager: SessionManager, opening: Opening) -> Session:
         """The session a verified token carries."""
@@ -309,11 +307,9 @@ class ClientSide:
     ) -> Write | None:
         """Registry writes carry no known version: take the stored one. A registry record
         that is gone (never written, or purged) is created again."""
-        from dataclasses import replace
-
         if record is None:
-            return replace(write, version=0, replaces=None)
-        return replace(write, version=record.version)
+            return write._replace(version=0, replaces=None)
+        return write._replace(version=record.version)
 
     def _claims(self, manager: SessionManager, session: Session) -> dict[str, Any]:
         lifetimes = manager.lifetimes

@@ -51,8 +51,8 @@ def commit_session(
     """Carry out what the request did to `session`; returns the response headers to add."""
     store = manager.mode.store if store is None else store
     commit = manager.commit(session)
-    admin = SessionAdmin(manager, store)
-    admin.record_revocations(commit.revocations)
+    if commit.revocations:
+        SessionAdmin(manager, store).record_revocations(commit.revocations)
     write = commit.write if store is not None else None
     if store is not None:
         for key in commit.deletes:
@@ -64,7 +64,8 @@ def commit_session(
         else:
             raise StoreError(f"session commit gave up after {MAX_ATTEMPTS} version conflicts")
     if commit.revoke_user is not None:
-        admin.revoke_user(commit.revoke_user, keep=session.id if write is None else write.key)
+        keep = session.id if write is None else write.key
+        SessionAdmin(manager, store).revoke_user(commit.revoke_user, keep=keep)
     return manager.finish(session, commit, write)
 
 
@@ -103,8 +104,8 @@ async def acommit_session(
     """Async twin of `commit_session`."""
     store = manager.mode.async_store if store is None else store
     commit = manager.commit(session)
-    admin = AsyncSessionAdmin(manager, store)
-    await admin.record_revocations(commit.revocations)
+    if commit.revocations:
+        await AsyncSessionAdmin(manager, store).record_revocations(commit.revocations)
     write = commit.write if store is not None else None
     if store is not None:
         for key in commit.deletes:
@@ -116,7 +117,8 @@ async def acommit_session(
         else:
             raise StoreError(f"session commit gave up after {MAX_ATTEMPTS} version conflicts")
     if commit.revoke_user is not None:
-        await admin.revoke_user(commit.revoke_user, keep=session.id if write is None else write.key)
+        keep = session.id if write is None else write.key
+        await AsyncSessionAdmin(manager, store).revoke_user(commit.revoke_user, keep=keep)
     return manager.finish(session, commit, write)
 
 

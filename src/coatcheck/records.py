@@ -70,47 +70,43 @@ def encode_alias(target: str) -> bytes:
 
 
 def decode(raw: bytes) -> Stored | Alias:
-    """Decode record bytes; raises `StoreCorrupted` for anything coatcheck did not write."""
+    """Decode record bytes; raises `StoreCorrupted` for anything coatcheck did not write.
+
+    Every field is type-checked, so a record planted or damaged in the store cannot smuggle
+    a string where a timestamp belongs (or a NaN, which compares false with everything: a
+    session stamped NaN would never expire). The checks for what coatcheck itself writes
+    come first; this runs on every request.
+    """
     try:
         doc = loads(raw)
-        if "m" in doc:
+        data = doc.get("d")
+        if data.__class__ is not dict:
             target = doc["m"]
-            if not isinstance(target, str):
+            if target.__class__ is not str:
                 raise TypeError
             return Alias(target)
-        data = doc["d"]
-        if not isinstance(data, dict):
-            raise TypeError
+        created, seen, rotated = doc["c"], doc["s"], doc["r"]
+        if not (created.__class__ is seen.__class__ is rotated.__class__ is float):
+            created, seen, rotated = _time(created), _time(seen), _time(rotated)
+        auth = doc.get("a")
+        if auth is not None:
+            auth = _time(auth)
+        user, ip, agent, csrf = doc.get("u"), doc.get("ip"), doc.get("ua"), doc.get("x")
+        for text in (user, ip, agent, csrf):
+            if text is not None and text.__class__ is not str:
+                raise TypeError
         return Stored(
-            data=data,
-            created_at=_time(doc["c"]),
-            last_seen=_time(doc["s"]),
-            rotated_at=_time(doc["r"]),
-            user=_opt_str(doc.get("u")),
-            authenticated_at=None if doc.get("a") is None else _time(doc["a"]),
-            ip=_opt_str(doc.get("ip")),
-            user_agent=_opt_str(doc.get("ua")),
-            persistent=bool(doc.get("p")),
-            csrf_secret=_opt_str(doc.get("x")),
+            data, created, seen, rotated, user, auth, ip, agent, bool(doc.get("p")), csrf
         )
     except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
         raise StoreCorrupted("session record is not valid coatcheck JSON") from None
 
 
 def _time(value: object) -> float:
-    # Only finite JSON numbers: not a string ("1e9"), a bool, or a NaN (which compares false
-    # with everything, so a session stamped NaN would never expire).
-    if type(value) is float and _isfinite(value):  # what coatcheck writes: checked first
-        return value
+    # Only JSON numbers (orjson refuses NaN and infinities): not a string ("1e9") or a bool.
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError
     seconds = float(value)  # OverflowError for an integer beyond float range
     if not _isfinite(seconds):
         raise ValueError
     return seconds
-
-
-def _opt_str(value: object) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    raise TypeError

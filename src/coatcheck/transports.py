@@ -36,6 +36,10 @@ class Transport(Protocol):
     def vary(self) -> str:
         """The request header that responses reading the session vary on."""
 
+    @property
+    def header_names(self) -> frozenset[str]:
+        """The (lower-case) request headers this transport reads."""
+
     def applies(self, request: RequestInfo) -> bool:
         """Whether this transport serves `request` (its route prefixes match)."""
 
@@ -87,6 +91,10 @@ class Cookie:
     @property
     def vary(self) -> str:
         return "Cookie"
+
+    @property
+    def header_names(self) -> frozenset[str]:
+        return frozenset({"cookie"})
 
     def __post_init__(self) -> None:
         if not _TOKEN.fullmatch(self.name):
@@ -164,11 +172,14 @@ class Cookie:
         """The session cookie's value, or None. The first cookie of that name wins, as
         browsers send the most specific path first. A value split across `name.0`,
         `name.1`, ... is put back together."""
-        headers = request.header_values("cookie")
+        name = self.name
+        headers = [v for k, v in request.headers if k == "cookie" and name in v]
         for header in headers:
-            value = find_cookie(header, self.name)
+            value = find_cookie(header, name)
             if value is not None:
                 return value
+        if not headers:
+            return None
         parts: list[str] = []
         for i in range(self.max_chunks):
             part = next(
@@ -234,6 +245,10 @@ class Header:
     @property
     def vary(self) -> str:
         return self.name
+
+    @property
+    def header_names(self) -> frozenset[str]:
+        return frozenset({self.name, SELECT_HEADER})
 
     def __post_init__(self) -> None:
         if not _TOKEN.fullmatch(self.name) or not _TOKEN.fullmatch(self.response_header):

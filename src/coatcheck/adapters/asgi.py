@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
-from dataclasses import replace
 from importlib.resources import files
 from typing import Any
 from urllib.parse import parse_qs
@@ -54,9 +53,15 @@ MAX_FORM_BYTES = 1024 * 1024  # a form larger than this is not searched for a CS
 MAX_FORM_FIELDS = 1000  # nor is a form with more fields than this
 
 
-def request_info(scope: Scope) -> RequestInfo:
-    """The `RequestInfo` of an ASGI HTTP or WebSocket scope."""
-    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope.get("headers", ())]
+def request_info(scope: Scope, names: frozenset[bytes] | None = None) -> RequestInfo:
+    """The `RequestInfo` of an ASGI HTTP or WebSocket scope, with only the headers in
+    `names` (lower-case bytes, as ASGI gives them) if given."""
+    raw = scope.get("headers", ())
+    headers = [
+        (k.decode("latin-1"), v.decode("latin-1"))
+        for k, v in raw
+        if names is None or k in names
+    ]
     host = None
     for name, value in headers:
         if name == "host":
@@ -144,6 +149,7 @@ class SessionMiddleware:
         self.manager = manager
         self.fail_open = fail_open
         self.client_script_path = client_script_path
+        self._header_names = frozenset(n.encode("latin-1") for n in manager.header_names)
         self._script: tuple[bytes, bytes] | None = None
         if client_script_path is not None:
             body = client_script()
@@ -159,7 +165,7 @@ class SessionMiddleware:
                 await _serve_script(scope, send, *self._script)
                 return
         manager = self.manager
-        request = request_info(scope)
+        request = request_info(scope, self._header_names)
         try:
             session = await aopen_session(manager, request)
         except StoreError as exc:
@@ -180,7 +186,7 @@ class SessionMiddleware:
                 # A handshake is a GET that browsers send cross-site, cookies included, with
                 # no CORS preflight (cross-site WebSocket hijacking): check it as unsafe.
                 try:
-                    manager.check_csrf(replace(request, method="WEBSOCKET"), session)
+                    manager.check_csrf(request._replace(method="WEBSOCKET"), session)
                 except CSRFError:
                     await _respond(scope, send, 403, b"")
                     return

@@ -16,14 +16,12 @@ Every backend ships a sync class and an `Async` twin and passes the contract sui
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 __all__ = ["AsyncStore", "Record", "Store"]
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(NamedTuple):
     """One stored record: the encoded session and its version (1 for a new record, +1 per
     successful write)."""
 
