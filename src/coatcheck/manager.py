@@ -39,10 +39,6 @@ from .transports import Cookie, Transport
 __all__ = ["Commit", "Opening", "ServerSide", "SessionManager", "Write"]
 
 MAX_ALIAS_HOPS = 3
-#: Request headers the core reads besides the transports' own.
-READ_HEADERS = frozenset(
-    {"host", "user-agent", "origin", "sec-fetch-site", "content-type", csrf.TOKEN_HEADER}
-)
 #: A version no record has: a write carrying it fails, so the driver reloads and rebases.
 STALE = -1
 
@@ -223,11 +219,6 @@ class SessionManager:
         self.trusted_origins = frozenset(o.rstrip("/") for o in trusted_origins)
         self.clock = clock
         self.audit = Audit(log_salt if log_salt is not None else os.urandom(16))
-        #: Every request header the manager and its transports read: adapters may pass
-        #: only these in `RequestInfo` (decoding the others is wasted work).
-        self.header_names: frozenset[str] = frozenset().union(
-            READ_HEADERS, *(t.header_names for t in self.transports)
-        )
 
     def __repr__(self) -> str:
         return f"SessionManager({self.mode!r}, transport={self.transports!r})"

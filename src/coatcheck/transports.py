@@ -36,10 +36,6 @@ class Transport(Protocol):
     def vary(self) -> str:
         """The request header that responses reading the session vary on."""
 
-    @property
-    def header_names(self) -> frozenset[str]:
-        """The (lower-case) request headers this transport reads."""
-
     def applies(self, request: RequestInfo) -> bool:
         """Whether this transport serves `request` (its route prefixes match)."""
 
@@ -91,10 +87,6 @@ class Cookie:
     @property
     def vary(self) -> str:
         return "Cookie"
-
-    @property
-    def header_names(self) -> frozenset[str]:
-        return frozenset({"cookie"})
 
     def __post_init__(self) -> None:
         if not _TOKEN.fullmatch(self.name):
@@ -173,7 +165,7 @@ class Cookie:
         browsers send the most specific path first. A value split across `name.0`,
         `name.1`, ... is put back together."""
         name = self.name
-        headers = [v for k, v in request.headers if k == "cookie" and name in v]
+        headers = [v for v in request.header_values("cookie") if name in v]
         for header in headers:
             value = find_cookie(header, name)
             if value is not None:
@@ -245,10 +237,6 @@ class Header:
     @property
     def vary(self) -> str:
         return self.name
-
-    @property
-    def header_names(self) -> frozenset[str]:
-        return frozenset({self.name, SELECT_HEADER})
 
     def __post_init__(self) -> None:
         if not _TOKEN.fullmatch(self.name) or not _TOKEN.fullmatch(self.response_header):

@@ -29,7 +29,7 @@ from ..csrf import TOKEN_FIELD
 from ..drivers import acommit_session, aopen_session
 from ..exceptions import CoatcheckError, ConfigurationError, CSRFError, StoreError
 from ..manager import SessionManager
-from ..request import RequestInfo
+from ..request import RawHeaders, RequestInfo
 from ..session import Session
 from ..transports import Header
 
@@ -53,29 +53,14 @@ MAX_FORM_BYTES = 1024 * 1024  # a form larger than this is not searched for a CS
 MAX_FORM_FIELDS = 1000  # nor is a form with more fields than this
 
 
-def request_info(scope: Scope, names: frozenset[bytes] | None = None) -> RequestInfo:
-    """The `RequestInfo` of an ASGI HTTP or WebSocket scope, with only the headers in
-    `names` (lower-case bytes, as ASGI gives them) if given."""
-    raw = scope.get("headers", ())
-    headers = [
-        (k.decode("latin-1"), v.decode("latin-1"))
-        for k, v in raw
-        if names is None or k in names
-    ]
-    host = None
-    for name, value in headers:
-        if name == "host":
-            host = value
-            break
+def request_info(scope: Scope) -> RequestInfo:
+    """The `RequestInfo` of an ASGI HTTP or WebSocket scope; headers are decoded when read."""
+    headers = RawHeaders(scope.get("headers", ()))
     client = scope.get("client")
     return RequestInfo(
-        method=scope.get("method", "GET"),
-        headers=headers,
-        scheme=scope.get("scheme", "http"),
-        host=host,
-        path=scope.get("path", "/"),
-        client_ip=client[0] if client else None,
-    )
+        scope.get("method", "GET"), headers, scope.get("scheme", "http"), headers.get("host"),
+        scope.get("path", "/"), client[0] if client else None,
+    )  # fmt: skip
 
 
 class SessionRequired(CoatcheckError):
@@ -149,7 +134,6 @@ class SessionMiddleware:
         self.manager = manager
         self.fail_open = fail_open
         self.client_script_path = client_script_path
-        self._header_names = frozenset(n.encode("latin-1") for n in manager.header_names)
         self._script: tuple[bytes, bytes] | None = None
         if client_script_path is not None:
             body = client_script()
@@ -165,7 +149,7 @@ class SessionMiddleware:
                 await _serve_script(scope, send, *self._script)
                 return
         manager = self.manager
-        request = request_info(scope, self._header_names)
+        request = request_info(scope)
         try:
             session = await aopen_session(manager, request)
         except StoreError as exc:
