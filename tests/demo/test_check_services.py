@@ -65,11 +65,10 @@ def test_unreachable_redis_is_a_clean_store_error() -> None:
 
 
 @pytest.mark.service
-def test_client_on_redis_falls_back_to_sqlite_and_says_so(redis_server: RedisServer) -> None:
-    # Client-side sessions keep revocations only in memory or SQLite so far.
+def test_client_keeps_its_revocations_on_redis(redis_server: RedisServer) -> None:
     result = coatcheck("demo", "--check", "--strategy", "client", "--store", redis_server.url,
                        "--requests", "12", "--replicas", "2", "--json")  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "[client] --store not used (no revocation store for redis://" in result.stderr
+    assert "--store is not used" not in result.stderr
     (row,) = json.loads(result.stdout)
     assert row["ok"] is True and row["revocation_ms"] is not None

@@ -38,15 +38,17 @@ def test_client_side_replicas_share_the_cluster_key(
         assert isinstance(manager.transport, transport)
 
 
-def test_client_side_falls_back_to_sqlite_without_a_revocation_store(tmp_path: Path) -> None:
-    url = "redis://localhost:6379/0"
-    store, note = resolve_store(STRATEGIES["client"], url, tmp_path)
-    assert store == f"sqlite:///{tmp_path / 'sessions.db'}"
-    assert note is not None and "no revocation store for redis://" in note
-    assert resolve_store(STRATEGIES["shared"], url, tmp_path) == (url, None)
+def test_client_side_strategies_keep_revocations_in_the_store_given(tmp_path: Path) -> None:
+    # Redis and PostgreSQL have revocation stores: client-side strategies use --store as is.
+    for url in ("redis://localhost:6379/0", "postgresql://localhost/db"):
+        assert resolve_store(STRATEGIES["client"], url, tmp_path) == (url, None)
+        assert resolve_store(STRATEGIES["header"], url, tmp_path) == (url, None)
+        assert resolve_store(STRATEGIES["shared"], url, tmp_path) == (url, None)
+        assert resolve_store(STRATEGIES["local"], url, tmp_path) == (None, None)
     sqlite = f"sqlite:///{tmp_path / 'other.db'}"
     assert resolve_store(STRATEGIES["client"], sqlite, tmp_path) == (sqlite, None)
-    assert resolve_store(STRATEGIES["local"], url, tmp_path) == (None, None)
+    default = f"sqlite:///{tmp_path / 'sessions.db'}"
+    assert resolve_store(STRATEGIES["client"], None, tmp_path) == (default, None)
 
 
 def test_printed_store_urls_hide_passwords() -> None:
