@@ -11,6 +11,8 @@ Implementations:
   starsessions-memory   starsessions 2 SessionMiddleware + SessionAutoloadMiddleware, InMemoryStore
   coatcheck-memory      coatcheck.adapters.asgi.SessionMiddleware, ServerSide(MemoryStore())
   coatcheck-sqlite      the same on SQLiteStore(<temp file>) (WAL, synchronous=NORMAL)
+  coatcheck-client      coatcheck client-side: ClientSide(KeyRing, store=None), signed JWS cookie
+  coatcheck-client-reg  the same with a registry and revocation list (store="memory://")
   minimal-memory        a reference written here: the least a server-side session middleware
                         does in Python (cookie, SHA-256 key, dict, JSON, Vary, write only when
                         changed), without lifetimes, CSRF, rotation, versions or metadata
@@ -93,7 +95,7 @@ ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Any], Awaitable[Non
 SCENARIOS = ("read", "write", "new")
 IMPLS = (
     "bare", "starlette-cookie", "starsessions-memory", "minimal-memory",
-    "coatcheck-memory", "coatcheck-sqlite",
+    "coatcheck-memory", "coatcheck-sqlite", "coatcheck-client", "coatcheck-client-reg",
 )  # fmt: skip
 VARIANTS = ("variant-memory", "variant-sqlite")  # with --compare
 FLOORS = ("floor", "coatcheck-sql")
@@ -104,6 +106,8 @@ LABELS = {
     "minimal-memory": "reference: minimal server-side middleware, dict store",
     "coatcheck-memory": "coatcheck server-side, `MemoryStore`",
     "coatcheck-sqlite": "coatcheck server-side, `SQLiteStore`",
+    "coatcheck-client": "coatcheck client-side, JWS cookie, stateless",
+    "coatcheck-client-reg": "coatcheck client-side, JWS cookie, registry + revocations",
     "variant-memory": "variant (--compare) server-side, `MemoryStore`",
     "variant-sqlite": "variant (--compare) server-side, `SQLiteStore`",
     "floor": "SQLite floor: plain `sqlite3`, minimal table",
@@ -252,6 +256,11 @@ def build(impl: str, tmp: Path) -> tuple[Starlette, Callable[[], Awaitable[None]
             Middleware(StarSessionMiddleware, store=StarInMemoryStore()),
             Middleware(StarAutoloadMiddleware),
         ]
+    elif impl in ("coatcheck-client", "coatcheck-client-reg"):
+        keys = package.KeyRing([hashlib.sha256(SECRET_KEY.encode()).digest()])
+        store = None if impl == "coatcheck-client" else "memory://"
+        manager = SessionManager(package.ClientSide(keys, store=store))
+        middleware = [Middleware(asgi_middleware, manager=manager)]
     elif impl.endswith("-memory"):
         manager = SessionManager(ServerSide(stores.MemoryStore()))
         middleware = [Middleware(asgi_middleware, manager=manager)]
@@ -571,6 +580,12 @@ RATIOS = [
     ("coatcheck-memory / Starlette cookie", "coatcheck-memory", "starlette-cookie",
      None, "(info)"),
     ("coatcheck-memory / minimal reference", "coatcheck-memory", "minimal-memory",
+     None, "(info)"),
+    ("coatcheck-client / Starlette cookie (read target)", "coatcheck-client",
+     "starlette-cookie", 0.25, "≤ 0.25 read"),
+    ("coatcheck-client / Starlette cookie (write target)", "coatcheck-client",
+     "starlette-cookie", 0.4, "≤ 0.4 write"),
+    ("coatcheck-client-reg / Starlette cookie", "coatcheck-client-reg", "starlette-cookie",
      None, "(info)"),
 ]  # fmt: skip
 
