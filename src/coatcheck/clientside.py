@@ -29,6 +29,8 @@ from urllib.parse import unquote, urlsplit
 from .exceptions import ConfigurationError, InvalidToken
 from .ids import is_wellformed, public_id
 from .keys import KeyRing
+from .plans import NOTHING, STALE, Commit, Opening, Write
+from .records import encode
 from .revocation import (
     AsyncMemoryRevocationStore,
     AsyncRevocationStore,
@@ -44,7 +46,7 @@ from .stores import AsyncStore, Store, from_url, to_async
 from .tokens import JWECodec, JWSCodec, check_times
 
 if TYPE_CHECKING:
-    from .manager import Commit, Opening, SessionManager, Write
+    from .manager import SessionManager
     from .stores.base import Record
 
 __all__ = ["ClientSide"]
@@ -207,7 +209,10 @@ class ClientSide:
         if self.revocation_list.is_revoked(sid, user, iat, opening.now):
             manager.audit.security("token.revoked", sid)
             return opening._replace(secret=None)
-        return opening._replace(claims=claims, reissue=not decoded.is_current)
+        return Opening(
+            opening.request, opening.now, None, opening.transport, token,
+            presented=True, claims=claims, reissue=not decoded.is_current,
+        )  # fmt: skip
 
     def attach(self, manager: SessionManager, opening: Opening) -> Session:
         """The session a verified token carries."""
@@ -245,9 +250,6 @@ class ClientSide:
 
     def commit(self, manager: SessionManager, session: Session) -> Commit:
         """The token to issue, the registry write and the revocations `session` needs."""
-        from .manager import Commit, Write
-        from .records import encode  # noqa: F811 - imported here: records imports session only
-
         lifetimes = manager.lifetimes
         now = session._now
         if session.ended:
@@ -261,7 +263,7 @@ class ClientSide:
                 clear=True,
             )
         if not session.modified:
-            return Commit(clear=session.client_stale)
+            return Commit(clear=True) if session.client_stale else NOTHING
 
         old_sid = session.id
         revocations: tuple[Revocation, ...] = ()
@@ -290,9 +292,9 @@ class ClientSide:
                 write = Write(session.id, data, 0, ttl, session.user)
                 manager.audit.lifecycle("session.created", session.id)
             elif rotated:
-                write = Write(session.id, data, _STALE, ttl, session.user, replaces=old_sid)
+                write = Write(session.id, data, STALE, ttl, session.user, replaces=old_sid)
             else:
-                write = Write(session.id, data, _STALE, ttl, session.user)
+                write = Write(session.id, data, STALE, ttl, session.user)
         return Commit(
             write=write,
             # A migrated server-side session leaves its old record behind to delete.
@@ -341,8 +343,6 @@ class ClientSide:
     def _has_registry(self) -> bool:
         return self._store is not None or self._async_store is not None
 
-
-_STALE = -1
 
 
 def _new_sid() -> str:
