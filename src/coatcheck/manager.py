@@ -215,24 +215,12 @@ class SessionManager:
             return self._fresh(opening, stale=opening.key)
         request = opening.request
         session = Session(
-            stored.data,
-            secret=opening.secret or "",
-            id=opening.key,
-            is_new=False,
-            now=now,
-            created_at=stored.created_at,
-            last_seen=stored.last_seen,
-            rotated_at=stored.rotated_at,
-            user=stored.user,
-            authenticated_at=stored.authenticated_at,
-            ip=request.client_ip,
-            user_agent=request.header("user-agent"),
-            persistent=stored.persistent,
-            csrf_secret=stored.csrf_secret,
-            version=record.version,
-        )
-        session.transport = opening.transport
-        session.request = opening.request
+            stored.data, opening.secret or "", opening.key, False, now,
+            stored.created_at, stored.last_seen, stored.rotated_at, stored.user,
+            stored.authenticated_at, request.client_ip, request.header("user-agent"),
+            stored.persistent, stored.csrf_secret, record.version, "server",
+            opening.transport, request,
+        )  # fmt: skip
         if isinstance(self.mode, ClientSide):
             # A server-side session arriving at a client-side manager: migrate it.
             session.mode = "client"
@@ -262,22 +250,14 @@ class SessionManager:
     def _fresh(self, opening: Opening, *, stale: str | None = None) -> Session:
         secret = new_id()
         now = opening.now
+        request = opening.request
         session = Session(
-            {},
-            secret=secret,
-            id=public_id(secret),
-            is_new=True,
-            now=now,
-            created_at=now,
-            last_seen=now,
-            rotated_at=now,
-            ip=opening.request.client_ip,
-            user_agent=opening.request.header("user-agent"),
-        )
+            {}, secret, public_id(secret), True, now, now, now, now, None, None,
+            request.client_ip, request.header("user-agent"), False, None, 0, "server",
+            opening.transport, request,
+        )  # fmt: skip
         session.client_stale = opening.presented
         session.stale_key = stale
-        session.transport = opening.transport
-        session.request = opening.request
         if isinstance(self.mode, ClientSide):
             session.mode = "client"
         return session

@@ -93,7 +93,6 @@ class Session(MutableMapping[str, Any]):
     def __init__(
         self,
         data: dict[str, Any],
-        *,
         secret: str,
         id: str,
         is_new: bool,
@@ -109,7 +108,11 @@ class Session(MutableMapping[str, Any]):
         csrf_secret: str | None = None,
         version: int = 0,
         mode: str = "server",
+        transport: Transport | None = None,
+        request: RequestInfo | None = None,
     ) -> None:
+        # Positional calls from the manager (a request builds one Session): a call with
+        # sixteen keyword arguments costs twice as much in CPython (a kwargs dict).
         self._data = data
         self._changed: set[str] = set()
         self._originals: dict[str, Any] = {}
@@ -141,8 +144,8 @@ class Session(MutableMapping[str, Any]):
         self.client_stale = False
         self.stale_key: str | None = None
         #: The transport the request used (the response answers in it), and the request.
-        self.transport: Transport | None = None
-        self.request: RequestInfo | None = None
+        self.transport = transport
+        self.request = request
 
     # -- mapping -------------------------------------------------------------------------
 
