@@ -25,7 +25,7 @@ from importlib.resources import files
 from typing import Any
 from urllib.parse import parse_qs
 
-from ..csrf import TOKEN_FIELD
+from ..csrf import SAFE_METHODS, TOKEN_FIELD
 from ..drivers import acommit_session, aopen_session
 from ..exceptions import CoatcheckError, ConfigurationError, CSRFError, StoreError
 from ..manager import SessionManager
@@ -179,7 +179,7 @@ class SessionMiddleware:
             except SessionRequired:
                 await _respond(scope, send, 401, b"")
             return
-        if manager.csrf:
+        if manager.csrf and request.method not in SAFE_METHODS:
             try:
                 try:
                     manager.check_csrf(request, session)  # safe methods pass at once
@@ -254,11 +254,26 @@ class SessionMiddleware:
         return replay
 
 
+#: The headers the manager sends on most responses, encoded once.
+_ENCODED = {
+    ("vary", "Cookie"): (b"vary", b"Cookie"),
+    ("cache-control", "no-store"): (b"cache-control", b"no-store"),
+}
+
+
 def _merge(headers: Any, extra: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    """The application's response headers plus the session's; a session `Cache-Control`
+    replaces the application's."""
     merged = list(headers)
-    if any(name == "cache-control" for name, _ in extra):
-        merged = [(k, v) for k, v in merged if k.lower() != b"cache-control"]
-    merged += [(name.encode("latin-1"), value.encode("latin-1")) for name, value in extra]
+    for name, _ in extra:
+        if name == "cache-control":
+            merged = [(k, v) for k, v in merged if k.lower() != b"cache-control"]
+            break
+    for pair in extra:
+        encoded = _ENCODED.get(pair)
+        merged.append(
+            (pair[0].encode("latin-1"), pair[1].encode("latin-1")) if encoded is None else encoded
+        )
     return merged
 
 
