@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol, runtime_checkable
 
 from .exceptions import ConfigurationError, SessionTooLarge
@@ -81,6 +81,10 @@ class Cookie:
     #: numbered cookies (`name.0`, `name.1`, ...) a larger value may be split across.
     max_size: int = 4096
     max_chunks: int = 5
+    #: The attributes around `Max-Age` in `render`, joined once (a new visitor's response
+    #: renders a cookie): `; Path=/[; Domain=...]` and `; HttpOnly; Secure; SameSite=...`.
+    _before: str = field(default="", init=False, repr=False, compare=False)
+    _after: str = field(default="", init=False, repr=False, compare=False)
 
     ambient = True
 
@@ -112,6 +116,12 @@ class Cookie:
             raise ConfigurationError("partitioned cookies need secure=True")
         if self.max_chunks < 1 or self.max_size < 256:
             raise ConfigurationError("max_chunks must be >= 1 and max_size >= 256 bytes")
+        before = [f"Path={self.path}"]
+        if self.domain is not None:
+            before.append(f"Domain={self.domain}")
+        object.__setattr__(self, "_before", "; " + "; ".join(before))
+        after = self._attributes([])
+        object.__setattr__(self, "_after", f"; {after}" if after else "")
 
     def applies(self, request: RequestInfo) -> bool:
         return _under(request.path, self.paths)
@@ -151,10 +161,13 @@ class Cookie:
     ) -> list[tuple[str, str]]:
         if request is None:
             return []
+        headers = [h for h in request.header_values("cookie") if self.name in h]
+        if not headers:  # the usual case: nothing to clear
+            return []
         names = {self.name, *(f"{self.name}.{i}" for i in range(self.max_chunks))}
         present = [
             name
-            for header in request.header_values("cookie")
+            for header in headers
             for name in cookie_names(header)
             if name in names and name != keep and name not in keep
         ]
@@ -165,11 +178,13 @@ class Cookie:
         browsers send the most specific path first. A value split across `name.0`,
         `name.1`, ... is put back together."""
         name = self.name
-        headers = [v for v in request.header_values("cookie") if name in v]
-        for header in headers:
-            value = find_cookie(header, name)
-            if value is not None:
-                return value
+        values = request.header_values("cookie")
+        for header in values:
+            if name in header:
+                value = find_cookie(header, name)
+                if value is not None:
+                    return value
+        headers = [v for v in values if name in v]
         if not headers:
             return None
         parts: list[str] = []
@@ -185,12 +200,9 @@ class Cookie:
 
     def render(self, value: str, *, max_age: int | None = None) -> str:
         """A `Set-Cookie` value storing `value` (a session cookie unless `max_age` is set)."""
-        parts = [f"{self.name}={value}", f"Path={self.path}"]
-        if self.domain is not None:
-            parts.append(f"Domain={self.domain}")
-        if max_age is not None:
-            parts.append(f"Max-Age={max(0, max_age)}")
-        return self._attributes(parts)
+        if max_age is None:
+            return f"{self.name}={value}{self._before}{self._after}"
+        return f"{self.name}={value}{self._before}; Max-Age={max(0, max_age)}{self._after}"
 
     def clear(self) -> str:
         """A `Set-Cookie` value that makes the browser forget the cookie."""
@@ -289,6 +301,8 @@ def find_cookie(header: str, name: str) -> str | None:
     the cookie (unlike `http.cookies.SimpleCookie`, which stops at the first bad pair).
     """
     for pair in header.split(";"):
+        if name not in pair:  # another cookie: skip it cheaply
+            continue
         key, sep, value = pair.partition("=")
         if sep and key.strip() == name:
             value = value.strip()
