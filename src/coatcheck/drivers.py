@@ -57,12 +57,13 @@ def commit_session(
     if store is not None:
         for key in commit.deletes:
             store.delete(key)
-        for _ in range(MAX_ATTEMPTS):
-            if write is None or _apply(store, write):
-                break
-            write = manager.rebase(session, write, store.load(write.source))
-        else:
-            raise StoreError(f"session commit gave up after {MAX_ATTEMPTS} version conflicts")
+        if write is not None:  # (a read that changed nothing skips the loop)
+            for _ in range(MAX_ATTEMPTS):
+                if write is None or _apply(store, write):
+                    break
+                write = manager.rebase(session, write, store.load(write.source))
+            else:
+                raise StoreError(f"session commit gave up after {MAX_ATTEMPTS} version conflicts")
     if commit.revoke_user is not None:
         keep = session.id if write is None else write.key
         SessionAdmin(manager, store).revoke_user(commit.revoke_user, keep=keep)
@@ -110,12 +111,13 @@ async def acommit_session(
     if store is not None:
         for key in commit.deletes:
             await store.delete(key)
-        for _ in range(MAX_ATTEMPTS):
-            if write is None or await _aapply(store, write):
-                break
-            write = manager.rebase(session, write, await store.load(write.source))
-        else:
-            raise StoreError(f"session commit gave up after {MAX_ATTEMPTS} version conflicts")
+        if write is not None:  # (a read that changed nothing skips the loop)
+            for _ in range(MAX_ATTEMPTS):
+                if write is None or await _aapply(store, write):
+                    break
+                write = manager.rebase(session, write, await store.load(write.source))
+            else:
+                raise StoreError(f"session commit gave up after {MAX_ATTEMPTS} version conflicts")
     if commit.revoke_user is not None:
         keep = session.id if write is None else write.key
         await AsyncSessionAdmin(manager, store).revoke_user(commit.revoke_user, keep=keep)

@@ -25,6 +25,11 @@ class Expiry(str, Enum):
     ABSOLUTE = "absolute"
 
 
+#: What `Lifetimes.assess` says of a live session: rotate its ID, or refresh `last_seen`.
+RENEW = "renew"
+TOUCH = "touch"
+
+
 @dataclass(frozen=True, slots=True)
 class Lifetimes:
     """How long a session lives. All durations are in seconds.
@@ -69,6 +74,23 @@ class Lifetimes:
             return Expiry.ABSOLUTE
         if now - last_seen >= self.idle:
             return Expiry.IDLE
+        return None
+
+    def assess(
+        self, now: float, created_at: float, last_seen: float, rotated_at: float
+    ) -> Expiry | str | None:
+        """`expiry`, `needs_renewal` and `needs_touch` in one call, for the request path
+        (one positional call costs a third of the three keyword calls): the `Expiry` if the
+        session is over, else `RENEW` if its ID is due for rotation, else `TOUCH` if
+        `last_seen` is due for a refresh, else None."""
+        if now - created_at >= self.absolute:
+            return Expiry.ABSOLUTE
+        if now - last_seen >= self.idle:
+            return Expiry.IDLE
+        if self.renewal is not None and now - rotated_at >= self.renewal:
+            return RENEW
+        if now - last_seen >= self.touch_interval:
+            return TOUCH
         return None
 
     def needs_renewal(self, *, now: float, rotated_at: float) -> bool:

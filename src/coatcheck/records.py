@@ -18,6 +18,7 @@ from .session import Session
 __all__ = ["Alias", "Stored", "decode", "dumps", "encode", "encode_alias"]
 
 _isfinite = math.isfinite
+_new = tuple.__new__
 
 
 class Alias(NamedTuple):
@@ -95,8 +96,9 @@ def decode(raw: bytes) -> Stored | Alias:
         for text in (user, ip, agent, csrf):
             if text is not None and text.__class__ is not str:
                 raise TypeError
-        return Stored(
-            data, created, seen, rotated, user, auth, ip, agent, bool(doc.get("p")), csrf
+        # tuple.__new__ directly: the NamedTuple's own __new__ is a Python frame more.
+        return _new(
+            Stored, (data, created, seen, rotated, user, auth, ip, agent, bool(doc.get("p")), csrf)
         )
     except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
         raise StoreCorrupted("session record is not valid coatcheck JSON") from None
