@@ -45,7 +45,19 @@ class MemoryStore:
                 if not keys:
                     del self._users[entry[2]]
 
-    def _put(self, key: str, record: Record, expires_at: float, user: str | None) -> None:
+    def _put(
+        self,
+        key: str,
+        record: Record,
+        expires_at: float,
+        user: str | None,
+        old: tuple[Record, float, str | None] | None = None,
+    ) -> None:
+        """Store a record; `old`, the live entry under `key` if the caller has it, lets an
+        update of the same user's record skip the user index."""
+        if old is not None and old[2] == user:
+            self._records[key] = (record, expires_at, user)
+            return
         self._drop(key)
         self._records[key] = (record, expires_at, user)
         if user is not None:
@@ -62,7 +74,7 @@ class MemoryStore:
             entry = self._live(key, now)
             if (entry[0].version if entry else 0) != version:
                 return False
-            self._put(key, Record(data, version + 1), now + ttl, user)
+            self._put(key, Record(data, version + 1), now + ttl, user, entry)
             return True
 
     def rotate(
