@@ -30,7 +30,7 @@ from .ids import is_wellformed, new_id, public_id
 from .plans import CLEAR, NOTHING, STALE, Commit, Opening, Write
 from .policy import RENEW, TOUCH, Expiry, Lifetimes
 from .request import RequestInfo
-from .session import DELETED, Session, SessionInfo
+from .session import DELETED, FROM_REQUEST, Session, SessionInfo
 from .stores import AsyncStore, Store, from_url, to_async
 from .stores.base import Record
 from .transports import Cookie, Transport
@@ -215,7 +215,7 @@ class SessionManager:
         session = Session(
             stored.data, opening.secret or "", opening.key, False, now,
             stored.created_at, stored.last_seen, stored.rotated_at, stored.user,
-            stored.authenticated_at, request.client_ip, request.header("user-agent"),
+            stored.authenticated_at, request.client_ip, FROM_REQUEST,
             stored.persistent, stored.csrf_secret, record.version, "server",
             opening.transport, request,
         )  # fmt: skip
@@ -251,7 +251,7 @@ class SessionManager:
         request = opening.request
         session = Session(
             {}, secret, public_id(secret), True, now, now, now, now, None, None,
-            request.client_ip, request.header("user-agent"), False, None, 0, "server",
+            request.client_ip, FROM_REQUEST, False, None, 0, "server",
             opening.transport, request,
         )  # fmt: skip
         session.client_stale = opening.presented

@@ -66,6 +66,7 @@ class Session(MutableMapping[str, Any]):
         "_now",
         "_originals",
         "_secret",
+        "_user_agent",
         "authenticated_at",
         "client_stale",
         "created_at",
@@ -86,7 +87,6 @@ class Session(MutableMapping[str, Any]):
         "stale_key",
         "transport",
         "user",
-        "user_agent",
         "version",
     )
 
@@ -127,7 +127,8 @@ class Session(MutableMapping[str, Any]):
         self.user = user
         self.authenticated_at = authenticated_at
         self.ip = ip
-        self.user_agent = user_agent
+        #: `FROM_REQUEST`: read from `request` on first use (most requests never need it).
+        self._user_agent: Any = user_agent
         self.persistent = persistent
         self.csrf_secret = csrf_secret
         self.version = version
@@ -146,6 +147,19 @@ class Session(MutableMapping[str, Any]):
         #: The transport the request used (the response answers in it), and the request.
         self.transport = transport
         self.request = request
+
+    @property
+    def user_agent(self) -> str | None:
+        """The client's `User-Agent`, as the current request sent it."""
+        agent = self._user_agent
+        if agent is FROM_REQUEST:
+            agent = None if self.request is None else self.request.header("user-agent")
+            self._user_agent = agent
+        return agent  # type: ignore[no-any-return]
+
+    @user_agent.setter
+    def user_agent(self, value: str | None) -> None:
+        self._user_agent = value
 
     # -- mapping -------------------------------------------------------------------------
 
@@ -344,4 +358,7 @@ class _Deleted:
 
 
 DELETED: Any = _Deleted()
+#: Passed as `Session(user_agent=...)`: read the `User-Agent` header of `request` when the
+#: session first needs it (to save it), not on every request.
+FROM_REQUEST: Any = object()
 _GONE = object()
