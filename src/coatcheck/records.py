@@ -93,9 +93,13 @@ def decode(raw: bytes) -> Stored | Alias:
         if auth is not None:
             auth = _time(auth)
         user, ip, agent, csrf = doc.get("u"), doc.get("ip"), doc.get("ua"), doc.get("x")
-        for text in (user, ip, agent, csrf):
-            if text is not None and text.__class__ is not str:
-                raise TypeError
+        if (
+            (user is not None and user.__class__ is not str)
+            or (ip is not None and ip.__class__ is not str)
+            or (agent is not None and agent.__class__ is not str)
+            or (csrf is not None and csrf.__class__ is not str)
+        ):
+            raise TypeError
         # tuple.__new__ directly: the NamedTuple's own __new__ is a Python frame more.
         return _new(
             Stored, (data, created, seen, rotated, user, auth, ip, agent, bool(doc.get("p")), csrf)
