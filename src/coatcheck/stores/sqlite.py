@@ -82,6 +82,7 @@ class SQLiteStore:
         # One database per connection: every thread must share the one connection.
         self._private = self.path in ("", ":memory:")
         self._shared: _Connection | None = None
+        self._epoch = 0  # counts `close` calls
         self._next_purge = clock() + purge_interval
         t = table
         self._sql_load = f"SELECT data, version FROM {t} WHERE key = ? AND expires_at > ?"  # noqa: S608
@@ -126,15 +127,23 @@ class SQLiteStore:
 
     def _connection(self) -> sqlite3.Connection:
         db: _Connection | None
-        db = self._shared if self._private else getattr(self._local, "db", None)
-        if db is None or db not in self._connections:  # none yet, or closed by `close`
+        if self._private:
+            db = self._shared  # None if `close` closed it
+        else:
+            # (epoch, connection): a connection opened before the last `close` is closed.
+            # (An epoch number, not a look-up in `_connections`: a WeakSet look-up builds a
+            # weak reference, on every store operation.)
+            mine = getattr(self._local, "db", None)
+            db = mine[1] if mine is not None and mine[0] == self._epoch else None
+        if db is None:  # none yet, or closed by `close`
+            epoch = self._epoch
             db = self._open()
             with self._lock:
                 self._connections.add(db)
             if self._private:
                 self._shared = db
             else:
-                self._local.db = db
+                self._local.db = (epoch, db)
         return db
 
     def _open(self) -> _Connection:
@@ -298,6 +307,7 @@ class SQLiteStore:
             connections = list(self._connections)
             self._connections.clear()
             self._shared = None
+            self._epoch += 1
         for db in connections:
             db.close()
 
