@@ -35,7 +35,7 @@ from .stores import AsyncStore, Store, from_url, to_async
 from .stores.base import Record
 from .transports import Cookie, Transport
 
-__all__ = ["Commit", "Opening", "ServerSide", "SessionManager", "Write"]
+__all__ = ["STALE", "Commit", "Opening", "ServerSide", "SessionManager", "Write"]
 
 MAX_ALIAS_HOPS = 3
 _new_tuple = tuple.__new__
