@@ -29,7 +29,7 @@ SQLite floors, timed in the same rounds with plain `sqlite3` on a WAL file of th
   new    one UPSERT under a fresh key
 "floor" uses a minimal table (key TEXT PRIMARY KEY, data BLOB, WITHOUT ROWID);
 "coatcheck SQL" runs the statements `SQLiteStore` runs (version compare-and-set, expiry
-column and its index) without coatcheck's Python. Each write stores bytes that differ from
+column, user index) without coatcheck's Python. Each write stores bytes that differ from
 the row's current ones (two same-length variants, alternating): SQLite skips the page write
 when an UPDATE leaves a row byte-identical, which would make the floor a no-op.
 
@@ -402,7 +402,6 @@ class Floor:
                 "NOT NULL, expires_at REAL NOT NULL, user TEXT) WITHOUT ROWID"
             )
             self.db.execute("CREATE INDEX t_user ON t (user) WHERE user IS NOT NULL")
-            self.db.execute("CREATE INDEX t_expires ON t (expires_at)")
             self.sql_select = "SELECT data, version FROM t WHERE key = ? AND expires_at > ?"
             self.sql_update = (
                 "UPDATE t SET data = ?, version = version + 1, expires_at = ?, user = ? "
