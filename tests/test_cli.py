@@ -273,3 +273,16 @@ def test_client_side_sessions_listed_revoked_and_seen_revoked(keys: str, tmp_pat
     assert code == 0
     code, out = run("token", "inspect", token, "--store", url)
     assert code == EXIT_FAILED and "revoked   YES" in out
+
+
+@pytest.mark.parametrize("dash_id", ["-" + "A" * 42, "-_" + "b" * 41])
+def test_ids_that_begin_with_a_dash_are_ids_not_options(
+    db: tuple[str, SQLiteStore], dash_id: str
+) -> None:
+    url, store = db
+    store.save(dash_id, b"{}", version=0, ttl=60, user="alice")
+    code, out = run("sessions", "revoke-user", "alice", "--keep", dash_id, "--store", url)
+    assert code == 0 and store.load(dash_id) is not None
+    code, out = run("sessions", "revoke", dash_id, "--store", url, "--json")
+    assert code == 0 and json.loads(out) == {"id": dash_id, "revoked": True}
+    assert store.load(dash_id) is None
