@@ -26,12 +26,11 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from ..csrf import SAFE_METHODS, TOKEN_FIELD
-from ..drivers import acommit_session, aopen_session, commit_session, open_session
+from ..drivers import acommit_session, aopen_session
 from ..exceptions import CoatcheckError, ConfigurationError, CSRFError, StoreError
-from ..manager import ServerSide, SessionManager
+from ..manager import SessionManager
 from ..request import RawHeaders, RequestInfo
 from ..session import Session
-from ..stores import AsyncMemoryStore, Store
 from ..transports import Header
 
 __all__ = [
@@ -138,7 +137,6 @@ class SessionMiddleware:
         self.fail_open = fail_open
         self.client_script_path = client_script_path
         self._script: tuple[bytes, bytes] | None = None
-        self._inline = _inline_store(manager)
         if client_script_path is not None:
             body = client_script()
             etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'.encode()
@@ -154,12 +152,8 @@ class SessionMiddleware:
                 return
         manager = self.manager
         request = request_info(scope)
-        inline = self._inline
         try:
-            if inline is not None:
-                session = open_session(manager, request, inline)
-            else:
-                session = await aopen_session(manager, request)
+            session = await aopen_session(manager, request)
         except StoreError as exc:
             if not self.fail_open or scope["type"] != "http":
                 log.error("session store unavailable: %s", exc)
@@ -207,10 +201,7 @@ class SessionMiddleware:
             if message["type"] == "http.response.start":
                 started = True
                 try:
-                    if inline is not None:
-                        extra = commit_session(manager, session, inline)
-                    else:
-                        extra = await acommit_session(manager, session)
+                    extra = await acommit_session(manager, session)
                 except StoreError as exc:
                     log.error("session commit failed: %s", exc)
                     failed = True
@@ -270,18 +261,6 @@ _ENCODED = {
     ("vary", "Cookie"): (b"vary", b"Cookie"),
     ("cache-control", "no-store"): (b"cache-control", b"no-store"),
 }
-
-
-def _inline_store(manager: SessionManager) -> Store | None:
-    """The sync store to run the sync drivers on, if the manager's store never blocks
-    (`MemoryStore`): that saves the coroutine layers of the async drivers and store on
-    every request. None for every other store, which the async drivers serve."""
-    mode = manager.mode
-    if isinstance(mode, ServerSide):
-        store = mode.async_store
-        if type(store) is AsyncMemoryStore:  # not a subclass: it may override the methods
-            return store.sync
-    return None
 
 
 def _merge(headers: Any, extra: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
