@@ -486,17 +486,20 @@ def build_parser() -> argparse.ArgumentParser:
 _ID_SHAPE = re.compile(r"-[A-Za-z0-9_-]{15,}")  # a session ID that begins with "-"
 
 
-def _protect_ids(argv: Sequence[str]) -> list[str]:
+def protect_ids(
+    argv: Sequence[str], options: Sequence[str] = ("--keep",), positional_after: str = "revoke"
+) -> list[str]:
     """Session IDs are base64url and may begin with "-", which argparse would take for an
-    option: `--keep ID` becomes `--keep=ID`, and the ID of `sessions revoke` moves behind a
-    final `--`, so IDs can be pasted from `sessions list` as they are."""
+    option: `--keep ID` (for each of `options`) becomes `--keep=ID`, and an ID right after
+    `positional_after` moves behind a final `--`, so IDs can be pasted from `sessions list`
+    as they are. (The Django management command uses it too.)"""
     args = list(argv)
     moved: list[str] = []
     for i in range(len(args) - 1, 0, -1):
         if _ID_SHAPE.fullmatch(args[i]):
-            if args[i - 1] == "--keep":
-                args[i - 1 : i + 1] = [f"--keep={args[i]}"]
-            elif args[i - 1] == "revoke" and "--" not in args:
+            if args[i - 1] in options:
+                args[i - 1 : i + 1] = [f"{args[i - 1]}={args[i]}"]
+            elif args[i - 1] == positional_after and "--" not in args:
                 moved.insert(0, args.pop(i))
     return args + ["--", *moved] if moved else args
 
@@ -505,7 +508,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     """Run the command line `argv` (default: `sys.argv[1:]`); returns the exit code."""
     from .exceptions import ConfigurationError, StoreError
 
-    args = build_parser().parse_args(_protect_ids(sys.argv[1:] if argv is None else argv))
+    args = build_parser().parse_args(protect_ids(sys.argv[1:] if argv is None else argv))
     out = sys.stdout if out is None else out
     try:
         code: int = args.handler(args, out)

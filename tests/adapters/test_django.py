@@ -597,3 +597,17 @@ def test_settings_build_a_manager_with_djangos_lifetimes(tmp_path: Path) -> None
         from coatcheck.adapters.django import get_manager
 
         assert get_manager().lifetimes.idle == 120
+
+
+def test_management_command_takes_ids_that_begin_with_a_dash() -> None:
+    # Public IDs are base64url: some begin with "-", which argparse reads as an option.
+    from coatcheck.adapters.django import get_manager
+
+    dash_id = "-" + "Q" * 42
+    store = get_manager().mode.store
+    assert store is not None
+    store.save(dash_id, b"{}", version=0, ttl=60, user="9")
+    out = StringIO()
+    call_command("coatcheck_sessions", "revoke", "--session", dash_id, stdout=out)
+    assert "revoked 1 session" in out.getvalue()
+    assert store.load(dash_id) is None

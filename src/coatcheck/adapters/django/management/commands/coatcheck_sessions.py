@@ -21,6 +21,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from .....admin import SessionAdmin
+from .....cli import protect_ids
 from ...config import get_manager
 
 __all__ = ["Command"]
@@ -28,6 +29,19 @@ __all__ = ["Command"]
 
 class Command(BaseCommand):
     help = "List or revoke a user's coatcheck sessions."
+
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+        parse = parser.parse_args
+
+        def parse_args(args: Any = None, namespace: Any = None) -> Any:
+            # Public IDs may begin with "-": keep argparse from reading them as options.
+            if args is not None:
+                args = protect_ids(args, ("--keep", "--session"), positional_after="")
+            return parse(args, namespace)
+
+        parser.parse_args = parse_args  # type: ignore[method-assign]
+        return parser
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("action", choices=["list", "revoke"])
