@@ -462,3 +462,37 @@ def test_revocation_reaches_another_process_within_the_staleness_bound(tmp_path:
         proc.stdin.close()
         assert proc.wait(timeout=30) == 0
     assert verdicts == ["accepted", "accepted", "refused"]
+
+
+def test_a_token_migrated_to_server_side_cannot_be_migrated_again(clock: FakeClock) -> None:
+    """After the switch to server-side sessions, the client-side token is revoked: a copy of
+    it (kept by the browser of a thief) does not come back to life after a logout."""
+    shared = MemoryStore(clock=clock)
+    revocations = MemoryRevocationStore()
+    client = SessionManager(ClientSide(KeyRing([KEY_A]), store=shared, revocations=revocations),
+                            lifetimes=Lifetimes(renewal=None), clock=clock)  # fmt: skip
+    device = Device(client)
+    session = device.open()
+    session.login("lea")
+    device.commit(session)
+    copy = dict(device.cookies)
+    assert [i.mode for i in SessionAdmin(client).sessions("lea")] == ["client"]
+
+    server = SessionManager(
+        ServerSide(shared, migrate_from=ClientSide(KeyRing([KEY_A]), store=None,
+                                                   revocations=revocations)),
+        lifetimes=Lifetimes(renewal=None), clock=clock,
+    )  # fmt: skip
+    device.manager = server
+    migrated = device.open()
+    assert migrated.user == "lea"
+    device.commit(migrated)
+    listed = SessionAdmin(server).sessions("lea")
+    assert [i.id for i in listed] == [device.open().id]  # the registry entry went too
+    session = device.open()
+    session.logout()
+    device.commit(session)
+
+    thief = Device(server)
+    thief.cookies = copy
+    assert thief.open().user is None  # refused: revoked when it was migrated

@@ -21,6 +21,13 @@ from .stores.base import AsyncStore, Record, Store
 __all__ = ["AsyncSessionAdmin", "SessionAdmin"]
 
 
+def client_mode(manager: SessionManager) -> ClientSide | None:
+    """The client-side mode whose tokens the manager accepts: its own, or the one a
+    server-side manager migrates from. None if it accepts no tokens."""
+    mode = manager.mode
+    return mode if isinstance(mode, ClientSide) else mode.migrate_from
+
+
 def _infos(manager: SessionManager, rows: list[tuple[str, Record]]) -> list[SessionInfo]:
     now = manager.clock()
     found = (manager.describe(key, record, now) for key, record in rows)
@@ -85,9 +92,9 @@ class SessionAdmin:
 
     def record_revocations(self, entries: Iterable[Revocation]) -> None:
         """Write revocation entries and apply them to this process's copy at once."""
-        mode = self.manager.mode
+        mode = client_mode(self.manager)
         entries = list(entries)
-        if not entries or not isinstance(mode, ClientSide):
+        if not entries or mode is None:
             return
         if mode.revocations is not None:
             for entry in entries:
@@ -131,9 +138,9 @@ class AsyncSessionAdmin:
         return len(doomed)
 
     async def record_revocations(self, entries: Iterable[Revocation]) -> None:
-        mode = self.manager.mode
+        mode = client_mode(self.manager)
         entries = list(entries)
-        if not entries or not isinstance(mode, ClientSide):
+        if not entries or mode is None:
             return
         if mode.async_revocations is not None:
             for entry in entries:

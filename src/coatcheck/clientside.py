@@ -333,11 +333,10 @@ class ClientSide:
             claims["per"] = 1
         return claims
 
-    def revoke_user_entry(self, manager: SessionManager, user: str) -> Revocation:
-        """The "log out everywhere" entry for `user`: tokens issued before now are refused
-        until the longest-lived of them would have expired anyway."""
+    def revocation(self, manager: SessionManager, sid: str) -> Revocation:
+        """The entry that revokes session `sid` from now until any token of it has expired."""
         now = manager.clock()
-        return Revocation("user", user, now, now + manager.lifetimes.absolute + self.leeway)
+        return Revocation("sid", sid, now, now + manager.lifetimes.absolute + self.leeway)
 
     @property
     def _has_registry(self) -> bool:

@@ -12,8 +12,7 @@ than the mode's `staleness`.
 
 from __future__ import annotations
 
-from .admin import AsyncSessionAdmin, SessionAdmin
-from .clientside import ClientSide
+from .admin import AsyncSessionAdmin, SessionAdmin, client_mode
 from .exceptions import StoreError
 from .manager import Opening, SessionManager, Write
 from .request import RequestInfo
@@ -33,11 +32,12 @@ def open_session(
     """Load the session of `request` (a fresh one if it has none)."""
     mode = manager.mode
     store = mode.store if store is None else store
-    if isinstance(mode, ClientSide) and mode.revocations is not None:
+    client = client_mode(manager)
+    if client is not None and client.revocations is not None:
         now = manager.clock()
-        if mode.revocation_list.due(now, mode.staleness):
-            entries, cursor = mode.revocations.changes(mode.revocation_list.cursor)
-            mode.revocation_list.apply(entries, cursor, now)
+        if client.revocation_list.due(now, client.staleness):
+            entries, cursor = client.revocations.changes(client.revocation_list.cursor)
+            client.revocation_list.apply(entries, cursor, now)
     result: Session | Opening = manager.open(request)
     while isinstance(result, Opening):
         record = None if result.key is None or store is None else store.load(result.key)
@@ -87,11 +87,12 @@ async def aopen_session(
     """Async twin of `open_session`."""
     mode = manager.mode
     store = mode.async_store if store is None else store
-    if isinstance(mode, ClientSide) and mode.async_revocations is not None:
+    client = client_mode(manager)
+    if client is not None and client.async_revocations is not None:
         now = manager.clock()
-        if mode.revocation_list.due(now, mode.staleness):
-            entries, cursor = await mode.async_revocations.changes(mode.revocation_list.cursor)
-            mode.revocation_list.apply(entries, cursor, now)
+        if client.revocation_list.due(now, client.staleness):
+            entries, cursor = await client.async_revocations.changes(client.revocation_list.cursor)
+            client.revocation_list.apply(entries, cursor, now)
     result: Session | Opening = manager.open(request)
     while isinstance(result, Opening):
         record = None if result.key is None or store is None else await store.load(result.key)

@@ -240,6 +240,7 @@ class SessionManager:
         """A client-side session arriving at a server-side manager: a new server-side
         session with the same data and metadata, saved under a new ID by the commit."""
         self.audit.lifecycle("session.migrated", session.id, "to=server")
+        session.migrated_sid = session.stale_key = session.id  # its registry entry goes too
         secret = new_id()
         session._rekey(secret, public_id(secret))
         session.mode = "server"
@@ -336,7 +337,13 @@ class SessionManager:
                 changes, None, None, 0.0,
                 session.secret if session.reissue and session.secret else None,
             )  # fmt: skip
-        return Commit(write, deletes, revoke_user)
+        if session.migrated_sid is None:
+            return Commit(write, deletes, revoke_user)
+        # The token it came from must not be migrated again (after a logout, say).
+        client = self.mode.migrate_from
+        assert client is not None  # noqa: S101 - only migrate_from migrates
+        return Commit(write, deletes, revoke_user,
+                      revocations=(client.revocation(self, session.migrated_sid),))  # fmt: skip
 
     def rebase(self, session: Session, write: Write, record: Record | None) -> Write | None:
         """Redo `write` on top of `record`, the current record under `write.source`, after

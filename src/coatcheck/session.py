@@ -78,6 +78,7 @@ class Session(MutableMapping[str, Any]):
         "last_seen",
         "logout_others",
         "meta_changed",
+        "migrated_sid",
         "mode",
         "persistent",
         "reissue",
@@ -144,6 +145,8 @@ class Session(MutableMapping[str, Any]):
         #: is cleared unless this session is saved), and a dead record to delete.
         self.client_stale = False
         self.stale_key: str | None = None
+        #: A client-side token's sid that this server-side session was migrated from.
+        self.migrated_sid: str | None = None
         #: The transport the request used (the response answers in it), and the request.
         self.transport = transport
         self.request = request
