@@ -19,6 +19,7 @@ import asyncio
 import json
 import math
 import os
+import random
 import re
 import sqlite3
 import threading
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
 from .exceptions import ConfigurationError, StoreUnavailable
+from .stores.sqlite import SETUP_TIMEOUT
 
 __all__ = [
     "AsyncRevocationStore",
@@ -222,7 +224,16 @@ class SQLiteRevocationStore:
         self.timeout = timeout
         self._clock = clock
         self._local = threading.local()
-        self._connection()
+        # Set up now; processes starting together may find the file locked (see SQLiteStore).
+        deadline = time.monotonic() + max(timeout, SETUP_TIMEOUT)
+        while True:
+            try:
+                self._connection()
+                break
+            except StoreUnavailable as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01 + random.random() * 0.04)  # noqa: S311 - jitter, not a secret
 
     def __repr__(self) -> str:
         return f"SQLiteRevocationStore({self.path!r}, table={self.table!r})"
@@ -235,6 +246,9 @@ class SQLiteRevocationStore:
                     self.path, timeout=self.timeout, isolation_level=None,
                     check_same_thread=False,
                 )  # fmt: skip
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"SQLite revocations {self.path!r}: {exc}") from None
+            try:
                 db.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
                 if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                     db.execute("PRAGMA journal_mode = WAL")
@@ -243,6 +257,7 @@ class SQLiteRevocationStore:
                     "AUTOINCREMENT, entry TEXT NOT NULL, expires_at REAL NOT NULL)"
                 )
             except sqlite3.Error as exc:
+                db.close()
                 raise StoreUnavailable(f"SQLite revocations {self.path!r}: {exc}") from None
             self._local.db = db
         return db

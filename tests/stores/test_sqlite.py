@@ -496,3 +496,33 @@ def test_repr_names_the_file_not_the_data(path: Path) -> None:
     assert repr(store) == f"SQLiteStore({str(path)!r}, table='sessions')"
     assert "secret" not in repr(AsyncSQLiteStore.wrapping(store))
     store.close()
+
+
+_START_TOGETHER = """
+import sys, time
+from coatcheck.revocation import SQLiteRevocationStore
+from coatcheck.stores import SQLiteStore
+start = float(sys.argv[2])
+while time.time() < start:
+    pass
+SQLiteStore(sys.argv[1]).close()
+SQLiteRevocationStore(sys.argv[1]).close()
+print("ok")
+"""
+
+
+def test_processes_creating_one_new_file_at_once_all_start(tmp_path: Path) -> None:
+    # The demo's replicas start together on a fresh file; SQLite answers some of the
+    # set-up steps (WAL switch, CREATE TABLE) "locked" without waiting for busy_timeout.
+    import time
+
+    for attempt in range(3):
+        path = tmp_path / f"fresh-{attempt}.db"
+        start = str(time.time() + 1.5)
+        procs = [
+            subprocess.Popen([sys.executable, "-c", _START_TOGETHER, str(path), start],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(6)
+        ]  # fmt: skip
+        results = [proc.communicate(timeout=60) for proc in procs]
+        assert [out.strip() for out, _ in results] == ["ok"] * 6, [err for _, err in results]

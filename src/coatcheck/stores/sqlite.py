@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import random
 import re
 import sqlite3
 import threading
@@ -40,6 +41,7 @@ __all__ = ["AsyncSQLiteStore", "SQLiteStore"]
 T = TypeVar("T")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 PURGE_BATCH = 500
+SETUP_TIMEOUT = 10.0  # seconds a new connection may retry its set-up while others hold locks
 
 
 class _Busy(StoreUnavailable):
@@ -120,7 +122,24 @@ class SQLiteStore:
         self._sql_purge_next = (
             f"DELETE FROM {t} WHERE key > ? AND key <= ? AND expires_at <= ?"  # noqa: S608
         )
-        self._run(lambda db: None)  # create the file and table now: fail at start-up, not later
+        self._create()
+
+    def _create(self) -> None:
+        """Create the file and the table now: fail at start-up, not at the first request.
+
+        Processes that start together race to create the file, switch it to WAL and create
+        the table, and SQLite answers some of those steps "locked" at once, without waiting
+        for the busy timeout: at start-up (never on a request's path) that is retried.
+        """
+        deadline = time.monotonic() + max(self.timeout, SETUP_TIMEOUT)
+        while True:
+            try:
+                self._run(lambda db: None)
+                return
+            except _Busy:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01 + random.random() * 0.04)  # noqa: S311 - jitter, not a secret
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r}, table={self.table!r})"
