@@ -49,11 +49,9 @@ def _revocations(manager: SessionManager, sessions: Iterable[str] = (),
     mode = manager.mode
     if not isinstance(mode, ClientSide):
         return []
-    now = manager.clock()
-    until = now + manager.lifetimes.absolute + mode.leeway
-    entries = [Revocation("sid", sid, now, until) for sid in sessions]
+    entries = [mode.revocation(manager, sid) for sid in sessions]
     if user is not None:
-        entries.append(Revocation("user", user, now, until))
+        entries.append(mode.revocation(manager, user, "user"))
     return entries
 
 

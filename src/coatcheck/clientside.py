@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from .exceptions import ConfigurationError, InvalidToken
@@ -333,10 +333,13 @@ class ClientSide:
             claims["per"] = 1
         return claims
 
-    def revocation(self, manager: SessionManager, sid: str) -> Revocation:
-        """The entry that revokes session `sid` from now until any token of it has expired."""
+    def revocation(
+        self, manager: SessionManager, subject: str, kind: Literal["sid", "user"] = "sid"
+    ) -> Revocation:
+        """The entry that revokes session `subject` (or, with kind "user", every token of
+        user `subject`) from now until any token it covers has expired anyway."""
         now = manager.clock()
-        return Revocation("sid", sid, now, now + manager.lifetimes.absolute + self.leeway)
+        return Revocation(kind, subject, now, now + manager.lifetimes.absolute + self.leeway)
 
     @property
     def _has_registry(self) -> bool:
