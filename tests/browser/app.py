@@ -1,6 +1,7 @@
 """The applications the browser tests load: a Starlette app with coatcheck (both transports,
-the JavaScript client served at `/coatcheck.js`) and a bare "other origin" app that records
-the headers it receives, so a test can tell whether a token leaked to it."""
+the JavaScript client served at `/coatcheck.js`, and an open redirect) and a bare "other
+origin" app that records the headers it receives, so a test can tell whether a token leaked
+to it, and answers with whatever session token it is told to, as an attacker's would."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ import asyncio
 import hashlib
 import html
 from typing import Any
+from urllib.parse import parse_qs
 
 import anyio
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from coatcheck import Cookie, Header, ServerSide, SessionManager
@@ -126,6 +128,12 @@ async def private(request: Request) -> Response:
     return JSONResponse({"user": session.user})
 
 
+async def redirect(request: Request) -> Response:
+    """An open redirect (`?to=` any URL), as many real sites have one: it lets a request
+    that starts on the page's own origin end on an attacker's."""
+    return RedirectResponse(request.query_params["to"], status_code=302)
+
+
 class Gate:
     """Wraps the app: a request with `?after=login` is held (before its session is even
     loaded) until a login request has been answered, to stage a late, stale response."""
@@ -166,6 +174,7 @@ def main_app() -> tuple[Gate, SessionManager]:
         Route("/api/regenerate", regenerate, methods=["POST"]),
         Route("/api/logout", logout, methods=["POST"]),
         Route("/api/private", private),
+        Route("/redirect", redirect),
     ]
     middleware = [
         Middleware(SessionMiddleware, manager=manager, client_script_path="/coatcheck.js")
@@ -175,7 +184,11 @@ def main_app() -> tuple[Gate, SessionManager]:
 
 class OtherOrigin:
     """An ASGI app on another origin that records the session headers of every request
-    (preflights apart) and allows cross-origin calls, so the page can read its answers."""
+    (preflights apart) and allows cross-origin calls, so the page can read its answers.
+
+    Query parameters make it answer as an attacker would: `token` sends that value (empty
+    too) in a `Session-Token` header that CORS exposes to the page, `status` sets the status.
+    """
 
     def __init__(self) -> None:
         self.seen: list[dict[str, str | None]] = []
@@ -184,13 +197,17 @@ class OtherOrigin:
         if scope["type"] != "http":
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        query = parse_qs(scope["query_string"].decode("latin-1"), keep_blank_values=True)
         origin = headers.get("origin", "*")
         cors = [
             (b"access-control-allow-origin", origin.encode("latin-1")),
             (b"access-control-allow-headers", b"authorization, session-transport"),
             (b"access-control-allow-methods", b"GET, POST"),
+            (b"access-control-expose-headers", b"session-token"),
             (b"vary", b"origin"),
         ]
+        answer = [(b"content-type", b"application/json"), *cors]
+        status = 200
         if scope["method"] != "OPTIONS":
             self.seen.append(
                 {
@@ -198,12 +215,9 @@ class OtherOrigin:
                     "session-transport": headers.get("session-transport"),
                 }
             )
+            if "token" in query:
+                answer.append((b"session-token", query["token"][0].encode("latin-1")))
+            status = int(query.get("status", ["200"])[0])
         body = b"{}"
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-type", b"application/json"), *cors],
-            }
-        )
+        await send({"type": "http.response.start", "status": status, "headers": answer})
         await send({"type": "http.response.body", "body": body})

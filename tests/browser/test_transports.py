@@ -4,7 +4,8 @@ Cookie path: the cookie as the browser stored it, a session that survives a relo
 that clears it, and no token visible to the page's script. Header path (`coatcheck.js`):
 the token is attached, rotations are followed, tabs stay in step, parallel requests do not
 lose the session, a dead token gets a 401 the client acts on, and no other origin gets the
-token unless allowed.
+token unless allowed, nor sets or clears it (through an open redirect, an injected `<base>`,
+or a helper that is not told where the request goes).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import pytest
 
@@ -286,3 +288,175 @@ def test_late_stale_response_does_not_overwrite_a_newer_token(
     )
     assert me(page)["user"] == "alice"
     assert page.evaluate("window.events") == ["login"]
+
+
+# -- header transport: other origins neither set, clear nor receive the token ----------
+
+
+def via_open_redirect(target: str) -> str:
+    """A same-origin URL that the site's open redirect sends on to `target`."""
+    return f"/redirect?to={quote(target, safe='')}"
+
+
+def signed_in(context: BrowserContext, site: Server, query: str = "") -> tuple[Page, str]:
+    """A header page signed in as alice, and the digest of the token it sends."""
+    page = open_header_page(context, site, query)
+    call(page, "/api/login", "POST", exclusive=True)
+    token_hash = me(page)["auth"]
+    assert token_hash is not None
+    return page, token_hash
+
+
+@pytest.mark.parametrize(
+    ("answer", "status"),
+    [("token=attacker", 200), ("token=", 200), ("status=401", 401)],
+    ids=["new-token", "empty-token", "401"],
+)
+def test_redirect_to_another_origin_leaves_the_token_alone(
+    context: BrowserContext, site: Server, third_party: Server, answer: str, status: int
+) -> None:
+    page, token_hash = signed_in(context, site)
+    # The request starts on the page's own origin (so the token goes along) and ends on the
+    # attacker's, which answers with its own token (session swap: the page would then act
+    # as the attacker's account), an empty one, or a 401 (both would log the user out).
+    result = call(page, via_open_redirect(f"{third_party.origin}/echo?{answer}"))
+    assert result == {"status": status, "body": {}}  # followed: the answer is the attacker's
+    # Browsers drop Authorization on a cross-origin redirect.
+    assert third_party.app.seen == [{"authorization": None, "session-transport": None}]
+    assert page.evaluate("window.session.hasToken") is True
+    assert page.evaluate("window.events") == ["login"]
+    assert me(page) == {"user": "alice", "n": 0, "auth": token_hash}
+
+
+def test_redirect_to_an_allowed_origin_still_applies_its_token(
+    context: BrowserContext, site: Server, allowed_origin: Server
+) -> None:
+    page, _ = signed_in(context, site, f"?allow={allowed_origin.origin}")
+    call(page, via_open_redirect(f"{allowed_origin.origin}/echo?token=rotated"))
+    assert page.evaluate("window.session.headers('/')") == {"Authorization": "Bearer rotated"}
+
+
+def test_opaque_redirect_changes_nothing(
+    context: BrowserContext, site: Server, third_party: Server
+) -> None:
+    page, token_hash = signed_in(context, site)
+    target = via_open_redirect(f"{third_party.origin}/echo?status=401")
+    result = page.evaluate(
+        """async (url) => {
+            const response = await window.session.fetch(url, { redirect: "manual" });
+            window.session.accept(response);  // its URL is the request's own: still ignored
+            return [response.type, response.status];
+        }""",
+        target,
+    )
+    assert result == ["opaqueredirect", 0]
+    assert third_party.app.seen == []  # not followed
+    assert me(page)["auth"] == token_hash
+
+
+def test_accept_ignores_answers_from_other_origins(
+    context: BrowserContext, site: Server, third_party: Server
+) -> None:
+    page, token_hash = signed_in(context, site)
+    # An XMLHttpRequest used as the docs show for axios (whose response keeps the request
+    # as `request`): it followed the open redirect, so its answer is the attacker's.
+    final_url = page.evaluate(
+        """async (url) => {
+            const xhr = new XMLHttpRequest();
+            const headers = {};
+            const ticket = window.session.attach(headers, url);
+            xhr.open("GET", url);
+            for (const [name, value] of Object.entries(headers)) xhr.setRequestHeader(name, value);
+            await new Promise((resolve) => { xhr.onloadend = resolve; xhr.send(); });
+            const token = xhr.getResponseHeader("Session-Token") ?? undefined;
+            const response = { status: xhr.status, headers: { "session-token": token } };
+            window.session.accept({ ...response, request: xhr }, ticket);
+            return xhr.responseURL;
+        }""",
+        via_open_redirect(f"{third_party.origin}/echo?token=attacker"),
+    )
+    assert final_url == f"{third_party.origin}/echo?token=attacker"
+    assert page.evaluate("window.events") == ["login"]
+    assert me(page)["auth"] == token_hash
+
+
+def test_accept_needs_to_know_where_the_answer_came_from(
+    context: BrowserContext, site: Server
+) -> None:
+    page, token_hash = signed_in(context, site)
+    outcome = page.evaluate(
+        """() => {
+            try {
+                window.session.accept({ status: 401, headers: {} });
+            } catch (error) {
+                return { error: error.name, message: error.message };
+            }
+            return { error: null };
+        }"""
+    )
+    assert outcome["error"] == "TypeError"
+    assert "url" in outcome["message"]
+    assert page.evaluate("window.session.hasToken") is True
+    # A plain object that says where it came from is fine.
+    page.evaluate("window.session.accept({ status: 200, headers: {}, url: location.href })")
+    assert me(page)["auth"] == token_hash
+
+
+def test_relative_urls_resolve_against_the_document_base(
+    context: BrowserContext, site: Server, third_party: Server, allowed_origin: Server
+) -> None:
+    page, token_hash = signed_in(context, site, f"?allow={allowed_origin.origin}")
+    # Markup injected into the page (no script needed) moves every relative URL elsewhere.
+    set_base = """(href) => {
+        document.querySelector("base")?.remove();
+        const base = document.createElement("base");
+        base.href = href;
+        document.head.prepend(base);
+        return document.baseURI;
+    }"""
+    assert page.evaluate(set_base, f"{third_party.origin}/") == f"{third_party.origin}/"
+    assert page.evaluate("window.session.allows('relative/path')") is False
+    assert page.evaluate("window.session.headers('relative/path')") == {}
+    assert page.evaluate("window.session.headers(new Request('relative'))") == {}
+    attached = (
+        "() => { const headers = {}; window.session.attach(headers, 'relative'); return headers }"
+    )
+    assert page.evaluate(attached) == {}
+
+    # What that protects: XMLHttpRequest sends a relative URL where the base says.
+    xhr = """async (url) => {
+        const xhr = new XMLHttpRequest();
+        xhr.open("GET", url);
+        for (const [name, value] of Object.entries(window.session.headers(url))) {
+            xhr.setRequestHeader(name, value);
+        }
+        await new Promise((resolve) => { xhr.onloadend = resolve; xhr.send(); });
+        return xhr.status;
+    }"""
+    assert page.evaluate(xhr, "echo") == 200
+    assert third_party.app.seen == [{"authorization": None, "session-transport": None}]
+
+    # A base on an allowed origin does get the token, as a request there should.
+    page.evaluate(set_base, f"{allowed_origin.origin}/")
+    assert page.evaluate(xhr, "echo") == 200
+    ((seen),) = allowed_origin.app.seen
+    assert seen["authorization"] is not None
+    assert digest(seen["authorization"]) == token_hash
+
+
+def test_attach_needs_the_url(context: BrowserContext, site: Server) -> None:
+    page, _ = signed_in(context, site)
+    outcome = page.evaluate(
+        """() => {
+            const headers = {};
+            try {
+                window.session.attach(headers);
+            } catch (error) {
+                return { error: error.name, message: error.message, headers };
+            }
+            return { error: null, headers };
+        }"""
+    )
+    assert outcome["error"] == "TypeError"
+    assert "url" in outcome["message"]
+    assert outcome["headers"] == {}

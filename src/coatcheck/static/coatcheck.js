@@ -7,6 +7,14 @@
 // origin in step. The token may be an opaque session ID or a signed/encrypted token: the
 // client never looks inside it.
 //
+// Origins. Only allowed origins (the page's own and `allowedOrigins`) receive the token,
+// and only their answers may set or clear it: an answer is judged by where it finally came
+// from, after redirects, since an open redirect on an allowed origin can end a request on
+// any other one, whose token would make the page act as the attacker's account (session
+// swap), and whose empty token or 401 would log the user out. URLs resolve as fetch and
+// XMLHttpRequest resolve them, against the document's base URL, so an injected
+// `<base href>` cannot make the client judge one origin while the request goes to another.
+//
 //   import { createClient } from "/coatcheck.js";
 //   const session = createClient();
 //   session.addEventListener("logout", () => showLogin());
@@ -53,8 +61,22 @@
  */
 
 /**
- * @typedef {{ status: number, headers: Headers | Record<string, string | undefined> }} ResponseLike
- * A fetch `Response`, or anything with a status and headers (axios: lower-case names).
+ * @typedef {object} ResponseLike
+ * A fetch `Response`, an axios response, or a plain object with these properties.
+ * @property {number} status
+ * @property {Headers | Record<string, string | undefined>} headers (axios: lower-case names)
+ * @property {string} [url] where the answer came from, after redirects (fetch's
+ *   `Response.url`; for XMLHttpRequest, its `responseURL`)
+ * @property {{ responseURL?: string }} [request] the XMLHttpRequest behind an axios response,
+ *   whose `responseURL` is used when `url` is missing
+ * @property {string} [type] fetch's response type: "opaque" and "opaqueredirect" answers
+ *   carry nothing readable and are ignored
+ */
+
+/**
+ * @typedef {RequestInfo | URL} Destination
+ * A request's URL: a string (relative ones resolve against the document's base URL, as
+ * fetch and XMLHttpRequest resolve them), a `URL`, or a fetch `Request` (its `url`).
  */
 
 const STORAGE = { session: "sessionStorage", local: "localStorage" };
@@ -138,25 +160,30 @@ export class SessionClient extends EventTarget {
     return this.#locks.request(this.#lockName, { mode }, async () => {
       const ticket = this.attach(request.headers, request.url);
       const response = await this.#fetch(request);
-      this.accept(response, ticket);
+      // A redirect may have ended the request on another origin: judge the answer by its
+      // final URL. A `fetch` option may return a Response it built, without a URL; that one
+      // came from the request's own URL unless it says it was redirected.
+      const url = response.url || (response.redirected ? "" : request.url);
+      if (url && !isOpaque(response)) this.#apply(response, ticket, url);
       return response;
     });
   }
 
   /**
-   * Whether requests to `url` may carry the token: same origin as the page, or listed in
-   * `allowedOrigins`. Compares whole origins (scheme, host and port), never prefixes.
-   * @param {string | URL} url
+   * Whether requests to `url` may carry the token, and answers from it change the token:
+   * same origin as the page, or listed in `allowedOrigins`. Compares whole origins
+   * (scheme, host and port), never prefixes. Relative URLs resolve as fetch does.
+   * @param {Destination} url
    */
   allows(url) {
-    return this.#origins.has(new URL(url, globalThis.location.href).origin);
+    return this.#origins.has(resolve(url).origin);
   }
 
   /**
    * The headers to add to a request for `url` (for clients other than `fetch`): the token,
    * or, without one, `Session-Transport: header` so a new session is handed out in the
    * response header rather than a cookie. Empty for origins that are not allowed.
-   * @param {string | URL} [url] defaults to the page's own origin
+   * @param {Destination} [url] defaults to the page's own address (not its base URL)
    * @returns {Record<string, string>}
    */
   headers(url = globalThis.location.href) {
@@ -168,12 +195,19 @@ export class SessionClient extends EventTarget {
 
   /**
    * Add `headers(url)` to `headers` (a `Headers` object or a plain object, as axios takes)
-   * and return a ticket for `accept`.
+   * and return a ticket for `accept`. `url` is required: without the destination, the
+   * token could go anywhere the request is sent.
    * @param {Headers | Record<string, string>} headers
-   * @param {string | URL} [url]
+   * @param {Destination} url the URL the request goes to
    * @returns {number}
    */
   attach(headers, url) {
+    if (url === undefined || url === null) {
+      throw new TypeError(
+        "attach(headers, url) needs the URL the request goes to, so that only " +
+          "allowed origins get the token: pass it, session.attach(headers, url)",
+      );
+    }
     for (const [name, value] of Object.entries(this.headers(url))) {
       if (headers instanceof Headers) headers.set(name, value);
       else headers[name] = value;
@@ -185,11 +219,31 @@ export class SessionClient extends EventTarget {
    * Apply a response: store a new token, forget it on an empty token header or a 401.
    * Pass the ticket `attach` returned: a response to a request that was sent before the
    * token last changed is ignored, so a late answer never overwrites a newer token.
+   * Answers whose final URL (after redirects) is not on an allowed origin are ignored too,
+   * as are opaque ones; one that does not tell its URL is an error.
    * @param {ResponseLike} response
    * @param {number} [ticket]
    */
   accept(response, ticket = this.#generation) {
-    if (ticket !== this.#generation) return;
+    if (isOpaque(response)) return;
+    const url = response.url || response.request?.responseURL;
+    if (!url) {
+      throw new TypeError(
+        "accept(response) needs the URL the response came from, after redirects, to " +
+          "ignore other origins: pass a fetch Response or an axios response, or add " +
+          "`url` (XMLHttpRequest: its responseURL) to the object",
+      );
+    }
+    this.#apply(response, ticket, url);
+  }
+
+  /**
+   * @param {ResponseLike} response
+   * @param {number} ticket
+   * @param {string} url the final URL of the response
+   */
+  #apply(response, ticket, url) {
+    if (ticket !== this.#generation || !this.allows(url)) return;
     if (response.status === 401 && this.#token !== null) {
       this.#set(null, "expired");
       return;
@@ -251,6 +305,30 @@ export class SessionClient extends EventTarget {
  */
 export function createClient(options) {
   return new SessionClient(options);
+}
+
+/**
+ * `url` as an absolute URL, resolved as fetch and XMLHttpRequest resolve it: against the
+ * document's base URL (which a `<base href>` sets), or, without a document (workers),
+ * against the location. A `Request` goes by its `url` (checked by shape, not `instanceof`,
+ * so that one from another frame is not read as the string "[object Request]").
+ * @param {Destination} url
+ * @returns {URL}
+ */
+function resolve(url) {
+  const href = typeof url === "object" && url !== null && "url" in url ? url.url : url;
+  const base = globalThis.document?.baseURI ?? globalThis.location.href;
+  return new URL(/** @type {string | URL} */ (href), base);
+}
+
+/**
+ * Whether fetch hid the answer from script: a `no-cors` answer from another origin, or a
+ * redirect not followed (`redirect: "manual"`). Neither has readable headers or status, and
+ * an opaque redirect reports the request's URL, not where it pointed.
+ * @param {ResponseLike} response
+ */
+function isOpaque(response) {
+  return response.type === "opaque" || response.type === "opaqueredirect";
 }
 
 /**
