@@ -9,15 +9,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from coatcheck import CSRFError, Header, RequestInfo
-from coatcheck.csrf import check_origin, check_token
+from coatcheck.csrf import check_origin, check_token, form_token
 from coatcheck.drivers import open_session
 from coatcheck.stores import MemoryStore
 from helpers import FakeClock, manager_for, request
 
 
-def req(method: str = "POST", host: str | None = "app.example", **headers: str) -> RequestInfo:
+def req(
+    method: str = "POST", host: str | None = "app.example", scheme: str = "https", **headers: str
+) -> RequestInfo:
     pairs = [(k.replace("_", "-"), v) for k, v in headers.items()]
-    return RequestInfo(method=method, headers=pairs, host=host)
+    return RequestInfo(method=method, headers=pairs, scheme=scheme, host=host)
 
 
 CASES = [
@@ -44,6 +46,26 @@ CASES = [
      False),
     ("put-cross", req("PUT", origin="https://evil.example"), False),
     ("delete-cross", req("DELETE", sec_fetch_site="cross-site"), False),
+    # Origin without Sec-Fetch-Site: scheme, host and port all count, default ports filled in.
+    ("post-http-origin-to-https", req(origin="http://app.example"), False),
+    ("post-https-origin-to-http", req(scheme="http", origin="https://app.example"), False),
+    ("post-http-same-origin", req(scheme="http", origin="http://app.example"), True),
+    ("post-host-default-port", req(host="app.example:443", origin="https://app.example"), True),
+    ("post-origin-default-port", req(origin="https://app.example:443"), True),
+    ("post-http-host-default-port",
+     req(scheme="http", host="app.example:80", origin="http://app.example"), True),
+    ("post-http-port-on-https", req(host="app.example:80", origin="https://app.example"), False),
+    ("post-host-case", req(host="App.Example", origin="https://app.example"), True),
+    ("post-ipv6-host", req(host="[::1]:8443", origin="https://[::1]:8443"), True),
+    ("post-ipv6-other-port", req(host="[::1]:8443", origin="https://[::1]"), False),
+    ("post-origin-userinfo", req(origin="https://evil.example@app.example"), False),
+    ("post-origin-path", req(origin="https://app.example/"), False),
+    ("post-origin-bad-port", req(origin="https://app.example:99999"), False),
+    ("post-no-scheme-origin", req(origin="app.example"), False),
+    ("wss-handshake-https-origin", req("WEBSOCKET", scheme="wss", origin="https://app.example"),
+     True),
+    ("wss-handshake-http-origin", req("WEBSOCKET", scheme="wss", origin="http://app.example"),
+     False),
     ("trusted-origin", req(origin="https://partner.example"), True),
     ("trusted-origin-even-cross-site",
      req(origin="https://partner.example", sec_fetch_site="cross-site"), True),
@@ -53,6 +75,49 @@ CASES = [
 @pytest.mark.parametrize(("name", "request_", "passes"), CASES, ids=[c[0] for c in CASES])
 def test_check_origin(name: str, request_: RequestInfo, passes: bool) -> None:
     assert check_origin(request_, frozenset({"https://partner.example"})) is passes
+
+
+SCHEMES = st.sampled_from(["http", "https", "ws", "wss", "HTTPS", "ftp", ""])
+
+
+@given(origin=st.text(), host=st.none() | st.text(), scheme=SCHEMES)
+def test_check_origin_never_raises(origin: str, host: str | None, scheme: str) -> None:
+    request_ = req(host=host, scheme=scheme, origin=origin)
+    assert check_origin(request_) in (True, False)
+
+
+FORM = "application/x-www-form-urlencoded"
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "token"),
+    [
+        (FORM, b"a=1&csrf_token=tok&b=2", "tok"),
+        ("Application/X-WWW-Form-Urlencoded; charset=UTF-8", b"csrf_token=tok", "tok"),
+        (FORM, b"csrf_token=first&csrf_token=second", "first"),
+        (FORM, b"csrf_token=t%C3%B6k", "t\u00f6k"),
+        (FORM, b"a=1", None),
+        (FORM, b"csrf_token=", None),
+        (FORM, b"", None),
+        (None, b"csrf_token=tok", None),
+        ("text/plain", b"csrf_token=tok", None),
+        ("multipart/form-data; boundary=x", b"csrf_token=tok", None),
+        ("application/x-www-form-urlencodedx", b"csrf_token=tok", None),
+        (FORM, b"&".join(b"f%d=1" % i for i in range(1000)) + b"&csrf_token=tok", None),
+        (FORM, b"csrf_token=tok&" + b"a=" + b"x" * (1024 * 1024), None),
+        (FORM, b"csrf_token=%ff%fe&a=\xff", "\ufffd\ufffd"),
+    ],
+    ids=["form", "content-type-case-and-charset", "first-wins", "percent-utf8", "no-token",
+         "empty-token", "empty-body", "no-content-type", "text", "multipart", "not-quite-form",
+         "too-many-fields", "too-large", "not-utf8"],
+)  # fmt: skip
+def test_form_token(content_type: str | None, body: bytes, token: str | None) -> None:
+    assert form_token(content_type, body) == token
+
+
+@given(content_type=st.none() | st.just(FORM) | st.text(), body=st.binary())
+def test_form_token_never_raises(content_type: str | None, body: bytes) -> None:
+    assert form_token(content_type, body) is None or content_type is not None
 
 
 @pytest.mark.parametrize(

@@ -32,6 +32,7 @@ from coatcheck.tokens import (
     check_times,
     decrypt_jwe,
     encrypt_jwe,
+    loads,
     sign_jws,
     verify_jws,
 )
@@ -394,7 +395,7 @@ JWS_TAMPER: dict[str, tuple[str, str]] = {
     ),
     "payload not base64url, valid MAC": (
         _mac_over(b64(b'{"alg":"HS256","kid":"%s"}' % SIG.kid.encode()) + ".A", HS),
-        "payload is not base64url JSON",
+        "payload is not (canonical )?base64url",
     ),
     "bad MAC": (replace_segment(GOOD_JWS, 2, b64(b"\0" * 32)), "bad signature"),
     "MAC of another key": (
@@ -425,6 +426,79 @@ JWS_TAMPER: dict[str, tuple[str, str]] = {
     "oversized": ("A" * 70_000, "longer than the limit"),
     "a JWE": (JWECodec(RING).encode(CLAIMS), "three segments"),
 }
+
+
+def signed_text(payload_segment: str, header_segment: str = GOOD_JWS.split(".")[0]) -> str:
+    """A JWS whose segments are the given text, exactly, with a valid MAC under the ring's
+    key: what a key holder's other code or JOSE library could send."""
+    return _mac_over(f"{header_segment}.{payload_segment}", HS)
+
+
+SHORT = b64(b'{"sub":"a"}')  # 15 characters: one `=` of padding, 2 unused bits
+SHORTER = b64(b'{"sub":"abc"}')  # 18 characters: `==` of padding, 4 unused bits
+QUESTIONS = b64(b'{"s":"a???"}')  # 16 characters, with a `_`
+ARROWS = b64(b'{"s":"a>>>"}')  # 16 characters, with a `-`
+assert "_" in QUESTIONS and "-" in ARROWS
+
+# Each decodes, leniently, to the claims of a token the key signed: the MAC verifies, and
+# only canonical base64url may decide whether it is accepted (docs/security.md).
+JWS_NON_CANONICAL: dict[str, str] = {
+    "payload padded with =": signed_text(SHORT + "="),
+    "payload padded with ==": signed_text(SHORTER + "=="),
+    "payload padded past a multiple of 4": signed_text(QUESTIONS + "===="),
+    "payload with unused bits set (2)": signed_text(set_last_bits(SHORT)),
+    "payload with unused bits set (4)": signed_text(set_last_bits(SHORTER)),
+    "payload with / for _": signed_text(QUESTIONS.replace("_", "/")),
+    "payload with + for -": signed_text(ARROWS.replace("-", "+")),
+    "payload with a line break": signed_text(QUESTIONS[:8] + "\n" + QUESTIONS[8:]),
+    "payload with four spaces": signed_text(QUESTIONS[:8] + "    " + QUESTIONS[8:]),
+    "payload with a foreign byte": signed_text(QUESTIONS[:8] + "!!!!" + QUESTIONS[8:]),
+    "header padded": signed_text(SHORT, GOOD_JWS.split(".")[0] + "=="),
+    "header with unused bits set": signed_text(SHORT, set_last_bits(GOOD_JWS.split(".")[0])),
+}
+
+
+@pytest.mark.parametrize("token", JWS_NON_CANONICAL.values(), ids=JWS_NON_CANONICAL.keys())
+def test_jws_non_canonical_base64url_is_refused_even_with_a_valid_mac(token: str) -> None:
+    with pytest.raises(InvalidToken, match="base64url"):
+        JWSCodec(RING).decode(token)  # what ClientSide runs on every request
+    with pytest.raises(InvalidToken, match="base64url"):
+        JWSCodec(RING).decode(token.encode("ascii"))
+    with pytest.raises(InvalidToken, match="base64url"):
+        verify_jws(token, HS)
+
+
+def test_jws_canonical_forms_of_the_same_claims_are_accepted() -> None:
+    for segment in (SHORT, SHORTER, QUESTIONS, ARROWS):
+        claims = JWSCodec(RING).decode(signed_text(segment)).claims
+        assert claims == json.loads(unb64(segment))
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_jws_payload_is_accepted_exactly_when_b64decode_accepts_it(data: st.DataObject) -> None:
+    # JWSCodec.decode inlines its own base64url check for speed; it must agree with the
+    # strict `b64decode` on any text, whatever bytes are inserted or replaced.
+    chars = list(data.draw(st.sampled_from([SHORT, SHORTER, QUESTIONS, ARROWS])))
+    for _ in range(data.draw(st.integers(0, 4))):
+        char = data.draw(st.sampled_from("=+/!\n \t\0-_AQgw") | st.characters(max_codepoint=0xFF))
+        index = data.draw(st.integers(0, len(chars)))
+        if data.draw(st.booleans()) and index < len(chars):
+            chars[index] = char
+        else:
+            chars.insert(index, char)
+    segment = "".join(chars).replace(".", "").encode("latin-1")
+    signing_input = GOOD_JWS.split(".")[0].encode() + b"." + segment
+    token = signing_input + b"." + b64(hmac.new(HS, signing_input, "sha256").digest()).encode()
+    try:
+        expected: Any = loads(b64decode(segment))
+    except (InvalidToken, ValueError):
+        expected = None
+    if type(expected) is not dict:
+        with pytest.raises(InvalidToken):
+            JWSCodec(RING).decode(token)
+    else:
+        assert JWSCodec(RING).decode(token).claims == expected
 
 
 @pytest.mark.parametrize(("token", "reason"), JWS_TAMPER.values(), ids=JWS_TAMPER.keys())
@@ -515,6 +589,47 @@ JWE_TAMPER: dict[str, tuple[str, str]] = {
     "dots only": ("....", "header is not JSON"),
     "oversized": ("A" * 70_000, "longer than the limit"),
 }
+
+
+def sealed_text(protected: str, iv: str, ciphertext: str, tag: str) -> str:
+    """A JWE of the given segment texts, exactly; the tag is valid when the segments decode
+    (leniently) to the IV, ciphertext and tag that AES-GCM produced with `protected`."""
+    return ".".join((protected, "", iv, ciphertext, tag))
+
+
+def _jwe_parts(protected: str) -> tuple[str, str, str]:
+    iv = bytes(range(12))
+    # A trailing space keeps the JSON and makes the ciphertext's last character carry
+    # unused bits (its length is not a multiple of 3).
+    sealed = AESGCM(EK).encrypt(iv, PAYLOAD + b" ", protected.encode())
+    return b64(iv), b64(sealed[:-16]), b64(sealed[-16:])
+
+
+_DIR = b64(json.dumps(DIR).encode())
+_DIR_PADDED = _DIR + ("=" * (-len(_DIR) % 4) or "====")
+_IV, _CT, _TAG = _jwe_parts(_DIR)
+assert len(_CT) % 4 in (2, 3)
+
+# Each has a valid AES-GCM tag: only the strict decoding of every segment refuses it.
+JWE_NON_CANONICAL: dict[str, str] = {
+    "header padded": sealed_text(_DIR_PADDED, *_jwe_parts(_DIR_PADDED)),
+    "ciphertext padded": sealed_text(_DIR, _IV, _CT + "=" * (-len(_CT) % 4), _TAG),
+    "ciphertext with unused bits set": sealed_text(_DIR, _IV, set_last_bits(_CT), _TAG),
+    "ciphertext with a line break": sealed_text(_DIR, _IV, _CT[:4] + "\n" + _CT[4:], _TAG),
+    "tag with unused bits set": sealed_text(_DIR, _IV, _CT, set_last_bits(_TAG)),
+}
+
+
+def test_jwe_parts_are_a_valid_token() -> None:
+    assert JWECodec(RING).decode(sealed_text(_DIR, _IV, _CT, _TAG)).claims == CLAIMS
+
+
+@pytest.mark.parametrize("token", JWE_NON_CANONICAL.values(), ids=JWE_NON_CANONICAL.keys())
+def test_jwe_non_canonical_base64url_is_refused_even_with_a_valid_tag(token: str) -> None:
+    with pytest.raises(InvalidToken, match="base64url|wrong size"):
+        JWECodec(RING).decode(token)
+    with pytest.raises(InvalidToken, match="base64url|wrong size"):
+        decrypt_jwe(token, EK)
 
 
 @pytest.mark.parametrize(("token", "reason"), JWE_TAMPER.values(), ids=JWE_TAMPER.keys())

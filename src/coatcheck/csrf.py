@@ -6,31 +6,54 @@ application's own pages:
 
 1. `Sec-Fetch-Site: same-origin` (or `none`: typed in, bookmarked) passes; any other value
    (`cross-site`, `same-site`) fails.
-2. Without `Sec-Fetch-Site` (older browsers), an `Origin` whose host is the request's
-   `Host` passes, another `Origin` fails, and no `Origin` at all passes: every current
-   browser sends `Origin` on cross-origin unsafe requests, so its absence means a
-   non-browser client, which cannot be forged into sending a victim's cookie.
+2. Without `Sec-Fetch-Site` (older browsers), an `Origin` whose scheme, host and port are
+   the request's (its `scheme` and `Host`, default ports 80 and 443 filled in) passes,
+   another `Origin` fails, and no `Origin` at all passes: every current browser sends
+   `Origin` on cross-origin unsafe requests, so its absence means a non-browser client,
+   which cannot be forged into sending a victim's cookie. The scheme counts because
+   `http://app.example` is another origin than `https://app.example`: a page served over
+   plain HTTP can be rewritten by anyone on the network. Behind a proxy that terminates
+   TLS, the adapter must see the client's scheme (uvicorn `--proxy-headers`, werkzeug
+   `ProxyFix`), though only older browsers reach this step: every current one sends
+   `Sec-Fetch-Site` over HTTPS.
 3. A request that failed 1 or 2 still passes if it carries the session's CSRF token in the
    `X-CSRF-Token` header or the `csrf_token` form field, or if its origin is trusted.
 
-This is the check Go 1.25's `http.CrossOriginProtection` makes, plus the classic
-synchroniser token for pages that send `Origin: null` or cross origins on purpose.
+This is the check Go 1.25's `http.CrossOriginProtection` makes (which compares hosts
+only), plus the classic synchroniser token for pages that send `Origin: null` or cross
+origins on purpose. `form_token` finds that token in a urlencoded form body, for every
+adapter alike.
 Header-carried sessions need none of it: a browser never adds a custom header by itself.
 """
 
 from __future__ import annotations
 
 import hmac
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from .exceptions import CSRFError
 from .request import RequestInfo
 
-__all__ = ["SAFE_METHODS", "check_origin", "check_token"]
+__all__ = [
+    "MAX_FORM_BYTES",
+    "MAX_FORM_FIELDS",
+    "SAFE_METHODS",
+    "check_origin",
+    "check_token",
+    "form_token",
+    "is_form",
+]
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 TOKEN_HEADER = "x-csrf-token"  # noqa: S105 - a header name, not a secret
 TOKEN_FIELD = "csrf_token"  # noqa: S105 - a form field name, not a secret
+FORM_TYPE = "application/x-www-form-urlencoded"
+MAX_FORM_BYTES = 1024 * 1024  # a form larger than this is not searched for a CSRF token
+MAX_FORM_FIELDS = 1000  # nor is a form with more fields than this
+#: The origin scheme of each request scheme (a WebSocket handshake comes from an HTTP page),
+#: and the port a URL of that scheme means when it names none.
+_WEB_SCHEME = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
+_DEFAULT_PORT = {"http": 80, "https": 443}
 
 
 def check_origin(request: RequestInfo, trusted_origins: frozenset[str] = frozenset()) -> bool:
@@ -46,11 +69,30 @@ def check_origin(request: RequestInfo, trusted_origins: frozenset[str] = frozens
     if origin is None:
         return True
     host = request.host
-    try:
-        origin_host = urlsplit(origin).netloc
-    except ValueError:
+    if not host:
         return False
-    return bool(host) and origin_host == host
+    scheme = request.scheme.lower()
+    scheme = _WEB_SCHEME.get(scheme, scheme)
+    origin_scheme, sep, origin_host = origin.partition("://")
+    if not sep or origin_scheme.lower() != scheme:
+        return False
+    expected = _host_port(host, scheme)
+    return expected is not None and _host_port(origin_host, scheme) == expected
+
+
+def _host_port(netloc: str, scheme: str) -> tuple[str, int | None] | None:
+    """`netloc` (a `Host` header, or an origin's `host[:port]`) as (lower-case host, port),
+    the scheme's default port filled in; None if it is not a plain `host[:port]`."""
+    if not (netloc.isascii() and netloc.isprintable()) or any(c in netloc for c in "/?#@\\ "):
+        return None  # a path, userinfo, spaces or controls: neither an origin's host nor a Host
+    try:
+        parts = urlsplit("//" + netloc)
+        port = parts.port  # ValueError for a port that is not a number in 0-65535
+    except ValueError:
+        return None
+    if not parts.hostname:
+        return None
+    return parts.hostname, _DEFAULT_PORT.get(scheme) if port is None else port
 
 
 def check_token(expected: str | None, submitted: str | None) -> None:
@@ -61,3 +103,33 @@ def check_token(expected: str | None, submitted: str | None) -> None:
         or not hmac.compare_digest(expected.encode(), submitted.encode("utf-8", "surrogatepass"))
     ):
         raise CSRFError("cross-origin request without a valid CSRF token")
+
+
+def is_form(content_type: str | None) -> bool:
+    """Whether a `Content-Type` is a urlencoded form, the only body searched for a token.
+
+    Adapters ask before reading a body: any other body is not read for the CSRF check.
+    """
+    if not content_type:
+        return False
+    return content_type.partition(";")[0].strip().lower() == FORM_TYPE
+
+
+def form_token(content_type: str | None, body: bytes) -> str | None:
+    """The `csrf_token` field of a urlencoded form `body`, or None.
+
+    Never raises, whatever the body: a request whose form cannot be searched (another
+    content type, more than `MAX_FORM_BYTES` bytes or `MAX_FORM_FIELDS` fields, bytes that
+    are not UTF-8) simply carries no token, so the adapter answers 403 rather than 500.
+    Every adapter calls this one function, so they all accept and refuse the same forms.
+    """
+    if not is_form(content_type) or len(body) > MAX_FORM_BYTES:
+        return None
+    try:
+        # latin-1 maps every byte to a character; percent-escapes decode as UTF-8 with
+        # replacement characters, which no token contains.
+        fields = parse_qs(body.decode("latin-1"), max_num_fields=MAX_FORM_FIELDS)
+    except ValueError:  # more fields than allowed
+        return None
+    values = fields.get(TOKEN_FIELD)
+    return values[0] if values else None

@@ -582,6 +582,8 @@ def make_app_from(http: httpx.AsyncClient) -> Any:
 CROSS = [
     ("other-origin", {"origin": "https://evil.example"}),
     ("other-port", {"origin": "https://testserver:8443"}),
+    ("http-origin-to-https", {"origin": "http://testserver"}),  # another scheme, same host
+    ("http-port-origin-to-https", {"origin": "https://testserver:80"}),
     ("null-origin", {"origin": "null"}),
     ("cross-site", {"sec-fetch-site": "cross-site"}),
     ("same-site", {"sec-fetch-site": "same-site"}),
@@ -589,6 +591,8 @@ CROSS = [
 ]
 SAME = [
     ("same-origin", {"origin": "https://testserver"}),
+    ("host-with-default-port", {"host": "testserver:443", "origin": "https://testserver"}),
+    ("origin-with-default-port", {"origin": "https://testserver:443"}),
     ("fetch-same-origin", {"sec-fetch-site": "same-origin"}),
     ("fetch-none", {"sec-fetch-site": "none"}),
     ("no-origin", {}),
@@ -834,8 +838,17 @@ async def test_websocket_with_store_down_is_closed(clock: FakeClock) -> None:
         ({"origin": "https://evil.example"}, False),
         ({"origin": "https://evil.example", "sec_fetch_site": "cross-site"}, False),
         ({"origin": "null"}, False),
+        ({"origin": "http://testserver"}, False),  # a wss:// socket from an http:// page
     ],
-    ids=["same-origin", "fetch-same-origin", "no-origin", "cross-origin", "cross-site", "null"],
+    ids=[
+        "same-origin",
+        "fetch-same-origin",
+        "no-origin",
+        "cross-origin",
+        "cross-site",
+        "null",
+        "http-origin",
+    ],
 )
 async def test_websocket_handshake_origin_is_checked(
     http: httpx.AsyncClient, headers: dict[str, str], accepted: bool

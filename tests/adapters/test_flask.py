@@ -393,6 +393,25 @@ def test_csrf_token_in_header_or_form_passes(client: FlaskClient) -> None:
     assert bad.status_code == 403
 
 
+MANY_FIELDS = "&".join(f"f{i}=1" for i in range(1500))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [MANY_FIELDS, MANY_FIELDS + "&csrf_token={token}", "csrf_token={token}&" + MANY_FIELDS],
+    ids=["no-token", "token-last", "token-first"],
+)
+def test_cross_origin_form_with_too_many_fields_is_403_not_500(
+    client: FlaskClient, body: str
+) -> None:
+    # More fields than coatcheck.csrf.form_token searches: 403, as on ASGI, never a 500.
+    token = get(client, "/token").get_data(as_text=True)
+    response = client.post("/form", base_url=BASE, headers={"Origin": "https://evil.example"},
+                           data=body.format(token=token),
+                           content_type="application/x-www-form-urlencoded")  # fmt: skip
+    assert response.status_code == 403 and response.get_data(as_text=True) == "custom 403"
+
+
 class FlakyStore(MemoryStore):
     """A real `MemoryStore` that fails like an unreachable backend when told to."""
 

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from starlette.applications import Starlette
+from starlette.datastructures import Secret
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware as StarletteMiddleware
 from starlette.requests import Request
@@ -17,8 +18,11 @@ from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
 from coatcheck.adapters.starlette import SessionMiddleware as CoatcheckMiddleware
+from coatcheck.exceptions import ConfigurationError
 
 MIDDLEWARES = [StarletteMiddleware, CoatcheckMiddleware]
+SECRET = "example-secret-key-of-at-least-32-bytes"
+ANOTHER = "another-secret-key-of-at-least-32-bytes"
 Factory = Callable[..., Starlette]
 
 
@@ -49,7 +53,7 @@ def make_app(middleware: Any, **options: Any) -> Starlette:
     ]
     return Starlette(
         routes=[*routes, Mount("/sub", routes=routes)],
-        middleware=[Middleware(middleware, secret_key="example", **options)],
+        middleware=[Middleware(middleware, secret_key=SECRET, **options)],
     )
 
 
@@ -115,7 +119,7 @@ async def test_cookie_of_another_secret_is_refused() -> None:
         cookie = c.cookies["session"]
     other = Starlette(
         routes=[Route("/view", view)],
-        middleware=[Middleware(CoatcheckMiddleware, secret_key="another")],
+        middleware=[Middleware(CoatcheckMiddleware, secret_key=ANOTHER)],
     )
     async with client(other) as c:
         c.cookies.set("session", cookie)
@@ -130,7 +134,7 @@ async def test_max_age_is_enforced_on_the_server() -> None:
         await c.post("/update", json={"a": 1})
         cookie = c.cookies["session"]
     inner = Starlette(routes=[Route("/view", view)])
-    dropin = CoatcheckMiddleware(inner, secret_key="example", max_age=1)
+    dropin = CoatcheckMiddleware(inner, secret_key=SECRET, max_age=1)
     # Move the manager's clock past max_age (plus ClientSide's clock-skew leeway).
     start = time.time()
     dropin.manager.clock = lambda: start + 1 + 5 + 1
@@ -151,3 +155,28 @@ async def test_cookies_written_by_starlette_are_adopted() -> None:
         assert response.json() == {"session": {"user": "ann"}}
         reissued = response.headers["set-cookie"]
         assert reissued.startswith("session=eyJ") and reissued.count(".") == 2
+
+
+# -- secret_key: where the drop-in is stricter than Starlette --------------------------------
+
+
+@pytest.mark.parametrize("secret_key", ["", Secret("")], ids=["str", "starlette-Secret"])
+def test_empty_secret_key_is_refused(secret_key: object) -> None:
+    # Starlette signs with an empty key, so anyone can forge any session cookie.
+    with pytest.raises(ConfigurationError, match="secret_key is empty"):
+        CoatcheckMiddleware(Starlette(), secret_key=secret_key)
+
+
+@pytest.mark.parametrize("secret_key", ["example", "x" * 31, Secret("s3cr3t")])
+def test_short_secret_key_warns(secret_key: object) -> None:
+    from coatcheck.adapters.starlette import WeakSecretKeyWarning
+
+    with pytest.warns(WeakSecretKeyWarning, match=r"secret_key is \d+ bytes; use at least 32"):
+        CoatcheckMiddleware(Starlette(), secret_key=secret_key)
+    assert issubclass(WeakSecretKeyWarning, UserWarning)
+
+
+@pytest.mark.parametrize("secret_key", ["x" * 32, Secret(SECRET), "é" * 16])
+def test_secret_key_of_32_bytes_is_accepted_quietly(secret_key: object) -> None:
+    # pytest turns warnings into errors here: constructing must not warn.
+    assert CoatcheckMiddleware(Starlette(), secret_key=secret_key).manager is not None

@@ -23,9 +23,8 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from importlib.resources import files
 from typing import Any
-from urllib.parse import parse_qs
 
-from ..csrf import SAFE_METHODS, TOKEN_FIELD
+from ..csrf import MAX_FORM_BYTES, SAFE_METHODS, form_token, is_form
 from ..drivers import acommit_session, aopen_session
 from ..exceptions import CoatcheckError, ConfigurationError, CSRFError, StoreError
 from ..manager import SessionManager
@@ -50,8 +49,6 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 log = logging.getLogger("coatcheck")
 _new_tuple = tuple.__new__
-MAX_FORM_BYTES = 1024 * 1024  # a form larger than this is not searched for a CSRF token
-MAX_FORM_FIELDS = 1000  # nor is a form with more fields than this
 
 
 def request_info(scope: Scope) -> RequestInfo:
@@ -224,9 +221,10 @@ class SessionMiddleware:
     ) -> Receive:
         """The request failed the CSRF check on its headers; a urlencoded form may still carry
         the session's `csrf_token`. Read the body, check the token, and return a `receive`
-        that replays the body to the application; `CSRFError` if there is no valid token."""
-        content_type = (request.header("content-type") or "").lower()
-        if not content_type.startswith("application/x-www-form-urlencoded"):
+        that replays the body to the application; `CSRFError` if there is no valid token.
+        The form is searched by `coatcheck.csrf.form_token`, as in every adapter."""
+        content_type = request.header("content-type")
+        if not is_form(content_type):
             raise CSRFError("cross-origin request without a valid CSRF token")
         body = b""
         more = True
@@ -238,11 +236,7 @@ class SessionMiddleware:
             more = message.get("more_body", False)
             if len(body) > MAX_FORM_BYTES:
                 raise CSRFError("form too large to look for a CSRF token")
-        try:
-            fields = parse_qs(body.decode("latin-1"), max_num_fields=MAX_FORM_FIELDS)
-        except ValueError:  # more fields than allowed: refuse, never a 500
-            raise CSRFError("form has too many fields to look for a CSRF token") from None
-        submitted = fields.get(TOKEN_FIELD, [None])[0]
+        submitted = form_token(content_type, body)  # None for a form it cannot search
         self.manager.check_csrf(request, session, submitted or "")
         replayed = False
 

@@ -16,6 +16,12 @@ out.
 `max_age` means what it means in Starlette: the cookie's `Max-Age`, and how long after its
 last change a session is accepted (None: a browser-session cookie that never expires on
 the server side).
+
+`secret_key` is where the two differ on purpose: Starlette signs with any string, even an
+empty one, so anyone can forge its cookies (every session, every user). An empty key is a
+`ConfigurationError` here, and a key shorter than 32 bytes (256 bits, what `KeyRing`
+requires) gives a `WeakSecretKeyWarning`: the derived signing key is only as hard to guess
+as the text it comes from.
 """
 
 from __future__ import annotations
@@ -24,11 +30,13 @@ import base64
 import hashlib
 import json
 import logging
+import warnings
 from typing import Any, Literal
 
 from ..clientside import ClientSide
 from ..drivers import acommit_session, aopen_session
-from ..keys import KeyRing
+from ..exceptions import ConfigurationError
+from ..keys import MIN_KEY_BYTES, KeyRing
 from ..manager import SessionManager
 from ..policy import Lifetimes
 from ..request import RequestInfo
@@ -36,10 +44,18 @@ from ..session import Session
 from ..transports import Cookie, find_cookie
 from .asgi import ASGIApp, Message, Receive, Scope, Send, request_info
 
-__all__ = ["SessionMiddleware"]
+__all__ = ["SessionMiddleware", "WeakSecretKeyWarning"]
 
 log = logging.getLogger("coatcheck")
 _FOREVER = 10 * 365 * 24 * 60 * 60  # 10 years, seconds: "no expiry" for max_age=None
+_HOW_TO_GENERATE = (
+    'generate one with `python -c "import secrets; print(secrets.token_urlsafe(32))"` '
+    "and pass it from the environment"
+)
+
+
+class WeakSecretKeyWarning(UserWarning):
+    """`secret_key` is shorter than 32 bytes: cookies signed under it may be forgeable."""
 
 
 class StarletteSession(dict[str, Any]):
@@ -134,7 +150,8 @@ class SessionMiddleware:
         partitioned: bool = False,
     ) -> None:
         self.app = app
-        secret = str(secret_key)
+        secret = str(secret_key)  # a str, or Starlette's `Secret` (its str is the value)
+        _check_secret(secret)
         flags = "httponly; samesite=" + same_site
         if https_only:
             flags += "; secure"
@@ -149,9 +166,11 @@ class SessionMiddleware:
             ClientSide(KeyRing([master]), store=None),
             transport=self.cookie,
             lifetimes=Lifetimes(
-                idle=lifetime, absolute=_FOREVER + lifetime, renewal=None,
+                idle=lifetime,
+                absolute=_FOREVER + lifetime,
+                renewal=None,
                 touch_interval=lifetime / 2,
-            ),  # fmt: skip
+            ),
             csrf=False,  # Starlette's middleware has no CSRF check; SameSite=Lax is its defence
         )
         self.max_age = max_age
@@ -207,6 +226,23 @@ class SessionMiddleware:
         session.update(data)
         log.info("adopted a cookie written by starlette.middleware.sessions")
         return True
+
+
+def _check_secret(secret: str) -> None:
+    """Refuse an empty `secret_key` and warn about one under `MIN_KEY_BYTES` bytes: every
+    cookie's signing key derives from it, so it must be as hard to guess as a real key."""
+    if not secret:
+        raise ConfigurationError(
+            f"secret_key is empty: anyone could forge sessions; {_HOW_TO_GENERATE}"
+        )
+    size = len(secret.encode("utf-8", "surrogatepass"))
+    if size < MIN_KEY_BYTES:
+        warnings.warn(
+            f"secret_key is {size} bytes; use at least {MIN_KEY_BYTES} random bytes, or "
+            f"session cookies may be forged by guessing it: {_HOW_TO_GENERATE}",
+            WeakSecretKeyWarning,
+            stacklevel=3,
+        )
 
 
 def _encode(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:

@@ -20,9 +20,9 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qs
 
-from ..csrf import TOKEN_FIELD
+from .. import csrf
+from ..csrf import MAX_FORM_BYTES
 from ..drivers import commit_session, open_session
 from ..exceptions import CSRFError, StoreError
 from ..manager import SessionManager
@@ -39,7 +39,6 @@ WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
 #: Where the middleware puts the request's `Session`.
 ENVIRON_KEY = "coatcheck.session"
-MAX_FORM_BYTES = 1024 * 1024  # a form larger than this is not searched for a CSRF token
 
 log = logging.getLogger("coatcheck")
 
@@ -74,11 +73,13 @@ def form_token(environ: Environ) -> str | None:
     """The `csrf_token` field of a urlencoded form body, or None.
 
     The body is read (up to `MAX_FORM_BYTES`) and put back as `wsgi.input`, so the
-    application still reads the whole form. Only called on the rare path where the origin
-    check failed and no `X-CSRF-Token` header came.
+    application still reads the whole form, and searched by `coatcheck.csrf.form_token`,
+    as in every adapter: a form it cannot search gives None (a 403), never an exception.
+    Only called on the rare path where the origin check failed and no `X-CSRF-Token`
+    header came.
     """
-    content_type = environ.get("CONTENT_TYPE") or ""
-    if not content_type.startswith("application/x-www-form-urlencoded"):
+    content_type = environ.get("CONTENT_TYPE")
+    if not csrf.is_form(content_type):
         return None
     try:
         length = int(environ.get("CONTENT_LENGTH") or 0)
@@ -88,9 +89,7 @@ def form_token(environ: Environ) -> str | None:
         return None
     body = environ["wsgi.input"].read(length)
     environ["wsgi.input"] = io.BytesIO(body)
-    fields = parse_qs(body.decode("latin-1"), max_num_fields=1000)
-    values = fields.get(TOKEN_FIELD)
-    return values[0] if values else None
+    return csrf.form_token(content_type, body)
 
 
 def check_csrf(manager: SessionManager, request: RequestInfo, session: Session,
