@@ -275,7 +275,36 @@ def test_client_side_sessions_listed_revoked_and_seen_revoked(keys: str, tmp_pat
     assert code == EXIT_FAILED and "revoked   YES" in out
 
 
-@pytest.mark.parametrize("dash_id", ["-" + "A" * 42, "-_" + "b" * 41])
+@pytest.mark.parametrize("verb", ["revoke", "revoke-user"])
+def test_client_side_sessions_are_never_revoked_as_server_side_ones(
+    keys: str, tmp_path: Path, verb: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without --client-side the CLI used to delete the registry record, say "revoked" and
+    exit 0 while the token kept working. Now it refuses, says which flag revokes for real,
+    and changes nothing; with the flag the token is refused."""
+    url = f"sqlite:///{tmp_path}/sessions.db"
+    manager = SessionManager(ClientSide(KeyRing.parse(keys), store=url),
+                             lifetimes=Lifetimes(renewal=None))  # fmt: skip
+    session = open_session(manager, RequestInfo())
+    session.login("alice")
+    headers = commit_session(manager, session)
+    token = next(v for k, v in headers if k == "set-cookie").split(";")[0].split("=", 1)[1]
+    target = session.id if verb == "revoke" else "alice"
+    code, _ = run("sessions", verb, target, "--store", url)
+    error = capsys.readouterr().err
+    assert code == EXIT_USAGE and "--client-side" in error and "Nothing was revoked" in error
+    code, out = run("sessions", "list", "--user", "alice", "--store", url, "--client-side",
+                    "--json")  # fmt: skip
+    assert [row["id"] for row in json.loads(out)] == [session.id]  # still listed
+    code, out = run("token", "inspect", token, "--store", url, "--json")
+    assert code == 0 and json.loads(out)["revoked"] is False
+    code, out = run("sessions", verb, target, "--store", url, "--client-side")
+    assert code == 0 and ("revoked 1 session" in out or f"revoked {session.id}" in out)
+    code, out = run("token", "inspect", token, "--store", url)
+    assert code == EXIT_FAILED and "revoked   YES" in out
+
+
+@pytest.mark.parametrize("dash_id", ["-" + "A" * 21, "-_" + "b" * 20])
 def test_ids_that_begin_with_a_dash_are_ids_not_options(
     db: tuple[str, SQLiteStore], dash_id: str
 ) -> None:

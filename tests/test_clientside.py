@@ -376,7 +376,8 @@ def test_migration_server_to_client_and_back_keeps_the_user_logged_in(clock: Fak
     assert [i.mode for i in SessionAdmin(client).sessions("ivy")] == ["client"]
 
     back = SessionManager(
-        ServerSide(shared, migrate_from=ClientSide(KeyRing([KEY_A]), store=None)),
+        ServerSide(shared, migrate_from=ClientSide(KeyRing([KEY_A]), store=None,
+                                                   revocations=revocations)),
         lifetimes=Lifetimes(renewal=None), clock=clock,
     )  # fmt: skip
     device.manager = back

@@ -1,4 +1,4 @@
-"""Session IDs and public IDs."""
+"""Session secrets and handles."""
 
 from __future__ import annotations
 
@@ -9,70 +9,91 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coatcheck.ids import ID_LENGTH, is_wellformed, log_hash, new_id, public_id
+from coatcheck.ids import (
+    HANDLE_LENGTH,
+    SECRET_LENGTH,
+    handle_of,
+    is_handle,
+    is_wellformed,
+    log_hash,
+    new_handle,
+    new_secret,
+    verifier_hash,
+)
 
 
 def b64decode(value: str) -> bytes:
     return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
 
 
-def test_ids_are_256_bits_of_base64url() -> None:
-    ids = [new_id() for _ in range(2000)]
-    assert len(set(ids)) == len(ids)
-    for value in ids:
-        assert len(value) == ID_LENGTH == 43
-        assert len(b64decode(value)) == 32
-        assert is_wellformed(value)
-    # every bit position varies across 2000 IDs: no constant or truncated bytes
-    union = 0
-    intersection = (1 << 256) - 1
-    for value in ids:
-        bits = int.from_bytes(b64decode(value), "big")
-        union |= bits
-        intersection &= bits
-    assert union == (1 << 256) - 1 and intersection == 0
+def test_secrets_are_a_128_bit_handle_and_a_256_bit_verifier() -> None:
+    secrets = [new_secret() for _ in range(2000)]
+    assert len(set(secrets)) == len(secrets)
+    assert len({handle_of(s) for s in secrets}) == len(secrets)
+    for value in secrets:
+        assert len(value) == SECRET_LENGTH == 65
+        assert len(b64decode(value[:HANDLE_LENGTH])) == 16 and HANDLE_LENGTH == 22
+        assert len(b64decode(value[HANDLE_LENGTH:])) == 32
+        assert is_wellformed(value) and is_handle(handle_of(value))
+    # every bit position varies across 2000 secrets: no constant or truncated bytes
+    for start, end, bits in ((0, HANDLE_LENGTH, 128), (HANDLE_LENGTH, SECRET_LENGTH, 256)):
+        union, intersection = 0, (1 << bits) - 1
+        for value in secrets:
+            number = int.from_bytes(b64decode(value[start:end]), "big")
+            union |= number
+            intersection &= number
+        assert union == (1 << bits) - 1 and intersection == 0
+
+
+def test_a_new_secret_for_a_handle_keeps_it() -> None:
+    handle = new_handle()
+    first, second = new_secret(handle), new_secret(handle)
+    assert handle_of(first) == handle_of(second) == handle and first != second
 
 
 @pytest.mark.parametrize(
     "value",
     [
         "",
-        "A" * 42,
-        "A" * 44,
-        "A" * 42 + "=",
-        "A" * 42 + "+",
-        "A" * 42 + "/",
-        "A" * 42 + " ",
-        "A" * 42 + "\n",
-        "A" * 43 + "\n",
-        " " + "A" * 42,
-        "A" * 42 + "é",
-        "A" * 42 + "\u0661",  # an Arabic-Indic digit: \d would match it, we must not
-        "A" * 42 + "\x00",
+        "A" * 64,
+        "A" * 66,
+        "A" * 64 + "=",
+        "A" * 64 + "+",
+        "A" * 64 + "/",
+        "A" * 64 + " ",
+        "A" * 64 + "\n",
+        "A" * 65 + "\n",
+        " " + "A" * 64,
+        "A" * 64 + "é",
+        "A" * 64 + "\u0661",  # an Arabic-Indic digit: \d would match it, we must not
+        "A" * 64 + "\x00",
+        "A" * 43,  # a session ID of coatcheck 0.1: no handle
     ],
     ids=repr,
 )
-def test_malformed_ids_are_rejected(value: str) -> None:
+def test_malformed_secrets_are_rejected(value: str) -> None:
     assert not is_wellformed(value)
 
 
-@pytest.mark.parametrize("value", ["A" * 43, "-" * 43, "_" * 43, "aZ09-_" * 7 + "x"])
-def test_wellformed_ids(value: str) -> None:
+@pytest.mark.parametrize("value", ["A" * 65, "-" * 65, "_" * 65, "aZ09-_" * 10 + "xxxxx"])
+def test_wellformed_secrets(value: str) -> None:
     assert is_wellformed(value)
 
 
-def test_public_id_is_sha256_deterministic_and_not_the_secret() -> None:
-    secret = new_id()
-    assert public_id(secret) == public_id(secret)
-    assert public_id(secret) != secret
-    assert public_id(secret) != public_id(new_id())
-    digest = hashlib.sha256(secret.encode()).digest()
-    assert b64decode(public_id(secret)) == digest
-    assert is_wellformed(public_id(secret))  # same shape: a store key of fixed size
-    # a known answer, so the store key derivation can never change silently
+@pytest.mark.parametrize("value", ["", "A" * 21, "A" * 23, "A" * 21 + "=", "A" * 65, 7, None])
+def test_malformed_handles_are_rejected(value: object) -> None:
+    assert not is_handle(value)
+
+
+def test_verifier_hash_is_sha256_and_not_the_secret() -> None:
+    secret = new_secret()
+    assert verifier_hash(secret) == verifier_hash(secret) != secret
+    assert verifier_hash(secret) != verifier_hash(new_secret(handle_of(secret)))
+    assert b64decode(verifier_hash(secret)) == hashlib.sha256(secret.encode()).digest()
+    # a known answer, so what the store keeps can never change silently
     assert (
-        public_id("A" * 43)
-        == base64.urlsafe_b64encode(hashlib.sha256(b"A" * 43).digest()).rstrip(b"=").decode()
+        verifier_hash("A" * 65)
+        == base64.urlsafe_b64encode(hashlib.sha256(b"A" * 65).digest()).rstrip(b"=").decode()
     )
 
 

@@ -21,11 +21,10 @@ from coatcheck import (
     SessionManager,
 )
 from coatcheck.drivers import commit_session, open_session
-from coatcheck.ids import new_id, public_id
-from coatcheck.manager import STALE, Write
-from coatcheck.records import decode, encode_alias
+from coatcheck.ids import handle_of, new_secret, verifier_hash
+from coatcheck.manager import Write
+from coatcheck.records import decode
 from coatcheck.stores import MemoryStore
-from coatcheck.stores.base import Record
 from helpers import (
     COOKIE,
     Browser,
@@ -71,7 +70,7 @@ GARBAGE = [
     ("bad-alphabet", "+" * 43),
     ("non-ascii", "é" * 43),
     ("space-inside", "A" * 20 + " " + "A" * 22),
-    ("unknown-wellformed", new_id()),
+    ("unknown-wellformed", new_secret()),
 ]
 
 
@@ -111,33 +110,37 @@ def test_no_cookie_gives_fresh_session_silently(
 
 
 def test_open_keys_by_public_id(manager: SessionManager) -> None:
-    secret = new_id()
+    secret = new_secret()
     opening = manager.open(request(secret))
-    assert opening.key == public_id(secret)
+    assert opening.key == handle_of(secret)
     assert opening.secret == secret
 
 
-def test_alias_hops_are_bounded(manager: SessionManager) -> None:
-    opening = manager.open(request(new_id()))
-    alias = Record(encode_alias("somewhere"), 1)
-    result: Session | Opening = opening
-    hops = 0
-    while isinstance(result, Opening):
-        result = manager.attach(result, alias)
-        hops += 1
-        assert hops < 10
-    assert result.is_new
+def test_a_secret_that_does_not_match_its_handle_gets_a_fresh_session(
+    manager: SessionManager, store: CountingStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A forged secret for a known handle (say, read off an admin page) opens nothing and
+    ends nothing: the record stays for the holder of the real secret."""
+    browser = start(manager, k="v")
+    real = browser.secret or ""
+    forged = new_secret(handle_of(real))
+    caplog.set_level(logging.INFO, logger="coatcheck.security")
+    session = open_session(manager, request(forged))
+    assert session.is_new and session.id != handle_of(real) and "k" not in session
+    commit_session(manager, session)
+    assert any("session.mismatch" in r.getMessage() for r in caplog.records)
+    assert open_session(manager, request(real))["k"] == "v"
 
 
 def test_corrupted_record_gives_fresh_session_and_is_deleted(
     manager: SessionManager, store: CountingStore
 ) -> None:
-    secret = new_id()
-    store.save(public_id(secret), b"\x80 not json", version=0, ttl=60, user=None)
+    secret = new_secret()
+    store.save(handle_of(secret), b"\x80 not json", version=0, ttl=60, user=None)
     session = open_session(manager, request(secret))
     assert session.is_new
     commit_session(manager, session)
-    assert store.load(public_id(secret)) is None
+    assert store.load(handle_of(secret)) is None
 
 
 # -- writing only when needed ----------------------------------------------------------
@@ -239,7 +242,7 @@ def test_expired_record_is_deleted(clock: FakeClock) -> None:
     store = MemoryStore(clock=FakeClock())  # never expires on its own
     manager = manager_for(store, clock, lifetimes=LIFETIMES)
     browser = start(manager)
-    key = public_id(browser.secret or "")
+    key = handle_of(browser.secret or "")
     clock.advance(IDLE + 1)
     session = browser.open()
     assert session.is_new
@@ -264,11 +267,11 @@ def test_renewal_rotates_id_and_old_id_survives_only_the_grace_window(
     browser.commit(session)
     new = browser.secret
     assert new is not None and new != old
-    assert session.secret == new and session.id == public_id(new)
+    assert session.secret == new and session.id == handle_of(new)
     # the old ID resolves to the same session during the grace window ...
     clock.advance(9)
     via_old = open_session(manager, request(old))
-    assert not via_old.is_new and via_old.id == public_id(new) and via_old["k"] == "v"
+    assert not via_old.is_new and via_old.id == handle_of(new) and via_old["k"] == "v"
     via_old["during-grace"] = 1
     assert cookie_value(commit_session(manager, via_old)) is None
     assert browser.open()["during-grace"] == 1  # the write landed on the new record
@@ -292,7 +295,7 @@ def test_login_rotates_and_leaves_no_alias(
     new = browser.secret
     assert new is not None and new != old
     assert ("cache-control", "no-store") in headers
-    assert store.load(public_id(old or "")) is None  # dead at once: no grace for fixation
+    assert store.load(handle_of(old or "")) is None  # dead at once: no grace for fixation
     assert open_session(manager, request(old)).is_new
     session = browser.open()
     assert session.user == "alice" and session["cart"] == ["a"]
@@ -335,29 +338,36 @@ def test_login_on_a_new_session(manager: SessionManager) -> None:
     assert browser.open().user == "bob"
 
 
-def test_regenerate_leaves_a_grace_alias(
+def test_regenerate_keeps_the_handle_and_the_old_secret_for_the_grace_window(
     manager: SessionManager, store: CountingStore, clock: FakeClock
 ) -> None:
     browser = start(manager, k="v")
-    old = browser.secret
+    old = browser.secret or ""
     session = browser.open()
     session.regenerate()
     browser.commit(session)
-    assert browser.secret != old
-    alias = store.load(public_id(old or ""))
-    assert alias is not None
-    assert decode(alias.data) == decode(encode_alias(public_id(browser.secret or "")))
+    new = browser.secret or ""
+    assert new != old and handle_of(new) == handle_of(old)
+    record = store.load(handle_of(old))
+    assert record is not None
+    credentials = decode(record.data).credentials
+    assert credentials is not None
+    assert credentials.verifier == verifier_hash(new)
+    assert credentials.previous == verifier_hash(old)
+    assert credentials.previous_until == clock.now + manager.lifetimes.grace
+    assert old.encode() not in record.data and new.encode() not in record.data
     clock.advance(manager.lifetimes.grace - 0.5)
     assert open_session(manager, request(old))["k"] == "v"
     clock.advance(1)
     assert open_session(manager, request(old)).is_new
+    assert open_session(manager, request(new))["k"] == "v"
 
 
 def test_logout_deletes_record_and_clears_cookie(
     manager: SessionManager, store: CountingStore
 ) -> None:
     browser = start(manager)
-    key = public_id(browser.secret or "")
+    key = handle_of(browser.secret or "")
     session = browser.open()
     session.logout()
     headers = browser.commit(session)
@@ -391,7 +401,7 @@ def test_use_after_logout_goes_to_a_new_session(
     new = browser.secret
     assert new is not None and new != old
     assert cookie_value(headers) == new
-    assert store.load(public_id(old or "")) is None  # the ended session stays ended
+    assert store.load(handle_of(old or "")) is None  # the ended session stays ended
     assert open_session(manager, request(old)).is_new
     session = browser.open()
     assert not session.is_new
@@ -442,7 +452,7 @@ def test_list_revoke_and_logout_other_devices(manager: SessionManager, clock: Fa
 
     listed = admin.sessions("alice")
     assert [i.user_agent for i in listed] == ["device-2", "device-1", "device-0"]
-    assert {i.id for i in listed} == {public_id(b.secret or "") for b in devices}
+    assert {i.id for i in listed} == {handle_of(b.secret or "") for b in devices}
     assert all((b.secret or "-") not in repr(listed) for b in devices)
 
     admin.revoke(listed[2].id)  # device-0
@@ -454,7 +464,7 @@ def test_list_revoke_and_logout_other_devices(manager: SessionManager, clock: Fa
     devices[2].commit(session)
     assert devices[1].open().is_new
     assert devices[2].open().user == "alice"
-    assert [i.id for i in admin.sessions("alice")] == [public_id(devices[2].secret or "")]
+    assert [i.id for i in admin.sessions("alice")] == [handle_of(devices[2].secret or "")]
     assert other.open().user == "bob"
     assert admin.revoke_user("bob") == 1
     assert other.open().is_new
@@ -511,7 +521,7 @@ def test_rebase_onto_deleted_record_does_not_resurrect(
     manager: SessionManager, store: CountingStore
 ) -> None:
     browser = start(manager)
-    key = public_id(browser.secret or "")
+    key = handle_of(browser.secret or "")
     writer, ender = browser.open(), browser.open()
     writer["late"] = 1
     commit = manager.commit(writer)
@@ -562,8 +572,7 @@ def test_rebase_sans_io() -> None:
     rebased = manager.rebase(session, write, current)
     assert rebased is not None and rebased.version == current.version
     stored = decode(rebased.data)
-    assert not isinstance(stored, type(decode(encode_alias("x"))))
-    assert getattr(stored, "data", None) == {"a": 1, "b": 2}
+    assert stored.data == {"a": 1, "b": 2}
 
 
 def test_concurrent_renewal_second_keeps_first_id(store: CountingStore, clock: FakeClock) -> None:
@@ -580,11 +589,16 @@ def test_concurrent_renewal_second_keeps_first_id(store: CountingStore, clock: F
     new = browser.secret
     assert new != old
     commit = manager.commit(second)
-    assert commit.write is not None and commit.write.replaces == public_id(old or "")
-    rebased = manager.rebase(second, commit.write, store.load(commit.write.source))
+    assert commit.write is not None and commit.write.key == handle_of(old or "")
+    assert commit.write.issue is not None and commit.write.issue != new
+    current = store.load(commit.write.source)
+    assert current is not None
+    rebased = manager.rebase(second, commit.write, current)
     assert rebased is not None
-    assert rebased.key == public_id(new or "") and rebased.replaces is None
-    assert rebased.issue is None and rebased.version == STALE
+    assert rebased.key == handle_of(new or "") == handle_of(old or "")
+    assert rebased.issue is None and rebased.version == current.version
+    credentials = decode(rebased.data).credentials
+    assert credentials is not None and credentials.verifier == verifier_hash(new or "")
     headers = commit_session(manager, second)
     assert cookie_value(headers) is None  # no cookie: the first response's ID stands
     session = open_session(manager, request(new))
@@ -600,7 +614,7 @@ def test_regenerate_racing_a_write_keeps_both(
     rotator.regenerate()
     browser.commit(rotator)
     writer["w"] = 1
-    headers = commit_session(manager, writer)  # lands on the new record via the alias
+    headers = commit_session(manager, writer)  # lands on the same handle's record
     assert cookie_value(headers) is None
     assert browser.secret != old
     assert browser.open()["w"] == 1
@@ -680,5 +694,5 @@ def test_any_cookie_value_yields_the_session_or_a_fresh_one(value: str) -> None:
         if result.is_new:
             assert len(result) == 0 and result.secret != value
         else:
-            assert result.id == public_id(secret) and result["k"] == "v"
+            assert result.id == handle_of(secret) and result["k"] == "v"
         commit_session(manager, result)

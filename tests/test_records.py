@@ -11,14 +11,14 @@ from hypothesis import strategies as st
 
 from coatcheck import Session, SessionDataError
 from coatcheck.exceptions import StoreCorrupted
-from coatcheck.ids import new_id, public_id
-from coatcheck.records import Alias, Stored, decode, dumps, encode, encode_alias
+from coatcheck.ids import handle_of, new_secret
+from coatcheck.records import Credentials, Stored, decode, dumps, encode
 
 
 def make(data: dict[str, Any]) -> Session:
-    secret = new_id()
+    secret = new_secret()
     return Session(
-        data, secret=secret, id=public_id(secret), is_new=True, now=5.0,
+        data, secret=secret, id=handle_of(secret), is_new=True, now=5.0,
         created_at=1.0, last_seen=2.5, rotated_at=3.0,
     )  # fmt: skip
 
@@ -34,6 +34,7 @@ def test_round_trip_with_all_metadata() -> None:
         data={"cart": ["a", "ü"], "n": 1, "nested": {"x": None}},
         created_at=5.0, last_seen=2.5, rotated_at=3.0, user="alice", authenticated_at=5.0,
         ip="192.0.2.1", user_agent="agent/1.0", persistent=True, csrf_secret=token,
+        credentials=None,
     )  # fmt: skip
 
 
@@ -44,8 +45,14 @@ def test_minimal_record_is_compact_and_holds_no_secret() -> None:
     assert session.secret.encode() not in raw
 
 
-def test_alias_round_trip() -> None:
-    assert decode(encode_alias("target-key")) == Alias("target-key")
+def test_credentials_round_trip_and_hold_only_hashes() -> None:
+    session = make({})
+    current = Credentials("v" * 43)
+    renewed = Credentials("w" * 43, "v" * 43, 12.5)
+    assert decode(encode(session, None, current)).credentials == current
+    raw = encode(session, None, renewed)
+    assert decode(raw).credentials == renewed
+    assert session.secret.encode() not in raw
 
 
 @pytest.mark.parametrize(
@@ -86,6 +93,11 @@ CORRUPT = [
     ("created-huge-int", b'{"d":{},"c":' + b"9" * 400 + b',"s":1,"r":1}'),
     ("auth-string", _record(a="x")),
     ("user-int", _record(u=5)),
+    ("verifier-int", _record(v=5)),
+    ("previous-int", _record(v="x", pv=5, pe=1)),
+    ("previous-without-until", _record(v="x", pv="y")),
+    ("previous-until-string", _record(v="x", pv="y", pe="1")),
+    ("alias-of-0.1", b'{"m":"target"}'),
     ("ip-list", _record(ip=[1])),
     ("csrf-dict", _record(x={})),
     ("alias-int", b'{"m":1}'),
@@ -105,7 +117,7 @@ def test_any_bytes_decode_or_raise_store_corrupted(raw: bytes) -> None:
         result = decode(raw)
     except StoreCorrupted:
         return
-    assert isinstance(result, (Stored, Alias))
+    assert isinstance(result, Stored)
 
 
 JSON = st.recursive(

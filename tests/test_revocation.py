@@ -58,7 +58,7 @@ def test_a_user_entry_refuses_only_tokens_issued_before_it() -> None:
     assert not lst.is_revoked("s5", None, issued_at=T - 100, now=T + 1)
 
 
-def test_user_entries_merge_to_the_latest_line_and_longest_life_in_any_order() -> None:
+def test_user_entries_each_hold_until_their_own_expiry_in_any_order() -> None:
     early = user("ann", at=T, expires_at=T + 500)
     late = user("ann", at=T + 10, expires_at=T + 200)
     forward, backward = RevocationList(), RevocationList()
@@ -67,11 +67,20 @@ def test_user_entries_merge_to_the_latest_line_and_longest_life_in_any_order() -
     backward.apply([early], 2, T)
     for lst in (forward, backward):
         assert lst.is_revoked("s", "ann", issued_at=T + 9, now=T + 11)
+        assert lst.is_revoked("s", "ann", issued_at=T - 1, now=T + 11)
         assert not lst.is_revoked("s", "ann", issued_at=T + 10, now=T + 11)
-        lst.apply([], 2, T + 300)  # past `late`'s expiry, within `early`'s
-        assert lst.is_revoked("s", "ann", issued_at=T + 9, now=T + 300)
+        lst.apply([], 2, T + 300)  # past `late`'s expiry (its tokens are dead), within `early`'s
+        assert len(lst) == 1
+        assert lst.is_revoked("s", "ann", issued_at=T - 1, now=T + 300)
         lst.apply([], 2, T + 500)
         assert len(lst) == 0
+
+
+def test_a_later_user_entry_with_a_longer_life_replaces_an_earlier_one() -> None:
+    lst = RevocationList()
+    lst.apply([user("ann", at=T, expires_at=T + 100), user("ann", at=T + 5, expires_at=T + 200)],
+              2, T)  # fmt: skip
+    assert len(lst) == 1
 
 
 def test_applying_the_same_entries_again_changes_nothing() -> None:

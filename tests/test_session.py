@@ -8,17 +8,17 @@ from typing import Any
 import pytest
 
 from coatcheck import Session
-from coatcheck.ids import new_id, public_id
+from coatcheck.ids import handle_of, new_secret
 from coatcheck.session import DELETED
 
-SECRET = new_id()
+SECRET = new_secret()
 
 
 def make(data: dict[str, Any] | None = None, *, is_new: bool = False) -> Session:
     return Session(
         dict(data or {}),
         secret=SECRET,
-        id=public_id(SECRET),
+        id=handle_of(SECRET),
         is_new=is_new,
         now=100.0,
         created_at=50.0,
@@ -212,5 +212,5 @@ def test_repr_and_info_hold_no_secret() -> None:
     session.login("alice")
     assert SECRET not in repr(session)
     assert SECRET not in repr(session.info())
-    assert session.info().id == public_id(SECRET)
+    assert session.info().id == handle_of(SECRET)
     assert session.secret == SECRET

@@ -1,10 +1,15 @@
 """List and revoke sessions outside a request: `SessionAdmin` and `AsyncSessionAdmin`.
 
-Sessions are named by their public ID (`Session.id`, `SessionInfo.id`), which is safe to
-show in an admin page or a "my devices" list: it cannot be turned into the cookie. Both
-modes work alike: server-side sessions are deleted from their store; client-side ones are
-deleted from the registry and put on the revocation list, which every replica picks up
-within the mode's staleness bound.
+Sessions are named by their handle (`Session.id`, `SessionInfo.id`): it stays the same from
+the session's creation to its end, whatever renewals and `regenerate()` do to the secret the
+client holds, and it cannot be turned into that secret, so it is safe to show in an admin
+page or a "my devices" list. Both modes work alike:
+
+- server-side, ending a session deletes its handle's record. Every write of a session is a
+  compare-and-set on that record, so no concurrent request brings it back;
+- client-side, it deletes the registry record and writes a revocation entry for the handle
+  (or, for `revoke_user`, one for the user), which every replica applies within the mode's
+  `staleness` and keeps until every token it covers has expired.
 """
 
 from __future__ import annotations
@@ -13,7 +18,8 @@ from collections.abc import Iterable
 
 from .clientside import ClientSide
 from .exceptions import ConfigurationError
-from .manager import SessionManager
+from .ids import is_handle
+from .manager import SessionManager, client_mode_of
 from .revocation import Revocation
 from .session import SessionInfo
 from .stores.base import AsyncStore, Record, Store
@@ -22,10 +28,8 @@ __all__ = ["AsyncSessionAdmin", "SessionAdmin"]
 
 
 def client_mode(manager: SessionManager) -> ClientSide | None:
-    """The client-side mode whose tokens the manager accepts: its own, or the one a
-    server-side manager migrates from. None if it accepts no tokens."""
-    mode = manager.mode
-    return mode if isinstance(mode, ClientSide) else mode.migrate_from
+    """The client-side mode whose tokens the manager accepts (see `client_mode_of`)."""
+    return client_mode_of(manager.mode)
 
 
 def _infos(manager: SessionManager, rows: list[tuple[str, Record]]) -> list[SessionInfo]:
@@ -38,21 +42,41 @@ def _registry(store: Store | AsyncStore | None) -> Store | AsyncStore:
     if store is None:
         raise ConfigurationError(
             "these sessions are stateless (ClientSide(store=None)): there is no registry "
-            "to list or revoke from; give ClientSide a store"
+            "to list sessions from; give ClientSide a store"
         )
     return store
 
 
-def _revocations(manager: SessionManager, sessions: Iterable[str] = (),
-                 user: str | None = None) -> list[Revocation]:  # fmt: skip
-    """The revocation entries that end `sessions` (and all of `user`'s), if client-side."""
+def _handle(value: object, what: str = "session_id") -> str:
+    if not is_handle(value):
+        raise ValueError(
+            f"{what} must be a session handle (Session.id or SessionInfo.id: 22 base64url "
+            "characters), not a secret, a token or anything else"
+        )
+    assert isinstance(value, str)  # noqa: S101 - is_handle checked it
+    return value
+
+
+def _entries(
+    manager: SessionManager, handle: str | None = None, user: str | None = None,
+    keep: str | None = None,
+) -> list[Revocation]:  # fmt: skip
+    """The revocation entries that end session `handle`, or every session of `user` but
+    `keep`, if the sessions are client-side; refuses when revocations cannot be shared."""
     mode = manager.mode
     if not isinstance(mode, ClientSide):
         return []
-    entries = [mode.revocation(manager, sid) for sid in sessions]
-    if user is not None:
-        entries.append(mode.revocation(manager, user, "user"))
-    return entries
+    if not mode.shares_revocations:
+        raise ConfigurationError(
+            "these client-side sessions have no revocation store (ClientSide(store=None)): "
+            "a revocation would hold in this process only while other replicas accept the "
+            "token; pass ClientSide(..., revocations=<a RevocationStore every replica "
+            "shares>) or a store URL"
+        )
+    if handle is not None:
+        return [mode.revocation(manager, handle)]
+    assert user is not None  # noqa: S101
+    return [mode.revocation(manager, user, "user", keep=keep)]
 
 
 class SessionAdmin:
@@ -68,25 +92,30 @@ class SessionAdmin:
         assert isinstance(store, Store)  # noqa: S101
         return _infos(self.manager, store.list_user(user))
 
-    def revoke(self, session_id: str) -> None:
-        """End the session with public ID `session_id` at its next request."""
-        self.record_revocations(_revocations(self.manager, [session_id]))
+    def revoke(self, session_id: str) -> bool:
+        """End the session with handle `session_id`, whatever its secret is by now, on
+        every replica (client-side: within the staleness bound). Returns whether it was
+        live (listed); ValueError if `session_id` is not a handle at all."""
+        handle = _handle(session_id)
+        entries = _entries(self.manager, handle)
+        live = False
         if self.store is not None:
-            self.store.delete(session_id)
-        self.manager.audit.lifecycle("session.revoked", session_id)
+            live = self.store.load(handle) is not None
+            self.store.delete(handle)
+        self.record_revocations(entries)
+        self.manager.audit.lifecycle("session.revoked", handle)
+        return live
 
     def revoke_user(self, user: str, *, keep: str | None = None) -> int:
-        """End every session of `user` except `keep` (a public ID); returns how many were
-        listed. Client-side without `keep` also refuses every older token of the user,
-        listed or not ("log out everywhere")."""
-        doomed = [] if self.store is None else [
-            key for key, _ in self.store.list_user(user) if key != keep
-        ]  # fmt: skip
-        self.record_revocations(_revocations(self.manager, doomed, None if keep else user))
-        if self.store is not None:
-            self.store.delete_user(user, keep=keep)
-        self.manager.audit.lifecycle("session.revoked_user", None, f"count={len(doomed)}")
-        return len(doomed)
+        """End every session of `user` but the one with handle `keep`; returns how many
+        live sessions it ended. Client-side, every token of the user issued until now is
+        refused, listed or not, except those of `keep`."""
+        keep = None if keep is None else _handle(keep, "keep")
+        entries = _entries(self.manager, user=user, keep=keep)
+        count = 0 if self.store is None else self.store.delete_user(user, keep=keep)
+        self.record_revocations(entries)
+        self.manager.audit.lifecycle("session.revoked_user", None, f"count={count}")
+        return count
 
     def record_revocations(self, entries: Iterable[Revocation]) -> None:
         """Write revocation entries and apply them to this process's copy at once."""
@@ -119,21 +148,24 @@ class AsyncSessionAdmin:
         assert isinstance(store, AsyncStore)  # noqa: S101
         return _infos(self.manager, await store.list_user(user))
 
-    async def revoke(self, session_id: str) -> None:
-        await self.record_revocations(_revocations(self.manager, [session_id]))
+    async def revoke(self, session_id: str) -> bool:
+        handle = _handle(session_id)
+        entries = _entries(self.manager, handle)
+        live = False
         if self.store is not None:
-            await self.store.delete(session_id)
-        self.manager.audit.lifecycle("session.revoked", session_id)
+            live = await self.store.load(handle) is not None
+            await self.store.delete(handle)
+        await self.record_revocations(entries)
+        self.manager.audit.lifecycle("session.revoked", handle)
+        return live
 
     async def revoke_user(self, user: str, *, keep: str | None = None) -> int:
-        doomed = [] if self.store is None else [
-            key for key, _ in await self.store.list_user(user) if key != keep
-        ]  # fmt: skip
-        await self.record_revocations(_revocations(self.manager, doomed, None if keep else user))
-        if self.store is not None:
-            await self.store.delete_user(user, keep=keep)
-        self.manager.audit.lifecycle("session.revoked_user", None, f"count={len(doomed)}")
-        return len(doomed)
+        keep = None if keep is None else _handle(keep, "keep")
+        entries = _entries(self.manager, user=user, keep=keep)
+        count = 0 if self.store is None else await self.store.delete_user(user, keep=keep)
+        await self.record_revocations(entries)
+        self.manager.audit.lifecycle("session.revoked_user", None, f"count={count}")
+        return count
 
     async def record_revocations(self, entries: Iterable[Revocation]) -> None:
         mode = client_mode(self.manager)

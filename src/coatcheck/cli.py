@@ -33,8 +33,6 @@ EXIT_INTERRUPTED = 130
 STORE_ENV = "COATCHECK_STORE"
 KEYS_ENV = "COATCHECK_KEYS"
 MAX_REPLICAS = 16  # processes on one machine; the demo makes its point with 3
-# Public IDs (43 characters) and client-side sids (22): never a cookie value to look up.
-_SESSION_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 _STDIN = "-"  # a token argument of "-": read it from stdin, out of the shell's history
 
 
@@ -136,11 +134,35 @@ def _probe_store(url: str) -> None:
         store.close()
 
 
-def _public_id(value: str) -> str:
-    if _SESSION_ID.fullmatch(value) is None:
-        raise Failure("a session ID is base64url text, as `sessions list` shows it",
-                      EXIT_USAGE)  # fmt: skip
+def _handle(value: str) -> str:
+    from .ids import is_handle
+
+    if not is_handle(value):
+        raise Failure("a session ID is its handle (22 base64url characters), as `sessions "
+                      "list` shows it; never a cookie or token", EXIT_USAGE)  # fmt: skip
     return value
+
+
+def _check_mode(args: argparse.Namespace, rows: list[Any]) -> None:
+    """Refuse to "revoke" client-side sessions as server-side ones: deleting their registry
+    records would hide them from the listing while their tokens keep working."""
+    from .exceptions import StoreCorrupted
+    from .records import decode
+
+    if args.client_side:
+        return
+    for record in rows:
+        try:
+            client = decode(record.data).credentials is None
+        except StoreCorrupted:
+            continue
+        if client:
+            raise Failure(
+                "these are client-side sessions (registry records): revoking them takes a "
+                "revocation entry that every replica checks; run the same command with "
+                "--client-side (keys from $COATCHECK_KEYS or --keys-file). Nothing was revoked.",
+                EXIT_USAGE,
+            )
 
 
 def cmd_sessions_list(args: argparse.Namespace, out: TextIO) -> int:
@@ -153,8 +175,16 @@ def cmd_sessions_list(args: argparse.Namespace, out: TextIO) -> int:
     ]  # fmt: skip
     table = render_table(
         ["id", "created", "last seen", "ip", "user agent"],
-        [[r["id"], _when(r["created_at"]), _when(r["last_seen"]), r["ip"],
-          (r["user_agent"] or "")[:40] or None] for r in rows],  # fmt: skip
+        [
+            [
+                r["id"],
+                _when(r["created_at"]),
+                _when(r["last_seen"]),
+                r["ip"],
+                (r["user_agent"] or "")[:40] or None,
+            ]
+            for r in rows
+        ],  # fmt: skip
     )
     _emit(args, rows, f"{len(rows)} session(s) of {args.user}\n{table}", out)
     return 0
@@ -162,17 +192,21 @@ def cmd_sessions_list(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_sessions_revoke(args: argparse.Namespace, out: TextIO) -> int:
     admin = _admin(args)
-    key = _public_id(args.id)
-    existed = admin.store.load(key) is not None
-    admin.revoke(key)
+    key = _handle(args.id)
+    record = admin.store.load(key)
+    _check_mode(args, [] if record is None else [record])
+    existed = admin.revoke(key)
     text = f"revoked {key}" if existed else f"no live session {key} (nothing to revoke)"
+    if existed and args.client_side:
+        text += "; every replica refuses its tokens from its next revocation sync"
     _emit(args, {"id": key, "revoked": existed}, text, out)
     return 0
 
 
 def cmd_sessions_revoke_user(args: argparse.Namespace, out: TextIO) -> int:
     admin = _admin(args)
-    keep = None if args.keep is None else _public_id(args.keep)
+    keep = None if args.keep is None else _handle(args.keep)
+    _check_mode(args, [record for _, record in admin.store.list_user(args.user)])
     count = admin.revoke_user(args.user, keep=keep)
     _emit(args, {"user": args.user, "revoked": count, "kept": keep},
           f"revoked {count} session(s) of {args.user}", out)  # fmt: skip
@@ -411,45 +445,69 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("--json", action="store_true", help="print JSON instead of tables")
 
     demo = commands.add_parser(
-        "demo", parents=[output], help="run a replicated demo app (or --check every strategy)",
+        "demo",
+        parents=[output],
+        help="run a replicated demo app (or --check every strategy)",
         description="Start N replicas of a demo app behind a load balancer and watch what "
         "happens to sessions. With --check, run a scripted client against every strategy.",
     )
-    demo.add_argument("--strategy", choices=sorted(STRATEGIES),
-                      help="how replicas keep sessions (default: shared; --check: all)")
+    demo.add_argument(
+        "--strategy",
+        choices=sorted(STRATEGIES),
+        help="how replicas keep sessions (default: shared; --check: all)",
+    )
     demo.add_argument("--replicas", type=int, default=3, help="number of replicas (default 3)")
-    demo.add_argument("--port", type=int, default=8000,
-                      help="balancer port on 127.0.0.1 (default 8000; 0: any free port)")
-    demo.add_argument("--store", metavar="URL",
-                      help="shared store: sqlite:///path, redis://..., postgresql://... "
-                      "(default: a SQLite file in a temporary directory)")
-    demo.add_argument("--encrypted", action="store_true",
-                      help="client and header strategies: encrypted tokens (JWE), not signed")
-    demo.add_argument("--check", action="store_true",
-                      help="run the scripted client against each strategy and judge it")
-    demo.add_argument("--requests", type=int, default=100,
-                      help="--check: cart requests per strategy (default 100)")
+    demo.add_argument(
+        "--port",
+        type=int,
+        default=8000,
+        help="balancer port on 127.0.0.1 (default 8000; 0: any free port)",
+    )
+    demo.add_argument(
+        "--store",
+        metavar="URL",
+        help="shared store: sqlite:///path, redis://..., postgresql://... "
+        "(default: a SQLite file in a temporary directory)",
+    )
+    demo.add_argument(
+        "--encrypted",
+        action="store_true",
+        help="client and header strategies: encrypted tokens (JWE), not signed",
+    )
+    demo.add_argument(
+        "--check",
+        action="store_true",
+        help="run the scripted client against each strategy and judge it",
+    )
+    demo.add_argument(
+        "--requests",
+        type=int,
+        default=100,
+        help="--check: cart requests per strategy (default 100)",
+    )
     demo.add_argument("--plot", metavar="FILE.png", help="--check: also draw a chart")
     demo.add_argument("--exit-with-parent", action="store_true", help=argparse.SUPPRESS)
     demo.set_defaults(handler=cmd_demo)
 
     key_source = argparse.ArgumentParser(add_help=False)
-    key_source.add_argument("--keys-file", metavar="PATH",
-                            help=f"key file (default: the keys in ${KEYS_ENV})")
+    key_source.add_argument(
+        "--keys-file", metavar="PATH", help=f"key file (default: the keys in ${KEYS_ENV})"
+    )
     store = argparse.ArgumentParser(add_help=False, parents=[output])
-    store.add_argument("--store", metavar="URL",
-                       help=f"session store URL (default: ${STORE_ENV})")
+    store.add_argument("--store", metavar="URL", help=f"session store URL (default: ${STORE_ENV})")
     session_store = argparse.ArgumentParser(add_help=False, parents=[store, key_source])
     session_store.add_argument(
-        "--client-side", action="store_true",
+        "--client-side",
+        action="store_true",
         help="the store is the registry of client-side sessions: revocations also go to "
         "its revocation list (needs the keys)",
     )
     sessions = commands.add_parser("sessions", help="list and revoke sessions in a store")
     actions = sessions.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = actions.add_parser("list", parents=[session_store], help="a user's live sessions")
-    listing.add_argument("--user", required=True,
-                         help="whose sessions (stores index sessions per user)")
+    listing.add_argument(
+        "--user", required=True, help="whose sessions (stores index sessions per user)"
+    )
     listing.set_defaults(handler=cmd_sessions_list)
     revoke = actions.add_parser("revoke", parents=[session_store], help="end one session by its ID")
     revoke.add_argument("id", help="public session ID, as `sessions list` shows it")
@@ -467,14 +525,18 @@ def build_parser() -> argparse.ArgumentParser:
     new = key_actions.add_parser("new", parents=[output], help="print a new key")
     new.add_argument("--count", type=int, default=1, help="how many keys (default 1)")
     new.set_defaults(handler=cmd_keys_new)
-    check = key_actions.add_parser("check", parents=[output, key_source],
-                                   help="validate the configured keys (never prints them)")
+    check = key_actions.add_parser(
+        "check",
+        parents=[output, key_source],
+        help="validate the configured keys (never prints them)",
+    )
     check.set_defaults(handler=cmd_keys_check)
 
     token = commands.add_parser("token", help="look inside a client-side session token")
     token_actions = token.add_subparsers(dest="action", required=True, metavar="ACTION")
     inspect = token_actions.add_parser(
-        "inspect", parents=[key_source, store],
+        "inspect",
+        parents=[key_source, store],
         help="verify a token with the configured keys; print header, claims, deadlines "
         "and (with a store) whether it is revoked",
     )

@@ -11,27 +11,31 @@ added on the side, off the hot path:
 - a **revocation list**: `logout()`, `SessionAdmin.revoke` and "log out everywhere" write
   entries that every replica picks up within `staleness` seconds (0: checked every request).
 
-Claims (all times are NumericDates): `sid` (128 random bits, the session's public ID),
-`sub` (the user), `iat` (when the session began, kept across re-issues), `exp` (absolute
-deadline), `idl` (idle deadline), `auth_time`, `rot` (when the sid last rotated), `dat`
-(the session data), `csrf`, `per` (persistent cookie). A token that fails verification, is
+Claims (all times are NumericDates): `sid` (the session's handle: 128 random bits, kept
+from creation to logout or login), `sub` (the user), `iat` (when the session began, in
+milliseconds, kept across re-issues), `exp` (absolute deadline), `idl` (idle deadline),
+`auth_time`, `rot` (when the token was last renewed), `gen` (how many times `regenerate()`
+replaced the session's tokens; absent for 0), `dat` (the session data), `csrf`, `per`
+(persistent cookie). A token that fails verification, is
 past a deadline, or is revoked is treated as no session and logged on `coatcheck.security`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import secrets
+import math
 import sys
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from .exceptions import ConfigurationError, InvalidToken
-from .ids import is_wellformed, public_id
+from .exceptions import ConfigurationError, InvalidToken, StoreCorrupted
+from .ids import handle_of, is_handle, is_wellformed, new_handle
 from .keys import KeyRing
 from .plans import NOTHING, STALE, Commit, Opening, Write
-from .records import encode
+from .records import decode, encode
 from .revocation import (
+    REVOKED,
+    SUPERSEDED,
     AsyncMemoryRevocationStore,
     AsyncRevocationStore,
     AsyncSQLiteRevocationStore,
@@ -50,8 +54,6 @@ if TYPE_CHECKING:
     from .stores.base import Record
 
 __all__ = ["ClientSide"]
-
-SID_BYTES = 16  # 128 bits
 
 
 class ClientSide:
@@ -185,13 +187,13 @@ class ClientSide:
     # -- decisions (no I/O) --------------------------------------------------------------
 
     def open(self, manager: SessionManager, opening: Opening) -> Opening:
-        """Verify the token of `opening`; an invalid one becomes no session."""
+        """Verify the token of `opening`; an invalid or revoked one becomes no session."""
         token = opening.secret
         assert token is not None  # noqa: S101 - called only when the request carried one
         if "." not in token:
-            # A server-side session ID: migrate it if the registry store also holds it.
+            # A server-side session secret: migrate it if the registry store also holds it.
             if is_wellformed(token) and self._store is not None:
-                return opening._replace(key=public_id(token))
+                return opening._replace(key=handle_of(token))
             manager.audit.security("token.malformed", token)
             return opening._replace(secret=None)
         try:
@@ -199,19 +201,26 @@ class ClientSide:
             claims = decoded.claims
             check_times(claims, now=opening.now, leeway=self.leeway)
             sid, user, iat = claims["sid"], claims.get("sub"), float(claims["iat"])
-            if not isinstance(sid, str) or not isinstance(claims.get("dat", {}), dict):
+            generation = claims.get("gen", 0)
+            if (
+                not is_handle(sid)
+                or not isinstance(claims.get("dat", {}), dict)
+                or generation.__class__ is not int
+            ):
                 raise InvalidToken("token claims have the wrong types")
             if user is not None and not isinstance(user, str):
                 raise InvalidToken("token sub is not a string")
         except (InvalidToken, KeyError, TypeError, ValueError) as exc:
             manager.audit.security("token.invalid", token, _reason(exc))
             return opening._replace(secret=None)
-        if self.revocation_list.is_revoked(sid, user, iat, opening.now):
+        verdict = self.revocation_list.check(sid, user, iat, generation, opening.now)
+        if verdict == REVOKED:
             manager.audit.security("token.revoked", sid)
             return opening._replace(secret=None)
         return Opening(
             opening.request, opening.now, None, opening.transport, token,
             presented=True, claims=claims, reissue=not decoded.is_current,
+            superseded=verdict == SUPERSEDED,
         )  # fmt: skip
 
     def attach(self, manager: SessionManager, opening: Opening) -> Session:
@@ -240,6 +249,8 @@ class ClientSide:
         )
         session.transport = opening.transport
         session.request = request
+        session._generation = claims.get("gen", 0)
+        session._superseded = opening.superseded
         if lifetimes.needs_renewal(now=now, rotated_at=session.rotated_at):
             session.rotate = "renewal"
         elif opening.reissue:
@@ -249,17 +260,24 @@ class ClientSide:
         return session
 
     def commit(self, manager: SessionManager, session: Session) -> Commit:
-        """The token to issue, the registry write and the revocations `session` needs."""
+        """The token to issue, the registry write and the revocations `session` needs.
+
+        The token's `sid` is the session's handle: renewal and `regenerate()` keep it (the
+        latter advances `gen`, and the older generation is refused after the grace
+        window), `login()` and logout end it with a revocation entry that outlives every
+        token of it. The registry record is written whenever an issued token's idle
+        deadline moves (at most once per `touch_interval`: in between, tokens keep the
+        deadline they had), so it lives as long as any token of the session is accepted.
+        """
         lifetimes = manager.lifetimes
         now = session._now
         if session.ended:
             if session.is_new:
                 return Commit(clear=session.client_stale)
             manager.audit.lifecycle("session.logout", session.id)
-            expires = session.created_at + lifetimes.absolute + self.leeway
             return Commit(
                 deletes=(session.id,) if self._has_registry else (),
-                revocations=(Revocation("sid", session.id, now, expires),),
+                revocations=(self.revocation(manager, session.id),),
                 clear=True,
             )
         if not session.modified:
@@ -267,31 +285,30 @@ class ClientSide:
 
         old_sid = session.id
         revocations: tuple[Revocation, ...] = ()
-        # Renewal re-issues the token (new `rot`, fresh deadlines) under the same sid: an
-        # old token dies at its own idle deadline, so a revocation entry would add nothing.
-        # `regenerate()` and `login()` give a new sid and revoke the old one, after the
-        # grace window or (login, the fixation defence) at once.
-        rotated = session.rotate in ("login", "regenerate") and not session.is_new
-        if rotated:
-            grace = 0.0 if session.rotate == "login" else lifetimes.grace
-            old_deadline = min(session.created_at + lifetimes.absolute,
-                               session.last_seen + lifetimes.idle)  # fmt: skip
-            revocations = (Revocation("sid", old_sid, now + grace, old_deadline + self.leeway),)
-            session.id = _new_sid()
+        login = session.rotate == "login" and not session.is_new
+        if login:
+            revocations = (self.revocation(manager, old_sid),)
+            session.id = new_handle()
+            session._generation = 0
         elif session.is_new:
-            session.id = _new_sid()
+            session.id = new_handle()
+        elif session.rotate == "regenerate":
+            session._generation += 1
+            revocations = (self.revocation(manager, old_sid, generation=session._generation),)
         if session.rotate is not None:
             session.rotated_at = now
-        session.last_seen = now
+        touched = session.is_new or now - session.last_seen >= lifetimes.touch_interval
+        if touched:
+            session.last_seen = now
         token = self.codec.encode(self._claims(manager, session))
         write = None
-        if self._has_registry and (session.is_new or rotated or session.meta_changed):
-            ttl = lifetimes.ttl(now=now, created_at=session.created_at)
+        if self._has_registry and (touched or login or session.meta_changed):
+            ttl = lifetimes.ttl(now=now, created_at=session.created_at) + self.leeway
             data = encode(session, data={})
             if session.is_new:
                 write = Write(session.id, data, 0, ttl, session.user)
                 manager.audit.lifecycle("session.created", session.id)
-            elif rotated:
+            elif login:
                 write = Write(session.id, data, STALE, ttl, session.user, replaces=old_sid)
             else:
                 write = Write(session.id, data, STALE, ttl, session.user)
@@ -307,22 +324,41 @@ class ClientSide:
     def rebase(
         self, manager: SessionManager, session: Session, write: Write, record: Record | None
     ) -> Write | None:
-        """Registry writes carry no known version: take the stored one. A registry record
-        that is gone (never written, or purged) is created again."""
+        """Registry writes carry no known version: take the stored one, and keep the later
+        of the two `last_seen`. A registry record that is gone was deleted by a logout or a
+        revocation: it is not created again (the session's tokens are revoked)."""
         if record is None:
-            return write._replace(version=0, replaces=None)
+            if write.version == 0:  # a new session's record, not written yet
+                return write
+            manager.audit.lifecycle("session.vanished", session.id)
+            return None
+        if write.version == 0:
+            return None  # its handle is taken: never happens with 128 random bits
+        try:
+            seen = decode(record.data).last_seen
+        except StoreCorrupted:
+            return write._replace(version=record.version)
+        if seen > session.last_seen:
+            saved = session.last_seen
+            session.last_seen = seen
+            write = write._replace(data=encode(session, data={}))
+            session.last_seen = saved
         return write._replace(version=record.version)
 
     def _claims(self, manager: SessionManager, session: Session) -> dict[str, Any]:
         lifetimes = manager.lifetimes
         claims: dict[str, Any] = {
             "sid": session.id,
-            "iat": int(session.created_at),
+            # Milliseconds: "log out everywhere" refuses tokens issued before it, and a
+            # login in the same second as the revocation must not be one of them.
+            "iat": math.floor(session.created_at * 1000) / 1000,
             "exp": int(session.created_at + lifetimes.absolute),
             "idl": int(session.last_seen + lifetimes.idle),
             "rot": int(session.rotated_at),
             "dat": session.data(),
         }
+        if session._generation:
+            claims["gen"] = session._generation
         if session.user is not None:
             claims["sub"] = session.user
         if session.authenticated_at is not None:
@@ -334,21 +370,32 @@ class ClientSide:
         return claims
 
     def revocation(
-        self, manager: SessionManager, subject: str, kind: Literal["sid", "user"] = "sid"
+        self,
+        manager: SessionManager,
+        subject: str,
+        kind: Literal["sid", "user"] = "sid",
+        *,
+        keep: str | None = None,
+        generation: int | None = None,
     ) -> Revocation:
-        """The entry that revokes session `subject` (or, with kind "user", every token of
-        user `subject`) from now until any token it covers has expired anyway."""
+        """The entry that ends session `subject` (kind "user": every session of user
+        `subject` but `keep`; with a `generation`, only the session's older tokens, after
+        the grace window), kept until every token it covers has expired anyway: tokens
+        never outlive their session's absolute deadline, which began at the latest now."""
         now = manager.clock()
-        return Revocation(kind, subject, now, now + manager.lifetimes.absolute + self.leeway)
+        at = now + manager.lifetimes.grace if generation is not None else now
+        expires = now + manager.lifetimes.absolute + self.leeway
+        return Revocation(kind, subject, at, expires, keep, generation)
+
+    @property
+    def shares_revocations(self) -> bool:
+        """Whether revocations reach every replica (a revocation store is configured);
+        without one they hold in this process only."""
+        return self._revocations is not None or self._async_revocations is not None
 
     @property
     def _has_registry(self) -> bool:
         return self._store is not None or self._async_store is not None
-
-
-
-def _new_sid() -> str:
-    return secrets.token_urlsafe(SID_BYTES)
 
 
 def _opt_float(value: object) -> float | None:

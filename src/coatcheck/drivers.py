@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from .admin import AsyncSessionAdmin, SessionAdmin, client_mode
 from .exceptions import StoreError
-from .manager import Opening, SessionManager, Write
+from .manager import SessionManager, Write
 from .request import RequestInfo
 from .session import Session
 from .stores.base import AsyncStore, Store
@@ -38,11 +38,9 @@ def open_session(
         if client.revocation_list.due(now, client.staleness):
             entries, cursor = client.revocations.changes(client.revocation_list.cursor)
             client.revocation_list.apply(entries, cursor, now)
-    result: Session | Opening = manager.open(request)
-    while isinstance(result, Opening):
-        record = None if result.key is None or store is None else store.load(result.key)
-        result = manager.attach(result, record)
-    return result
+    opening = manager.open(request)
+    record = None if opening.key is None or store is None else store.load(opening.key)
+    return manager.attach(opening, record)
 
 
 def commit_session(
@@ -77,7 +75,7 @@ def _apply(store: Store, write: Write) -> bool:
         )
     return store.rotate(
         write.replaces, write.key, write.data, version=write.version, ttl=write.ttl,
-        user=write.user, alias=write.alias, alias_ttl=write.alias_ttl,
+        user=write.user, alias=None, alias_ttl=0.0,
     )  # fmt: skip
 
 
@@ -93,11 +91,9 @@ async def aopen_session(
         if client.revocation_list.due(now, client.staleness):
             entries, cursor = await client.async_revocations.changes(client.revocation_list.cursor)
             client.revocation_list.apply(entries, cursor, now)
-    result: Session | Opening = manager.open(request)
-    while isinstance(result, Opening):
-        record = None if result.key is None or store is None else await store.load(result.key)
-        result = manager.attach(result, record)
-    return result
+    opening = manager.open(request)
+    record = None if opening.key is None or store is None else await store.load(opening.key)
+    return manager.attach(opening, record)
 
 
 async def acommit_session(
@@ -132,5 +128,5 @@ async def _aapply(store: AsyncStore, write: Write) -> bool:
         )
     return await store.rotate(
         write.replaces, write.key, write.data, version=write.version, ttl=write.ttl,
-        user=write.user, alias=write.alias, alias_ttl=write.alias_ttl,
+        user=write.user, alias=None, alias_ttl=0.0,
     )  # fmt: skip

@@ -1,10 +1,19 @@
-"""Session IDs: the secret the client carries and the public handle derived from it.
+"""Session secrets and handles: what the client carries and what everyone else may see.
 
-A session ID is 256 bits from `secrets`, written as 43 base64url characters. It is the
-secret: whoever holds it holds the session. The store never sees it: records are keyed by
-the *public ID*, the SHA-256 of the secret (also base64url, 43 characters). A store dump,
-a log line or an admin page that shows public IDs therefore holds no usable cookie, and a
-public ID cannot be turned back into the secret.
+A session has two names, never confused:
+
+- its **handle**: 128 random bits (22 base64url characters), given when the session begins
+  and kept until it ends. Renewal and `regenerate()` never change it; `login()` and logout
+  end it. It is what listings show, what logs correlate, what `revoke()` takes and what the
+  store keys the record by. It opens nothing on its own.
+- its **secret**: the handle followed by a 256-bit verifier (65 characters in all), carried
+  by the cookie or header. The store keeps only the SHA-256 of the current secret (and of
+  the previous one during a renewal's grace window), so a store dump holds no usable cookie,
+  and a presented secret is checked against that hash in constant time.
+
+This is the split-token pattern: the handle selects the record, the verifier proves
+possession. Because the record's key never moves, ending a session is one delete that no
+concurrent renewal can dodge.
 """
 
 from __future__ import annotations
@@ -15,33 +24,61 @@ import hmac
 import re
 import secrets
 
-__all__ = ["ID_LENGTH", "is_wellformed", "log_hash", "new_id", "public_id"]
+__all__ = [
+    "HANDLE_LENGTH",
+    "SECRET_LENGTH",
+    "handle_of",
+    "is_handle",
+    "is_wellformed",
+    "log_hash",
+    "new_handle",
+    "new_secret",
+    "verifier_hash",
+]
 
-ID_BYTES = 32  # 256 bits
-ID_LENGTH = 43  # base64url of 32 bytes, unpadded
-_WELLFORMED = re.compile(r"[A-Za-z0-9_-]{43}")
+HANDLE_BYTES = 16  # 128 bits: unique, and guessing one gains nothing without a verifier
+HANDLE_LENGTH = 22  # base64url of 16 bytes, unpadded
+VERIFIER_BYTES = 32  # 256 bits
+SECRET_LENGTH = HANDLE_LENGTH + 43  # + base64url of 32 bytes
+_SECRET = re.compile(r"[A-Za-z0-9_-]{65}")
+_HANDLE = re.compile(r"[A-Za-z0-9_-]{22}")
 
 
-def new_id() -> str:
-    """A fresh session ID: 256 bits from the operating system's CSPRNG."""
-    return secrets.token_urlsafe(ID_BYTES)
+def new_handle() -> str:
+    """A fresh session handle: 128 bits from the operating system's CSPRNG."""
+    return secrets.token_urlsafe(HANDLE_BYTES)
+
+
+def new_secret(handle: str | None = None) -> str:
+    """A fresh secret for session `handle` (a new session if None): 256 new CSPRNG bits."""
+    return (handle or new_handle()) + secrets.token_urlsafe(VERIFIER_BYTES)
 
 
 def is_wellformed(value: str) -> bool:
-    """Whether `value` has the length and alphabet of a session ID.
+    """Whether `value` has the length and alphabet of a session secret.
 
     Checked before anything reaches a store, so a crafted cookie can never become a store
     query of unexpected size or content.
     """
-    return len(value) == ID_LENGTH and _WELLFORMED.fullmatch(value) is not None
+    return len(value) == SECRET_LENGTH and _SECRET.fullmatch(value) is not None
+
+
+def is_handle(value: object) -> bool:
+    """Whether `value` has the length and alphabet of a session handle."""
+    return isinstance(value, str) and len(value) == HANDLE_LENGTH and bool(_HANDLE.fullmatch(value))
+
+
+def handle_of(secret: str) -> str:
+    """The handle of a well-formed secret (its first 22 characters)."""
+    return secret[:HANDLE_LENGTH]
 
 
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
-def public_id(session_id: str) -> str:
-    """The public handle of a session ID: base64url(SHA-256(id)), the key it is stored under."""
-    digest = hashlib.sha256(session_id.encode("ascii")).digest()
+def verifier_hash(secret: str) -> str:
+    """What the store keeps of a secret: base64url(SHA-256(secret)), 43 characters."""
+    digest = hashlib.sha256(secret.encode("ascii")).digest()
     # binascii directly: `base64.urlsafe_b64encode` costs four times as much (every request).
     return binascii.b2a_base64(digest, newline=False)[:43].translate(_URLSAFE).decode("ascii")
 

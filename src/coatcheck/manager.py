@@ -17,6 +17,7 @@ and async drivers, every adapter, and tests that need no server::
 
 from __future__ import annotations
 
+import hmac
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -26,7 +27,7 @@ from . import csrf, records
 from .audit import Audit
 from .clientside import ClientSide
 from .exceptions import ConfigurationError, StoreCorrupted
-from .ids import is_wellformed, new_id, public_id
+from .ids import handle_of, is_wellformed, new_secret, verifier_hash
 from .plans import CLEAR, NOTHING, STALE, Commit, Opening, Write
 from .policy import RENEW, TOUCH, Expiry, Lifetimes
 from .request import RequestInfo
@@ -37,8 +38,8 @@ from .transports import Cookie, Transport
 
 __all__ = ["STALE", "Commit", "Opening", "ServerSide", "SessionManager", "Write"]
 
-MAX_ALIAS_HOPS = 3
 _new_tuple = tuple.__new__
+_same = hmac.compare_digest
 
 
 class ServerSide:
@@ -49,8 +50,11 @@ class ServerSide:
     The default is the embedded SQLite store in `./sessions.db`.
 
     `migrate_from=ClientSide(keys, ...)` accepts the tokens of an app that used client-side
-    sessions until now: a valid token becomes a server-side session (same data, same user)
-    and the client gets a new ID, so switching modes logs no one out.
+    sessions until now: a valid token becomes a server-side session (same data, same user,
+    and the token's `sid` as its handle) and the client gets a server-side secret, so
+    switching modes logs no one out. The token is then revoked, so that ClientSide needs a
+    revocation store every replica shares (a store URL, or `revocations=`): a token
+    migrated and logged out on one replica must not be migrated again on another.
     """
 
     __slots__ = ("_async", "_sync", "migrate_from")
@@ -61,6 +65,13 @@ class ServerSide:
         *,
         migrate_from: ClientSide | None = None,
     ) -> None:
+        if migrate_from is not None and not migrate_from.shares_revocations:
+            raise ConfigurationError(
+                "ServerSide(migrate_from=ClientSide(...)) revokes each token it migrates, "
+                "and every replica must see that: give the ClientSide a revocation store "
+                "they share, e.g. ClientSide(keys, store='redis://...') or "
+                "ClientSide(keys, store=None, revocations=RedisRevocationStore(...))"
+            )
         self.migrate_from = migrate_from
         self._sync: Store | None = None
         self._async: AsyncStore | None = None
@@ -95,10 +106,8 @@ class ServerSide:
         return self._async
 
 
-
-
 class SessionManager:
-    """Opens, commits and rotates sessions; configuration is validated here, once.
+    """Opens, commits and renews sessions; configuration is validated here, once.
 
     `mode` chooses where sessions live (`ServerSide(store=...)`), `transport` how the ID
     travels (`Cookie(...)`, `Header(...)`, or several: a request is answered in the
@@ -169,25 +178,27 @@ class SessionManager:
         if not secret:
             return Opening(request, now, None, transport)
         if isinstance(self.mode, ClientSide):
-            opening = Opening(request, now, None, transport, secret, 0, True)
+            opening = Opening(request, now, None, transport, secret, True)
             return self.mode.open(self, opening)
         if "." in secret and self.mode.migrate_from is not None:
-            opening = Opening(request, now, None, transport, secret, 0, True)
+            opening = Opening(request, now, None, transport, secret, True)
             return self.mode.migrate_from.open(self, opening)
         if not is_wellformed(secret):
             self.audit.security("session.malformed", secret)
             return Opening(request, now, None, transport, presented=True)
         # tuple.__new__ with every field: a NamedTuple's own __new__ is one Python call more.
         return _new_tuple(
-            Opening, (request, now, public_id(secret), transport, secret, 0, True, None, False)
+            Opening, (request, now, handle_of(secret), transport, secret, True, None, False, False)
         )
 
-    def attach(self, opening: Opening, record: Record | None) -> Session | Opening:
+    def attach(self, opening: Opening, record: Record | None) -> Session:
         """The session for a request, given the record stored under `opening.key`.
 
-        Unknown, expired or unreadable records give a fresh session with a new ID (strict
-        mode: no ID is ever taken from the client) and a security log line. An alias left
-        by a rotation returns the `Opening` of the record it points to, to load next.
+        Unknown, expired or unreadable records, and secrets that do not match the record's
+        verifier (a guessed or forged handle, a secret replaced longer ago than the grace
+        window), give a fresh session with a new handle (strict mode: nothing is ever taken
+        from the client) and a security log line. The record itself is left alone: a
+        presented handle proves nothing, so it cannot end anyone's session.
         """
         if opening.claims is not None:
             if isinstance(self.mode, ClientSide):
@@ -204,12 +215,22 @@ class SessionManager:
         except StoreCorrupted:
             self.audit.security("session.corrupted", opening.key)
             return self._fresh(opening, stale=opening.key)
-        if isinstance(stored, records.Alias):
-            if opening.hops >= MAX_ALIAS_HOPS:
-                self.audit.security("session.alias_loop", opening.key)
-                return self._fresh(opening)
-            return opening._replace(key=stored.target, secret=None, hops=opening.hops + 1)
         now = opening.now
+        credentials = stored.credentials
+        superseded = False
+        if credentials is None:  # a client-side registry record: no secret opens it
+            self.audit.security("session.unknown", opening.key)
+            return self._fresh(opening)
+        presented = verifier_hash(opening.secret or "")
+        if not _same(presented, credentials.verifier):
+            if not (
+                credentials.previous is not None
+                and now < credentials.previous_until
+                and _same(presented, credentials.previous)
+            ):
+                self.audit.security("session.mismatch", opening.key)
+                return self._fresh(opening)
+            superseded = True
         due = self.lifetimes.assess(now, stored.created_at, stored.last_seen, stored.rotated_at)
         if due.__class__ is Expiry:
             self.audit.security("session.expired", opening.key, f"reason={due.value}")
@@ -222,6 +243,8 @@ class SessionManager:
             stored.persistent, stored.csrf_secret, record.version, "server",
             opening.transport, request,
         )  # fmt: skip
+        session._credentials = credentials
+        session._superseded = superseded
         if isinstance(self.mode, ClientSide):
             # A server-side session arriving at a client-side manager: migrate it.
             session.mode = "client"
@@ -230,7 +253,7 @@ class SessionManager:
             session.meta_changed = True
             self.audit.lifecycle("session.migrated", opening.key, "to=client")
             return session
-        if due is RENEW:
+        if due is RENEW and not superseded:
             session.rotate = "renewal"
         elif due is TOUCH:
             session.meta_changed = True
@@ -238,11 +261,14 @@ class SessionManager:
 
     def _migrate(self, session: Session) -> Session:
         """A client-side session arriving at a server-side manager: a new server-side
-        session with the same data and metadata, saved under a new ID by the commit."""
+        session with the same data and metadata, under the token's handle (`sid`).
+
+        Its record is created only if the handle is free, so of two replicas migrating the
+        same token at once only one succeeds, and the token is revoked in the client mode's
+        shared revocation store, so it is not migrated again (after a logout, say)."""
         self.audit.lifecycle("session.migrated", session.id, "to=server")
-        session.migrated_sid = session.stale_key = session.id  # its registry entry goes too
-        secret = new_id()
-        session._rekey(secret, public_id(secret))
+        session.migrated_sid = session.id
+        session._rekey(new_secret(session.id))
         session.mode = "server"
         session.is_new = True
         session.rotate = None
@@ -250,11 +276,11 @@ class SessionManager:
         return session
 
     def _fresh(self, opening: Opening, *, stale: str | None = None) -> Session:
-        secret = new_id()
+        secret = new_secret()
         now = opening.now
         request = opening.request
         session = Session(
-            {}, secret, public_id(secret), True, now, now, now, now, None, None,
+            {}, secret, handle_of(secret), True, now, now, now, now, None, None,
             request.client_ip, FROM_REQUEST, False, None, 0, "server",
             opening.transport, request,
         )  # fmt: skip
@@ -288,7 +314,9 @@ class SessionManager:
         """The store operations and cookie change that the request's use of `session` needs.
 
         Nothing is written for a session that did not change, unless `last_seen` is due for
-        its periodic refresh or the ID for rotation.
+        its periodic refresh or the secret for renewal. Every write of an existing session
+        is a compare-and-set on its handle's record, so a logout or revocation (a delete of
+        that record) is never undone by a concurrent request: its write finds no record.
         """
         if isinstance(self.mode, ClientSide):
             return self.mode.commit(self, session)
@@ -299,9 +327,8 @@ class SessionManager:
                 self.audit.lifecycle("session.logout", session.id)
             if not (session.data() or session.user is not None or session.csrf_secret):
                 return Commit(deletes=deletes, clear=not session.is_new or session.client_stale)
-            # Used again after it ended: a new session, under an ID never sent before.
-            secret = new_id()
-            session._rekey(secret, public_id(secret))
+            # Used again after it ended: a new session, under a handle never sent before.
+            session._rekey(new_secret())
             session.created_at = session.rotated_at = session._now
             session.is_new = True
         elif not session.modified:
@@ -316,26 +343,40 @@ class SessionManager:
         revoke_user = session.user if session.logout_others else None
         # Write and Commit are built with positional arguments: the NamedTuples cost a third
         # more with keywords, and a request that writes builds both.
-        if session.is_new:
+        if session.rotate == "login":
+            # A privilege change ends the handle: the record moves to a new one, and every
+            # secret of the old handle dies with it (no grace window).
+            secret = new_secret()
+            session.rotated_at = now
+            replaces = None if session.is_new else session.id
             write = Write(
-                session.id, records.encode(session), 0, ttl, session.user,
-                changes, None, None, 0.0, session.secret,
+                handle_of(secret),
+                records.encode(session, None, _new_credentials(secret)),
+                0 if session.is_new else session.version, ttl, session.user, changes,
+                replaces, secret,
+            )  # fmt: skip
+            if session.is_new:
+                self.audit.lifecycle("session.created", handle_of(secret))
+        elif session.is_new:
+            write = Write(
+                session.id, records.encode(session, None, _new_credentials(session.secret)),
+                0, ttl, session.user, changes, None, session.secret,
             )  # fmt: skip
             self.audit.lifecycle("session.created", session.id)
         elif session.rotate is not None:
-            secret = new_id()
+            # Renewal and regenerate(): a new secret for the same handle; the one it
+            # replaces still opens the record for the grace window.
+            secret = new_secret(session.id)
             session.rotated_at = now
-            alias = None if session.rotate == "login" else records.encode_alias(public_id(secret))
             write = Write(
-                public_id(secret), records.encode(session), session.version, ttl, session.user,
-                changes, replaces=session.id, alias=alias, alias_ttl=self.lifetimes.grace,
-                issue=secret,
+                session.id, records.encode(session, None, self._renewed(session, secret, now)),
+                session.version, ttl, session.user, changes, None, secret,
             )  # fmt: skip
         else:
             write = Write(
-                session.id, records.encode(session), session.version, ttl, session.user,
-                changes, None, None, 0.0,
-                session.secret if session.reissue and session.secret else None,
+                session.id, records.encode(session, None, session._credentials),
+                session.version, ttl, session.user, changes, None,
+                session.secret if session.reissue and not session._superseded else None,
             )  # fmt: skip
         if session.migrated_sid is None:
             return Commit(write, deletes, revoke_user)
@@ -345,13 +386,22 @@ class SessionManager:
         return Commit(write, deletes, revoke_user,
                       revocations=(client.revocation(self, session.migrated_sid),))  # fmt: skip
 
+    def _renewed(self, session: Session, secret: str, now: float) -> records.Credentials:
+        """The credentials of `session` once `secret` replaces the one it was loaded with."""
+        old = session._credentials
+        assert old is not None  # noqa: S101 - every loaded server-side session has them
+        return records.Credentials(verifier_hash(secret), old.verifier, now + self.lifetimes.grace)
+
     def rebase(self, session: Session, write: Write, record: Record | None) -> Write | None:
         """Redo `write` on top of `record`, the current record under `write.source`, after
         the store refused it for a version conflict.
 
         The keys this request changed are applied to the fresh data, so writes to distinct
         keys all survive and the same key ends as the last commit. Returns None when the
-        session was deleted meanwhile (logout or revocation elsewhere): it is not recreated.
+        record is gone (logout or revocation elsewhere: the session is not recreated) or
+        when a new record's handle is taken (a concurrent migration of the same token won).
+        If another request renewed the secret meanwhile, its secret stays the current one
+        and this write hands out none.
         """
         if isinstance(self.mode, ClientSide):
             return self.mode.rebase(self, session, write, record)
@@ -362,30 +412,41 @@ class SessionManager:
             stored = records.decode(record.data)
         except StoreCorrupted:
             return None
-        if isinstance(stored, records.Alias):
-            if write.replaces is not None and session.rotate == "renewal":
-                # Another request renewed the ID first: keep its ID, add our changes to it.
-                return write._replace(key=stored.target, replaces=None, alias=None,
-                               version=STALE, issue=None)  # fmt: skip
-            if write.replaces is not None:
-                return write._replace(replaces=stored.target, version=STALE)
-            return write._replace(key=stored.target, version=STALE)
+        if write.version == 0:
+            # A migrated token's handle may still hold its registry record (registry and
+            # sessions in one store): replace it, compared on its version, so that of two
+            # replicas migrating one token only one succeeds.
+            if stored.credentials is None and session.migrated_sid == write.key:
+                return write._replace(version=record.version)
+            return None
+        if stored.credentials is None:
+            return None
         data = dict(stored.data)
         for key, value in write.changes.items():
             if value is DELETED:
                 data.pop(key, None)
             else:
                 data[key] = value
-        rotated = write.replaces is not None
+        login = write.replaces is not None
+        credentials = stored.credentials
+        issue = write.issue
+        renewed = False
+        if login:
+            credentials = _new_credentials(write.issue or "")
+        elif credentials.verifier != (session._credentials or credentials).verifier:
+            issue = None  # renewed by another request meanwhile: its secret is the current one
+        elif write.issue is not None and session.rotate is not None:
+            credentials = self._renewed(session, write.issue, session._now)
+            renewed = True
         doc: dict[str, Any] = {
             "d": data,
-            "c": session.created_at if session.rotate == "login" else stored.created_at,
+            "c": session.created_at if login else stored.created_at,
             "s": max(session.last_seen, stored.last_seen),
-            "r": session.rotated_at if rotated else stored.rotated_at,
+            "r": session.rotated_at if login or renewed else stored.rotated_at,
         }
-        user = session.user if rotated else stored.user
-        auth = session.authenticated_at if rotated else stored.authenticated_at
-        csrf_secret = stored.csrf_secret or session.csrf_secret
+        user = session.user if login else stored.user
+        auth = session.authenticated_at if login else stored.authenticated_at
+        csrf_secret = session.csrf_secret if login else stored.csrf_secret or session.csrf_secret
         persistent = session.persistent if session.meta_changed else stored.persistent
         for name, value in (("u", user), ("a", auth), ("ip", session.ip),
                             ("ua", session.user_agent), ("x", csrf_secret)):  # fmt: skip
@@ -393,7 +454,10 @@ class SessionManager:
                 doc[name] = value
         if persistent:
             doc["p"] = 1
-        return write._replace(data=records.dumps(doc), version=record.version, user=user)
+        records.put_credentials(doc, credentials)
+        return write._replace(
+            data=records.dumps(doc), version=record.version, user=user, issue=issue
+        )
 
     def finish(
         self, session: Session, commit: Commit, write: Write | None
@@ -418,12 +482,12 @@ class SessionManager:
         elif commit.clear:
             headers += transport.forget(request=request)
         elif write is not None and write.issue is not None:
-            if write.replaces is not None:
+            if write.issue != session.secret:
                 self.audit.lifecycle(
-                    "session.login" if session.rotate == "login" else "session.rotated",
-                    write.replaces, f"new={self.audit.hash(write.key)}",
+                    "session.login" if write.replaces is not None else "session.rotated",
+                    session.id, f"new={self.audit.hash(write.key)}",
                 )  # fmt: skip
-                session._rekey(write.issue, write.key)
+                session._rekey(write.issue)
             max_age = None
             if session.persistent:
                 max_age = int(session.created_at + self.lifetimes.absolute - session._now)
@@ -443,9 +507,11 @@ class SessionManager:
             stored = records.decode(record.data)
         except StoreCorrupted:
             return None
-        if isinstance(stored, records.Alias):
-            return None
+        client = stored.credentials is None  # a client-side registry record
         now = self.clock() if now is None else now
+        if client:
+            # A token is accepted up to `leeway` past its deadlines: so long is it listed.
+            now -= getattr(client_mode_of(self.mode), "leeway", 0.0)
         if self.lifetimes.expiry(now=now, created_at=stored.created_at, last_seen=stored.last_seen):
             return None
         return SessionInfo(
@@ -456,5 +522,15 @@ class SessionManager:
             last_seen=stored.last_seen,
             ip=stored.ip,
             user_agent=stored.user_agent,
-            mode="client" if isinstance(self.mode, ClientSide) else "server",
+            mode="client" if client else "server",
         )
+
+
+def client_mode_of(mode: ServerSide | ClientSide) -> ClientSide | None:
+    """The client-side mode whose tokens a manager in `mode` accepts: its own, or the one a
+    server-side manager migrates from. None if it accepts no tokens."""
+    return mode if isinstance(mode, ClientSide) else mode.migrate_from
+
+
+def _new_credentials(secret: str) -> records.Credentials:
+    return records.Credentials(verifier_hash(secret))

@@ -30,17 +30,19 @@ class Opening(NamedTuple):
     key: str | None
     transport: Transport
     secret: str | None = None
-    hops: int = 0
     presented: bool = False
     #: Client-side mode: the verified claims of the token, and whether an older key of the
     #: ring verified it (the token is then re-issued under the newest key).
     claims: dict[str, Any] | None = None
     reissue: bool = False
+    #: Client-side mode: a `regenerate()` replaced the token; it is accepted only for the
+    #: grace window.
+    superseded: bool = False
 
     def __repr__(self) -> str:  # never the secret or the claims
         return (
             f"Opening(key={self.key!r}, now={self.now!r}, transport={self.transport!r}, "
-            f"hops={self.hops}, presented={self.presented}, reissue={self.reissue}, "
+            f"presented={self.presented}, reissue={self.reissue}, "
             f"request={self.request!r})"
         )
 
@@ -51,10 +53,9 @@ _NO_CHANGES: Mapping[str, Any] = MappingProxyType({})
 class Write(NamedTuple):
     """One store write of a commit.
 
-    With `replaces`, the record moves from that key to `key` (a rotation) and `alias`, if
-    any, stays under the old key for `alias_ttl` seconds. `version` is compared against the
-    record being replaced or updated (0: the key must be free). `issue` is the new session
-    ID to send to the client once the write succeeded.
+    With `replaces`, the record moves from that handle to `key` (a login ends the old
+    handle). `version` is compared against the record being replaced or updated (0: the key
+    must be free). `issue` is the secret to send to the client once the write succeeded.
     """
 
     key: str
@@ -64,14 +65,12 @@ class Write(NamedTuple):
     user: str | None
     changes: Mapping[str, Any] = _NO_CHANGES
     replaces: str | None = None
-    alias: bytes | None = None
-    alias_ttl: float = 0.0
     issue: str | None = None
 
     def __repr__(self) -> str:  # never the data or the new secret
         return (
             f"Write(key={self.key!r}, version={self.version}, ttl={self.ttl!r}, "
-            f"user={self.user!r}, replaces={self.replaces!r}, alias_ttl={self.alias_ttl!r})"
+            f"user={self.user!r}, replaces={self.replaces!r})"
         )
 
     @property

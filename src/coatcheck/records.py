@@ -1,9 +1,11 @@
 """The bytes a server-side session is stored as: compact JSON, never pickle.
 
 A record is `{"d": data, "c": created, "s": last_seen, "r": rotated, "u": user,
-"a": authenticated, "ip": ..., "ua": ..., "p": persistent, "x": csrf secret}`; keys with
-empty values are left out. An alias, left under an old ID for the grace window after a
-rotation, is `{"m": public ID it moved to}`. Anything else decodes to `StoreCorrupted`.
+"a": authenticated, "ip": ..., "ua": ..., "p": persistent, "x": csrf secret, "v": verifier,
+"pv": previous verifier, "pe": until when the previous one is accepted}`, keyed by the
+session's handle; keys with empty values are left out. `v` is the SHA-256 of the secret the
+client holds (`ids.verifier_hash`); a client-side registry record has none, so no secret
+opens it. Anything else decodes to `StoreCorrupted`.
 """
 
 from __future__ import annotations
@@ -15,16 +17,20 @@ from .exceptions import StoreCorrupted
 from .jsonio import dumps, loads
 from .session import Session
 
-__all__ = ["Alias", "Stored", "decode", "dumps", "encode", "encode_alias"]
+__all__ = ["Credentials", "Stored", "decode", "dumps", "encode"]
 
 _isfinite = math.isfinite
 _new = tuple.__new__
 
 
-class Alias(NamedTuple):
-    """An old ID's forwarding address during the grace window."""
+class Credentials(NamedTuple):
+    """The secrets that open a server-side record: the hash of the current one, and the
+    hash of the one it replaced with the time it stops being accepted (the grace window
+    after a renewal), if any."""
 
-    target: str
+    verifier: str
+    previous: str | None = None
+    previous_until: float = 0.0
 
 
 class Stored(NamedTuple):
@@ -41,10 +47,16 @@ class Stored(NamedTuple):
     user_agent: str | None
     persistent: bool
     csrf_secret: str | None
+    credentials: Credentials | None
 
 
-def encode(session: Session, data: dict[str, Any] | None = None) -> bytes:
-    """The record bytes for `session` (with `data` instead of its own, if given)."""
+def encode(
+    session: Session,
+    data: dict[str, Any] | None = None,
+    credentials: Credentials | None = None,
+) -> bytes:
+    """The record bytes for `session` (with `data` instead of its own, if given), opened by
+    `credentials` (none: a registry record)."""
     doc: dict[str, Any] = {
         "d": session.data() if data is None else data,
         "c": session.created_at,
@@ -63,14 +75,19 @@ def encode(session: Session, data: dict[str, Any] | None = None) -> bytes:
         doc["p"] = 1
     if session.csrf_secret is not None:
         doc["x"] = session.csrf_secret
+    if credentials is not None:
+        put_credentials(doc, credentials)
     return dumps(doc)
 
 
-def encode_alias(target: str) -> bytes:
-    return dumps({"m": target})
+def put_credentials(doc: dict[str, Any], credentials: Credentials) -> None:
+    doc["v"] = credentials.verifier
+    if credentials.previous is not None:
+        doc["pv"] = credentials.previous
+        doc["pe"] = credentials.previous_until
 
 
-def decode(raw: bytes) -> Stored | Alias:
+def decode(raw: bytes) -> Stored:
     """Decode record bytes; raises `StoreCorrupted` for anything coatcheck did not write.
 
     Every field is type-checked, so a record planted or damaged in the store cannot smuggle
@@ -80,12 +97,9 @@ def decode(raw: bytes) -> Stored | Alias:
     """
     try:
         doc = loads(raw)
-        data = doc.get("d")
+        data = doc["d"]
         if data.__class__ is not dict:
-            target = doc["m"]
-            if target.__class__ is not str:
-                raise TypeError
-            return Alias(target)
+            raise TypeError
         created, seen, rotated = doc["c"], doc["s"], doc["r"]
         if not (created.__class__ is seen.__class__ is rotated.__class__ is float):
             created, seen, rotated = _time(created), _time(seen), _time(rotated)
@@ -100,10 +114,24 @@ def decode(raw: bytes) -> Stored | Alias:
             or (csrf is not None and csrf.__class__ is not str)
         ):
             raise TypeError
+        verifier = doc.get("v")
+        credentials = None
+        if verifier is not None:
+            previous = doc.get("pv")
+            if verifier.__class__ is not str or (
+                previous is not None and previous.__class__ is not str
+            ):
+                raise TypeError
+            credentials = _new(
+                Credentials,
+                (verifier, previous, 0.0 if previous is None else _time(doc["pe"])),
+            )
         # tuple.__new__ directly: the NamedTuple's own __new__ is a Python frame more.
         return _new(
-            Stored, (data, created, seen, rotated, user, auth, ip, agent, bool(doc.get("p")), csrf)
-        )
+            Stored,
+            (data, created, seen, rotated, user, auth, ip, agent, bool(doc.get("p")), csrf,
+             credentials),
+        )  # fmt: skip
     except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
         raise StoreCorrupted("session record is not valid coatcheck JSON") from None
 

@@ -1,12 +1,14 @@
 """Revocation of client-side sessions: the list every replica checks without a round trip.
 
 A client-side token stays cryptographically valid until it expires, so ending one early
-takes a list. Two kinds of entries:
+takes a list. Two kinds of entries (see `Revocation`):
 
-- `sid`: one session, revoked from `at` on. Kept only until `expires_at`, the moment its
-  token would have expired anyway, so the list holds only what is still dangerous.
-- `user`: "log out everywhere": every token of that user issued before `at` is refused.
-  Kept until every token issued before `at` has expired.
+- `sid`: one session (its handle), revoked from `at` on: logout, `revoke`, and `login`,
+  which ends the handle it replaces; or only its tokens of an older generation, after the
+  grace window (`regenerate()`). Kept until `expires_at`, when every token of that session
+  would have expired anyway, so the list holds only what is still dangerous.
+- `user`: "log out everywhere": every token of that user issued before `at` is refused,
+  except those of one kept session ("log out other devices"). Kept just as long.
 
 Entries are written to a `RevocationStore`, which numbers them; each process keeps a local
 `RevocationList`, brought up to date from the store's change feed (`changes(cursor)`) at
@@ -32,46 +34,103 @@ from .exceptions import ConfigurationError, StoreUnavailable
 from .stores.sqlite import SETUP_TIMEOUT
 
 __all__ = [
+    "REVOKED",
+    "SUPERSEDED",
+    "VALID",
     "AsyncRevocationStore",
     "MemoryRevocationStore",
     "Revocation",
     "RevocationList",
     "RevocationStore",
     "SQLiteRevocationStore",
+    "decode_entry",
+    "encode_entry",
 ]
 
 
 @dataclass(frozen=True, slots=True)
 class Revocation:
-    """One entry: session `subject` (kind "sid") or user `subject` (kind "user") is revoked
-    from time `at` on; the entry may be forgotten after `expires_at`."""
+    """One entry, forgotten after `expires_at` (when every token it covers has expired).
+
+    - kind "sid": the tokens of session `subject` are refused from time `at` on; with a
+      `generation`, only those of an older generation (`regenerate()`: the tokens it
+      replaced, after the grace window).
+    - kind "user": the tokens of user `subject` issued before `at` are refused, except
+      those of session `keep` ("log out other devices").
+    """
 
     kind: Literal["sid", "user"]
     subject: str
     at: float
     expires_at: float
+    keep: str | None = None
+    generation: int | None = None
+
+
+def encode_entry(entry: Revocation) -> str:
+    """The one wire form of an entry (JSON), shared by every revocation store and feed."""
+    return json.dumps(
+        [entry.kind, entry.subject, entry.at, entry.expires_at, entry.keep, entry.generation],
+        separators=(",", ":"),
+    )
+
+
+def decode_entry(text: str | bytes) -> Revocation:
+    """An entry back from `encode_entry`; ValueError for anything else, so a damaged or
+    planted row can neither crash a listener nor smuggle a NaN past a comparison."""
+    try:
+        doc = json.loads(text)
+        if doc.__class__ is not list or len(doc) not in (4, 6):
+            raise ValueError
+        kind, subject, at, expires_at = doc[:4]
+        keep, generation = doc[4:] if len(doc) == 6 else (None, None)
+        if (
+            kind not in ("sid", "user")
+            or subject.__class__ is not str
+            or (keep is not None and keep.__class__ is not str)
+            or (generation is not None and generation.__class__ is not int)
+        ):
+            raise ValueError
+        at, expires_at = _finite(at), _finite(expires_at)
+    except (TypeError, ValueError, UnicodeDecodeError):
+        raise ValueError("not a coatcheck revocation entry") from None
+    return Revocation(kind, subject, at, expires_at, keep, generation)
+
+
+def _finite(value: object) -> float:
+    if value.__class__ not in (int, float):
+        raise ValueError
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError
+    return number
+
+
+#: What `RevocationList.check` says of a token: accepted, accepted for the grace window
+#: only (a `regenerate()` replaced it), or refused.
+VALID, SUPERSEDED, REVOKED = 0, 1, 2
 
 
 class RevocationList:
     """This process's copy of the revocations. Pure data; the driver feeds it.
 
     Memory grows with the entries that have not expired yet, never with history: `apply`
-    drops entries past their `expires_at`. Merging takes a lock, since a push feed's
-    listener thread (`apply_one`) and request threads (`apply`) may merge at once;
-    `is_revoked` reads without one.
+    drops entries past their `expires_at`, and entries that a newer one covers. Merging
+    takes a lock, since a push feed's listener thread (`apply_one`) and request threads
+    (`apply`) may merge at once; `check` reads without one.
     """
 
     __slots__ = ("_lock", "_sids", "_users", "cursor", "synced_at")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._sids: dict[str, tuple[float, float]] = {}
-        self._users: dict[str, tuple[float, float]] = {}
+        self._sids: dict[str, tuple[Revocation, ...]] = {}
+        self._users: dict[str, tuple[Revocation, ...]] = {}
         self.cursor = 0
         self.synced_at = -math.inf
 
     def __len__(self) -> int:
-        return len(self._sids) + len(self._users)
+        return sum(map(len, self._sids.values())) + sum(map(len, self._users.values()))
 
     def __repr__(self) -> str:
         return f"<RevocationList sids={len(self._sids)} users={len(self._users)}>"
@@ -88,8 +147,13 @@ class RevocationList:
             self.cursor = max(self.cursor, cursor)
             self.synced_at = now
             for table in (self._sids, self._users):
-                for subject in [s for s, (_, expires_at) in table.items() if expires_at <= now]:
-                    del table[subject]
+                for subject, held in list(table.items()):
+                    live = tuple(e for e in held if e.expires_at > now)
+                    if len(live) != len(held):
+                        if live:
+                            table[subject] = live
+                        else:
+                            del table[subject]
 
     def apply_one(self, entry: Revocation) -> None:
         """Merge one entry pushed by a listener (Redis pub/sub, PostgreSQL NOTIFY). The
@@ -100,23 +164,44 @@ class RevocationList:
 
     def _merge(self, entry: Revocation) -> None:
         table = self._sids if entry.kind == "sid" else self._users
-        old = table.get(entry.subject)
-        if entry.kind == "user" and old is not None:
-            # The latest "not before" wins, kept as long as the longest-lived token.
-            entry = Revocation("user", entry.subject, max(old[0], entry.at),
-                               max(old[1], entry.expires_at))  # fmt: skip
-        table[entry.subject] = (entry.at, entry.expires_at)
+        held = table.get(entry.subject, ())
+        if entry in held or any(_covers(old, entry) for old in held):
+            return
+        table[entry.subject] = (*(old for old in held if not _covers(entry, old)), entry)
+
+    def check(
+        self, sid: str, user: str | None, issued_at: float, generation: int, now: float
+    ) -> int:
+        """`VALID`, `SUPERSEDED` or `REVOKED`: what the entries say of a token of session
+        `sid` and `user`, issued at `issued_at`, of `generation`."""
+        verdict = VALID
+        for entry in self._sids.get(sid, ()):
+            if entry.generation is None or generation < entry.generation:
+                if now >= entry.at:
+                    return REVOKED
+                if entry.generation is not None:
+                    verdict = SUPERSEDED
+        if user is not None:
+            for entry in self._users.get(user, ()):
+                if issued_at < entry.at and sid != entry.keep:
+                    return REVOKED
+        return verdict
 
     def is_revoked(self, sid: str, user: str | None, issued_at: float, now: float) -> bool:
-        """Whether a token for session `sid` of `user`, issued at `issued_at`, is revoked."""
-        entry = self._sids.get(sid)
-        if entry is not None and now >= entry[0]:
-            return True
-        if user is not None:
-            entry = self._users.get(user)
-            if entry is not None and issued_at < entry[0]:
-                return True
+        """Whether a token for session `sid` of `user`, issued at `issued_at`, is refused
+        (whatever its generation)."""
+        return self.check(sid, user, issued_at, 0, now) == REVOKED
+
+
+def _covers(a: Revocation, b: Revocation) -> bool:
+    """Whether entry `a` refuses every token `b` refuses, as early and as long."""
+    if a.expires_at < b.expires_at:
         return False
+    if a.kind == "sid":
+        return a.at <= b.at and (
+            a.generation is None or (b.generation is not None and a.generation >= b.generation)
+        )
+    return a.at >= b.at and (a.keep is None or a.keep == b.keep)
 
 
 @runtime_checkable
@@ -263,7 +348,7 @@ class SQLiteRevocationStore:
         return db
 
     def revoke(self, entry: Revocation) -> None:
-        doc = json.dumps([entry.kind, entry.subject, entry.at, entry.expires_at])
+        doc = encode_entry(entry)
         try:
             self._connection().execute(
                 f"INSERT INTO {self.table} (entry, expires_at) VALUES (?, ?)",  # noqa: S608
@@ -274,24 +359,34 @@ class SQLiteRevocationStore:
 
     def changes(self, cursor: int) -> tuple[list[Revocation], int]:
         try:
-            rows = self._connection().execute(
-                f"SELECT seq, entry FROM {self.table} WHERE seq > ? ORDER BY seq",  # noqa: S608
-                (cursor,),
-            ).fetchall()
+            rows = (
+                self._connection()
+                .execute(
+                    f"SELECT seq, entry FROM {self.table} WHERE seq > ? ORDER BY seq",  # noqa: S608
+                    (cursor,),
+                )
+                .fetchall()
+            )
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"SQLite revocations {self.path!r}: {exc}") from None
         entries = []
         for _, doc in rows:
-            kind, subject, at, expires_at = json.loads(doc)
-            entries.append(Revocation(kind, subject, float(at), float(expires_at)))
+            try:
+                entries.append(decode_entry(doc))
+            except ValueError:
+                continue  # not written by coatcheck: skipped, never applied
         return entries, rows[-1][0] if rows else cursor
 
     def purge_expired(self) -> int:
         try:
-            return self._connection().execute(
-                f"DELETE FROM {self.table} WHERE expires_at <= ?",  # noqa: S608
-                (self._clock(),),
-            ).rowcount
+            return (
+                self._connection()
+                .execute(
+                    f"DELETE FROM {self.table} WHERE expires_at <= ?",  # noqa: S608
+                    (self._clock(),),
+                )
+                .rowcount
+            )
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"SQLite revocations {self.path!r}: {exc}") from None
 

@@ -31,9 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import math
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -44,7 +42,7 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from .exceptions import ConfigurationError
-from .revocation import Revocation
+from .revocation import Revocation, decode_entry, encode_entry
 from .stores.postgres import _IDENTIFIER, _connection_options, _translated
 
 __all__ = ["AsyncPostgresRevocationStore", "PostgresRevocationStore"]
@@ -63,26 +61,12 @@ POLL_INTERVAL = 0.2
 Callback = Callable[[Revocation], None]
 
 
-def _encode(entry: Revocation) -> str:
-    return json.dumps([entry.kind, entry.subject, entry.at, entry.expires_at])
-
-
-def _decode(doc: str) -> Revocation:
-    kind, subject, at, expires_at = json.loads(doc)
-    if kind not in ("sid", "user") or not isinstance(subject, str):
-        raise ValueError("not a revocation entry")
-    at, expires_at = float(at), float(expires_at)
-    if not (math.isfinite(at) and math.isfinite(expires_at)):
-        raise ValueError("not a revocation entry")
-    return Revocation(kind, subject, at, expires_at)
-
-
 def _deliver(callbacks: list[Callback], payload: str) -> None:
     """Hand one notified entry to every callback; a malformed payload or a failing
     callback is logged and skipped, never fatal to the listener."""
     _, _, doc = payload.partition(" ")
     try:
-        entry = _decode(doc)
+        entry = decode_entry(doc)
     except (ValueError, TypeError):
         if doc:  # an empty payload is an entry too long to notify: the poll brings it
             logger.warning("ignored a notification on the revocation channel: not an entry")
@@ -125,14 +109,14 @@ class _Sql:
         self.listen = sql.SQL("LISTEN {}").format(sql.Identifier(table))
 
     def revoke_args(self, entry: Revocation) -> dict[str, Any]:
-        doc = _encode(entry)
+        doc = encode_entry(entry)
         payload = doc if len(doc) <= MAX_PAYLOAD else ""
         return {"lock": self.lock_name, "entry": doc, "expires": entry.expires_at,
                 "channel": self.table, "payload": payload}  # fmt: skip
 
     @staticmethod
     def parse(rows: list[tuple[int, str]], cursor: int) -> tuple[list[Revocation], int]:
-        return [_decode(doc) for _, doc in rows], rows[-1][0] if rows else cursor
+        return [decode_entry(doc) for _, doc in rows], rows[-1][0] if rows else cursor
 
 
 def _listen_options(conninfo: str, timeout: float) -> dict[str, Any]:

@@ -33,9 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable
@@ -51,7 +49,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from redis.retry import Retry
 
 from .exceptions import ConfigurationError
-from .revocation import Revocation
+from .revocation import Revocation, decode_entry, encode_entry
 from .stores.redis import DEFAULT_URL, _check_client, _split_url, _translated
 
 __all__ = ["AsyncRedisRevocationStore", "RedisRevocationStore"]
@@ -106,21 +104,11 @@ return trim(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]))
 Callback = Callable[[Revocation], None]
 
 
-def _encode(entry: Revocation) -> str:
-    return json.dumps([entry.kind, entry.subject, entry.at, entry.expires_at])
-
-
 def _decode(member: bytes | str) -> tuple[int, Revocation]:
     """`<seq> <json>` back into its number and entry; ValueError if it is not one."""
     text = member.decode() if isinstance(member, bytes) else member
     seq, _, doc = text.partition(" ")
-    kind, subject, at, expires_at = json.loads(doc)
-    if kind not in ("sid", "user") or not isinstance(subject, str):
-        raise ValueError("not a revocation entry")
-    at, expires_at = float(at), float(expires_at)
-    if not (math.isfinite(at) and math.isfinite(expires_at)):
-        raise ValueError("not a revocation entry")
-    return int(seq), Revocation(kind, subject, at, expires_at)
+    return int(seq), decode_entry(doc)
 
 
 def _parse_changes(rows: list[tuple[bytes, float]], cursor: int) -> tuple[list[Revocation], int]:
@@ -167,7 +155,7 @@ class _Keys:
         self.listening = threading.Event()
 
     def _revoke_args(self, entry: Revocation) -> list[Any]:
-        return [_encode(entry), repr(entry.expires_at), repr(self._clock()), self.channel,
+        return [encode_entry(entry), repr(entry.expires_at), repr(self._clock()), self.channel,
                 TRIM_BATCH]  # fmt: skip
 
     def _range_args(self, cursor: int) -> tuple[str, str, str]:

@@ -14,7 +14,10 @@ from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .ids import HANDLE_LENGTH
+
 if TYPE_CHECKING:
+    from .records import Credentials
     from .request import RequestInfo
     from .transports import Transport
 
@@ -62,10 +65,13 @@ class Session(MutableMapping[str, Any]):
     __slots__ = (
         "_accessed",
         "_changed",
+        "_credentials",
         "_data",
+        "_generation",
         "_now",
         "_originals",
         "_secret",
+        "_superseded",
         "_user_agent",
         "authenticated_at",
         "client_stale",
@@ -150,6 +156,13 @@ class Session(MutableMapping[str, Any]):
         #: The transport the request used (the response answers in it), and the request.
         self.transport = transport
         self.request = request
+        #: What opens the session, kept by its mode: the stored verifier hashes (server
+        #: side), the token generation that `regenerate()` advances (client side), and
+        #: whether the request presented a secret that a renewal or `regenerate()` already
+        #: replaced (accepted only for the grace window, so it may not mint a new one).
+        self._credentials: Credentials | None = None
+        self._generation = 0
+        self._superseded = False
 
     @property
     def user_agent(self) -> str | None:
@@ -254,17 +267,30 @@ class Session(MutableMapping[str, Any]):
     # -- lifecycle -----------------------------------------------------------------------
 
     def login(self, user: str) -> None:
-        """Bind `user` to this session and rotate its ID.
+        """Bind `user` to this session, under a new handle and secret.
 
-        The rotation defeats session fixation: an ID an attacker planted before login is
-        destroyed (without the grace window `regenerate` gives) and stops working. The
-        authenticated session begins now: the absolute timeout counts from the login, not
-        from when the anonymous session was opened (which would cut a fresh login short).
+        A login is a privilege change, so it ends the session's handle: every secret of the
+        old handle stops working at once (no grace window), which defeats session fixation,
+        and the CSRF token is replaced. The data is carried over. The authenticated session
+        begins now: the absolute timeout counts from the login, not from when the anonymous
+        session was opened (which would cut a fresh login short).
+
+        On a request that presented a secret already replaced by a renewal (accepted only
+        for the grace window), nothing of the old session is carried over: the login starts
+        a new, empty session and leaves the old one to the holder of its current secret.
         """
         if not isinstance(user, str) or not user:
             raise TypeError("login() takes the user's identifier as a non-empty str")
         self._accessed = True
+        if self._superseded:
+            self._changed.clear()
+            self._data.clear()
+            self._originals.clear()
+            self.is_new = True
+            self.persistent = False
+            self._superseded = False
         self.user = user
+        self.csrf_secret = None
         self.authenticated_at = self._now
         self.created_at = self._now
         self.rotate = "login"
@@ -294,13 +320,15 @@ class Session(MutableMapping[str, Any]):
         self.rotate = None
 
     def regenerate(self) -> None:
-        """Give the session a new ID and keep its data.
+        """Give the session a new secret and keep its handle and data.
 
-        The old ID keeps resolving to this session for the grace window, so requests that
-        are already in flight with it neither fork the session nor lose their writes.
+        The old secret keeps opening this session for the grace window, so requests that
+        are already in flight with it neither fork the session nor lose their writes. On a
+        request that presented such an already-replaced secret this does nothing: a secret
+        inside its grace window can never mint a new one.
         """
         self._accessed = True
-        if self.rotate != "login":
+        if self.rotate != "login" and not self._superseded:
             self.rotate = "regenerate"
 
     def logout_other_devices(self) -> None:
@@ -336,9 +364,10 @@ class Session(MutableMapping[str, Any]):
         """The session ID the client carries. Internal: adapters and drivers only."""
         return self._secret
 
-    def _rekey(self, secret: str, id: str) -> None:
+    def _rekey(self, secret: str) -> None:
+        """Take on server-side `secret` and its handle."""
         self._secret = secret
-        self.id = id
+        self.id = secret[:HANDLE_LENGTH]
 
     def info(self) -> SessionInfo:
         return SessionInfo(

@@ -24,7 +24,7 @@ from starlette.websockets import WebSocket
 
 from coatcheck import Lifetimes, SessionAdmin, SessionManager
 from coatcheck.adapters.asgi import SessionMiddleware
-from coatcheck.ids import public_id
+from coatcheck.ids import handle_of
 from coatcheck.session import Session
 from coatcheck.stores import AsyncSQLiteStore, MemoryStore, SQLiteStore
 from helpers import (
@@ -40,7 +40,7 @@ from helpers import (
 
 pytestmark = pytest.mark.anyio
 
-COOKIE_RE = re.compile(rf"{COOKIE}=[A-Za-z0-9_-]{{43}}; Path=/; HttpOnly; Secure; SameSite=Lax")
+COOKIE_RE = re.compile(rf"{COOKIE}=[A-Za-z0-9_-]{{65}}; Path=/; HttpOnly; Secure; SameSite=Lax")
 
 
 def sess(connection: HTTPConnection) -> Session:
@@ -348,11 +348,11 @@ async def test_logout_clears_cookie_and_record(
     http: httpx.AsyncClient, store: CountingStore
 ) -> None:
     secret = await login(http)
-    assert store.load(public_id(secret)) is not None
+    assert store.load(handle_of(secret)) is not None
     response = await http.post("/logout")
     header = session_set_cookie(response)
     assert header is not None and header.startswith(f"{COOKIE}=; Path=/; Max-Age=0;")
-    assert store.load(public_id(secret)) is None
+    assert store.load(handle_of(secret)) is None
     assert COOKIE not in http.cookies
     assert (await http.get("/")).json()["user"] is None
 
@@ -363,7 +363,7 @@ async def test_switch_user_in_one_request(http: httpx.AsyncClient, store: Counti
     response = await http.post("/switch-user", params={"user": "bob"})
     bob = sent_secret(response)
     assert bob and bob != alice
-    assert store.load(public_id(alice)) is None
+    assert store.load(handle_of(alice)) is None
     assert (await http.get("/")).json() == {"data": {}, "user": "bob", "new": False}
 
 
@@ -375,7 +375,7 @@ async def test_list_revoke_and_logout_other_devices(
     async with client(app) as laptop, client(app) as phone, client(app) as tablet:
         ids = {}
         for name, device in (("laptop", laptop), ("phone", phone), ("tablet", tablet)):
-            ids[name] = public_id(await login(device))
+            ids[name] = handle_of(await login(device))
             clock.advance(1)
         assert [i.id for i in admin.sessions("alice")] == [
             ids["tablet"],
@@ -432,7 +432,7 @@ async def test_concurrent_writes_lose_nothing(
     else:
         assert data == {f"k{i}": str(i) for i in range(n)}
     # every request wrote exactly once, on top of the login write
-    assert _version(store, public_id(secret)) == 1 + n
+    assert _version(store, handle_of(secret)) == 1 + n
     if isinstance(store, CountingStore):
         assert store.conflicts > 0  # the requests really raced
 
@@ -708,7 +708,7 @@ async def test_store_down_gives_503(clock: FakeClock, caplog: pytest.LogCaptureF
     manager = manager_for(DownStore(), clock)
     caplog.set_level(logging.ERROR)
     async with client(make_app(manager)) as http:
-        cookie = {"cookie": f"{COOKIE}={'A' * 43}"}
+        cookie = {"cookie": f"{COOKIE}={'A' * 65}"}
         response = await http.get("/", headers=cookie)
         assert response.status_code == 503
         assert response.headers["cache-control"] == "no-store"
@@ -718,7 +718,7 @@ async def test_store_down_gives_503(clock: FakeClock, caplog: pytest.LogCaptureF
 async def test_store_down_fail_open_serves_anonymous_session(clock: FakeClock) -> None:
     manager = manager_for(DownStore(), clock)
     async with client(make_app(manager, fail_open=True)) as http:
-        cookie = {"cookie": f"{COOKIE}={'A' * 43}"}
+        cookie = {"cookie": f"{COOKIE}={'A' * 65}"}
         response = await http.get("/", headers=cookie)
         assert response.status_code == 200
         assert response.json() == {"data": {}, "user": None, "new": True}
@@ -825,7 +825,7 @@ async def test_websocket_scope_gets_a_session(http: httpx.AsyncClient) -> None:
 
 async def test_websocket_with_store_down_is_closed(clock: FakeClock) -> None:
     app = make_app(manager_for(DownStore(), clock), fail_open=True)
-    sent = await websocket_exchange(app, f"{COOKIE}={'A' * 43}")
+    sent = await websocket_exchange(app, f"{COOKIE}={'A' * 65}")
     assert sent == [{"type": "websocket.close", "code": 1011}]
 
 

@@ -33,7 +33,7 @@ from coatcheck import ClientSide, KeyRing, ServerSide, SessionAdmin, SessionMana
 from coatcheck.adapters.django import SessionStore  # noqa: E402
 from coatcheck.adapters.django.config import build  # noqa: E402
 from coatcheck.exceptions import ConfigurationError  # noqa: E402
-from coatcheck.ids import is_wellformed, public_id  # noqa: E402
+from coatcheck.ids import handle_of, is_wellformed  # noqa: E402
 from coatcheck.stores import MemoryStore, PostgresStore, RedisStore, SQLiteStore  # noqa: E402
 from coatcheck.stores.base import Store  # noqa: E402
 from helpers import FakeClock, manager_for  # noqa: E402
@@ -158,7 +158,7 @@ def test_save_exists_delete(session: SessionStore, store: Store) -> None:
     key = session.session_key
     assert key is not None and is_wellformed(key)
     assert session.exists(key) is True and session["a"] == "b"
-    assert store.load(public_id(key)) is not None  # stored under the hash, never the key
+    assert store.load(handle_of(key)) is not None  # stored under the hash, never the key
     assert store.load(key) is None
     session.delete(key)
     assert session.exists(key) is False
@@ -209,7 +209,7 @@ def test_cycle_key_of_an_unsaved_session_saves_it(session: SessionStore) -> None
     assert session.session_key is not None and SessionStore(session.session_key)["a"] == 1
 
 
-@pytest.mark.parametrize("key", ["1", "12345678", "x" * 42, "x" * 43 + "!", "é" * 43])
+@pytest.mark.parametrize("key", ["1", "12345678", "x" * 64, "x" * 65 + "!", "é" * 65])
 def test_keys_coatcheck_never_issues_are_refused(manager: SessionManager, key: str) -> None:
     session = SessionStore(key)
     assert session.session_key is None
@@ -221,20 +221,20 @@ def test_keys_coatcheck_never_issues_are_refused(manager: SessionManager, key: s
 
 def test_session_key_is_read_only(session: SessionStore) -> None:
     with pytest.raises(AttributeError):
-        session.session_key = "x" * 43  # type: ignore[misc]  # read-only: what is tested
+        session.session_key = "x" * 65  # type: ignore[misc]  # read-only: what is tested
 
 
 def test_load_of_an_unknown_key_creates_nothing(manager: SessionManager, store: Store) -> None:
-    unknown = "A" * 43
+    unknown = "A" * 65
     session = SessionStore(unknown)
     assert session.load() == {}
     assert session.session_key is None
-    assert store.load(public_id(unknown)) is None and session.exists(unknown) is False
+    assert store.load(handle_of(unknown)) is None and session.exists(unknown) is False
 
 
 def test_save_of_an_unknown_key_raises_update_error(manager: SessionManager) -> None:
     with pytest.raises(UpdateError):
-        SessionStore("A" * 43).save()
+        SessionStore("A" * 65).save()
 
 
 def test_a_deleted_session_is_never_resurrected(session: SessionStore) -> None:
@@ -347,9 +347,9 @@ def test_tampered_record_is_logged_as_suspicious(
     session.save()
     key = session.session_key
     assert key is not None
-    record = store.load(public_id(key))
+    record = store.load(handle_of(key))
     assert record is not None
-    assert store.save(public_id(key), b'{"d": "tampered', version=record.version, ttl=60,
+    assert store.save(handle_of(key), b'{"d": "tampered', version=record.version, ttl=60,
                       user=None)  # fmt: skip
     with caplog.at_level(logging.WARNING, "django.security.SuspiciousSession"):
         again = SessionStore(key)
@@ -358,7 +358,7 @@ def test_tampered_record_is_logged_as_suspicious(
             if r.name == "django.security.SuspiciousSession"] == ["Session data corrupted"]
     again["b"] = 2
     again.save()
-    assert again.session_key != key and store.load(public_id(key)) is None  # dead record gone
+    assert again.session_key != key and store.load(handle_of(key)) is None  # dead record gone
 
 
 # -- async twins --------------------------------------------------------------------------------
@@ -394,7 +394,7 @@ async def test_async_twins(amanager: SessionManager) -> None:
 
 @pytest.mark.anyio
 async def test_async_load_of_unknown_key_and_no_resurrection(amanager: SessionManager) -> None:
-    unknown = SessionStore("B" * 43)
+    unknown = SessionStore("B" * 65)
     assert await unknown.aload() == {} and unknown.session_key is None
     session = SessionStore()
     await session.aset("x", 1)
@@ -421,7 +421,7 @@ def test_cookie_carries_a_coatcheck_id(manager: SessionManager, store: Store) ->
     browser = client()
     response = browser.get("/set?key=a&value=1")
     key = cookie(response)
-    assert key and is_wellformed(key) and store.load(public_id(key)) is not None
+    assert key and is_wellformed(key) and store.load(handle_of(key)) is not None
     assert response.cookies[COOKIE]["max-age"] == AGE and "Cookie" in response["Vary"]
     assert dump(browser) == {"data": {"a": "1"}, "user": None}
     assert cookie(browser.get("/dump")) is None  # reading writes nothing
@@ -435,7 +435,7 @@ def test_login_rotates_the_key_and_logout_ends_the_session(
     assert anonymous
     logged_in = cookie(browser.get("/login/ada"))
     assert logged_in and logged_in != anonymous
-    assert store.load(public_id(anonymous)) is None  # the pre-login key is dead at once
+    assert store.load(handle_of(anonymous)) is None  # the pre-login key is dead at once
     assert browser.get("/whoami").json() == {"user": "ada"}
     data = dump(browser)
     pk = str(User.objects.get(username="ada").pk)
@@ -443,7 +443,7 @@ def test_login_rotates_the_key_and_logout_ends_the_session(
     assert data["data"]["_auth_user_id"] == pk
     response = browser.get("/logout")
     assert cookie(response) == ""  # Django deletes the cookie of an emptied session
-    assert store.load(public_id(logged_in)) is None
+    assert store.load(handle_of(logged_in)) is None
     assert browser.get("/whoami").json() == {"user": None}
 
 
@@ -479,12 +479,12 @@ def test_save_every_request(manager: SessionManager, store: Store) -> None:
     browser = client()
     key = cookie(browser.get("/set?key=a&value=1"))
     assert key
-    record = store.load(public_id(key))
+    record = store.load(handle_of(key))
     assert record is not None
     with override_settings(SESSION_SAVE_EVERY_REQUEST=True):
         response = browser.get("/dump")  # reads only, but Django saves every request
     assert cookie(response) == key
-    saved = store.load(public_id(key))
+    saved = store.load(handle_of(key))
     assert saved is not None and saved.version == record.version + 1
 
 
@@ -514,7 +514,7 @@ def test_listing_revocation_and_the_management_command(manager: SessionManager) 
     }
     phone_key = phone.cookies[COOKIE].value
     out = StringIO()
-    call_command("coatcheck_sessions", "revoke", "--session", public_id(phone_key), stdout=out)
+    call_command("coatcheck_sessions", "revoke", "--session", handle_of(phone_key), stdout=out)
     assert out.getvalue().strip() == "revoked 1 session"
     assert phone.get("/whoami").json() == {"user": None}
     assert laptop.get("/whoami").json() == {"user": "ada"}
@@ -603,7 +603,7 @@ def test_management_command_takes_ids_that_begin_with_a_dash() -> None:
     # Public IDs are base64url: some begin with "-", which argparse reads as an option.
     from coatcheck.adapters.django import get_manager
 
-    dash_id = "-" + "Q" * 42
+    dash_id = "-" + "Q" * 21
     store = get_manager().mode.store
     assert store is not None
     store.save(dash_id, b"{}", version=0, ttl=60, user="9")

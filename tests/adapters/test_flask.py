@@ -20,7 +20,7 @@ from werkzeug.test import TestResponse
 from coatcheck import ClientSide, KeyRing, Lifetimes, SessionAdmin, SessionManager
 from coatcheck.adapters.flask import FlaskSession, SessionInterface
 from coatcheck.exceptions import StoreUnavailable
-from coatcheck.ids import public_id
+from coatcheck.ids import handle_of
 from coatcheck.stores import MemoryStore, PostgresStore, RedisStore, SQLiteStore
 from coatcheck.stores.base import Record, Store
 from helpers import COOKIE, CountingStore, FakeClock, manager_for
@@ -214,7 +214,7 @@ def test_round_trip_with_the_managers_cookie(client: FlaskClient, store: Store) 
     assert header is not None
     secret = sent_secret(response)
     assert header == f"{COOKIE}={secret}; {COOKIE_ATTRS}"
-    assert secret is not None and store.load(public_id(secret)) is not None
+    assert secret is not None and store.load(handle_of(secret)) is not None
     assert len(response.headers.getlist("Set-Cookie")) == 1  # not Flask's own `session`
     assert dump(client) == {"data": {"a": "1"}, "user": None, "new": False, "permanent": False}
 
@@ -289,7 +289,7 @@ def test_coatcheck_logout_clears_cookie_and_record(client: FlaskClient, store: S
     assert secret
     response = get(client, "/end")
     assert sent_secret(response) == ""
-    assert store.load(public_id(secret)) is None
+    assert store.load(handle_of(secret)) is None
     assert dump(client)["data"] == {}
 
 
@@ -309,7 +309,7 @@ def test_flask_login_rotates_id_and_keeps_user(client: FlaskClient, store: Store
     response = get(client, "/login/42")
     secret = sent_secret(response)
     assert secret and secret != anonymous
-    assert store.load(public_id(anonymous)) is None  # the pre-login ID is dead at once
+    assert store.load(handle_of(anonymous)) is None  # the pre-login ID is dead at once
     assert get(client, "/whoami").get_json() == {"user": "42", "session_user": "42"}
     assert get(client, "/me").get_data(as_text=True) == "42"
     assert dump(client)["data"]["cart"] == "1"
@@ -335,10 +335,10 @@ def test_listing_and_revocation(app: Flask, manager: SessionManager) -> None:
     assert len(listed) == 2 and all(info.user == "7" for info in listed)
     cookie = phone.get_cookie(COOKIE, domain="localhost")
     assert cookie is not None
-    admin.revoke(public_id(cookie.value))
+    admin.revoke(handle_of(cookie.value))
     assert get(phone, "/whoami").get_json()["user"] is None
     assert get(laptop, "/whoami").get_json()["user"] == "7"
-    assert [info.id for info in admin.sessions("7")] != [public_id(cookie.value)]
+    assert [info.id for info in admin.sessions("7")] != [handle_of(cookie.value)]
     assert admin.revoke_user("7") == 1
     assert get(laptop, "/whoami").get_json()["user"] is None
 

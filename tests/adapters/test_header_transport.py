@@ -29,7 +29,7 @@ from helpers import COOKIE, DownStore, FakeClock, client, manager_for, sent_secr
 
 pytestmark = pytest.mark.anyio
 
-TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")
+TOKEN = re.compile(r"[A-Za-z0-9_-]{65}")
 ASK = {"session-transport": "header"}
 INVALID = 'Bearer error="invalid_token"'
 SCRIPT = Path(__file__).parents[2] / "src" / "coatcheck" / "static" / "coatcheck.js"
@@ -269,7 +269,7 @@ async def test_expired_token_gets_invalid_token_challenge(
         assert response.headers["www-authenticate"] == INVALID
 
 
-@pytest.mark.parametrize("token", ["x" * 43, "not a token", "a" * 500])
+@pytest.mark.parametrize("token", ["x" * 65, "not a token", "a" * 500])
 async def test_unknown_or_malformed_token_gets_invalid_token(
     manager: SessionManager, token: str
 ) -> None:
@@ -290,7 +290,7 @@ async def test_cookie_request_gets_401_without_bearer_challenge(
     manager: SessionManager,
 ) -> None:
     async with client(app_for(manager)) as http:
-        response = await http.get("/private", headers={"cookie": f"{COOKIE}={'y' * 43}"})
+        response = await http.get("/private", headers={"cookie": f"{COOKIE}={'y' * 65}"})
         assert response.status_code == 401
         assert "www-authenticate" not in response.headers
         assert sent_secret(response) == ""  # the dead cookie is cleared
@@ -310,7 +310,7 @@ async def test_required_websocket_is_closed_with_policy_violation(
     manager: SessionManager,
 ) -> None:
     scope = {
-        "type": "websocket", "path": "/ws", "headers": [(b"authorization", b"Bearer " + b"z" * 43)],
+        "type": "websocket", "path": "/ws", "headers": [(b"authorization", b"Bearer " + b"z" * 65)],
         "scheme": "wss", "query_string": b"", "subprotocols": [],
     }  # fmt: skip
     sent: list[MutableMapping[str, Any]] = []
@@ -354,7 +354,7 @@ async def test_fastapi_dependency_answers_401_wherever_the_middleware_sits(
         token = (await http.post("/login", headers=ASK)).headers["session-token"]
         assert (await http.get("/me", headers=bearer(token))).json() == {"user": "alice"}
         assert (await http.get("/account", headers=bearer(token))).status_code == 200
-        dead = await http.get("/me", headers=bearer("q" * 43))
+        dead = await http.get("/me", headers=bearer("q" * 65))
         assert dead.status_code == 401
         assert dead.headers["www-authenticate"] == INVALID
         assert dead.headers["session-token"] == ""
@@ -400,7 +400,7 @@ async def test_client_script_needs_no_session_store() -> None:
     app = SessionMiddleware(Starlette(routes=ROUTES), manager, client_script_path="/cc.js")
     async with client(app) as http:
         assert (await http.get("/cc.js")).status_code == 200
-        down = await http.get("/", headers=bearer("x" * 43))
+        down = await http.get("/", headers=bearer("x" * 65))
         assert down.status_code == 503  # the store really is down
 
 

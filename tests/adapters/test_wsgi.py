@@ -14,7 +14,7 @@ from werkzeug.test import Client, EnvironBuilder, TestResponse
 from coatcheck import ClientSide, KeyRing, SessionManager
 from coatcheck.adapters.wsgi import ENVIRON_KEY, SessionMiddleware, request_info
 from coatcheck.exceptions import StoreUnavailable
-from coatcheck.ids import public_id
+from coatcheck.ids import handle_of
 from coatcheck.session import Session
 from coatcheck.stores import MemoryStore, SQLiteStore
 from coatcheck.stores.base import Record, Store
@@ -82,7 +82,7 @@ def secret_of(response: TestResponse) -> str | None:
 def test_round_trip(client: Client, store: Store) -> None:
     response = get(client, "/?key=a&value=1")
     secret = secret_of(response)
-    assert secret and store.load(public_id(secret)) is not None
+    assert secret and store.load(handle_of(secret)) is not None
     assert response.headers["Set-Cookie"].endswith("; Path=/; HttpOnly; Secure; SameSite=Lax")
     assert json.loads(get(client, "/?read=1").data) == {"a": "1"}
 

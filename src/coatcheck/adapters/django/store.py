@@ -36,7 +36,7 @@ from django.contrib.sessions.backends.base import CreateError, SessionBase, Upda
 from ...admin import AsyncSessionAdmin, SessionAdmin
 from ...drivers import MAX_ATTEMPTS
 from ...exceptions import StoreCorrupted, StoreError
-from ...ids import is_wellformed, new_id, public_id
+from ...ids import handle_of, is_wellformed, new_secret
 from ...manager import Opening, ServerSide, SessionManager, Write
 from ...records import decode
 from ...request import RequestInfo
@@ -112,10 +112,10 @@ class SessionStore(SessionBase):
         return isinstance(key, str) and is_wellformed(key)
 
     def _get_new_session_key(self) -> str:
-        return new_id()
+        return new_secret()
 
     async def _aget_new_session_key(self) -> str:
-        return new_id()
+        return new_secret()
 
     def _get_session(self, no_load: bool = False) -> Session:
         self.accessed = True
@@ -205,7 +205,7 @@ class SessionStore(SessionBase):
 
     def _opening(self, secret: str | None) -> Opening:
         manager = self.manager
-        key = None if secret is None else public_id(secret)
+        key = None if secret is None else handle_of(secret)
         return Opening(request=self._request, now=manager.clock(), key=key,
                        transport=manager.transport, secret=secret,
                        presented=secret is not None)  # fmt: skip
@@ -221,7 +221,7 @@ class SessionStore(SessionBase):
         now = self.manager.clock()
         session = Session(
             dict(source.data()) if source is not None else {},
-            secret=secret, id=public_id(secret), is_new=True, now=now, created_at=now,
+            secret=secret, id=handle_of(secret), is_new=True, now=now, created_at=now,
             last_seen=now, rotated_at=now, ip=self._request.client_ip,
             user_agent=self._request.header("user-agent"),
             user=source.user if source is not None else None,
@@ -237,7 +237,7 @@ class SessionStore(SessionBase):
         if not self._validate_session_key(session_key):
             return False
         assert session_key is not None  # noqa: S101 - validated above
-        key = public_id(session_key)
+        key = handle_of(session_key)
         record = self._store.load(key)
         return record is not None and self.manager.describe(key, record) is not None
 
@@ -245,7 +245,7 @@ class SessionStore(SessionBase):
         if not self._validate_session_key(session_key):
             return False
         assert session_key is not None  # noqa: S101 - validated above
-        key = public_id(session_key)
+        key = handle_of(session_key)
         record = await self._astore.load(key)
         return record is not None and self.manager.describe(key, record) is not None
 
@@ -278,7 +278,7 @@ class SessionStore(SessionBase):
         if attempt == 0 and cache is not None and cache.is_new:
             secret: str = cache.secret
             return secret
-        return new_id()
+        return new_secret()
 
     def save(self, must_create: bool = False) -> None:
         if self.session_key is None:
@@ -332,17 +332,13 @@ class SessionStore(SessionBase):
             return
         self._session_key = session.secret
         del self._session_cache  # what is stored now is adopted on the next access, if any
-        if write.key == session.id:
-            version = 1 if write.replaces is not None or write.version == 0 else write.version + 1
-            self._written = Record(write.data, version)
-        # else: a concurrent renewal moved the record and our key is its alias for the grace
-        # window; the next access loads it through the alias.
+        version = 1 if write.replaces is not None or write.version == 0 else write.version + 1
+        self._written = Record(write.data, version)
 
     def _adopt(self, secret: str, record: Record) -> Session:
         """The session as it was just written (without reading it back from the store)."""
         self._written = None
         stored = self.manager.attach(self._opening(secret), record)
-        assert isinstance(stored, Session)  # noqa: S101 - a record just written, not an alias
         return stored
 
     def _ttl(self, session: Session) -> float:
@@ -370,7 +366,7 @@ class SessionStore(SessionBase):
         secret = self.session_key if session_key is None else session_key
         if secret is None or not self._validate_session_key(secret):
             return None  # nothing can be stored under a key coatcheck never issues
-        return public_id(secret)
+        return handle_of(secret)
 
     def clear(self) -> None:
         # Loaded first, so that each key is deleted explicitly: keys another request adds
@@ -428,7 +424,7 @@ class SessionStore(SessionBase):
         self._cycled = True
 
     def _cycle(self, session: Session) -> None:
-        # The rotation that leaves no alias behind: the old key stops working at once, as
+        # A login's rotation: the old handle ends and its key stops working at once, as
         # Django's cycle_key promises (auth.login relies on it against session fixation).
         session.rotate = "login"
         self._bind_user(session)
@@ -506,7 +502,7 @@ def _apply(store: Store, write: Write, cap: float) -> bool:
         return store.save(write.key, write.data, version=write.version, ttl=ttl, user=write.user)
     return store.rotate(
         write.replaces, write.key, write.data, version=write.version, ttl=ttl,
-        user=write.user, alias=write.alias, alias_ttl=write.alias_ttl,
+        user=write.user, alias=None, alias_ttl=0.0,
     )  # fmt: skip
 
 
@@ -518,7 +514,7 @@ async def _aapply(store: AsyncStore, write: Write, cap: float) -> bool:
         )
     return await store.rotate(
         write.replaces, write.key, write.data, version=write.version, ttl=ttl,
-        user=write.user, alias=write.alias, alias_ttl=write.alias_ttl,
+        user=write.user, alias=None, alias_ttl=0.0,
     )  # fmt: skip
 
 

@@ -50,17 +50,18 @@ class Command(BaseCommand):
             "--username", action="store_true", help="USER is a username, not a primary key"
         )
         parser.add_argument("--keep", metavar="ID", help="revoke: keep this session (public ID)")
-        parser.add_argument(
-            "--session", metavar="ID", help="revoke: only this session (public ID)"
-        )
+        parser.add_argument("--session", metavar="ID", help="revoke: only this session (public ID)")
 
     def handle(self, *args: Any, **options: Any) -> None:
         admin = SessionAdmin(get_manager())
         if options["session"]:
             if options["action"] != "revoke" or options["user"] or options["keep"]:
                 raise CommandError("--session goes alone with 'revoke'")
-            admin.revoke(options["session"])
-            self.stdout.write("revoked 1 session")
+            try:
+                live = admin.revoke(options["session"])
+            except ValueError as exc:
+                raise CommandError(str(exc)) from None
+            self.stdout.write("revoked 1 session" if live else "no live session with that ID")
             return
         if not options["user"]:
             raise CommandError("name a user (or use 'revoke --session ID')")
@@ -68,7 +69,10 @@ class Command(BaseCommand):
         if options["action"] == "list":
             self._list(admin, user)
         else:
-            count = admin.revoke_user(user, keep=options["keep"])
+            try:
+                count = admin.revoke_user(user, keep=options["keep"])
+            except ValueError as exc:
+                raise CommandError(str(exc)) from None
             self.stdout.write(f"revoked {count} session{'s' if count != 1 else ''}")
 
     def _user(self, value: str, *, by_username: bool) -> str:
