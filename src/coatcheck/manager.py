@@ -466,15 +466,17 @@ class SessionManager:
         succeeded (after rebases), or None if there was none or it was dropped.
 
         A write dropped because its record vanished meanwhile (logout, revocation or a
-        login's rotation by a concurrent request) sends no header at all: clearing the
-        cookie here would also erase the new cookie that a concurrent login hands out if
-        this response reaches the browser last. The ID is dead in the store either way; the
-        next request that presents it starts fresh and has it cleared then.
+        login's rotation by a concurrent request; client-side, the registry record of a
+        revoked session) sends no header at all. No token is handed out for a session that
+        is not listed, and clearing the cookie here would also erase the new cookie that a
+        concurrent login hands out if this response reaches the browser last. The session
+        is dead in the store either way; the next request that presents its secret starts
+        fresh and has it cleared then.
         """
         transport = session.transport or self.transport
         request = session.request
         headers: list[tuple[str, str]] = []
-        if commit.issue is not None:
+        if commit.issue is not None and (write is not None or commit.write is None):
             max_age = None
             if session.persistent:
                 max_age = int(session.created_at + self.lifetimes.absolute - session._now)

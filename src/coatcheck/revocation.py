@@ -55,8 +55,10 @@ class Revocation:
     - kind "sid": the tokens of session `subject` are refused from time `at` on; with a
       `generation`, only those of an older generation (`regenerate()`: the tokens it
       replaced, after the grace window).
-    - kind "user": the tokens of user `subject` issued before `at` are refused, except
-      those of session `keep` ("log out other devices").
+    - kind "user": the tokens of user `subject` issued up to `at` are refused, except
+      those of session `keep` ("log out other devices"). A token issued at the very
+      instant of the entry is refused too: of two events in the same millisecond, the
+      revocation is taken to come last.
     """
 
     kind: Literal["sid", "user"]
@@ -183,7 +185,7 @@ class RevocationList:
                     verdict = SUPERSEDED
         if user is not None:
             for entry in self._users.get(user, ()):
-                if issued_at < entry.at and sid != entry.keep:
+                if issued_at <= entry.at and sid != entry.keep:
                     return REVOKED
         return verdict
 

@@ -1,0 +1,312 @@
+"""The revocation invariants, tested as a model (docs/security.md, "Session identity").
+
+A hypothesis state machine drives two replicas (two managers sharing one store and, for
+client-side sessions, one revocation store) through interleaved requests: some run start
+to finish, others are opened, left in flight while other requests and admin actions happen,
+and committed later. Requests renew, write, log in, log out, regenerate and log out other
+devices; the admin revokes sessions and users; the clock jumps. Every secret or token ever
+handed out is kept, as a thief would keep it. After every step:
+
+(a) accepted => listed: a secret or token that either replica accepts for a logged-in
+    session belongs to a session that `sessions(user)` lists;
+(b) revoked => refused: no secret or token of an ended session (logout, login, `revoke`,
+    `revoke_user`, "log out other devices") is accepted by either replica, and none that a
+    renewal or `regenerate()` replaced is accepted past the grace window;
+(c) an ended session never comes back: its handle is never listed or accepted again,
+    whatever commits, rebases or migrations come after.
+
+Both replicas check revocations strictly (staleness 0), so "after the staleness bound"
+is "at once" here; the bound itself is tested with real processes in test_clientside.py.
+Runs on memory and SQLite, and on Redis and PostgreSQL (service tests, CI). A failure
+prints the shortest sequence of steps that breaks an invariant, and the seed.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    consumes,
+    initialize,
+    invariant,
+    multiple,
+    rule,
+    run_state_machine_as_test,
+)
+
+from coatcheck import ClientSide, KeyRing, Lifetimes, ServerSide, Session, SessionManager
+from coatcheck.admin import SessionAdmin
+from coatcheck.drivers import commit_session, open_session
+from coatcheck.revocation import MemoryRevocationStore, SQLiteRevocationStore
+from coatcheck.stores import MemoryStore, SQLiteStore
+from coatcheck.stores.base import Store
+from helpers import FakeClock, cookie_value, request
+from servers import postgres_server_fixture, redis_server_fixture  # noqa: F401 - fixtures
+
+LIFETIMES = Lifetimes(idle=600, absolute=3600, renewal=120, grace=10, touch_interval=30)
+USERS = ("ann", "bob")
+KEY = b"Yq2pW7Zs4nX9vB1kL6mR3tD8fH0jG5cA"
+MAX_POOL = 24  # secrets kept for the checks: enough to hold every session's recent ones
+
+STORES = [
+    "memory",
+    "sqlite",
+    pytest.param("redis", marks=pytest.mark.service),
+    pytest.param("postgres", marks=pytest.mark.service),
+]
+EXAMPLES = {"memory": 60, "sqlite": 25, "redis": 12, "postgres": 12}
+
+
+@dataclass
+class Issued:
+    """A secret or token as handed to a client, with what the model knows of it."""
+
+    value: str
+    handle: str
+    #: When a renewal or regenerate() replaced it (None: it is the session's current one).
+    replaced_at: float | None = None
+
+
+@dataclass
+class World:
+    """What the model expects: which handles ended, and who owns which handle."""
+
+    ended: set[str] = field(default_factory=set)
+    owner: dict[str, str | None] = field(default_factory=dict)
+    pool: list[Issued] = field(default_factory=list)
+
+
+Backends = Callable[[FakeClock], tuple[Store, Any]]
+
+
+@pytest.fixture(params=STORES)
+def backends(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, Backends]]:
+    """A factory of (session store, revocation store) pairs for one example each."""
+    kind = request.param
+    opened: list[Any] = []
+
+    def make(clock: FakeClock) -> tuple[Store, Any]:
+        tag = secrets.token_hex(6)
+        store: Any
+        revocations: Any
+        if kind == "memory":
+            store, revocations = MemoryStore(clock=clock), MemoryRevocationStore(clock=clock)
+        elif kind == "sqlite":
+            path = tmp_path / f"{tag}.db"
+            store = SQLiteStore(path, clock=clock)
+            revocations = SQLiteRevocationStore(path, clock=clock)
+        elif kind == "redis":
+            from coatcheck.revocation_redis import RedisRevocationStore
+            from coatcheck.stores import RedisStore
+
+            url = request.getfixturevalue("redis_server").url
+            store = RedisStore(url, prefix=f"m{tag}:", timeout=10)
+            revocations = RedisRevocationStore(url, prefix=f"m{tag}:", timeout=10, clock=clock)
+        else:
+            from coatcheck.revocation_postgres import PostgresRevocationStore
+            from coatcheck.stores import PostgresStore
+
+            url = request.getfixturevalue("postgres_server").url
+            store = PostgresStore(url, table=f"m_{tag}", clock=clock, timeout=10)
+            revocations = PostgresRevocationStore(url, table=f"r_{tag}", clock=clock, timeout=10)
+        opened.extend((store, revocations))
+        return store, revocations
+
+    yield kind, make
+    for resource in opened:
+        resource.close()
+
+
+@pytest.mark.parametrize("mode", ["server", "client"])
+def test_revocation_invariants(mode: str, backends: tuple[str, Backends]) -> None:
+    kind, make = backends
+
+    class Replicas(Model):
+        def build(self) -> None:
+            self.store, revocations = make(self.clock)
+
+            def manager() -> SessionManager:
+                side: ServerSide | ClientSide
+                if mode == "server":
+                    side = ServerSide(self.store)
+                else:
+                    side = ClientSide(KeyRing([KEY]), store=self.store,
+                                      revocations=revocations, strict=True)  # fmt: skip
+                return SessionManager(side, lifetimes=LIFETIMES, clock=self.clock,
+                                      log_salt=b"model")  # fmt: skip
+
+            self.replicas = (manager(), manager())
+
+    run_state_machine_as_test(
+        Replicas,
+        settings=settings(
+            max_examples=EXAMPLES[kind],
+            stateful_step_count=30,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            print_blob=True,
+        ),
+    )
+
+
+ACTIONS = ["read", "write", "login", "logout", "regenerate", "logout-others", "remember"]
+
+
+class Model(RuleBasedStateMachine):
+    """The rules and invariants; `build` supplies the replicas and their store."""
+
+    in_flight = Bundle("in_flight")
+    store: Store
+    replicas: tuple[SessionManager, SessionManager]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock = FakeClock()
+        self.world = World()
+        self.devices: list[str | None] = [None, None, None]
+        self.build()
+
+    def build(self) -> None:
+        raise NotImplementedError
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def open(self, replica: int, secret: str | None) -> Session:
+        return open_session(self.replicas[replica], request(secret))
+
+    def note_issued(self, session: Session, headers: Any) -> str | None:
+        """Record what a response handed out; returns the client's new secret, if any."""
+        value = cookie_value(headers)
+        if value:
+            now = self.clock.now
+            # A new secret of the same handle replaces the older ones (server side: every
+            # renewal; client side: only regenerate(), which `replaced` says).
+            for issued in self.world.pool:
+                if (
+                    issued.handle == session.id
+                    and issued.replaced_at is None
+                    and issued.value != value  # (a re-issue of the same secret replaces none)
+                    and (self.is_server or self.regenerated)
+                ):
+                    issued.replaced_at = now
+            self.world.pool.append(Issued(value, session.id))
+            self.world.owner.setdefault(session.id, session.user)
+            del self.world.pool[:-MAX_POOL]
+        return value
+
+    @property
+    def is_server(self) -> bool:
+        return isinstance(self.replicas[0].mode, ServerSide)
+
+    def act(self, session: Session, action: str, replica: int) -> str | None:
+        """Apply `action` to an open session, then commit it and record what happened."""
+        world = self.world
+        before = session.id
+        loaded = not session.is_new
+        superseded = session._superseded
+        self.regenerated = False
+        ended: set[str] = set()
+        if action == "write":
+            session["n"] = session.get("n", 0) + 1
+        elif action == "login":
+            session.login(USERS[len(before) % 2])
+            if loaded and not superseded:
+                ended.add(before)  # a login ends the handle it replaces
+        elif action == "logout":
+            session.logout()
+            if loaded:
+                ended.add(before)
+        elif action == "regenerate":
+            session.regenerate()
+            self.regenerated = loaded and not superseded
+        elif action == "logout-others" and session.user is not None:
+            session.logout_other_devices()
+            ended |= {h for h, u in world.owner.items() if u == session.user and h != before}
+        elif action == "remember":
+            session.set_persistent()
+        headers = commit_session(self.replicas[replica], session)
+        value = self.note_issued(session, headers)
+        if superseded and action == "regenerate":
+            assert value is None, "a secret inside its grace window minted a new one"
+        if superseded and action == "login" and value:
+            assert session.id != before and "n" not in session.data()
+        world.ended |= ended
+        return value
+
+    # -- rules -------------------------------------------------------------------------
+
+    @initialize()
+    def start(self) -> None:
+        self.regenerated = False
+
+    @rule(device=st.integers(0, 2), replica=st.integers(0, 1), action=st.sampled_from(ACTIONS))
+    def request(self, device: int, replica: int, action: str) -> None:
+        value = self.act(self.open(replica, self.devices[device]), action, replica)
+        if value is not None:
+            self.devices[device] = value or None
+
+    @rule(target=in_flight, replica=st.integers(0, 1), pick=st.integers(0, MAX_POOL - 1))
+    def begin(self, replica: int, pick: int) -> Any:
+        """Open a request with a stolen or current secret and leave it in flight."""
+        if not self.world.pool:
+            return multiple()
+        issued = self.world.pool[pick % len(self.world.pool)]
+        return (replica, self.open(replica, issued.value))
+
+    @rule(flight=consumes(in_flight), action=st.sampled_from(ACTIONS))
+    def finish(self, flight: tuple[int, Session], action: str) -> None:
+        replica, session = flight
+        self.act(session, action, replica)
+
+    @rule(pick=st.integers(0, MAX_POOL - 1))
+    def admin_revoke(self, pick: int) -> None:
+        handles = sorted(self.world.owner)
+        if handles:
+            handle = handles[pick % len(handles)]
+            SessionAdmin(self.replicas[0]).revoke(handle)
+            self.world.ended.add(handle)
+
+    @rule(user=st.sampled_from(USERS), keep=st.booleans(), pick=st.integers(0, MAX_POOL - 1))
+    def admin_revoke_user(self, user: str, keep: bool, pick: int) -> None:
+        owned = sorted(h for h, u in self.world.owner.items() if u == user)
+        kept = owned[pick % len(owned)] if keep and owned else None
+        SessionAdmin(self.replicas[1]).revoke_user(user, keep=kept)
+        self.world.ended |= {h for h in owned if h != kept}
+
+    @rule(seconds=st.sampled_from([1, 5, 9, 11, 29, 31, 61, 121, 300, 601]))
+    def wait(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+
+    # -- invariants --------------------------------------------------------------------
+
+    @invariant()
+    def accepted_means_listed_and_never_ended(self) -> None:
+        now = self.clock.now
+        listings = {user: self.listed(user) for user in USERS}
+        for issued in self.world.pool:
+            for replica in (0, 1):
+                session = self.open(replica, issued.value)
+                if session.is_new:
+                    continue
+                assert session.id == issued.handle, "a secret opened another session"
+                assert session.id not in self.world.ended, "(b)/(c): an ended session opened"
+                if issued.replaced_at is not None:
+                    assert now < issued.replaced_at + LIFETIMES.grace, (
+                        "(b): a replaced secret outlived the grace window"
+                    )
+                if session.user is not None:
+                    assert session.id in listings[session.user], "(a): accepted, not listed"
+        for handles in listings.values():
+            assert not handles & self.world.ended, "(c): an ended session is listed"
+
+    def listed(self, user: str) -> set[str]:
+        return {info.id for info in SessionAdmin(self.replicas[0]).sessions(user)}
