@@ -31,7 +31,7 @@ from coatcheck.drivers import commit_session, open_session
 from coatcheck.exceptions import ConfigurationError, SessionTooLarge
 from coatcheck.revocation import MemoryRevocationStore
 from coatcheck.stores import MemoryStore
-from helpers import COOKIE, FakeClock
+from helpers import COOKIE, FakeClock, cookie_value
 
 KEY_A = b"A" * 32
 KEY_B = b"B" * 32
@@ -197,7 +197,10 @@ def test_tampered_tokens_are_no_session(
 
 
 def test_old_key_tokens_are_reissued_under_the_new_key_keeping_iat(clock: FakeClock) -> None:
-    old = client_manager(clock, keys=KeyRing([KEY_A]))
+    registry = MemoryStore(clock=clock)
+    revocations = MemoryRevocationStore(clock=clock)
+    shared: dict[str, Any] = {"store": registry, "revocations": revocations}
+    old = client_manager(clock, keys=KeyRing([KEY_A]), **shared)
     device = Device(old)
     session = device.open()
     session.login("bob")
@@ -205,7 +208,7 @@ def test_old_key_tokens_are_reissued_under_the_new_key_keeping_iat(clock: FakeCl
     created, auth = session.created_at, session.authenticated_at
 
     clock.advance(5)
-    device.manager = client_manager(clock, keys=KeyRing([KEY_B, KEY_A]))
+    device.manager = client_manager(clock, keys=KeyRing([KEY_B, KEY_A]), **shared)
     rotated = device.open()
     assert rotated.user == "bob"
     device.commit(rotated)
@@ -217,8 +220,28 @@ def test_old_key_tokens_are_reissued_under_the_new_key_keeping_iat(clock: FakeCl
     assert reopened.authenticated_at is not None and auth is not None
     assert int(reopened.authenticated_at) == int(auth)
     # Under a ring without the old key, the re-issued token still works.
-    device.manager = client_manager(clock, keys=KeyRing([KEY_B]))
+    device.manager = client_manager(clock, keys=KeyRing([KEY_B]), **shared)
     assert device.open().user == "bob"
+
+
+def test_a_session_whose_registry_record_is_lost_ends_at_its_next_write(
+    clock: FakeClock,
+) -> None:
+    """A token that is not listed must not stay accepted, and a write that cannot be kept
+    must not pass for kept: the session ends, visibly, instead."""
+    registry = MemoryStore(clock=clock)
+    manager = client_manager(clock, store=registry, revocations=MemoryRevocationStore())
+    device = Device(manager)
+    session = device.open()
+    session.login("bob")
+    device.commit(session)
+    registry.delete(session.id)  # the registry lost it (flushed, restored from a backup...)
+    clock.advance(61)  # the write below moves the idle deadline: a registry write
+    session = device.open()
+    assert session.user == "bob"
+    session["cart"] = ["book"]
+    assert cookie_value(device.commit(session)) is None  # no token for what was not kept
+    assert device.open().user is None
 
 
 def _jws_purpose() -> Any:

@@ -414,3 +414,46 @@ async def test_logout_racing_a_write_leaves_no_ghost_in_the_listing(cluster: Clu
     response = await cluster.resume("w", writer)
     assert sent_secret(response) is None  # no token for a session that is gone
     assert cluster.listed("ann") == []
+
+
+# -- 13. two apps sharing one store ---------------------------------------------------------
+
+
+async def test_apps_with_their_own_keys_do_not_open_each_others_sessions() -> None:
+    clock = FakeClock()
+    shared = MemoryStore(clock=clock)
+
+    def app(key: bytes) -> SessionMiddleware:
+        keys = KeyRing([key])
+        return make_app(SessionManager(ServerSide(shared, keys=keys), clock=clock), Gates())
+
+    async with (
+        client(app(b"a" * 32)) as shop,
+        client(app(b"b" * 32)) as blog,
+        client(app(b"a" * 32)) as shop_replica,
+    ):
+        device = Device(shop)
+        await device.send("POST", "/login", user="1")
+        assert (await Device(shop_replica, device.secret).me())["user"] == "1"
+        assert (await Device(blog, device.secret).me())["new"]  # not user 1 of the blog
+        assert (await device.me())["user"] == "1"  # and the shop's session is untouched
+
+
+async def test_records_hashed_with_an_older_key_still_open_after_a_key_rotation() -> None:
+    clock = FakeClock()
+    shared = MemoryStore(clock=clock)
+    old, new = b"o" * 32, b"n" * 32
+
+    def app(*keys: bytes) -> SessionMiddleware:
+        side = ServerSide(shared, keys=KeyRing(list(keys)))
+        return make_app(SessionManager(side, lifetimes=LIFETIMES, clock=clock), Gates())
+
+    async with client(app(old)) as before, client(app(new, old)) as after:
+        device = Device(before)
+        await device.send("POST", "/login", user="1")
+        device.http = after
+        assert (await device.me())["user"] == "1"
+        clock.advance(LIFETIMES.renewal or 0)
+        await device.send("POST", "/write")  # renewed: now hashed with the new key
+        async with client(app(new)) as only_new:
+            assert (await Device(only_new, device.secret).me())["user"] == "1"

@@ -62,6 +62,8 @@ def commit_session(
                 write = manager.rebase(session, write, store.load(write.source))
             else:
                 raise StoreError(f"session commit gave up after {MAX_ATTEMPTS} version conflicts")
+            if write is None:
+                SessionAdmin(manager, store).record_revocations(manager.vanished(session))
     if commit.revoke_user is not None:
         keep = session.id if write is None else write.key
         SessionAdmin(manager, store).revoke_user(commit.revoke_user, keep=keep)
@@ -115,6 +117,9 @@ async def acommit_session(
                 write = manager.rebase(session, write, await store.load(write.source))
             else:
                 raise StoreError(f"session commit gave up after {MAX_ATTEMPTS} version conflicts")
+            if write is None:
+                entries = manager.vanished(session)
+                await AsyncSessionAdmin(manager, store).record_revocations(entries)
     if commit.revoke_user is not None:
         keep = session.id if write is None else write.key
         await AsyncSessionAdmin(manager, store).revoke_user(commit.revoke_user, keep=keep)

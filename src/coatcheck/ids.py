@@ -76,9 +76,11 @@ def handle_of(secret: str) -> str:
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
-def verifier_hash(secret: str) -> str:
-    """What the store keeps of a secret: base64url(SHA-256(secret)), 43 characters."""
-    digest = hashlib.sha256(secret.encode("ascii")).digest()
+def verifier_hash(secret: str, key: bytes | None = None) -> str:
+    """What the store keeps of a secret: base64url(SHA-256(secret)), 43 characters, or of
+    HMAC-SHA-256(key, secret) with a `key`, which binds the record to whoever holds it."""
+    raw = secret.encode("ascii")
+    digest = hashlib.sha256(raw).digest() if key is None else hmac.digest(key, raw, "sha256")
     # binascii directly: `base64.urlsafe_b64encode` costs four times as much (every request).
     return binascii.b2a_base64(digest, newline=False)[:43].translate(_URLSAFE).decode("ascii")
 

@@ -28,9 +28,11 @@ from .audit import Audit
 from .clientside import ClientSide
 from .exceptions import ConfigurationError, StoreCorrupted
 from .ids import handle_of, is_wellformed, new_secret, verifier_hash
+from .keys import ID_HASH, KeyRing
 from .plans import CLEAR, NOTHING, STALE, Commit, Opening, Write
 from .policy import RENEW, TOUCH, Expiry, Lifetimes
 from .request import RequestInfo
+from .revocation import Revocation
 from .session import DELETED, FROM_REQUEST, Session, SessionInfo
 from .stores import AsyncStore, Store, from_url, to_async
 from .stores.base import Record
@@ -49,6 +51,11 @@ class ServerSide:
     gives each driver the matching twin, and a sync store is wrapped for the async driver.
     The default is the embedded SQLite store in `./sessions.db`.
 
+    `keys=KeyRing(...)` binds the records to this app: the store keeps an HMAC of each
+    secret under the ring's `ID_HASH` subkey instead of its plain SHA-256, so another app
+    sharing the store (same table or key prefix, other keys) cannot open them. Without
+    keys, apps that share a store must use distinct tables or prefixes.
+
     `migrate_from=ClientSide(keys, ...)` accepts the tokens of an app that used client-side
     sessions until now: a valid token becomes a server-side session (same data, same user,
     and the token's `sid` as its handle) and the client gets a server-side secret, so
@@ -57,14 +64,20 @@ class ServerSide:
     migrated and logged out on one replica must not be migrated again on another.
     """
 
-    __slots__ = ("_async", "_sync", "migrate_from")
+    __slots__ = ("_async", "_sync", "keys", "migrate_from")
 
     def __init__(
         self,
         store: Store | AsyncStore | str = "sqlite:///sessions.db",
         *,
+        keys: KeyRing | None = None,
         migrate_from: ClientSide | None = None,
     ) -> None:
+        if keys is not None and not isinstance(keys, KeyRing):
+            raise ConfigurationError(
+                "ServerSide(keys=...) takes a KeyRing, e.g. KeyRing.from_env()"
+            )
+        self.keys = keys
         if migrate_from is not None and not migrate_from.shares_revocations:
             raise ConfigurationError(
                 "ServerSide(migrate_from=ClientSide(...)) revokes each token it migrates, "
@@ -142,6 +155,15 @@ class SessionManager:
         self.trusted_origins = frozenset(o.rstrip("/") for o in trusted_origins)
         self.clock = clock
         self.audit = Audit(log_salt if log_salt is not None else os.urandom(16))
+        # What server-side secrets are hashed with (`ServerSide(keys=...)`), newest first;
+        # a client-side manager accepts server-side sessions hashed with its own keys or
+        # with none, to migrate them.
+        keys = self.mode.keys
+        self._hash_keys: tuple[bytes | None, ...] = (None,)
+        if keys is not None:
+            self._hash_keys = tuple(k.secret for k in keys.subkeys(ID_HASH))
+            if isinstance(self.mode, ClientSide):
+                self._hash_keys += (None,)
 
     def __repr__(self) -> str:
         return f"SessionManager({self.mode!r}, transport={self.transports!r})"
@@ -221,16 +243,21 @@ class SessionManager:
         if credentials is None:  # a client-side registry record: no secret opens it
             self.audit.security("session.unknown", opening.key)
             return self._fresh(opening)
-        presented = verifier_hash(opening.secret or "")
-        if not _same(presented, credentials.verifier):
-            if not (
+        secret = opening.secret or ""
+        for key in self._hash_keys:  # newest first; one unless keys are being rotated
+            presented = verifier_hash(secret, key)
+            if _same(presented, credentials.verifier):
+                break
+            if (
                 credentials.previous is not None
                 and now < credentials.previous_until
                 and _same(presented, credentials.previous)
             ):
-                self.audit.security("session.mismatch", opening.key)
-                return self._fresh(opening)
-            superseded = True
+                superseded = True
+                break
+        else:
+            self.audit.security("session.mismatch", opening.key)
+            return self._fresh(opening)
         due = self.lifetimes.assess(now, stored.created_at, stored.last_seen, stored.rotated_at)
         if due.__class__ is Expiry:
             self.audit.security("session.expired", opening.key, f"reason={due.value}")
@@ -351,7 +378,7 @@ class SessionManager:
             replaces = None if session.is_new else session.id
             write = Write(
                 handle_of(secret),
-                records.encode(session, None, _new_credentials(secret)),
+                records.encode(session, None, self._credentials(secret)),
                 0 if session.is_new else session.version, ttl, session.user, changes,
                 replaces, secret,
             )  # fmt: skip
@@ -359,7 +386,7 @@ class SessionManager:
                 self.audit.lifecycle("session.created", handle_of(secret))
         elif session.is_new:
             write = Write(
-                session.id, records.encode(session, None, _new_credentials(session.secret)),
+                session.id, records.encode(session, None, self._credentials(session.secret)),
                 0, ttl, session.user, changes, None, session.secret,
             )  # fmt: skip
             self.audit.lifecycle("session.created", session.id)
@@ -390,7 +417,13 @@ class SessionManager:
         """The credentials of `session` once `secret` replaces the one it was loaded with."""
         old = session._credentials
         assert old is not None  # noqa: S101 - every loaded server-side session has them
-        return records.Credentials(verifier_hash(secret), old.verifier, now + self.lifetimes.grace)
+        return self._credentials(secret)._replace(
+            previous=old.verifier, previous_until=now + self.lifetimes.grace
+        )
+
+    def _credentials(self, secret: str) -> records.Credentials:
+        """The credentials of a record that `secret` alone opens."""
+        return records.Credentials(verifier_hash(secret, self._hash_keys[0]))
 
     def rebase(self, session: Session, write: Write, record: Record | None) -> Write | None:
         """Redo `write` on top of `record`, the current record under `write.source`, after
@@ -432,7 +465,7 @@ class SessionManager:
         issue = write.issue
         renewed = False
         if login:
-            credentials = _new_credentials(write.issue or "")
+            credentials = self._credentials(write.issue or "")
         elif credentials.verifier != (session._credentials or credentials).verifier:
             issue = None  # renewed by another request meanwhile: its secret is the current one
         elif write.issue is not None and session.rotate is not None:
@@ -458,6 +491,16 @@ class SessionManager:
         return write._replace(
             data=records.dumps(doc), version=record.version, user=user, issue=issue
         )
+
+    def vanished(self, session: Session) -> tuple[Revocation, ...]:
+        """What ends `session` for good once its commit found its record gone (`rebase`
+        returned None). Server-side, nothing more: the record is the session. Client-side,
+        the registry record is gone (a logout or revocation elsewhere, or a registry that
+        lost its data), so the token is revoked too: a token that is not listed must not be
+        accepted, and a write that cannot be kept must not pass for kept."""
+        if not isinstance(self.mode, ClientSide):
+            return ()
+        return (self.mode.revocation(self, session.id),)
 
     def finish(
         self, session: Session, commit: Commit, write: Write | None
@@ -532,7 +575,3 @@ def client_mode_of(mode: ServerSide | ClientSide) -> ClientSide | None:
     """The client-side mode whose tokens a manager in `mode` accepts: its own, or the one a
     server-side manager migrates from. None if it accepts no tokens."""
     return mode if isinstance(mode, ClientSide) else mode.migrate_from
-
-
-def _new_credentials(secret: str) -> records.Credentials:
-    return records.Credentials(verifier_hash(secret))
