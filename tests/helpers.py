@@ -119,13 +119,8 @@ class CountingStore(MemoryStore):
         version: int,
         ttl: float,
         user: str | None,
-        alias: bytes | None,
-        alias_ttl: float,
     ) -> bool:
-        ok = super().rotate(
-            old_key, new_key, data,
-            version=version, ttl=ttl, user=user, alias=alias, alias_ttl=alias_ttl,
-        )  # fmt: skip
+        ok = super().rotate(old_key, new_key, data, version=version, ttl=ttl, user=user)
         self.rotations += 1
         self.conflicts += not ok
         return ok
@@ -159,8 +154,6 @@ class DownStore:
         version: int,
         ttl: float,
         user: str | None,
-        alias: bytes | None,
-        alias_ttl: float,
     ) -> bool:
         raise self._fail()
 

@@ -29,8 +29,7 @@ from coatcheck import (
 )
 from coatcheck.drivers import commit_session, open_session
 from coatcheck.exceptions import ConfigurationError, SessionTooLarge
-from coatcheck.revocation import MemoryRevocationStore
-from coatcheck.stores import MemoryStore
+from coatcheck.stores import MemoryRevocationStore, MemoryStore
 from helpers import COOKIE, FakeClock, cookie_value
 
 KEY_A = b"A" * 32
@@ -176,9 +175,19 @@ def test_idle_and_absolute_deadlines(clock: FakeClock, caplog: pytest.LogCapture
         lambda t: t + "A",
         lambda t: t.replace(".", "..", 1),
         lambda t: "eyJhbGciOiJub25lIn0." + t.split(".")[1] + ".",
-        lambda t: t.split(".")[0] + "." + base64.urlsafe_b64encode(
-            json.dumps({"sid": "x", "iat": 1, "exp": 2**40, "idl": 2**40, "dat": {"admin": 1}})
-            .encode()).decode().rstrip("=") + "." + t.split(".")[2],
+        lambda t: (
+            t.split(".")[0]
+            + "."
+            + base64.urlsafe_b64encode(
+                json.dumps(
+                    {"sid": "x", "iat": 1, "exp": 2**40, "idl": 2**40, "dat": {"admin": 1}}
+                ).encode()
+            )
+            .decode()
+            .rstrip("=")
+            + "."
+            + t.split(".")[2]
+        ),
     ],
     ids=["truncated", "extended", "extra-segment", "alg-none", "forged-claims"],
 )

@@ -46,8 +46,7 @@ from hypothesis.stateful import (
 from coatcheck import ClientSide, KeyRing, Lifetimes, ServerSide, Session, SessionManager
 from coatcheck.admin import SessionAdmin
 from coatcheck.drivers import commit_session, open_session
-from coatcheck.revocation import MemoryRevocationStore, SQLiteRevocationStore
-from coatcheck.stores import MemoryStore, SQLiteStore
+from coatcheck.stores import MemoryRevocationStore, MemoryStore, SQLiteRevocationStore, SQLiteStore
 from coatcheck.stores.base import Store
 from helpers import FakeClock, cookie_value, request
 from servers import postgres_server_fixture, redis_server_fixture  # noqa: F401 - fixtures
@@ -105,15 +104,13 @@ def backends(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[s
             store = SQLiteStore(path, clock=clock)
             revocations = SQLiteRevocationStore(path, clock=clock)
         elif kind == "redis":
-            from coatcheck.revocation_redis import RedisRevocationStore
-            from coatcheck.stores import RedisStore
+            from coatcheck.stores import RedisRevocationStore, RedisStore
 
             url = request.getfixturevalue("redis_server").url
             store = RedisStore(url, prefix=f"m{tag}:", timeout=10)
             revocations = RedisRevocationStore(url, prefix=f"m{tag}:", timeout=10, clock=clock)
         else:
-            from coatcheck.revocation_postgres import PostgresRevocationStore
-            from coatcheck.stores import PostgresStore
+            from coatcheck.stores import PostgresRevocationStore, PostgresStore
 
             url = request.getfixturevalue("postgres_server").url
             store = PostgresStore(url, table=f"m_{tag}", clock=clock, timeout=10)

@@ -1,29 +1,16 @@
-"""`RevocationList` (the per-process copy) and the memory and SQLite revocation stores.
+"""`RevocationList` (the per-process copy) and its rules.
 
-The change-feed conformance suite that every backend passes is in
-`test_revocation_feeds.py`; this module covers the list's own rules and what is particular
-to the two embedded stores.
+The revocation stores are tested beside the session stores: the revocation contract that
+every backend passes is in `tests/stores/contract.py`, what is particular to each store in
+`tests/stores/test_<backend>.py`, and the change and push feeds through managers in
+`test_revocation_feeds.py`.
 """
 
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
-import pytest
-
-from coatcheck.exceptions import ConfigurationError, StoreUnavailable
-from coatcheck.revocation import (
-    AsyncMemoryRevocationStore,
-    AsyncRevocationStore,
-    AsyncSQLiteRevocationStore,
-    MemoryRevocationStore,
-    Revocation,
-    RevocationList,
-    RevocationStore,
-    SQLiteRevocationStore,
-)
-from helpers import FakeClock
+from coatcheck.revocation import Revocation, RevocationList
 
 T = 1_800_000_000.0
 
@@ -191,68 +178,3 @@ def test_the_list_repr_shows_counts_only() -> None:
     lst = RevocationList()
     lst.apply([sid("secret-looking-sid"), user("alice")], 2, T)
     assert repr(lst) == "<RevocationList sids=1 users=1>"
-
-
-# -- memory and SQLite stores --------------------------------------------------------------
-
-
-def test_memory_store_and_its_twin_share_entries() -> None:
-    store = MemoryRevocationStore()
-    twin = AsyncMemoryRevocationStore(store)
-    assert isinstance(store, RevocationStore) and isinstance(twin, AsyncRevocationStore)
-    assert twin.sync is store
-
-
-@pytest.mark.anyio
-async def test_memory_twin_sees_sync_entries() -> None:
-    store = MemoryRevocationStore()
-    twin = AsyncMemoryRevocationStore(store)
-    store.revoke(sid("a"))
-    await twin.revoke(sid("b"))
-    assert (await twin.changes(0))[0] == [sid("a"), sid("b")]
-    await twin.aclose()
-
-
-def test_sqlite_stores_on_one_file_share_entries_across_connections(tmp_path: Path) -> None:
-    path = tmp_path / "r.db"
-    a, b = SQLiteRevocationStore(path), SQLiteRevocationStore(path)
-    a.revoke(sid("from-a"))
-    entries, cursor = b.changes(0)
-    assert entries == [sid("from-a")]
-    seen: list[Revocation] = []
-    thread = threading.Thread(target=lambda: seen.extend(a.changes(0)[0]))  # its own connection
-    thread.start()
-    thread.join(timeout=30)
-    assert seen == [sid("from-a")]
-    a.close()
-    b.close()
-
-
-def test_sqlite_purge_uses_the_injected_clock(tmp_path: Path) -> None:
-    clock = FakeClock(T)
-    store = SQLiteRevocationStore(tmp_path / "r.db", clock=clock)
-    store.revoke(sid("a", expires_at=T + 5))
-    assert store.purge_expired() == 0
-    clock.advance(5)
-    assert store.purge_expired() == 1
-    store.close()
-
-
-def test_sqlite_table_name_must_be_an_identifier(tmp_path: Path) -> None:
-    with pytest.raises(ConfigurationError, match="identifier"):
-        SQLiteRevocationStore(tmp_path / "r.db", table="x; DROP TABLE y")
-
-
-def test_sqlite_that_cannot_open_is_store_unavailable(tmp_path: Path) -> None:
-    with pytest.raises(StoreUnavailable):
-        SQLiteRevocationStore(tmp_path / "missing-dir" / "r.db")
-
-
-@pytest.mark.anyio
-async def test_sqlite_twin(tmp_path: Path) -> None:
-    store = SQLiteRevocationStore(tmp_path / "r.db")
-    twin = AsyncSQLiteRevocationStore(store)
-    await twin.revoke(sid("a"))
-    assert (await twin.changes(0))[0] == [sid("a")]
-    assert store.changes(0)[0] == [sid("a")]
-    await twin.aclose()

@@ -1,13 +1,15 @@
-"""Revocation stores and their change feeds, on every backend.
+"""Revocation change feeds and push feeds, on every backend, through `ClientSide` managers.
 
-One conformance suite (sync and async) runs against memory, SQLite, Redis (one server and a
-three-master cluster) and PostgreSQL. Then, through `ClientSide` managers that each keep
-their own `RevocationList`: a revocation written by one manager is refused by another
-exactly when its copy is `staleness` old (clocks are injected, so the bound is checked
-exactly), including from another OS process; with the pub/sub or LISTEN/NOTIFY listener
-running it is refused with no poll at all; an entry whose message was lost is still
-refused at the next poll; and a Redis server that was killed makes `revoke` fail cleanly,
-then serves and pushes again after its restart.
+What each revocation store promises on its own (the change feed's order, cursors, purges,
+parallel writers, undecodable rows, sync and async twins) is the revocation contract in
+`tests/stores/contract.py`, run by each backend's `tests/stores/test_*.py`. Here, managers
+that each keep their own `RevocationList`, on memory, SQLite, Redis (one server and a
+three-master cluster) and PostgreSQL: a revocation written by one manager is refused by
+another exactly when its copy is `staleness` old (clocks are injected, so the bound is
+checked exactly), including from another OS process; with the pub/sub or LISTEN/NOTIFY
+listener running it is refused with no poll at all; an entry whose message was lost is
+still refused at the next poll; and a Redis or PostgreSQL server that went away makes
+`revoke` fail cleanly, then serves and pushes again after its restart.
 """
 
 from __future__ import annotations
@@ -16,32 +18,21 @@ import secrets
 import subprocess
 import sys
 import textwrap
-import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from coatcheck import ClientSide, KeyRing, Lifetimes, RequestInfo, SessionAdmin, SessionManager
-from coatcheck.clientside import _async_revocations, _revocations_for
 from coatcheck.drivers import aopen_session, commit_session, open_session
 from coatcheck.exceptions import StoreUnavailable
-from coatcheck.revocation import (
-    AsyncMemoryRevocationStore,
-    AsyncRevocationStore,
-    AsyncSQLiteRevocationStore,
-    MemoryRevocationStore,
-    Revocation,
-    RevocationList,
-    RevocationStore,
-    SQLiteRevocationStore,
-)
-from coatcheck.revocation_postgres import AsyncPostgresRevocationStore, PostgresRevocationStore
-from coatcheck.revocation_redis import AsyncRedisRevocationStore, RedisRevocationStore
+from coatcheck.revocation import Revocation, RevocationList, RevocationStore
+from coatcheck.stores import MemoryRevocationStore, SQLiteRevocationStore, revocations_for
+from coatcheck.stores.postgres import PostgresRevocationStore
+from coatcheck.stores.redis import AsyncRedisRevocationStore, RedisRevocationStore
 from helpers import COOKIE, FakeClock
 from servers import (  # noqa: F401 - fixtures
     PostgresServer,
@@ -88,7 +79,6 @@ class Backend:
     name: str
     clock: FakeClock
     make_sync: Callable[[FakeClock], RevocationStore]
-    make_async: Callable[[FakeClock], AsyncRevocationStore]
     url: str | None = None  # the registry URL whose revocation store this is
     opened: list[RevocationStore] = field(default_factory=list)
 
@@ -96,10 +86,6 @@ class Backend:
         store = self.make_sync(self.clock)
         self.opened.append(store)
         return store
-
-    def async_(self) -> AsyncRevocationStore:
-        """An async client; the test closes it (`aclose` needs its event loop)."""
-        return self.make_async(self.clock)
 
 
 def fresh_prefix() -> str:
@@ -125,15 +111,11 @@ def make_backend(request: pytest.FixtureRequest, name: str, tmp_path: Path) -> B
     clock = FakeClock(T0)
     if name == "memory":
         shared = MemoryRevocationStore(clock=clock)
-        return Backend(name, clock, lambda c: shared, lambda c: AsyncMemoryRevocationStore(shared))
+        return Backend(name, clock, lambda c: shared)
     if name == "sqlite":
         path = tmp_path / "revocations.db"
-
-        def sqlite_async(c: FakeClock) -> AsyncRevocationStore:
-            return AsyncSQLiteRevocationStore(SQLiteRevocationStore(path, clock=c))
-
         return Backend(name, clock, lambda c: SQLiteRevocationStore(path, clock=c),
-                       sqlite_async, url=f"sqlite:///{path}")  # fmt: skip
+                       url=f"sqlite:///{path}")  # fmt: skip
     if name in ("redis", "redis-cluster"):
         fixture = "redis_server" if name == "redis" else "redis_cluster"
         server: RedisServer | RedisCluster = request.getfixturevalue(fixture)
@@ -141,7 +123,6 @@ def make_backend(request: pytest.FixtureRequest, name: str, tmp_path: Path) -> B
         return Backend(
             name, clock,
             lambda c: RedisRevocationStore(server.url, prefix=prefix, clock=c),
-            lambda c: AsyncRedisRevocationStore(server.url, prefix=prefix, clock=c),
             url=server.url,
         )  # fmt: skip
     assert name == "postgres"
@@ -150,7 +131,6 @@ def make_backend(request: pytest.FixtureRequest, name: str, tmp_path: Path) -> B
     return Backend(
         name, clock,
         lambda c: PostgresRevocationStore(pg.url, table=table, clock=c),
-        lambda c: AsyncPostgresRevocationStore(pg.url, table=table, clock=c),
         url=pg.url,
     )  # fmt: skip
 
@@ -173,137 +153,6 @@ def shared_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[B
 
 def sid_entry(subject: str, *, at: float = T0, ttl: float = 100.0) -> Revocation:
     return Revocation("sid", subject, at, at + ttl)
-
-
-# -- the conformance suite, sync -----------------------------------------------------------
-
-
-def test_empty_feed_has_nothing(backend: Backend) -> None:
-    store = backend.sync()
-    entries, cursor = store.changes(0)
-    assert entries == []
-    assert store.changes(cursor)[0] == []
-
-
-def test_entries_arrive_once_in_order_and_exactly(backend: Backend) -> None:
-    store = backend.sync()
-    first = [
-        Revocation("sid", "s-1", T0 + 0.123456789, T0 + 3600.5),
-        Revocation("user", "ünïcode user ✓", T0 + 1 / 3, T0 + 7200.25),
-        Revocation("sid", "s-2", T0, T0 + 1),
-    ]
-    for entry in first:
-        store.revoke(entry)
-    entries, cursor = store.changes(0)
-    assert entries == first
-    assert store.changes(cursor)[0] == []
-    later = Revocation("user", "bob", T0 + 2, T0 + 50)
-    store.revoke(later)
-    entries, after = store.changes(cursor)
-    assert entries == [later]
-    assert after > cursor
-    assert store.changes(after)[0] == []
-
-
-def test_two_clients_see_each_other(backend: Backend) -> None:
-    writer, reader = backend.sync(), backend.sync()
-    _, cursor = reader.changes(0)
-    writer.revoke(sid_entry("from-writer"))
-    entries, cursor = reader.changes(cursor)
-    assert entries == [sid_entry("from-writer")]
-    reader.revoke(sid_entry("from-reader"))
-    assert writer.changes(0)[0] == [sid_entry("from-writer"), sid_entry("from-reader")]
-
-
-def test_purge_forgets_only_expired_entries(backend: Backend) -> None:
-    store = backend.sync()
-    short = [sid_entry(f"short-{i}", ttl=10) for i in range(3)]
-    live = sid_entry("live", ttl=100)
-    for entry in [*short, live]:
-        store.revoke(entry)
-    _, cursor = store.changes(0)
-    backend.clock.advance(10)  # expires_at == now counts as expired
-    assert store.purge_expired() == 3
-    assert store.purge_expired() == 0
-    assert store.changes(0)[0] == [live]
-    newer = sid_entry("newer", at=backend.clock.now)
-    store.revoke(newer)
-    assert store.changes(cursor)[0] == [newer]  # a cursor from before the purge still works
-
-
-def test_parallel_writers_never_make_a_poller_skip_an_entry(backend: Backend) -> None:
-    """A poller running during parallel revocations ends up with each entry exactly once:
-    a cursor never moves past an entry that becomes visible later."""
-    writers, each = 8, 50
-    reader = backend.sync()
-    stores = [backend.sync() for _ in range(writers)]
-    seen: list[Revocation] = []
-    done = threading.Event()
-
-    def poll() -> None:
-        cursor = 0
-        while True:
-            finished = done.is_set()
-            entries, cursor = reader.changes(cursor)
-            seen.extend(entries)
-            if finished:
-                return
-
-    def write(index: int) -> None:
-        for i in range(each):
-            stores[index].revoke(sid_entry(f"w{index}-{i}"))
-
-    poller = threading.Thread(target=poll)
-    poller.start()
-    threads = [threading.Thread(target=write, args=(i,)) for i in range(writers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    done.set()
-    poller.join(timeout=60)
-    subjects = [e.subject for e in seen]
-    assert len(subjects) == len(set(subjects)) == writers * each
-
-
-# -- the conformance suite, async ----------------------------------------------------------
-
-
-@pytest.fixture
-async def astore(backend: Backend) -> AsyncIterator[AsyncRevocationStore]:
-    store = backend.async_()
-    yield store
-    await store.aclose()
-
-
-@pytest.mark.anyio
-async def test_async_entries_arrive_once_in_order(astore: AsyncRevocationStore) -> None:
-    entries = [sid_entry("a"), Revocation("user", "u", T0 + 0.5, T0 + 9)]
-    for entry in entries:
-        await astore.revoke(entry)
-    found, cursor = await astore.changes(0)
-    assert found == entries
-    assert (await astore.changes(cursor))[0] == []
-
-
-@pytest.mark.anyio
-async def test_async_twin_shares_entries_with_sync_clients(
-    backend: Backend, astore: AsyncRevocationStore
-) -> None:
-    sync = backend.sync()
-    sync.revoke(sid_entry("sync-wrote"))
-    await astore.revoke(sid_entry("async-wrote"))
-    assert (await astore.changes(0))[0] == [sid_entry("sync-wrote"), sid_entry("async-wrote")]
-    assert sync.changes(0)[0] == [sid_entry("sync-wrote"), sid_entry("async-wrote")]
-
-
-@pytest.mark.anyio
-async def test_async_purge(backend: Backend, astore: AsyncRevocationStore) -> None:
-    await astore.revoke(sid_entry("short", ttl=5))
-    await astore.revoke(sid_entry("long", ttl=50))
-    backend.clock.advance(5)
-    assert await astore.purge_expired() == 1
-    assert (await astore.changes(0))[0] == [sid_entry("long", ttl=50)]
 
 
 # -- managers that each keep their own list ------------------------------------------------
@@ -370,11 +219,11 @@ def test_another_os_process_refuses_within_the_bound(backend: Backend, tmp_path:
     if backend.name.startswith("redis"):
         prefix = backend.sync().prefix  # type: ignore[attr-defined]
         store = f"RedisRevocationStore({backend.url!r}, prefix={prefix!r})"
-        imports = "from coatcheck.revocation_redis import RedisRevocationStore"
+        imports = "from coatcheck.stores import RedisRevocationStore"
     else:
         table = backend.sync().table  # type: ignore[attr-defined]
         store = f"PostgresRevocationStore({backend.url!r}, table={table!r})"
-        imports = "from coatcheck.revocation_postgres import PostgresRevocationStore"
+        imports = "from coatcheck.stores import PostgresRevocationStore"
     script = textwrap.dedent(
         f"""
         import sys
@@ -500,12 +349,12 @@ def test_clientside_from_a_url_starts_its_listener_on_first_use(push_backend: Ba
     mode = ClientSide(KeyRing([KEY]), store=push_backend.url, staleness=3600)
     reader = SessionManager(mode, lifetimes=Lifetimes(renewal=None), clock=clock)
     feed: Any = mode._revocations
-    assert not listening(feed) and getattr(feed, "_thread", None) is None
+    assert not listening(feed) and not feed._listener.running
     try:
         assert accepted(reader, token)  # first use: polls, starts the listener
         wait_for(lambda: listening(feed), "the listener to subscribe")
         # The writer's store is in another namespace than the URL's default; write there.
-        default = _revocations_for(push_backend.url)
+        default = revocations_for(push_backend.url)
         default.revoke(Revocation("sid", sid, clock.now, clock.now + 100))
         default.close()
         wait_for(lambda: mode.revocation_list.is_revoked(sid, None, T0, clock.now), "a push")
@@ -527,7 +376,7 @@ async def test_async_clientside_listener_refuses_without_a_poll(push_backend: Ba
     try:
         assert (await aopen_session(reader, with_token(token))).user == "kim"
         await await_for(lambda: listening(feed), "the async listener to subscribe")
-        default = _revocations_for(push_backend.url)
+        default = revocations_for(push_backend.url)
         default.revoke(Revocation("sid", sid, clock.now, clock.now + 100))
         default.close()
         await await_for(lambda: mode.revocation_list.is_revoked(sid, None, T0, clock.now),
@@ -546,10 +395,10 @@ def test_a_listener_of_another_process_refuses_without_a_poll(push_backend: Back
     token, sid = logged_in_token(writer)
     if isinstance(writer_store, RedisRevocationStore):
         store = f"RedisRevocationStore({push_backend.url!r}, prefix={writer_store.prefix!r})"
-        imports = "from coatcheck.revocation_redis import RedisRevocationStore"
+        imports = "from coatcheck.stores import RedisRevocationStore"
     else:
         store = f"PostgresRevocationStore({push_backend.url!r}, table={writer_store.table!r})"
-        imports = "from coatcheck.revocation_postgres import PostgresRevocationStore"
+        imports = "from coatcheck.stores import PostgresRevocationStore"
     script = textwrap.dedent(
         f"""
         import time
@@ -583,81 +432,7 @@ def test_a_listener_of_another_process_refuses_without_a_poll(push_backend: Back
     assert verdict == "refused"
 
 
-# -- Redis specifics -----------------------------------------------------------------------
-
-
-@pytest.mark.service
-def test_redis_sets_hold_only_live_revocations(redis_server: RedisServer) -> None:
-    clock = FakeClock(T0)
-    store = RedisRevocationStore(redis_server.url, prefix=fresh_prefix(), clock=clock)
-    for i in range(300):
-        store.revoke(sid_entry(f"old-{i}", ttl=10))
-    assert store.client.zcard(store.keys[1]) == 300
-    clock.advance(10)
-    for i in range(2):  # each revoke also drops up to TRIM_BATCH (100) expired entries
-        store.revoke(sid_entry(f"live-{i}", at=clock.now))
-    assert store.client.zcard(store.keys[1]) == store.client.zcard(store.keys[2]) == 102
-    assert store.purge_expired() == 100
-    assert store.client.zcard(store.keys[1]) == store.client.zcard(store.keys[2]) == 2
-    assert [e.subject for e in store.changes(0)[0]] == ["live-0", "live-1"]
-    store.close()
-
-
-class CountingConnection(redis.Connection):
-    """A real connection that counts what it sends: one send is one round trip."""
-
-    sends = 0
-
-    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-        CountingConnection.sends += 1
-        super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
-
-
-@pytest.mark.service
-def test_redis_revoke_and_poll_are_one_round_trip_each(redis_server: RedisServer) -> None:
-    pool = redis.ConnectionPool(
-        host="127.0.0.1", port=redis_server.port, connection_class=CountingConnection
-    )
-    client = redis.Redis(connection_pool=pool)
-    store = RedisRevocationStore(client, prefix=fresh_prefix())
-    store.revoke(sid_entry("warm-up: loads the script"))
-    _, cursor = store.changes(0)
-    before = CountingConnection.sends
-    store.revoke(sid_entry("counted"))
-    assert CountingConnection.sends - before == 1
-    before = CountingConnection.sends
-    assert store.changes(cursor)[0] == [sid_entry("counted")]
-    assert CountingConnection.sends - before == 1
-    store.close()
-    client.close()
-
-
-@pytest.mark.service
-def test_redis_keys_share_one_cluster_slot(redis_cluster: RedisCluster) -> None:
-    from redis.crc import key_slot
-
-    store = RedisRevocationStore(redis_cluster.url, prefix=fresh_prefix())
-    assert len({key_slot(k.encode()) for k in store.keys}) == 1
-    tagged = RedisRevocationStore(redis_cluster.url, prefix="app:{sessions}:")
-    assert {key_slot(k.encode()) for k in tagged.keys} == {key_slot(b"sessions")}
-    store.close()
-    tagged.close()
-
-
-@pytest.mark.service
-def test_redis_numbers_after_a_data_loss_stay_above_old_cursors(redis_server: RedisServer) -> None:
-    """A server that lost its data starts numbering from its clock, above every cursor
-    handed out before, so processes whose cursor is ahead still get new entries."""
-    store = RedisRevocationStore(redis_server.url, prefix=fresh_prefix())
-    lst = RevocationList()
-    store.revoke(sid_entry("before"))
-    entries, cursor = store.changes(0)
-    lst.apply(entries, cursor, T0)
-    store.client.delete(*store.keys)  # what a restart without persistence leaves
-    store.revoke(sid_entry("after"))
-    entries, cursor = store.changes(lst.cursor)
-    assert entries == [sid_entry("after")]
-    store.close()
+# -- Redis: a server that went away ----------------------------------------------------------
 
 
 @pytest.mark.service
@@ -711,19 +486,7 @@ async def test_async_redis_killed_and_restarted() -> None:
         await store.aclose()
 
 
-@pytest.mark.service
-def test_unreachable_redis_is_store_unavailable_without_secrets() -> None:
-    from servers import free_port
-
-    store = RedisRevocationStore(f"redis://:hunter2@127.0.0.1:{free_port()}/0", timeout=0.2)
-    for operation in (lambda: store.revoke(sid_entry("x")), lambda: store.changes(0)):
-        with pytest.raises(StoreUnavailable) as caught:
-            operation()
-        assert "hunter2" not in str(caught.value)
-    store.close()
-
-
-# -- PostgreSQL specifics ------------------------------------------------------------------
+# -- PostgreSQL: notifications, a server that went away -----------------------------------
 
 
 @pytest.mark.service
@@ -772,35 +535,7 @@ def test_postgres_stopped_and_started() -> None:
         store.close()
 
 
-# -- URLs ----------------------------------------------------------------------------------
-
-
-def test_urls_map_to_revocation_stores_and_twins() -> None:
-    for url, sync, twin in (
-        ("redis://127.0.0.1:1/0", RedisRevocationStore, AsyncRedisRevocationStore),
-        ("rediss://127.0.0.1:1/0", RedisRevocationStore, AsyncRedisRevocationStore),
-        ("postgresql://u@127.0.0.1:1/db", PostgresRevocationStore, AsyncPostgresRevocationStore),
-        ("postgres://u@127.0.0.1:1/db", PostgresRevocationStore, AsyncPostgresRevocationStore),
-    ):
-        store = _revocations_for(url)
-        assert type(store) is sync, url
-        assert type(_async_revocations(store)) is twin, url
-        store.close()
-
-
-@pytest.mark.service
-def test_cluster_url_maps_to_a_cluster_client(redis_cluster: RedisCluster) -> None:
-    store = _revocations_for(redis_cluster.url)
-    assert isinstance(store, RedisRevocationStore)
-    assert isinstance(store.client, redis.cluster.RedisCluster)
-    store.close()
-
-
-def test_a_store_on_a_client_object_gets_a_threaded_async_face() -> None:
-    store = RedisRevocationStore(redis.Redis(port=1))
-    twin = _async_revocations(store)
-    assert type(twin).__name__ == "_ThreadedRevocations"
-    store.close()
+# -- ClientSide built from a URL -----------------------------------------------------------
 
 
 def test_clientside_with_sqlite_imports_neither_redis_nor_psycopg(tmp_path: Path) -> None:
@@ -827,4 +562,4 @@ async def test_clientside_closes_what_it_built_from_a_url(scheme: str, tmp_path:
     mode.close()  # again: harmless
     if scheme == "sqlite":
         assert isinstance(mode.revocations, SQLiteRevocationStore)
-        assert getattr(mode.revocations._local, "db", None) is None  # its connection is closed
+        assert not mode.revocations._connections  # every connection it opened is closed

@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-import sys
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import unquote, urlsplit
 
 from .exceptions import ConfigurationError, InvalidToken, StoreCorrupted
 from .ids import handle_of, is_handle, is_wellformed, new_handle
@@ -36,17 +34,20 @@ from .records import decode, encode
 from .revocation import (
     REVOKED,
     SUPERSEDED,
-    AsyncMemoryRevocationStore,
     AsyncRevocationStore,
-    AsyncSQLiteRevocationStore,
-    MemoryRevocationStore,
     Revocation,
     RevocationList,
     RevocationStore,
-    SQLiteRevocationStore,
 )
 from .session import Session
-from .stores import AsyncStore, Store, from_url, to_async
+from .stores import (
+    AsyncStore,
+    Store,
+    from_url,
+    revocations_for,
+    revocations_to_async,
+    to_async,
+)
 from .tokens import JWECodec, JWSCodec, check_times
 
 if TYPE_CHECKING:
@@ -117,8 +118,8 @@ class ClientSide:
             self._async_store = to_async(self._store)
             self._owned += [self._store, self._async_store]
             if revocations is None:
-                self._revocations = _revocations_for(store)
-                self._async_revocations = _async_revocations(self._revocations)
+                self._revocations = revocations_for(store)
+                self._async_revocations = revocations_to_async(self._revocations)
                 self._owned += [self._revocations, self._async_revocations]
                 self._listen_sync = self._listen_async = True
         elif isinstance(store, Store):
@@ -132,7 +133,7 @@ class ClientSide:
         elif isinstance(revocations, AsyncRevocationStore):
             self._async_revocations = revocations
         if self._revocations is not None and self._async_revocations is None:
-            self._async_revocations = _async_revocations(self._revocations)
+            self._async_revocations = revocations_to_async(self._revocations)
         if store is not None and self._revocations is None and self._async_revocations is None:
             raise ConfigurationError(
                 "ClientSide with a store object also needs revocations=... (a RevocationStore); "
@@ -404,66 +405,6 @@ def _opt_float(value: object) -> float | None:
 
 def _reason(exc: Exception) -> str:
     return f"reason={str(exc)[:80]!r}" if isinstance(exc, InvalidToken) else "reason='claims'"
-
-
-def _revocations_for(url: str) -> RevocationStore:
-    """The revocation store that goes with the registry store at `url`. Redis and
-    PostgreSQL stores are imported here, only when such a URL is used."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme == "memory":
-        return MemoryRevocationStore()
-    if scheme == "sqlite":
-        return SQLiteRevocationStore(unquote(parts.path[1:]) or "sessions.db")
-    if scheme in ("redis", "rediss", "redis+cluster", "rediss+cluster"):
-        from .revocation_redis import RedisRevocationStore
-
-        return RedisRevocationStore(url)
-    if scheme in ("postgresql", "postgres"):
-        from .revocation_postgres import PostgresRevocationStore
-
-        return PostgresRevocationStore(url)
-    raise ConfigurationError(
-        f"no revocation store for {parts.scheme}:// URLs yet; pass revocations=... explicitly"
-    )
-
-
-def _async_revocations(store: RevocationStore) -> AsyncRevocationStore:
-    if isinstance(store, MemoryRevocationStore):
-        return AsyncMemoryRevocationStore(store)
-    if isinstance(store, SQLiteRevocationStore):
-        return AsyncSQLiteRevocationStore(store)
-    # Not imported yet means `store` cannot be one of their classes: never import here.
-    for module, sync, twin in (
-        ("revocation_redis", "RedisRevocationStore", "AsyncRedisRevocationStore"),
-        ("revocation_postgres", "PostgresRevocationStore", "AsyncPostgresRevocationStore"),
-    ):
-        loaded = sys.modules.get(f"{__package__}.{module}")
-        if loaded is not None and isinstance(store, getattr(loaded, sync)):
-            wrapped: AsyncRevocationStore | None = getattr(loaded, twin).wrapping(store)
-            if wrapped is not None:
-                return wrapped
-            return _ThreadedRevocations(store)  # built on a client object: no URL to copy
-    raise ConfigurationError(f"no async twin known for {type(store).__name__}")
-
-
-class _ThreadedRevocations:
-    """An async face for a sync revocation store: each call runs in a worker thread."""
-
-    def __init__(self, store: RevocationStore) -> None:
-        self.sync = store
-
-    async def revoke(self, entry: Revocation) -> None:
-        await asyncio.to_thread(self.sync.revoke, entry)
-
-    async def changes(self, cursor: int) -> tuple[list[Revocation], int]:
-        return await asyncio.to_thread(self.sync.changes, cursor)
-
-    async def purge_expired(self) -> int:
-        return await asyncio.to_thread(self.sync.purge_expired)
-
-    async def aclose(self) -> None:
-        await asyncio.to_thread(self.sync.close)
 
 
 def _listen(store: object, revocations: RevocationList) -> None:

@@ -77,7 +77,7 @@ def _apply(store: Store, write: Write) -> bool:
         )
     return store.rotate(
         write.replaces, write.key, write.data, version=write.version, ttl=write.ttl,
-        user=write.user, alias=None, alias_ttl=0.0,
+        user=write.user,
     )  # fmt: skip
 
 
@@ -133,5 +133,5 @@ async def _aapply(store: AsyncStore, write: Write) -> bool:
         )
     return await store.rotate(
         write.replaces, write.key, write.data, version=write.version, ttl=write.ttl,
-        user=write.user, alias=None, alias_ttl=0.0,
+        user=write.user,
     )  # fmt: skip

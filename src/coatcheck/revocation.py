@@ -13,37 +13,33 @@ takes a list. Two kinds of entries (see `Revocation`):
 Entries are written to a `RevocationStore`, which numbers them; each process keeps a local
 `RevocationList`, brought up to date from the store's change feed (`changes(cursor)`) at
 most `staleness` seconds apart, so checking a token costs a dictionary lookup.
+
+This module is pure: the entries, their one wire form (`encode_entry` / `decode_entry`,
+`decode_rows` for a change feed's rows), the list, and the store protocols. The stores
+themselves live beside the session stores of the same backend in `coatcheck.stores`
+(`MemoryRevocationStore`, `SQLiteRevocationStore`, `RedisRevocationStore`,
+`PostgresRevocationStore`, each with an `Async` twin), sharing their connection code.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
-import os
-import random
-import re
-import sqlite3
 import threading
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
-
-from .exceptions import ConfigurationError, StoreUnavailable
-from .stores.sqlite import SETUP_TIMEOUT
+from typing import Any, Literal, Protocol, runtime_checkable
 
 __all__ = [
     "REVOKED",
     "SUPERSEDED",
     "VALID",
     "AsyncRevocationStore",
-    "MemoryRevocationStore",
     "Revocation",
     "RevocationList",
     "RevocationStore",
-    "SQLiteRevocationStore",
     "decode_entry",
+    "decode_rows",
     "encode_entry",
 ]
 
@@ -97,6 +93,22 @@ def decode_entry(text: str | bytes) -> Revocation:
     except (TypeError, ValueError, UnicodeDecodeError):
         raise ValueError("not a coatcheck revocation entry") from None
     return Revocation(kind, subject, at, expires_at, keep, generation)
+
+
+def decode_rows(
+    rows: Iterable[tuple[int, str | bytes]], cursor: int
+) -> tuple[list[Revocation], int]:
+    """The entries of change-feed rows `(sequence number, encoded entry)`, in order, and the
+    cursor after the last row. A row that does not decode (not written by coatcheck) is
+    skipped, never applied, and the cursor still moves past it."""
+    entries = []
+    for seq, doc in rows:
+        try:
+            entries.append(decode_entry(doc))
+        except ValueError:
+            pass
+        cursor = seq
+    return entries, cursor
 
 
 def _finite(value: object) -> float:
@@ -235,185 +247,20 @@ class AsyncRevocationStore(Protocol):
     async def aclose(self) -> None: ...
 
 
-class MemoryRevocationStore:
-    """Revocations in this process (one process, tests). Changes are visible at once."""
-
-    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._log: list[tuple[int, Revocation]] = []
-        self._seq = 0
-
-    def __repr__(self) -> str:
-        return f"<MemoryRevocationStore entries={len(self._log)}>"
-
-    def revoke(self, entry: Revocation) -> None:
-        with self._lock:
-            self._seq += 1
-            self._log.append((self._seq, entry))
-
-    def changes(self, cursor: int) -> tuple[list[Revocation], int]:
-        with self._lock:
-            return [e for seq, e in self._log if seq > cursor], self._seq
-
-    def purge_expired(self) -> int:
-        with self._lock:
-            now = self._clock()
-            before = len(self._log)
-            self._log = [(s, e) for s, e in self._log if e.expires_at > now]
-            return before - len(self._log)
-
-    def close(self) -> None:
-        """Nothing to release."""
+#: Names that lived here before the stores moved to `coatcheck.stores` (transitional: for
+#: tests/test_identity.py, which imports `MemoryRevocationStore` from here; remove once it
+#: imports from `coatcheck.stores`). Resolved on access, so this module imports no store.
+_MOVED = (
+    "AsyncMemoryRevocationStore",
+    "AsyncSQLiteRevocationStore",
+    "MemoryRevocationStore",
+    "SQLiteRevocationStore",
+)
 
 
-class AsyncMemoryRevocationStore:
-    """Async twin of `MemoryRevocationStore`, sharing its entries."""
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        from . import stores
 
-    def __init__(self, store: MemoryRevocationStore | None = None) -> None:
-        self.sync = store if store is not None else MemoryRevocationStore()
-
-    async def revoke(self, entry: Revocation) -> None:
-        self.sync.revoke(entry)
-
-    async def changes(self, cursor: int) -> tuple[list[Revocation], int]:
-        return self.sync.changes(cursor)
-
-    async def purge_expired(self) -> int:
-        return self.sync.purge_expired()
-
-    async def aclose(self) -> None:
-        self.sync.close()
-
-
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
-
-
-class SQLiteRevocationStore:
-    """Revocations in a SQLite file: an append-only table whose row number is the cursor.
-
-    Each process polls `changes` (one indexed query, usually returning nothing) at most once
-    per staleness interval; that is the SQLite change feed.
-    """
-
-    def __init__(
-        self,
-        path: str | os.PathLike[str] = "sessions.db",
-        *,
-        table: str = "coatcheck_revocations",
-        timeout: float = 5.0,  # seconds
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        if not _IDENTIFIER.fullmatch(table):
-            raise ConfigurationError(f"SQLite table name {table!r} is not a plain identifier")
-        self.path = os.fspath(path)
-        self.table = table
-        self.timeout = timeout
-        self._clock = clock
-        self._local = threading.local()
-        # Set up now; processes starting together may find the file locked (see SQLiteStore).
-        deadline = time.monotonic() + max(timeout, SETUP_TIMEOUT)
-        while True:
-            try:
-                self._connection()
-                break
-            except StoreUnavailable as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.01 + random.random() * 0.04)  # noqa: S311 - jitter, not a secret
-
-    def __repr__(self) -> str:
-        return f"SQLiteRevocationStore({self.path!r}, table={self.table!r})"
-
-    def _connection(self) -> sqlite3.Connection:
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is None:
-            try:
-                db = sqlite3.connect(
-                    self.path, timeout=self.timeout, isolation_level=None,
-                    check_same_thread=False,
-                )  # fmt: skip
-            except sqlite3.Error as exc:
-                raise StoreUnavailable(f"SQLite revocations {self.path!r}: {exc}") from None
-            try:
-                db.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
-                if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                    db.execute("PRAGMA journal_mode = WAL")
-                db.execute(
-                    f"CREATE TABLE IF NOT EXISTS {self.table} (seq INTEGER PRIMARY KEY "
-                    "AUTOINCREMENT, entry TEXT NOT NULL, expires_at REAL NOT NULL)"
-                )
-            except sqlite3.Error as exc:
-                db.close()
-                raise StoreUnavailable(f"SQLite revocations {self.path!r}: {exc}") from None
-            self._local.db = db
-        return db
-
-    def revoke(self, entry: Revocation) -> None:
-        doc = encode_entry(entry)
-        try:
-            self._connection().execute(
-                f"INSERT INTO {self.table} (entry, expires_at) VALUES (?, ?)",  # noqa: S608
-                (doc, entry.expires_at),
-            )
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"SQLite revocations {self.path!r}: {exc}") from None
-
-    def changes(self, cursor: int) -> tuple[list[Revocation], int]:
-        try:
-            rows = (
-                self._connection()
-                .execute(
-                    f"SELECT seq, entry FROM {self.table} WHERE seq > ? ORDER BY seq",  # noqa: S608
-                    (cursor,),
-                )
-                .fetchall()
-            )
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"SQLite revocations {self.path!r}: {exc}") from None
-        entries = []
-        for _, doc in rows:
-            try:
-                entries.append(decode_entry(doc))
-            except ValueError:
-                continue  # not written by coatcheck: skipped, never applied
-        return entries, rows[-1][0] if rows else cursor
-
-    def purge_expired(self) -> int:
-        try:
-            return (
-                self._connection()
-                .execute(
-                    f"DELETE FROM {self.table} WHERE expires_at <= ?",  # noqa: S608
-                    (self._clock(),),
-                )
-                .rowcount
-            )
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"SQLite revocations {self.path!r}: {exc}") from None
-
-    def close(self) -> None:
-        db = getattr(self._local, "db", None)
-        if db is not None:
-            db.close()
-            self._local.db = None
-
-
-class AsyncSQLiteRevocationStore:
-    """Async twin of `SQLiteRevocationStore`; writes run in a worker thread, polls inline
-    (a read in WAL mode never waits for a writer)."""
-
-    def __init__(self, store: SQLiteRevocationStore) -> None:
-        self.sync = store
-
-    async def revoke(self, entry: Revocation) -> None:
-        await asyncio.to_thread(self.sync.revoke, entry)
-
-    async def changes(self, cursor: int) -> tuple[list[Revocation], int]:
-        return self.sync.changes(cursor)
-
-    async def purge_expired(self) -> int:
-        return await asyncio.to_thread(self.sync.purge_expired)
-
-    async def aclose(self) -> None:
-        self.sync.close()
+        return getattr(stores, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,9 +1,10 @@
-"""The one store contract every backend passes, sync and async.
+"""The one store contract every backend passes, sync and async; and the one revocation
+store contract.
 
 Each scenario below is written once, as a generator that yields operations (`Call`,
-`Advance`, `Pause`, `Parallel`) and receives their results: sans-IO, like the core. Two
-small runners execute a scenario against a `Store` (threads for `Parallel`) or an
-`AsyncStore` (tasks for `Parallel`). A backend gets the whole suite by subclassing:
+`Advance`, `Pause`, `Parallel`, ...) and receives their results: sans-IO, like the core.
+Two small runners execute a scenario against a sync store (threads for `Parallel`) or an
+async one (tasks for `Parallel`). A backend gets the whole suite by subclassing:
 
 ```python
 from .contract import AsyncStoreContract, StoreContract  # relative: one module name
@@ -30,6 +31,26 @@ test. If the store accepts an injected clock, also override `clock` to return a
 `ManualClock` and build the store with it: time then moves only when a scenario says so,
 and TTL scenarios run instantly. With the default `clock` (None) TTLs run out in real time:
 `SHORT_TTL` is short, and expiry is awaited by bounded polling, never asserted by timing.
+
+Revocation stores (`RevocationStore` and its async twin) have their own scenarios, run by
+the same runners. A backend subclasses `RevocationStoreContract` once for both twins, since
+its scenarios need several clients on one set of entries (as replicas are), sync and async:
+
+```python
+class TestRedisRevocationStore(RevocationStoreContract):
+    @pytest.fixture
+    def connect(self, redis_server: RedisServer, prefix: str, clock: ManualClock) -> Connect:
+        return lambda: RedisRevocationStore(redis_server.url, prefix=prefix, clock=clock)
+
+    @pytest.fixture
+    def aconnect(self, ...) -> AsyncConnect: ...   # async clients of the same entries
+
+    @pytest.fixture
+    def plant(self, ...) -> Plant: ...   # writes a raw row, as a bug or an attacker would
+```
+
+Each scenario runs as `test_contract[<name>]` and `test_async_contract[<name>]`; the
+clients a test opened are closed after it. Revocation stores always take a `ManualClock`.
 """
 
 from __future__ import annotations
@@ -44,15 +65,21 @@ from typing import Any, ClassVar
 import anyio
 import pytest
 
+from coatcheck.revocation import AsyncRevocationStore, Revocation, RevocationStore
 from coatcheck.stores import AsyncStore, Record, Store
 
 __all__ = [
     "LONG_TTL",
+    "REVOCATION_SCENARIOS",
     "SCENARIOS",
     "SHORT_TTL",
+    "AsyncConnect",
     "AsyncStoreContract",
     "Backend",
+    "Connect",
     "ManualClock",
+    "Plant",
+    "RevocationStoreContract",
     "StoreContract",
     "run_async",
     "run_sync",
@@ -85,11 +112,13 @@ class ManualClock:
 
 @dataclass(frozen=True)
 class Call:
-    """Call a store method; the scenario receives its result."""
+    """Call a store method; the scenario receives its result. `client` 0 is the store under
+    test; another number, another client of the same data (opened on first use)."""
 
     method: str
     args: tuple[Any, ...] = ()
     kwargs: tuple[tuple[str, Any], ...] = ()
+    client: int = 0
 
 
 @dataclass(frozen=True)
@@ -120,18 +149,41 @@ class Parallel:
     scenarios: tuple[Scenario, ...]
 
 
-Op = Call | Advance | Pause | Setting | Parallel
+@dataclass(frozen=True)
+class Now:
+    """Ask for the time: the `ManualClock`'s, or the real one."""
+
+
+@dataclass(frozen=True)
+class PlantRow:
+    """Write a raw revocation row holding `doc` (not necessarily an entry), bypassing the
+    store, as a bug or an attacker with access to the backend could."""
+
+    doc: str
+    expires_at: float
+
+
+Op = Call | Advance | Pause | Setting | Parallel | Now | PlantRow
 
 
 Scenario = Generator[Op, Any, Any]
 
+#: A fixture's way to open another client of the store under test (the same data).
+Connect = Callable[[], RevocationStore]
+AsyncConnect = Callable[[], AsyncRevocationStore]
+#: A fixture's way to plant a raw row (`PlantRow`); None for a store that keeps no rows.
+Plant = Callable[[str, float], None] | None
+
 
 @dataclass(frozen=True)
 class Backend:
-    """What a runner knows besides the store: its clock and the backend's settings."""
+    """What a runner knows besides the store: its clock, the backend's settings, and how to
+    reach other clients of the same data and plant raw rows."""
 
     clock: ManualClock | None = None
     purge_counts_expired: bool = True
+    client: Callable[[int], Any] | None = None
+    plant: Plant = None
 
 
 def load(key: str) -> Call:
@@ -152,13 +204,8 @@ def rotate(
     version: int,
     ttl: float = LONG_TTL,
     user: str | None = None,
-    alias: bytes | None,
-    alias_ttl: float = LONG_TTL,
 ) -> Call:
-    options = (
-        ("version", version), ("ttl", ttl), ("user", user),
-        ("alias", alias), ("alias_ttl", alias_ttl),
-    )  # fmt: skip
+    options = (("version", version), ("ttl", ttl), ("user", user))
     return Call("rotate", (old_key, new_key, data), options)
 
 
@@ -181,7 +228,24 @@ def purge_expired() -> Call:
 # -- runners ---------------------------------------------------------------------------------
 
 
-def run_sync(store: Store, scenario: Scenario, backend: Backend = Backend()) -> Any:
+def _target(store: Any, op: Call, backend: Backend) -> Any:
+    if op.client == 0:
+        return store
+    assert backend.client is not None, "this contract has one client only"
+    return backend.client(op.client)
+
+
+def _other(op: Now | PlantRow, backend: Backend) -> Any:
+    """Carry out the operations that are the same for both runners."""
+    if isinstance(op, Now):
+        return time.time() if backend.clock is None else backend.clock()
+    if backend.plant is None:
+        pytest.skip("this store keeps entries, not rows that could fail to decode")
+    backend.plant(op.doc, op.expires_at)
+    return None
+
+
+def run_sync(store: Any, scenario: Scenario, backend: Backend = Backend()) -> Any:
     """Drive `scenario` against a sync store; returns the scenario's return value."""
     result: Any = None
     while True:
@@ -190,7 +254,10 @@ def run_sync(store: Store, scenario: Scenario, backend: Backend = Backend()) -> 
         except StopIteration as stop:
             return stop.value
         if isinstance(op, Call):
-            result = getattr(store, op.method)(*op.args, **dict(op.kwargs))
+            target = _target(store, op, backend)
+            result = getattr(target, op.method)(*op.args, **dict(op.kwargs))
+        elif isinstance(op, Now | PlantRow):
+            result = _other(op, backend)
         elif isinstance(op, Advance):
             if backend.clock is None:
                 time.sleep(op.seconds)
@@ -208,7 +275,7 @@ def run_sync(store: Store, scenario: Scenario, backend: Backend = Backend()) -> 
                 result = [future.result(timeout=120) for future in futures]
 
 
-async def run_async(store: AsyncStore, scenario: Scenario, backend: Backend = Backend()) -> Any:
+async def run_async(store: Any, scenario: Scenario, backend: Backend = Backend()) -> Any:
     """Drive `scenario` against an async store; returns the scenario's return value."""
     result: Any = None
     while True:
@@ -217,7 +284,10 @@ async def run_async(store: AsyncStore, scenario: Scenario, backend: Backend = Ba
         except StopIteration as stop:
             return stop.value
         if isinstance(op, Call):
-            result = await getattr(store, op.method)(*op.args, **dict(op.kwargs))
+            target = _target(store, op, backend)
+            result = await getattr(target, op.method)(*op.args, **dict(op.kwargs))
+        elif isinstance(op, Now | PlantRow):
+            result = _other(op, backend)
         elif isinstance(op, Advance):
             if backend.clock is None:
                 await anyio.sleep(op.seconds)
@@ -233,9 +303,7 @@ async def run_async(store: AsyncStore, scenario: Scenario, backend: Backend = Ba
             result = await _run_all(store, op.scenarios, backend)
 
 
-async def _run_all(
-    store: AsyncStore, scenarios: tuple[Scenario, ...], backend: Backend
-) -> list[Any]:
+async def _run_all(store: Any, scenarios: tuple[Scenario, ...], backend: Backend) -> list[Any]:
     """Run `scenarios` as concurrent tasks; their return values, in order."""
     results: list[Any] = [None] * len(scenarios)
 
@@ -400,37 +468,29 @@ def expired_record_without_a_load_is_recreated_with_version_0() -> Scenario:
 
 
 @scenario
-def rotate_with_alias_moves_data_and_leaves_alias() -> Scenario:
+def rotate_moves_data_and_deletes_old_key() -> Scenario:
     old, new = new_key(), new_key()
     yield save(old, b"session", version=0)
     yield save(old, b"session2", version=1)
-    assert (yield rotate(old, new, b"moved", version=2, alias=b"-> new")) is True
+    assert (yield rotate(old, new, b"moved", version=2)) is True
     assert (yield load(new)) == Record(b"moved", 1)
-    aliased = yield load(old)
-    assert aliased is not None and aliased.data == b"-> new"
-    # The alias is not the record it replaced: a write with the old version must fail.
-    assert (yield save(old, b"lost", version=2)) is False
-    assert (yield load(old)) == aliased
-
-
-@scenario
-def alias_expires_after_alias_ttl() -> Scenario:
-    old, new = new_key(), new_key()
-    yield save(old, b"session", version=0)
-    assert (yield rotate(old, new, b"moved", version=1, alias=b"->", alias_ttl=SHORT_TTL))
-    yield run_out()
-    yield from gone(old)
-    assert (yield load(new)) == Record(b"moved", 1)
-
-
-@scenario
-def rotate_without_alias_deletes_old_key() -> Scenario:
-    old, new = new_key(), new_key()
-    yield save(old, b"session", version=0)
-    assert (yield rotate(old, new, b"moved", version=1, alias=None)) is True
     assert (yield load(old)) is None
-    assert (yield load(new)) == Record(b"moved", 1)
+    # The old record is gone: a write with its version must fail, a create succeeds.
+    assert (yield save(old, b"lost", version=2)) is False
+    assert (yield load(old)) is None
     assert (yield save(old, b"again", version=0)) is True
+    assert (yield load(new)) == Record(b"moved", 1)
+
+
+@scenario
+def rotated_record_expires_after_its_ttl() -> Scenario:
+    old, new = new_key(), new_key()
+    yield save(old, b"session", version=0)
+    assert (yield rotate(old, new, b"moved", version=1, ttl=SHORT_TTL)) is True
+    assert (yield load(old)) is None
+    yield run_out()
+    yield from gone(new)
+    assert (yield load(old)) is None
 
 
 @scenario
@@ -438,9 +498,8 @@ def rotate_with_wrong_version_writes_nothing() -> Scenario:
     old, new = new_key(), new_key()
     yield save(old, b"session", version=0)
     yield save(old, b"session2", version=1)
-    for alias in (b"alias", None):
-        assert (yield rotate(old, new, b"moved", version=1, alias=alias)) is False
-        assert (yield rotate(old, new, b"moved", version=0, alias=alias)) is False
+    assert (yield rotate(old, new, b"moved", version=1)) is False
+    assert (yield rotate(old, new, b"moved", version=0)) is False
     assert (yield load(old)) == Record(b"session2", 2)
     assert (yield load(new)) is None
 
@@ -448,24 +507,24 @@ def rotate_with_wrong_version_writes_nothing() -> Scenario:
 @scenario
 def rotate_of_missing_or_expired_record_writes_nothing() -> Scenario:
     missing, expired, new = new_key(), new_key(), new_key()
-    assert (yield rotate(missing, new, b"moved", version=1, alias=b"->")) is False
+    assert (yield rotate(missing, new, b"moved", version=1)) is False
     yield save(expired, b"session", version=0, ttl=SHORT_TTL)
     yield run_out()
     yield from gone(expired)
-    assert (yield rotate(expired, new, b"moved", version=1, alias=None)) is False
+    assert (yield rotate(expired, new, b"moved", version=1)) is False
     assert (yield load(new)) is None
     assert (yield load(missing)) is None
 
 
 @scenario
-def rotate_moves_the_user_index_and_leaves_alias_unlisted() -> Scenario:
+def rotate_moves_the_user_index() -> Scenario:
     user, old, new = new_user(), new_key(), new_key()
     yield save(old, b"session", version=0, user=user)
-    assert (yield rotate(old, new, b"moved", version=1, user=user, alias=b"->")) is True
+    assert (yield rotate(old, new, b"moved", version=1, user=user)) is True
     assert as_dict((yield list_user(user))) == {new: Record(b"moved", 1)}
+    assert (yield load(old)) is None
     assert (yield delete_user(user)) == 1
     assert (yield load(new)) is None
-    assert (yield load(old)) is not None  # the alias is not the user's session
 
 
 @scenario
@@ -612,10 +671,9 @@ def data_is_binary_safe() -> Scenario:
     yield save(empty, b"", version=0)
     assert (yield load(empty)) == Record(b"", 1)
     yield save(old, b"\x00", version=0)
-    assert (yield rotate(old, new, every_byte, version=1, alias=b"\x00\xff\n\r'\"")) is True
+    assert (yield rotate(old, new, every_byte, version=1)) is True
     assert (yield load(new)) == Record(every_byte, 1)
-    aliased = yield load(old)
-    assert aliased is not None and aliased.data == b"\x00\xff\n\r'\""
+    assert (yield load(old)) is None
 
 
 def increment(key: str, times: int) -> Scenario:
@@ -667,7 +725,7 @@ def rotate_racing_a_save_has_one_winner() -> Scenario:
     old, new = new_key(), new_key()
     yield save(old, b"session", version=0)
     racing_save = save(old, b"saved", version=1)
-    racing_rotate = rotate(old, new, b"rotated", version=1, alias=b"->")
+    racing_rotate = rotate(old, new, b"rotated", version=1)
     saved, rotated = yield Parallel((one(racing_save), one(racing_rotate)))
     assert [saved, rotated].count(True) == 1
     if saved:
@@ -675,8 +733,7 @@ def rotate_racing_a_save_has_one_winner() -> Scenario:
         assert (yield load(new)) is None
     else:
         assert (yield load(new)) == Record(b"rotated", 1)
-        aliased = yield load(old)
-        assert aliased is not None and aliased.data == b"->"
+        assert (yield load(old)) is None
 
 
 # -- the test classes a backend subclasses ---------------------------------------------------
@@ -713,3 +770,217 @@ class AsyncStoreContract(_Contract):
     async def test_contract(self, astore: AsyncStore, clock: ManualClock | None, name: str) -> None:
         assert isinstance(astore, AsyncStore)
         await run_async(astore, SCENARIOS[name](), self.backend(clock))
+
+
+# -- revocation stores ---------------------------------------------------------------------
+
+REVOCATION_SCENARIOS: dict[str, Callable[[], Scenario]] = {}
+REVOKERS = 8  # concurrent writers in the parallel-revocations scenario
+REVOCATIONS = 50  # revocations per writer
+#: Rows no coatcheck version writes: not JSON, a NaN, a wrong length, a wrong shape or
+#: kind, nothing at all.
+UNDECODABLE = (
+    "not an entry",
+    '["sid","s",NaN,1e300]',
+    '["sid","s",1,2,"keep"]',
+    '{"kind":"sid","subject":"s"}',
+    '["other","s",1,2]',
+    "",
+)
+
+
+def revocation_scenario(function: Callable[[], Scenario]) -> Callable[[], Scenario]:
+    """Register a scenario for `RevocationStoreContract`, under its function name."""
+    REVOCATION_SCENARIOS[function.__name__] = function
+    return function
+
+
+def revoke(entry: Revocation, *, client: int = 0) -> Call:
+    return Call("revoke", (entry,), client=client)
+
+
+def changes(cursor: int, *, client: int = 0) -> Call:
+    return Call("changes", (cursor,), client=client)
+
+
+def sid_entry(subject: str, at: float, *, ttl: float = 100.0) -> Revocation:
+    return Revocation("sid", subject, at, at + ttl)
+
+
+@revocation_scenario
+def empty_feed_has_nothing() -> Scenario:
+    entries, cursor = yield changes(0)
+    assert entries == []
+    assert (yield changes(cursor))[0] == []
+
+
+@revocation_scenario
+def entries_arrive_once_in_order_and_exactly() -> Scenario:
+    now = yield Now()
+    first = [
+        Revocation("sid", "s-1", now + 0.123456789, now + 3600.5),
+        Revocation("user", "ünïcode user ✓", now + 1 / 3, now + 7200.25),
+        Revocation("sid", "s-2", now, now + 1),
+        Revocation("user", "kim", now + 2, now + 60, keep="kept-session"),
+        Revocation("sid", "s-3", now + 10, now + 60, generation=3),
+        Revocation("sid", "s-4", now, now + 60, generation=0),
+    ]
+    for entry in first:
+        yield revoke(entry)
+    entries, cursor = yield changes(0)
+    assert entries == first  # every field, `keep` and `generation` included
+    assert (yield changes(cursor))[0] == []
+    later = Revocation("user", "bob", now + 2, now + 50)
+    yield revoke(later)
+    entries, after = yield changes(cursor)
+    assert entries == [later]
+    assert after > cursor
+    assert (yield changes(after))[0] == []
+
+
+@revocation_scenario
+def two_clients_see_each_other() -> Scenario:
+    now = yield Now()
+    writer, reader = 0, 1
+    _, cursor = yield changes(0, client=reader)
+    yield revoke(sid_entry("from-writer", now), client=writer)
+    entries, cursor = yield changes(cursor, client=reader)
+    assert entries == [sid_entry("from-writer", now)]
+    yield revoke(sid_entry("from-reader", now), client=reader)
+    both = [sid_entry("from-writer", now), sid_entry("from-reader", now)]
+    assert (yield changes(0, client=writer))[0] == both
+
+
+@revocation_scenario
+def purge_forgets_only_expired_entries() -> Scenario:
+    now = yield Now()
+    short = [sid_entry(f"short-{i}", now, ttl=10) for i in range(3)]
+    live = sid_entry("live", now, ttl=100)
+    for entry in [*short, live]:
+        yield revoke(entry)
+    _, cursor = yield changes(0)
+    yield Advance(10)  # expires_at == now counts as expired
+    assert (yield purge_expired()) == 3
+    assert (yield purge_expired()) == 0
+    assert (yield changes(0))[0] == [live]
+    newer = sid_entry("newer", now + 10)
+    yield revoke(newer)
+    assert (yield changes(cursor))[0] == [newer]  # a cursor from before the purge still works
+
+
+def revoker(index: int, at: float, done: list[int]) -> Scenario:
+    for i in range(REVOCATIONS):
+        yield revoke(sid_entry(f"w{index}-{i}", at), client=2 + index)
+    done.append(index)
+
+
+def poller(done: list[int]) -> Scenario:
+    """Poll (client 1) until every revoker is done, then once more; what it saw."""
+    seen: list[Revocation] = []
+    cursor = 0
+    while True:
+        finished = len(done) == REVOKERS
+        entries, cursor = yield changes(cursor, client=1)
+        seen.extend(entries)
+        if finished:
+            return seen
+        yield Pause(0)
+
+
+@revocation_scenario
+def parallel_writers_never_make_a_poller_skip_an_entry() -> Scenario:
+    """A poller running during parallel revocations (each writer its own client) ends up
+    with each entry exactly once: a cursor never moves past an entry that becomes visible
+    later."""
+    now = yield Now()
+    done: list[int] = []
+    revokers = (revoker(index, now, done) for index in range(REVOKERS))
+    seen, *_ = yield Parallel((poller(done), *revokers))
+    subjects = [entry.subject for entry in seen]
+    assert len(subjects) == len(set(subjects)) == REVOKERS * REVOCATIONS
+
+
+@revocation_scenario
+def undecodable_rows_are_skipped() -> Scenario:
+    """A row that is not an entry is never applied, never fails a poll, and the cursor
+    moves past it."""
+    now = yield Now()
+    before, after = sid_entry("before", now), sid_entry("after", now)
+    yield revoke(before)
+    for doc in UNDECODABLE:
+        yield PlantRow(doc, now + 100)
+    entries, cursor = yield changes(0)
+    assert entries == [before]
+    assert (yield changes(cursor)) == ([], cursor)
+    yield revoke(after)
+    assert (yield changes(cursor))[0] == [after]
+    assert (yield changes(0))[0] == [before, after]
+
+
+class RevocationStoreContract:
+    """The contract for a `RevocationStore` and its `AsyncRevocationStore` twin. Subclass it
+    and provide `connect` and `aconnect` fixtures: functions that open a client (sync,
+    async) of one fresh, empty set of entries, built with the `clock` fixture; and `plant`,
+    if the store keeps rows that could fail to decode."""
+
+    @pytest.fixture
+    def clock(self) -> ManualClock:
+        return ManualClock()
+
+    @pytest.fixture
+    def plant(self) -> Plant:
+        return None
+
+    @pytest.mark.parametrize("name", list(REVOCATION_SCENARIOS))
+    def test_contract(self, connect: Connect, clock: ManualClock, plant: Plant, name: str) -> None:
+        clients: dict[int, RevocationStore] = {}
+
+        def client(index: int) -> RevocationStore:
+            if index not in clients:
+                clients[index] = connect()
+            return clients[index]
+
+        try:
+            store = client(0)
+            assert isinstance(store, RevocationStore)
+            backend = Backend(clock=clock, client=client, plant=plant)
+            run_sync(store, REVOCATION_SCENARIOS[name](), backend)
+        finally:
+            for opened in clients.values():
+                opened.close()
+
+    @pytest.mark.anyio
+    @pytest.mark.parametrize("name", list(REVOCATION_SCENARIOS))
+    async def test_async_contract(
+        self, aconnect: AsyncConnect, clock: ManualClock, plant: Plant, name: str
+    ) -> None:
+        clients: dict[int, AsyncRevocationStore] = {}
+
+        def client(index: int) -> AsyncRevocationStore:
+            if index not in clients:
+                clients[index] = aconnect()
+            return clients[index]
+
+        try:
+            store = client(0)
+            assert isinstance(store, AsyncRevocationStore)
+            backend = Backend(clock=clock, client=client, plant=plant)
+            await run_async(store, REVOCATION_SCENARIOS[name](), backend)
+        finally:
+            for opened in clients.values():
+                await opened.aclose()
+
+    @pytest.mark.anyio
+    async def test_twins_share_entries(
+        self, connect: Connect, aconnect: AsyncConnect, clock: ManualClock
+    ) -> None:
+        sync, twin = connect(), aconnect()
+        try:
+            wrote = [sid_entry("sync-wrote", clock()), sid_entry("async-wrote", clock())]
+            sync.revoke(wrote[0])
+            await twin.revoke(wrote[1])
+            assert (await twin.changes(0))[0] == wrote
+            assert sync.changes(0)[0] == wrote
+        finally:
+            sync.close()
+            await twin.aclose()

@@ -1,4 +1,5 @@
-"""`from_url` (a store from a URL, sync or async) and `to_async` (the async twin of a store)."""
+"""`from_url` (a store from a URL, sync or async) and `to_async` (the async twin of a store);
+`revocations_for` and `revocations_to_async`, their twins for revocation stores."""
 
 from __future__ import annotations
 
@@ -8,16 +9,27 @@ from pathlib import Path
 import pytest
 
 from coatcheck.exceptions import ConfigurationError
+from coatcheck.revocation import Revocation
 from coatcheck.stores import (
+    AsyncMemoryRevocationStore,
     AsyncMemoryStore,
+    AsyncPostgresRevocationStore,
+    AsyncRedisRevocationStore,
+    AsyncSQLiteRevocationStore,
     AsyncSQLiteStore,
     AsyncStore,
+    MemoryRevocationStore,
     MemoryStore,
+    PostgresRevocationStore,
     Record,
+    RedisRevocationStore,
+    SQLiteRevocationStore,
     SQLiteStore,
     Store,
     ThreadedStore,
     from_url,
+    revocations_for,
+    revocations_to_async,
     to_async,
 )
 
@@ -149,13 +161,8 @@ class DictStore:
         version: int,
         ttl: float,
         user: str | None,
-        alias: bytes | None,
-        alias_ttl: float,
     ) -> bool:
-        return self.inner.rotate(
-            old_key, new_key, data,
-            version=version, ttl=ttl, user=user, alias=alias, alias_ttl=alias_ttl,
-        )  # fmt: skip
+        return self.inner.rotate(old_key, new_key, data, version=version, ttl=ttl, user=user)
 
     def delete(self, key: str) -> None:
         self.inner.delete(key)
@@ -215,3 +222,62 @@ async def test_to_async_of_any_other_store_runs_it_in_threads() -> None:
 def test_from_url_does_not_touch_the_working_directory_for_memory(in_tmp: Path) -> None:
     from_url("memory://").close()
     assert os.listdir(in_tmp) == []
+
+
+# -- revocation stores ---------------------------------------------------------------------
+
+
+def test_revocations_for_memory_and_sqlite_urls(in_tmp: Path) -> None:
+    memory = revocations_for("memory://")
+    assert type(memory) is MemoryRevocationStore
+    assert type(revocations_to_async(memory)) is AsyncMemoryRevocationStore
+    sqlite = revocations_for("sqlite:///data.db")
+    assert type(sqlite) is SQLiteRevocationStore and sqlite.path == "data.db"
+    assert type(revocations_to_async(sqlite)) is AsyncSQLiteRevocationStore
+    assert sqlite.table == "coatcheck_revocations"  # beside the sessions, in the same file
+    sqlite.close()
+
+
+def test_revocations_for_redis_and_postgres_urls() -> None:
+    for url, sync, twin in (
+        ("redis://127.0.0.1:1/0", RedisRevocationStore, AsyncRedisRevocationStore),
+        ("rediss://127.0.0.1:1/0", RedisRevocationStore, AsyncRedisRevocationStore),
+        ("postgresql://u@127.0.0.1:1/db", PostgresRevocationStore, AsyncPostgresRevocationStore),
+        ("postgres://u@127.0.0.1:1/db", PostgresRevocationStore, AsyncPostgresRevocationStore),
+    ):
+        store = revocations_for(url)
+        assert type(store) is sync, url
+        assert type(revocations_to_async(store)) is twin, url
+        store.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("ftp://host/x", "no revocation store for ftp:// URLs"),
+        ("sqlite://host/sessions.db", "three slashes"),
+        ("http://[", "not a valid URL"),
+    ],
+)
+def test_revocations_for_other_urls_says_why(url: str, problem: str) -> None:
+    with pytest.raises(ConfigurationError, match=problem):
+        revocations_for(url)
+
+
+class ListRevocations:
+    """A third-party sync revocation store."""
+
+    def revoke(self, entry: Revocation) -> None: ...
+
+    def changes(self, cursor: int) -> tuple[list[Revocation], int]:
+        return [], cursor
+
+    def purge_expired(self) -> int:
+        return 0
+
+    def close(self) -> None: ...
+
+
+def test_revocations_to_async_of_an_unknown_store_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match="no async twin known for ListRevocations"):
+        revocations_to_async(ListRevocations())

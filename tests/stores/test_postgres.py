@@ -1,5 +1,7 @@
 """PostgresStore and AsyncPostgresStore against a real PostgreSQL cluster started by
-`tests/servers.py` (`initdb` / `pg_ctl`)."""
+`tests/servers.py` (`initdb` / `pg_ctl`); then PostgresRevocationStore (with twin) against
+the revocation contract. The LISTEN/NOTIFY push feed is tested in
+`tests/test_revocation_feeds.py`."""
 
 from __future__ import annotations
 
@@ -10,11 +12,26 @@ import psycopg
 import pytest
 
 from coatcheck.exceptions import ConfigurationError, StoreUnavailable
-from coatcheck.stores import AsyncStore, Record, Store, from_url, to_async
-from coatcheck.stores.postgres import PURGE_BATCH, AsyncPostgresStore, PostgresStore
+from coatcheck.revocation import Revocation
+from coatcheck.stores import AsyncStore, Record, Store, from_url, revocations_to_async, to_async
+from coatcheck.stores.postgres import (
+    PURGE_BATCH,
+    AsyncPostgresRevocationStore,
+    AsyncPostgresStore,
+    PostgresRevocationStore,
+    PostgresStore,
+)
 from servers import PostgresServer, free_port, postgres_server_fixture  # noqa: F401
 
-from .contract import AsyncStoreContract, ManualClock, StoreContract
+from .contract import (
+    AsyncConnect,
+    AsyncStoreContract,
+    Connect,
+    ManualClock,
+    Plant,
+    RevocationStoreContract,
+    StoreContract,
+)
 
 pytestmark = pytest.mark.service
 
@@ -176,3 +193,80 @@ async def test_async_unreachable_server_is_store_unavailable() -> None:
         await store.load("k")
     assert "hunter2" not in str(caught.value)
     await store.aclose()
+
+
+# -- revocations ---------------------------------------------------------------------------
+
+
+class TestPostgresRevocationStore(RevocationStoreContract):
+    """Clients of one fresh table, each with its own pool."""
+
+    @pytest.fixture
+    def table(self, postgres_server: PostgresServer) -> Iterator[str]:
+        table = fresh_table()
+        yield table
+        drop(postgres_server, table)
+
+    @pytest.fixture
+    def connect(self, postgres_server: PostgresServer, table: str, clock: ManualClock) -> Connect:
+        return lambda: PostgresRevocationStore(postgres_server.url, table=table, clock=clock)
+
+    @pytest.fixture
+    def aconnect(
+        self, postgres_server: PostgresServer, table: str, clock: ManualClock
+    ) -> AsyncConnect:
+        return lambda: AsyncPostgresRevocationStore(postgres_server.url, table=table, clock=clock)
+
+    @pytest.fixture
+    def plant(self, postgres_server: PostgresServer, table: str) -> Plant:
+        def plant(doc: str, expires_at: float) -> None:
+            with psycopg.connect(postgres_server.url, autocommit=True) as conn:
+                conn.execute(
+                    f"INSERT INTO {table} (entry, expires_at) VALUES (%s, %s)",  # noqa: S608
+                    (doc, expires_at),
+                )
+
+        return plant
+
+
+def test_revocation_schema_is_created_on_first_use(postgres_server: PostgresServer) -> None:
+    table = fresh_table()
+    store = PostgresRevocationStore(postgres_server.url, table=table)
+    assert store.changes(0) == ([], 0)
+    with psycopg.connect(postgres_server.url, autocommit=True) as conn:
+        indexes = conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE tablename = %s ORDER BY 1", (table,)
+        ).fetchall()
+        assert [name for (name,) in indexes] == [f"{table}_expires", f"{table}_pkey"]
+    store.create_schema()  # again: a no-op
+    store.close()
+    drop(postgres_server, table)
+
+
+@pytest.mark.anyio
+async def test_revocation_twin_is_on_the_same_table(postgres_server: PostgresServer) -> None:
+    table = fresh_table()
+    store = PostgresRevocationStore(postgres_server.url, table=table)
+    twin = revocations_to_async(store)
+    assert isinstance(twin, AsyncPostgresRevocationStore) and twin.table == table
+    entry = Revocation("sid", "s", 1.0, 2.0**40)
+    await twin.revoke(entry)
+    assert store.changes(0)[0] == [entry]
+    await twin.aclose()
+    store.close()
+    drop(postgres_server, table)
+
+
+def test_revocation_table_name_must_be_an_identifier() -> None:
+    with pytest.raises(ConfigurationError, match="identifier"):
+        PostgresRevocationStore("postgresql://localhost/db", table="r; DROP TABLE users")
+
+
+def test_unreachable_revocation_server_is_store_unavailable_without_secrets() -> None:
+    url = f"postgresql://app:hunter2@127.0.0.1:{free_port()}/db"
+    store = PostgresRevocationStore(url, timeout=0.3)
+    for operation in (lambda: store.revoke(Revocation("sid", "s", 1, 2)), lambda: store.changes(0)):
+        with pytest.raises(StoreUnavailable) as caught:
+            operation()
+        assert "hunter2" not in str(caught.value)
+    store.close()

@@ -1,5 +1,7 @@
 """RedisStore and AsyncRedisStore against real servers: one `redis-server` and a
-three-master Redis Cluster, both started by `tests/servers.py`."""
+three-master Redis Cluster, both started by `tests/servers.py`; then RedisRevocationStore
+(with twin) against the revocation contract, and its layout. The pub/sub push feed is
+tested in `tests/test_revocation_feeds.py`."""
 
 from __future__ import annotations
 
@@ -17,8 +19,23 @@ import redis.cluster
 from redis.crc import key_slot
 
 from coatcheck.exceptions import ConfigurationError, StoreUnavailable
-from coatcheck.stores import AsyncStore, Record, Store, from_url, to_async
-from coatcheck.stores.redis import AsyncRedisStore, RedisStore
+from coatcheck.revocation import Revocation, RevocationList
+from coatcheck.stores import (
+    AsyncStore,
+    Record,
+    Store,
+    ThreadedRevocationStore,
+    from_url,
+    revocations_for,
+    revocations_to_async,
+    to_async,
+)
+from coatcheck.stores.redis import (
+    AsyncRedisRevocationStore,
+    AsyncRedisStore,
+    RedisRevocationStore,
+    RedisStore,
+)
 from servers import (  # noqa: F401 - fixtures
     RedisCluster,
     RedisServer,
@@ -27,7 +44,15 @@ from servers import (  # noqa: F401 - fixtures
     redis_server_fixture,
 )
 
-from .contract import AsyncStoreContract, StoreContract
+from .contract import (
+    AsyncConnect,
+    AsyncStoreContract,
+    Connect,
+    ManualClock,
+    Plant,
+    RevocationStoreContract,
+    StoreContract,
+)
 
 pytestmark = pytest.mark.service
 
@@ -123,20 +148,16 @@ def test_read_is_one_round_trip_and_write_is_one(redis_server: RedisServer) -> N
     store = RedisStore(client, prefix=fresh_prefix())
     key, other, user = "k" * 43, "o" * 43, "alice"
     store.save(other, b"warm-up: loads the scripts", version=0, ttl=60, user=user)
-    store.rotate(other, "n" * 43, b"x", version=1, ttl=60, user=user, alias=b"a", alias_ttl=5)
+    store.rotate(other, "n" * 43, b"x", version=1, ttl=60, user=user)
 
     assert counted(store, lambda s: s.load(key)) == (None, 1)
     assert counted(store, lambda s: s.save(key, b"d", version=0, ttl=60, user=user)) == (True, 1)
     assert counted(store, lambda s: s.load(key)) == (Record(b"d", 1), 1)
     saved = counted(store, lambda s: s.save(key, b"e", version=1, ttl=60, user=None))
     assert saved == (True, 1)
-    rotated = counted(
-        store,
-        lambda s: s.rotate(
-            key, "m" * 43, b"f", version=2, ttl=60, user=user, alias=b"->", alias_ttl=5
-        ),
-    )
+    rotated = counted(store, lambda s: s.rotate(key, "m" * 43, b"f", version=2, ttl=60, user=user))
     assert rotated == (True, 1)
+    assert counted(store, lambda s: s.load(key)) == (None, 1)  # the old key is gone
     client.close()
 
 
@@ -268,17 +289,19 @@ def test_a_non_coatcheck_value_is_reported_corrupted(redis_server: RedisServer) 
 def test_importing_coatcheck_imports_neither_redis_nor_psycopg() -> None:
     code = (
         "import sys, coatcheck, coatcheck.stores, coatcheck.drivers, coatcheck.adapters.asgi\n"
-        "from coatcheck.stores import from_url, to_async\n"
+        "from coatcheck.stores import from_url, to_async, revocations_for, revocations_to_async\n"
         "loaded = sorted(m for m in ('redis', 'psycopg', 'psycopg_pool') if m in sys.modules)\n"
         "print(','.join(loaded))\n"
         "from coatcheck.stores import RedisStore, PostgresStore\n"
         "print(RedisStore.__module__, PostgresStore.__module__)\n"
+        "from coatcheck.stores import RedisRevocationStore, AsyncPostgresRevocationStore\n"
+        "print(RedisRevocationStore.__module__, AsyncPostgresRevocationStore.__module__)\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, check=True, timeout=60
     )
     lines = result.stdout.decode().splitlines()
-    assert lines == ["", "coatcheck.stores.redis coatcheck.stores.postgres"]
+    assert lines == ["", *["coatcheck.stores.redis coatcheck.stores.postgres"] * 2]
 
 
 def test_a_client_that_decodes_responses_is_refused() -> None:
@@ -289,3 +312,145 @@ def test_a_client_that_decodes_responses_is_refused() -> None:
     async_decoding: Any = redis.asyncio.Redis(decode_responses=True)
     with pytest.raises(ConfigurationError, match="decode_responses"):
         AsyncRedisStore(async_decoding)
+
+
+# -- revocations ---------------------------------------------------------------------------
+
+T0 = 1_800_000_000.0
+
+
+class RedisRevocations(RevocationStoreContract):
+    """Clients of one fresh prefix on the server at `url` (a fixture of each subclass)."""
+
+    @pytest.fixture
+    def prefix(self) -> str:
+        return fresh_prefix()
+
+    @pytest.fixture
+    def connect(self, url: str, prefix: str, clock: ManualClock) -> Connect:
+        return lambda: RedisRevocationStore(url, prefix=prefix, clock=clock)
+
+    @pytest.fixture
+    def aconnect(self, url: str, prefix: str, clock: ManualClock) -> AsyncConnect:
+        return lambda: AsyncRedisRevocationStore(url, prefix=prefix, clock=clock)
+
+    @pytest.fixture
+    def plant(self, url: str, prefix: str) -> Plant:
+        def plant(doc: str, expires_at: float) -> None:
+            store = RedisRevocationStore(url, prefix=prefix)
+            try:  # what `revoke` writes, minus the entry and the message
+                member = f"{int(store.client.incr(store.keys[0]))} {doc}"
+                store.client.zadd(store.keys[1], {member: int(member.split()[0])})
+                store.client.zadd(store.keys[2], {member: expires_at})
+            finally:
+                store.close()
+
+        return plant
+
+
+class TestRedisRevocationStore(RedisRevocations):
+    @pytest.fixture
+    def url(self, redis_server: RedisServer) -> str:
+        return redis_server.url
+
+
+class TestRedisClusterRevocationStore(RedisRevocations):
+    """On a cluster: every revocation key carries one hash tag, so one slot."""
+
+    @pytest.fixture
+    def url(self, redis_cluster: RedisCluster) -> str:
+        return redis_cluster.url
+
+
+def sid_entry(subject: str, *, at: float = T0, ttl: float = 100.0) -> Revocation:
+    return Revocation("sid", subject, at, at + ttl)
+
+
+def test_revocation_sets_hold_only_live_revocations(redis_server: RedisServer) -> None:
+    clock = ManualClock(T0)
+    store = RedisRevocationStore(redis_server.url, prefix=fresh_prefix(), clock=clock)
+    for i in range(300):
+        store.revoke(sid_entry(f"old-{i}", ttl=10))
+    assert store.client.zcard(store.keys[1]) == 300
+    clock.advance(10)
+    for i in range(2):  # each revoke also drops up to TRIM_BATCH (100) expired entries
+        store.revoke(sid_entry(f"live-{i}", at=clock.now))
+    assert store.client.zcard(store.keys[1]) == store.client.zcard(store.keys[2]) == 102
+    assert store.purge_expired() == 100
+    assert store.client.zcard(store.keys[1]) == store.client.zcard(store.keys[2]) == 2
+    assert [e.subject for e in store.changes(0)[0]] == ["live-0", "live-1"]
+    store.close()
+
+
+def test_revoke_and_poll_are_one_round_trip_each(redis_server: RedisServer) -> None:
+    pool = redis.ConnectionPool(
+        host="127.0.0.1", port=redis_server.port, connection_class=CountingConnection
+    )
+    client = redis.Redis(connection_pool=pool)
+    store = RedisRevocationStore(client, prefix=fresh_prefix())
+    store.revoke(sid_entry("warm-up: loads the script"))
+    _, cursor = store.changes(0)
+    before = CountingConnection.sends
+    store.revoke(sid_entry("counted"))
+    assert CountingConnection.sends - before == 1
+    before = CountingConnection.sends
+    assert store.changes(cursor)[0] == [sid_entry("counted")]
+    assert CountingConnection.sends - before == 1
+    store.close()
+    client.close()
+
+
+def test_revocation_keys_share_one_cluster_slot(redis_cluster: RedisCluster) -> None:
+    store = RedisRevocationStore(redis_cluster.url, prefix=fresh_prefix())
+    assert len({key_slot(k.encode()) for k in store.keys}) == 1
+    tagged = RedisRevocationStore(redis_cluster.url, prefix="app:{sessions}:")
+    assert {key_slot(k.encode()) for k in tagged.keys} == {key_slot(b"sessions")}
+    store.close()
+    tagged.close()
+
+
+def test_revocation_numbers_after_a_data_loss_stay_above_old_cursors(
+    redis_server: RedisServer,
+) -> None:
+    """A server that lost its data starts numbering from its clock, above every cursor
+    handed out before, so processes whose cursor is ahead still get new entries."""
+    store = RedisRevocationStore(redis_server.url, prefix=fresh_prefix())
+    lst = RevocationList()
+    store.revoke(sid_entry("before"))
+    entries, cursor = store.changes(0)
+    lst.apply(entries, cursor, T0)
+    store.client.delete(*store.keys)  # what a restart without persistence leaves
+    store.revoke(sid_entry("after"))
+    entries, cursor = store.changes(lst.cursor)
+    assert entries == [sid_entry("after")]
+    store.close()
+
+
+def test_unreachable_revocation_server_is_store_unavailable_without_secrets() -> None:
+    store = RedisRevocationStore(f"redis://:hunter2@127.0.0.1:{free_port()}/0", timeout=0.2)
+    for operation in (lambda: store.revoke(sid_entry("x")), lambda: store.changes(0)):
+        with pytest.raises(StoreUnavailable) as caught:
+            operation()
+        assert "hunter2" not in str(caught.value)
+    store.close()
+
+
+def test_revocations_for_a_cluster_url_is_a_cluster_client(redis_cluster: RedisCluster) -> None:
+    store = revocations_for(redis_cluster.url)
+    assert isinstance(store, RedisRevocationStore)
+    assert isinstance(store.client, redis.cluster.RedisCluster)
+    twin = revocations_to_async(store)
+    assert isinstance(twin, AsyncRedisRevocationStore) and twin.cluster
+    store.close()
+
+
+def test_a_revocation_store_on_a_client_object_gets_a_threaded_async_face() -> None:
+    store = RedisRevocationStore(redis.Redis(port=1))
+    twin = revocations_to_async(store)
+    assert isinstance(twin, ThreadedRevocationStore) and twin.sync is store
+    store.close()
+
+
+def test_unbalanced_braces_in_a_revocation_prefix_are_refused() -> None:
+    with pytest.raises(ConfigurationError, match="braces"):
+        RedisRevocationStore(redis.Redis(), prefix="app:{sessions:")

@@ -1,5 +1,6 @@
 """`SQLiteStore` and `AsyncSQLiteStore`: the shared contract, then what only SQLite has:
-WAL, many connections and processes on one file, lock handling, batched purges."""
+WAL, many connections and processes on one file, lock handling, batched purges. Then
+`SQLiteRevocationStore` (with twin): the revocation contract and its SQLite specifics."""
 
 from __future__ import annotations
 
@@ -15,10 +16,29 @@ import anyio
 import pytest
 
 from coatcheck.exceptions import ConfigurationError, StoreUnavailable
-from coatcheck.stores import AsyncSQLiteStore, AsyncStore, Record, SQLiteStore, Store, to_async
+from coatcheck.revocation import Revocation
+from coatcheck.stores import (
+    AsyncSQLiteRevocationStore,
+    AsyncSQLiteStore,
+    AsyncStore,
+    Record,
+    SQLiteRevocationStore,
+    SQLiteStore,
+    Store,
+    revocations_to_async,
+    to_async,
+)
 from coatcheck.stores.sqlite import PURGE_BATCH
 
-from .contract import AsyncStoreContract, ManualClock, StoreContract
+from .contract import (
+    AsyncConnect,
+    AsyncStoreContract,
+    Connect,
+    ManualClock,
+    Plant,
+    RevocationStoreContract,
+    StoreContract,
+)
 
 # -- the contract, in every configuration ------------------------------------------------------
 
@@ -345,14 +365,14 @@ def test_sync_store_without_timeout_fails_fast_when_locked(
     with pytest.raises(StoreUnavailable, match="locked"):
         store.save("k", b"v2", version=1, ttl=60, user="alice")
     with pytest.raises(StoreUnavailable, match="locked"):
-        store.rotate("k", "k2", b"v2", version=1, ttl=60, user="alice", alias=b"->", alias_ttl=5)
+        store.rotate("k", "k2", b"v2", version=1, ttl=60, user="alice")
     with pytest.raises(StoreUnavailable, match="locked"):
         store.delete_user("alice")
     assert store.load("k") == Record(b"v1", 1)  # readers never wait in WAL mode
     write_lock.release()
     # Nothing was written, and the failed rotation left no transaction open.
     assert store.load("k2") is None
-    assert store.rotate("k", "k2", b"v2", version=1, ttl=60, user="alice", alias=None, alias_ttl=0)
+    assert store.rotate("k", "k2", b"v2", version=1, ttl=60, user="alice")
     assert store.load("k2") == Record(b"v2", 1)
     store.close()
 
@@ -387,9 +407,7 @@ async def test_async_store_waits_for_a_lock_without_blocking_the_loop(
         with anyio.fail_after(30):
             async with anyio.create_task_group() as group:
                 group.start_soon(release_soon, write_lock)
-                rotated = await store.rotate(
-                    "k", "k2", b"v3", version=2, ttl=60, user="alice", alias=b"->", alias_ttl=5
-                )
+                rotated = await store.rotate("k", "k2", b"v3", version=2, ttl=60, user="alice")
     finally:
         write_lock.release()
     assert rotated
@@ -500,8 +518,7 @@ def test_repr_names_the_file_not_the_data(path: Path) -> None:
 
 _START_TOGETHER = """
 import sys, time
-from coatcheck.revocation import SQLiteRevocationStore
-from coatcheck.stores import SQLiteStore
+from coatcheck.stores import SQLiteRevocationStore, SQLiteStore
 start = float(sys.argv[2])
 while time.time() < start:
     pass
@@ -526,3 +543,94 @@ def test_processes_creating_one_new_file_at_once_all_start(tmp_path: Path) -> No
         ]  # fmt: skip
         results = [proc.communicate(timeout=60) for proc in procs]
         assert [out.strip() for out, _ in results] == ["ok"] * 6, [err for _, err in results]
+
+
+# -- revocations -------------------------------------------------------------------------------
+
+
+class TestSQLiteRevocationStore(RevocationStoreContract):
+    """Every client its own connections to one file; the async twin wraps a sync store."""
+
+    @pytest.fixture
+    def connect(self, path: Path, clock: ManualClock) -> Connect:
+        return lambda: SQLiteRevocationStore(path, clock=clock)
+
+    @pytest.fixture
+    def aconnect(self, path: Path, clock: ManualClock) -> AsyncConnect:
+        return lambda: AsyncSQLiteRevocationStore(SQLiteRevocationStore(path, clock=clock))
+
+    @pytest.fixture
+    def plant(self, path: Path) -> Plant:
+        def plant(doc: str, expires_at: float) -> None:
+            db = sqlite3.connect(path)
+            try:
+                with db:
+                    db.execute(
+                        "INSERT INTO coatcheck_revocations (entry, expires_at) VALUES (?, ?)",
+                        (doc, expires_at),
+                    )
+            finally:
+                db.close()
+
+        return plant
+
+
+T = 1_800_000_000.0
+
+
+def sid(subject: str, expires_at: float = T + 100) -> Revocation:
+    return Revocation("sid", subject, T, expires_at)
+
+
+def test_revocation_stores_on_one_file_share_entries_across_connections(path: Path) -> None:
+    a, b = SQLiteRevocationStore(path), SQLiteRevocationStore(path)
+    a.revoke(sid("from-a"))
+    entries, cursor = b.changes(0)
+    assert entries == [sid("from-a")]
+    seen: list[Revocation] = []
+    thread = threading.Thread(target=lambda: seen.extend(a.changes(0)[0]))  # its own connection
+    thread.start()
+    thread.join(timeout=30)
+    assert seen == [sid("from-a")]
+    a.close()
+    b.close()
+
+
+def test_revocation_purge_uses_the_injected_clock(path: Path) -> None:
+    clock = ManualClock(T)
+    store = SQLiteRevocationStore(path, clock=clock)
+    store.revoke(sid("a", expires_at=T + 5))
+    assert store.purge_expired() == 0
+    clock.advance(5)
+    assert store.purge_expired() == 1
+    store.close()
+
+
+def test_revocation_table_name_must_be_an_identifier(path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="identifier"):
+        SQLiteRevocationStore(path, table="x; DROP TABLE y")
+
+
+def test_revocation_store_that_cannot_open_is_store_unavailable(tmp_path: Path) -> None:
+    with pytest.raises(StoreUnavailable):
+        SQLiteRevocationStore(tmp_path / "missing-dir" / "r.db")
+
+
+def test_revocations_and_sessions_share_one_file(path: Path) -> None:
+    sessions, revocations = SQLiteStore(path), SQLiteRevocationStore(path)
+    sessions.save("k", b"data", version=0, ttl=60, user=None)
+    revocations.revoke(sid("a"))
+    assert rows(path) == 1 and rows(path, "coatcheck_revocations") == 1
+    sessions.close()
+    revocations.close()
+
+
+@pytest.mark.anyio
+async def test_revocation_twin(path: Path) -> None:
+    store = SQLiteRevocationStore(path)
+    twin = revocations_to_async(store)
+    assert isinstance(twin, AsyncSQLiteRevocationStore) and twin.sync is store
+    await twin.revoke(sid("a"))
+    assert (await twin.changes(0))[0] == [sid("a")]
+    assert store.changes(0)[0] == [sid("a")]
+    await twin.aclose()

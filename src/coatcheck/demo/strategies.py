@@ -12,11 +12,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from ..clientside import ClientSide, _revocations_for
+from ..clientside import ClientSide
 from ..exceptions import ConfigurationError
 from ..keys import DEFAULT_ENV, KeyRing, generate_key
 from ..manager import ServerSide, SessionManager
-from ..stores import MemoryStore
+from ..stores import MemoryStore, revocations_for
 from ..transports import Header
 
 __all__ = [
@@ -141,7 +141,7 @@ def _cluster_keys() -> Mapping[str, str]:
 def _revocation_store_problem(url: str) -> str | None:
     """Why client-side sessions cannot keep their revocation list at `url`, or None."""
     try:
-        revocations = _revocations_for(url)
+        revocations = revocations_for(url)
     except ConfigurationError as exc:
         return str(exc)
     revocations.close()

@@ -1,9 +1,14 @@
-"""Session stores: where server-side sessions (and client-side registries) live.
+"""Stores: where server-side sessions, client-side registries and revocation lists live.
 
 `MemoryStore` (one process), `SQLiteStore` (one machine, the embedded default),
-`RedisStore` and `PostgresStore` (many machines); each with an `Async` twin. `from_url`
-builds one from a URL such as `sqlite:///sessions.db`. The Redis and PostgreSQL stores are
-imported on first access, so `import coatcheck.stores` imports neither redis nor psycopg.
+`RedisStore` and `PostgresStore` (many machines); each with an `Async` twin. Beside each
+session store, in the same module and on the same connection code, is its backend's
+revocation store (`MemoryRevocationStore`, `SQLiteRevocationStore`, `RedisRevocationStore`,
+`PostgresRevocationStore`, and twins). `from_url` builds a session store from a URL such as
+`sqlite:///sessions.db`, and `revocations_for` the revocation store of the same URL;
+`to_async` and `revocations_to_async` give a sync store's async twin. The Redis and
+PostgreSQL modules are imported on first access, so `import coatcheck.stores` imports
+neither redis nor psycopg.
 """
 
 from __future__ import annotations
@@ -11,32 +16,64 @@ from __future__ import annotations
 import importlib
 import sys
 from typing import TYPE_CHECKING, Any, Literal, overload
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from ..exceptions import ConfigurationError
+from ..revocation import AsyncRevocationStore, RevocationStore
 from .base import AsyncStore, Record, Store
-from .memory import AsyncMemoryStore, MemoryStore
-from .sqlite import AsyncSQLiteStore, SQLiteStore
-from .threaded import ThreadedStore
+from .memory import (
+    AsyncMemoryRevocationStore,
+    AsyncMemoryStore,
+    MemoryRevocationStore,
+    MemoryStore,
+)
+from .sqlite import (
+    AsyncSQLiteRevocationStore,
+    AsyncSQLiteStore,
+    SQLiteRevocationStore,
+    SQLiteStore,
+)
+from .threaded import ThreadedRevocationStore, ThreadedStore
 
 if TYPE_CHECKING:
-    from .postgres import AsyncPostgresStore, PostgresStore
-    from .redis import AsyncRedisStore, RedisStore
+    from .postgres import (
+        AsyncPostgresRevocationStore,
+        AsyncPostgresStore,
+        PostgresRevocationStore,
+        PostgresStore,
+    )
+    from .redis import (
+        AsyncRedisRevocationStore,
+        AsyncRedisStore,
+        RedisRevocationStore,
+        RedisStore,
+    )
 
 __all__ = [
+    "AsyncMemoryRevocationStore",
     "AsyncMemoryStore",
+    "AsyncPostgresRevocationStore",
     "AsyncPostgresStore",
+    "AsyncRedisRevocationStore",
     "AsyncRedisStore",
+    "AsyncSQLiteRevocationStore",
     "AsyncSQLiteStore",
     "AsyncStore",
+    "MemoryRevocationStore",
     "MemoryStore",
+    "PostgresRevocationStore",
     "PostgresStore",
     "Record",
+    "RedisRevocationStore",
     "RedisStore",
+    "SQLiteRevocationStore",
     "SQLiteStore",
     "Store",
+    "ThreadedRevocationStore",
     "ThreadedStore",
     "from_url",
+    "revocations_for",
+    "revocations_to_async",
     "to_async",
 ]
 
@@ -44,15 +81,27 @@ __all__ = [
 _LAZY = {
     "RedisStore": ("redis", "redis"),
     "AsyncRedisStore": ("redis", "redis"),
+    "RedisRevocationStore": ("redis", "redis"),
+    "AsyncRedisRevocationStore": ("redis", "redis"),
     "PostgresStore": ("postgres", "postgres"),
     "AsyncPostgresStore": ("postgres", "postgres"),
+    "PostgresRevocationStore": ("postgres", "postgres"),
+    "AsyncPostgresRevocationStore": ("postgres", "postgres"),
 }
+#: The modules in `_LAZY`, with their sync classes and async twins, for `to_async` and
+#: `revocations_to_async`.
+_TWINS = {
+    "store": (("redis", "RedisStore", "AsyncRedisStore"),
+              ("postgres", "PostgresStore", "AsyncPostgresStore")),
+    "revocations": (("redis", "RedisRevocationStore", "AsyncRedisRevocationStore"),
+                    ("postgres", "PostgresRevocationStore", "AsyncPostgresRevocationStore")),
+}  # fmt: skip
 _REDIS_SCHEMES = ("redis", "rediss", "redis+cluster", "rediss+cluster")
 _POSTGRES_SCHEMES = ("postgresql", "postgres")
 
 
 def __getattr__(name: str) -> Any:
-    """Import `RedisStore` / `PostgresStore` (and twins) on first access."""
+    """Import the Redis and PostgreSQL stores (and twins) on first access."""
     if name not in _LAZY:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     module, extra = _LAZY[name]
@@ -63,6 +112,23 @@ def __getattr__(name: str) -> Any:
             f"{name} needs the {exc.name!r} package: pip install 'coatcheck[{extra}]'"
         ) from None
     return getattr(loaded, name)
+
+
+def _split(url: str) -> tuple[str, SplitResult]:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise ConfigurationError("store URL is not a valid URL") from None
+    return parts.scheme.lower(), parts
+
+
+def _sqlite_path(parts: SplitResult) -> str:
+    if parts.netloc:
+        raise ConfigurationError(
+            "a sqlite URL has three slashes before a relative path (sqlite:///sessions.db) "
+            "and four before an absolute one (sqlite:////var/lib/app/sessions.db)"
+        )
+    return unquote(parts.path[1:]) or "sessions.db"
 
 
 @overload
@@ -80,20 +146,11 @@ def from_url(url: str, *, asynchronous: bool = False) -> Store | AsyncStore:
       `redis+cluster://host:port` or `rediss+cluster://...` (any node)
     - `postgresql://user:password@host:5432/db` (or `postgres://`)
     """
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        raise ConfigurationError("store URL is not a valid URL") from None
-    scheme = parts.scheme.lower()
+    scheme, parts = _split(url)
     if scheme == "memory":
         return AsyncMemoryStore() if asynchronous else MemoryStore()
     if scheme == "sqlite":
-        if parts.netloc:
-            raise ConfigurationError(
-                "a sqlite URL has three slashes before a relative path (sqlite:///sessions.db) "
-                "and four before an absolute one (sqlite:////var/lib/app/sessions.db)"
-            )
-        path = unquote(parts.path[1:]) or "sessions.db"
+        path = _sqlite_path(parts)
         return AsyncSQLiteStore(path) if asynchronous else SQLiteStore(path)
     if scheme in _REDIS_SCHEMES:
         store: Store | AsyncStore = (
@@ -110,20 +167,58 @@ def from_url(url: str, *, asynchronous: bool = False) -> Store | AsyncStore:
     )
 
 
+def revocations_for(url: str) -> RevocationStore:
+    """The revocation store that goes with the session store `from_url(url)` builds: the
+    same backend, the same file or server (in a table or keys of its own)."""
+    scheme, parts = _split(url)
+    if scheme == "memory":
+        return MemoryRevocationStore()
+    if scheme == "sqlite":
+        return SQLiteRevocationStore(_sqlite_path(parts))
+    if scheme in _REDIS_SCHEMES:
+        redis_store: RevocationStore = __getattr__("RedisRevocationStore")(url)
+        return redis_store
+    if scheme in _POSTGRES_SCHEMES:
+        postgres: RevocationStore = __getattr__("PostgresRevocationStore")(url)
+        return postgres
+    raise ConfigurationError(
+        f"no revocation store for {parts.scheme}:// URLs yet; pass revocations=... explicitly"
+    )
+
+
 def to_async(store: Store) -> AsyncStore:
     """The async twin of a sync store, sharing its data."""
     if isinstance(store, MemoryStore):
         return AsyncMemoryStore(store)
     if isinstance(store, SQLiteStore):
         return AsyncSQLiteStore.wrapping(store)
-    for module, sync, twin in (
-        ("redis", "RedisStore", "AsyncRedisStore"),
-        ("postgres", "PostgresStore", "AsyncPostgresStore"),
-    ):
+    _, wrapped = _wrapping("store", store)
+    return ThreadedStore(store) if wrapped is None else wrapped
+
+
+def revocations_to_async(store: RevocationStore) -> AsyncRevocationStore:
+    """The async twin of a built-in sync revocation store, sharing its entries; for a Redis
+    or PostgreSQL store built on a client object rather than a URL, the store itself, each
+    call run in a worker thread. ConfigurationError for any other store."""
+    if isinstance(store, MemoryRevocationStore):
+        return AsyncMemoryRevocationStore(store)
+    if isinstance(store, SQLiteRevocationStore):
+        return AsyncSQLiteRevocationStore(store)
+    found, wrapped = _wrapping("revocations", store)
+    if wrapped is not None:
+        twin: AsyncRevocationStore = wrapped
+        return twin
+    if found:  # built on a client object: no URL to copy
+        return ThreadedRevocationStore(store)
+    raise ConfigurationError(f"no async twin known for {type(store).__name__}")
+
+
+def _wrapping(kind: str, store: object) -> tuple[bool, Any]:
+    """Whether `store` is one of the Redis or PostgreSQL classes of `kind`, and its async
+    twin on the same data (None if it has none: built on a client object)."""
+    for module, sync, twin in _TWINS[kind]:
         # Not imported yet means `store` cannot be one of its classes: never import here.
         loaded = sys.modules.get(f"{__name__}.{module}")
         if loaded is not None and isinstance(store, getattr(loaded, sync)):
-            wrapped: AsyncStore | None = getattr(loaded, twin).wrapping(store)
-            if wrapped is not None:
-                return wrapped
-    return ThreadedStore(store)
+            return True, getattr(loaded, twin).wrapping(store)
+    return False, None

@@ -6,8 +6,8 @@ of them atomic:
 
 - `save` is a compare-and-set on the record's version, so parallel requests of one session
   never overwrite each other blindly: the loser reloads and re-applies its changes.
-- `rotate` moves a record to a new key and leaves an alias (or nothing) under the old one,
-  also compared against the version, so a write that raced the rotation is not lost.
+- `rotate` moves a record to a new key and deletes the old one, also compared against the
+  version, so a write that raced the rotation is not lost.
 - the per-user index (`list_user`, `delete_user`) follows the `user` given to `save`.
 
 Every backend ships a sync class and an `Async` twin and passes the contract suite in
@@ -36,9 +36,7 @@ class Store(Protocol):
     def load(self, key: str) -> Record | None:
         """The live record under `key`, or None if there is none or it has expired."""
 
-    def save(
-        self, key: str, data: bytes, *, version: int, ttl: float, user: str | None
-    ) -> bool:
+    def save(self, key: str, data: bytes, *, version: int, ttl: float, user: str | None) -> bool:
         """Write `data` under `key` if the stored version is `version` (0: no live record).
 
         Returns False, writing nothing, when the version does not match.
@@ -53,12 +51,10 @@ class Store(Protocol):
         version: int,
         ttl: float,
         user: str | None,
-        alias: bytes | None,
-        alias_ttl: float,
     ) -> bool:
         """Atomically: if `old_key` holds `version`, write `data` under `new_key` (version 1)
-        and replace `old_key` by `alias` for `alias_ttl` seconds, or delete it if `alias` is
-        None. Returns False, writing nothing, when the version does not match."""
+        and delete `old_key`. Returns False, writing nothing, when the version does not
+        match."""
 
     def delete(self, key: str) -> None:
         """Remove the record under `key`, if any."""
@@ -96,8 +92,6 @@ class AsyncStore(Protocol):
         version: int,
         ttl: float,
         user: str | None,
-        alias: bytes | None,
-        alias_ttl: float,
     ) -> bool: ...
 
     async def delete(self, key: str) -> None: ...

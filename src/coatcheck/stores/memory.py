@@ -1,9 +1,10 @@
-"""`MemoryStore`: sessions in this process's memory.
+"""`MemoryStore` and `MemoryRevocationStore`: sessions and revocations in this process's
+memory.
 
 For tests and single-process development only: every replica or worker process has its own
 copy, so a session disappears whenever a request lands on another one (the demo's `local`
-strategy shows exactly that). Thread-safe; expired records are dropped when touched and by
-`purge_expired`.
+strategy shows exactly that), and a revocation holds in this process only. Thread-safe;
+expired records are dropped when touched and by `purge_expired`.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ import threading
 import time
 from collections.abc import Callable
 
+from ..revocation import Revocation
 from .base import Record
 
-__all__ = ["AsyncMemoryStore", "MemoryStore"]
+__all__ = ["AsyncMemoryRevocationStore", "AsyncMemoryStore", "MemoryRevocationStore", "MemoryStore"]
 
 
 class MemoryStore:
@@ -86,8 +88,6 @@ class MemoryStore:
         version: int,
         ttl: float,
         user: str | None,
-        alias: bytes | None,
-        alias_ttl: float,
     ) -> bool:
         with self._lock:
             now = self._clock()
@@ -95,10 +95,7 @@ class MemoryStore:
             if entry is None or entry[0].version != version:
                 return False
             self._put(new_key, Record(data, 1), now + ttl, user)
-            if alias is None:
-                self._drop(old_key)
-            else:
-                self._put(old_key, Record(alias, version + 1), now + alias_ttl, None)
+            self._drop(old_key)
             return True
 
     def delete(self, key: str) -> None:
@@ -164,13 +161,8 @@ class AsyncMemoryStore:
         version: int,
         ttl: float,
         user: str | None,
-        alias: bytes | None,
-        alias_ttl: float,
     ) -> bool:
-        return self.sync.rotate(
-            old_key, new_key, data,
-            version=version, ttl=ttl, user=user, alias=alias, alias_ttl=alias_ttl,
-        )  # fmt: skip
+        return self.sync.rotate(old_key, new_key, data, version=version, ttl=ttl, user=user)
 
     async def delete(self, key: str) -> None:
         self.sync.delete(key)
@@ -180,6 +172,57 @@ class AsyncMemoryStore:
 
     async def delete_user(self, user: str, *, keep: str | None = None) -> int:
         return self.sync.delete_user(user, keep=keep)
+
+    async def purge_expired(self) -> int:
+        return self.sync.purge_expired()
+
+    async def aclose(self) -> None:
+        self.sync.close()
+
+
+class MemoryRevocationStore:
+    """Revocations in this process (one process, tests). Changes are visible at once."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._log: list[tuple[int, Revocation]] = []
+        self._seq = 0
+
+    def __repr__(self) -> str:
+        return f"<MemoryRevocationStore entries={len(self._log)}>"
+
+    def revoke(self, entry: Revocation) -> None:
+        with self._lock:
+            self._seq += 1
+            self._log.append((self._seq, entry))
+
+    def changes(self, cursor: int) -> tuple[list[Revocation], int]:
+        with self._lock:
+            return [e for seq, e in self._log if seq > cursor], self._seq
+
+    def purge_expired(self) -> int:
+        with self._lock:
+            now = self._clock()
+            before = len(self._log)
+            self._log = [(s, e) for s, e in self._log if e.expires_at > now]
+            return before - len(self._log)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class AsyncMemoryRevocationStore:
+    """Async twin of `MemoryRevocationStore`, sharing its entries."""
+
+    def __init__(self, store: MemoryRevocationStore | None = None) -> None:
+        self.sync = store if store is not None else MemoryRevocationStore()
+
+    async def revoke(self, entry: Revocation) -> None:
+        self.sync.revoke(entry)
+
+    async def changes(self, cursor: int) -> tuple[list[Revocation], int]:
+        return self.sync.changes(cursor)
 
     async def purge_expired(self) -> int:
         return self.sync.purge_expired()

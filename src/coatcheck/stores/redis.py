@@ -1,6 +1,7 @@
-"""`RedisStore`: sessions shared by many machines through Redis, Valkey or a Redis Cluster.
+"""`RedisStore` and `RedisRevocationStore`: sessions and revocations shared by many
+machines through Redis, Valkey or a Redis Cluster, with a pub/sub push feed.
 
-Layout (with the default prefix `coatcheck:`):
+Sessions, laid out as follows (with the default prefix `coatcheck:`):
 
 - `coatcheck:s:{<key>}` is a string `<version>:<len(user)>:<user><data>` (the length field
   is empty when there is no user) that expires by Redis TTL: no sweeper. A read is one
@@ -28,11 +29,11 @@ Writes are Lua scripts sent with `EVALSHA` (redis-py reloads them after a server
     missing from its user's index is not (log-out-everywhere would miss it), and this
     order never leaves one.
   - `rotate` writes the new key (and its index entry) first, then runs the
-    compare-and-set on the old key that replaces it by the alias or deletes it. If that
-    fails (a parallel request won), the new key is deleted again and `False` returned.
-    If the process dies in between, an orphan record remains until its TTL: its ID was
-    never sent to any client, so it is unusable, though it may show in `list_user`.
-    The reverse order could instead leave an alias pointing at nothing: a lost session.
+    compare-and-set that deletes the old key. If that fails (a parallel request won),
+    the new key is deleted again and `False` returned. If the process dies in between,
+    an orphan record remains until its TTL: its ID was never sent to any client, so it
+    is unusable, though it may show in `list_user`. The reverse order could instead
+    delete the old key and die before writing the new one: a lost session.
   - `delete_user` checks and deletes one key at a time, so a session created during a
     "log out everywhere" on another node may survive it (on one server the script is
     atomic).
@@ -40,16 +41,39 @@ Writes are Lua scripts sent with `EVALSHA` (redis-py reloads them after a server
   one slot: then the one-round-trip single-server scripts are used, at the price of one
   hot slot.
 
-Any connection error or timeout raises `StoreUnavailable`; the client reconnects on the
-next call, so service resumes when the server returns. Messages carry no key or secret.
+Revocations (`RedisRevocationStore`; every key carries one hash tag, so on a cluster every
+operation is one script on one slot):
+
+- `coatcheck:{coatcheck:rv}:seq`: the sequence that numbers entries. When it is missing
+  (a new server, or one that lost its data) it starts from the server's time in
+  microseconds, so numbers after a data loss are still above every cursor handed out
+  before it, as long as fewer than a million revocations per second were written on
+  average: a process never skips new entries because its cursor is ahead of a reset counter.
+- `coatcheck:{coatcheck:rv}:log`: a sorted set of entries scored by sequence number; a
+  poll is one `ZRANGEBYSCORE log (cursor +inf`.
+- `coatcheck:{coatcheck:rv}:exp`: the same members scored by `expires_at`, so that every
+  `revoke` drops entries that have expired (and `purge_expired` drops all): the sets hold
+  only live revocations, never history.
+
+`revoke` is one Lua script (one round trip): number the entry, add it to both sets, trim,
+and `PUBLISH` it on the channel `coatcheck:{coatcheck:rv}:feed`. `listen(callback)` runs a
+subscriber (see `stores.feed`: a daemon thread; a task for the async twin) that hands each
+published entry to `callback` at once, typically `RevocationList.apply_one`. Give the
+server persistence (AOF) if revocations must survive its restart: an entry lost with the
+server's data is lost for processes that had not polled it yet.
+
+Both kinds of store make their client the same way (`_SyncClient`, `_AsyncClient`). Any
+connection error or timeout raises `StoreUnavailable`; the client reconnects on the next
+call, so service resumes when the server returns. Messages carry no key or secret.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+import time
+from collections.abc import AsyncGenerator, Callable, Generator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -69,14 +93,21 @@ from redis.exceptions import (
 from redis.retry import Retry
 
 from ..exceptions import ConfigurationError, StoreCorrupted, StoreError, StoreUnavailable
+from ..revocation import Revocation, decode_entry, decode_rows, encode_entry
 from .base import Record
+from .feed import POLL_INTERVAL, RECONNECT_DELAY, SUBSCRIBED, AsyncListener, Listener
 
 if TYPE_CHECKING:
     from redis.commands.core import AsyncScript, Script
 
-__all__ = ["AsyncRedisStore", "RedisStore"]
+__all__ = ["AsyncRedisRevocationStore", "AsyncRedisStore", "RedisRevocationStore", "RedisStore"]
 
 DEFAULT_URL = "redis://localhost:6379/0"
+#: Expired revocations one `revoke` removes on the way (`purge_expired` removes all, in batches).
+TRIM_BATCH = 100
+PURGE_BATCH = 1000
+#: What a listener takes for "the server is away" (reconnects without logging a traceback).
+_DOWN = (RedisError, RedisClusterException, OSError)
 _CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 _HEADER = re.compile(rb"(\d+):(\d*):")
 
@@ -108,18 +139,14 @@ return 1
 """
 )
 
-# KEYS: old, new[, index]  ARGV: version, value, ttl_ms, alias value or '', alias_ttl_ms, member
+# KEYS: old, new[, index]  ARGV: version, value, ttl_ms, member
 _LUA_ROTATE = (
     _LUA_INDEX_FN
     + """
 if version(KEYS[1]) ~= tonumber(ARGV[1]) then return 0 end
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
-if ARGV[4] == '' then
-  redis.call('DEL', KEYS[1])
-else
-  redis.call('SET', KEYS[1], ARGV[4], 'PX', ARGV[5])
-end
-if KEYS[3] then index(KEYS[3], ARGV[6], tonumber(ARGV[3])) end
+redis.call('DEL', KEYS[1])
+if KEYS[3] then index(KEYS[3], ARGV[4], tonumber(ARGV[3])) end
 return 1
 """
 )
@@ -215,6 +242,44 @@ _SCRIPTS = {
     "delete_user": _LUA_DELETE_USER,
 }
 
+# Revocations: drop up to `limit` expired entries from both sets.
+_LUA_TRIM_FN = """
+local function trim(log, exp, now, limit)
+  local old = redis.call('ZRANGEBYSCORE', exp, '-inf', now, 'LIMIT', 0, limit)
+  if #old > 0 then
+    redis.call('ZREM', log, unpack(old))
+    redis.call('ZREM', exp, unpack(old))
+  end
+  return #old
+end
+"""
+
+# KEYS: seq, log, exp  ARGV: entry (JSON), expires_at, now, channel, trim limit
+_LUA_REVOKE = (
+    _LUA_TRIM_FN
+    + """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  local t = redis.call('TIME')
+  redis.call('SET', KEYS[1], string.format('%d', tonumber(t[1]) * 1000000 + tonumber(t[2])))
+end
+local seq = string.format('%d', redis.call('INCR', KEYS[1]))
+local member = seq .. ' ' .. ARGV[1]
+redis.call('ZADD', KEYS[2], seq, member)
+redis.call('ZADD', KEYS[3], ARGV[2], member)
+trim(KEYS[2], KEYS[3], ARGV[3], tonumber(ARGV[5]))
+redis.call('PUBLISH', ARGV[4], member)
+return seq
+"""
+)
+
+# KEYS: log, exp  ARGV: now, limit
+_LUA_PURGE = (
+    _LUA_TRIM_FN
+    + """
+return trim(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]))
+"""
+)
+
 
 def _ms(seconds: float) -> int:
     """A TTL in whole milliseconds, at least 1 (Redis rejects 0)."""
@@ -260,7 +325,7 @@ def _describe(exc: Exception) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-@contextmanager
+@contextlib.contextmanager
 def _translated() -> Iterator[None]:
     """Turn redis-py exceptions into coatcheck's store exceptions."""
     try:
@@ -282,23 +347,112 @@ def _check_client(client: Any) -> None:
         )
 
 
+def _check_prefix(prefix: str) -> None:
+    if prefix.count("{") != prefix.count("}"):
+        raise ConfigurationError(
+            f"Redis key prefix {prefix!r} has unbalanced braces; braces in a prefix "
+            "form a Redis Cluster hash tag, as in 'app:{sessions}:'"
+        )
+
+
+def _options(timeout: float, retry: Any) -> dict[str, Any]:
+    """A client's settings: `timeout` for connecting and each reply, and one immediate
+    retry, which replaces a pooled connection that a server restart broke (more would only
+    delay the 503 while the server is down)."""
+    return {"socket_timeout": timeout, "socket_connect_timeout": timeout, "retry": retry}
+
+
+class _SyncClient:
+    """The client of a sync store: made from a URL (the store then owns and closes it) or
+    given (checked, never configured or closed)."""
+
+    client: Any
+
+    def _set_client(
+        self,
+        client: str | redis.Redis | redis.cluster.RedisCluster,
+        timeout: float,
+        cluster: bool | None,
+    ) -> None:
+        self._owned = isinstance(client, str)
+        self._url = client if isinstance(client, str) else None
+        self.timeout = timeout
+        if isinstance(client, str):
+            url, is_cluster = _split_url(client, cluster)
+            options = _options(timeout, Retry(NoBackoff(), 1))
+            if is_cluster:
+                with _translated():  # the sync cluster client finds its nodes right away
+                    self.client = redis.cluster.RedisCluster.from_url(url, **options)
+            else:
+                self.client = redis.Redis.from_url(url, **options)
+        else:
+            _check_client(client)
+            self.client = client
+        self.cluster = isinstance(self.client, redis.cluster.RedisCluster)
+
+    def close(self) -> None:
+        if self._owned:
+            with _translated():
+                self.client.close()
+
+
+class _AsyncClient:
+    """The client of an async store, made or given as for `_SyncClient`. A cluster's nodes
+    are discovered once, before the first command (`_connect`)."""
+
+    client: Any
+
+    def _set_client(
+        self,
+        client: str | redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster,
+        timeout: float,
+        cluster: bool | None,
+    ) -> None:
+        self._owned = isinstance(client, str)
+        self._url = client if isinstance(client, str) else None
+        self.timeout = timeout
+        if isinstance(client, str):
+            url, is_cluster = _split_url(client, cluster)
+            options = _options(timeout, AsyncRetry(NoBackoff(), 1))
+            if is_cluster:
+                self.client = redis.asyncio.cluster.RedisCluster.from_url(url, **options)
+            else:
+                self.client = redis.asyncio.Redis.from_url(url, **options)
+        else:
+            _check_client(client)
+            self.client = client
+        self.cluster = isinstance(self.client, redis.asyncio.cluster.RedisCluster)
+        self._connected = not self.cluster
+        self._connecting = asyncio.Lock()
+
+    async def _connect(self) -> None:
+        """Discover the cluster's nodes once, before any command: redis-py's async cluster
+        client can break connections when many first commands race to do it (and a pub/sub
+        client needs the slot map)."""
+        async with self._connecting:
+            if not self._connected:
+                await self.client.initialize()
+                self._connected = True
+
+    async def aclose(self) -> None:
+        if self._owned:
+            with _translated():
+                await self.client.aclose()
+
+
 class _Layout:
-    """Everything both twins share: key names, record encoding, the choice of scripts."""
+    """Everything both session twins share: key names, record encoding, the choice of
+    scripts."""
 
     prefix: str
     cluster: bool
     one_slot: bool
 
-    def _configure(self, prefix: str, cluster: bool) -> None:
-        if prefix.count("{") != prefix.count("}"):
-            raise ConfigurationError(
-                f"Redis key prefix {prefix!r} has unbalanced braces; braces in a prefix "
-                "form a Redis Cluster hash tag, as in 'app:{sessions}:'"
-            )
+    def _configure(self, prefix: str) -> None:
+        _check_prefix(prefix)
         self.prefix = prefix
-        self.cluster = cluster
         # A hash tag in the prefix puts every key in one slot: the single-server scripts work.
-        self.one_slot = not cluster or re.search(r"\{[^}]+\}", prefix) is not None
+        self.one_slot = not self.cluster or re.search(r"\{[^}]+\}", prefix) is not None
         self._key_head = f"{prefix}s:{{"
         self._key_tail = "}"
 
@@ -321,7 +475,7 @@ class _Layout:
         return found
 
 
-class RedisStore(_Layout):
+class RedisStore(_Layout, _SyncClient):
     """Sessions in Redis (or Valkey), on one server or a Redis Cluster.
 
     `client` is a URL (`redis://[[user]:password@]host:6379/0`, `rediss://` for TLS,
@@ -338,34 +492,14 @@ class RedisStore(_Layout):
         timeout: float = 0.5,  # seconds, for connecting and for each reply
         cluster: bool | None = None,
     ) -> None:
-        self._owned = isinstance(client, str)
-        self._url = client if isinstance(client, str) else None
-        self.timeout = timeout
-        if isinstance(client, str):
-            url, is_cluster = _split_url(client, cluster)
-            options: dict[str, Any] = {
-                "socket_timeout": timeout,
-                "socket_connect_timeout": timeout,
-                # One immediate retry replaces a pooled connection that a server restart
-                # broke; more would only delay the 503 while the server is down.
-                "retry": Retry(NoBackoff(), 1),
-            }
-            if is_cluster:
-                with _translated():  # the sync cluster client finds its nodes right away
-                    self.client: Any = redis.cluster.RedisCluster.from_url(url, **options)
-            else:
-                self.client = redis.Redis.from_url(url, **options)
-        else:
-            _check_client(client)
-            self.client = client
-        is_cluster = isinstance(self.client, redis.cluster.RedisCluster)
-        self._configure(prefix, is_cluster)
+        self._set_client(client, timeout, cluster)
+        self._configure(prefix)
         self._scripts: dict[str, Script] = {
             name: self.client.register_script(source) for name, source in _SCRIPTS.items()
         }
 
     def __repr__(self) -> str:
-        kind = "cluster" if isinstance(self.client, redis.cluster.RedisCluster) else "server"
+        kind = "cluster" if self.cluster else "server"
         return f"<RedisStore {kind} prefix={self.prefix!r}>"
 
     def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
@@ -396,25 +530,21 @@ class RedisStore(_Layout):
         version: int,
         ttl: float,
         user: str | None,
-        alias: bytes | None,
-        alias_ttl: float,
     ) -> bool:
         if version == 0:  # nothing to rotate away from
             return False
         value = _encode(1, user, data)
-        aliased = b"" if alias is None else _encode(version + 1, None, alias)
-        ms, alias_ms = _ms(ttl), _ms(alias_ttl)
+        ms = _ms(ttl)
         with _translated():
             if self.one_slot:
                 keys = [self._key(old_key), self._key(new_key)]
                 if user is not None:
                     keys.append(self._index(user))
-                args = [version, value, ms, aliased, alias_ms, new_key]
-                return bool(self._run("rotate", keys, args))
+                return bool(self._run("rotate", keys, [version, value, ms, new_key]))
             self.client.set(self._key(new_key), value, px=ms)
             if user is not None:
                 self._run("index", [self._index(user)], [new_key, ms])
-            if self._run("replace", [self._key(old_key)], [version, aliased, alias_ms]):
+            if self._run("replace", [self._key(old_key)], [version, "", 1]):  # '': delete
                 return True
             self.client.delete(self._key(new_key))
             return False
@@ -467,47 +597,21 @@ class RedisStore(_Layout):
         """Redis expires records itself; there is never anything to purge."""
         return 0
 
-    def close(self) -> None:
-        if self._owned:
-            with _translated():
-                self.client.close()
 
-
-class AsyncRedisStore(_Layout):
+class AsyncRedisStore(_Layout, _AsyncClient):
     """The async twin of `RedisStore` (on `redis.asyncio`), with the same layout and options:
     the two share data when pointed at the same server and prefix."""
 
     def __init__(
         self,
-        client: str
-        | redis.asyncio.Redis
-        | redis.asyncio.cluster.RedisCluster = DEFAULT_URL,
+        client: str | redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster = DEFAULT_URL,
         *,
         prefix: str = "coatcheck:",
         timeout: float = 0.5,  # seconds, for connecting and for each reply
         cluster: bool | None = None,
     ) -> None:
-        self._owned = isinstance(client, str)
-        self._url = client if isinstance(client, str) else None
-        self.timeout = timeout
-        if isinstance(client, str):
-            url, is_cluster = _split_url(client, cluster)
-            options: dict[str, Any] = {
-                "socket_timeout": timeout,
-                "socket_connect_timeout": timeout,
-                "retry": AsyncRetry(NoBackoff(), 1),
-            }
-            if is_cluster:
-                self.client: Any = redis.asyncio.cluster.RedisCluster.from_url(url, **options)
-            else:
-                self.client = redis.asyncio.Redis.from_url(url, **options)
-        else:
-            _check_client(client)
-            self.client = client
-        is_cluster = isinstance(self.client, redis.asyncio.cluster.RedisCluster)
-        self._configure(prefix, is_cluster)
-        self._connected = not is_cluster
-        self._connecting = asyncio.Lock()
+        self._set_client(client, timeout, cluster)
+        self._configure(prefix)
         self._scripts: dict[str, AsyncScript] = {
             name: self.client.register_script(source) for name, source in _SCRIPTS.items()
         }
@@ -519,21 +623,11 @@ class AsyncRedisStore(_Layout):
         rather than a URL."""
         if store._url is None:
             return None
-        cluster = isinstance(store.client, redis.cluster.RedisCluster)
-        return cls(store._url, prefix=store.prefix, timeout=store.timeout, cluster=cluster)
+        return cls(store._url, prefix=store.prefix, timeout=store.timeout, cluster=store.cluster)
 
     def __repr__(self) -> str:
-        cluster = isinstance(self.client, redis.asyncio.cluster.RedisCluster)
-        kind = "cluster" if cluster else "server"
+        kind = "cluster" if self.cluster else "server"
         return f"<AsyncRedisStore {kind} prefix={self.prefix!r}>"
-
-    async def _connect(self) -> None:
-        """Discover the cluster's nodes once, before any command: redis-py's async cluster
-        client can break connections when many first commands race to do it."""
-        async with self._connecting:
-            if not self._connected:
-                await self.client.initialize()
-                self._connected = True
 
     async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
         return await self._scripts[name](keys=keys, args=args)
@@ -569,14 +663,11 @@ class AsyncRedisStore(_Layout):
         version: int,
         ttl: float,
         user: str | None,
-        alias: bytes | None,
-        alias_ttl: float,
     ) -> bool:
         if version == 0:
             return False
         value = _encode(1, user, data)
-        aliased = b"" if alias is None else _encode(version + 1, None, alias)
-        ms, alias_ms = _ms(ttl), _ms(alias_ttl)
+        ms = _ms(ttl)
         with _translated():
             if not self._connected:
                 await self._connect()
@@ -584,12 +675,11 @@ class AsyncRedisStore(_Layout):
                 keys = [self._key(old_key), self._key(new_key)]
                 if user is not None:
                     keys.append(self._index(user))
-                args = [version, value, ms, aliased, alias_ms, new_key]
-                return bool(await self._run("rotate", keys, args))
+                return bool(await self._run("rotate", keys, [version, value, ms, new_key]))
             await self.client.set(self._key(new_key), value, px=ms)
             if user is not None:
                 await self._run("index", [self._index(user)], [new_key, ms])
-            if await self._run("replace", [self._key(old_key)], [version, aliased, alias_ms]):
+            if await self._run("replace", [self._key(old_key)], [version, "", 1]):  # '': delete
                 return True
             await self.client.delete(self._key(new_key))
             return False
@@ -648,7 +738,204 @@ class AsyncRedisStore(_Layout):
         """Redis expires records itself; there is never anything to purge."""
         return 0
 
+
+# -- revocations ---------------------------------------------------------------------------
+
+
+def _member(member: bytes | str) -> tuple[int, Revocation]:
+    """A `<seq> <entry>` member (or published message) back into its number and entry;
+    ValueError if it is not one."""
+    text = member.decode() if isinstance(member, bytes) else member
+    seq, _, doc = text.partition(" ")
+    return int(seq), decode_entry(doc)
+
+
+def _pushed(data: bytes | str) -> Revocation:
+    return _member(data)[1]
+
+
+def _parse_changes(rows: list[tuple[bytes, float]], cursor: int) -> tuple[list[Revocation], int]:
+    """A poll's members (scored by their sequence number): the entries and the next cursor."""
+    return decode_rows([(int(score), member.partition(b" ")[2]) for member, score in rows], cursor)
+
+
+def _message(message: dict[str, Any] | None) -> object:
+    """What a pub/sub message means to a listener (see `stores.feed`)."""
+    if message is None:
+        return None
+    if message["type"] == "subscribe":
+        return SUBSCRIBED
+    return message["data"] if message["type"] == "message" else None
+
+
+class _RevocationKeys:
+    """Key and channel names both revocation twins share."""
+
+    def _configure(self, prefix: str, clock: Callable[[], float]) -> None:
+        _check_prefix(prefix)
+        self.prefix = prefix
+        # A hash tag in the prefix already puts every key in one slot; else add one.
+        base = f"{prefix}rv:" if "{" in prefix else f"{{{prefix}rv}}:"
+        self.keys = [f"{base}seq", f"{base}log", f"{base}exp"]
+        self.channel = f"{base}feed"
+        self._clock = clock
+
+    def _revoke_args(self, entry: Revocation) -> list[Any]:
+        return [encode_entry(entry), repr(entry.expires_at), repr(self._clock()), self.channel,
+                TRIM_BATCH]  # fmt: skip
+
+    def _range_args(self, cursor: int) -> tuple[str, str, str]:
+        return self.keys[1], f"({int(cursor)}", "+inf"
+
+
+class RedisRevocationStore(_RevocationKeys, _SyncClient):
+    """Revocations shared through Redis, on one server or a Redis Cluster.
+
+    `client` is a URL (`redis://host:6379/0`, `rediss://` for TLS, `redis+cluster://host:port`)
+    or an existing `redis.Redis` / `redis.cluster.RedisCluster`, which the store then neither
+    configures nor closes. `timeout` bounds connecting and each reply, in seconds. `clock`
+    decides which entries have expired (the app servers' clock, which wrote `expires_at`).
+    """
+
+    def __init__(
+        self,
+        client: str | redis.Redis | redis.cluster.RedisCluster = DEFAULT_URL,
+        *,
+        prefix: str = "coatcheck:",
+        timeout: float = 0.5,  # seconds, for connecting and for each reply
+        cluster: bool | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._configure(prefix, clock)
+        self._set_client(client, timeout, cluster)
+        self._revoke = self.client.register_script(_LUA_REVOKE)
+        self._purge = self.client.register_script(_LUA_PURGE)
+        self._listener = Listener(
+            self._messages, decode=_pushed, errors=_DOWN,
+            join_timeout=5 * (POLL_INTERVAL + timeout + RECONNECT_DELAY),
+        )  # fmt: skip
+        #: Set while the listener is subscribed (cleared while it reconnects).
+        self.listening = self._listener.listening
+
+    def __repr__(self) -> str:
+        return f"<RedisRevocationStore prefix={self.prefix!r}>"
+
+    def revoke(self, entry: Revocation) -> None:
+        with _translated():
+            self._revoke(keys=self.keys, args=self._revoke_args(entry))
+
+    def changes(self, cursor: int) -> tuple[list[Revocation], int]:
+        with _translated():
+            rows = self.client.zrangebyscore(*self._range_args(cursor), withscores=True)
+        return _parse_changes(rows, cursor)
+
+    def purge_expired(self) -> int:
+        total = 0
+        with _translated():
+            while True:
+                args = [repr(self._clock()), PURGE_BATCH]
+                removed = int(self._purge(keys=self.keys[1:], args=args))
+                total += removed
+                if removed < PURGE_BATCH:
+                    return total
+
+    def listen(self, callback: Callable[[Revocation], None]) -> None:
+        """Hand every entry published from now on to `callback` (called on the listener's
+        thread). The first call starts the listener; `close()` stops it."""
+        self._listener.listen(callback)
+
+    def _messages(self) -> Generator[object, None, None]:
+        pubsub = self.client.pubsub()
+        try:
+            pubsub.subscribe(self.channel)
+            while True:
+                yield _message(pubsub.get_message(timeout=POLL_INTERVAL))
+        finally:
+            with contextlib.suppress(*_DOWN):
+                pubsub.close()
+
+    def close(self) -> None:
+        """Stop the listener and, if the store made its client from a URL, close it."""
+        self._listener.stop()
+        super().close()
+
+
+class AsyncRedisRevocationStore(_RevocationKeys, _AsyncClient):
+    """Async twin of `RedisRevocationStore` (on `redis.asyncio`); the listener is a task
+    in the event loop that first calls `listen`."""
+
+    def __init__(
+        self,
+        client: str | redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster = DEFAULT_URL,
+        *,
+        prefix: str = "coatcheck:",
+        timeout: float = 0.5,  # seconds, for connecting and for each reply
+        cluster: bool | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._configure(prefix, clock)
+        self._set_client(client, timeout, cluster)
+        self._revoke = self.client.register_script(_LUA_REVOKE)
+        self._purge = self.client.register_script(_LUA_PURGE)
+        self._listener = AsyncListener(self._messages, decode=_pushed, errors=_DOWN)
+        #: Set while the listener is subscribed (cleared while it reconnects).
+        self.listening = self._listener.listening
+
+    @classmethod
+    def wrapping(cls, store: RedisRevocationStore) -> AsyncRedisRevocationStore | None:
+        """An async store on the same server, keys and clock as `store`, with its own
+        connections; None if `store` was given a client rather than a URL."""
+        if store._url is None:
+            return None
+        return cls(store._url, prefix=store.prefix, timeout=store.timeout,
+                   cluster=store.cluster, clock=store._clock)  # fmt: skip
+
+    def __repr__(self) -> str:
+        return f"<AsyncRedisRevocationStore prefix={self.prefix!r}>"
+
+    async def revoke(self, entry: Revocation) -> None:
+        with _translated():
+            if not self._connected:
+                await self._connect()
+            await self._revoke(keys=self.keys, args=self._revoke_args(entry))
+
+    async def changes(self, cursor: int) -> tuple[list[Revocation], int]:
+        with _translated():
+            if not self._connected:
+                await self._connect()
+            rows = await self.client.zrangebyscore(*self._range_args(cursor), withscores=True)
+        return _parse_changes(rows, cursor)
+
+    async def purge_expired(self) -> int:
+        total = 0
+        with _translated():
+            if not self._connected:
+                await self._connect()
+            while True:
+                args = [repr(self._clock()), PURGE_BATCH]
+                removed = int(await self._purge(keys=self.keys[1:], args=args))
+                total += removed
+                if removed < PURGE_BATCH:
+                    return total
+
+    def listen(self, callback: Callable[[Revocation], None]) -> None:
+        """Hand every entry published from now on to `callback`, from a task in the running
+        event loop (call it from inside that loop). `aclose()` stops it."""
+        self._listener.listen(callback)
+
+    async def _messages(self) -> AsyncGenerator[object, None]:
+        if not self._connected:
+            await self._connect()
+        pubsub = self.client.pubsub()
+        try:
+            await pubsub.subscribe(self.channel)
+            while True:
+                yield _message(await pubsub.get_message(timeout=POLL_INTERVAL))
+        finally:
+            with contextlib.suppress(*_DOWN):
+                await pubsub.aclose()
+
     async def aclose(self) -> None:
-        if self._owned:
-            with _translated():
-                await self.client.aclose()
+        """Stop the listener and, if the store made its client from a URL, close it."""
+        await self._listener.stop()
+        await super().aclose()

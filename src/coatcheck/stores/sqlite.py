@@ -1,4 +1,5 @@
-"""`SQLiteStore`: the embedded default, shared by every process on one machine.
+"""`SQLiteStore` and `SQLiteRevocationStore`: the embedded default, shared by every process
+on one machine.
 
 One table in a SQLite file, in WAL mode so readers never wait for writers and many worker
 processes can serve one set of sessions. Every operation is a single statement or a short
@@ -17,6 +18,13 @@ table once. (A database created by an earlier version loses its expiry index whe
 
 `synchronous=NORMAL` is used: in WAL mode a power loss may forget the last transactions but
 never corrupts the file, the usual trade for session data.
+
+Revocations (`SQLiteRevocationStore`, usually in the same file) are an append-only table
+whose row number is the change feed's cursor: each process polls `changes` (one indexed
+query, usually returning nothing) at most once per staleness interval; that is the SQLite
+change feed. That table keeps SQLite's default `synchronous=FULL`: a revocation is written
+rarely, and must not be forgotten. Both stores share one way of using the file (`_Database`:
+a connection per thread, WAL mode, the busy timeout, start-up retries, error mapping).
 """
 
 from __future__ import annotations
@@ -34,9 +42,10 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ..exceptions import ConfigurationError, StoreError, StoreUnavailable
+from ..revocation import Revocation, decode_rows, encode_entry
 from .base import Record
 
-__all__ = ["AsyncSQLiteStore", "SQLiteStore"]
+__all__ = ["AsyncSQLiteRevocationStore", "AsyncSQLiteStore", "SQLiteRevocationStore", "SQLiteStore"]
 
 T = TypeVar("T")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
@@ -52,30 +61,30 @@ class _Connection(sqlite3.Connection):
     """A connection that can be weakly referenced, so `close` can find every thread's."""
 
 
-class SQLiteStore:
-    """Sessions in the SQLite file at `path` (created with its table on first use).
+class _Database:
+    """One SQLite file as both stores use it: a connection per thread (for a private
+    `:memory:` database, one connection its threads take turns on), WAL mode, a busy
+    timeout, set-up retried at start-up, and SQLite errors turned into `StoreUnavailable`.
+    A subclass creates its tables in `_prepare`."""
 
-    Each thread uses its own connection. `:memory:` (or "") names a database private to one
-    connection, so such a store keeps a single connection that its threads take turns on.
-    """
+    #: How errors name the store.
+    _what = "SQLite store"
 
     def __init__(
         self,
-        path: str | os.PathLike[str] = "sessions.db",
+        path: str | os.PathLike[str],
         *,
-        table: str = "coatcheck_sessions",
-        timeout: float = 5.0,  # seconds a writer waits for the lock
-        purge_interval: float = 300.0,  # seconds between opportunistic purges
-        clock: Callable[[], float] = time.time,
+        table: str,
+        timeout: float,  # seconds a writer waits for the lock
+        clock: Callable[[], float],
     ) -> None:
         if not _IDENTIFIER.fullmatch(table):
             raise ConfigurationError(f"SQLite table name {table!r} is not a plain identifier")
         if timeout < 0:
-            raise ConfigurationError("SQLiteStore timeout must be >= 0 seconds")
+            raise ConfigurationError(f"{type(self).__name__} timeout must be >= 0 seconds")
         self.path = os.fspath(path)
         self.table = table
         self.timeout = timeout
-        self.purge_interval = purge_interval
         self._clock = clock
         self._local = threading.local()
         self._lock = threading.Lock()  # guards `_connections` and `_shared`
@@ -85,44 +94,6 @@ class SQLiteStore:
         self._private = self.path in ("", ":memory:")
         self._shared: _Connection | None = None
         self._epoch = 0  # counts `close` calls
-        self._next_purge = clock() + purge_interval
-        t = table
-        self._sql_load = f"SELECT data, version FROM {t} WHERE key = ? AND expires_at > ?"  # noqa: S608
-        self._sql_create = (
-            f"INSERT INTO {t} (key, data, version, expires_at, user) VALUES (?, ?, 1, ?, ?) "  # noqa: S608
-            f"ON CONFLICT (key) DO UPDATE SET data = excluded.data, version = 1, "
-            f"expires_at = excluded.expires_at, user = excluded.user "
-            f"WHERE {t}.expires_at <= ?"
-        )
-        self._sql_update = (
-            f"UPDATE {t} SET data = ?, version = version + 1, expires_at = ?, user = ? "  # noqa: S608
-            f"WHERE key = ? AND version = ? AND expires_at > ?"
-        )
-        self._sql_delete_if = f"DELETE FROM {t} WHERE key = ? AND version = ? AND expires_at > ?"  # noqa: S608
-        self._sql_put = (
-            f"INSERT OR REPLACE INTO {t} (key, data, version, expires_at, user) "  # noqa: S608
-            f"VALUES (?, ?, 1, ?, ?)"
-        )
-        self._sql_delete = f"DELETE FROM {t} WHERE key = ?"  # noqa: S608
-        self._sql_list = (
-            f"SELECT key, data, version FROM {t} WHERE user = ? AND expires_at > ?"  # noqa: S608
-        )
-        self._sql_delete_user = (
-            f"DELETE FROM {t} WHERE user = ? AND key IS NOT ? AND expires_at > ?"  # noqa: S608
-        )
-        # A purge walks the keys in windows of PURGE_BATCH rows (see the module docstring).
-        self._sql_first_window = (
-            f"SELECT max(key) FROM (SELECT key FROM {t} ORDER BY key LIMIT {PURGE_BATCH})"  # noqa: S608
-        )
-        self._sql_next_window = (
-            f"SELECT max(key) FROM (SELECT key FROM {t} WHERE key > ? "  # noqa: S608
-            f"ORDER BY key LIMIT {PURGE_BATCH})"
-        )
-        self._sql_purge_first = f"DELETE FROM {t} WHERE key <= ? AND expires_at <= ?"  # noqa: S608
-        self._sql_purge_next = (
-            f"DELETE FROM {t} WHERE key > ? AND key <= ? AND expires_at <= ?"  # noqa: S608
-        )
-        self._create()
 
     def _create(self) -> None:
         """Create the file and the table now: fail at start-up, not at the first request.
@@ -140,9 +111,6 @@ class SQLiteStore:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.01 + random.random() * 0.04)  # noqa: S311 - jitter, not a secret
-
-    def __repr__(self) -> str:
-        return f"SQLiteStore({self.path!r}, table={self.table!r})"
 
     def _connection(self) -> sqlite3.Connection:
         db: _Connection | None
@@ -173,21 +141,115 @@ class SQLiteStore:
             db.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
             if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 db.execute("PRAGMA journal_mode = WAL")
-            db.execute("PRAGMA synchronous = NORMAL")
-            db.execute(
-                f"CREATE TABLE IF NOT EXISTS {self.table} ("
-                "key TEXT PRIMARY KEY, data BLOB NOT NULL, version INTEGER NOT NULL, "
-                "expires_at REAL NOT NULL, user TEXT) WITHOUT ROWID"
-            )
-            db.execute(
-                f"CREATE INDEX IF NOT EXISTS {self.table}_user ON {self.table} (user) "
-                "WHERE user IS NOT NULL"
-            )
-            self._drop_expiry_index(db)
+            self._prepare(db)
         except BaseException:
             db.close()
             raise
         return db
+
+    def _prepare(self, db: sqlite3.Connection) -> None:
+        """Set up a new connection: settings, and the tables if they do not exist."""
+        raise NotImplementedError
+
+    def _run(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            if self._private:
+                with self._turn:
+                    return operation(self._connection())
+            return operation(self._connection())
+        except sqlite3.OperationalError as exc:
+            message = str(exc)
+            if "locked" in message or "busy" in message:
+                raise _Busy(f"{self._what} {self.path!r} is locked: {message}") from None
+            if "unable to open" in message:
+                raise StoreUnavailable(
+                    f"{self._what} {self.path!r} cannot be opened: {message} "
+                    "(does its directory exist, and may this process write there?)"
+                ) from None
+            raise StoreUnavailable(f"{self._what} {self.path!r} failed: {message}") from None
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"{self._what} {self.path!r} failed: {exc}") from None
+
+    def close(self) -> None:
+        """Close every thread's connection. A later call opens a new one (for `:memory:`,
+        a new, empty database)."""
+        with self._lock:
+            connections = list(self._connections)
+            self._connections.clear()
+            self._shared = None
+            self._epoch += 1
+        for db in connections:
+            db.close()
+
+
+class SQLiteStore(_Database):
+    """Sessions in the SQLite file at `path` (created with its table on first use).
+
+    Each thread uses its own connection. `:memory:` (or "") names a database private to one
+    connection, so such a store keeps a single connection that its threads take turns on.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] = "sessions.db",
+        *,
+        table: str = "coatcheck_sessions",
+        timeout: float = 5.0,  # seconds a writer waits for the lock
+        purge_interval: float = 300.0,  # seconds between opportunistic purges
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(path, table=table, timeout=timeout, clock=clock)
+        self.purge_interval = purge_interval
+        self._next_purge = clock() + purge_interval
+        t = table
+        self._sql_load = f"SELECT data, version FROM {t} WHERE key = ? AND expires_at > ?"  # noqa: S608
+        self._sql_create = (
+            f"INSERT INTO {t} (key, data, version, expires_at, user) VALUES (?, ?, 1, ?, ?) "  # noqa: S608
+            f"ON CONFLICT (key) DO UPDATE SET data = excluded.data, version = 1, "
+            f"expires_at = excluded.expires_at, user = excluded.user "
+            f"WHERE {t}.expires_at <= ?"
+        )
+        self._sql_update = (
+            f"UPDATE {t} SET data = ?, version = version + 1, expires_at = ?, user = ? "  # noqa: S608
+            f"WHERE key = ? AND version = ? AND expires_at > ?"
+        )
+        self._sql_delete_if = f"DELETE FROM {t} WHERE key = ? AND version = ? AND expires_at > ?"  # noqa: S608
+        self._sql_put = (
+            f"INSERT OR REPLACE INTO {t} (key, data, version, expires_at, user) "  # noqa: S608
+            f"VALUES (?, ?, 1, ?, ?)"
+        )
+        self._sql_delete = f"DELETE FROM {t} WHERE key = ?"  # noqa: S608
+        self._sql_list = f"SELECT key, data, version FROM {t} WHERE user = ? AND expires_at > ?"  # noqa: S608
+        self._sql_delete_user = (
+            f"DELETE FROM {t} WHERE user = ? AND key IS NOT ? AND expires_at > ?"  # noqa: S608
+        )
+        # A purge walks the keys in windows of PURGE_BATCH rows (see the module docstring).
+        self._sql_first_window = (
+            f"SELECT max(key) FROM (SELECT key FROM {t} ORDER BY key LIMIT {PURGE_BATCH})"  # noqa: S608
+        )
+        self._sql_next_window = (
+            f"SELECT max(key) FROM (SELECT key FROM {t} WHERE key > ? "  # noqa: S608
+            f"ORDER BY key LIMIT {PURGE_BATCH})"
+        )
+        self._sql_purge_first = f"DELETE FROM {t} WHERE key <= ? AND expires_at <= ?"  # noqa: S608
+        self._sql_purge_next = f"DELETE FROM {t} WHERE key > ? AND key <= ? AND expires_at <= ?"  # noqa: S608
+        self._create()
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self.path!r}, table={self.table!r})"
+
+    def _prepare(self, db: sqlite3.Connection) -> None:
+        db.execute("PRAGMA synchronous = NORMAL")
+        db.execute(
+            f"CREATE TABLE IF NOT EXISTS {self.table} ("
+            "key TEXT PRIMARY KEY, data BLOB NOT NULL, version INTEGER NOT NULL, "
+            "expires_at REAL NOT NULL, user TEXT) WITHOUT ROWID"
+        )
+        db.execute(
+            f"CREATE INDEX IF NOT EXISTS {self.table}_user ON {self.table} (user) "
+            "WHERE user IS NOT NULL"
+        )
+        self._drop_expiry_index(db)
 
     def _drop_expiry_index(self, db: sqlite3.Connection) -> None:
         """Drop the expiry index that earlier versions created (see the module docstring).
@@ -201,25 +263,6 @@ class SQLiteStore:
                 db.execute(f"DROP INDEX IF EXISTS {name}")
             except sqlite3.OperationalError:
                 pass
-
-    def _run(self, operation: Callable[[sqlite3.Connection], T]) -> T:
-        try:
-            if self._private:
-                with self._turn:
-                    return operation(self._connection())
-            return operation(self._connection())
-        except sqlite3.OperationalError as exc:
-            message = str(exc)
-            if "locked" in message or "busy" in message:
-                raise _Busy(f"SQLite store {self.path!r} is locked: {message}") from None
-            if "unable to open" in message:
-                raise StoreUnavailable(
-                    f"SQLite store {self.path!r} cannot be opened: {message} "
-                    "(does its directory exist, and may this process write there?)"
-                ) from None
-            raise StoreUnavailable(f"SQLite store {self.path!r} failed: {message}") from None
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"SQLite store {self.path!r} failed: {exc}") from None
 
     def load(self, key: str) -> Record | None:
         row = self._run(lambda db: db.execute(self._sql_load, (key, self._clock())).fetchone())
@@ -259,20 +302,13 @@ class SQLiteStore:
         version: int,
         ttl: float,
         user: str | None,
-        alias: bytes | None,
-        alias_ttl: float,
     ) -> bool:
         now = self._clock()
 
         def transaction(db: sqlite3.Connection) -> bool:
             db.execute("BEGIN IMMEDIATE")
             try:
-                if alias is None:
-                    moved = db.execute(self._sql_delete_if, (old_key, version, now)).rowcount
-                else:
-                    moved = db.execute(
-                        self._sql_update, (alias, now + alias_ttl, None, old_key, version, now)
-                    ).rowcount
+                moved = db.execute(self._sql_delete_if, (old_key, version, now)).rowcount
                 if moved == 1:
                     db.execute(self._sql_put, (new_key, data, now + ttl, user))
                 db.execute("COMMIT")
@@ -318,17 +354,6 @@ class SQLiteStore:
 
     def _rowcount(self, sql: str, args: tuple[object, ...]) -> int:
         return self._run(lambda db: db.execute(sql, args).rowcount)
-
-    def close(self) -> None:
-        """Close every thread's connection. A later call opens a new one (for `:memory:`,
-        a new, empty database)."""
-        with self._lock:
-            connections = list(self._connections)
-            self._connections.clear()
-            self._shared = None
-            self._epoch += 1
-        for db in connections:
-            db.close()
 
 
 class AsyncSQLiteStore:
@@ -413,15 +438,11 @@ class AsyncSQLiteStore:
         version: int,
         ttl: float,
         user: str | None,
-        alias: bytes | None,
-        alias_ttl: float,
     ) -> bool:
-        return bool(
-            await self._call(
-                "rotate", old_key, new_key, data,
-                version=version, ttl=ttl, user=user, alias=alias, alias_ttl=alias_ttl,
-            )
-        )  # fmt: skip
+        rotated = await self._call(
+            "rotate", old_key, new_key, data, version=version, ttl=ttl, user=user
+        )
+        return bool(rotated)
 
     async def delete(self, key: str) -> None:
         await self._call("delete", key)
@@ -440,4 +461,70 @@ class AsyncSQLiteStore:
 
     async def aclose(self) -> None:
         self._nowait.close()
+        self.sync.close()
+
+
+class SQLiteRevocationStore(_Database):
+    """Revocations in the SQLite file at `path`: an append-only table whose row number is
+    the cursor (see the module docstring)."""
+
+    _what = "SQLite revocations"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] = "sessions.db",
+        *,
+        table: str = "coatcheck_revocations",
+        timeout: float = 5.0,  # seconds a writer waits for the lock
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(path, table=table, timeout=timeout, clock=clock)
+        t = table
+        self._sql_revoke = f"INSERT INTO {t} (entry, expires_at) VALUES (?, ?)"  # noqa: S608
+        self._sql_changes = f"SELECT seq, entry FROM {t} WHERE seq > ? ORDER BY seq"  # noqa: S608
+        self._sql_purge = f"DELETE FROM {t} WHERE expires_at <= ?"  # noqa: S608
+        self._create()
+
+    def __repr__(self) -> str:
+        return f"SQLiteRevocationStore({self.path!r}, table={self.table!r})"
+
+    def _prepare(self, db: sqlite3.Connection) -> None:
+        db.execute(
+            f"CREATE TABLE IF NOT EXISTS {self.table} (seq INTEGER PRIMARY KEY "
+            "AUTOINCREMENT, entry TEXT NOT NULL, expires_at REAL NOT NULL)"
+        )
+
+    def revoke(self, entry: Revocation) -> None:
+        args = (encode_entry(entry), entry.expires_at)
+        self._run(lambda db: db.execute(self._sql_revoke, args))
+
+    def changes(self, cursor: int) -> tuple[list[Revocation], int]:
+        rows = self._run(lambda db: db.execute(self._sql_changes, (cursor,)).fetchall())
+        return decode_rows(rows, cursor)
+
+    def purge_expired(self) -> int:
+        now = self._clock()
+        return self._run(lambda db: db.execute(self._sql_purge, (now,)).rowcount)
+
+
+class AsyncSQLiteRevocationStore:
+    """Async twin of `SQLiteRevocationStore`; writes run in a worker thread, polls inline
+    (a read in WAL mode never waits for a writer)."""
+
+    def __init__(self, store: SQLiteRevocationStore) -> None:
+        self.sync = store
+
+    def __repr__(self) -> str:
+        return f"AsyncSQLiteRevocationStore({self.sync.path!r}, table={self.sync.table!r})"
+
+    async def revoke(self, entry: Revocation) -> None:
+        await asyncio.to_thread(self.sync.revoke, entry)
+
+    async def changes(self, cursor: int) -> tuple[list[Revocation], int]:
+        return self.sync.changes(cursor)
+
+    async def purge_expired(self) -> int:
+        return await asyncio.to_thread(self.sync.purge_expired)
+
+    async def aclose(self) -> None:
         self.sync.close()

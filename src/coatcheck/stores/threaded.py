@@ -1,16 +1,19 @@
-"""`ThreadedStore`: any sync store, awaited by running each call in a worker thread.
+"""`ThreadedStore` and `ThreadedRevocationStore`: a sync store, awaited by running each call
+in a worker thread.
 
-The fallback that lets a third-party sync store serve an async app. Each call pays a thread
-hand-off (tens of microseconds); the built-in stores have native async twins instead.
+The fallback that lets a third-party sync store serve an async app, and a revocation store
+built on a client object (which its async twin cannot copy) serve one. Each call pays a
+thread hand-off (tens of microseconds); the built-in stores have native async twins instead.
 """
 
 from __future__ import annotations
 
 import asyncio
 
+from ..revocation import Revocation, RevocationStore
 from .base import Record, Store
 
-__all__ = ["ThreadedStore"]
+__all__ = ["ThreadedRevocationStore", "ThreadedStore"]
 
 
 class ThreadedStore:
@@ -41,13 +44,10 @@ class ThreadedStore:
         version: int,
         ttl: float,
         user: str | None,
-        alias: bytes | None,
-        alias_ttl: float,
     ) -> bool:
         return await asyncio.to_thread(
-            self.sync.rotate, old_key, new_key, data,
-            version=version, ttl=ttl, user=user, alias=alias, alias_ttl=alias_ttl,
-        )  # fmt: skip
+            self.sync.rotate, old_key, new_key, data, version=version, ttl=ttl, user=user
+        )
 
     async def delete(self, key: str) -> None:
         await asyncio.to_thread(self.sync.delete, key)
@@ -57,6 +57,28 @@ class ThreadedStore:
 
     async def delete_user(self, user: str, *, keep: str | None = None) -> int:
         return await asyncio.to_thread(self.sync.delete_user, user, keep=keep)
+
+    async def purge_expired(self) -> int:
+        return await asyncio.to_thread(self.sync.purge_expired)
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.sync.close)
+
+
+class ThreadedRevocationStore:
+    """Adapt a sync `RevocationStore` to the `AsyncRevocationStore` protocol."""
+
+    def __init__(self, store: RevocationStore) -> None:
+        self.sync = store
+
+    def __repr__(self) -> str:
+        return f"ThreadedRevocationStore({self.sync!r})"
+
+    async def revoke(self, entry: Revocation) -> None:
+        await asyncio.to_thread(self.sync.revoke, entry)
+
+    async def changes(self, cursor: int) -> tuple[list[Revocation], int]:
+        return await asyncio.to_thread(self.sync.changes, cursor)
 
     async def purge_expired(self) -> int:
         return await asyncio.to_thread(self.sync.purge_expired)

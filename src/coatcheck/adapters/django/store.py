@@ -502,7 +502,7 @@ def _apply(store: Store, write: Write, cap: float) -> bool:
         return store.save(write.key, write.data, version=write.version, ttl=ttl, user=write.user)
     return store.rotate(
         write.replaces, write.key, write.data, version=write.version, ttl=ttl,
-        user=write.user, alias=None, alias_ttl=0.0,
+        user=write.user,
     )  # fmt: skip
 
 
@@ -514,7 +514,7 @@ async def _aapply(store: AsyncStore, write: Write, cap: float) -> bool:
         )
     return await store.rotate(
         write.replaces, write.key, write.data, version=write.version, ttl=ttl,
-        user=write.user, alias=None, alias_ttl=0.0,
+        user=write.user,
     )  # fmt: skip
 
 
