@@ -31,8 +31,7 @@ from coatcheck import (
     SessionManager,
 )
 from coatcheck.adapters.asgi import SessionMiddleware
-from coatcheck.revocation import MemoryRevocationStore
-from coatcheck.stores import MemoryStore
+from coatcheck.stores import MemoryRevocationStore, MemoryStore
 from helpers import COOKIE, FakeClock, client, sent_secret
 
 pytestmark = pytest.mark.anyio

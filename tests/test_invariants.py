@@ -15,6 +15,8 @@ handed out is kept, as a thief would keep it. After every step:
 (c) an ended session never comes back: its handle is never listed or accepted again,
     whatever commits, rebases or migrations come after.
 
+A third mode puts server-side replicas with `migrate_from` behind an app that handed out
+client-side tokens: a migrated token must never be migrated again once its session ended.
 Both replicas check revocations strictly (staleness 0), so "after the staleness bound"
 is "at once" here; the bound itself is tested with real processes in test_clientside.py.
 Runs on memory and SQLite, and on Redis and PostgreSQL (service tests, CI). A failure
@@ -23,6 +25,7 @@ prints the shortest sequence of steps that breaks an invariant, and the seed.
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -62,7 +65,9 @@ STORES = [
     pytest.param("redis", marks=pytest.mark.service),
     pytest.param("postgres", marks=pytest.mark.service),
 ]
+#: Examples per store in CI; COATCHECK_MODEL_SCALE=20 (say) searches twenty times longer.
 EXAMPLES = {"memory": 60, "sqlite": 25, "redis": 12, "postgres": 12}
+SCALE = int(os.environ.get("COATCHECK_MODEL_SCALE", "1"))
 
 
 @dataclass
@@ -123,30 +128,38 @@ def backends(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[s
         resource.close()
 
 
-@pytest.mark.parametrize("mode", ["server", "client"])
+@pytest.mark.parametrize("mode", ["server", "client", "migrating"])
 def test_revocation_invariants(mode: str, backends: tuple[str, Backends]) -> None:
+    """`migrating`: server-side replicas with `migrate_from`, fed client-side tokens by an
+    app of the old mode (`Model.legacy`), which every migration must revoke for good."""
     kind, make = backends
 
     class Replicas(Model):
         def build(self) -> None:
             self.store, revocations = make(self.clock)
 
-            def manager() -> SessionManager:
-                side: ServerSide | ClientSide
-                if mode == "server":
-                    side = ServerSide(self.store)
-                else:
-                    side = ClientSide(KeyRing([KEY]), store=self.store,
-                                      revocations=revocations, strict=True)  # fmt: skip
+            def client(store: Store | None) -> ClientSide:
+                return ClientSide(KeyRing([KEY]), store=store, revocations=revocations,
+                                  strict=True)  # fmt: skip
+
+            def manager(side: ServerSide | ClientSide) -> SessionManager:
                 return SessionManager(side, lifetimes=LIFETIMES, clock=self.clock,
                                       log_salt=b"model")  # fmt: skip
 
-            self.replicas = (manager(), manager())
+            if mode == "server":
+                self.replicas = (manager(ServerSide(self.store)), manager(ServerSide(self.store)))
+            elif mode == "client":
+                self.replicas = (manager(client(self.store)), manager(client(self.store)))
+            else:
+                self.replicas = tuple(  # type: ignore[assignment]
+                    manager(ServerSide(self.store, migrate_from=client(None))) for _ in range(2)
+                )
+                self.legacy = manager(client(MemoryStore(clock=self.clock)))
 
     run_state_machine_as_test(
         Replicas,
         settings=settings(
-            max_examples=EXAMPLES[kind],
+            max_examples=EXAMPLES[kind] * SCALE,
             stateful_step_count=30,
             deadline=None,
             suppress_health_check=list(HealthCheck),
@@ -164,6 +177,7 @@ class Model(RuleBasedStateMachine):
     in_flight = Bundle("in_flight")
     store: Store
     replicas: tuple[SessionManager, SessionManager]
+    legacy: SessionManager | None = None
 
     def __init__(self) -> None:
         super().__init__()
@@ -180,22 +194,34 @@ class Model(RuleBasedStateMachine):
     def open(self, replica: int, secret: str | None) -> Session:
         return open_session(self.replicas[replica], request(secret))
 
-    def note_issued(self, session: Session, headers: Any) -> str | None:
-        """Record what a response handed out; returns the client's new secret, if any."""
+    def note_issued(
+        self, session: Session, headers: Any, presented: str | None = None
+    ) -> str | None:
+        """Record what a response handed out; returns the client's new secret, if any.
+
+        A response to a secret already replaced (inside its grace window, `presented`) may
+        carry data (client-side: a re-issued token of the old generation), but what it
+        hands out must die with the grace window of the secret it came from."""
         value = cookie_value(headers)
         if value:
             now = self.clock.now
+            inherited = None
+            if presented is not None:
+                inherited = next(
+                    (i.replaced_at for i in self.world.pool if i.value == presented), now
+                )
             # A new secret of the same handle replaces the older ones (server side: every
             # renewal; client side: only regenerate(), which `replaced` says).
             for issued in self.world.pool:
                 if (
-                    issued.handle == session.id
+                    inherited is None
+                    and issued.handle == session.id
                     and issued.replaced_at is None
                     and issued.value != value  # (a re-issue of the same secret replaces none)
                     and (self.is_server or self.regenerated)
                 ):
                     issued.replaced_at = now
-            self.world.pool.append(Issued(value, session.id))
+            self.world.pool.append(Issued(value, session.id, inherited))
             self.world.owner.setdefault(session.id, session.user)
             del self.world.pool[:-MAX_POOL]
         return value
@@ -204,18 +230,18 @@ class Model(RuleBasedStateMachine):
     def is_server(self) -> bool:
         return isinstance(self.replicas[0].mode, ServerSide)
 
-    def act(self, session: Session, action: str, replica: int) -> str | None:
+    def act(self, session: Session, action: str, replica: int, user: str) -> str | None:
         """Apply `action` to an open session, then commit it and record what happened."""
         world = self.world
         before = session.id
-        loaded = not session.is_new
+        loaded = not session.is_new or session.migrated_sid is not None
         superseded = session._superseded
         self.regenerated = False
         ended: set[str] = set()
         if action == "write":
             session["n"] = session.get("n", 0) + 1
         elif action == "login":
-            session.login(USERS[len(before) % 2])
+            session.login(user)
             if loaded and not superseded:
                 ended.add(before)  # a login ends the handle it replaces
         elif action == "logout":
@@ -230,12 +256,13 @@ class Model(RuleBasedStateMachine):
             ended |= {h for h, u in world.owner.items() if u == session.user and h != before}
         elif action == "remember":
             session.set_persistent()
+        presented = session.secret
         headers = commit_session(self.replicas[replica], session)
-        value = self.note_issued(session, headers)
-        if superseded and action == "regenerate":
-            assert value is None, "a secret inside its grace window minted a new one"
-        if superseded and action == "login" and value:
+        if superseded and action == "login":  # a new, empty session: nothing carried over
             assert session.id != before and "n" not in session.data()
+            value = self.note_issued(session, headers)
+        else:  # (b) checks that whatever it hands out dies with the grace window
+            value = self.note_issued(session, headers, presented if superseded else None)
         world.ended |= ended
         return value
 
@@ -245,9 +272,14 @@ class Model(RuleBasedStateMachine):
     def start(self) -> None:
         self.regenerated = False
 
-    @rule(device=st.integers(0, 2), replica=st.integers(0, 1), action=st.sampled_from(ACTIONS))
-    def request(self, device: int, replica: int, action: str) -> None:
-        value = self.act(self.open(replica, self.devices[device]), action, replica)
+    @rule(
+        device=st.integers(0, 2),
+        replica=st.integers(0, 1),
+        action=st.sampled_from(ACTIONS),
+        user=st.sampled_from(USERS),
+    )
+    def request(self, device: int, replica: int, action: str, user: str) -> None:
+        value = self.act(self.open(replica, self.devices[device]), action, replica, user)
         if value is not None:
             self.devices[device] = value or None
 
@@ -259,14 +291,27 @@ class Model(RuleBasedStateMachine):
         issued = self.world.pool[pick % len(self.world.pool)]
         return (replica, self.open(replica, issued.value))
 
-    @rule(flight=consumes(in_flight), action=st.sampled_from(ACTIONS))
-    def finish(self, flight: tuple[int, Session], action: str) -> None:
+    @rule(flight=consumes(in_flight), action=st.sampled_from(ACTIONS),
+          user=st.sampled_from(USERS))  # fmt: skip
+    def finish(self, flight: tuple[int, Session], action: str, user: str) -> None:
         replica, session = flight
-        self.act(session, action, replica)
+        self.act(session, action, replica, user)
+
+    @rule(user=st.sampled_from((None, *USERS)))
+    def legacy_token(self, user: str | None) -> None:
+        """A client-side token from the app before it switched modes (migrating only)."""
+        if self.legacy is None:
+            return
+        session = open_session(self.legacy, request())
+        if user is not None:
+            session.login(user)
+        else:
+            session["n"] = 0
+        self.note_issued(session, commit_session(self.legacy, session))
 
     @rule(pick=st.integers(0, MAX_POOL - 1))
     def admin_revoke(self, pick: int) -> None:
-        handles = sorted(self.world.owner)
+        handles = list(self.world.owner)  # (in order of creation: replays stay the same)
         if handles:
             handle = handles[pick % len(handles)]
             SessionAdmin(self.replicas[0]).revoke(handle)
@@ -274,7 +319,7 @@ class Model(RuleBasedStateMachine):
 
     @rule(user=st.sampled_from(USERS), keep=st.booleans(), pick=st.integers(0, MAX_POOL - 1))
     def admin_revoke_user(self, user: str, keep: bool, pick: int) -> None:
-        owned = sorted(h for h, u in self.world.owner.items() if u == user)
+        owned = [h for h, u in self.world.owner.items() if u == user]
         kept = owned[pick % len(owned)] if keep and owned else None
         SessionAdmin(self.replicas[1]).revoke_user(user, keep=kept)
         self.world.ended |= {h for h in owned if h != kept}
@@ -292,10 +337,13 @@ class Model(RuleBasedStateMachine):
         for issued in self.world.pool:
             for replica in (0, 1):
                 session = self.open(replica, issued.value)
-                if session.is_new:
+                migrating = session.migrated_sid is not None
+                if session.is_new and not migrating:
                     continue
                 assert session.id == issued.handle, "a secret opened another session"
                 assert session.id not in self.world.ended, "(b)/(c): an ended session opened"
+                if migrating:
+                    continue  # listed by the old app until this migration is committed
                 if issued.replaced_at is not None:
                     assert now < issued.replaced_at + LIFETIMES.grace, (
                         "(b): a replaced secret outlived the grace window"

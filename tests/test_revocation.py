@@ -35,11 +35,12 @@ def test_a_revoked_sid_is_refused_from_its_time_on() -> None:
     assert not lst.is_revoked("other", None, issued_at=T - 5, now=T + 31)
 
 
-def test_a_user_entry_refuses_only_tokens_issued_before_it() -> None:
+def test_a_user_entry_refuses_only_tokens_issued_up_to_it() -> None:
     lst = RevocationList()
     lst.apply([user("ann", at=T)], 1, T)
     assert lst.is_revoked("s1", "ann", issued_at=T - 0.001, now=T + 1)
-    assert not lst.is_revoked("s2", "ann", issued_at=T, now=T + 1)  # issued at the line
+    assert lst.is_revoked("s2", "ann", issued_at=T, now=T + 1)  # a tie: revocation last
+    assert not lst.is_revoked("s2", "ann", issued_at=T + 0.001, now=T + 1)
     assert not lst.is_revoked("s3", "ann", issued_at=T + 5, now=T + 6)
     assert not lst.is_revoked("s4", "bob", issued_at=T - 100, now=T + 1)
     assert not lst.is_revoked("s5", None, issued_at=T - 100, now=T + 1)
@@ -55,7 +56,7 @@ def test_user_entries_each_hold_until_their_own_expiry_in_any_order() -> None:
     for lst in (forward, backward):
         assert lst.is_revoked("s", "ann", issued_at=T + 9, now=T + 11)
         assert lst.is_revoked("s", "ann", issued_at=T - 1, now=T + 11)
-        assert not lst.is_revoked("s", "ann", issued_at=T + 10, now=T + 11)
+        assert not lst.is_revoked("s", "ann", issued_at=T + 10.001, now=T + 11)
         lst.apply([], 2, T + 300)  # past `late`'s expiry (its tokens are dead), within `early`'s
         assert len(lst) == 1
         assert lst.is_revoked("s", "ann", issued_at=T - 1, now=T + 300)

@@ -62,9 +62,11 @@ def _entries(
     keep: str | None = None,
 ) -> list[Revocation]:  # fmt: skip
     """The revocation entries that end session `handle`, or every session of `user` but
-    `keep`, if the sessions are client-side; refuses when revocations cannot be shared."""
-    mode = manager.mode
-    if not isinstance(mode, ClientSide):
+    `keep`, for the client-side tokens the manager accepts (its own, or those a server-side
+    manager migrates: a token not migrated yet is a session too); refuses when revocations
+    cannot be shared."""
+    mode = client_mode(manager)
+    if mode is None:
         return []
     if not mode.shares_revocations:
         raise ConfigurationError(
@@ -97,12 +99,12 @@ class SessionAdmin:
         every replica (client-side: within the staleness bound). Returns whether it was
         live (listed); ValueError if `session_id` is not a handle at all."""
         handle = _handle(session_id)
-        entries = _entries(self.manager, handle)
+        # The entries first, then the delete: see `SessionManager.revoked_meanwhile`.
+        self.record_revocations(_entries(self.manager, handle))
         live = False
         if self.store is not None:
             live = self.store.load(handle) is not None
             self.store.delete(handle)
-        self.record_revocations(entries)
         self.manager.audit.lifecycle("session.revoked", handle)
         return live
 
@@ -111,9 +113,8 @@ class SessionAdmin:
         live sessions it ended. Client-side, every token of the user issued until now is
         refused, listed or not, except those of `keep`."""
         keep = None if keep is None else _handle(keep, "keep")
-        entries = _entries(self.manager, user=user, keep=keep)
+        self.record_revocations(_entries(self.manager, user=user, keep=keep))
         count = 0 if self.store is None else self.store.delete_user(user, keep=keep)
-        self.record_revocations(entries)
         self.manager.audit.lifecycle("session.revoked_user", None, f"count={count}")
         return count
 
@@ -150,20 +151,18 @@ class AsyncSessionAdmin:
 
     async def revoke(self, session_id: str) -> bool:
         handle = _handle(session_id)
-        entries = _entries(self.manager, handle)
+        await self.record_revocations(_entries(self.manager, handle))
         live = False
         if self.store is not None:
             live = await self.store.load(handle) is not None
             await self.store.delete(handle)
-        await self.record_revocations(entries)
         self.manager.audit.lifecycle("session.revoked", handle)
         return live
 
     async def revoke_user(self, user: str, *, keep: str | None = None) -> int:
         keep = None if keep is None else _handle(keep, "keep")
-        entries = _entries(self.manager, user=user, keep=keep)
+        await self.record_revocations(_entries(self.manager, user=user, keep=keep))
         count = 0 if self.store is None else await self.store.delete_user(user, keep=keep)
-        await self.record_revocations(entries)
         self.manager.audit.lifecycle("session.revoked_user", None, f"count={count}")
         return count
 

@@ -32,12 +32,7 @@ def open_session(
     """Load the session of `request` (a fresh one if it has none)."""
     mode = manager.mode
     store = mode.store if store is None else store
-    client = client_mode(manager)
-    if client is not None and client.revocations is not None:
-        now = manager.clock()
-        if client.revocation_list.due(now, client.staleness):
-            entries, cursor = client.revocations.changes(client.revocation_list.cursor)
-            client.revocation_list.apply(entries, cursor, now)
+    _sync_revocations(manager)
     opening = manager.open(request)
     record = None if opening.key is None or store is None else store.load(opening.key)
     return manager.attach(opening, record)
@@ -62,6 +57,15 @@ def commit_session(
                 write = manager.rebase(session, write, store.load(write.source))
             else:
                 raise StoreError(f"session commit gave up after {MAX_ATTEMPTS} version conflicts")
+            if write is not None and manager.migrated_under(session, write):
+                # See `SessionManager.revoked_meanwhile`: check, then revoke the token.
+                _sync_revocations(manager, force=True)
+                if manager.revoked_meanwhile(session):
+                    store.delete(write.key)
+                    write = None
+                else:
+                    entries = manager.migration_revocations(session)
+                    SessionAdmin(manager, store).record_revocations(entries)
             if write is None:
                 SessionAdmin(manager, store).record_revocations(manager.vanished(session))
     if commit.revoke_user is not None:
@@ -87,12 +91,7 @@ async def aopen_session(
     """Async twin of `open_session`."""
     mode = manager.mode
     store = mode.async_store if store is None else store
-    client = client_mode(manager)
-    if client is not None and client.async_revocations is not None:
-        now = manager.clock()
-        if client.revocation_list.due(now, client.staleness):
-            entries, cursor = await client.async_revocations.changes(client.revocation_list.cursor)
-            client.revocation_list.apply(entries, cursor, now)
+    await _async_sync_revocations(manager)
     opening = manager.open(request)
     record = None if opening.key is None or store is None else await store.load(opening.key)
     return manager.attach(opening, record)
@@ -117,9 +116,19 @@ async def acommit_session(
                 write = manager.rebase(session, write, await store.load(write.source))
             else:
                 raise StoreError(f"session commit gave up after {MAX_ATTEMPTS} version conflicts")
+            if write is not None and manager.migrated_under(session, write):
+                # See `SessionManager.revoked_meanwhile`: check, then revoke the token.
+                await _async_sync_revocations(manager, force=True)
+                if manager.revoked_meanwhile(session):
+                    await store.delete(write.key)
+                    write = None
+                else:
+                    entries = manager.migration_revocations(session)
+                    await AsyncSessionAdmin(manager, store).record_revocations(entries)
             if write is None:
-                entries = manager.vanished(session)
-                await AsyncSessionAdmin(manager, store).record_revocations(entries)
+                await AsyncSessionAdmin(manager, store).record_revocations(
+                    manager.vanished(session)
+                )
     if commit.revoke_user is not None:
         keep = session.id if write is None else write.key
         await AsyncSessionAdmin(manager, store).revoke_user(commit.revoke_user, keep=keep)
@@ -135,3 +144,23 @@ async def _aapply(store: AsyncStore, write: Write) -> bool:
         write.replaces, write.key, write.data, version=write.version, ttl=write.ttl,
         user=write.user,
     )  # fmt: skip
+
+
+def _sync_revocations(manager: SessionManager, *, force: bool = False) -> None:
+    """Bring this process's revocation list up to date, if it is older than the mode's
+    staleness (or `force`)."""
+    client = client_mode(manager)
+    if client is not None and client.revocations is not None:
+        now = manager.clock()
+        if force or client.revocation_list.due(now, client.staleness):
+            entries, cursor = client.revocations.changes(client.revocation_list.cursor)
+            client.revocation_list.apply(entries, cursor, now)
+
+
+async def _async_sync_revocations(manager: SessionManager, *, force: bool = False) -> None:
+    client = client_mode(manager)
+    if client is not None and client.async_revocations is not None:
+        now = manager.clock()
+        if force or client.revocation_list.due(now, client.staleness):
+            entries, cursor = await client.async_revocations.changes(client.revocation_list.cursor)
+            client.revocation_list.apply(entries, cursor, now)

@@ -32,7 +32,7 @@ from .keys import ID_HASH, KeyRing
 from .plans import CLEAR, NOTHING, STALE, Commit, Opening, Write
 from .policy import RENEW, TOUCH, Expiry, Lifetimes
 from .request import RequestInfo
-from .revocation import Revocation
+from .revocation import REVOKED, Revocation
 from .session import DELETED, FROM_REQUEST, Session, SessionInfo
 from .stores import AsyncStore, Store, from_url, to_async
 from .stores.base import Record
@@ -349,11 +349,13 @@ class SessionManager:
             return self.mode.commit(self, session)
         deletes: tuple[str, ...] = () if session.stale_key is None else (session.stale_key,)
         if session.ended:
-            if not session.is_new:
+            if not session.is_new or session.migrated_sid is not None:
                 deletes += (session.id,)
                 self.audit.lifecycle("session.logout", session.id)
             if not (session.data() or session.user is not None or session.csrf_secret):
-                return Commit(deletes=deletes, clear=not session.is_new or session.client_stale)
+                clear = not session.is_new or session.client_stale or session.migrated_sid
+                return Commit(deletes=deletes, clear=bool(clear),
+                              revocations=self.migration_revocations(session))  # fmt: skip
             # Used again after it ended: a new session, under a handle never sent before.
             session._rekey(new_secret())
             session.created_at = session.rotated_at = session._now
@@ -407,11 +409,22 @@ class SessionManager:
             )  # fmt: skip
         if session.migrated_sid is None:
             return Commit(write, deletes, revoke_user)
-        # The token it came from must not be migrated again (after a logout, say).
-        client = self.mode.migrate_from
-        assert client is not None  # noqa: S101 - only migrate_from migrates
-        return Commit(write, deletes, revoke_user,
-                      revocations=(client.revocation(self, session.migrated_sid),))  # fmt: skip
+        if write.key == session.migrated_sid:
+            return Commit(write, deletes, revoke_user)  # the driver revokes the token after
+        # A login (or a logout and more) in the request that migrates the token: the
+        # session it would have become is over; a concurrent migration of the same token
+        # may have created it already. The entry is recorded before that delete: see
+        # `revoked_meanwhile`.
+        return Commit(write, deletes + (session.migrated_sid,), revoke_user,
+                      revocations=self.migration_revocations(session))  # fmt: skip
+
+    def migration_revocations(self, session: Session) -> tuple[Revocation, ...]:
+        """The entry that revokes the client-side token `session` was migrated from, if
+        any: it must not be migrated again (after a logout, say)."""
+        client = self.mode.migrate_from if isinstance(self.mode, ServerSide) else None
+        if session.migrated_sid is None or client is None:
+            return ()
+        return (client.revocation(self, session.migrated_sid),)
 
     def _renewed(self, session: Session, secret: str, now: float) -> records.Credentials:
         """The credentials of `session` once `secret` replaces the one it was loaded with."""
@@ -491,6 +504,28 @@ class SessionManager:
         return write._replace(
             data=records.dumps(doc), version=record.version, user=user, issue=issue
         )
+
+    def migrated_under(self, session: Session, write: Write) -> bool:
+        """Whether `write` created the server-side session of a migrated token, under the
+        token's own handle (a login in the same request moves it to a new one)."""
+        return session.migrated_sid is not None and write.key == session.migrated_sid
+
+    def revoked_meanwhile(self, session: Session) -> bool:
+        """Whether the token that `session` was migrated from was revoked while its
+        request ran (by an admin, or "log out everywhere"), with the revocation list just
+        brought up to date. The driver then deletes the session it created.
+
+        Ordering makes this race-free: a revocation (or a login in another request that
+        migrates the same token) writes its entry, then deletes the handle's record; a
+        migration creates the record, then reads the entries, then writes its own entry.
+        Whichever comes second sees the other, so the record is gone."""
+        client = client_mode_of(self.mode)
+        assert client is not None and session.migrated_sid is not None  # noqa: S101
+        verdict = client.revocation_list.check(
+            session.migrated_sid, session.user, session.created_at, session._generation,
+            self.clock(),
+        )  # fmt: skip
+        return verdict == REVOKED
 
     def vanished(self, session: Session) -> tuple[Revocation, ...]:
         """What ends `session` for good once its commit found its record gone (`rebase`

@@ -28,7 +28,7 @@ import math
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 __all__ = [
     "REVOKED",
@@ -245,22 +245,3 @@ class AsyncRevocationStore(Protocol):
     async def purge_expired(self) -> int: ...
 
     async def aclose(self) -> None: ...
-
-
-#: Names that lived here before the stores moved to `coatcheck.stores` (transitional: for
-#: tests/test_identity.py, which imports `MemoryRevocationStore` from here; remove once it
-#: imports from `coatcheck.stores`). Resolved on access, so this module imports no store.
-_MOVED = (
-    "AsyncMemoryRevocationStore",
-    "AsyncSQLiteRevocationStore",
-    "MemoryRevocationStore",
-    "SQLiteRevocationStore",
-)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        from . import stores
-
-        return getattr(stores, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
