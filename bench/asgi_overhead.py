@@ -86,7 +86,7 @@ from starsessions import SessionAutoloadMiddleware as StarAutoloadMiddleware
 from starsessions import SessionMiddleware as StarSessionMiddleware
 
 import coatcheck
-from coatcheck.ids import public_id
+from coatcheck.ids import new_handle
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -413,7 +413,7 @@ class Floor:
                 "expires_at = excluded.expires_at, user = excluded.user "
                 "WHERE t.expires_at <= ?"
             )
-        self.key = public_id("floor-session-key-with-43-characters-abcdefg")
+        self.key = new_handle()
         self.version = 1
         self.upsert(self.key, records["write"])
 
@@ -428,9 +428,9 @@ class Floor:
         """Mean wall-clock and CPU seconds per request over `n` requests."""
         db, key, data = self.db, self.key, self.records[scenario]
         variants = (data, _variant(data))
-        # New sessions land at random places in the key index, as public IDs are hashes.
+        # New sessions land at random places in the key index, as handles are random.
         count_new = n if scenario == "new" else 0
-        fresh = [public_id(f"floor-{next(self.fresh)}") for _ in range(count_new)]
+        fresh = [new_handle() for _ in range(count_new)]
         start, start_cpu = time.perf_counter(), time.thread_time()
         if self.schema == "minimal":
             select, upsert = self.sql_select, self.sql_upsert

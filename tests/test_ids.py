@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 
 import pytest
 from hypothesis import given
@@ -89,12 +90,16 @@ def test_verifier_hash_is_sha256_and_not_the_secret() -> None:
     secret = new_secret()
     assert verifier_hash(secret) == verifier_hash(secret) != secret
     assert verifier_hash(secret) != verifier_hash(new_secret(handle_of(secret)))
-    assert b64decode(verifier_hash(secret)) == hashlib.sha256(secret.encode()).digest()
+    assert verifier_hash(secret) == hashlib.sha256(secret.encode()).hexdigest()
     # a known answer, so what the store keeps can never change silently
-    assert (
-        verifier_hash("A" * 65)
-        == base64.urlsafe_b64encode(hashlib.sha256(b"A" * 65).digest()).rstrip(b"=").decode()
-    )
+    assert verifier_hash("A" * 65) == hashlib.sha256(b"A" * 65).hexdigest()
+
+
+def test_a_keyed_verifier_hash_is_an_hmac_and_depends_on_the_key() -> None:
+    secret = new_secret()
+    keyed = verifier_hash(secret, b"k" * 32)
+    assert keyed == hmac.new(b"k" * 32, secret.encode(), hashlib.sha256).hexdigest()
+    assert keyed != verifier_hash(secret) != verifier_hash(secret, b"j" * 32)
 
 
 @given(st.text())

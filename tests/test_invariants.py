@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,10 +93,10 @@ Backends = Callable[[FakeClock], tuple[Store, Any]]
 
 
 @pytest.fixture(params=STORES)
-def backends(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, Backends]]:
-    """A factory of (session store, revocation store) pairs for one example each."""
+def backends(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, Backends]:
+    """A factory of (session store, revocation store) pairs for one example each; the
+    example closes them (`Model.teardown`), so pooled connections never pile up."""
     kind = request.param
-    opened: list[Any] = []
 
     def make(clock: FakeClock) -> tuple[Store, Any]:
         tag = secrets.token_hex(6)
@@ -120,12 +120,9 @@ def backends(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[s
             url = request.getfixturevalue("postgres_server").url
             store = PostgresStore(url, table=f"m_{tag}", clock=clock, timeout=10)
             revocations = PostgresRevocationStore(url, table=f"r_{tag}", clock=clock, timeout=10)
-        opened.extend((store, revocations))
         return store, revocations
 
-    yield kind, make
-    for resource in opened:
-        resource.close()
+    return kind, make
 
 
 @pytest.mark.parametrize("mode", ["server", "client", "migrating"])
@@ -137,6 +134,7 @@ def test_revocation_invariants(mode: str, backends: tuple[str, Backends]) -> Non
     class Replicas(Model):
         def build(self) -> None:
             self.store, revocations = make(self.clock)
+            self.resources = (self.store, revocations)
 
             def client(store: Store | None) -> ClientSide:
                 return ClientSide(KeyRing([KEY]), store=store, revocations=revocations,
@@ -176,6 +174,7 @@ class Model(RuleBasedStateMachine):
 
     in_flight = Bundle("in_flight")
     store: Store
+    resources: tuple[Any, ...] = ()
     replicas: tuple[SessionManager, SessionManager]
     legacy: SessionManager | None = None
 
@@ -327,6 +326,10 @@ class Model(RuleBasedStateMachine):
     @rule(seconds=st.sampled_from([1, 5, 9, 11, 29, 31, 61, 121, 300, 601]))
     def wait(self, seconds: float) -> None:
         self.clock.advance(seconds)
+
+    def teardown(self) -> None:
+        for resource in self.resources:
+            resource.close()
 
     # -- invariants --------------------------------------------------------------------
 

@@ -16,20 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .clientside import ClientSide
 from .exceptions import ConfigurationError
 from .ids import is_handle
-from .manager import SessionManager, client_mode_of
+from .manager import SessionManager
 from .revocation import Revocation
 from .session import SessionInfo
 from .stores.base import AsyncStore, Record, Store
 
 __all__ = ["AsyncSessionAdmin", "SessionAdmin"]
-
-
-def client_mode(manager: SessionManager) -> ClientSide | None:
-    """The client-side mode whose tokens the manager accepts (see `client_mode_of`)."""
-    return client_mode_of(manager.mode)
 
 
 def _infos(manager: SessionManager, rows: list[tuple[str, Record]]) -> list[SessionInfo]:
@@ -65,7 +59,7 @@ def _entries(
     `keep`, for the client-side tokens the manager accepts (its own, or those a server-side
     manager migrates: a token not migrated yet is a session too); refuses when revocations
     cannot be shared."""
-    mode = client_mode(manager)
+    mode = manager.client_mode
     if mode is None:
         return []
     if not mode.shares_revocations:
@@ -120,7 +114,7 @@ class SessionAdmin:
 
     def record_revocations(self, entries: Iterable[Revocation]) -> None:
         """Write revocation entries and apply them to this process's copy at once."""
-        mode = client_mode(self.manager)
+        mode = self.manager.client_mode
         entries = list(entries)
         if not entries or mode is None:
             return
@@ -167,7 +161,7 @@ class AsyncSessionAdmin:
         return count
 
     async def record_revocations(self, entries: Iterable[Revocation]) -> None:
-        mode = client_mode(self.manager)
+        mode = self.manager.client_mode
         entries = list(entries)
         if not entries or mode is None:
             return

@@ -12,7 +12,7 @@ than the mode's `staleness`.
 
 from __future__ import annotations
 
-from .admin import AsyncSessionAdmin, SessionAdmin, client_mode
+from .admin import AsyncSessionAdmin, SessionAdmin
 from .exceptions import StoreError
 from .manager import SessionManager, Write
 from .request import RequestInfo
@@ -32,7 +32,8 @@ def open_session(
     """Load the session of `request` (a fresh one if it has none)."""
     mode = manager.mode
     store = mode.store if store is None else store
-    _sync_revocations(manager)
+    if manager.client_mode is not None:
+        _sync_revocations(manager)
     opening = manager.open(request)
     record = None if opening.key is None or store is None else store.load(opening.key)
     return manager.attach(opening, record)
@@ -91,7 +92,8 @@ async def aopen_session(
     """Async twin of `open_session`."""
     mode = manager.mode
     store = mode.async_store if store is None else store
-    await _async_sync_revocations(manager)
+    if manager.client_mode is not None:
+        await _async_sync_revocations(manager)
     opening = manager.open(request)
     record = None if opening.key is None or store is None else await store.load(opening.key)
     return manager.attach(opening, record)
@@ -149,7 +151,7 @@ async def _aapply(store: AsyncStore, write: Write) -> bool:
 def _sync_revocations(manager: SessionManager, *, force: bool = False) -> None:
     """Bring this process's revocation list up to date, if it is older than the mode's
     staleness (or `force`)."""
-    client = client_mode(manager)
+    client = manager.client_mode
     if client is not None and client.revocations is not None:
         now = manager.clock()
         if force or client.revocation_list.due(now, client.staleness):
@@ -158,7 +160,7 @@ def _sync_revocations(manager: SessionManager, *, force: bool = False) -> None:
 
 
 async def _async_sync_revocations(manager: SessionManager, *, force: bool = False) -> None:
-    client = client_mode(manager)
+    client = manager.client_mode
     if client is not None and client.async_revocations is not None:
         now = manager.clock()
         if force or client.revocation_list.due(now, client.staleness):

@@ -27,7 +27,7 @@ from . import csrf, records
 from .audit import Audit
 from .clientside import ClientSide
 from .exceptions import ConfigurationError, StoreCorrupted
-from .ids import handle_of, is_wellformed, new_secret, verifier_hash
+from .ids import HANDLE_LENGTH, handle_of, is_wellformed, new_secret, verifier_hash
 from .keys import ID_HASH, KeyRing
 from .plans import CLEAR, NOTHING, STALE, Commit, Opening, Write
 from .policy import RENEW, TOUCH, Expiry, Lifetimes
@@ -143,6 +143,11 @@ class SessionManager:
         log_salt: bytes | None = None,
     ) -> None:
         self.mode = mode if mode is not None else ServerSide()
+        #: The client-side mode whose tokens this manager accepts: its own, or the one a
+        #: server-side manager migrates from (None: it accepts no tokens).
+        self.client_mode = (
+            self.mode if isinstance(self.mode, ClientSide) else self.mode.migrate_from
+        )
         if transport is None:
             transport = Cookie()
         self.transports: tuple[Transport, ...] = (
@@ -210,7 +215,8 @@ class SessionManager:
             return Opening(request, now, None, transport, presented=True)
         # tuple.__new__ with every field: a NamedTuple's own __new__ is one Python call more.
         return _new_tuple(
-            Opening, (request, now, handle_of(secret), transport, secret, True, None, False, False)
+            Opening,
+            (request, now, secret[:HANDLE_LENGTH], transport, secret, True, None, False, False),
         )
 
     def attach(self, opening: Opening, record: Record | None) -> Session:
@@ -244,20 +250,12 @@ class SessionManager:
             self.audit.security("session.unknown", opening.key)
             return self._fresh(opening)
         secret = opening.secret or ""
-        for key in self._hash_keys:  # newest first; one unless keys are being rotated
-            presented = verifier_hash(secret, key)
-            if _same(presented, credentials.verifier):
-                break
-            if (
-                credentials.previous is not None
-                and now < credentials.previous_until
-                and _same(presented, credentials.previous)
-            ):
-                superseded = True
-                break
-        else:
-            self.audit.security("session.mismatch", opening.key)
-            return self._fresh(opening)
+        if not _same(verifier_hash(secret, self._hash_keys[0]), credentials.verifier):
+            opens = self._opens(secret, credentials, now)
+            if opens is None:
+                self.audit.security("session.mismatch", opening.key)
+                return self._fresh(opening)
+            superseded = opens
         due = self.lifetimes.assess(now, stored.created_at, stored.last_seen, stored.rotated_at)
         if due.__class__ is Expiry:
             self.audit.security("session.expired", opening.key, f"reason={due.value}")
@@ -285,6 +283,22 @@ class SessionManager:
         elif due is TOUCH:
             session.meta_changed = True
         return session
+
+    def _opens(self, secret: str, credentials: records.Credentials, now: float) -> bool | None:
+        """Whether `secret` opens a record although it is not its current secret hashed
+        with the newest key: False if it is under an older key, True if it is the previous
+        secret inside its grace window, None if it does not open it at all."""
+        for key in self._hash_keys:  # newest first; one unless keys are being rotated
+            presented = verifier_hash(secret, key)
+            if _same(presented, credentials.verifier):
+                return False
+            if (
+                credentials.previous is not None
+                and now < credentials.previous_until
+                and _same(presented, credentials.previous)
+            ):
+                return True
+        return None
 
     def _migrate(self, session: Session) -> Session:
         """A client-side session arriving at a server-side manager: a new server-side
@@ -519,7 +533,7 @@ class SessionManager:
         migrates the same token) writes its entry, then deletes the handle's record; a
         migration creates the record, then reads the entries, then writes its own entry.
         Whichever comes second sees the other, so the record is gone."""
-        client = client_mode_of(self.mode)
+        client = self.client_mode
         assert client is not None and session.migrated_sid is not None  # noqa: S101
         verdict = client.revocation_list.check(
             session.migrated_sid, session.user, session.created_at, session._generation,
@@ -591,7 +605,7 @@ class SessionManager:
         now = self.clock() if now is None else now
         if client:
             # A token is accepted up to `leeway` past its deadlines: so long is it listed.
-            now -= getattr(client_mode_of(self.mode), "leeway", 0.0)
+            now -= getattr(self.client_mode, "leeway", 0.0)
         if self.lifetimes.expiry(now=now, created_at=stored.created_at, last_seen=stored.last_seen):
             return None
         return SessionInfo(
@@ -604,9 +618,3 @@ class SessionManager:
             user_agent=stored.user_agent,
             mode="client" if client else "server",
         )
-
-
-def client_mode_of(mode: ServerSide | ClientSide) -> ClientSide | None:
-    """The client-side mode whose tokens a manager in `mode` accepts: its own, or the one a
-    server-side manager migrates from. None if it accepts no tokens."""
-    return mode if isinstance(mode, ClientSide) else mode.migrate_from
