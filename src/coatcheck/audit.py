@@ -43,7 +43,7 @@ class Audit:
             )  # fmt: skip
 
     def lifecycle(self, event: str, value: str | None, detail: str = "") -> None:
-        """A normal lifecycle event about the session whose ID or public ID is `value`."""
+        """A normal lifecycle event about the session whose handle is `value`."""
         if session_log.isEnabledFor(logging.INFO):
             digest = self.hash(value)
             session_log.info(

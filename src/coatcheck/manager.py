@@ -595,8 +595,8 @@ class SessionManager:
     # -- listing -------------------------------------------------------------------------
 
     def describe(self, key: str, record: Record, now: float | None = None) -> SessionInfo | None:
-        """What a listing shows of the record under `key`; None for aliases and for
-        records that are corrupted or past their lifetimes."""
+        """What a listing shows of the record under `key`; None for records that are
+        corrupted or past their lifetimes."""
         try:
             stored = records.decode(record.data)
         except StoreCorrupted:

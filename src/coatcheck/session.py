@@ -26,7 +26,7 @@ __all__ = ["Session", "SessionInfo"]
 
 @dataclass(frozen=True, slots=True)
 class SessionInfo:
-    """What a listing shows of one session. Holds the public ID only, never the secret."""
+    """What a listing shows of one session. Holds the handle only, never the secret."""
 
     id: str
     user: str | None

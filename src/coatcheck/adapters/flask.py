@@ -133,7 +133,7 @@ class FlaskSession(SessionMixin):
 
     @property
     def id(self) -> str:
-        """The session's public ID (safe to show, list and revoke; never the cookie)."""
+        """The session's handle (safe to show, list and revoke; never the cookie)."""
         return self.coatcheck.id
 
     @property

@@ -21,9 +21,9 @@ Routes::
     POST /logout
     POST /cart/add               item=...
     POST /cart/clear
-    POST /sessions/revoke        id=<public ID of one of my sessions>
+    POST /sessions/revoke        id=<handle of one of my sessions>
     POST /sessions/logout-others
-    POST /admin/revoke           id=<public ID of any session>
+    POST /admin/revoke           id=<handle of any session>
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@ Django's `request.session` API is kept whole (the mapping, `cycle_key`, `flush`,
 `set_expiry`, `save(must_create=...)`, `clear_expired` and every `a*` async twin), with
 coatcheck underneath:
 
-- the session key in the cookie is a coatcheck session ID (256 random bits); the store
-  only sees its hash, the public ID, so a store dump holds no usable cookie;
+- the session key in the cookie is a coatcheck secret (a handle and a 256-bit verifier);
+  the store keeps the record under the handle with only the secret's hash, so a store
+  dump holds no usable cookie;
 - a save writes only the keys this request changed, compared-and-set on the record's
   version: parallel requests that write different keys all keep their writes (Django's
   own engines keep only the last request's whole dict);

@@ -4,11 +4,11 @@
 manage.py coatcheck_sessions list 42               # sessions of the user whose pk is 42
 manage.py coatcheck_sessions list ada --username   # ... looked up by username
 manage.py coatcheck_sessions revoke 42             # log user 42 out everywhere
-manage.py coatcheck_sessions revoke 42 --keep ID   # ... except the session with public ID
+manage.py coatcheck_sessions revoke 42 --keep ID   # ... except the session with handle ID
 manage.py coatcheck_sessions revoke --session ID   # end one session
 ```
 
-Sessions are shown and named by their public ID, which cannot be turned into a cookie.
+Sessions are shown and named by their handle, which cannot be turned into a cookie.
 Needs `"coatcheck.adapters.django"` in `INSTALLED_APPS`.
 """
 
@@ -49,8 +49,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--username", action="store_true", help="USER is a username, not a primary key"
         )
-        parser.add_argument("--keep", metavar="ID", help="revoke: keep this session (public ID)")
-        parser.add_argument("--session", metavar="ID", help="revoke: only this session (public ID)")
+        parser.add_argument("--keep", metavar="ID", help="revoke: keep this session (handle)")
+        parser.add_argument("--session", metavar="ID", help="revoke: only this session (handle)")
 
     def handle(self, *args: Any, **options: Any) -> None:
         admin = SessionAdmin(get_manager())
