@@ -307,21 +307,28 @@ async def test_a_replaced_secret_inside_its_grace_window_mints_nothing(
 # -- 4. migration to server-side sessions is recorded where every replica sees it -----------
 
 
-def migrating(clock: FakeClock, store: MemoryStore, revocations: Any) -> SessionManager:
-    return SessionManager(
-        ServerSide(store, migrate_from=ClientSide(KeyRing([KEY]), store=None,
-                                                  revocations=revocations, strict=True)),
-        lifetimes=LIFETIMES, clock=clock,
-    )  # fmt: skip
-
-
-async def test_a_migrated_token_logged_out_on_one_replica_is_not_migrated_on_another() -> None:
+@pytest.fixture
+async def migration() -> AsyncIterator[tuple[Device, Cluster]]:
+    """A device logged in (as ann) by the client-side app of before, and two server-side
+    replicas that migrate its token, sharing its revocation store."""
     clock = FakeClock()
     store, revocations = MemoryStore(clock=clock), MemoryRevocationStore(clock=clock)
     old = SessionManager(side("client", MemoryStore(clock=clock), revocations),
                          lifetimes=LIFETIMES, clock=clock)  # fmt: skip
+    replicas = [
+        SessionManager(
+            ServerSide(
+                store,
+                migrate_from=ClientSide(
+                    KeyRing([KEY]), store=None, revocations=revocations, strict=True
+                ),
+            ),
+            lifetimes=LIFETIMES,
+            clock=clock,
+        )  # fmt: skip
+        for _ in range(2)
+    ]
     gates = Gates()
-    replicas = [migrating(clock, store, revocations) for _ in range(2)]
     async with (
         client(make_app(old, gates)) as before,
         client(make_app(replicas[0], gates)) as one,
@@ -329,35 +336,32 @@ async def test_a_migrated_token_logged_out_on_one_replica_is_not_migrated_on_ano
     ):
         device = Device(before)
         await device.send("POST", "/login", user="ann")
-        token = device.secret
-        device.http = one
-        assert (await device.me())["user"] == "ann"  # migrated, under a server-side secret
-        await device.send("POST", "/logout")
-        assert (await Device(two, token).me())["new"]  # not migrated again elsewhere
-        assert SessionAdmin(replicas[1]).sessions("ann") == []
+        yield device, Cluster(clock, replicas, [one, two], gates)
 
 
-async def test_one_token_migrated_by_two_replicas_at_once_makes_one_session() -> None:
-    clock = FakeClock()
-    store, revocations = MemoryStore(clock=clock), MemoryRevocationStore(clock=clock)
-    old = SessionManager(side("client", MemoryStore(clock=clock), revocations),
-                         lifetimes=LIFETIMES, clock=clock)  # fmt: skip
-    gates = Gates()
-    replicas = [migrating(clock, store, revocations) for _ in range(2)]
-    async with (
-        client(make_app(old, gates)) as before,
-        client(make_app(replicas[0], gates)) as one,
-        client(make_app(replicas[1], gates)) as two,
-    ):
-        device = Device(before)
-        await device.send("POST", "/login", user="ann")
-        cluster = Cluster(clock, replicas, [one, two], gates)
-        first = await cluster.parked(Device(one, device.secret), "a", "write")
-        second = await cluster.parked(Device(two, device.secret), "b", "write")
-        winner = await cluster.resume("a", first)
-        loser = await cluster.resume("b", second)
-        assert sent_secret(winner) and sent_secret(loser) is None
-        assert len(SessionAdmin(replicas[0]).sessions("ann")) == 1
+async def test_a_migrated_token_logged_out_on_one_replica_is_not_migrated_on_another(
+    migration: tuple[Device, Cluster],
+) -> None:
+    device, cluster = migration
+    token = device.secret
+    device.http = cluster.https[0]
+    assert (await device.me())["user"] == "ann"  # migrated, under a server-side secret
+    await device.send("POST", "/logout")
+    assert (await Device(cluster.https[1], token).me())["new"]  # not migrated again elsewhere
+    assert cluster.admin(1).sessions("ann") == []
+
+
+async def test_one_token_migrated_by_two_replicas_at_once_makes_one_session(
+    migration: tuple[Device, Cluster],
+) -> None:
+    device, cluster = migration
+    one, two = cluster.https
+    first = await cluster.parked(Device(one, device.secret), "a", "write")
+    second = await cluster.parked(Device(two, device.secret), "b", "write")
+    winner = await cluster.resume("a", first)
+    loser = await cluster.resume("b", second)
+    assert sent_secret(winner) and sent_secret(loser) is None
+    assert len(cluster.listed("ann")) == 1
 
 
 def test_migration_without_a_shared_revocation_store_is_refused() -> None:
