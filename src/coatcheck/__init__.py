@@ -18,6 +18,7 @@ from .exceptions import (
     SessionTooLarge,
     StoreError,
     StoreUnavailable,
+    WriteConflict,
 )
 from .keys import KeyRing
 from .manager import Commit, Opening, ServerSide, SessionManager
@@ -51,4 +52,5 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "Transport",
+    "WriteConflict",
 ]

@@ -6,6 +6,7 @@ CoatcheckError
 ├── SessionDataError         a session value cannot be stored (not JSON-serialisable)
 ├── SessionTooLarge          the session does not fit the transport
 ├── CSRFError                an unsafe request failed the cross-origin check
+├── WriteConflict            a write computed from a value another request has since replaced
 ├── InvalidToken             a token or session ID failed verification (never leaves coatcheck)
 └── StoreError               the session store failed
     ├── StoreUnavailable     it could not be reached or timed out; nothing was saved
@@ -29,6 +30,7 @@ __all__ = [
     "StoreCorrupted",
     "StoreError",
     "StoreUnavailable",
+    "WriteConflict",
 ]
 
 
@@ -50,6 +52,14 @@ class SessionTooLarge(CoatcheckError):
 
 class CSRFError(CoatcheckError):
     """An unsafe request came from another origin without the session's CSRF token."""
+
+
+class WriteConflict(CoatcheckError):
+    """The request changed a key it had read, and another request has changed that key
+    since: applying this write would silently undo an acknowledged one. Nothing of the
+    request's session changes is stored; adapters answer 409 Conflict (the client may retry
+    the request). Counters and collections avoid conflicts with `Session.increment` and
+    `Session.append`, which are re-applied as operations instead."""
 
 
 class InvalidToken(CoatcheckError):
