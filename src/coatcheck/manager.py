@@ -26,14 +26,22 @@ from typing import Any
 from . import csrf, records
 from .audit import Audit
 from .clientside import ClientSide
-from .exceptions import ConfigurationError, StoreCorrupted
+from .exceptions import ConfigurationError, StoreCorrupted, WriteConflict
 from .ids import HANDLE_LENGTH, handle_of, is_wellformed, new_secret, verifier_hash
 from .keys import ID_HASH, KeyRing
 from .plans import CLEAR, NOTHING, STALE, Commit, Opening, Write
 from .policy import RENEW, TOUCH, Expiry, Lifetimes
 from .request import RequestInfo
 from .revocation import REVOKED, Revocation
-from .session import DELETED, FROM_REQUEST, Session, SessionInfo
+from .session import (
+    ABSENT,
+    DELETED,
+    FROM_REQUEST,
+    NOT_READ,
+    Operations,
+    Session,
+    SessionInfo,
+)
 from .stores import AsyncStore, Store, from_url, to_async
 from .stores.base import Record
 from .transports import Cookie, Transport
@@ -457,7 +465,11 @@ class SessionManager:
         the store refused it for a version conflict.
 
         The keys this request changed are applied to the fresh data, so writes to distinct
-        keys all survive and the same key ends as the last commit. Returns None when the
+        keys all survive. A key the request read and then changed, which another request
+        has changed since, raises `WriteConflict` (nothing is saved: the adapter answers
+        409), since the change was computed from a value that is gone; a key written without
+        being read is last-write-wins; `increment` / `append` are re-applied to the stored
+        value, so they never conflict. Returns None when the
         record is gone (logout or revocation elsewhere: the session is not recreated) or
         when a new record's handle is taken (a concurrent migration of the same token won).
         If another request renewed the secret meanwhile, its secret stays the current one
@@ -483,6 +495,18 @@ class SessionManager:
             return None
         data = dict(stored.data)
         for key, value in write.changes.items():
+            if value.__class__ is Operations:
+                data[key] = value.apply(data.get(key, ABSENT))
+                continue
+            read = session.read_value(key)
+            if read is not NOT_READ and data.get(key, ABSENT) != read:
+                # Computed from a value another request has replaced since: applying it
+                # would silently undo that acknowledged write.
+                self.audit.lifecycle("session.conflict", session.id, f"keys={len(write.changes)}")
+                raise WriteConflict(
+                    "the request changed a session key that another request changed since "
+                    "it was read; nothing was saved"
+                )
             if value is DELETED:
                 data.pop(key, None)
             else:

@@ -14,6 +14,7 @@ from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .exceptions import WriteConflict
 from .ids import HANDLE_LENGTH
 
 if TYPE_CHECKING:
@@ -69,7 +70,8 @@ class Session(MutableMapping[str, Any]):
         "_data",
         "_generation",
         "_now",
-        "_originals",
+        "_ops",
+        "_reads",
         "_secret",
         "_superseded",
         "_user_agent",
@@ -122,7 +124,12 @@ class Session(MutableMapping[str, Any]):
         # sixteen keyword arguments costs twice as much in CPython (a kwargs dict).
         self._data = data
         self._changed: set[str] = set()
-        self._originals: dict[str, Any] = {}
+        #: What the request read, as it was then: key -> a copy of the value (`_GONE` if it
+        #: was absent). In-place changes to read values are found against it, and a write
+        #: of a key that another request has changed since is a conflict (`WriteConflict`).
+        self._reads: dict[str, Any] = {}
+        #: `increment` / `append` calls per key: re-applied to the stored value on conflict.
+        self._ops: dict[str, Operations] | None = None
         self._accessed = False
         self._secret = secret
         self._now = now
@@ -181,9 +188,11 @@ class Session(MutableMapping[str, Any]):
 
     def __getitem__(self, key: str) -> Any:
         self._accessed = True
-        value = self._data[key]
-        if isinstance(value, _MUTABLE) and key not in self._originals and key not in self._changed:
-            self._originals[key] = _json_copy(value)
+        value = self._data.get(key, _GONE)
+        if key not in self._reads and key not in self._changed:
+            self._reads[key] = _json_copy(value) if isinstance(value, _MUTABLE) else value
+        if value is _GONE:
+            raise KeyError(key)
         return value
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -191,6 +200,8 @@ class Session(MutableMapping[str, Any]):
         if key in self._data:
             return self[key]
         self._accessed = True
+        if key not in self._changed:
+            self._reads.setdefault(key, _GONE)
         return default
 
     def __setitem__(self, key: str, value: Any) -> None:
@@ -199,11 +210,55 @@ class Session(MutableMapping[str, Any]):
         self._accessed = True
         self._data[key] = value
         self._changed.add(key)
+        if self._ops is not None:
+            self._ops.pop(key, None)  # a plain write replaces the operations before it
 
     def __delitem__(self, key: str) -> None:
         self._accessed = True
         del self._data[key]
         self._changed.add(key)
+        if self._ops is not None:
+            self._ops.pop(key, None)
+
+    def increment(self, key: str, by: int | float = 1) -> int | float:
+        """Add `by` to the number under `key` (0 if absent) and return the new value.
+
+        Unlike `session[key] += by`, parallel increments never conflict or get lost: if
+        another request changed `key` meanwhile, the commit adds `by` to the value it
+        stored. (`session[key] += by` reads the key, so it is refused as a `WriteConflict`
+        then, rather than silently undoing the other increment.)
+        """
+        if isinstance(by, bool) or not isinstance(by, (int, float)):
+            raise TypeError("increment() takes an int or float")
+        current = self._data.get(key, 0)
+        if isinstance(current, bool) or not isinstance(current, (int, float)):
+            raise TypeError(f"session[{key!r}] holds a {type(current).__name__}, not a number")
+        self._operate(key, ("increment", by))
+        self._data[key] = current + by
+        return current + by
+
+    def append(self, key: str, item: Any) -> None:
+        """Append `item` to the list under `key` (a new list if absent).
+
+        Parallel appends never conflict or get lost: if another request changed `key`
+        meanwhile, the commit appends `item` to the list it stored.
+        """
+        current = self._data.get(key, _GONE)
+        if current is _GONE:
+            current = self._data[key] = []
+        elif current.__class__ is not list:
+            raise TypeError(f"session[{key!r}] holds a {type(current).__name__}, not a list")
+        self._operate(key, ("append", item))
+        current.append(item)
+
+    def _operate(self, key: str, operation: tuple[str, Any]) -> None:
+        self._accessed = True
+        if key in self._changed and (self._ops is None or key not in self._ops):
+            return  # written plainly earlier in this request: the plain write carries it
+        self._changed.add(key)
+        if self._ops is None:
+            self._ops = {}
+        self._ops.setdefault(key, Operations()).append(operation)
 
     def __iter__(self) -> Iterator[str]:
         self._accessed = True
@@ -215,6 +270,9 @@ class Session(MutableMapping[str, Any]):
 
     def __contains__(self, key: object) -> bool:
         self._accessed = True
+        if isinstance(key, str) and key not in self._reads and key not in self._changed:
+            value = self._data.get(key, _GONE)
+            self._reads[key] = _json_copy(value) if isinstance(value, _MUTABLE) else value
         return key in self._data
 
     def __repr__(self) -> str:
@@ -252,13 +310,20 @@ class Session(MutableMapping[str, Any]):
         self.meta_changed = value
 
     def _mutated_keys(self) -> list[str]:
-        return [k for k, v in self._originals.items() if self._data.get(k, _GONE) != v]
+        return [k for k, v in self._reads.items() if self._data.get(k, _GONE) != v]
 
     def changes(self) -> dict[str, Any]:
         """Keys this request set or deleted (deleted keys map to `DELETED`), in-place
-        mutations of read values included."""
+        mutations of read values included; keys changed only by `increment` / `append`
+        map to their `Operations`."""
         keys = self._changed.union(self._mutated_keys())
-        return {k: self._data.get(k, DELETED) for k in keys}
+        ops = self._ops or {}
+        return {k: ops[k] if k in ops else self._data.get(k, DELETED) for k in keys}
+
+    def read_value(self, key: str) -> Any:
+        """What `key` held when this request first read it: `NOT_READ` if it never read
+        it, `ABSENT` if it was missing. Internal: the manager's conflict check."""
+        return self._reads.get(key, NOT_READ)
 
     def data(self) -> dict[str, Any]:
         """The session's data as a plain dict (no access tracking)."""
@@ -285,7 +350,8 @@ class Session(MutableMapping[str, Any]):
         if self._superseded:
             self._changed.clear()
             self._data.clear()
-            self._originals.clear()
+            self._reads.clear()
+            self._ops = None
             self.is_new = True
             self.persistent = False
             self._superseded = False
@@ -310,7 +376,8 @@ class Session(MutableMapping[str, Any]):
         self._accessed = True
         self._changed.update(self._data)
         self._data.clear()
-        self._originals.clear()
+        self._reads.clear()
+        self._ops = None
         self.ended = True
         self.user = None
         self.authenticated_at = None
@@ -393,4 +460,29 @@ DELETED: Any = _Deleted()
 #: Passed as `Session(user_agent=...)`: read the `User-Agent` header of `request` when the
 #: session first needs it (to save it), not on every request.
 FROM_REQUEST: Any = object()
-_GONE = object()
+#: `Session.read_value` of a key the request read while it was absent; of one it never read.
+ABSENT: Any = object()
+NOT_READ: Any = object()
+_GONE = ABSENT
+
+
+class Operations(list[tuple[str, Any]]):
+    """The `increment` / `append` calls a request made on one key, in order."""
+
+    __slots__ = ()
+
+    def apply(self, value: Any) -> Any:
+        """The value these operations make of `value` (`ABSENT`: the key is missing), or
+        `WriteConflict` if it no longer holds a number or a list."""
+        for name, argument in self:
+            if name == "increment":
+                value = 0 if value is ABSENT else value
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise WriteConflict("the key no longer holds a number")
+                value = value + argument
+            else:
+                value = [] if value is ABSENT else list(value) if value.__class__ is list else None
+                if value is None:
+                    raise WriteConflict("the key no longer holds a list")
+                value.append(argument)
+        return value
