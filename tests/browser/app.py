@@ -1,5 +1,6 @@
 """The applications the browser tests load: a Starlette app with coatcheck (both transports,
-the JavaScript client served at `/coatcheck.js`, and an open redirect) and a bare "other
+the JavaScript client served at `/coatcheck.js`, an open redirect, and under `/client/` a
+client-side-mode API whose every write answers with a whole new token) and a bare "other
 origin" app that records the headers it receives, so a test can tell whether a token leaked
 to it, and answers with whatever session token it is told to, as an attacker's would."""
 
@@ -18,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from coatcheck import Cookie, Header, ServerSide, SessionManager
+from coatcheck import ClientSide, Cookie, Header, KeyRing, ServerSide, SessionManager
 from coatcheck.adapters.asgi import SessionMiddleware, require_session
 from coatcheck.session import Session
 from coatcheck.stores import MemoryStore
@@ -160,8 +161,67 @@ class Gate:
             await self.app(scope, receive, send)
 
 
-def main_app() -> tuple[Gate, SessionManager]:
-    """The coatcheck app: cookie pages and header-transport API on one origin."""
+async def client_keys(request: Request) -> Response:
+    return JSONResponse({"keys": sorted(sess(request))})
+
+
+async def client_set(request: Request) -> Response:
+    """Set one key: in client-side mode, the answer carries a whole new token holding the
+    data the request's token held plus this key, and nothing any parallel write added."""
+    session = sess(request)
+    session[request.path_params["key"]] = True
+    return JSONResponse({"keys": sorted(session)})
+
+
+def client_side_app() -> Any:
+    """The `/client/...` API: client-side sessions (signed tokens, no store) by header."""
+    manager = SessionManager(
+        ClientSide(KeyRing.generate(), store=None), transport=Header(), log_salt=b"browser"
+    )
+    routes = [
+        Route("/client/keys", client_keys),
+        Route("/client/set/{key}", client_set, methods=["POST"]),
+    ]
+    return Starlette(routes=routes, middleware=[Middleware(SessionMiddleware, manager=manager)])
+
+
+class ByPath:
+    """Sends `/client/...` to the client-side app and everything else to the main one, each
+    behind its own session middleware (a mount would sit behind the main app's).
+
+    A request with `?together` is held until a second one arrives (5 s at most, then 500),
+    so two of them are answered only if the page sent them in parallel."""
+
+    def __init__(self, main: Any, client_side: Any) -> None:
+        self.main = main
+        self.client_side = client_side
+        self.waiting: asyncio.Event | None = None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and b"together" in scope["query_string"]:
+            await self.meet()
+        if scope["type"] == "http" and scope["path"].startswith("/client/"):
+            await self.client_side(scope, receive, send)
+        else:
+            await self.main(scope, receive, send)
+
+    async def meet(self) -> None:
+        if self.waiting is not None:
+            self.waiting.set()
+            self.waiting = None
+            return
+        event = self.waiting = asyncio.Event()
+        try:
+            with anyio.fail_after(5):
+                await event.wait()
+        finally:
+            if self.waiting is event:
+                self.waiting = None
+
+
+def main_app() -> tuple[ByPath, SessionManager]:
+    """The coatcheck app: cookie pages and header-transport API (server-side sessions) on
+    one origin, and the client-side API under `/client/` on the same origin."""
     manager = SessionManager(
         ServerSide(store=MemoryStore()), transport=(Cookie(), Header()), log_salt=b"browser"
     )
@@ -179,7 +239,8 @@ def main_app() -> tuple[Gate, SessionManager]:
     middleware = [
         Middleware(SessionMiddleware, manager=manager, client_script_path="/coatcheck.js")
     ]
-    return Gate(Starlette(routes=routes, middleware=middleware)), manager
+    main = Gate(Starlette(routes=routes, middleware=middleware))
+    return ByPath(main, client_side_app()), manager
 
 
 class OtherOrigin:

@@ -20,15 +20,24 @@
 //   session.addEventListener("logout", () => showLogin());
 //   const response = await session.fetch("/api/cart");
 //
-// Concurrency. Most requests only read the token; a few replace it (login, logout,
-// `regenerate()` on the server, and the very first request, which may create a session).
-// Requests take a shared lock, and requests that may replace the token take an exclusive
-// one, so two token-replacing requests never overlap and none of them overlaps a request
-// that is still carrying the old token. The lock is a Web Lock where the browser has them
+// Concurrency. Writes are serialised: each request with an unsafe method (anything but
+// GET, HEAD and OPTIONS) takes an exclusive lock, so it waits for the requests in flight
+// and carries the token the previous write returned. This matters most for client-side
+// sessions, where the whole session is in the token and every write answers with a whole
+// new one: two writes sent with the same token would each return a token holding only
+// their own change, and the client would keep one of them. Login, logout and
+// `regenerate()` are writes too, so two token-replacing requests never overlap and none
+// overlaps a request still carrying the old token. While the client holds no token, every
+// request (any method) is exclusive: it may create the session. Reads (GET, HEAD, OPTIONS)
+// take a shared lock and run in parallel. `exclusive: true` makes a read exclusive (a GET
+// that replaces the token); `exclusive: false` lets a write run beside others (and, in
+// client-side mode, lose to them). The lock is a Web Lock where the browser has them
 // (shared by every tab of the origin), an in-page queue otherwise. Server-initiated
 // rotations (periodic renewal) are not known in advance; for them, a response only updates
 // the token if no newer token arrived since its request was sent, and the server's grace
-// window keeps the older token valid for requests already in flight.
+// window keeps the older token valid for requests already in flight. Writes made outside
+// `session.fetch` (with `attach`/`accept`, or by other code) take no lock: in client-side
+// mode, only one of several such writes made at once keeps its change.
 
 /**
  * @typedef {"memory" | "session" | "local"} StorageKind
@@ -53,11 +62,13 @@
 
 /**
  * @typedef {RequestInit & { exclusive?: boolean }} SessionRequestInit
- * `exclusive: true` marks a request that replaces the token (login, logout, regenerate):
- * it waits for requests in flight and holds later ones back until its answer is stored.
- * Unset, a request is exclusive only while the client holds no token (it may create the
- * session); `exclusive: false` lets requests that never create one (public reads) run in
- * parallel even then.
+ * An exclusive request waits for requests in flight and holds later ones back until its
+ * answer is stored. Unset, a request is exclusive if its method is unsafe (not GET, HEAD or
+ * OPTIONS: it may replace the token, and in client-side mode it does), or while the client
+ * holds no token (it may create the session). `exclusive: true` makes a read that replaces
+ * the token exclusive too; `exclusive: false` lets a request run in parallel: public reads
+ * before there is a session, or writes that can afford to lose (in client-side mode, each
+ * of several parallel writes returns a token without the others' changes).
  */
 
 /**
@@ -80,6 +91,8 @@
  */
 
 const STORAGE = { session: "sessionStorage", local: "localStorage" };
+/** Methods that do not write (RFC 9110, 9.2.1): their requests share the lock. */
+const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
 
 /**
  * A client for one coatcheck session. Events: `login` (a token arrived where there was
@@ -156,7 +169,8 @@ export class SessionClient extends EventTarget {
     const request = new Request(input, rest);
     if (!this.allows(request.url)) return this.#fetch(request);
     await this.ready;
-    const mode = (exclusive ?? this.#token === null) ? "exclusive" : "shared";
+    const writes = !SAFE_METHODS.has(request.method.toUpperCase());
+    const mode = (exclusive ?? (writes || this.#token === null)) ? "exclusive" : "shared";
     return this.#locks.request(this.#lockName, { mode }, async () => {
       const ticket = this.attach(request.headers, request.url);
       const response = await this.#fetch(request);
