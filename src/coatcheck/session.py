@@ -72,6 +72,7 @@ class Session(MutableMapping[str, Any]):
         "_now",
         "_ops",
         "_reads",
+        "_seen",
         "_secret",
         "_superseded",
         "_user_agent",
@@ -124,10 +125,13 @@ class Session(MutableMapping[str, Any]):
         # sixteen keyword arguments costs twice as much in CPython (a kwargs dict).
         self._data = data
         self._changed: set[str] = set()
-        #: What the request read, as it was then: key -> a copy of the value (`_GONE` if it
-        #: was absent). In-place changes to read values are found against it, and a write
-        #: of a key that another request has changed since is a conflict (`WriteConflict`).
+        #: What the request read, as it was when it read it: a copy of each list or dict
+        #: it read (in-place changes are found against it), and the value of any other key
+        #: it read and then wrote (`ABSENT` if it was missing), taken just before the write.
+        #: A written key found here that another request has changed since is a conflict
+        #: (`WriteConflict`). `_seen`: the other keys read, which cost one set insertion.
         self._reads: dict[str, Any] = {}
+        self._seen: set[str] = set()
         #: `increment` / `append` calls per key: re-applied to the stored value on conflict.
         self._ops: dict[str, Operations] | None = None
         self._accessed = False
@@ -188,11 +192,16 @@ class Session(MutableMapping[str, Any]):
 
     def __getitem__(self, key: str) -> Any:
         self._accessed = True
-        value = self._data.get(key, _GONE)
-        if key not in self._reads and key not in self._changed:
-            self._reads[key] = _json_copy(value) if isinstance(value, _MUTABLE) else value
-        if value is _GONE:
-            raise KeyError(key)
+        try:
+            value = self._data[key]
+        except KeyError:
+            self._seen.add(key)
+            raise
+        if isinstance(value, _MUTABLE):
+            if key not in self._reads and key not in self._changed:
+                self._reads[key] = _json_copy(value)
+        else:
+            self._seen.add(key)
         return value
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -200,14 +209,15 @@ class Session(MutableMapping[str, Any]):
         if key in self._data:
             return self[key]
         self._accessed = True
-        if key not in self._changed:
-            self._reads.setdefault(key, _GONE)
+        self._seen.add(key)
         return default
 
     def __setitem__(self, key: str, value: Any) -> None:
         if not isinstance(key, str):
             raise TypeError(f"session keys must be str, not {type(key).__name__}")
         self._accessed = True
+        if key in self._seen and key not in self._reads:
+            self._reads[key] = self._data.get(key, _GONE)  # what the request read
         self._data[key] = value
         self._changed.add(key)
         if self._ops is not None:
@@ -215,6 +225,8 @@ class Session(MutableMapping[str, Any]):
 
     def __delitem__(self, key: str) -> None:
         self._accessed = True
+        if key in self._seen and key not in self._reads:
+            self._reads[key] = self._data.get(key, _GONE)
         del self._data[key]
         self._changed.add(key)
         if self._ops is not None:
@@ -253,6 +265,8 @@ class Session(MutableMapping[str, Any]):
 
     def _operate(self, key: str, operation: tuple[str, Any]) -> None:
         self._accessed = True
+        if key in self._seen and key not in self._reads:
+            self._reads[key] = self._data.get(key, _GONE)
         if key in self._changed and (self._ops is None or key not in self._ops):
             return  # written plainly earlier in this request: the plain write carries it
         self._changed.add(key)
@@ -270,9 +284,8 @@ class Session(MutableMapping[str, Any]):
 
     def __contains__(self, key: object) -> bool:
         self._accessed = True
-        if isinstance(key, str) and key not in self._reads and key not in self._changed:
-            value = self._data.get(key, _GONE)
-            self._reads[key] = _json_copy(value) if isinstance(value, _MUTABLE) else value
+        if isinstance(key, str):
+            self._seen.add(key)
         return key in self._data
 
     def __repr__(self) -> str:
@@ -282,6 +295,9 @@ class Session(MutableMapping[str, Any]):
     def clear(self) -> None:
         """Remove every key (cheaper than the mixin's key-by-key `popitem` loop)."""
         self._accessed = True
+        for key in self._seen:
+            if key not in self._reads:
+                self._reads[key] = self._data.get(key, _GONE)
         self._changed.update(self._data)
         self._data.clear()
 
@@ -351,6 +367,7 @@ class Session(MutableMapping[str, Any]):
             self._changed.clear()
             self._data.clear()
             self._reads.clear()
+            self._seen.clear()
             self._ops = None
             self.is_new = True
             self.persistent = False
@@ -377,6 +394,7 @@ class Session(MutableMapping[str, Any]):
         self._changed.update(self._data)
         self._data.clear()
         self._reads.clear()
+        self._seen.clear()
         self._ops = None
         self.ended = True
         self.user = None
