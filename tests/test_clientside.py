@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import math
 import subprocess
 import sys
 import textwrap
@@ -28,8 +29,9 @@ from coatcheck import (
     SessionManager,
 )
 from coatcheck.drivers import commit_session, open_session
-from coatcheck.exceptions import ConfigurationError, SessionTooLarge
+from coatcheck.exceptions import ConfigurationError, SessionTooLarge, StoreUnavailable
 from coatcheck.stores import MemoryRevocationStore, MemoryStore
+from faults import SwitchRevocations, SwitchStore
 from helpers import COOKIE, FakeClock, cookie_value
 
 KEY_A = b"A" * 32
@@ -529,3 +531,129 @@ def test_a_token_migrated_to_server_side_cannot_be_migrated_again(clock: FakeClo
     thief = Device(server)
     thief.cookies = copy
     assert thief.open().user is None  # refused: revoked when it was migrated
+
+
+# -- degraded mode: the store is down (issue 11, item 8) ---------------------------------
+
+
+def degraded(clock: FakeClock, **options: Any) -> tuple[SessionManager, SwitchStore,
+                                                        SwitchRevocations]:  # fmt: skip
+    registry, revocations = SwitchStore(clock=clock), SwitchRevocations(clock=clock)
+    manager = client_manager(clock, store=registry, revocations=revocations, **options)
+    return manager, registry, revocations
+
+
+def test_a_failed_sync_serves_the_list_it_has_until_max_staleness(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Tokens verify without the store: while it is down they are served from this
+    process's copy of the list, up to `max_staleness` after its last successful sync, then
+    refused (503 in the adapters). A revocation another replica wrote meanwhile is the
+    cost, and it is seen as soon as the store answers again. Revocation writes still
+    fail: a logout that cannot be recorded is not pretended."""
+    manager, registry, revocations = degraded(clock)  # max_staleness: 60 s by default
+    device = Device(manager)
+    session = device.open()  # the list is synced now: t = 0
+    session.login("kim")
+    device.commit(session)
+    registry.down = revocations.down = True
+    entry = ClientSide.revocation(client_mode(manager), manager, device.open().id)
+    MemoryRevocationStore.revoke(revocations, entry)  # another replica still reaches it
+    clock.advance(30)
+    assert device.open().user == "kim"  # served from the copy: the revocation is not seen
+    session = device.open()
+    session.logout()
+    with pytest.raises(StoreUnavailable):
+        device.commit(session)
+    clock.advance(29.9)
+    assert device.open().user == "kim"
+    clock.advance(0.1)
+    with pytest.raises(StoreUnavailable, match="max_staleness"):
+        device.open()
+    registry.down = revocations.down = False
+    clock.advance(1)
+    assert device.open().user is None  # synced: the revocation holds at once
+    stale = [r for r in caplog.records if getattr(r, "event", None) == "revocations.stale"]
+    assert [r.count for r in stale] == [1, 2]  # type: ignore[attr-defined]  # 29.9 s apart
+    [back] = [r for r in caplog.records if getattr(r, "event", None) == "revocations.synced"]
+    assert "3 requests served on a stale list" in back.getMessage()
+
+
+def client_mode(manager: SessionManager) -> ClientSide:
+    mode = manager.mode
+    assert isinstance(mode, ClientSide)
+    return mode
+
+
+def test_while_the_store_is_down_it_is_asked_once_a_second_and_logged_once_per_interval(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    manager, _, revocations = degraded(clock)
+    device = Device(manager)
+    device.visit(a=1)
+    revocations.down = True
+    asked = revocations.asked
+    clock.advance(2)
+    for _ in range(50):
+        assert device.open()["a"] == 1
+    assert revocations.asked == asked + 1  # no request waits on a dead store but the first
+    clock.advance(0.999)
+    device.open()
+    assert revocations.asked == asked + 1
+    clock.advance(0.001)
+    device.open()
+    assert revocations.asked == asked + 2
+    mode = client_mode(manager)
+    assert mode.served_stale.total == 52
+    [line] = [r for r in caplog.records if getattr(r, "event", None) == "revocations.stale"]
+    assert "max_staleness=60 s" in line.getMessage()
+
+
+def test_registry_writes_are_dropped_while_it_is_down_and_the_token_still_issued(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """'accepted => listed' is suspended while the registry is down, and says so; once it
+    is back, a session that never got its record ends at its next registry write, as any
+    token that is not listed."""
+    manager, registry, _ = degraded(clock)
+    registry.down = True
+    device = Device(manager)
+    session = device.open()
+    session.login("ida")  # a new session: its registry record cannot be written
+    assert cookie_value(device.commit(session))
+    assert device.open().user == "ida"
+    mode = client_mode(manager)
+    assert mode.dropped_registry_writes.total == 1
+    [line] = [r for r in caplog.records if getattr(r, "event", None) == "registry.write_dropped"]
+    assert "'accepted => listed' suspended" in line.getMessage()
+    registry.down = False
+    assert SessionAdmin(manager).sessions("ida") == []  # accepted, not listed
+    clock.advance(61)  # the next write moves the idle deadline: a registry write
+    session = device.open()
+    session["x"] = 1
+    assert cookie_value(device.commit(session)) is None
+    assert device.open().user is None
+
+
+def test_max_staleness_zero_fails_closed_as_strict_does(clock: FakeClock) -> None:
+    manager, registry, revocations = degraded(clock, max_staleness=0)
+    assert client_mode(manager).max_staleness == 0
+    assert ClientSide(KeyRing([KEY_A]), store=None, strict=True).max_staleness == 0
+    device = Device(manager)
+    device.visit(a=1)
+    revocations.down = True
+    clock.advance(1)  # the list is due for a sync
+    with pytest.raises(StoreUnavailable):
+        device.open()
+    revocations.down, registry.down = False, True
+    clock.advance(61)  # the next write moves the idle deadline: a registry write
+    session = device.open()
+    session["b"] = 2
+    with pytest.raises(StoreUnavailable):
+        device.commit(session)
+
+
+@pytest.mark.parametrize("value", [-1.0, math.nan, math.inf, 0.5])
+def test_max_staleness_is_checked_at_construction(value: float) -> None:
+    with pytest.raises(ConfigurationError, match="max_staleness"):
+        ClientSide(KeyRing([KEY_A]), store=None, staleness=1.0, max_staleness=value)

@@ -5,15 +5,24 @@ expired, tampered or revoked IDs and tokens, CSRF failures) and `coatcheck.sessi
 normal lifecycle (created, login, rotated, logout, revoked). Every line names the event
 and carries a salted hash of the session ID (`ids.log_hash`), never the ID or token itself;
 the same hash is also attached as `extra={"session_hash": ...}` for structured handlers.
+`Audit.error` reports a session that could not be saved (too large, not serialisable), on
+`coatcheck.session` at error level, without a traceback.
+
+`ThrottledLog` is for what happens on every request while something is down (a store
+outage under `fail_open`, a client-side registry that cannot be written): it counts each
+event and writes one line per `interval` at most, with the count since the line before, so
+an outage gives a few lines a minute instead of one per request.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import threading
 
 from .ids import log_hash
 
-__all__ = ["Audit"]
+__all__ = ["Audit", "ThrottledLog"]
 
 security_log = logging.getLogger("coatcheck.security")
 session_log = logging.getLogger("coatcheck.session")
@@ -42,6 +51,14 @@ class Audit:
                 extra={"event": event, "session_hash": digest},
             )  # fmt: skip
 
+    def error(self, event: str, value: str | None, detail: str = "") -> None:
+        """A session the request could not save (error level, no traceback)."""
+        digest = self.hash(value)
+        session_log.error(
+            "%s session=%s%s", event, digest, f" {detail}" if detail else "",
+            extra={"event": event, "session_hash": digest},
+        )  # fmt: skip
+
     def lifecycle(self, event: str, value: str | None, detail: str = "") -> None:
         """A normal lifecycle event about the session whose handle is `value`."""
         if session_log.isEnabledFor(logging.INFO):
@@ -50,3 +67,55 @@ class Audit:
                 "%s session=%s%s", event, digest, f" {detail}" if detail else "",
                 extra={"event": event, "session_hash": digest},
             )  # fmt: skip
+
+
+class ThrottledLog:
+    """Counts one kind of event and logs it at most once per `interval` seconds.
+
+    `record(now)` counts an event at time `now` (the manager's injected clock); the first
+    event, and the first one `interval` seconds after the last line, write a line carrying
+    how many events came since that line and the detail of the latest. `total` is the count
+    since start, for an operator (or a metrics exporter) to read. A clock that goes back
+    writes at once. Thread-safe: sync adapters record from many threads.
+    """
+
+    __slots__ = ("_last", "_lock", "_pending", "event", "interval", "level", "logger",
+                 "message", "total")  # fmt: skip
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        event: str,
+        message: str,
+        *,
+        level: int = logging.WARNING,
+        interval: float = 10.0,  # seconds
+    ) -> None:
+        self.logger = logger
+        self.event = event
+        self.message = message
+        self.level = level
+        self.interval = interval
+        self.total = 0
+        self._pending = 0
+        self._last = -math.inf
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<ThrottledLog {self.event} total={self.total}>"
+
+    def record(self, now: float, detail: str = "") -> bool:
+        """Count one event; returns whether this call wrote the line."""
+        with self._lock:
+            self.total += 1
+            self._pending += 1
+            if self._last <= now < self._last + self.interval:
+                return False
+            count, self._pending, self._last = self._pending, 0, now
+            total = self.total
+        self.logger.log(
+            self.level, "%s: %d since the last report, %d in all%s", self.message, count, total,
+            f"; last: {detail}" if detail else "",
+            extra={"event": self.event, "count": count, "total": total},
+        )  # fmt: skip
+        return True

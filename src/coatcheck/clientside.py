@@ -11,6 +11,9 @@ added on the side, off the hot path:
 - a **revocation list**: `logout()`, `SessionAdmin.revoke` and "log out everywhere" write
   entries that every replica picks up within `staleness` seconds (0: checked every request).
 
+Tokens verify without a store, so an outage of the registry and revocation store degrades
+this mode instead of stopping it, for a bounded time (`max_staleness`): see `ClientSide`.
+
 Claims (all times are NumericDates): `sid` (the session's handle: 128 random bits, kept
 from creation to logout or login), `sub` (the user), `iat` (when the session began, in
 milliseconds, kept across re-issues), `exp` (absolute deadline), `idl` (idle deadline),
@@ -23,10 +26,18 @@ past a deadline, or is revoked is treated as no session and logged on `coatcheck
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from typing import TYPE_CHECKING, Any, Literal
 
-from .exceptions import ConfigurationError, InvalidToken, StoreCorrupted
+from .audit import ThrottledLog
+from .exceptions import (
+    ConfigurationError,
+    InvalidToken,
+    StoreCorrupted,
+    StoreError,
+    StoreUnavailable,
+)
 from .ids import handle_of, is_handle, is_wellformed, new_handle
 from .keys import KeyRing
 from .plans import NOTHING, STALE, Commit, Opening, Write
@@ -56,6 +67,15 @@ if TYPE_CHECKING:
 
 __all__ = ["ClientSide"]
 
+log = logging.getLogger("coatcheck")
+
+#: How long (seconds) a process serves from its copy of the revocation list while the
+#: revocation store cannot be read, unless `strict=True` (then 0: 503 at once).
+DEFAULT_MAX_STALENESS = 60.0
+#: After a failed sync the store is asked again no sooner than this (seconds), or than
+#: `staleness` if longer: during an outage, requests are not each held up by a timeout.
+SYNC_RETRY = 1.0
+
 
 class ClientSide:
     """Client-side sessions: tokens signed (default) or encrypted (`encrypted=True`) with
@@ -78,6 +98,25 @@ class ClientSide:
     release what the mode built from the URL. A revocation store passed as an object stays
     the caller's: to push into this mode's list, call
     `store.listen(mode.revocation_list.apply_one)`.
+
+    When the store is down, valid tokens keep being served for up to `max_staleness`
+    seconds (default 60; 0 with `strict=True`: 503 at once) after the last successful sync
+    of the revocation list; past that, requests get 503: revocations can no longer be
+    trusted. Meanwhile (the store is retried every `staleness`, at least every second):
+
+    - the staleness bound of "revoked => refused" is `max_staleness`, not `staleness`: a
+      revocation written elsewhere after this process's last sync is not seen;
+    - a registry write that fails is dropped and the token issued anyway, so the promise
+      "accepted => listed" is suspended: a session that starts, logs in or is refreshed
+      during the outage may be missing from listings (and one that never got its record
+      ends at its next registry write after the outage, as any token that is not listed);
+    - writes of revocation entries (logout, login, `regenerate()`, revocations) still fail
+      with `StoreError`, and the adapter answers 503 (with its `fail_open`, it drops them).
+
+    `served_stale` counts requests verified against a list older than `staleness` because
+    the store failed, `dropped_registry_writes` the registry writes dropped; each logs a
+    line per 10 s at most, with the count since the last. `max_staleness=0` keeps the
+    fail-closed behaviour: every request that needs the store gets 503 while it is down.
     """
 
     def __init__(
@@ -91,6 +130,7 @@ class ClientSide:
         staleness: float = 1.0,  # seconds
         strict: bool = False,
         leeway: float = 5.0,  # seconds
+        max_staleness: float | None = None,  # seconds; None: 60, or 0 with strict=True
     ) -> None:
         if not isinstance(keys, KeyRing):
             raise ConfigurationError(
@@ -105,6 +145,33 @@ class ClientSide:
         )
         self.staleness = 0.0 if strict else staleness
         self.leeway = leeway
+        if max_staleness is None:
+            max_staleness = 0.0 if strict else max(DEFAULT_MAX_STALENESS, self.staleness)
+        if not (math.isfinite(max_staleness) and max_staleness >= 0):
+            raise ConfigurationError(
+                "ClientSide(max_staleness=...) is seconds, finite and >= 0 (0: answer 503 "
+                "as soon as the revocation store cannot be read)"
+            )
+        if 0 < max_staleness < self.staleness:
+            raise ConfigurationError(
+                f"max_staleness ({max_staleness} s) is shorter than staleness "
+                f"({self.staleness} s): the list would be refused before it is due for a "
+                "sync; use 0 to refuse at once when the store is down, or at least staleness"
+            )
+        self.max_staleness = float(max_staleness)
+        self.served_stale = ThrottledLog(
+            log, "revocations.stale",
+            f"revocation store unavailable: tokens verified against this process's last "
+            f"copy of the revocation list, for up to max_staleness={self.max_staleness:g} s; "
+            "revocations written since are not seen",
+        )  # fmt: skip
+        self.dropped_registry_writes = ThrottledLog(
+            log, "registry.write_dropped",
+            "registry store unavailable: registry writes dropped, tokens issued for "
+            "sessions that are not listed ('accepted => listed' suspended until the store "
+            "is back)",
+        )  # fmt: skip
+        self._sync_failed_at = -math.inf
         self.revocation_list = RevocationList()
         self._store: Store | None = None
         self._async_store: AsyncStore | None = None
@@ -184,6 +251,51 @@ class ClientSide:
             if hasattr(store, "aclose"):
                 await store.aclose()
         self.close()
+
+    # -- degraded mode (no I/O: the drivers report, these decide) ------------------------
+
+    def backing_off(self, now: float) -> bool:
+        """Whether a sync failed so recently (within `staleness`, at least `SYNC_RETRY`)
+        that the store is not asked again yet. Never with `max_staleness=0`: fail-closed
+        mode asks the store on every request that needs the list, as it always did."""
+        return self.max_staleness > 0 and (
+            0 <= now - self._sync_failed_at < max(self.staleness, SYNC_RETRY)
+        )
+
+    def serve_stale(self, now: float, error: StoreError | None = None) -> None:
+        """The revocation list is due for a sync that failed (`error`), or that is not tried
+        while `backing_off`. Carry on with this process's copy if its last successful sync
+        is less than `max_staleness` old (counted in `served_stale`); otherwise raise
+        `StoreUnavailable`, for a 503: revocations can no longer be trusted."""
+        if error is not None:
+            self._sync_failed_at = now
+        age = now - self.revocation_list.synced_at
+        if age >= self.max_staleness:
+            since = "never synced" if math.isinf(age) else f"last synced {age:.1f} s ago"
+            raise StoreUnavailable(
+                f"revocation list {since}, over max_staleness ({self.max_staleness:g} s): "
+                "revocations can no longer be trusted"
+            ) from error
+        self.served_stale.record(now, f"list {age:.1f} s old; {error or 'retry pending'}")
+
+    def synced(self, now: float) -> None:
+        """A sync succeeded: if it ends an outage, say so once."""
+        if self._sync_failed_at != -math.inf:
+            self._sync_failed_at = -math.inf
+            log.warning(
+                "revocation store reachable again: revocation list synced, degraded mode "
+                "over (%d requests served on a stale list, %d registry writes dropped in all)",
+                self.served_stale.total, self.dropped_registry_writes.total,
+                extra={"event": "revocations.synced"},
+            )  # fmt: skip
+
+    def registry_write_failed(self, now: float, error: StoreError) -> None:
+        """A registry write (or delete) failed: drop it (counted in
+        `dropped_registry_writes`; the token is still issued) unless `max_staleness` is 0,
+        which re-raises `error` (503)."""
+        if self.max_staleness == 0:
+            raise error
+        self.dropped_registry_writes.record(now, str(error))
 
     # -- decisions (no I/O) --------------------------------------------------------------
 

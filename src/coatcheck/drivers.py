@@ -7,12 +7,15 @@ adapter to answer (503, by default).
 
 In client-side mode the store is the registry (None when sessions are stateless), and
 opening a session first brings this process's revocation list up to date if it is older
-than the mode's `staleness`.
+than the mode's `staleness`. While that store is down the mode degrades instead of
+failing (`ClientSide.max_staleness`): a sync that fails leaves the list as it is, for as
+long as the mode allows, and a registry write that fails is dropped, its token issued.
 """
 
 from __future__ import annotations
 
 from .admin import AsyncSessionAdmin, SessionAdmin
+from .clientside import ClientSide
 from .exceptions import StoreError
 from .manager import SessionManager, Write
 from .request import RequestInfo
@@ -49,30 +52,49 @@ def commit_session(
         SessionAdmin(manager, store).record_revocations(commit.revocations)
     write = commit.write if store is not None else None
     if store is not None:
-        for key in commit.deletes:
-            store.delete(key)
-        if write is not None:  # (a read that changed nothing skips the loop)
-            for _ in range(MAX_ATTEMPTS):
-                if write is None or _apply(store, write):
-                    break
-                write = manager.rebase(session, write, store.load(write.source))
-            else:
-                raise StoreError(f"session commit gave up after {MAX_ATTEMPTS} version conflicts")
-            if write is not None and manager.migrated_under(session, write):
-                # See `SessionManager.revoked_meanwhile`: check, then revoke the token.
-                _sync_revocations(manager, force=True)
-                if manager.revoked_meanwhile(session):
-                    store.delete(write.key)
-                    write = None
-                else:
-                    entries = manager.migration_revocations(session)
-                    SessionAdmin(manager, store).record_revocations(entries)
-            if write is None:
-                SessionAdmin(manager, store).record_revocations(manager.vanished(session))
+        try:
+            for key in commit.deletes:
+                store.delete(key)
+            saved = _save(manager, session, store, write)
+        except StoreError as exc:
+            _registry_down(manager, exc)  # dropped: `write` stays, its token is issued
+        else:
+            if write is not None:  # (a read that changed nothing wrote nothing)
+                write = saved
+                if write is not None and manager.migrated_under(session, write):
+                    # See `SessionManager.revoked_meanwhile`: check, then revoke the token.
+                    _sync_revocations(manager, force=True)
+                    if manager.revoked_meanwhile(session):
+                        store.delete(write.key)
+                        write = None
+                    else:
+                        entries = manager.migration_revocations(session)
+                        SessionAdmin(manager, store).record_revocations(entries)
+                if write is None:
+                    SessionAdmin(manager, store).record_revocations(manager.vanished(session))
     if commit.revoke_user is not None:
         keep = session.id if write is None else write.key
         SessionAdmin(manager, store).revoke_user(commit.revoke_user, keep=keep)
     return manager.finish(session, commit, write)
+
+
+def _save(manager: SessionManager, session: Session, store: Store, write: Write | None
+          ) -> Write | None:  # fmt: skip
+    """Apply `write`, rebased on each version conflict; the write that succeeded, or None
+    if there was none or it was dropped (its record vanished)."""
+    for _ in range(MAX_ATTEMPTS):
+        if write is None or _apply(store, write):
+            return write
+        write = manager.rebase(session, write, store.load(write.source))
+    raise StoreError(f"session commit gave up after {MAX_ATTEMPTS} version conflicts")
+
+
+def _registry_down(manager: SessionManager, exc: StoreError) -> None:
+    """A store failure while writing: re-raised, except client-side, where the mode may
+    drop a registry write (`ClientSide.registry_write_failed`)."""
+    if not isinstance(manager.mode, ClientSide):
+        raise exc
+    manager.mode.registry_write_failed(manager.clock(), exc)
 
 
 def _apply(store: Store, write: Write) -> bool:
@@ -109,32 +131,42 @@ async def acommit_session(
         await AsyncSessionAdmin(manager, store).record_revocations(commit.revocations)
     write = commit.write if store is not None else None
     if store is not None:
-        for key in commit.deletes:
-            await store.delete(key)
-        if write is not None:  # (a read that changed nothing skips the loop)
-            for _ in range(MAX_ATTEMPTS):
-                if write is None or await _aapply(store, write):
-                    break
-                write = manager.rebase(session, write, await store.load(write.source))
-            else:
-                raise StoreError(f"session commit gave up after {MAX_ATTEMPTS} version conflicts")
-            if write is not None and manager.migrated_under(session, write):
-                # See `SessionManager.revoked_meanwhile`: check, then revoke the token.
-                await _async_sync_revocations(manager, force=True)
-                if manager.revoked_meanwhile(session):
-                    await store.delete(write.key)
-                    write = None
-                else:
-                    entries = manager.migration_revocations(session)
-                    await AsyncSessionAdmin(manager, store).record_revocations(entries)
-            if write is None:
-                await AsyncSessionAdmin(manager, store).record_revocations(
-                    manager.vanished(session)
-                )
+        try:
+            for key in commit.deletes:
+                await store.delete(key)
+            saved = await _asave(manager, session, store, write)
+        except StoreError as exc:
+            _registry_down(manager, exc)  # dropped: `write` stays, its token is issued
+        else:
+            if write is not None:  # (a read that changed nothing wrote nothing)
+                write = saved
+                if write is not None and manager.migrated_under(session, write):
+                    # See `SessionManager.revoked_meanwhile`: check, then revoke the token.
+                    await _async_sync_revocations(manager, force=True)
+                    if manager.revoked_meanwhile(session):
+                        await store.delete(write.key)
+                        write = None
+                    else:
+                        entries = manager.migration_revocations(session)
+                        await AsyncSessionAdmin(manager, store).record_revocations(entries)
+                if write is None:
+                    await AsyncSessionAdmin(manager, store).record_revocations(
+                        manager.vanished(session)
+                    )
     if commit.revoke_user is not None:
         keep = session.id if write is None else write.key
         await AsyncSessionAdmin(manager, store).revoke_user(commit.revoke_user, keep=keep)
     return manager.finish(session, commit, write)
+
+
+async def _asave(manager: SessionManager, session: Session, store: AsyncStore,
+                 write: Write | None) -> Write | None:  # fmt: skip
+    """Async twin of `_save`."""
+    for _ in range(MAX_ATTEMPTS):
+        if write is None or await _aapply(store, write):
+            return write
+        write = manager.rebase(session, write, await store.load(write.source))
+    raise StoreError(f"session commit gave up after {MAX_ATTEMPTS} version conflicts")
 
 
 async def _aapply(store: AsyncStore, write: Write) -> bool:
@@ -150,19 +182,43 @@ async def _aapply(store: AsyncStore, write: Write) -> bool:
 
 def _sync_revocations(manager: SessionManager, *, force: bool = False) -> None:
     """Bring this process's revocation list up to date, if it is older than the mode's
-    staleness (or `force`)."""
+    staleness (or `force`). A sync that fails, or that waits after a recent failure, leaves
+    the list as it is if the mode still trusts it (`ClientSide.serve_stale`); a forced one
+    raises."""
     client = manager.client_mode
     if client is not None and client.revocations is not None:
         now = manager.clock()
-        if force or client.revocation_list.due(now, client.staleness):
+        if not force and not client.revocation_list.due(now, client.staleness):
+            return
+        if not force and client.backing_off(now):
+            client.serve_stale(now)
+            return
+        try:
             entries, cursor = client.revocations.changes(client.revocation_list.cursor)
-            client.revocation_list.apply(entries, cursor, now)
+        except StoreError as exc:
+            if force:
+                raise
+            client.serve_stale(now, exc)
+            return
+        client.revocation_list.apply(entries, cursor, now)
+        client.synced(now)
 
 
 async def _async_sync_revocations(manager: SessionManager, *, force: bool = False) -> None:
     client = manager.client_mode
     if client is not None and client.async_revocations is not None:
         now = manager.clock()
-        if force or client.revocation_list.due(now, client.staleness):
+        if not force and not client.revocation_list.due(now, client.staleness):
+            return
+        if not force and client.backing_off(now):
+            client.serve_stale(now)
+            return
+        try:
             entries, cursor = await client.async_revocations.changes(client.revocation_list.cursor)
-            client.revocation_list.apply(entries, cursor, now)
+        except StoreError as exc:
+            if force:
+                raise
+            client.serve_stale(now, exc)
+            return
+        client.revocation_list.apply(entries, cursor, now)
+        client.synced(now)

@@ -11,6 +11,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import path
 
 from coatcheck.adapters.django import SessionStore
+from faults import act
 
 #: Set by a test to make `/set` wait until every racing request has loaded the session.
 BARRIER: list[threading.Barrier] = []
@@ -84,7 +85,13 @@ def bind(request: HttpRequest) -> HttpResponse:
     return HttpResponse("ok")
 
 
+def act_view(request: HttpRequest, action: str) -> HttpResponse:
+    """The view of `tests/adapters/test_failures.py` (`faults.act`)."""
+    return HttpResponse(act(action, request.GET.dict(), store(request)), content_type="text/plain")
+
+
 urlpatterns = [
+    path("act/<str:action>", act_view),
     path("dump", dump),
     path("set", set_value),
     path("aset", aset_value),

@@ -5,9 +5,14 @@ the application runs and put in `scope["session"]` (so `request.session` works),
 committed when the response starts, before its headers leave, so a client never sees a
 cookie for a session that was not saved. Bodies stream through untouched.
 
-Failures are answered, not raised: a store that is down gives `503 Service Unavailable`
-(or, with `fail_open=True`, an anonymous session that is not saved) and a failed CSRF
-check gives `403 Forbidden`.
+Failures are answered, not raised (see `coatcheck.adapters.failures`): a store that is
+down gives `503 Service Unavailable`, a failed CSRF check `403 Forbidden`, a write computed
+from a value another request has replaced since `409 Conflict`, a session too large for its
+transport `413`, one that cannot be serialised `500`, each before the application's
+response leaves and with nothing saved. With `fail_open=True` a store failure is never a
+503: at load the request gets an anonymous session that is not saved, at commit the write
+is dropped and the application's response goes out without a new cookie. Store failures are
+counted (`load_failures.total`, `commit_failures.total`) and logged once per 10 s at most.
 
 A route that needs an established session calls `require_session(request)`; without one
 the middleware answers `401 Unauthorized`, with `WWW-Authenticate: Bearer
@@ -19,7 +24,6 @@ serves the JavaScript client for the header transport at that path.
 from __future__ import annotations
 
 import hashlib
-import logging
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from importlib.resources import files
 from typing import Any
@@ -31,6 +35,7 @@ from ..manager import SessionManager
 from ..request import RawHeaders, RequestInfo
 from ..session import Session
 from ..transports import Header
+from .failures import COMMIT_ERRORS, Answer, refusal, store_failure_logs, unsaved_headers
 
 __all__ = [
     "SessionMiddleware",
@@ -47,7 +52,6 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-log = logging.getLogger("coatcheck")
 _new_tuple = tuple.__new__
 
 
@@ -119,6 +123,10 @@ class SessionMiddleware:
 
     `client_script_path` (e.g. `"/coatcheck.js"`; default None: not served) is where the
     middleware serves the JavaScript client, before and without loading a session.
+
+    `load_failures` and `commit_failures` count the requests whose session the store
+    failed to load or to save (with `fail_open`: served anonymously, writes dropped); each
+    logs one line per 10 s at most, with the count since the line before.
     """
 
     def __init__(
@@ -133,6 +141,7 @@ class SessionMiddleware:
         self.manager = manager
         self.fail_open = fail_open
         self.client_script_path = client_script_path
+        self.load_failures, self.commit_failures = store_failure_logs(fail_open)
         self._script: tuple[bytes, bytes] | None = None
         if client_script_path is not None:
             body = client_script()
@@ -152,11 +161,10 @@ class SessionMiddleware:
         try:
             session = await aopen_session(manager, request)
         except StoreError as exc:
+            self.load_failures.record(manager.clock(), str(exc))
             if not self.fail_open or scope["type"] != "http":
-                log.error("session store unavailable: %s", exc)
                 await _respond(scope, send, 503, b"Service Unavailable: session store unreachable")
                 return
-            log.warning("session store unavailable, serving an anonymous session: %s", exc)
             anonymous = manager.attach(manager.open(RequestInfo(method=request.method)), None)
             assert isinstance(anonymous, Session)  # noqa: S101 - no key: always a fresh session
             session = anonymous
@@ -200,9 +208,15 @@ class SessionMiddleware:
                 try:
                     extra = await acommit_session(manager, session)
                 except StoreError as exc:
-                    log.error("session commit failed: %s", exc)
+                    self.commit_failures.record(manager.clock(), str(exc))
+                    if not self.fail_open:
+                        failed = True
+                        await _respond(scope, send, 503, b"Service Unavailable: session not saved")
+                        return
+                    extra = unsaved_headers(manager, session)
+                except COMMIT_ERRORS as exc:
                     failed = True
-                    await _respond(scope, send, 503, b"Service Unavailable: session not saved")
+                    await _answer(send, refusal(manager, session, exc))
                     return
                 if extra:
                     message["headers"] = _merge(message.get("headers", []), extra)
@@ -292,6 +306,13 @@ async def _respond(
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+async def _answer(send: Send, answer: Answer) -> None:
+    """Send `answer` instead of the application's response (which has not started)."""
+    headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers()]
+    await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+    await send({"type": "http.response.body", "body": answer.body})
 
 
 async def _serve_script(scope: Scope, send: Send, body: bytes, etag: bytes) -> None:

@@ -18,13 +18,18 @@ for applications that want them. All session logic runs in the manager and the d
 this module maps Flask's request and response onto them.
 
 Unsafe cross-origin requests that fail the CSRF check get `403 Forbidden` and a store that
-is down gives `503 Service Unavailable`: both are raised from the request's dispatch (as
-Flask raises a routing error), so the application's error handlers render them.
+is down at load gives `503 Service Unavailable`: both are raised from the request's
+dispatch (as Flask raises a routing error), so the application's error handlers render
+them. What fails at commit, after the view, replaces the response (see
+`coatcheck.adapters.failures`): `503` for the store, `409 Conflict` for a write computed
+from a value another request has replaced since, `413` for a session too large, `500` for
+one that cannot be serialised; nothing is saved. With `fail_open=True` a store failure is
+never a 503: an anonymous unsaved session at load, the write dropped at commit; both are
+counted (`load_failures.total`, `commit_failures.total`) and logged once per 10 s.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from importlib.util import find_spec
 from typing import Any
@@ -41,11 +46,10 @@ from ..manager import ServerSide, SessionManager
 from ..request import RequestInfo
 from ..session import Session, SessionInfo
 from ..transports import Cookie
+from .failures import COMMIT_ERRORS, Answer, refusal, store_failure_logs, unsaved_headers
 from .wsgi import _title, check_csrf, request_info
 
 __all__ = ["FlaskSession", "SessionInterface", "connect_flask_login"]
-
-log = logging.getLogger("coatcheck")
 
 try:
     from ..clientside import ClientSide
@@ -167,12 +171,14 @@ class SessionInterface(FlaskSessionInterface):
     """Flask's session interface, answered by a coatcheck `SessionManager`.
 
     With `fail_open=True`, a store that is down gives an anonymous session that is not
-    saved instead of a 503.
+    saved instead of a 503, and a store failure at commit drops the write. `load_failures`
+    and `commit_failures` count them; each logs one line per 10 s at most.
     """
 
     def __init__(self, manager: SessionManager, *, fail_open: bool = False) -> None:
         self.manager = manager
         self.fail_open = fail_open
+        self.load_failures, self.commit_failures = store_failure_logs(fail_open)
 
     def __repr__(self) -> str:
         return f"SessionInterface({self.manager!r})"
@@ -218,12 +224,10 @@ class SessionInterface(FlaskSessionInterface):
         try:
             session = open_session(manager, info)
         except StoreError as exc:
+            self.load_failures.record(manager.clock(), str(exc))
             anonymous = manager.attach(manager.open(RequestInfo(method=info.method)), None)
             assert isinstance(anonymous, Session)  # noqa: S101 - no key: a fresh session
-            if self.fail_open:
-                log.warning("session store unavailable, serving an anonymous session: %s", exc)
-            else:
-                log.error("session store unavailable: %s", exc)
+            if not self.fail_open:
                 _refuse(request, ServiceUnavailable("The session store is unreachable."))
             return FlaskSession(anonymous, saved=False)
         if manager.csrf:
@@ -236,11 +240,17 @@ class SessionInterface(FlaskSessionInterface):
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
         if not isinstance(session, FlaskSession) or not session._saved:
             return
+        manager = self.manager
         try:
-            headers = commit_session(self.manager, session.coatcheck)
+            headers = commit_session(manager, session.coatcheck)
         except StoreError as exc:
-            log.error("session commit failed: %s", exc)
-            _unavailable(response)
+            self.commit_failures.record(manager.clock(), str(exc))
+            if not self.fail_open:
+                _replace(response, _UNAVAILABLE)
+                return
+            headers = unsaved_headers(manager, session.coatcheck)
+        except COMMIT_ERRORS as exc:
+            _replace(response, refusal(manager, session.coatcheck, exc))
             return
         for name, value in headers:
             if name == "vary":
@@ -258,12 +268,17 @@ def _refuse(request: Request, error: HTTPException) -> None:
         request.routing_exception = error
 
 
-def _unavailable(response: Response) -> None:
-    body = b"Service Unavailable: session not saved"
-    response.status_code = 503
-    response.set_data(body)
-    response.content_type = "text/plain; charset=utf-8"
-    response.headers["Cache-Control"] = "no-store"
+_UNAVAILABLE = Answer(503, "Service Unavailable", b"Service Unavailable: session not saved")
+
+
+def _replace(response: Response, answer: Answer) -> None:
+    """Turn the view's response into `answer`: its status, body and headers (the view's
+    cookies included: none of what it answered is sent)."""
+    response.status_code = answer.status
+    response.headers.clear()
+    response.set_data(answer.body)
+    for name, value in answer.headers():
+        response.headers[name] = value
 
 
 # -- Flask-Login -------------------------------------------------------------------------

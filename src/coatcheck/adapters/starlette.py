@@ -17,6 +17,10 @@ out.
 last change a session is accepted (None: a browser-session cookie that never expires on
 the server side).
 
+A session that cannot be kept (a token over the size limit, a value JSON cannot carry) is
+answered `413` or `500` with a log line and no traceback, where Starlette's middleware
+would raise (or set a cookie the browser drops).
+
 `secret_key` is where the two differ on purpose: Starlette signs with any string, even an
 empty one, so anyone can forge its cookies (every session, every user). An empty key is a
 `ConfigurationError` here, and a key shorter than 32 bytes (256 bits, what `KeyRing`
@@ -42,7 +46,8 @@ from ..policy import Lifetimes
 from ..request import RequestInfo
 from ..session import Session
 from ..transports import Cookie, find_cookie
-from .asgi import ASGIApp, Message, Receive, Scope, Send, request_info
+from .asgi import ASGIApp, Message, Receive, Scope, Send, _answer, request_info
+from .failures import COMMIT_ERRORS, refusal
 
 __all__ = ["SessionMiddleware", "WeakSecretKeyWarning"]
 
@@ -189,7 +194,12 @@ class SessionMiddleware:
         initially_empty = session.is_new and not migrated
         scope["session"] = view
 
+        refused = False
+
         async def send_wrapper(message: Message) -> None:
+            nonlocal refused
+            if refused:
+                return
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 if view.accessed:
@@ -197,7 +207,12 @@ class SessionMiddleware:
                 if (view.modified and view) or (migrated and not view.modified):
                     session.clear()
                     session.update(view)
-                    headers += _encode(await acommit_session(self.manager, session))
+                    try:
+                        headers += _encode(await acommit_session(self.manager, session))
+                    except COMMIT_ERRORS as exc:  # too large, or not JSON: a 413 / 500
+                        refused = True
+                        await _answer(send, refusal(self.manager, session, exc))
+                        return
                 elif view.modified and not initially_empty:
                     headers.append((b"set-cookie", self.cookie.clear().encode("latin-1")))
                 message["headers"] = headers

@@ -7,16 +7,19 @@ never sees a cookie for a session that was not saved. Bodies stream through unto
 changes made to the session after `start_response` (while the body is generated) are
 therefore not saved, as with any session cookie.
 
-Failures are answered, not raised: a store that is down gives `503 Service Unavailable`
-(or, with `fail_open=True`, an anonymous session that is not saved) and a failed CSRF
-check gives `403 Forbidden`. All session logic lives in the manager and the drivers; this
-module only maps the environ onto a `RequestInfo` and headers back onto the response.
+Failures are answered, not raised, as in the ASGI middleware (see
+`coatcheck.adapters.failures`): a store that is down gives `503 Service Unavailable`, a
+failed CSRF check `403`, a write conflict `409`, a session too large `413`, one that cannot
+be serialised `500`, with nothing saved. With `fail_open=True` a store failure is never a
+503: an anonymous unsaved session at load, the write dropped at commit; both are counted
+(`load_failures.total`, `commit_failures.total`) and logged once per 10 s. All session
+logic lives in the manager and the drivers; this module only maps the environ onto a
+`RequestInfo` and headers back onto the response.
 """
 
 from __future__ import annotations
 
 import io
-import logging
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any
@@ -28,6 +31,7 @@ from ..exceptions import CSRFError, StoreError
 from ..manager import SessionManager
 from ..request import RequestInfo
 from ..session import Session
+from .failures import COMMIT_ERRORS, Answer, refusal, store_failure_logs, unsaved_headers
 
 __all__ = ["ENVIRON_KEY", "SessionMiddleware", "form_token", "request_info"]
 
@@ -39,8 +43,6 @@ WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
 #: Where the middleware puts the request's `Session`.
 ENVIRON_KEY = "coatcheck.session"
-
-log = logging.getLogger("coatcheck")
 
 
 def request_info(environ: Environ) -> RequestInfo:
@@ -105,12 +107,17 @@ def check_csrf(manager: SessionManager, request: RequestInfo, session: Session,
 
 
 class SessionMiddleware:
-    """Load, expose and commit sessions around a WSGI application."""
+    """Load, expose and commit sessions around a WSGI application.
+
+    `load_failures` and `commit_failures` count the requests whose session the store
+    failed to load or to save; each logs one line per 10 s at most.
+    """
 
     def __init__(self, app: WSGIApp, manager: SessionManager, *, fail_open: bool = False) -> None:
         self.app = app
         self.manager = manager
         self.fail_open = fail_open
+        self.load_failures, self.commit_failures = store_failure_logs(fail_open)
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         manager = self.manager
@@ -118,11 +125,10 @@ class SessionMiddleware:
         try:
             session = open_session(manager, request)
         except StoreError as exc:
+            self.load_failures.record(manager.clock(), str(exc))
             if not self.fail_open:
-                log.error("session store unavailable: %s", exc)
                 return _respond(start_response, "503 Service Unavailable",
                                 b"Service Unavailable: session store unreachable")  # fmt: skip
-            log.warning("session store unavailable, serving an anonymous session: %s", exc)
             environ[ENVIRON_KEY] = _anonymous(manager, request)
             return self.app(environ, start_response)
         environ[ENVIRON_KEY] = session
@@ -142,46 +148,59 @@ def _anonymous(manager: SessionManager, request: RequestInfo) -> Session:
     return anonymous
 
 
+#: The answer when the store fails at commit (without `fail_open`).
+_UNAVAILABLE = Answer(503, "Service Unavailable", b"Service Unavailable: session not saved")
+
+
 class _Response:
     """The application's response, with the session committed at `start_response`.
 
-    If the commit fails, the client gets a 503 instead and the application's body is
-    dropped (and closed), whether the application called `start_response` before
-    returning its body or lazily, from its first iteration.
+    If the commit fails, the client gets the failure's answer instead (503, 409, 413 or
+    500) and the application's body is dropped (and closed), whether the application
+    called `start_response` before returning its body or lazily, from its first iteration.
     """
 
     def __init__(self, middleware: SessionMiddleware, session: Session, environ: Environ,
                  start_response: StartResponse) -> None:  # fmt: skip
+        self._middleware = middleware
         self._manager = middleware.manager
         self._session = session
         self._start_response = start_response
-        self._failed = False
+        self._failed: Answer | None = None
         self._extra: Headers | None = None
         self._body: Iterable[bytes] = middleware.app(environ, self._start)
 
     def _start(self, status: str, headers: Headers, exc_info: ExcInfo | None = None
                ) -> Callable[[bytes], object]:  # fmt: skip
-        if self._failed:
+        if self._failed is not None:
             return lambda data: None
         if self._extra is None:  # a second call (an error page, with exc_info) commits nothing
+            manager = self._manager
             try:
-                self._extra = commit_session(self._manager, self._session)
+                self._extra = commit_session(manager, self._session)
             except StoreError as exc:
-                log.error("session commit failed: %s", exc)
-                self._failed = True
-                body = b"Service Unavailable: session not saved"
-                self._start_response("503 Service Unavailable", _plain(body), exc_info)
-                return lambda data: None
+                self._middleware.commit_failures.record(manager.clock(), str(exc))
+                if self._middleware.fail_open:
+                    self._extra = unsaved_headers(manager, self._session)
+                else:
+                    return self._refuse(_UNAVAILABLE, exc_info)
+            except COMMIT_ERRORS as exc:
+                return self._refuse(refusal(manager, self._session, exc), exc_info)
         return self._start_response(status, _merge(headers, self._extra), exc_info)
 
+    def _refuse(self, answer: Answer, exc_info: ExcInfo | None) -> Callable[[bytes], object]:
+        self._failed = answer
+        self._start_response(answer.status_line, answer.headers(), exc_info)
+        return lambda data: None
+
     def __iter__(self) -> Iterator[bytes]:
-        if not self._failed:
+        if self._failed is None:
             for chunk in self._body:
-                if self._failed:  # start_response came with the first chunk
+                if self._failed is not None:  # start_response came with the first chunk
                     break
                 yield chunk
-        if self._failed:
-            yield b"Service Unavailable: session not saved"
+        if self._failed is not None:
+            yield self._failed.body
 
     def close(self) -> None:
         close = getattr(self._body, "close", None)

@@ -16,6 +16,6 @@ from __future__ import annotations
 
 from .config import get_manager
 from .middleware import SessionMiddleware, request_info
-from .store import SessionStore
+from .store import ConflictError, SessionStore
 
-__all__ = ["SessionMiddleware", "SessionStore", "get_manager", "request_info"]
+__all__ = ["ConflictError", "SessionMiddleware", "SessionStore", "get_manager", "request_info"]

@@ -12,6 +12,10 @@ coatcheck underneath:
   own engines keep only the last request's whole dict);
 - a save of a session deleted meanwhile (logout or revocation elsewhere) raises
   `UpdateError` and writes nothing: a deleted session is never resurrected;
+- a save that changes a key which another request changed since this one read it raises
+  `ConflictError` (a `coatcheck.WriteConflict` and an `UpdateError`) and writes nothing:
+  `coatcheck.adapters.django.SessionMiddleware` answers it `409 Conflict`, Django's own
+  middleware with its `SessionInterrupted` (400);
 - the user Django's auth stores in the session is indexed, so `SessionAdmin` (and the
   `coatcheck_sessions` command) lists and revokes a user's sessions; a user bound
   without a `cycle_key` (custom login code) still gets a new session key;
@@ -36,7 +40,7 @@ from django.contrib.sessions.backends.base import CreateError, SessionBase, Upda
 
 from ...admin import AsyncSessionAdmin, SessionAdmin
 from ...drivers import MAX_ATTEMPTS
-from ...exceptions import StoreCorrupted, StoreError
+from ...exceptions import StoreCorrupted, StoreError, WriteConflict
 from ...ids import handle_of, is_wellformed, new_secret
 from ...manager import Opening, ServerSide, SessionManager, Write
 from ...records import decode
@@ -45,13 +49,20 @@ from ...session import Session
 from ...stores.base import AsyncStore, Record, Store
 from .config import get_manager
 
-__all__ = ["SessionStore"]
+__all__ = ["ConflictError", "SessionStore"]
 
 #: Where `django.contrib.auth` keeps the logged-in user's primary key.
 AUTH_USER_KEY = "_auth_user_id"
 CREATE_ATTEMPTS = 10
 
 suspicious = logging.getLogger("django.security.SuspiciousSession")
+
+
+class ConflictError(WriteConflict, UpdateError):
+    """The save's change to a key was computed from a value another request has replaced
+    since (`coatcheck.WriteConflict`); nothing was saved. Also an `UpdateError`, Django's
+    error for a save that a concurrent request made impossible, so that Django's own
+    middleware answers it (`SessionInterrupted`) rather than with a 500."""
 
 
 class SessionStore(SessionBase):
@@ -399,6 +410,8 @@ class SessionStore(SessionBase):
             self._cycle(session)
             try:
                 write = _execute(self.manager, self._store, session, self._ttl(session))
+            except ConflictError:
+                raise  # nothing saved: the request is refused, not started over
             except UpdateError:  # deleted meanwhile: start over under a new key
                 self._session_cache = session
                 self._session_key = None
@@ -416,6 +429,8 @@ class SessionStore(SessionBase):
             store = self._astore
             try:
                 write = await _aexecute(self.manager, store, session, self._ttl(session))
+            except ConflictError:
+                raise
             except UpdateError:
                 self._session_cache = session
                 self._session_key = None
@@ -458,7 +473,7 @@ def _execute(manager: SessionManager, store: Store, session: Session, ttl: float
                 break
             if write.version == 0:
                 raise CreateError
-            write = manager.rebase(session, write, store.load(write.source))
+            write = _rebase(manager, session, write, store.load(write.source))
             if write is None:
                 raise UpdateError
         else:
@@ -484,7 +499,7 @@ async def _aexecute(
                 break
             if write.version == 0:
                 raise CreateError
-            write = manager.rebase(session, write, await store.load(write.source))
+            write = _rebase(manager, session, write, await store.load(write.source))
             if write is None:
                 raise UpdateError
         else:
@@ -494,6 +509,16 @@ async def _aexecute(
         await AsyncSessionAdmin(manager, store).revoke_user(commit.revoke_user, keep=keep)
     manager.finish(session, commit, write)
     return write
+
+
+def _rebase(
+    manager: SessionManager, session: Session, write: Write, record: Record | None
+) -> Write | None:
+    """`manager.rebase`, its `WriteConflict` raised as the engine's `ConflictError`."""
+    try:
+        return manager.rebase(session, write, record)
+    except WriteConflict as exc:
+        raise ConflictError(*exc.args) from None
 
 
 def _apply(store: Store, write: Write, cap: float) -> bool:

@@ -1,0 +1,119 @@
+"""What every adapter answers when a request's session cannot be committed: one table, so
+that ASGI, WSGI, Flask and Django answer alike and only render it.
+
+| raised by the commit | answer                                | logged                          |
+|----------------------|---------------------------------------|---------------------------------|
+| `WriteConflict`      | 409 Conflict                          | `session.conflict` (manager)    |
+| `SessionTooLarge`    | 413 Content Too Large                 | `session.too_large`, error      |
+| `SessionDataError`   | 500 Internal Server Error             | `session.unserialisable`, error |
+| `StoreError`         | 503, or with `fail_open` the app's    | `ThrottledLog`: once per 10 s,  |
+|                      | response, the write dropped           | with the count                  |
+
+Every answer replaces the application's response before it leaves: a short `text/plain`
+body, `Cache-Control: no-store`, no `Set-Cookie` (nothing of the request's session was
+saved, so the client keeps the cookie it has). Error lines carry the session's salted hash
+(`manager.audit`), never a traceback; the exception never leaves the adapter.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import NamedTuple
+
+from ..audit import ThrottledLog
+from ..exceptions import SessionDataError, SessionTooLarge, WriteConflict
+from ..manager import SessionManager
+from ..session import Session
+
+__all__ = [
+    "COMMIT_ERRORS",
+    "Answer",
+    "CommitError",
+    "refusal",
+    "store_failure_logs",
+    "unsaved_headers",
+]
+
+log = logging.getLogger("coatcheck")
+
+#: What a commit raises that is not the store's fault; `refusal` answers each.
+COMMIT_ERRORS = (WriteConflict, SessionTooLarge, SessionDataError)
+CommitError = WriteConflict | SessionTooLarge | SessionDataError
+
+
+class Answer(NamedTuple):
+    """A plain-text response an adapter sends instead of the application's."""
+
+    status: int
+    reason: str
+    body: bytes
+
+    @property
+    def status_line(self) -> str:
+        return f"{self.status} {self.reason}"
+
+    def headers(self) -> list[tuple[str, str]]:
+        return [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(self.body))),
+            ("Cache-Control", "no-store"),
+        ]
+
+
+CONFLICT = Answer(
+    409, "Conflict",
+    b"Conflict: the session was changed by another request meanwhile; nothing was saved. "
+    b"Retry the request.",
+)  # fmt: skip
+TOO_LARGE = Answer(
+    413, "Content Too Large", b"Content Too Large: the session is too large to keep; nothing "
+    b"was saved.",
+)  # fmt: skip
+NOT_SAVED = Answer(500, "Internal Server Error", b"Internal Server Error: session not saved.")
+
+
+def refusal(manager: SessionManager, session: Session, exc: CommitError) -> Answer:
+    """The answer to `exc`, raised by the commit of `session`, logged once. (A conflict is
+    logged by the manager, where it is found, as `session.conflict`.)"""
+    if isinstance(exc, WriteConflict):
+        return CONFLICT
+    reason = f"reason={str(exc)[:160]!r}"
+    if isinstance(exc, SessionTooLarge):
+        manager.audit.error("session.too_large", session.id, reason)
+        return TOO_LARGE
+    manager.audit.error("session.unserialisable", session.id, reason)
+    return NOT_SAVED
+
+
+def store_failure_logs(fail_open: bool) -> tuple[ThrottledLog, ThrottledLog]:
+    """An adapter's two counters of store failures, at load and at commit, each logged once
+    per interval (not once per request: an outage would flood the log)."""
+    if fail_open:
+        return (
+            ThrottledLog(log, "store.load_failed", "session store unavailable at load: "
+                         "anonymous sessions served, not saved (fail_open)"),
+            ThrottledLog(log, "store.write_dropped", "session store unavailable at commit: "
+                         "session writes dropped, responses sent as the app made them "
+                         "(fail_open)"),
+        )  # fmt: skip
+    return (
+        ThrottledLog(log, "store.load_failed", "session store unavailable at load: "
+                     "answered 503", level=logging.ERROR),
+        ThrottledLog(log, "store.commit_failed", "session store unavailable at commit: "
+                     "answered 503, session not saved", level=logging.ERROR),
+    )  # fmt: skip
+
+
+def unsaved_headers(manager: SessionManager, session: Session) -> list[tuple[str, str]]:
+    """The session headers of a response whose commit failed under `fail_open`: no cookie
+    for what was not saved; `Vary` if the response depends on the session; and a session
+    that ended (logout) is still cleared in the client, although the store could not
+    delete it (it ends there at its idle timeout)."""
+    transport = session.transport or manager.transport
+    headers: list[tuple[str, str]] = []
+    if session.ended:
+        headers += transport.forget(request=session.request)
+        headers.append(("cache-control", "no-store"))
+    if session.accessed:
+        headers.append(("vary", transport.vary))
+    return headers
