@@ -1,5 +1,6 @@
 """`SQLiteStore` and `AsyncSQLiteStore`: the shared contract, then what only SQLite has:
-WAL, many connections and processes on one file, lock handling, batched purges. Then
+WAL, many connections and processes on one file, lock handling, batched purges on a
+background thread that no save waits for. Then
 `SQLiteRevocationStore` (with twin): the revocation contract and its SQLite specifics."""
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from coatcheck.stores import (
     revocations_to_async,
     to_async,
 )
+from coatcheck.stores import sqlite as sqlite_module
 from coatcheck.stores.sqlite import PURGE_BATCH
 
 from .contract import (
@@ -162,6 +164,12 @@ def write_lock(path: Path) -> Iterator[WriteLock]:
     lock.close()
 
 
+async def release_soon(lock: WriteLock) -> None:
+    for _ in range(5):
+        await anyio.sleep(0.01)
+    lock.release()
+
+
 def test_database_is_in_wal_mode(path: Path) -> None:
     store = SQLiteStore(path)
     db = sqlite3.connect(path)
@@ -254,74 +262,135 @@ def test_purge_removes_more_than_one_batch(path: Path) -> None:
     store.close()
 
 
-def test_writes_purge_expired_rows_every_purge_interval(path: Path) -> None:
+def purge_thread(store: SQLiteStore) -> threading.Thread | None:
+    return store._purger._thread
+
+
+def wait_for_purge(store: SQLiteStore) -> None:
+    """Wait (bounded) until the store's background purge has finished its passes."""
+    assert store._purger.idle(timeout=30), "the background purge did not finish in 30 s"
+
+
+def test_writes_wake_a_background_purge_every_purge_interval(path: Path) -> None:
     clock = ManualClock()
     store = SQLiteStore(path, clock=clock, purge_interval=100)
     for i in range(20):
         store.save(f"old-{i}", b"x", version=0, ttl=1, user=None)
     clock.advance(50)
     store.save("early", b"x", version=0, ttl=1000, user=None)
+    assert purge_thread(store) is None  # nothing due: no thread either
     assert rows(path) == 21  # 20 expired, invisible, not yet purged
     clock.advance(51)
     assert store.save("late", b"x", version=0, ttl=1000, user=None)
+    wait_for_purge(store)
     assert rows(path) == 2
+    for i in range(5):
+        store.save(f"newer-{i}", b"x", version=0, ttl=1, user=None)
+    clock.advance(99)  # the next purge is due 100 s after the last one started
+    assert store.save("later", b"x", version=0, ttl=1000, user=None)
+    wait_for_purge(store)
+    assert rows(path) == 8
+    clock.advance(1)
+    assert store.save("last", b"x", version=0, ttl=1000, user=None)
+    wait_for_purge(store)
+    assert rows(path) == 4
     store.close()
 
 
-class LockOnSecondRead(ManualClock):
-    """A clock that takes the write lock the second time it is read once armed: in `save`,
-    after the write and before the opportunistic purge."""
+def test_no_save_runs_a_purge_statement(path: Path) -> None:
+    """The save that finds a purge due only wakes the purge thread: every statement its
+    thread runs is the save's own, however large the backlog."""
+    clock = ManualClock()
+    store = SQLiteStore(path, clock=clock, purge_interval=100)
+    expired = 3 * PURGE_BATCH
+    for i in range(expired):
+        store.save(f"expired-{i:05d}", b"x", version=0, ttl=1, user=None)
+    clock.advance(101)
+    statements: list[str] = []
+    store._connection().set_trace_callback(statements.append)  # this thread's connection
+    try:
+        assert store.save("new", b"x", version=0, ttl=1000, user=None)
+        assert store.save("new", b"y", version=1, ttl=1000, user=None)
+    finally:
+        store._connection().set_trace_callback(None)
+    assert len(statements) == 2, statements
+    assert all(sql.startswith(("INSERT", "UPDATE")) for sql in statements), statements
+    wait_for_purge(store)
+    assert rows(path) == 1
+    store.close()
+
+
+class GatedClock(ManualClock):
+    """A manual clock that, once armed, makes any thread but the test's wait for `gate`
+    (at most 10 s) before reading it: a purge thread stops at its first clock read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.owner = threading.get_ident()
+        self.gate = threading.Event()
+        self.armed = False
+
+    def __call__(self) -> float:
+        if self.armed and threading.get_ident() != self.owner:
+            self.gate.wait(timeout=10)
+        return self.now
+
+
+@pytest.mark.anyio
+async def test_async_save_does_not_wait_for_the_purge(path: Path) -> None:
+    clock = GatedClock()
+    store = AsyncSQLiteStore(path, clock=clock, purge_interval=100)
+    for i in range(2 * PURGE_BATCH):
+        assert await store.save(f"expired-{i:05d}", b"x", version=0, ttl=1, user=None)
+    clock.advance(101)
+    clock.armed = True  # the purge, once started, waits for the gate
+    try:
+        with anyio.fail_after(5):
+            assert await store.save("new", b"x", version=0, ttl=1000, user=None)
+        assert rows(path) == 2 * PURGE_BATCH + 1  # returned with the purge still to run
+    finally:
+        clock.gate.set()
+    await anyio.to_thread.run_sync(wait_for_purge, store.sync)
+    assert rows(path) == 1
+    await store.aclose()
+
+
+class LockWhenReadElsewhere(ManualClock):
+    """A manual clock that takes the write lock when a thread other than the test's reads
+    it, once armed: the purge thread, before its first window."""
 
     def __init__(self, lock: WriteLock) -> None:
         super().__init__()
         self.lock = lock
-        self.reads: int | None = None
-
-    def arm(self) -> None:
-        self.reads = 0
+        self.owner = threading.get_ident()
+        self.armed = False
 
     def __call__(self) -> float:
-        if self.reads is not None:
-            self.reads += 1
-            if self.reads == 2:
-                self.lock.acquire()
+        if self.armed and threading.get_ident() != self.owner:
+            self.armed = False
+            self.lock.acquire()
         return self.now
 
 
-def test_busy_purge_does_not_fail_the_save_before_it(path: Path, write_lock: WriteLock) -> None:
-    clock = LockOnSecondRead(write_lock)
-    store = SQLiteStore(path, timeout=0, clock=clock, purge_interval=10)
-    clock.advance(11)
-    clock.arm()
-    assert store.save("k", b"saved", version=0, ttl=60, user=None)
-    write_lock.release()
-    assert store.load("k") == Record(b"saved", 1)
-    store.close()
-
-
-@pytest.mark.anyio
-async def test_busy_purge_does_not_turn_async_save_into_a_conflict(
+def test_busy_background_purge_gives_up_until_the_next_interval(
     path: Path, write_lock: WriteLock
 ) -> None:
-    clock = LockOnSecondRead(write_lock)
-    store = AsyncSQLiteStore(path, timeout=10, clock=clock, purge_interval=10)
+    clock = LockWhenReadElsewhere(write_lock)
+    store = SQLiteStore(path, timeout=0, clock=clock, purge_interval=10)
+    for i in range(5):
+        store.save(f"old-{i}", b"x", version=0, ttl=1, user=None)
     clock.advance(11)
-    clock.arm()
-    try:
-        with anyio.fail_after(30):
-            async with anyio.create_task_group() as group:
-                group.start_soon(release_soon, write_lock)
-                assert await store.save("k", b"saved", version=0, ttl=60, user=None)
-    finally:
-        write_lock.release()
-    assert await store.load("k") == Record(b"saved", 1)
-    await store.aclose()
-
-
-async def release_soon(lock: WriteLock) -> None:
-    for _ in range(5):
-        await anyio.sleep(0.01)
-    lock.release()
+    clock.armed = True
+    assert store.save("k", b"saved", version=0, ttl=60, user=None)
+    wait_for_purge(store)  # gave up on the locked database (an error would fail the test)
+    write_lock.release()
+    assert rows(path) == 6
+    assert store.load("k") == Record(b"saved", 1)
+    clock.advance(11)
+    assert store.save("k", b"saved again", version=1, ttl=60, user=None)
+    wait_for_purge(store)
+    assert rows(path) == 1
+    store.close()
 
 
 class ThreadRecordingClock(ManualClock):
@@ -337,7 +406,7 @@ class ThreadRecordingClock(ManualClock):
 
 
 @pytest.mark.anyio
-async def test_async_store_purges_in_a_worker_thread(path: Path) -> None:
+async def test_async_store_purges_off_the_loop(path: Path) -> None:
     clock = ThreadRecordingClock()
     store = AsyncSQLiteStore(path, clock=clock, purge_interval=10)
     for i in range(20):
@@ -345,8 +414,9 @@ async def test_async_store_purges_in_a_worker_thread(path: Path) -> None:
     assert clock.readers == {threading.get_ident()}  # no lock met: all on the loop
     clock.advance(11)
     assert await store.save("new", b"x", version=0, ttl=60, user=None)
+    await anyio.to_thread.run_sync(wait_for_purge, store.sync)
     assert rows(path) == 1
-    assert len(clock.readers) == 2  # the purge read the clock in a worker thread
+    assert len(clock.readers) == 2  # the purge read the clock on the purge thread
     for i in range(5):
         assert await store.save(f"old-{i}", b"x", version=0, ttl=1, user=None)
     clock.advance(2)
@@ -354,6 +424,68 @@ async def test_async_store_purges_in_a_worker_thread(path: Path) -> None:
     assert await store.purge_expired() == 5
     assert threading.get_ident() not in clock.readers
     await store.aclose()
+
+
+def test_close_stops_the_purge_thread_and_a_due_purge_restarts_it(path: Path) -> None:
+    clock = ManualClock()
+    store = SQLiteStore(path, clock=clock, purge_interval=10)
+    store.save("old", b"x", version=0, ttl=1, user=None)
+    clock.advance(11)
+    store.save("k", b"x", version=0, ttl=1000, user=None)
+    thread = purge_thread(store)
+    assert thread is not None and thread.daemon
+    store.close()
+    assert not thread.is_alive() and purge_thread(store) is None
+    store.save("old-2", b"x", version=0, ttl=1, user=None)  # reopens the database
+    clock.advance(11)
+    store.save("k", b"y", version=1, ttl=1000, user=None)
+    wait_for_purge(store)
+    assert rows(path) == 1
+    restarted = purge_thread(store)
+    store.close()
+    assert restarted is not None and not restarted.is_alive()
+
+
+def test_a_store_dropped_without_close_leaves_no_purge_thread(path: Path) -> None:
+    clock = ManualClock()
+    store = SQLiteStore(path, clock=clock, purge_interval=10)
+    clock.advance(11)
+    store.save("k", b"x", version=0, ttl=1000, user=None)
+    wait_for_purge(store)
+    thread = purge_thread(store)
+    assert thread is not None and thread.is_alive()
+    del store
+    gc.collect()
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+
+
+def test_close_ends_a_background_pass_during_its_rest(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After each window a pass rests (here: for ages); `close` ends the rest and the pass."""
+    monkeypatch.setattr(sqlite_module, "PURGE_DUTY", 1e-9)
+    clock = ManualClock()
+    store = SQLiteStore(path, clock=clock, purge_interval=10)
+    for i in range(3 * PURGE_BATCH):
+        store.save(f"expired-{i:05d}", b"x", version=0, ttl=1, user=None)
+    window, first_done = store._purge_window, threading.Event()
+
+    def window_then_signal(last: str | None, now: float) -> tuple[str | None, int]:
+        try:
+            return window(last, now)
+        finally:
+            first_done.set()
+
+    store._purge_window = window_then_signal  # type: ignore[method-assign]
+    clock.advance(11)
+    store.save("k", b"x", version=0, ttl=1000, user=None)
+    assert first_done.wait(timeout=30)
+    closer = threading.Thread(target=store.close)
+    closer.start()
+    closer.join(timeout=30)
+    assert not closer.is_alive(), "close waited for the rest"
+    assert rows(path) == 2 * PURGE_BATCH + 1  # one window ran, the pass ended
 
 
 def test_sync_store_without_timeout_fails_fast_when_locked(
