@@ -51,7 +51,7 @@ def commit_session(
     if commit.revocations:
         SessionAdmin(manager, store).record_revocations(commit.revocations)
     write = commit.write if store is not None else None
-    if store is not None:
+    if store is not None and (write is not None or commit.deletes):
         try:
             for key in commit.deletes:
                 store.delete(key)
@@ -130,7 +130,7 @@ async def acommit_session(
     if commit.revocations:
         await AsyncSessionAdmin(manager, store).record_revocations(commit.revocations)
     write = commit.write if store is not None else None
-    if store is not None:
+    if store is not None and (write is not None or commit.deletes):
         try:
             for key in commit.deletes:
                 await store.delete(key)

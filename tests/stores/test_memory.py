@@ -252,8 +252,10 @@ class MemoryStoreModel(RuleBasedStateMachine):
     @invariant()
     def indexes_match_the_records(self) -> None:
         store = self.store
-        for key, (_, version, expires_at, user) in store._records.items():
-            assert key in store._buckets[math.ceil(expires_at / GRAIN)]
+        for key, (record, expires_at, user, bucket) in store._records.items():
+            version = record.version
+            assert bucket == math.ceil(expires_at / GRAIN)
+            assert key in store._buckets[bucket]
             assert user is None or key in store._users[user]
             live = self.live(key)
             if expires_at > self.clock.now:

@@ -6,9 +6,9 @@ copy, so a session disappears whenever a request lands on another one (the demo'
 strategy shows exactly that), and a revocation holds in this process only. Thread-safe: one
 lock around each operation.
 
-Layout: `_records` maps a key to an `_Entry` (data, version, expires_at, user: one tuple,
-not a `Record` inside a tuple, 48 bytes less per session); `_users` maps a user to the set
-of their keys.
+Layout: `_records` maps a key to an `_Entry` (the `Record` that `load` returns as it is,
+its expiry, its user and its expiry bucket: nothing is rebuilt or recomputed on a read);
+`_users` maps a user to the set of their keys.
 
 Expiry. A record is invisible once expired, dropped when touched, and also dropped without
 being touched, so memory follows the live sessions, not every session ever made. Each
@@ -49,10 +49,10 @@ GRAIN = 60.0  # seconds: the width of an expiry bucket
 class _Entry(NamedTuple):
     """What `MemoryStore` keeps per key."""
 
-    data: bytes
-    version: int
+    record: Record
     expires_at: float
     user: str | None
+    bucket: int | None  # ceil(expires_at / GRAIN); None: it never expires
 
 
 # NamedTuple construction through `tuple.__new__`: a fifth of the cost of calling the class
@@ -60,16 +60,12 @@ class _Entry(NamedTuple):
 _new = tuple.__new__
 
 
-def _bucket(expires_at: float) -> int | None:
-    """The number of the expiry bucket for `expires_at`; None for an expiry that never
-    comes (infinite)."""
-    return math.ceil(expires_at / GRAIN) if expires_at < math.inf else None
-
-
-def _compact(data: bytes) -> bytes:
-    """A copy of `data` in an allocation of its own size (see the module docstring):
-    `bytes(data)` of a `bytes` object returns the object itself."""
-    return bytes(memoryview(data))
+def _entry(data: bytes, version: int, expires_at: float, user: str | None) -> _Entry:
+    """What the store keeps for `data`: a copy of it in an allocation of its own size (see
+    the module docstring: `bytes(data)` of a `bytes` object returns the object itself)."""
+    record = _new(Record, (bytes(memoryview(data)), version))
+    bucket = math.ceil(expires_at / GRAIN) if expires_at < math.inf else None
+    return _new(_Entry, (record, expires_at, user, bucket))
 
 
 class MemoryStore:
@@ -89,7 +85,7 @@ class MemoryStore:
 
     def _live(self, key: str, now: float) -> _Entry | None:
         entry = self._records.get(key)
-        if entry is not None and entry.expires_at <= now:
+        if entry is not None and entry[1] <= now:
             self._drop(key)
             return None
         return entry
@@ -97,7 +93,7 @@ class MemoryStore:
     def _drop(self, key: str) -> None:
         entry = self._records.pop(key, None)
         if entry is not None:
-            self._unfile(key, entry.expires_at)
+            self._unfile(key, entry.bucket)
             if entry.user is not None:
                 self._unindex(key, entry.user)
 
@@ -108,9 +104,8 @@ class MemoryStore:
             if not keys:
                 del self._users[user]
 
-    def _file(self, key: str, expires_at: float) -> None:
-        """Put `key` in the expiry bucket of `expires_at`."""
-        number = _bucket(expires_at)
+    def _file(self, key: str, number: int | None) -> None:
+        """Put `key` in expiry bucket `number` (None: it never expires)."""
         if number is None:
             return
         bucket = self._buckets.get(number)
@@ -119,10 +114,9 @@ class MemoryStore:
             heapq.heappush(self._due, number)
         bucket.add(key)
 
-    def _unfile(self, key: str, expires_at: float) -> None:
-        """Take `key` out of the expiry bucket of `expires_at` (the bucket stays, empty or
-        not, until the sweep reaches it)."""
-        number = _bucket(expires_at)
+    def _unfile(self, key: str, number: int | None) -> None:
+        """Take `key` out of expiry bucket `number` (the bucket stays, empty or not, until
+        the sweep reaches it)."""
         if number is not None:
             self._buckets[number].discard(key)
 
@@ -151,31 +145,33 @@ class MemoryStore:
         update of the same user's record skip the user index."""
         if old is not None and old.user == entry.user:
             self._records[key] = entry
-            if _bucket(old.expires_at) != _bucket(entry.expires_at):
-                self._unfile(key, old.expires_at)
-                self._file(key, entry.expires_at)
+            if old.bucket != entry.bucket:
+                self._unfile(key, old.bucket)
+                self._file(key, entry.bucket)
             return
         self._drop(key)
         self._records[key] = entry
-        self._file(key, entry.expires_at)
+        self._file(key, entry.bucket)
         if entry.user is not None:
             self._users.setdefault(entry.user, set()).add(key)
 
     def load(self, key: str) -> Record | None:
         with self._lock:
             now = self._clock()
-            self._sweep(now, SWEEP)
+            if self._due and self._due[0] * GRAIN <= now:  # (inline: most calls sweep nothing)
+                self._sweep(now, SWEEP)
             entry = self._live(key, now)
-            return None if entry is None else _new(Record, (entry.data, entry.version))
+            return None if entry is None else entry[0]
 
     def save(self, key: str, data: bytes, *, version: int, ttl: float, user: str | None) -> bool:
         with self._lock:
             now = self._clock()
-            self._sweep(now, SWEEP)
+            if self._due and self._due[0] * GRAIN <= now:  # (inline: most calls sweep nothing)
+                self._sweep(now, SWEEP)
             entry = self._live(key, now)
-            if (entry.version if entry else 0) != version:
+            if (entry[0][1] if entry else 0) != version:
                 return False
-            self._put(key, _new(_Entry, (_compact(data), version + 1, now + ttl, user)), entry)
+            self._put(key, _entry(data, version + 1, now + ttl, user), entry)
             return True
 
     def rotate(
@@ -190,11 +186,12 @@ class MemoryStore:
     ) -> bool:
         with self._lock:
             now = self._clock()
-            self._sweep(now, SWEEP)
+            if self._due and self._due[0] * GRAIN <= now:  # (inline: most calls sweep nothing)
+                self._sweep(now, SWEEP)
             entry = self._live(old_key, now)
-            if entry is None or entry.version != version:
+            if entry is None or entry[0][1] != version:
                 return False
-            self._put(new_key, _new(_Entry, (_compact(data), 1, now + ttl, user)))
+            self._put(new_key, _entry(data, 1, now + ttl, user))
             self._drop(old_key)
             return True
 
@@ -209,7 +206,7 @@ class MemoryStore:
             for key in list(self._users.get(user, ())):
                 entry = self._live(key, now)
                 if entry is not None:
-                    found.append((key, Record(entry.data, entry.version)))
+                    found.append((key, entry.record))
             return found
 
     def delete_user(self, user: str, *, keep: str | None = None) -> int:
