@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -281,3 +282,117 @@ class ListRevocations:
 def test_revocations_to_async_of_an_unknown_store_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match="no async twin known for ListRevocations"):
         revocations_to_async(ListRevocations())
+
+
+# -- pool settings in Redis and PostgreSQL URLs --------------------------------------------
+# Building these stores opens no connection, so no server is needed.
+
+
+def test_redis_url_sizes_the_pool_and_keeps_its_other_options() -> None:
+    import redis
+
+    from coatcheck.stores.redis import RedisStore
+
+    store = from_url("redis://:p%40ss@127.0.0.1:1/0?socket_keepalive=true&max_connections=7"
+                     "&pool_timeout=1.5")  # fmt: skip
+    assert isinstance(store, RedisStore)
+    assert (store.max_connections, store.pool_timeout) == (7, 1.5)
+    pool = store.client.connection_pool
+    assert isinstance(pool, redis.BlockingConnectionPool)
+    assert (pool.max_connections, pool.timeout) == (7, 1.5)
+    assert pool.connection_kwargs["socket_keepalive"] is True
+    assert pool.connection_kwargs["password"] == "p@ss"
+    assert store._url == "redis://:p%40ss@127.0.0.1:1/0?socket_keepalive=true"
+    twin = to_async(store)
+    assert (twin.max_connections, twin.pool_timeout) == (7, 1.5)  # type: ignore[attr-defined]
+    store.close()
+
+
+@pytest.mark.anyio
+async def test_async_redis_url_sizes_the_gate_and_leaves_its_pool_room() -> None:
+    store = from_url("redis://127.0.0.1:1/0?max_connections=7&pool_timeout=1.5",
+                     asynchronous=True)  # fmt: skip
+    client: Any = getattr(store, "client", None)
+    assert (client.gate.free, client.gate.timeout) == (7, 1.5)
+    assert client.connection_pool.max_connections == 14
+    await store.aclose()
+
+
+def test_redis_and_postgres_pool_defaults() -> None:
+    from coatcheck.stores.postgres import PostgresRevocationStore, PostgresStore
+    from coatcheck.stores.redis import AsyncRedisStore, RedisStore
+
+    for store in (RedisStore("redis://127.0.0.1:1/0"), AsyncRedisStore("redis://127.0.0.1:1/0")):
+        assert (store.max_connections, store.pool_timeout) == (50, 5.0)
+    postgres = PostgresStore("postgresql://u@127.0.0.1:1/db")
+    assert (postgres.max_connections, postgres.pool_timeout, postgres.timeout) == (20, 5.0, 1.0)
+    assert (postgres.pool.max_size, postgres.pool.timeout) == (20, 5.0)
+    revocations = PostgresRevocationStore("postgresql://u@127.0.0.1:1/db")
+    assert (revocations.max_connections, revocations.pool_timeout) == (4, 5.0)
+
+
+def test_postgres_url_sizes_the_pool_and_libpq_never_sees_the_options() -> None:
+    from coatcheck.stores.postgres import AsyncPostgresStore, PostgresStore
+
+    url = "postgresql://u@127.0.0.1:1/db?max_connections=33&sslmode=disable&pool_timeout=2.5"
+    store = from_url(url)
+    assert isinstance(store, PostgresStore)
+    assert (store.max_connections, store.pool_timeout) == (33, 2.5)
+    assert (store.pool.max_size, store.pool.timeout) == (33, 2.5)
+    assert store._conninfo == store.pool.conninfo == "postgresql://u@127.0.0.1:1/db?sslmode=disable"
+    twin = to_async(store)
+    assert isinstance(twin, AsyncPostgresStore)
+    assert (twin.max_connections, twin.pool_timeout, twin._conninfo) == (
+        33, 2.5, store._conninfo,
+    )  # fmt: skip
+    revocations = revocations_for(url)
+    assert isinstance(revocations, PostgresRevocationStore)
+    assert (revocations.max_connections, revocations.pool_timeout) == (33, 2.5)
+    keywords = PostgresStore("host=127.0.0.1 port=1 dbname=db", max_connections=3)
+    assert keywords._conninfo == "host=127.0.0.1 port=1 dbname=db" and keywords.max_connections == 3
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("redis://h/0?max_connections=0", "1 or more"),
+        ("redis://h/0?max_connections=many", "not a whole number"),
+        ("redis://h/0?pool_timeout=-1", "above 0"),
+        ("redis://h/0?pool_timeout=nan", "above 0"),
+        ("redis://h/0?pool_timeout=soon", "not a number of seconds"),
+        ("redis://h/0?max_connections=2&max_connections=3", "twice"),
+        ("redis://h/0?timeout=3", "pool_timeout="),
+        ("postgresql://u@h/db?max_connections=1.5", "not a whole number"),
+        ("postgres://u@h/db?pool_timeout=0", "above 0"),
+    ],
+)
+def test_bad_pool_settings_in_a_url_say_how_to_fix_them(url: str, problem: str) -> None:
+    with pytest.raises(ConfigurationError, match=problem):
+        from_url(url)
+
+
+def test_a_pool_setting_given_twice_must_agree() -> None:
+    from coatcheck.stores.postgres import PostgresStore
+    from coatcheck.stores.redis import RedisStore
+
+    with pytest.raises(ConfigurationError, match="one place"):
+        RedisStore("redis://h/0?max_connections=7", max_connections=8)
+    with pytest.raises(ConfigurationError, match="one place"):
+        PostgresStore("postgresql://u@h/db?pool_timeout=2", pool_timeout=3)
+    assert RedisStore("redis://h/0?max_connections=7", max_connections=7).max_connections == 7
+
+
+def test_pool_settings_are_refused_for_a_client_or_pool_the_store_does_not_make() -> None:
+    import redis
+    from psycopg_pool import ConnectionPool
+
+    from coatcheck.stores.postgres import PostgresStore
+    from coatcheck.stores.redis import RedisStore
+
+    with pytest.raises(ConfigurationError, match="configure the pool"):
+        RedisStore(redis.Redis(port=1), max_connections=5)
+    pool: ConnectionPool[Any] = ConnectionPool("postgresql://u@h/db", open=False, timeout=9)
+    with pytest.raises(ConfigurationError, match="configure the pool"):
+        PostgresStore(pool, pool_timeout=1)
+    given = PostgresStore(pool)
+    assert (given.max_connections, given.pool_timeout) == (pool.max_size, 9)

@@ -5,11 +5,13 @@ tested in `tests/test_revocation_feeds.py`."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -31,6 +33,7 @@ from coatcheck.stores import (
     to_async,
 )
 from coatcheck.stores.redis import (
+    TRIM_BATCH,
     AsyncRedisRevocationStore,
     AsyncRedisStore,
     RedisRevocationStore,
@@ -164,26 +167,50 @@ def test_read_is_one_round_trip_and_write_is_one(redis_server: RedisServer) -> N
 # -- layout: bounded index, TTLs -----------------------------------------------------------
 
 
+def plant_expired(client: Any, index: str, count: int) -> list[bytes]:
+    """`count` index members whose sessions expired long ago (scores in 1970, in ms): what
+    an index holds after its sessions' TTLs ran out, without waiting for one to."""
+    members = [f"gone-{i:05d}".encode() for i in range(count)]
+    client.zadd(index, {member: 1_000 + i for i, member in enumerate(members)})
+    client.pexpire(index, 3_600_000)  # an hour: longer than what the test saves next
+    return members
+
+
 def test_user_index_drops_expired_members_and_expires_itself(redis_server: RedisServer) -> None:
+    """Expired members are planted with past scores, not made by real 50 ms TTLs (which a
+    loaded machine outran before the last one was written)."""
     prefix = fresh_prefix()
     store = RedisStore(redis_server.url, prefix=prefix)
-    raw = redis.Redis.from_url(redis_server.url)
     index = f"{prefix}u:{{bob}}"
-    short = [secrets.token_urlsafe(32) for _ in range(20)]
-    for key in short:
-        store.save(key, b"short", version=0, ttl=0.05, user="bob")
-    assert raw.zcard(index) == 20
-    for _ in range(100):  # bounded wait for Redis to expire them
-        if not raw.exists(*(store._key(k) for k in short)):
-            break
-        time.sleep(0.05)
+    plant_expired(store.client, index, 20)
     last = secrets.token_urlsafe(32)
     store.save(last, b"long", version=0, ttl=60, user="bob")
-    assert raw.zrange(index, 0, -1) == [last.encode()]
-    assert 0 < raw.pttl(index) <= 60_000
-    assert 0 < raw.pttl(f"{prefix}s:{{{last}}}") <= 60_000
+    assert store.client.zrange(index, 0, -1) == [last.encode()]
+    assert 0 < store.client.pttl(index) <= 60_000  # now expires with its last member
+    assert 0 < store.client.pttl(f"{prefix}s:{{{last}}}") <= 60_000
     store.close()
-    raw.close()
+
+
+def test_a_write_drops_at_most_a_batch_of_expired_index_members(
+    redis_server: RedisServer,
+) -> None:
+    """However many of a user's sessions expired since their last write, the write removes
+    at most TRIM_BATCH of them, oldest first: no unbounded purge on a request's path."""
+    prefix = fresh_prefix()
+    store = RedisStore(redis_server.url, prefix=prefix)
+    index = f"{prefix}u:{{bob}}"
+    members = plant_expired(store.client, index, 3 * TRIM_BATCH + 5)
+    key = secrets.token_urlsafe(32)
+    store.save(key, b"d", version=0, ttl=60, user="bob")
+    assert store.client.zcard(index) == 2 * TRIM_BATCH + 5 + 1
+    assert store.client.zrange(index, 0, 0) == [members[TRIM_BATCH]]
+    for version in (1, 2):  # each later write takes the next batch
+        store.save(key, b"d", version=version, ttl=60, user="bob")
+    assert store.client.zrange(index, 0, -1) == [*members[3 * TRIM_BATCH :], key.encode()]
+    store.save(key, b"d", version=3, ttl=60, user="bob")
+    assert store.client.zrange(index, 0, -1) == [key.encode()]
+    assert store.list_user("bob") == [(key, Record(b"d", 4))]
+    store.close()
 
 
 def test_stale_index_entries_are_pruned_when_listed(redis_server: RedisServer) -> None:
@@ -312,6 +339,251 @@ def test_a_client_that_decodes_responses_is_refused() -> None:
     async_decoding: Any = redis.asyncio.Redis(decode_responses=True)
     with pytest.raises(ConfigurationError, match="decode_responses"):
         AsyncRedisStore(async_decoding)
+
+
+# -- pool: a busy pool is a queue, not a 503 -----------------------------------------------
+
+
+async def load_and_save(store: AsyncStore, key: str) -> bool:
+    """A writing request's two round trips."""
+    record = await store.load(key)
+    version = 0 if record is None else record.version
+    return await store.save(key, b"x" * 300, version=version, ttl=60, user=None)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("where", ["server", "cluster"])
+async def test_300_concurrent_requests_with_default_settings_all_succeed(
+    where: str, request: pytest.FixtureRequest
+) -> None:
+    """More requests in flight than redis-py's default pool (100 connections, per cluster
+    node) used to let through before answering MaxConnectionsError, a 503."""
+    url = request.getfixturevalue(f"redis_{where}").url
+    # One hash tag: on the cluster every key is on the same node.
+    store = AsyncRedisStore(url, prefix=f"test:{{{secrets.token_hex(6)}}}:")
+    assert await store.load("warm-up") is None  # a cluster's nodes are found: no stagger
+    results = await asyncio.gather(
+        *(load_and_save(store, f"k{i}") for i in range(300)), return_exceptions=True
+    )
+    await store.aclose()
+    assert [r for r in results if isinstance(r, BaseException)] == []
+    assert results == [True] * 300
+
+
+def blocked_clients(url: str) -> int:
+    raw = redis.Redis.from_url(url)
+    try:
+        return int(raw.info("clients")["blocked_clients"])
+    finally:
+        raw.close()
+
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    """Poll, bounded: for a state another connection reaches, not for time to pass."""
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+async def await_until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.anyio
+async def test_a_busy_pool_makes_a_command_wait_until_a_connection_frees(
+    redis_server: RedisServer,
+) -> None:
+    prefix = fresh_prefix()
+    # `timeout` long enough for the holders' blocking reads; `max_connections` as a user
+    # would have set it before, in the URL.
+    store = AsyncRedisStore(f"{redis_server.url}?max_connections=2", prefix=prefix, timeout=30)
+    hold = f"{prefix}hold"
+    holders = [asyncio.ensure_future(store.client.blpop([hold], timeout=0)) for _ in range(2)]
+    await await_until(lambda: blocked_clients(redis_server.url) == 2, "both connections held")
+    waiter = asyncio.ensure_future(load_and_save(store, "k" * 43))
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert not waiter.done()  # queued for a connection, not failed
+    raw = redis.asyncio.Redis.from_url(redis_server.url)
+    await raw.lpush(hold, b"one")  # frees one connection
+    assert await asyncio.wait_for(waiter, 30) is True
+    await raw.lpush(hold, b"two")
+    assert sorted(r[1] for r in await asyncio.gather(*holders)) == [b"one", b"two"]
+    await raw.aclose()
+    await store.aclose()
+
+
+def test_a_busy_sync_pool_makes_a_command_wait_until_a_connection_frees(
+    redis_server: RedisServer,
+) -> None:
+    prefix = fresh_prefix()
+    store = RedisStore(f"{redis_server.url}?max_connections=2", prefix=prefix, timeout=30)
+    hold = f"{prefix}hold"
+    results: dict[str, Any] = {}
+
+    def run(name: str, operation: Callable[[], Any]) -> threading.Thread:
+        def target() -> None:
+            try:
+                results[name] = operation()
+            except Exception as exc:  # the assertion below says which
+                results[name] = exc
+
+        thread = threading.Thread(target=target, daemon=True)
+        thread.start()
+        return thread
+
+    holders = [run(f"holder{i}", lambda: store.client.blpop([hold], timeout=0)) for i in (1, 2)]
+    wait_until(lambda: blocked_clients(redis_server.url) == 2, "both connections held")
+    waiter = run("waiter", lambda: store.save("k" * 43, b"d", version=0, ttl=60, user=None))
+    raw = redis.Redis.from_url(redis_server.url)
+    raw.lpush(hold, b"one")
+    waiter.join(30)
+    assert results["waiter"] is True
+    raw.lpush(hold, b"two")
+    for thread in holders:
+        thread.join(30)
+    assert sorted(results[f"holder{i}"][1] for i in (1, 2)) == [b"one", b"two"]
+    raw.close()
+    store.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("where", ["server", "cluster"])
+async def test_a_command_fails_only_once_pool_timeout_has_passed(
+    where: str, request: pytest.FixtureRequest
+) -> None:
+    url = request.getfixturevalue(f"redis_{where}").url
+    prefix = f"test:{{{secrets.token_hex(6)}}}:"
+    store = AsyncRedisStore(url, prefix=prefix, timeout=30, max_connections=1, pool_timeout=0.2)
+    holder = asyncio.ensure_future(store.client.blpop([f"{prefix}hold"], timeout=0))
+    await await_until(lambda: store.client.gate.free == 0, "the connection held")
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable, match="pool_timeout") as caught:
+        await store.load("k" * 43)
+    assert time.monotonic() - started >= 0.19  # the timer's resolution
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+    holder.cancel()
+    await store.aclose()
+
+
+def test_a_sync_command_fails_only_once_pool_timeout_has_passed(redis_server: RedisServer) -> None:
+    prefix = fresh_prefix()
+    store = RedisStore(
+        redis_server.url, prefix=prefix, timeout=30, max_connections=1, pool_timeout=0.2
+    )
+    holder = threading.Thread(
+        target=lambda: store.client.blpop([f"{prefix}hold"], timeout=0), daemon=True
+    )
+    holder.start()
+    wait_until(lambda: blocked_clients(redis_server.url) == 1, "the connection held")
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable, match="pool_timeout"):
+        store.load("k" * 43)
+    assert time.monotonic() - started >= 0.19
+    raw = redis.Redis.from_url(redis_server.url)
+    raw.lpush(f"{prefix}hold", b"x")
+    holder.join(30)
+    raw.close()
+    store.close()
+
+
+def test_a_sync_cluster_store_gives_each_node_a_pool_that_waits(
+    redis_cluster: RedisCluster,
+) -> None:
+    store = RedisStore(f"{redis_cluster.url}?max_connections=7&pool_timeout=2.5")
+    store.save("k" * 43, b"d", version=0, ttl=60, user="u")
+    pools = [node.redis_connection.connection_pool for node in store.client.get_nodes()]
+    assert len(pools) == 3
+    for pool in pools:
+        assert isinstance(pool, redis.BlockingConnectionPool)
+        assert (pool.max_connections, pool.timeout) == (7, 2.5)
+    store.close()
+
+
+def test_a_sync_cluster_command_fails_once_pool_timeout_has_passed_without_retries(
+    redis_cluster: RedisCluster,
+) -> None:
+    """A node whose pool stayed busy is not a failed node: no slot map reload, no retries
+    (three more waits of pool_timeout, with back-off, before the 503)."""
+    prefix = f"test:{{{secrets.token_hex(6)}}}:"  # the held key and the session: one node
+    store = RedisStore(
+        redis_cluster.url, prefix=prefix, timeout=30, max_connections=1, pool_timeout=0.2
+    )
+    node = store.client.get_node_from_key(f"{prefix}hold")
+    raw = redis.Redis(host=node.host, port=node.port)
+    holder = threading.Thread(
+        target=lambda: store.client.blpop([f"{prefix}hold"], timeout=0), daemon=True
+    )
+    holder.start()
+    wait_until(lambda: int(raw.info("clients")["blocked_clients"]) == 1, "the connection held")
+    reloads: list[object] = []
+    reload = store.client.nodes_manager.initialize
+
+    def counted_reload(*args: Any, **kwargs: Any) -> Any:
+        reloads.append(args)
+        return reload(*args, **kwargs)
+
+    store.client.nodes_manager.initialize = counted_reload
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable, match="pool_timeout"):
+        store.load("k" * 43)
+    assert time.monotonic() - started >= 0.19
+    assert reloads == []
+    raw.lpush(f"{prefix}hold", b"x")
+    holder.join(30)
+    raw.close()
+    store.close()
+
+
+@pytest.mark.anyio
+async def test_the_async_gate_serves_waiters_first_come_first_served() -> None:
+    """A freed place goes to the longest waiter, never to a newcomer (redis-py's async
+    blocking pool lets newcomers take it: under steady load, waiters starved past a 5 s
+    bound); a waiter that gives up or is cancelled leaves the queue."""
+    from coatcheck.stores.redis import _Gate
+
+    gate = _Gate(1, timeout=30)
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def use(name: str, hold: asyncio.Event | None = None) -> None:
+        async with gate:
+            order.append(name)
+            if hold is not None:
+                await hold.wait()
+
+    first = asyncio.ensure_future(use("first", release))
+    await asyncio.sleep(0)
+    second = asyncio.ensure_future(use("second"))
+    cancelled = asyncio.ensure_future(use("cancelled"))
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    release.set()
+    await first  # frees the place: it is handed to `second` before anyone else runs
+    newcomer = asyncio.ensure_future(use("newcomer"))
+    await asyncio.gather(second, newcomer)
+    assert order == ["first", "second", "newcomer"]
+    assert cancelled.cancelled() and gate.free == 1
+
+    await gate.__aenter__()  # the test holds the place
+    handed = asyncio.ensure_future(use("handed"))
+    last = asyncio.ensure_future(use("last"))
+    await asyncio.sleep(0)
+    await gate.__aexit__(None, None, None)  # hands the place to `handed`...
+    handed.cancel()  # ...cancelled before it could run: it passes the place on
+    await last
+    assert handed.cancelled() and order[-1] == "last" and gate.free == 1
+
+    impatient = _Gate(1, timeout=0.01)
+    async with impatient:
+        with pytest.raises(redis.exceptions.MaxConnectionsError):
+            async with impatient:
+                pass  # pragma: no cover - never entered
+    assert impatient.free == 1
 
 
 # -- revocations ---------------------------------------------------------------------------

@@ -14,6 +14,7 @@ neither redis nor psycopg.
 from __future__ import annotations
 
 import importlib
+import math
 import sys
 from typing import TYPE_CHECKING, Any, Literal, overload
 from urllib.parse import SplitResult, unquote, urlsplit
@@ -98,6 +99,9 @@ _TWINS = {
 }  # fmt: skip
 _REDIS_SCHEMES = ("redis", "rediss", "redis+cluster", "rediss+cluster")
 _POSTGRES_SCHEMES = ("postgresql", "postgres")
+#: URL query parameters that size a Redis or PostgreSQL store's pool: the store reads
+#: them and removes them before the URL reaches the driver.
+_POOL_OPTIONS = ("max_connections", "pool_timeout")
 
 
 def __getattr__(name: str) -> Any:
@@ -131,6 +135,65 @@ def _sqlite_path(parts: SplitResult) -> str:
     return unquote(parts.path[1:]) or "sessions.db"
 
 
+def _pool_settings(
+    url: str,
+    *,
+    max_connections: int | None,
+    pool_timeout: float | None,
+    defaults: tuple[int, float],
+) -> tuple[str, int, float]:
+    """A Redis or PostgreSQL store's pool settings: (`url` without its pool options,
+    max_connections, pool_timeout). Each comes from the argument, else the URL's query
+    (`?max_connections=50&pool_timeout=5`), else `defaults`; both at once must agree.
+
+    The options are cut out of the query as written, so the rest of the URL (other
+    options, percent-escapes) reaches the driver unchanged. A string that is not a URL (a
+    libpq `key=value` string) is left as it is: only the arguments apply.
+    """
+    head, sep, query = url.partition("?") if "://" in url else (url, "", "")
+    fragment = ""
+    if "#" in query:
+        query, _, fragment = query.partition("#")
+        fragment = "#" + fragment
+    found: dict[str, str] = {}
+    kept = []
+    for item in query.split("&") if sep else []:
+        name, _, value = item.partition("=")
+        if name in _POOL_OPTIONS:
+            if name in found:
+                raise ConfigurationError(f"the store URL sets {name} twice")
+            found[name] = unquote(value)
+        elif item:
+            kept.append(item)
+    rest = head + ("?" + "&".join(kept) if kept else "") + fragment
+    size = _setting("max_connections", max_connections, found, int, defaults[0])
+    wait = _setting("pool_timeout", pool_timeout, found, float, defaults[1])
+    if size < 1:
+        raise ConfigurationError(f"max_connections must be 1 or more, not {size}")
+    if not (math.isfinite(wait) and wait > 0):
+        raise ConfigurationError(
+            f"pool_timeout is the most seconds to wait for a free connection: a number "
+            f"above 0, not {wait}"
+        )
+    return rest, size, wait
+
+
+def _setting(name: str, given: Any, found: dict[str, str], kind: type, default: Any) -> Any:
+    if name not in found:
+        return default if given is None else given
+    try:
+        value = kind(found[name])
+    except ValueError:
+        what = "a whole number" if kind is int else "a number of seconds"
+        raise ConfigurationError(f"{name}={found[name]!r} in the store URL is not {what}") from None
+    if given is not None and given != value:
+        raise ConfigurationError(
+            f"{name} is set both in the store URL ({value}) and as an argument ({given}); "
+            "set it in one place"
+        )
+    return value
+
+
 @overload
 def from_url(url: str, *, asynchronous: Literal[False] = False) -> Store: ...
 @overload
@@ -145,6 +208,10 @@ def from_url(url: str, *, asynchronous: bool = False) -> Store | AsyncStore:
     - `redis://[[user]:password@]host:6379/0`, `rediss://...` (TLS); a Redis Cluster:
       `redis+cluster://host:port` or `rediss+cluster://...` (any node)
     - `postgresql://user:password@host:5432/db` (or `postgres://`)
+
+    Redis and PostgreSQL URLs may size the store's connection pool in their query:
+    `?max_connections=50&pool_timeout=5` (see the store classes; other query parameters
+    go to the driver).
     """
     scheme, parts = _split(url)
     if scheme == "memory":

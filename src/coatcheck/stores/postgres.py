@@ -1,8 +1,9 @@
 """`PostgresStore` and `PostgresRevocationStore`: sessions and revocations shared by many
 machines through PostgreSQL (psycopg 3), with a LISTEN/NOTIFY push feed.
 
-Sessions live in one table, created on first use (or by `create_schema()`, for deployments
-where the app's database role may not create tables):
+Sessions live in one table, created on first use (once per store, however many requests
+arrive first), or by `create_schema()`, for deployments where the app's database role may
+not create tables:
 
 ```sql
 CREATE TABLE coatcheck_sessions (
@@ -46,10 +47,29 @@ Both kinds of store share their pool, schema creation and error mapping (`_Poole
 `_AsyncPooled`). A server that is down, refuses connections or does not answer within
 `timeout` raises `StoreUnavailable`; the pool checks each connection before handing it
 out and replaces broken ones, so service resumes by itself when the server is back.
+
+Connections. A store made from a connection string keeps at most `max_connections`
+connections (default `DEFAULT_MAX_CONNECTIONS` for sessions, 4 for revocations; per store
+and process) and an operation that finds them all busy waits for one, first come first
+served, up to `pool_timeout` seconds (default `DEFAULT_POOL_TIMEOUT`), which is separate
+from `timeout` (connecting, each statement): a busy pool is a queue, not a 503. So that an
+outage stays a quick 503, the bound is `timeout` until an operation has reached the
+server, and again once it stopped answering (an operation's connection broke, or a wait
+ended with no connection while no other came back), until one reaches it again. Both
+settings come from the constructor or a URL's query
+(`postgresql://host/db?max_connections=20&pool_timeout=5`, removed before the URL reaches
+libpq); measured with `bench/pool_load.py`. A pool given to the store is used as it is,
+with its own `timeout`.
+
+Purging. Nothing runs a purge on a request's path: expired rows are invisible to every
+statement at once, and removed only by `purge_expired()` (or `coatcheck sessions purge`),
+in batches of `PURGE_BATCH` rows each one short statement, so a scheduled purge neither
+holds many row locks nor delays the requests running beside it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 import threading
@@ -61,10 +81,11 @@ from typing import Any, Generic, TypeVar
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
-from psycopg_pool import AsyncConnectionPool, ConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from ..exceptions import ConfigurationError, StoreError, StoreUnavailable
 from ..revocation import Revocation, decode_entry, decode_rows, encode_entry
+from . import _pool_settings
 from .base import Record
 from .feed import POLL_INTERVAL, RECONNECT_DELAY, SUBSCRIBED, AsyncListener, Listener
 
@@ -77,6 +98,17 @@ __all__ = [
 
 T = TypeVar("T")
 PURGE_BATCH = 1000
+#: Connections one session store keeps at most; more operations in flight wait
+#: (bench/pool_load.py).
+DEFAULT_MAX_CONNECTIONS = 20
+#: Connections one revocation store keeps at most (revocations and polls are rare).
+REVOCATION_MAX_CONNECTIONS = 4
+#: Seconds an operation waits for a busy pool's connection before `StoreUnavailable`.
+DEFAULT_POOL_TIMEOUT = 5.0
+#: Seconds the pool retries one lost connection before it gives up, so that the next
+#: operation tries afresh at once. psycopg_pool's default (5 minutes) backs off to attempts
+#: minutes apart: measured, a server back after a 20 s outage served again only after 11.6 s.
+RECONNECT_TIMEOUT = 1.0
 #: Longest entry sent in a NOTIFY payload (PostgreSQL's limit is 8000 bytes).
 MAX_PAYLOAD = 7900
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,40}")
@@ -189,9 +221,101 @@ def _connection_options(url: str, timeout: float) -> dict[str, Any]:
 
 #: The statements of a table: sessions or revocations.
 S = TypeVar("S", "_Sql", "_RevocationSql")
+#: A pool class, sync or async.
+P = TypeVar("P", ConnectionPool[Any], AsyncConnectionPool[Any])
 
 
-class _Pooled(Generic[S]):
+class _PoolSettings:
+    """What both pool twins settle the same way: the settings (from the arguments, the
+    URL's query or the defaults; a given pool's own) and what a failed wait means."""
+
+    table: str
+    timeout: float
+    max_connections: int
+    pool_timeout: float
+    _conninfo: str | None
+    _owned: bool
+    #: Operations whose connection came back unbroken: the server answered, if only with
+    #: an error (approximate across threads: only compared for change).
+    _served: int
+    #: Whether the last operations reached the server (see `_wait`); not yet, at first.
+    _answering: bool
+
+    def _own_pool(
+        self,
+        kind: type[P],
+        conninfo: str,
+        *,
+        timeout: float,
+        min_connections: int,
+        max_connections: int | None,
+        pool_timeout: float | None,
+        default_max: int,
+    ) -> P:
+        """A pool made from `conninfo` (its pool options taken out), owned by the store."""
+        self._owned, self._served, self._answering = True, 0, False
+        self._conninfo, self.max_connections, self.pool_timeout = _pool_settings(
+            conninfo, max_connections=max_connections, pool_timeout=pool_timeout,
+            defaults=(default_max, DEFAULT_POOL_TIMEOUT),
+        )  # fmt: skip
+        return kind(
+            self._conninfo,
+            kwargs=_connection_options(self._conninfo, timeout),
+            min_size=min(min_connections, self.max_connections),
+            max_size=self.max_connections,
+            timeout=self.pool_timeout,
+            check=kind.check_connection,
+            reconnect_timeout=RECONNECT_TIMEOUT,
+            open=False,
+            name=f"coatcheck-{self.table}",
+        )
+
+    def _given_pool(
+        self,
+        pool: ConnectionPool[Any] | AsyncConnectionPool[Any],
+        max_connections: int | None,
+        pool_timeout: float | None,
+    ) -> None:
+        """Take a pool given to the store as it is."""
+        if max_connections is not None or pool_timeout is not None:
+            raise ConfigurationError(
+                "max_connections and pool_timeout size the pool the store makes from a "
+                "connection string; configure the pool you pass instead"
+            )
+        self._owned, self._served, self._answering = False, 0, False
+        self._conninfo = pool.conninfo if isinstance(pool.conninfo, str) else None
+        self.max_connections, self.pool_timeout = pool.max_size, pool.timeout
+
+    def _wait(self) -> float:
+        """How long the next operation may wait for a connection: `pool_timeout` while the
+        server answers, `timeout` until it first did and once it stopped."""
+        return self.pool_timeout if self._answering else min(self.timeout, self.pool_timeout)
+
+    def _returned(self, conn: psycopg.BaseConnection[Any]) -> None:
+        """Note how an operation's connection came back: unbroken (the server answered, if
+        only with an error) or broken (the server went away)."""
+        self._answering = not conn.broken
+        if self._answering:
+            self._served += 1
+
+    def _no_connection(self, waited: float, served: int) -> StoreUnavailable:
+        """The error for a wait that gave no connection; if no other operation's connection
+        came back meanwhile either, the server is taken for gone until one does."""
+        if self._served == served:
+            self._answering = False
+        if waited < self.pool_timeout:
+            return StoreUnavailable(
+                f"PostgreSQL store unavailable (no connection within {waited:g} s, and the "
+                "last operations could not reach the server)"
+            )
+        return StoreUnavailable(
+            f"PostgreSQL store unavailable (no connection came free within pool_timeout="
+            f"{self.pool_timeout:g} s: all {self.max_connections} were busy, or the server "
+            "stopped answering; raise max_connections or pool_timeout if it is healthy)"
+        )
+
+
+class _Pooled(_PoolSettings, Generic[S]):
     """A sync store's pool (made from a connection string, which the store then owns and
     closes, or given), its schema, created on first use, and its errors mapped."""
 
@@ -203,49 +327,72 @@ class _Pooled(Generic[S]):
         *,
         table: str,
         timeout: float,
-        min_size: int,
-        max_size: int,
+        min_connections: int,
+        max_connections: int | None,
+        pool_timeout: float | None,
+        default_max: int,
         clock: Callable[[], float],
     ) -> None:
-        self.table = table
-        self.timeout = timeout
-        self._clock = clock
-        self._owned = isinstance(conninfo, str)
+        self.table, self.timeout, self._clock = table, timeout, clock
         if isinstance(conninfo, str):
-            self._conninfo: str | None = conninfo
-            self.pool: ConnectionPool[Any] = ConnectionPool(
-                conninfo,
-                kwargs=_connection_options(conninfo, timeout),
-                min_size=min_size,
-                max_size=max_size,
-                timeout=timeout,
-                check=ConnectionPool.check_connection,
-                open=False,
-                name=f"coatcheck-{table}",
-            )
+            self.pool: ConnectionPool[Any] = self._own_pool(
+                ConnectionPool, conninfo, timeout=timeout, min_connections=min_connections,
+                max_connections=max_connections, pool_timeout=pool_timeout,
+                default_max=default_max,
+            )  # fmt: skip
         else:
+            self._given_pool(conninfo, max_connections, pool_timeout)
             self.pool = conninfo
-            self._conninfo = conninfo.conninfo if isinstance(conninfo.conninfo, str) else None
-        self._lock = threading.Lock()
+        self._lock, self._once = threading.Lock(), threading.Lock()
         self._ready = False
+
+    def _getconn(self) -> psycopg.Connection[Any]:
+        """A connection, waited for as the module docstring says (in the pool's queue, first
+        come first served)."""
+        conn: psycopg.Connection[Any]
+        if not self._owned:  # a given pool: its own timeout
+            conn = self.pool.getconn()
+            return conn
+        served, wait = self._served, self._wait()
+        try:
+            conn = self.pool.getconn(wait)
+        except PoolTimeout:
+            raise self._no_connection(wait, served) from None
+        return conn
 
     def _run(self, operation: Callable[[psycopg.Connection[Any]], T]) -> T:
         with _translated():
             if not self._ready:
-                self.create_schema()
-            with self.pool.connection() as conn:
-                return operation(conn)
+                self._first_use()
+            conn = self._getconn()
+            try:
+                with conn:  # as pool.connection(): a pooled connection is not closed here
+                    return operation(conn)
+            finally:
+                self._returned(conn)
+                self.pool.putconn(conn)
 
     def create_schema(self) -> None:
         """Create the table and its indexes if they do not exist (safe to run concurrently)."""
         with _translated(), self._lock:
             if self._owned and self.pool.closed:
                 self.pool.open(wait=False)
-            with self.pool.connection() as conn, conn.transaction():
-                conn.execute(self._sql.schema[0], (self._sql.schema_lock,))
-                for statement in self._sql.schema[1:]:
-                    conn.execute(statement)
+            conn = self._getconn()
+            try:
+                with conn, conn.transaction():
+                    conn.execute(self._sql.schema[0], (self._sql.schema_lock,))
+                    for statement in self._sql.schema[1:]:
+                        conn.execute(statement)
+            finally:
+                self._returned(conn)
+                self.pool.putconn(conn)
             self._ready = True
+
+    def _first_use(self) -> None:
+        """Create the schema once, however many threads arrive first."""
+        with self._once:
+            if not self._ready:
+                self.create_schema()
 
     def close(self) -> None:
         """Close the pool if the store made it."""
@@ -253,7 +400,7 @@ class _Pooled(Generic[S]):
             self.pool.close()
 
 
-class _AsyncPooled(Generic[S]):
+class _AsyncPooled(_PoolSettings, Generic[S]):
     """`_Pooled` for an async store: the pool opens on first use, inside the event loop."""
 
     _sql: S
@@ -264,37 +411,48 @@ class _AsyncPooled(Generic[S]):
         *,
         table: str,
         timeout: float,
-        min_size: int,
-        max_size: int,
+        min_connections: int,
+        max_connections: int | None,
+        pool_timeout: float | None,
+        default_max: int,
         clock: Callable[[], float],
     ) -> None:
-        self.table = table
-        self.timeout = timeout
-        self._clock = clock
-        self._owned = isinstance(conninfo, str)
+        self.table, self.timeout, self._clock = table, timeout, clock
         if isinstance(conninfo, str):
-            self._conninfo: str | None = conninfo
-            self.pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-                conninfo,
-                kwargs=_connection_options(conninfo, timeout),
-                min_size=min_size,
-                max_size=max_size,
-                timeout=timeout,
-                check=AsyncConnectionPool.check_connection,
-                open=False,
-                name=f"coatcheck-{table}",
-            )
+            self.pool: AsyncConnectionPool[Any] = self._own_pool(
+                AsyncConnectionPool, conninfo, timeout=timeout, min_connections=min_connections,
+                max_connections=max_connections, pool_timeout=pool_timeout,
+                default_max=default_max,
+            )  # fmt: skip
         else:
+            self._given_pool(conninfo, max_connections, pool_timeout)
             self.pool = conninfo
-            self._conninfo = conninfo.conninfo if isinstance(conninfo.conninfo, str) else None
+        self._once = asyncio.Lock()
         self._ready = False
+
+    async def _getconn(self) -> psycopg.AsyncConnection[Any]:
+        conn: psycopg.AsyncConnection[Any]
+        if not self._owned:  # a given pool: its own timeout
+            conn = await self.pool.getconn()
+            return conn
+        served, wait = self._served, self._wait()
+        try:
+            conn = await self.pool.getconn(wait)
+        except PoolTimeout:
+            raise self._no_connection(wait, served) from None
+        return conn
 
     async def _run(self, operation: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]) -> T:
         with _translated():
             if not self._ready:
-                await self.create_schema()
-            async with self.pool.connection() as conn:
-                return await operation(conn)
+                await self._first_use()
+            conn = await self._getconn()
+            try:
+                async with conn:  # as pool.connection(): a pooled connection is not closed
+                    return await operation(conn)
+            finally:
+                self._returned(conn)
+                await self.pool.putconn(conn)
 
     async def _rowcount(self, statement: str, args: Any) -> int:
         async def run(conn: psycopg.AsyncConnection[Any]) -> int:
@@ -307,11 +465,23 @@ class _AsyncPooled(Generic[S]):
         with _translated():
             if self._owned and self.pool.closed:
                 await self.pool.open(wait=False)
-            async with self.pool.connection() as conn, conn.transaction():
-                await conn.execute(self._sql.schema[0], (self._sql.schema_lock,))
-                for statement in self._sql.schema[1:]:
-                    await conn.execute(statement)
+            conn = await self._getconn()
+            try:
+                async with conn, conn.transaction():
+                    await conn.execute(self._sql.schema[0], (self._sql.schema_lock,))
+                    for statement in self._sql.schema[1:]:
+                        await conn.execute(statement)
+            finally:
+                self._returned(conn)
+                await self.pool.putconn(conn)
             self._ready = True
+
+    async def _first_use(self) -> None:
+        """Create the schema once, however many tasks arrive first (each would otherwise
+        take a connection to wait on the same advisory lock)."""
+        async with self._once:
+            if not self._ready:
+                await self.create_schema()
 
     async def aclose(self) -> None:
         """Close the pool if the store made it."""
@@ -324,8 +494,11 @@ class PostgresStore(_Pooled[_Sql]):
 
     `conninfo` is a URL (`postgresql://user:password@host:5432/db`) or a libpq connection
     string, or an existing `psycopg_pool.ConnectionPool`, which the store then neither
-    configures nor closes. `timeout` bounds waiting for a pooled connection and each
-    statement, in seconds.
+    configures nor closes. `timeout` bounds connecting and each statement, in seconds. A
+    store made from a connection string keeps `min_connections` to `max_connections`
+    connections, and an operation finding them all busy waits up to `pool_timeout`
+    seconds for one (see the module docstring); a URL may give both in its query,
+    `postgresql://host/db?max_connections=20&pool_timeout=5`.
     """
 
     def __init__(
@@ -333,14 +506,16 @@ class PostgresStore(_Pooled[_Sql]):
         conninfo: str | ConnectionPool[Any],
         *,
         table: str = "coatcheck_sessions",
-        timeout: float = 1.0,  # seconds, waiting for a connection and per statement
-        min_size: int = 1,
-        max_size: int = 10,
+        timeout: float = 1.0,  # seconds, connecting and per statement
+        min_connections: int = 1,
+        max_connections: int | None = None,  # None: the URL's, else DEFAULT_MAX_CONNECTIONS
+        pool_timeout: float | None = None,  # seconds; None: the URL's, else DEFAULT_POOL_TIMEOUT
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._sql = _Sql(table)
-        self._set_pool(conninfo, table=table, timeout=timeout, min_size=min_size,
-                       max_size=max_size, clock=clock)  # fmt: skip
+        self._set_pool(conninfo, table=table, timeout=timeout, min_connections=min_connections,
+                       max_connections=max_connections, pool_timeout=pool_timeout,
+                       default_max=DEFAULT_MAX_CONNECTIONS, clock=clock)  # fmt: skip
 
     def __repr__(self) -> str:
         return f"<PostgresStore table={self.table!r}>"
@@ -404,14 +579,16 @@ class AsyncPostgresStore(_AsyncPooled[_Sql]):
         conninfo: str | AsyncConnectionPool[Any],
         *,
         table: str = "coatcheck_sessions",
-        timeout: float = 1.0,  # seconds, waiting for a connection and per statement
-        min_size: int = 1,
-        max_size: int = 10,
+        timeout: float = 1.0,  # seconds, connecting and per statement
+        min_connections: int = 1,
+        max_connections: int | None = None,  # None: the URL's, else DEFAULT_MAX_CONNECTIONS
+        pool_timeout: float | None = None,  # seconds; None: the URL's, else DEFAULT_POOL_TIMEOUT
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._sql = _Sql(table)
-        self._set_pool(conninfo, table=table, timeout=timeout, min_size=min_size,
-                       max_size=max_size, clock=clock)  # fmt: skip
+        self._set_pool(conninfo, table=table, timeout=timeout, min_connections=min_connections,
+                       max_connections=max_connections, pool_timeout=pool_timeout,
+                       default_max=DEFAULT_MAX_CONNECTIONS, clock=clock)  # fmt: skip
 
     @classmethod
     def wrapping(cls, store: PostgresStore) -> AsyncPostgresStore | None:
@@ -419,7 +596,9 @@ class AsyncPostgresStore(_AsyncPooled[_Sql]):
         None if `store` was given a pool rather than a connection string."""
         if not store._owned or store._conninfo is None:
             return None
-        return cls(store._conninfo, table=store.table, timeout=store.timeout, clock=store._clock)
+        return cls(store._conninfo, table=store.table, timeout=store.timeout, clock=store._clock,
+                   max_connections=store.max_connections,
+                   pool_timeout=store.pool_timeout)  # fmt: skip
 
     def __repr__(self) -> str:
         return f"<AsyncPostgresStore table={self.table!r}>"
@@ -560,8 +739,9 @@ class PostgresRevocationStore(_ListenTarget, _Pooled[_RevocationSql]):
 
     `conninfo` is a URL (`postgresql://user:password@host:5432/db`) or a libpq connection
     string, or an existing `psycopg_pool.ConnectionPool`, which the store then neither
-    configures nor closes. `timeout` bounds waiting for a connection and each statement, in
-    seconds. `clock` decides which entries have expired.
+    configures nor closes. `timeout` bounds connecting and each statement, in seconds;
+    `max_connections` and `pool_timeout` size the pool as for `PostgresStore`. `clock`
+    decides which entries have expired.
     """
 
     def __init__(
@@ -569,13 +749,15 @@ class PostgresRevocationStore(_ListenTarget, _Pooled[_RevocationSql]):
         conninfo: str | ConnectionPool[Any],
         *,
         table: str = "coatcheck_revocations",
-        timeout: float = 1.0,  # seconds, waiting for a connection and per statement
-        max_size: int = 4,
+        timeout: float = 1.0,  # seconds, connecting and per statement
+        max_connections: int | None = None,  # None: the URL's, else REVOCATION_MAX_CONNECTIONS
+        pool_timeout: float | None = None,  # seconds; None: the URL's, else DEFAULT_POOL_TIMEOUT
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._sql = _RevocationSql(table)
-        self._set_pool(conninfo, table=table, timeout=timeout, min_size=1, max_size=max_size,
-                       clock=clock)  # fmt: skip
+        self._set_pool(conninfo, table=table, timeout=timeout, min_connections=1,
+                       max_connections=max_connections, pool_timeout=pool_timeout,
+                       default_max=REVOCATION_MAX_CONNECTIONS, clock=clock)  # fmt: skip
         self._listener = Listener(
             self._notifications, decode=_notified, errors=(psycopg.Error,),
             join_timeout=5 * (POLL_INTERVAL + timeout + RECONNECT_DELAY) + 10,
@@ -635,13 +817,15 @@ class AsyncPostgresRevocationStore(_ListenTarget, _AsyncPooled[_RevocationSql]):
         conninfo: str | AsyncConnectionPool[Any],
         *,
         table: str = "coatcheck_revocations",
-        timeout: float = 1.0,  # seconds, waiting for a connection and per statement
-        max_size: int = 4,
+        timeout: float = 1.0,  # seconds, connecting and per statement
+        max_connections: int | None = None,  # None: the URL's, else REVOCATION_MAX_CONNECTIONS
+        pool_timeout: float | None = None,  # seconds; None: the URL's, else DEFAULT_POOL_TIMEOUT
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._sql = _RevocationSql(table)
-        self._set_pool(conninfo, table=table, timeout=timeout, min_size=1, max_size=max_size,
-                       clock=clock)  # fmt: skip
+        self._set_pool(conninfo, table=table, timeout=timeout, min_connections=1,
+                       max_connections=max_connections, pool_timeout=pool_timeout,
+                       default_max=REVOCATION_MAX_CONNECTIONS, clock=clock)  # fmt: skip
         self._listener = AsyncListener(
             self._notifications, decode=_notified, errors=(psycopg.Error,)
         )
@@ -655,7 +839,8 @@ class AsyncPostgresRevocationStore(_ListenTarget, _AsyncPooled[_RevocationSql]):
         if not store._owned or store._conninfo is None:
             return None
         return cls(store._conninfo, table=store.table, timeout=store.timeout,
-                   clock=store._clock)  # fmt: skip
+                   clock=store._clock, max_connections=store.max_connections,
+                   pool_timeout=store.pool_timeout)  # fmt: skip
 
     def __repr__(self) -> str:
         return f"<AsyncPostgresRevocationStore table={self.table!r}>"

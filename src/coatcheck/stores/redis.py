@@ -10,11 +10,14 @@ Sessions, laid out as follows (with the default prefix `coatcheck:`):
   (64 bytes). Measured with 150-byte sessions: 364 bytes of Redis memory per session as a
   string, 571 as a hash, and `GET` no slower than `HMGET`.
 - `coatcheck:u:{<user>}` is a sorted set of the user's keys scored by their expiry time
-  (server clock, milliseconds). Every index write first drops members whose score has
-  passed and sets the set's own expiry to its latest score, so an index never outlives its
-  sessions and never grows beyond the sessions created within one TTL. An index entry is a
-  hint: `list_user` and `delete_user` check the user recorded in each session, and drop
-  entries whose session expired, was deleted or changed hands.
+  (server clock, milliseconds). Every index write first drops expired members, at most
+  `TRIM_BATCH` of them (so a write costs the same however many of the user's sessions
+  expired since the last one: no purge runs on a request's path), and sets the set's own
+  expiry to its latest score, so an index never outlives its sessions; as each write adds
+  one member and drops up to 100 expired ones, expired members left after a burst go with
+  the user's next writes, or with the set. An index entry is a hint: `list_user` and
+  `delete_user` check the user recorded in each session, and drop entries whose session
+  expired, was deleted or changed hands.
 
 Writes are Lua scripts sent with `EVALSHA` (redis-py reloads them after a server restart):
 
@@ -65,16 +68,33 @@ server's data is lost for processes that had not polled it yet.
 Both kinds of store make their client the same way (`_SyncClient`, `_AsyncClient`). Any
 connection error or timeout raises `StoreUnavailable`; the client reconnects on the next
 call, so service resumes when the server returns. Messages carry no key or secret.
+
+Connections. A store made from a URL has at most `max_connections` commands in flight
+(default `DEFAULT_MAX_CONNECTIONS`, per store and process); one more waits for a free
+connection, up to `pool_timeout` seconds (default `DEFAULT_POOL_TIMEOUT`), and only then
+raises `StoreUnavailable`. redis-py's default pool raises at once instead
+(`MaxConnectionsError`: a 503 while Redis is healthy, for the 101st request in flight).
+The sync twins use redis-py's `BlockingConnectionPool` (`_WaitingPool`; on a cluster, one
+per node). The async twins put a first-come-first-served `_Gate` in front of the client, since
+redis-py's async blocking pool is unfair (waiters starve under steady load, see `_Gate`)
+and its async cluster client has no waiting pool at all; the pool behind the gate may open
+twice `max_connections` (room for the pub/sub listener and connections being replaced),
+so it never refuses one. Waiting happens only while every connection is busy with a
+command: a server that is down refuses new connections at once, so an outage is a 503 at
+once, not after `pool_timeout`. Both settings come from the constructor or the URL
+(`redis://host:6379/0?max_connections=50&pool_timeout=5`); measured with
+`bench/pool_load.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import re
 import time
 from collections.abc import AsyncGenerator, Callable, Generator, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import redis
 import redis.asyncio
@@ -84,6 +104,7 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.exceptions import (
     ClusterDownError,
+    MaxConnectionsError,
     ReadOnlyError,
     RedisClusterException,
     RedisError,
@@ -94,6 +115,7 @@ from redis.retry import Retry
 
 from ..exceptions import ConfigurationError, StoreCorrupted, StoreError, StoreUnavailable
 from ..revocation import Revocation, decode_entry, decode_rows, encode_entry
+from . import _pool_settings
 from .base import Record
 from .feed import POLL_INTERVAL, RECONNECT_DELAY, SUBSCRIBED, AsyncListener, Listener
 
@@ -103,7 +125,14 @@ if TYPE_CHECKING:
 __all__ = ["AsyncRedisRevocationStore", "AsyncRedisStore", "RedisRevocationStore", "RedisStore"]
 
 DEFAULT_URL = "redis://localhost:6379/0"
-#: Expired revocations one `revoke` removes on the way (`purge_expired` removes all, in batches).
+#: Connections one store keeps at most; more commands in flight wait (bench/pool_load.py).
+DEFAULT_MAX_CONNECTIONS = 50
+#: Seconds a command waits for a free connection before `StoreUnavailable`.
+DEFAULT_POOL_TIMEOUT = 5.0
+#: What redis-py's blocking pool (and the cluster gate here) says when the wait ran out.
+_NO_CONNECTION = "No connection available."
+#: Expired entries one write removes on the way: from the user's index (`save`, `rotate`)
+#: or the revocation sets (`revoke`; `purge_expired` removes all, in batches).
 TRIM_BATCH = 100
 PURGE_BATCH = 1000
 #: What a listener takes for "the server is away" (reconnects without logging a traceback).
@@ -111,12 +140,15 @@ _DOWN = (RedisError, RedisClusterException, OSError)
 _CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 _HEADER = re.compile(rb"(\d+):(\d*):")
 
-# Drop expired members, add or extend one, and let the set expire with its last member.
-_LUA_INDEX_FN = """
+# Drop up to TRIM_BATCH expired members (the lowest scores), add or extend one, and let the
+# set expire with its last member. The batch bounds a write's work however many sessions
+# expired since the user's last write: O(log N + TRIM_BATCH).
+_LUA_INDEX_FN = f"""
 local function index(ikey, member, ttl)
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  redis.call('ZREMRANGEBYSCORE', ikey, '-inf', now)
+  local expired = math.min(redis.call('ZCOUNT', ikey, '-inf', now), {TRIM_BATCH})
+  if expired > 0 then redis.call('ZREMRANGEBYRANK', ikey, 0, expired - 1) end
   redis.call('ZADD', ikey, 'GT', now + ttl, member)
   local last = redis.call('ZRANGE', ikey, -1, -1, 'WITHSCORES')
   redis.call('PEXPIREAT', ikey, string.format('%d', tonumber(last[2])))
@@ -335,6 +367,16 @@ def _translated() -> Iterator[None]:
     except ResponseError as exc:
         raise StoreError(f"Redis store failed ({_describe(exc)})") from None
     except (RedisError, RedisClusterException) as exc:
+        if str(exc) == _NO_CONNECTION:
+            raise StoreUnavailable(
+                "Redis store unavailable (no connection became free within pool_timeout: "
+                "every one of max_connections was busy; raise either if Redis is healthy)"
+            ) from None
+        if isinstance(exc, MaxConnectionsError):  # the pool of a client given to the store
+            raise StoreUnavailable(
+                "Redis store unavailable (every connection of the client's pool is busy and "
+                "its pool does not wait: enlarge it, or give the store a URL)"
+            ) from None
         raise StoreUnavailable(f"Redis store unavailable ({_describe(exc)})") from None
 
 
@@ -362,7 +404,61 @@ def _options(timeout: float, retry: Any) -> dict[str, Any]:
     return {"socket_timeout": timeout, "socket_connect_timeout": timeout, "retry": retry}
 
 
-class _SyncClient:
+class _PoolSettings:
+    """The pool settings both client kinds read the same way: from the arguments or the
+    URL (`?max_connections=&pool_timeout=`), for a client the store makes; a given client
+    keeps its own pool, so setting them then is an error."""
+
+    #: None for a client given to the store (its own pool decides).
+    max_connections: int | None
+    pool_timeout: float | None
+
+    def _pool_url(
+        self,
+        client: object,
+        max_connections: int | None,
+        pool_timeout: float | None,
+    ) -> tuple[str, int, float] | None:
+        """(the URL without pool options, max_connections, pool_timeout), also kept on the
+        store; None for a given client."""
+        self._url: str | None = None
+        self.max_connections = self.pool_timeout = None
+        if not isinstance(client, str):
+            if max_connections is not None or pool_timeout is not None:
+                raise ConfigurationError(
+                    "max_connections and pool_timeout size the pool of a client the store "
+                    "makes from a URL; configure the pool of the client you pass instead"
+                )
+            return None
+        url, size, wait = _pool_settings(
+            client, max_connections=max_connections, pool_timeout=pool_timeout,
+            defaults=(DEFAULT_MAX_CONNECTIONS, DEFAULT_POOL_TIMEOUT),
+        )  # fmt: skip
+        if re.search(r"[?&]timeout=", url):
+            raise ConfigurationError(
+                "a Redis store URL takes pool_timeout= for the wait for a free connection; "
+                "the store's timeout argument bounds connecting and each reply"
+            )
+        self._url, self.max_connections, self.pool_timeout = url, size, wait
+        return url, size, wait
+
+
+class _WaitingPool(redis.BlockingConnectionPool):
+    """redis-py's `BlockingConnectionPool`, but a wait that runs out raises
+    `MaxConnectionsError` (pool exhaustion), not the plain `ConnectionError` the sync
+    cluster client would take for a node failure: it would drop the node's idle
+    connections, reload the slot map and retry, waiting again, up to three times."""
+
+    def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
+        except redis.exceptions.ConnectionError as exc:
+            if str(exc) == _NO_CONNECTION:
+                raise MaxConnectionsError(_NO_CONNECTION) from None
+            raise
+
+
+class _SyncClient(_PoolSettings):
     """The client of a sync store: made from a URL (the store then owns and closes it) or
     given (checked, never configured or closed)."""
 
@@ -373,18 +469,23 @@ class _SyncClient:
         client: str | redis.Redis | redis.cluster.RedisCluster,
         timeout: float,
         cluster: bool | None,
+        max_connections: int | None,
+        pool_timeout: float | None,
     ) -> None:
         self._owned = isinstance(client, str)
-        self._url = client if isinstance(client, str) else None
+        settings = self._pool_url(client, max_connections, pool_timeout)
         self.timeout = timeout
-        if isinstance(client, str):
-            url, is_cluster = _split_url(client, cluster)
+        if settings is not None:
+            url, is_cluster = _split_url(settings[0], cluster)
             options = _options(timeout, Retry(NoBackoff(), 1))
-            if is_cluster:
+            pool = {"max_connections": settings[1], "timeout": settings[2]}
+            if is_cluster:  # each node's pool waits
                 with _translated():  # the sync cluster client finds its nodes right away
-                    self.client = redis.cluster.RedisCluster.from_url(url, **options)
+                    self.client = redis.cluster.RedisCluster.from_url(
+                        url, connection_pool_class=_WaitingPool, **pool, **options
+                    )
             else:
-                self.client = redis.Redis.from_url(url, **options)
+                self.client = redis.Redis.from_pool(_WaitingPool.from_url(url, **pool, **options))
         else:
             _check_client(client)
             self.client = client
@@ -396,7 +497,82 @@ class _SyncClient:
                 self.client.close()
 
 
-class _AsyncClient:
+class _Gate:
+    """At most `size` holders at once; the others queue in arrival order, each for up to
+    `timeout` seconds, and a freed place goes to the longest waiter, never to a newcomer.
+
+    redis-py's async `BlockingConnectionPool` lets a newcomer take a connection freed for
+    a waiter (its condition re-queues a woken waiter that lost the race), so under steady
+    load some waiters starve: measured with `bench/pool_load.py`, 200 tasks and 100
+    connections, 100 requests waited past a 5 s bound while the median was 23 ms.
+    """
+
+    def __init__(self, size: int, timeout: float) -> None:
+        self.free = size
+        self.timeout = timeout
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def __aenter__(self) -> None:
+        if self.free and not self._waiters:
+            self.free -= 1
+            return
+        loop = asyncio.get_running_loop()
+        place: asyncio.Future[None] = loop.create_future()
+        self._waiters.append(place)
+        timer = loop.call_later(self.timeout, self._expire, place)
+        try:
+            await place
+        except BaseException:
+            if place.done() and not place.cancelled() and place.exception() is None:
+                self._release()  # given a place just as this task was cancelled: pass it on
+            elif not place.done() or place.cancelled():
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(place)
+            raise
+        finally:
+            timer.cancel()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        while self._waiters:
+            place = self._waiters.popleft()
+            if not place.done():
+                place.set_result(None)  # the place passes straight to the longest waiter
+                return
+        self.free += 1
+
+    def _expire(self, place: asyncio.Future[None]) -> None:
+        if not place.done():
+            self._waiters.remove(place)
+            place.set_exception(MaxConnectionsError(_NO_CONNECTION))
+
+
+class _GatedRedis(redis.asyncio.Redis):
+    """`redis.asyncio.Redis` whose commands pass through a `_Gate` (pub/sub does not: it
+    takes its connection from the pool, which has room for it)."""
+
+    gate: _Gate
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        async with self.gate:
+            return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+
+
+class _GatedCluster(redis.asyncio.cluster.RedisCluster):
+    """`redis.asyncio`'s cluster client, gated the same way. Its nodes' pools cannot wait at
+    all (`MaxConnectionsError`) and take no other pool class, so the gate is the only wait;
+    pipelines (only `list_user` on a cluster) take one connection per node and pass by."""
+
+    gate: _Gate
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        async with self.gate:
+            return await super().execute_command(*args, **kwargs)
+
+
+class _AsyncClient(_PoolSettings):
     """The client of an async store, made or given as for `_SyncClient`. A cluster's nodes
     are discovered once, before the first command (`_connect`)."""
 
@@ -407,17 +583,31 @@ class _AsyncClient:
         client: str | redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster,
         timeout: float,
         cluster: bool | None,
+        max_connections: int | None,
+        pool_timeout: float | None,
     ) -> None:
         self._owned = isinstance(client, str)
-        self._url = client if isinstance(client, str) else None
+        settings = self._pool_url(client, max_connections, pool_timeout)
         self.timeout = timeout
-        if isinstance(client, str):
-            url, is_cluster = _split_url(client, cluster)
+        if settings is not None:
+            url, is_cluster = _split_url(settings[0], cluster)
+            size, wait = settings[1], settings[2]
             options = _options(timeout, AsyncRetry(NoBackoff(), 1))
+            # The gate admits `size` commands; the pool below has room for twice that (the
+            # pub/sub listener, connections being replaced), so it never refuses one.
+            gated: _GatedRedis | _GatedCluster
             if is_cluster:
-                self.client = redis.asyncio.cluster.RedisCluster.from_url(url, **options)
+                gated = cast(
+                    _GatedCluster,
+                    _GatedCluster.from_url(url, max_connections=2 * size, **options),
+                )
             else:
-                self.client = redis.asyncio.Redis.from_url(url, **options)
+                pool = redis.asyncio.ConnectionPool.from_url(
+                    url, max_connections=2 * size, **options
+                )
+                gated = cast(_GatedRedis, _GatedRedis.from_pool(pool))
+            gated.gate = _Gate(size, wait)
+            self.client = gated
         else:
             _check_client(client)
             self.client = client
@@ -481,7 +671,10 @@ class RedisStore(_Layout, _SyncClient):
     `client` is a URL (`redis://[[user]:password@]host:6379/0`, `rediss://` for TLS,
     `redis+cluster://host:port` for a cluster) or an existing `redis.Redis` /
     `redis.cluster.RedisCluster`, which the store then neither configures nor closes.
-    `timeout` bounds connecting and each reply, in seconds.
+    `timeout` bounds connecting and each reply, in seconds. A store made from a URL keeps
+    at most `max_connections` connections, and a command finding them all busy waits up to
+    `pool_timeout` seconds for one (see the module docstring); either may instead be given
+    in the URL's query, `redis://host:6379/0?max_connections=50&pool_timeout=5`.
     """
 
     def __init__(
@@ -491,8 +684,10 @@ class RedisStore(_Layout, _SyncClient):
         prefix: str = "coatcheck:",
         timeout: float = 0.5,  # seconds, for connecting and for each reply
         cluster: bool | None = None,
+        max_connections: int | None = None,  # None: the URL's, else DEFAULT_MAX_CONNECTIONS
+        pool_timeout: float | None = None,  # seconds; None: the URL's, else DEFAULT_POOL_TIMEOUT
     ) -> None:
-        self._set_client(client, timeout, cluster)
+        self._set_client(client, timeout, cluster, max_connections, pool_timeout)
         self._configure(prefix)
         self._scripts: dict[str, Script] = {
             name: self.client.register_script(source) for name, source in _SCRIPTS.items()
@@ -609,8 +804,10 @@ class AsyncRedisStore(_Layout, _AsyncClient):
         prefix: str = "coatcheck:",
         timeout: float = 0.5,  # seconds, for connecting and for each reply
         cluster: bool | None = None,
+        max_connections: int | None = None,  # None: the URL's, else DEFAULT_MAX_CONNECTIONS
+        pool_timeout: float | None = None,  # seconds; None: the URL's, else DEFAULT_POOL_TIMEOUT
     ) -> None:
-        self._set_client(client, timeout, cluster)
+        self._set_client(client, timeout, cluster, max_connections, pool_timeout)
         self._configure(prefix)
         self._scripts: dict[str, AsyncScript] = {
             name: self.client.register_script(source) for name, source in _SCRIPTS.items()
@@ -623,7 +820,9 @@ class AsyncRedisStore(_Layout, _AsyncClient):
         rather than a URL."""
         if store._url is None:
             return None
-        return cls(store._url, prefix=store.prefix, timeout=store.timeout, cluster=store.cluster)
+        return cls(store._url, prefix=store.prefix, timeout=store.timeout,
+                   cluster=store.cluster, max_connections=store.max_connections,
+                   pool_timeout=store.pool_timeout)  # fmt: skip
 
     def __repr__(self) -> str:
         kind = "cluster" if self.cluster else "server"
@@ -793,7 +992,8 @@ class RedisRevocationStore(_RevocationKeys, _SyncClient):
 
     `client` is a URL (`redis://host:6379/0`, `rediss://` for TLS, `redis+cluster://host:port`)
     or an existing `redis.Redis` / `redis.cluster.RedisCluster`, which the store then neither
-    configures nor closes. `timeout` bounds connecting and each reply, in seconds. `clock`
+    configures nor closes. `timeout` bounds connecting and each reply, in seconds;
+    `max_connections` and `pool_timeout` size the pool as for `RedisStore`. `clock`
     decides which entries have expired (the app servers' clock, which wrote `expires_at`).
     """
 
@@ -804,10 +1004,12 @@ class RedisRevocationStore(_RevocationKeys, _SyncClient):
         prefix: str = "coatcheck:",
         timeout: float = 0.5,  # seconds, for connecting and for each reply
         cluster: bool | None = None,
+        max_connections: int | None = None,  # None: the URL's, else DEFAULT_MAX_CONNECTIONS
+        pool_timeout: float | None = None,  # seconds; None: the URL's, else DEFAULT_POOL_TIMEOUT
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._configure(prefix, clock)
-        self._set_client(client, timeout, cluster)
+        self._set_client(client, timeout, cluster, max_connections, pool_timeout)
         self._revoke = self.client.register_script(_LUA_REVOKE)
         self._purge = self.client.register_script(_LUA_PURGE)
         self._listener = Listener(
@@ -871,10 +1073,12 @@ class AsyncRedisRevocationStore(_RevocationKeys, _AsyncClient):
         prefix: str = "coatcheck:",
         timeout: float = 0.5,  # seconds, for connecting and for each reply
         cluster: bool | None = None,
+        max_connections: int | None = None,  # None: the URL's, else DEFAULT_MAX_CONNECTIONS
+        pool_timeout: float | None = None,  # seconds; None: the URL's, else DEFAULT_POOL_TIMEOUT
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._configure(prefix, clock)
-        self._set_client(client, timeout, cluster)
+        self._set_client(client, timeout, cluster, max_connections, pool_timeout)
         self._revoke = self.client.register_script(_LUA_REVOKE)
         self._purge = self.client.register_script(_LUA_PURGE)
         self._listener = AsyncListener(self._messages, decode=_pushed, errors=_DOWN)
@@ -888,7 +1092,9 @@ class AsyncRedisRevocationStore(_RevocationKeys, _AsyncClient):
         if store._url is None:
             return None
         return cls(store._url, prefix=store.prefix, timeout=store.timeout,
-                   cluster=store.cluster, clock=store._clock)  # fmt: skip
+                   cluster=store.cluster, clock=store._clock,
+                   max_connections=store.max_connections,
+                   pool_timeout=store.pool_timeout)  # fmt: skip
 
     def __repr__(self) -> str:
         return f"<AsyncRedisRevocationStore prefix={self.prefix!r}>"
