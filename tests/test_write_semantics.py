@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from coatcheck import Session, SessionManager, WriteConflict
+from coatcheck import ConfigurationError, ServerSide, Session, SessionManager, WriteConflict
 from coatcheck.drivers import commit_session, open_session
 from coatcheck.stores import MemoryStore, SQLiteStore
 from helpers import FakeClock, manager_for, request
@@ -63,6 +63,23 @@ def test_a_stale_read_modify_write_is_refused_and_stores_nothing(
     with pytest.raises(WriteConflict):
         commit_session(manager, slow)
     assert stored(manager, secret) == {"k": 10, "other": 0}  # nothing of `slow` landed
+
+
+def test_last_write_wins_when_configured() -> None:
+    clock = FakeClock()
+    manager = manager_for(MemoryStore(clock=clock), clock, on_conflict="last-write-wins")
+    secret = started(manager, k=1)
+    slow, fast = open_session(manager, request(secret)), open_session(manager, request(secret))
+    slow["k"] = slow["k"] + 1
+    fast["k"] = 10
+    commit_session(manager, fast)
+    commit_session(manager, slow)  # no conflict: the stale write wins, as configured
+    assert stored(manager, secret)["k"] == 2
+
+
+def test_an_unknown_conflict_rule_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match="on_conflict"):
+        SessionManager(ServerSide(MemoryStore()), on_conflict="merge")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("read", ["get", "in", "missing"])

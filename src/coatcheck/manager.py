@@ -21,7 +21,7 @@ import hmac
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from . import csrf, records
 from .audit import Audit
@@ -137,6 +137,10 @@ class SessionManager:
     cross-origin check for unsafe methods (cookie transport only) and `trusted_origins`
     lists origins (`"https://app.example"`) allowed to post cross-origin. `log_salt` salts
     the session hashes in log lines; give replicas the same salt to correlate their logs.
+    `on_conflict` says what happens to a key a request read and then changed when another
+    request changed it in between: `"refuse"` (the default: `WriteConflict`, answered 409,
+    nothing stored) or `"last-write-wins"` (the later commit overwrites; counters lose
+    increments). See docs/operating.md, "Write semantics".
     """
 
     def __init__(
@@ -149,6 +153,7 @@ class SessionManager:
         trusted_origins: Iterable[str] = (),
         clock: Callable[[], float] = time.time,
         log_salt: bytes | None = None,
+        on_conflict: Literal["refuse", "last-write-wins"] = "refuse",
     ) -> None:
         self.mode = mode if mode is not None else ServerSide()
         #: The client-side mode whose tokens this manager accepts: its own, or the one a
@@ -168,6 +173,11 @@ class SessionManager:
         self.trusted_origins = frozenset(o.rstrip("/") for o in trusted_origins)
         self.clock = clock
         self.audit = Audit(log_salt if log_salt is not None else os.urandom(16))
+        if on_conflict not in ("refuse", "last-write-wins"):
+            raise ConfigurationError(
+                f"on_conflict must be 'refuse' or 'last-write-wins', not {on_conflict!r}"
+            )
+        self.on_conflict = on_conflict
         # What server-side secrets are hashed with (`ServerSide(keys=...)`), newest first;
         # a client-side manager accepts server-side sessions hashed with its own keys or
         # with none, to migrate them.
@@ -498,7 +508,7 @@ class SessionManager:
             if value.__class__ is Operations:
                 data[key] = value.apply(data.get(key, ABSENT))
                 continue
-            read = session.read_value(key)
+            read = NOT_READ if self.on_conflict != "refuse" else session.read_value(key)
             if read is not NOT_READ and data.get(key, ABSENT) != read:
                 # Computed from a value another request has replaced since: applying it
                 # would silently undo that acknowledged write.
