@@ -278,6 +278,33 @@ class ClientSide:
             ) from error
         self.served_stale.record(now, f"list {age:.1f} s old; {error or 'retry pending'}")
 
+    def poll_due(self, now: float, *, force: bool = False) -> bool:
+        """Whether a request should poll the revocation store now (always when `force`d).
+        Not when the list is fresh enough, nor while `backing_off`: then the copy is served
+        as it is, if still trusted (`serve_stale`)."""
+        if force:
+            return True
+        if not self.revocation_list.due(now, self.staleness):
+            return False
+        if self.backing_off(now):
+            self.serve_stale(now)
+            return False
+        return True
+
+    def polled(
+        self, now: float, result: tuple[list[Revocation], int] | StoreError, *, force: bool
+    ) -> None:
+        """Apply what a poll of the revocation store returned, or handle its failure: a
+        forced poll re-raises it, another serves the copy while it is trusted."""
+        if isinstance(result, StoreError):
+            if force:
+                raise result
+            self.serve_stale(now, result)
+            return
+        entries, cursor = result
+        self.revocation_list.apply(entries, cursor, now)
+        self.synced(now)
+
     def synced(self, now: float) -> None:
         """A sync succeeded: if it ends an outage, say so once."""
         if self._sync_failed_at != -math.inf:

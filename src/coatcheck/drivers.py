@@ -19,6 +19,7 @@ from .clientside import ClientSide
 from .exceptions import StoreError
 from .manager import SessionManager, Write
 from .request import RequestInfo
+from .revocation import Revocation
 from .session import Session
 from .stores.base import AsyncStore, Store
 
@@ -182,43 +183,31 @@ async def _aapply(store: AsyncStore, write: Write) -> bool:
 
 def _sync_revocations(manager: SessionManager, *, force: bool = False) -> None:
     """Bring this process's revocation list up to date, if it is older than the mode's
-    staleness (or `force`). A sync that fails, or that waits after a recent failure, leaves
-    the list as it is if the mode still trusts it (`ClientSide.serve_stale`); a forced one
-    raises."""
+    staleness (or `force`); `ClientSide.poll_due` and `polled` decide, here is the I/O."""
     client = manager.client_mode
-    if client is not None and client.revocations is not None:
-        now = manager.clock()
-        if not force and not client.revocation_list.due(now, client.staleness):
-            return
-        if not force and client.backing_off(now):
-            client.serve_stale(now)
-            return
+    if client is None or client.revocations is None:
+        return
+    now = manager.clock()
+    if client.poll_due(now, force=force):
         try:
-            entries, cursor = client.revocations.changes(client.revocation_list.cursor)
+            result: tuple[list[Revocation], int] | StoreError = client.revocations.changes(
+                client.revocation_list.cursor
+            )
         except StoreError as exc:
-            if force:
-                raise
-            client.serve_stale(now, exc)
-            return
-        client.revocation_list.apply(entries, cursor, now)
-        client.synced(now)
+            result = exc
+        client.polled(now, result, force=force)
 
 
 async def _async_sync_revocations(manager: SessionManager, *, force: bool = False) -> None:
     client = manager.client_mode
-    if client is not None and client.async_revocations is not None:
-        now = manager.clock()
-        if not force and not client.revocation_list.due(now, client.staleness):
-            return
-        if not force and client.backing_off(now):
-            client.serve_stale(now)
-            return
+    if client is None or client.async_revocations is None:
+        return
+    now = manager.clock()
+    if client.poll_due(now, force=force):
         try:
-            entries, cursor = await client.async_revocations.changes(client.revocation_list.cursor)
+            result: (
+                tuple[list[Revocation], int] | StoreError
+            ) = await client.async_revocations.changes(client.revocation_list.cursor)
         except StoreError as exc:
-            if force:
-                raise
-            client.serve_stale(now, exc)
-            return
-        client.revocation_list.apply(entries, cursor, now)
-        client.synced(now)
+            result = exc
+        client.polled(now, result, force=force)
