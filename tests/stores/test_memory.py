@@ -295,17 +295,9 @@ class TestMemoryRevocationStore(RevocationStoreContract):
         return lambda: AsyncMemoryRevocationStore(shared)
 
 
-class TestThreadedRevocationStore(RevocationStoreContract):
+class TestThreadedRevocationStore(TestMemoryRevocationStore):
     """The sync-to-async adapter that a Redis or PostgreSQL store built on a client object
     gets, over the memory store."""
-
-    @pytest.fixture
-    def shared(self, clock: ManualClock) -> MemoryRevocationStore:
-        return MemoryRevocationStore(clock=clock)
-
-    @pytest.fixture
-    def connect(self, shared: MemoryRevocationStore) -> Connect:
-        return lambda: shared
 
     @pytest.fixture
     def aconnect(self, shared: MemoryRevocationStore) -> AsyncConnect:
