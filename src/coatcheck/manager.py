@@ -637,9 +637,9 @@ class SessionManager:
             return None
         client = stored.credentials is None  # a client-side registry record
         now = self.clock() if now is None else now
-        if client:
+        if client and self.client_mode is not None:
             # A token is accepted up to `leeway` past its deadlines: so long is it listed.
-            now -= getattr(self.client_mode, "leeway", 0.0)
+            now -= self.client_mode.leeway
         if self.lifetimes.expiry(now=now, created_at=stored.created_at, last_seen=stored.last_seen):
             return None
         return SessionInfo(
