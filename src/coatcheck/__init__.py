@@ -22,7 +22,7 @@ from .exceptions import (
 )
 from .keys import KeyRing
 from .manager import Commit, Opening, ServerSide, SessionManager
-from .policy import Lifetimes
+from .lifetimes import Lifetimes
 from .request import RequestInfo
 from .session import Session, SessionInfo
 from .transports import Cookie, Header, Transport

@@ -30,7 +30,7 @@ from .exceptions import ConfigurationError, StoreCorrupted, WriteConflict
 from .ids import HANDLE_LENGTH, handle_of, is_wellformed, new_secret, verifier_hash
 from .keys import ID_HASH, KeyRing
 from .plans import CLEAR, NOTHING, STALE, Commit, Opening, Write
-from .policy import RENEW, TOUCH, Expiry, Lifetimes
+from .lifetimes import RENEW, TOUCH, Expiry, Lifetimes
 from .request import RequestInfo
 from .revocation import REVOKED, Revocation
 from .session import (
@@ -348,6 +348,12 @@ class SessionManager:
         if isinstance(self.mode, ClientSide):
             session.mode = "client"
         return session
+
+    def anonymous(self, request: RequestInfo) -> Session:
+        """A fresh anonymous session for `request`, loaded from nothing: what an adapter
+        serves with `fail_open` while the store is down (the client's ID is left alone)."""
+        transport, _ = self.transport_for(request)
+        return self._fresh(Opening(request, self.clock(), None, transport))
 
     def check_csrf(
         self, request: RequestInfo, session: Session, submitted: str | None = None

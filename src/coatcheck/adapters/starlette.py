@@ -42,7 +42,7 @@ from ..drivers import acommit_session, aopen_session
 from ..exceptions import ConfigurationError
 from ..keys import MIN_KEY_BYTES, KeyRing
 from ..manager import SessionManager
-from ..policy import Lifetimes
+from ..lifetimes import Lifetimes
 from ..request import RequestInfo
 from ..session import Session
 from ..transports import Cookie, find_cookie

@@ -28,7 +28,7 @@ from django.utils.module_loading import import_string
 from ...clientside import ClientSide
 from ...exceptions import ConfigurationError
 from ...manager import ServerSide, SessionManager
-from ...policy import Lifetimes
+from ...lifetimes import Lifetimes
 
 __all__ = ["get_manager"]
 

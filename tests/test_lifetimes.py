@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from coatcheck import ConfigurationError, Lifetimes
-from coatcheck.policy import Expiry
+from coatcheck.lifetimes import Expiry
 
 
 def test_defaults_follow_asvs_level_2() -> None:
