@@ -6,7 +6,9 @@ CoatcheckError
 ├── SessionDataError         a session value cannot be stored (not JSON-serialisable)
 ├── SessionTooLarge          the session does not fit the transport
 ├── CSRFError                an unsafe request failed the cross-origin check
+├── SessionRequired          the route needs an established session and the request has none
 ├── WriteConflict            a write computed from a value another request has since replaced
+├── SessionVanished          a strict commit found its record gone (logged out or revoked meanwhile)
 ├── InvalidToken             a token or session ID failed verification (never leaves coatcheck)
 └── StoreError               the session store failed
     ├── StoreUnavailable     it could not be reached or timed out; nothing was saved
@@ -20,13 +22,17 @@ Messages never contain a token, a session ID or key material.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 __all__ = [
     "CSRFError",
     "CoatcheckError",
     "ConfigurationError",
     "InvalidToken",
     "SessionDataError",
+    "SessionRequired",
     "SessionTooLarge",
+    "SessionVanished",
     "StoreCorrupted",
     "StoreError",
     "StoreUnavailable",
@@ -60,6 +66,24 @@ class WriteConflict(CoatcheckError):
     request's session changes is stored; adapters answer 409 Conflict (the client may retry
     the request). Counters and collections avoid conflicts with `Session.increment` and
     `Session.append`, which are re-applied as operations instead."""
+
+
+class SessionVanished(CoatcheckError):
+    """A strict commit (`commit_session(..., strict=True)`) found the session's record
+    gone: another request logged it out, or an admin revoked it, while this one ran. The
+    default commit drops such a write silently instead (the session is over either way);
+    Django's session API expects an error here (`UpdateError`)."""
+
+
+class SessionRequired(CoatcheckError):
+    """Raised by `require_session`: the route needs an established session and the request
+    has none. `SessionMiddleware` answers it with `401 Unauthorized` and `headers`."""
+
+    status_code = 401
+
+    def __init__(self, headers: Sequence[tuple[str, str]] = ()) -> None:
+        super().__init__("this route requires a session")
+        self.headers = list(headers)
 
 
 class InvalidToken(CoatcheckError):

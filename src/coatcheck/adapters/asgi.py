@@ -30,7 +30,7 @@ from typing import Any
 
 from ..csrf import MAX_FORM_BYTES, SAFE_METHODS, form_token, is_form
 from ..drivers import acommit_session, aopen_session
-from ..exceptions import CoatcheckError, ConfigurationError, CSRFError, StoreError
+from ..exceptions import ConfigurationError, CSRFError, SessionRequired, StoreError
 from ..manager import SessionManager
 from ..request import RawHeaders, RequestInfo
 from ..session import Session
@@ -64,17 +64,6 @@ def request_info(scope: Scope) -> RequestInfo:
         scope.get("method", "GET"), headers, scope.get("scheme", "http"), headers.get("host"),
         scope.get("path", "/"), client[0] if client else None,
     ))  # fmt: skip
-
-
-class SessionRequired(CoatcheckError):
-    """Raised by `require_session`: the route needs an established session and the request
-    has none. `SessionMiddleware` answers it with `401 Unauthorized` and `headers`."""
-
-    status_code = 401
-
-    def __init__(self, headers: Sequence[tuple[str, str]] = ()) -> None:
-        super().__init__("this route requires a session")
-        self.headers = list(headers)
 
 
 def challenge(session: Session) -> list[tuple[str, str]]:
