@@ -11,14 +11,16 @@ the same hash is also attached as `extra={"session_hash": ...}` for structured h
 `ThrottledLog` is for what happens on every request while something is down (a store
 outage under `fail_open`, a client-side registry that cannot be written): it counts each
 event and writes one line per `interval` at most, with the count since the line before, so
-an outage gives a few lines a minute instead of one per request.
+an outage gives a few lines a minute instead of one per request. Its lock comes from
+`_thread`, which the interpreter always has loaded: importing this module imports no
+`threading`.
 """
 
 from __future__ import annotations
 
+import _thread
 import logging
 import math
-import threading
 
 from .ids import log_hash
 
@@ -45,28 +47,28 @@ class Audit:
     def security(self, event: str, value: str | None, detail: str = "") -> None:
         """A security event about the ID or token `value` (warning level)."""
         if security_log.isEnabledFor(logging.WARNING):
-            digest = self.hash(value)
-            security_log.warning(
-                "%s session=%s%s", event, digest, f" {detail}" if detail else "",
-                extra={"event": event, "session_hash": digest},
-            )  # fmt: skip
+            self._write(security_log, logging.WARNING, event, value, detail)
 
     def error(self, event: str, value: str | None, detail: str = "") -> None:
         """A session the request could not save (error level, no traceback)."""
-        digest = self.hash(value)
-        session_log.error(
-            "%s session=%s%s", event, digest, f" {detail}" if detail else "",
-            extra={"event": event, "session_hash": digest},
-        )  # fmt: skip
+        self._write(session_log, logging.ERROR, event, value, detail)
 
     def lifecycle(self, event: str, value: str | None, detail: str = "") -> None:
         """A normal lifecycle event about the session whose handle is `value`."""
         if session_log.isEnabledFor(logging.INFO):
-            digest = self.hash(value)
-            session_log.info(
-                "%s session=%s%s", event, digest, f" {detail}" if detail else "",
-                extra={"event": event, "session_hash": digest},
-            )  # fmt: skip
+            self._write(session_log, logging.INFO, event, value, detail)
+
+    def _write(
+        self, logger: logging.Logger, level: int, event: str, value: str | None, detail: str
+    ) -> None:
+        """The one line format: the event, the hash of `value`, the detail; the event and the
+        hash also as `extra` fields for structured handlers. (The level checks stay in the
+        callers, so that a disabled level costs no call and no hash.)"""
+        digest = self.hash(value)
+        logger.log(
+            level, "%s session=%s%s", event, digest, f" {detail}" if detail else "",
+            extra={"event": event, "session_hash": digest},
+        )  # fmt: skip
 
 
 class ThrottledLog:
@@ -99,7 +101,7 @@ class ThrottledLog:
         self.total = 0
         self._pending = 0
         self._last = -math.inf
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()  # (not `threading`: see the module docstring)
 
     def __repr__(self) -> str:
         return f"<ThrottledLog {self.event} total={self.total}>"

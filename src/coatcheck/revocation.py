@@ -23,9 +23,9 @@ themselves live beside the session stores of the same backend in `coatcheck.stor
 
 from __future__ import annotations
 
+import _thread
 import json
 import math
-import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
@@ -131,13 +131,14 @@ class RevocationList:
     Memory grows with the entries that have not expired yet, never with history: `apply`
     drops entries past their `expires_at`, and entries that a newer one covers. Merging
     takes a lock, since a push feed's listener thread (`apply_one`) and request threads
-    (`apply`) may merge at once; `check` reads without one.
+    (`apply`) may merge at once; `check` reads without one. (The lock is `_thread`'s, which
+    the interpreter always has loaded: importing this module imports no `threading`.)
     """
 
     __slots__ = ("_lock", "_sids", "_users", "cursor", "synced_at")
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
         self._sids: dict[str, tuple[Revocation, ...]] = {}
         self._users: dict[str, tuple[Revocation, ...]] = {}
         self.cursor = 0
