@@ -557,7 +557,7 @@ def test_a_failed_sync_serves_the_list_it_has_until_max_staleness(
     session.login("kim")
     device.commit(session)
     registry.down = revocations.down = True
-    entry = ClientSide.revocation(client_mode(manager), manager, device.open().id)
+    entry = ClientSide.revocation(client_mode(manager), manager.context, device.open().id)
     MemoryRevocationStore.revoke(revocations, entry)  # another replica still reaches it
     clock.advance(30)
     assert device.open().user == "kim"  # served from the copy: the revocation is not seen

@@ -233,8 +233,8 @@ class Model(RuleBasedStateMachine):
         """Apply `action` to an open session, then commit it and record what happened."""
         world = self.world
         before = session.id
-        loaded = not session.is_new or session.migrated_sid is not None
-        superseded = session._superseded
+        loaded = not session.is_new or session._state.migrated_sid is not None
+        superseded = session._state.superseded
         self.regenerated = False
         ended: set[str] = set()
         if action == "write":
@@ -340,7 +340,7 @@ class Model(RuleBasedStateMachine):
         for issued in self.world.pool:
             for replica in (0, 1):
                 session = self.open(replica, issued.value)
-                migrating = session.migrated_sid is not None
+                migrating = session._state.migrated_sid is not None
                 if session.is_new and not migrating:
                     continue
                 assert session.id == issued.handle, "a secret opened another session"

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from coatcheck import ConfigurationError, Lifetimes
-from coatcheck.lifetimes import Expiry
+from coatcheck.lifetimes import RENEW, TOUCH, Expiry
 
 
 def test_defaults_follow_asvs_level_2() -> None:
@@ -72,14 +72,15 @@ def test_expiry(now: float, created: float, last_seen: float, expected: Expiry |
 
 
 @pytest.mark.parametrize(("now", "due"), [(0, False), (49.9, False), (50, True), (500, True)])
-def test_needs_renewal(now: float, due: bool) -> None:
-    assert L.needs_renewal(now=now, rotated_at=0) is due
-    assert Lifetimes(renewal=None).needs_renewal(now=10**9, rotated_at=0) is False
+def test_renewal_is_due(now: float, due: bool) -> None:
+    # Created and seen just now: only the age of the ID decides.
+    assert (L.assess(now, now, now, 0) == RENEW) is due
+    assert Lifetimes(renewal=None).assess(10**9, 10**9, 10**9, 0) is None
 
 
 @pytest.mark.parametrize(("now", "due"), [(0, False), (9.99, False), (10, True)])
-def test_needs_touch(now: float, due: bool) -> None:
-    assert L.needs_touch(now=now, last_seen=0) is due
+def test_touch_is_due(now: float, due: bool) -> None:
+    assert (L.assess(now, 0, 0, now) == TOUCH) is due
 
 
 @pytest.mark.parametrize(

@@ -263,7 +263,7 @@ def test_renewal_rotates_id_and_old_id_survives_only_the_grace_window(
     assert browser.secret == old  # not yet
     clock.advance(1)
     session = browser.open()
-    assert session.rotate == "renewal"
+    assert session._state.rotate == "renewal"
     browser.commit(session)
     new = browser.secret
     assert new is not None and new != old
@@ -582,7 +582,7 @@ def test_concurrent_renewal_second_keeps_first_id(store: CountingStore, clock: F
     old = browser.secret
     clock.advance(301)
     first, second = browser.open(), browser.open()
-    assert first.rotate == second.rotate == "renewal"
+    assert first._state.rotate == second._state.rotate == "renewal"
     first["a"] = 1
     second["b"] = 2
     browser.commit(first)
@@ -590,13 +590,13 @@ def test_concurrent_renewal_second_keeps_first_id(store: CountingStore, clock: F
     assert new != old
     commit = manager.commit(second)
     assert commit.write is not None and commit.write.key == handle_of(old or "")
-    assert commit.write.issue is not None and commit.write.issue != new
+    assert commit.write.secret is not None and commit.write.secret != new
     current = store.load(commit.write.source)
     assert current is not None
     rebased = manager.rebase(second, commit.write, current)
     assert rebased is not None
     assert rebased.key == handle_of(new or "") == handle_of(old or "")
-    assert rebased.issue is None and rebased.version == current.version
+    assert rebased.secret is None and rebased.version == current.version
     credentials = decode(rebased.data).credentials
     assert credentials is not None and credentials.verifier == verifier_hash(new or "")
     headers = commit_session(manager, second)
@@ -645,12 +645,12 @@ def test_reprs_never_contain_the_secret(manager: SessionManager, store: Counting
     result["x"] = 1
     result.regenerate()
     commit = manager.commit(result)
-    assert commit.write is not None and commit.write.issue
+    assert commit.write is not None and commit.write.secret
     texts = [repr(req), repr(opening), repr(result), repr(commit), repr(commit.write),
              repr(manager), str(manager)]  # fmt: skip
     for text in texts:
         assert secret not in text
-        assert commit.write.issue not in text
+        assert commit.write.secret not in text
 
 
 def test_logs_never_contain_the_secret(

@@ -145,10 +145,10 @@ def test_login_records_user_and_rotation() -> None:
     assert session.user == "alice"
     assert session.authenticated_at == 100.0
     assert session.created_at == 100.0  # the absolute timeout counts from the login
-    assert session.rotate == "login"
+    assert session._state.rotate == "login"
     assert session.modified
     session.regenerate()  # a login already rotates without a grace alias; keep that
-    assert session.rotate == "login"
+    assert session._state.rotate == "login"
 
 
 @pytest.mark.parametrize("user", ["", None, 42])
@@ -160,7 +160,7 @@ def test_login_needs_a_user(user: Any) -> None:
 def test_regenerate_keeps_data() -> None:
     session = make({"a": 1})
     session.regenerate()
-    assert session.rotate == "regenerate"
+    assert session._state.rotate == "regenerate"
     assert session.modified
     assert session.changes() == {}
     assert session.data() == {"a": 1}
@@ -179,7 +179,7 @@ def test_logout_ends_and_empties(method: str) -> None:
     assert len(session.data()) == 0
     assert session.user is None and session.authenticated_at is None
     assert session.csrf_secret is None and not session.persistent
-    assert session.rotate is None
+    assert session._state.rotate is None
 
 
 def test_logout_other_devices_needs_a_user() -> None:
@@ -188,7 +188,7 @@ def test_logout_other_devices_needs_a_user() -> None:
         session.logout_other_devices()
     session.login("alice")
     session.logout_other_devices()
-    assert session.logout_others
+    assert session._state.logout_others
 
 
 def test_set_persistent_only_changes_on_change() -> None:
@@ -196,7 +196,7 @@ def test_set_persistent_only_changes_on_change() -> None:
     session.set_persistent(False)
     assert not session.modified
     session.set_persistent()
-    assert session.persistent and session.reissue and session.modified
+    assert session.persistent and session._state.reissue and session.modified
 
 
 def test_csrf_token_is_stable_and_marks_modified() -> None:

@@ -25,7 +25,6 @@ past a deadline, or is revoked is treated as no session and logged on `coatcheck
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 from typing import TYPE_CHECKING, Any, Literal
@@ -40,7 +39,8 @@ from .exceptions import (
 )
 from .ids import handle_of, is_handle, is_wellformed, new_handle
 from .keys import KeyRing
-from .plans import NOTHING, STALE, Commit, Opening, Write
+from .lifetimes import RENEW, TOUCH, Expiry
+from .plans import NOTHING, STALE, Commit, Context, Opening, Write, new_opening
 from .records import decode, encode
 from .revocation import (
     REVOKED,
@@ -50,7 +50,8 @@ from .revocation import (
     RevocationList,
     RevocationStore,
 )
-from .session import Session
+from .serverside import describe, hash_keys, load
+from .session import CommitState, Session, SessionInfo
 from .stores import (
     AsyncStore,
     Store,
@@ -62,7 +63,6 @@ from .stores import (
 from .tokens import JWECodec, JWSCodec, check_times
 
 if TYPE_CHECKING:
-    from .manager import SessionManager
     from .stores.base import Record
 
 __all__ = ["ClientSide"]
@@ -119,6 +119,8 @@ class ClientSide:
     fail-closed behaviour: every request that needs the store gets 503 while it is down.
     """
 
+    name = "client"
+
     def __init__(
         self,
         keys: KeyRing,
@@ -139,6 +141,8 @@ class ClientSide:
         if compress and not encrypted:
             raise ConfigurationError("compress=True applies to encrypted tokens only")
         self.keys = keys
+        #: Server-side secrets this mode migrates are hashed with its keys, or with none.
+        self._hash_keys = (*hash_keys(keys), None)
         self.encrypted = encrypted
         self.codec: JWSCodec | JWECodec = (
             JWECodec(keys, compress=compress) if encrypted else JWSCodec(keys)
@@ -221,6 +225,10 @@ class ClientSide:
     @property
     def async_store(self) -> AsyncStore | None:
         return self._async_store
+
+    @property
+    def client_mode(self) -> ClientSide:
+        return self
 
     @property
     def revocations(self) -> RevocationStore | None:
@@ -326,7 +334,7 @@ class ClientSide:
 
     # -- decisions (no I/O) --------------------------------------------------------------
 
-    def open(self, manager: SessionManager, opening: Opening) -> Opening:
+    def open(self, context: Context, opening: Opening) -> Opening:
         """Verify the token of `opening`; an invalid or revoked one becomes no session."""
         token = opening.secret
         assert token is not None  # noqa: S101 - called only when the request carried one
@@ -334,7 +342,7 @@ class ClientSide:
             # A server-side session secret: migrate it if the registry store also holds it.
             if is_wellformed(token) and self._store is not None:
                 return opening._replace(key=handle_of(token))
-            manager.audit.security("token.malformed", token)
+            context.audit.security("token.malformed", token)
             return opening._replace(secret=None)
         try:
             decoded = self.codec.decode(token)
@@ -351,55 +359,64 @@ class ClientSide:
             if user is not None and not isinstance(user, str):
                 raise InvalidToken("token sub is not a string")
         except (InvalidToken, KeyError, TypeError, ValueError) as exc:
-            manager.audit.security("token.invalid", token, _reason(exc))
+            context.audit.security("token.invalid", token, _reason(exc))
             return opening._replace(secret=None)
         verdict = self.revocation_list.check(sid, user, iat, generation, opening.now)
         if verdict == REVOKED:
-            manager.audit.security("token.revoked", sid)
+            context.audit.security("token.revoked", sid)
             return opening._replace(secret=None)
-        return Opening(
-            opening.request, opening.now, None, opening.transport, token,
-            presented=True, claims=claims, reissue=not decoded.is_current,
-            superseded=verdict == SUPERSEDED,
-        )  # fmt: skip
+        return new_opening((
+            opening.request, opening.now, None, opening.transport, token, True, claims,
+            not decoded.is_current, verdict == SUPERSEDED,
+        ))  # fmt: skip
 
-    def attach(self, manager: SessionManager, opening: Opening) -> Session:
-        """The session a verified token carries."""
+    def attach(self, context: Context, opening: Opening, record: Record | None) -> Session:
+        """The session a verified token carries; or, for a server-side secret, the session
+        stored in `record`, migrated: it becomes a client-side session (its record is
+        deleted once the token is issued)."""
         claims = opening.claims
-        assert claims is not None  # noqa: S101
-        lifetimes = manager.lifetimes
+        if claims is None:
+            return self._migrate(context, opening, record)
+        lifetimes = context.lifetimes
         now = opening.now
-        request = opening.request
-        session = Session(
-            dict(claims.get("dat") or {}),
-            secret=opening.secret or "",
-            id=claims["sid"],
-            is_new=False,
-            now=now,
-            created_at=float(claims["iat"]),
-            last_seen=float(claims["idl"]) - lifetimes.idle,
-            rotated_at=float(claims.get("rot", claims["iat"])),
-            user=claims.get("sub"),
-            authenticated_at=_opt_float(claims.get("auth_time")),
-            ip=request.client_ip,
-            user_agent=request.header("user-agent"),
-            persistent=bool(claims.get("per")),
-            csrf_secret=claims.get("csrf") if isinstance(claims.get("csrf"), str) else None,
-            mode="client",
-        )
-        session.transport = opening.transport
-        session.request = request
-        session._generation = claims.get("gen", 0)
-        session._superseded = opening.superseded
-        if lifetimes.needs_renewal(now=now, rotated_at=session.rotated_at):
-            session.rotate = "renewal"
-        elif opening.reissue:
-            session.meta_changed = True  # verified by an older key: re-issue under the newest
-        elif lifetimes.needs_touch(now=now, last_seen=session.last_seen):
-            session.meta_changed = True
+        state = CommitState(opening.secret or "", now, 0, opening.transport, opening.request)
+        state.generation = claims.get("gen", 0)
+        state.superseded = opening.superseded
+        created_at, rotated_at = float(claims["iat"]), float(claims.get("rot", claims["iat"]))
+        last_seen = float(claims["idl"]) - lifetimes.idle
+        csrf_secret = claims.get("csrf")
+        session = Session._make(
+            dict(claims.get("dat") or {}), state, claims["sid"], False, created_at,
+            last_seen, rotated_at, claims.get("sub"), _opt_float(claims.get("auth_time")),
+            bool(claims.get("per")), csrf_secret if isinstance(csrf_secret, str) else None,
+            "client",
+        )  # fmt: skip
+        due = lifetimes.assess(now, created_at, last_seen, rotated_at)
+        if due.__class__ is Expiry:  # accepted within `leeway` of a deadline
+            due = lifetimes.assess(now, now, now, rotated_at)
+            if due is None and now - last_seen >= lifetimes.touch_interval:
+                due = TOUCH
+        if due is RENEW:
+            state.rotate = "renewal"
+        elif opening.reissue or due is TOUCH:
+            # Verified by an older key (re-issue under the newest), or due for a refresh.
+            state.meta_changed = True
         return session
 
-    def commit(self, manager: SessionManager, session: Session) -> Commit:
+    def _migrate(self, context: Context, opening: Opening, record: Record | None) -> Session:
+        session = load(context, opening, record, self._hash_keys, "client")
+        if session.is_new:
+            return session
+        # A server-side session arriving at a client-side manager: migrate it.
+        state = session._state
+        session.is_new = True
+        state.rotate = None
+        state.stale_key = opening.key
+        state.meta_changed = True
+        context.audit.lifecycle("session.migrated", session.id, "to=client")
+        return session
+
+    def commit(self, context: Context, session: Session) -> Commit:
         """The token to issue, the registry write and the revocations `session` needs.
 
         The token's `sid` is the session's handle: renewal and `regenerate()` keep it (the
@@ -409,45 +426,46 @@ class ClientSide:
         deadline moves (at most once per `touch_interval`: in between, tokens keep the
         deadline they had), so it lives as long as any token of the session is accepted.
         """
-        lifetimes = manager.lifetimes
-        now = session._now
-        if session.ended:
+        lifetimes = context.lifetimes
+        state = session._state
+        now = state.now
+        if state.ended:
             if session.is_new:
-                return Commit(clear=session.client_stale)
-            manager.audit.lifecycle("session.logout", session.id)
+                return Commit(clear=state.client_stale)
+            context.audit.lifecycle("session.logout", session.id)
             return Commit(
                 deletes=(session.id,) if self._has_registry else (),
-                revocations=(self.revocation(manager, session.id),),
+                revocations=(self.revocation(context, session.id),),
                 clear=True,
             )
         if not session.modified:
-            return Commit(clear=True) if session.client_stale else NOTHING
+            return Commit(clear=True) if state.client_stale else NOTHING
 
         old_sid = session.id
         revocations: tuple[Revocation, ...] = ()
-        login = session.rotate == "login" and not session.is_new
+        login = state.rotate == "login" and not session.is_new
         if login:
-            revocations = (self.revocation(manager, old_sid),)
+            revocations = (self.revocation(context, old_sid),)
             session.id = new_handle()
-            session._generation = 0
+            state.generation = 0
         elif session.is_new:
             session.id = new_handle()
-        elif session.rotate == "regenerate":
-            session._generation += 1
-            revocations = (self.revocation(manager, old_sid, generation=session._generation),)
-        if session.rotate is not None:
+        elif state.rotate == "regenerate":
+            state.generation += 1
+            revocations = (self.revocation(context, old_sid, generation=state.generation),)
+        if state.rotate is not None:
             session.rotated_at = now
         touched = session.is_new or now - session.last_seen >= lifetimes.touch_interval
         if touched:
             session.last_seen = now
-        token = self.codec.encode(self._claims(manager, session))
+        token = self.codec.encode(self._claims(context, session))
         write = None
-        if self._has_registry and (touched or login or session.meta_changed):
+        if self._has_registry and (touched or login or state.meta_changed):
             ttl = lifetimes.ttl(now=now, created_at=session.created_at) + self.leeway
             data = encode(session, data={})
             if session.is_new:
                 write = Write(session.id, data, 0, ttl, session.user)
-                manager.audit.lifecycle("session.created", session.id)
+                context.audit.lifecycle("session.created", session.id)
             elif login:
                 write = Write(session.id, data, STALE, ttl, session.user, replaces=old_sid)
             else:
@@ -455,14 +473,14 @@ class ClientSide:
         return Commit(
             write=write,
             # A migrated server-side session leaves its old record behind to delete.
-            deletes=() if session.stale_key is None else (session.stale_key,),
-            revoke_user=session.user if session.logout_others else None,
+            deletes=() if state.stale_key is None else (state.stale_key,),
+            revoke_user=session.user if state.logout_others else None,
             revocations=revocations,
-            issue=token,
+            token=token,
         )
 
     def rebase(
-        self, manager: SessionManager, session: Session, write: Write, record: Record | None
+        self, context: Context, session: Session, write: Write, record: Record | None
     ) -> Write | None:
         """Registry writes carry no known version: take the stored one, and keep the later
         of the two `last_seen`. A registry record that is gone was deleted by a logout or a
@@ -470,7 +488,7 @@ class ClientSide:
         if record is None:
             if write.version == 0:  # a new session's record, not written yet
                 return write
-            manager.audit.lifecycle("session.vanished", session.id)
+            context.audit.lifecycle("session.vanished", session.id)
             return None
         if write.version == 0:
             return None  # its handle is taken: never happens with 128 random bits
@@ -485,8 +503,8 @@ class ClientSide:
             session.last_seen = saved
         return write._replace(version=record.version)
 
-    def _claims(self, manager: SessionManager, session: Session) -> dict[str, Any]:
-        lifetimes = manager.lifetimes
+    def _claims(self, context: Context, session: Session) -> dict[str, Any]:
+        lifetimes = context.lifetimes
         claims: dict[str, Any] = {
             "sid": session.id,
             # Milliseconds: "log out everywhere" refuses tokens issued before it, and a
@@ -497,8 +515,8 @@ class ClientSide:
             "rot": int(session.rotated_at),
             "dat": session.data(),
         }
-        if session._generation:
-            claims["gen"] = session._generation
+        if session._state.generation:
+            claims["gen"] = session._state.generation
         if session.user is not None:
             claims["sub"] = session.user
         if session.authenticated_at is not None:
@@ -511,7 +529,7 @@ class ClientSide:
 
     def revocation(
         self,
-        manager: SessionManager,
+        context: Context,
         subject: str,
         kind: Literal["sid", "user"] = "sid",
         *,
@@ -522,10 +540,26 @@ class ClientSide:
         `subject` but `keep`; with a `generation`, only the session's older tokens, after
         the grace window), kept until every token it covers has expired anyway: tokens
         never outlive their session's absolute deadline, which began at the latest now."""
-        now = manager.clock()
-        at = now + manager.lifetimes.grace if generation is not None else now
-        expires = now + manager.lifetimes.absolute + self.leeway
+        now = context.clock()
+        at = now + context.lifetimes.grace if generation is not None else now
+        expires = now + context.lifetimes.absolute + self.leeway
         return Revocation(kind, subject, at, expires, keep, generation)
+
+    def vanished(self, context: Context, session: Session) -> tuple[Revocation, ...]:
+        """The registry record of `session` is gone (a logout or revocation elsewhere, or
+        a registry that lost its data): its token is revoked too, since a token that is
+        not listed must not be accepted."""
+        return (self.revocation(context, session.id),)
+
+    def migration_revocations(
+        self, context: Context, session: Session
+    ) -> tuple[Revocation, ...]:
+        return ()
+
+    def describe(
+        self, context: Context, key: str, record: Record, now: float
+    ) -> SessionInfo | None:
+        return describe(context, key, record, now, self.leeway)
 
     @property
     def shares_revocations(self) -> bool:
@@ -554,6 +588,8 @@ def _listen(store: object, revocations: RevocationList) -> None:
 
 
 def _in_event_loop() -> bool:
+    import asyncio  # here: only the async driver asks, with asyncio loaded already
+
     try:
         asyncio.get_running_loop()
     except RuntimeError:

@@ -68,21 +68,12 @@ class Lifetimes:
                 "or a session in use could expire between two refreshes of last_seen"
             )
 
-    def expiry(self, *, now: float, created_at: float, last_seen: float) -> Expiry | None:
-        """Why a session with these timestamps is over at `now`, or None if it is alive."""
-        if now - created_at >= self.absolute:
-            return Expiry.ABSOLUTE
-        if now - last_seen >= self.idle:
-            return Expiry.IDLE
-        return None
-
     def assess(
         self, now: float, created_at: float, last_seen: float, rotated_at: float
     ) -> Expiry | str | None:
-        """`expiry`, `needs_renewal` and `needs_touch` in one call, for the request path
-        (one positional call costs a third of the three keyword calls): the `Expiry` if the
-        session is over, else `RENEW` if its ID is due for rotation, else `TOUCH` if
-        `last_seen` is due for a refresh, else None."""
+        """The rules, in one place: the `Expiry` if a session with these timestamps is over
+        at `now`, else `RENEW` if its ID is due for rotation, else `TOUCH` if `last_seen`
+        is due for a refresh, else None. (Positional: it runs on every request.)"""
         if now - created_at >= self.absolute:
             return Expiry.ABSOLUTE
         if now - last_seen >= self.idle:
@@ -93,13 +84,10 @@ class Lifetimes:
             return TOUCH
         return None
 
-    def needs_renewal(self, *, now: float, rotated_at: float) -> bool:
-        """Whether the session's ID is old enough to be rotated."""
-        return self.renewal is not None and now - rotated_at >= self.renewal
-
-    def needs_touch(self, *, now: float, last_seen: float) -> bool:
-        """Whether `last_seen` is stale enough to be written although nothing else changed."""
-        return now - last_seen >= self.touch_interval
+    def expiry(self, *, now: float, created_at: float, last_seen: float) -> Expiry | None:
+        """Why a session with these timestamps is over at `now`, or None if it is alive."""
+        due = self.assess(now, created_at, last_seen, now)
+        return due if isinstance(due, Expiry) else None
 
     def ttl(self, *, now: float, created_at: float) -> float:
         """How long the store should keep a record written at `now`: until it idles out, or

@@ -1,22 +1,44 @@
-"""The plan objects the sans-IO core hands to the drivers: `Opening`, `Write`, `Commit`.
+"""What the sans-IO core plans and who plans it: the plan objects the drivers carry out
+(`Opening`, `Write`, `Commit`), the `Mode` protocol that the two session modes
+(`ServerSide`, `ClientSide`) implement, and the `Context` the manager gives them.
 
-They are NamedTuples: immutable like frozen dataclasses, and built five times faster,
+The plans are NamedTuples: immutable like frozen dataclasses, and built five times faster,
 which counts here since every request makes two or three of them. Their `repr` never
 shows a secret, a token or session data.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, TypeVar
 
 if TYPE_CHECKING:
+    from .audit import Audit
+    from .clientside import ClientSide
+    from .lifetimes import Lifetimes
     from .request import RequestInfo
     from .revocation import Revocation
+    from .session import Session, SessionInfo
+    from .stores.base import AsyncStore, Record, Store
     from .transports import Transport
 
-__all__ = ["CLEAR", "NOTHING", "STALE", "Commit", "Opening", "Write"]
+__all__ = ["CLEAR", "NOTHING", "STALE", "Commit", "Context", "Mode", "Opening", "Write"]
+
+_T = TypeVar("_T", bound=tuple[Any, ...])
+
+
+def fast_constructor(cls: type[_T], *fields: str) -> Callable[[tuple[Any, ...]], _T]:
+    """`cls` built from a tuple of every field, in the order `fields` names them: a
+    NamedTuple's own `__new__` is one Python call more, on the request path. `fields` is
+    checked against `cls._fields` here, at import, so a field added to `cls` breaks the
+    import (until its fast constructor and callers are updated) instead of silently
+    shifting every later value. The one place such a trick lives, one per type."""
+    if fields != getattr(cls, "_fields", None):
+        raise TypeError(f"fast constructor of {cls.__name__} lists {fields}, not its fields")
+    return partial(tuple.__new__, cls)
 
 #: A version no record has: a write carrying it fails, so the driver reloads and rebases.
 STALE = -1
@@ -47,6 +69,12 @@ class Opening(NamedTuple):
         )
 
 
+new_opening = fast_constructor(
+    Opening, "request", "now", "key", "transport", "secret", "presented", "claims",
+    "reissue", "superseded",
+)  # fmt: skip
+
+
 _NO_CHANGES: Mapping[str, Any] = MappingProxyType({})
 
 
@@ -55,7 +83,7 @@ class Write(NamedTuple):
 
     With `replaces`, the record moves from that handle to `key` (a login ends the old
     handle). `version` is compared against the record being replaced or updated (0: the key
-    must be free). `issue` is the secret to send to the client once the write succeeded.
+    must be free). `secret` is the secret to send to the client once the write succeeded.
     """
 
     key: str
@@ -65,7 +93,7 @@ class Write(NamedTuple):
     user: str | None
     changes: Mapping[str, Any] = _NO_CHANGES
     replaces: str | None = None
-    issue: str | None = None
+    secret: str | None = None
 
     def __repr__(self) -> str:  # never the data or the new secret
         return (
@@ -89,7 +117,7 @@ class Commit(NamedTuple):
     clear: bool = False
     #: Client-side mode: revocation entries to record, and the token to hand out.
     revocations: tuple[Revocation, ...] = ()
-    issue: str | None = None
+    token: str | None = None
 
     def __repr__(self) -> str:  # never the token
         return (
@@ -102,3 +130,69 @@ class Commit(NamedTuple):
 #: The commit of a request that changed nothing (shared: it is the common case).
 NOTHING = Commit()
 CLEAR = Commit(clear=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What a mode needs of the manager that drives it: the clock, the lifetimes, the
+    audit log and the conflict policy (see `SessionManager`). Frozen: one per manager."""
+
+    clock: Callable[[], float]
+    lifetimes: Lifetimes
+    audit: Audit
+    on_conflict: Literal["refuse", "last-write-wins"] = "refuse"
+
+
+class Mode(Protocol):
+    """Where sessions live: `ServerSide` (the client holds an opaque secret, a store
+    holds the data) or `ClientSide` (the client holds the whole session in a token).
+
+    A mode makes the decisions of its half of a request, without I/O: `open` says which
+    record a request needs, `attach` builds the `Session` from it, `commit` plans the
+    writes and the token or secret to send, `rebase` redoes a write the store refused for
+    a version conflict. The `SessionManager` in front picks the transport, checks CSRF and
+    writes the response headers; `coatcheck.drivers` carries the plans out.
+    """
+
+    #: "server" or "client": `Session.mode` of the sessions this mode makes.
+    name: str
+
+    @property
+    def store(self) -> Store | None: ...
+
+    @property
+    def async_store(self) -> AsyncStore | None: ...
+
+    @property
+    def client_mode(self) -> ClientSide | None:
+        """The client-side mode whose tokens this mode accepts (itself, or the one a
+        server-side mode migrates from), whose revocation list the drivers keep fresh."""
+
+    def open(self, context: Context, opening: Opening) -> Opening:
+        """Verify what the request presented (`opening.secret`); say which record to load."""
+
+    def attach(self, context: Context, opening: Opening, record: Record | None) -> Session:
+        """The request's session, given the record stored under `opening.key`: a fresh one
+        for anything that does not verify."""
+
+    def commit(self, context: Context, session: Session) -> Commit:
+        """The store operations and secret or token that the request's use of `session`
+        requires."""
+
+    def rebase(
+        self, context: Context, session: Session, write: Write, record: Record | None
+    ) -> Write | None:
+        """Redo `write` on top of `record` after a version conflict; None drops it."""
+
+    def vanished(self, context: Context, session: Session) -> tuple[Revocation, ...]:
+        """What ends `session` for good once its commit found its record gone."""
+
+    def migration_revocations(
+        self, context: Context, session: Session
+    ) -> tuple[Revocation, ...]:
+        """The entry that revokes the token `session` was migrated from, if any."""
+
+    def describe(
+        self, context: Context, key: str, record: Record, now: float
+    ) -> SessionInfo | None:
+        """What a listing shows of the record under `key` (None: dead or unreadable)."""

@@ -15,12 +15,12 @@ from typing import Any, NamedTuple
 
 from .exceptions import StoreCorrupted
 from .jsonio import dumps, loads
+from .plans import fast_constructor
 from .session import Session
 
-__all__ = ["Credentials", "Stored", "decode", "dumps", "encode"]
+__all__ = ["Credentials", "Stored", "decode", "dumps", "encode", "write"]
 
 _isfinite = math.isfinite
-_new = tuple.__new__
 
 
 class Credentials(NamedTuple):
@@ -50,6 +50,13 @@ class Stored(NamedTuple):
     credentials: Credentials | None
 
 
+new_credentials = fast_constructor(Credentials, "verifier", "previous", "previous_until")
+new_stored = fast_constructor(
+    Stored, "data", "created_at", "last_seen", "rotated_at", "user", "authenticated_at", "ip",
+    "user_agent", "persistent", "csrf_secret", "credentials",
+)  # fmt: skip
+
+
 def encode(
     session: Session,
     data: dict[str, Any] | None = None,
@@ -57,34 +64,40 @@ def encode(
 ) -> bytes:
     """The record bytes for `session` (with `data` instead of its own, if given), opened by
     `credentials` (none: a registry record)."""
+    return write(new_stored((
+        session.data() if data is None else data, session.created_at, session.last_seen,
+        session.rotated_at, session.user, session.authenticated_at, session.ip,
+        session.user_agent, session.persistent, session.csrf_secret, credentials,
+    )))  # fmt: skip
+
+
+def write(stored: Stored) -> bytes:
+    """The record bytes of `stored`: the one place the record format is written."""
     doc: dict[str, Any] = {
-        "d": session.data() if data is None else data,
-        "c": session.created_at,
-        "s": session.last_seen,
-        "r": session.rotated_at,
+        "d": stored.data,
+        "c": stored.created_at,
+        "s": stored.last_seen,
+        "r": stored.rotated_at,
     }
-    if session.user is not None:
-        doc["u"] = session.user
-    if session.authenticated_at is not None:
-        doc["a"] = session.authenticated_at
-    if session.ip is not None:
-        doc["ip"] = session.ip
-    if session.user_agent is not None:
-        doc["ua"] = session.user_agent
-    if session.persistent:
+    if stored.user is not None:
+        doc["u"] = stored.user
+    if stored.authenticated_at is not None:
+        doc["a"] = stored.authenticated_at
+    if stored.ip is not None:
+        doc["ip"] = stored.ip
+    if stored.user_agent is not None:
+        doc["ua"] = stored.user_agent
+    if stored.persistent:
         doc["p"] = 1
-    if session.csrf_secret is not None:
-        doc["x"] = session.csrf_secret
+    if stored.csrf_secret is not None:
+        doc["x"] = stored.csrf_secret
+    credentials = stored.credentials
     if credentials is not None:
-        put_credentials(doc, credentials)
+        doc["v"] = credentials.verifier
+        if credentials.previous is not None:
+            doc["pv"] = credentials.previous
+            doc["pe"] = credentials.previous_until
     return dumps(doc)
-
-
-def put_credentials(doc: dict[str, Any], credentials: Credentials) -> None:
-    doc["v"] = credentials.verifier
-    if credentials.previous is not None:
-        doc["pv"] = credentials.previous
-        doc["pe"] = credentials.previous_until
 
 
 def decode(raw: bytes) -> Stored:
@@ -122,16 +135,13 @@ def decode(raw: bytes) -> Stored:
                 previous is not None and previous.__class__ is not str
             ):
                 raise TypeError
-            credentials = _new(
-                Credentials,
-                (verifier, previous, 0.0 if previous is None else _time(doc["pe"])),
+            credentials = new_credentials(
+                (verifier, previous, 0.0 if previous is None else _time(doc["pe"]))
             )
-        # tuple.__new__ directly: the NamedTuple's own __new__ is a Python frame more.
-        return _new(
-            Stored,
-            (data, created, seen, rotated, user, auth, ip, agent, bool(doc.get("p")), csrf,
-             credentials),
-        )  # fmt: skip
+        return new_stored((
+            data, created, seen, rotated, user, auth, ip, agent, bool(doc.get("p")), csrf,
+            credentials,
+        ))  # fmt: skip
     except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
         raise StoreCorrupted("session record is not valid coatcheck JSON") from None
 

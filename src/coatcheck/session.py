@@ -15,14 +15,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .exceptions import WriteConflict
-from .ids import HANDLE_LENGTH
+from .ids import HANDLE_LENGTH, new_secret
 
 if TYPE_CHECKING:
+    from .plans import Opening
     from .records import Credentials
     from .request import RequestInfo
     from .transports import Transport
 
-__all__ = ["Session", "SessionInfo"]
+__all__ = ["CommitState", "Session", "SessionInfo", "fresh"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +53,70 @@ def _json_copy(value: Any) -> Any:
     return copy.deepcopy(value)  # a subclass of list or dict, put there by the application
 
 
+class CommitState:
+    """What the commit needs to know of a `Session` beyond its data: what the request asked
+    for (`rotate`, `ended`, `logout_others`, `meta_changed`, `reissue`) and what the mode
+    that loaded it knows (the secret, the record's version and credentials, the token
+    generation...). Private: written by the session's lifecycle methods and by the modes,
+    read by the modes' commit; applications and adapters use `Session`'s methods."""
+
+    __slots__ = (
+        "client_stale",
+        "credentials",
+        "ended",
+        "generation",
+        "logout_others",
+        "meta_changed",
+        "migrated_sid",
+        "now",
+        "reissue",
+        "request",
+        "rotate",
+        "secret",
+        "stale_key",
+        "superseded",
+        "transport",
+        "version",
+    )
+
+    def __init__(
+        self,
+        secret: str,
+        now: float,
+        version: int = 0,
+        transport: Transport | None = None,
+        request: RequestInfo | None = None,
+    ) -> None:
+        self.secret = secret
+        self.now = now
+        #: The version of the record it was loaded from (0: none).
+        self.version = version
+        #: The transport the request used (the response answers in it), and the request.
+        self.transport = transport
+        self.request = request
+        #: Why the secret rotates: "login", "regenerate", "renewal" (None: it does not).
+        self.rotate: str | None = None
+        self.ended = False
+        self.logout_others = False
+        #: Metadata changed (or a refresh is due): write although the data did not change.
+        self.meta_changed = False
+        #: Send the secret again although it did not change (a persistent cookie's expiry).
+        self.reissue = False
+        #: The client sent an ID that resolved to nothing (its cookie is cleared unless
+        #: this session is saved), and a dead record to delete.
+        self.client_stale = False
+        self.stale_key: str | None = None
+        #: A client-side token's sid that this server-side session was migrated from.
+        self.migrated_sid: str | None = None
+        #: What opens the session, kept by its mode: the stored verifier hashes (server
+        #: side), the token generation that `regenerate()` advances (client side), and
+        #: whether the request presented a secret that a renewal or `regenerate()` already
+        #: replaced (accepted only for the grace window, so it may not mint a new one).
+        self.credentials: Credentials | None = None
+        self.generation = 0
+        self.superseded = False
+
+
 class Session(MutableMapping[str, Any]):
     """Per-request session state.
 
@@ -61,55 +126,43 @@ class Session(MutableMapping[str, Any]):
 
     `id` is the public handle of the session (safe to log, list or pass to `revoke`); the
     secret that the client carries is never exposed by this object, its `repr` or its errors.
+    What the commit needs beyond the data lives in a private `CommitState`; the modes
+    build sessions with `Session._make`, the constructor is for tests and tools.
     """
 
     __slots__ = (
         "_accessed",
         "_changed",
-        "_credentials",
         "_data",
-        "_generation",
-        "_now",
         "_ops",
         "_reads",
         "_seen",
-        "_secret",
-        "_superseded",
+        "_state",
         "_user_agent",
         "authenticated_at",
-        "client_stale",
         "created_at",
         "csrf_secret",
-        "ended",
         "id",
         "ip",
         "is_new",
         "last_seen",
-        "logout_others",
-        "meta_changed",
-        "migrated_sid",
         "mode",
         "persistent",
-        "reissue",
-        "rotate",
-        "request",
         "rotated_at",
-        "stale_key",
-        "transport",
         "user",
-        "version",
     )
 
     def __init__(
         self,
-        data: dict[str, Any],
-        secret: str,
-        id: str,
-        is_new: bool,
-        now: float,
-        created_at: float,
-        last_seen: float,
-        rotated_at: float,
+        data: dict[str, Any] | None = None,
+        *,
+        secret: str = "",
+        id: str = "",
+        is_new: bool = True,
+        now: float = 0.0,
+        created_at: float | None = None,
+        last_seen: float | None = None,
+        rotated_at: float | None = None,
         user: str | None = None,
         authenticated_at: float | None = None,
         ip: str | None = None,
@@ -121,9 +174,61 @@ class Session(MutableMapping[str, Any]):
         transport: Transport | None = None,
         request: RequestInfo | None = None,
     ) -> None:
-        # Positional calls from the manager (a request builds one Session): a call with
-        # sixteen keyword arguments costs twice as much in CPython (a kwargs dict).
+        self._fill(
+            {} if data is None else data, CommitState(secret, now, version, transport, request),
+            id, is_new, now if created_at is None else created_at,
+            now if last_seen is None else last_seen, now if rotated_at is None else rotated_at,
+            user, authenticated_at, ip, user_agent, persistent, csrf_secret, mode,
+        )  # fmt: skip
+
+    @classmethod
+    def _make(
+        cls,
+        data: dict[str, Any],
+        state: CommitState,
+        id: str,
+        is_new: bool,
+        created_at: float,
+        last_seen: float,
+        rotated_at: float,
+        user: str | None,
+        authenticated_at: float | None,
+        persistent: bool,
+        csrf_secret: str | None,
+        mode: str,
+    ) -> Session:
+        """The modes' constructor: positional (a call with keywords costs twice as much in
+        CPython, and every request builds a session), the client's IP and user agent taken
+        from the state's request (the user agent on first use: most requests never need
+        it)."""
+        self = object.__new__(cls)
+        request = state.request
+        self._fill(
+            data, state, id, is_new, created_at, last_seen, rotated_at, user,
+            authenticated_at, None if request is None else request.client_ip, FROM_REQUEST,
+            persistent, csrf_secret, mode,
+        )  # fmt: skip
+        return self
+
+    def _fill(
+        self,
+        data: dict[str, Any],
+        state: CommitState,
+        id: str,
+        is_new: bool,
+        created_at: float,
+        last_seen: float,
+        rotated_at: float,
+        user: str | None,
+        authenticated_at: float | None,
+        ip: str | None,
+        user_agent: str | None,
+        persistent: bool,
+        csrf_secret: str | None,
+        mode: str,
+    ) -> None:
         self._data = data
+        self._state = state
         self._changed: set[str] = set()
         #: What the request read, as it was when it read it: a copy of each list or dict
         #: it read (in-place changes are found against it), and the value of any other key
@@ -135,8 +240,6 @@ class Session(MutableMapping[str, Any]):
         #: `increment` / `append` calls per key: re-applied to the stored value on conflict.
         self._ops: dict[str, Operations] | None = None
         self._accessed = False
-        self._secret = secret
-        self._now = now
         self.id = id
         self.is_new = is_new
         self.created_at = created_at
@@ -145,42 +248,19 @@ class Session(MutableMapping[str, Any]):
         self.user = user
         self.authenticated_at = authenticated_at
         self.ip = ip
-        #: `FROM_REQUEST`: read from `request` on first use (most requests never need it).
+        #: `FROM_REQUEST`: read from the request on first use.
         self._user_agent: Any = user_agent
         self.persistent = persistent
         self.csrf_secret = csrf_secret
-        self.version = version
         self.mode = mode
-        #: Lifecycle intents, carried out by the commit: why the ID rotates ("login",
-        #: "regenerate", "renewal"), whether the session ends, and so on.
-        self.rotate: str | None = None
-        self.ended = False
-        self.logout_others = False
-        self.meta_changed = False
-        self.reissue = False
-        #: Set by the manager: the client sent an ID that resolved to nothing (its cookie
-        #: is cleared unless this session is saved), and a dead record to delete.
-        self.client_stale = False
-        self.stale_key: str | None = None
-        #: A client-side token's sid that this server-side session was migrated from.
-        self.migrated_sid: str | None = None
-        #: The transport the request used (the response answers in it), and the request.
-        self.transport = transport
-        self.request = request
-        #: What opens the session, kept by its mode: the stored verifier hashes (server
-        #: side), the token generation that `regenerate()` advances (client side), and
-        #: whether the request presented a secret that a renewal or `regenerate()` already
-        #: replaced (accepted only for the grace window, so it may not mint a new one).
-        self._credentials: Credentials | None = None
-        self._generation = 0
-        self._superseded = False
 
     @property
     def user_agent(self) -> str | None:
         """The client's `User-Agent`, as the current request sent it."""
         agent = self._user_agent
         if agent is FROM_REQUEST:
-            agent = None if self.request is None else self.request.header("user-agent")
+            request = self._state.request
+            agent = None if request is None else request.header("user-agent")
             self._user_agent = agent
         return agent  # type: ignore[no-any-return]
 
@@ -311,19 +391,42 @@ class Session(MutableMapping[str, Any]):
     @property
     def modified(self) -> bool:
         """Whether anything must be written: data, metadata or a lifecycle step."""
+        state = self._state
         return bool(
             self._changed
-            or self.rotate is not None
-            or self.ended
-            or self.logout_others
-            or self.meta_changed
+            or state.rotate is not None
+            or state.ended
+            or state.logout_others
+            or state.meta_changed
             or self._mutated_keys()
         )
 
     @modified.setter
     def modified(self, value: bool) -> None:
         # Flask's and Django's escape hatch: `session.modified = True` forces a save.
-        self.meta_changed = value
+        self._state.meta_changed = value
+
+    @property
+    def ended(self) -> bool:
+        """Whether `logout()` / `invalidate()` ended the session in this request."""
+        return self._state.ended
+
+    @property
+    def client_stale(self) -> bool:
+        """Whether the request presented a session ID or token that resolved to nothing
+        (unknown, expired, revoked, tampered with): its copy is cleared unless this
+        session is saved."""
+        return self._state.client_stale
+
+    @property
+    def transport(self) -> Transport | None:
+        """The transport the request used: the response answers in it."""
+        return self._state.transport
+
+    @property
+    def request(self) -> RequestInfo | None:
+        """The request this session was opened for."""
+        return self._state.request
 
     def _mutated_keys(self) -> list[str]:
         return [k for k, v in self._reads.items() if self._data.get(k, _GONE) != v]
@@ -363,7 +466,8 @@ class Session(MutableMapping[str, Any]):
         if not isinstance(user, str) or not user:
             raise TypeError("login() takes the user's identifier as a non-empty str")
         self._accessed = True
-        if self._superseded:
+        state = self._state
+        if state.superseded:
             self._changed.clear()
             self._data.clear()
             self._reads.clear()
@@ -371,13 +475,12 @@ class Session(MutableMapping[str, Any]):
             self._ops = None
             self.is_new = True
             self.persistent = False
-            self._superseded = False
+            state.superseded = False
         self.user = user
         self.csrf_secret = None
-        self.authenticated_at = self._now
-        self.created_at = self._now
-        self.rotate = "login"
-        self.meta_changed = True
+        self.authenticated_at = self.created_at = state.now
+        state.rotate = "login"
+        state.meta_changed = True
 
     def logout(self) -> None:
         """End the session everywhere: its record is destroyed and the cookie cleared."""
@@ -396,13 +499,14 @@ class Session(MutableMapping[str, Any]):
         self._reads.clear()
         self._seen.clear()
         self._ops = None
-        self.ended = True
         self.user = None
         self.authenticated_at = None
         self.csrf_secret = None
         self.persistent = False
-        self.logout_others = False
-        self.rotate = None
+        state = self._state
+        state.ended = True
+        state.logout_others = False
+        state.rotate = None
 
     def regenerate(self) -> None:
         """Give the session a new secret and keep its handle and data.
@@ -413,15 +517,26 @@ class Session(MutableMapping[str, Any]):
         inside its grace window can never mint a new one.
         """
         self._accessed = True
-        if self.rotate != "login" and not self._superseded:
-            self.rotate = "regenerate"
+        state = self._state
+        if state.rotate != "login" and not state.superseded:
+            state.rotate = "regenerate"
 
     def logout_other_devices(self) -> None:
         """End every other session of this session's user ("log out other devices")."""
         if self.user is None:
             raise ValueError("logout_other_devices() needs a logged-in session")
         self._accessed = True
-        self.logout_others = True
+        self._state.logout_others = True
+
+    def unbind_user(self) -> None:
+        """Forget the session's user without ending the session (a framework's own logout
+        that keeps the session, e.g. Flask-Login's): it is no longer listed under the user
+        nor ended by `revoke_user`. Call `regenerate()` too if the secret should change."""
+        self._accessed = True
+        if self.user is not None:
+            self.user = None
+            self.authenticated_at = None
+            self._state.meta_changed = True
 
     def set_persistent(self, persistent: bool = True) -> None:
         """Ask for a cookie that outlives the browser ("remember me") until the absolute
@@ -429,8 +544,8 @@ class Session(MutableMapping[str, Any]):
         self._accessed = True
         if persistent != self.persistent:
             self.persistent = persistent
-            self.meta_changed = True
-            self.reissue = True
+            self._state.meta_changed = True
+            self._state.reissue = True
 
     @property
     def csrf_token(self) -> str:
@@ -441,17 +556,17 @@ class Session(MutableMapping[str, Any]):
         self._accessed = True
         if self.csrf_secret is None:
             self.csrf_secret = secrets.token_urlsafe(32)
-            self.meta_changed = True
+            self._state.meta_changed = True
         return self.csrf_secret
 
     @property
     def secret(self) -> str:
         """The session ID the client carries. Internal: adapters and drivers only."""
-        return self._secret
+        return self._state.secret
 
     def _rekey(self, secret: str) -> None:
         """Take on server-side `secret` and its handle."""
-        self._secret = secret
+        self._state.secret = secret
         self.id = secret[:HANDLE_LENGTH]
 
     def info(self) -> SessionInfo:
@@ -465,6 +580,19 @@ class Session(MutableMapping[str, Any]):
             user_agent=self.user_agent,
             mode=self.mode,
         )
+
+
+def fresh(opening: Opening, mode: str, stale: str | None = None) -> Session:
+    """A new, empty session for the request of `opening`, under a handle never sent
+    before; `stale`: a dead record the commit deletes."""
+    secret = new_secret()
+    now = opening.now
+    state = CommitState(secret, now, 0, opening.transport, opening.request)
+    state.client_stale = opening.presented
+    state.stale_key = stale
+    return Session._make(
+        {}, state, secret[:HANDLE_LENGTH], True, now, now, now, None, None, False, None, mode
+    )
 
 
 class _Deleted:
