@@ -83,11 +83,8 @@ def test_newest_key_first_signs_and_all_verify() -> None:
     current, older = ring.subkeys(JWS_HS256)
     assert ring.current(JWS_HS256) is current
     assert current.is_current and not older.is_current
-    assert ring.find(JWS_HS256, older.kid) is older
-    assert ring.find(JWS_HS256, "no-such-kid") is None
-    assert ring.find(JWE_A256GCM, current.kid) is None  # kids are per purpose
-    assert ring.is_current(current.kid)
-    assert not ring.is_current(older.kid)
+    assert current.kid != older.kid
+    assert current.kid not in {k.kid for k in ring.subkeys(JWE_A256GCM)}  # kids are per purpose
     assert len(ring) == 2
 
 

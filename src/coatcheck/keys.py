@@ -234,17 +234,6 @@ class KeyRing:
         """The subkey of the newest master key for `purpose`: the one that signs or encrypts."""
         return self.subkeys(purpose)[0]
 
-    def find(self, purpose: Purpose, kid: str) -> SubKey | None:
-        """The subkey for `purpose` named `kid`, or None if no key of this ring has it."""
-        for key in self.subkeys(purpose):
-            if key.kid == kid:
-                return key
-        return None
-
-    def is_current(self, kid: str) -> bool:
-        """Whether `kid` names a subkey of the newest master key (any purpose)."""
-        return any(keys[0].kid == kid for keys in self._subkeys.values())
-
     def jwks(
         self,
         *,

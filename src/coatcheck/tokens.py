@@ -59,6 +59,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from .exceptions import InvalidToken, SessionTooLarge
 from .jsonio import dumps, loads
 from .keys import JWE_A256GCM, JWS_HS256, KeyRing, SubKey
+from .plans import fast_constructor
 
 __all__ = [
     "IDLE_CLAIM",
@@ -342,8 +343,7 @@ class Decoded(NamedTuple):
     is_current: bool
 
 
-# tuple.__new__ skips the named tuple's Python-level __new__: half the cost, same object.
-_decoded = tuple.__new__
+new_decoded = fast_constructor(Decoded, "claims", "kid", "is_current")
 
 
 class TokenCodec(Protocol):
@@ -453,7 +453,7 @@ class JWSCodec:
             raise InvalidToken("JWS: payload is not base64url JSON") from None
         if type(claims) is not dict:
             raise InvalidToken("payload is not a JSON object")
-        return _decoded(Decoded, (claims, kid, is_current))
+        return new_decoded((claims, kid, is_current))
 
     def _lookup(self, segment: bytes) -> tuple[hmac.HMAC, str, bool]:
         header = _parse_header(segment, _FORBIDDEN_JWS)
@@ -549,7 +549,7 @@ class JWECodec:
         plaintext = _open(aead, parts)
         if zipped:
             plaintext = _inflate(plaintext, self._max_plaintext)
-        return _decoded(Decoded, (_claims(plaintext), kid, is_current))
+        return new_decoded((_claims(plaintext), kid, is_current))
 
     def _lookup(self, segment: bytes) -> tuple[AESGCM, str, bool, bool]:
         header = _parse_header(segment, _FORBIDDEN_JWE)
