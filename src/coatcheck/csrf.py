@@ -21,8 +21,8 @@ application's own pages:
 
 This is the check Go 1.25's `http.CrossOriginProtection` makes (which compares hosts
 only), plus the classic synchroniser token for pages that send `Origin: null` or cross
-origins on purpose. `form_token` finds that token in a urlencoded form body, for every
-adapter alike.
+origins on purpose. `form_limit` says how much of a body an adapter may read for that
+token and `form_token` finds it in a urlencoded form, for every adapter alike.
 Header-carried sessions need none of it: a browser never adds a custom header by itself.
 """
 
@@ -40,6 +40,7 @@ __all__ = [
     "SAFE_METHODS",
     "check_origin",
     "check_token",
+    "form_limit",
     "form_token",
     "is_form",
 ]
@@ -113,6 +114,29 @@ def is_form(content_type: str | None) -> bool:
     if not content_type:
         return False
     return content_type.partition(";")[0].strip().lower() == FORM_TYPE
+
+
+def form_limit(content_type: str | None, content_length: str | None) -> int:
+    """How many bytes of a request body an adapter may read to find its `csrf_token`.
+
+    0 when the body is not to be read: not a urlencoded form, or a declared
+    `Content-Length` that is not a plain number or is over `MAX_FORM_BYTES` (the token is
+    then simply missing: a 403, never a 500). Otherwise the declared length, or
+    `MAX_FORM_BYTES` when none is declared (a chunked or HTTP/2 body: the adapter stops
+    reading, and refuses, past it). WSGI passes `"0"` for a missing `CONTENT_LENGTH`,
+    which there means that no body may be read (PEP 3333).
+    """
+    if not is_form(content_type):
+        return 0
+    if content_length is None:
+        return MAX_FORM_BYTES
+    digits = content_length.strip()
+    # Plain ASCII digits only (int() also takes "+1", "1_0", "٣"), and few enough that
+    # int() neither refuses them (over 4300) nor spends time on them.
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 9:
+        return 0
+    length = int(digits)
+    return length if length <= MAX_FORM_BYTES else 0
 
 
 def form_token(content_type: str | None, body: bytes) -> str | None:

@@ -5,37 +5,31 @@ the application runs and put in `scope["session"]` (so `request.session` works),
 committed when the response starts, before its headers leave, so a client never sees a
 cookie for a session that was not saved. Bodies stream through untouched.
 
-Failures are answered, not raised (see `coatcheck.adapters.failures`): a store that is
-down gives `503 Service Unavailable`, a failed CSRF check `403 Forbidden`, a write computed
-from a value another request has replaced since `409 Conflict`, a session too large for its
-transport `413`, one that cannot be serialised `500`, each before the application's
-response leaves and with nothing saved. With `fail_open=True` a store failure is never a
-503: at load the request gets an anonymous session that is not saved, at commit the write
-is dropped and the application's response goes out without a new cookie. Store failures are
-counted (`load_failures.total`, `commit_failures.total`) and logged once per 10 s at most.
+Failures are answered, not raised, before the application's response leaves and with
+nothing saved (`coatcheck.adapters.failures`: 503 for a store that is down, 403 for a
+failed CSRF check, 409, 413 or 500 for a session that cannot be committed); with
+`fail_open=True` a store failure is never a 503. The session's headers join the
+application's as `coatcheck.responses.merge_headers` says.
 
 A route that needs an established session calls `require_session(request)`; without one
-the middleware answers `401 Unauthorized`, with `WWW-Authenticate: Bearer
-error="invalid_token"` when the `Authorization` header carried an expired, revoked or
-unknown token (RFC 6750). With `client_script_path="/coatcheck.js"` the middleware also
-serves the JavaScript client for the header transport at that path.
+the middleware answers `401 Unauthorized`, with the challenge of
+`coatcheck.responses.challenge` (RFC 6750). With `client_script_path="/coatcheck.js"` the
+middleware also serves the JavaScript client for the header transport at that path.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
-from importlib.resources import files
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
-from ..csrf import MAX_FORM_BYTES, SAFE_METHODS, form_token, is_form
+from ..csrf import SAFE_METHODS, form_limit, form_token
 from ..drivers import acommit_session, aopen_session
 from ..exceptions import ConfigurationError, CSRFError, SessionRequired, StoreError
 from ..manager import SessionManager
 from ..request import RawHeaders, RequestInfo
+from ..responses import Answer, ClientScript, challenge, client_script, latin1, merge_headers
 from ..session import Session
-from ..transports import Header
-from .failures import COMMIT_ERRORS, Answer, refusal, store_failure_logs, unsaved_headers
+from . import failures
 
 __all__ = [
     "SessionMiddleware",
@@ -66,22 +60,6 @@ def request_info(scope: Scope) -> RequestInfo:
     ))  # fmt: skip
 
 
-def challenge(session: Session) -> list[tuple[str, str]]:
-    """The `WWW-Authenticate` header of a 401 for `session` (RFC 6750, section 3).
-
-    For a session whose request used a `Header` transport with a scheme: `Bearer
-    error="invalid_token"` if the request carried a token that resolved to nothing
-    (expired, revoked, unknown or malformed), a bare `Bearer` challenge if it carried none.
-    Cookie-carried sessions get no challenge: no HTTP authentication scheme describes them.
-    """
-    transport = session.transport
-    if not isinstance(transport, Header) or transport.scheme is None:
-        return []
-    if session.client_stale:
-        return [("www-authenticate", f'{transport.scheme} error="invalid_token"')]
-    return [("www-authenticate", transport.scheme)]
-
-
 def require_session(connection: Any, *, authenticated: bool = False) -> Session:
     """The request's session, if it is established (or, with `authenticated=True`, logged
     in); otherwise raise `SessionRequired`, which `SessionMiddleware` turns into a 401.
@@ -100,11 +78,6 @@ def require_session(connection: Any, *, authenticated: bool = False) -> Session:
     if session.is_new or session.ended or (authenticated and session.user is None):
         raise SessionRequired(challenge(session))
     return session
-
-
-def client_script() -> bytes:
-    """The JavaScript client for the header transport (`coatcheck/static/coatcheck.js`)."""
-    return files("coatcheck").joinpath("static/coatcheck.js").read_bytes()
 
 
 class SessionMiddleware:
@@ -130,60 +103,53 @@ class SessionMiddleware:
         self.manager = manager
         self.fail_open = fail_open
         self.client_script_path = client_script_path
-        self.load_failures, self.commit_failures = store_failure_logs(fail_open)
-        self._script: tuple[bytes, bytes] | None = None
-        if client_script_path is not None:
-            body = client_script()
-            etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'.encode()
-            self._script = (body, etag)
+        self.failures = failures.StoreFailures(fail_open)
+        self.load_failures, self.commit_failures = self.failures.load, self.failures.commit
+        self._script = ClientScript() if client_script_path is not None else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        if self._script is not None and scope["type"] == "http":
-            if scope.get("path") == self.client_script_path:
-                await _serve_script(scope, send, *self._script)
+        if self._script is not None and scope.get("path") == self.client_script_path:
+            if scope["type"] == "http":
+                await _send(send, *self._script.answer(request_info(scope)))
                 return
         manager = self.manager
         request = request_info(scope)
         try:
             session = await aopen_session(manager, request)
         except StoreError as exc:
-            self.load_failures.record(manager.clock(), str(exc))
-            if not self.fail_open or scope["type"] != "http":
-                await _respond(scope, send, 503, b"Service Unavailable: session store unreachable")
+            if not self.failures.at_load(manager, exc) or scope["type"] != "http":
+                await _refuse(scope, send, failures.UNREACHABLE)
                 return
-            anonymous = manager.attach(manager.open(RequestInfo(method=request.method)), None)
-            assert isinstance(anonymous, Session)  # noqa: S101 - no key: always a fresh session
-            session = anonymous
-            scope["session"] = session
+            scope["session"] = manager.anonymous(request)
             await self.app(scope, receive, send)
             return
         scope["session"] = session
         if scope["type"] == "websocket":
-            if manager.csrf:
-                # A handshake is a GET that browsers send cross-site, cookies included, with
-                # no CORS preflight (cross-site WebSocket hijacking): check it as unsafe.
-                try:
-                    manager.check_csrf(request._replace(method="WEBSOCKET"), session)
-                except CSRFError:
-                    await _respond(scope, send, 403, b"")
-                    return
+            # A handshake is a GET that browsers send cross-site, cookies included, with no
+            # CORS preflight (cross-site WebSocket hijacking): check it as unsafe. Nothing
+            # is committed: no response carries the session's headers.
+            try:
+                manager.check_csrf(request._replace(method="WEBSOCKET"), session)
+            except CSRFError:
+                await _refuse(scope, send, failures.FORBIDDEN)
+                return
             try:
                 await self.app(scope, receive, send)
-            except SessionRequired:
-                await _respond(scope, send, 401, b"")
+            except SessionRequired as exc:
+                await _refuse(scope, send, failures.unauthorized(exc))
             return
         if manager.csrf and request.method not in SAFE_METHODS:
             try:
-                try:
-                    manager.check_csrf(request, session)  # safe methods pass at once
-                except CSRFError:
-                    receive = await self._check_csrf_form(request, session, receive)
+                manager.check_csrf(request, session)  # safe methods pass at once
             except CSRFError:
-                await _respond(scope, send, 403, b"Forbidden: cross-origin request rejected (CSRF)")
-                return
+                replay = await _form_checked(manager, request, session, receive)
+                if replay is None:
+                    await _refuse(scope, send, failures.FORBIDDEN)
+                    return
+                receive = replay
 
         failed = False
         started = False
@@ -196,19 +162,15 @@ class SessionMiddleware:
                 started = True
                 try:
                     extra = await acommit_session(manager, session)
-                except StoreError as exc:
-                    self.commit_failures.record(manager.clock(), str(exc))
-                    if not self.fail_open:
+                except failures.COMMIT_FAILURES as exc:
+                    answer = self.failures.at_commit(manager, session, exc)
+                    if answer is not None:
                         failed = True
-                        await _respond(scope, send, 503, b"Service Unavailable: session not saved")
+                        await _refuse(scope, send, answer)
                         return
-                    extra = unsaved_headers(manager, session)
-                except COMMIT_ERRORS as exc:
-                    failed = True
-                    await _answer(send, refusal(manager, session, exc))
-                    return
+                    extra = failures.unsaved_headers(manager, session)
                 if extra:
-                    message["headers"] = _merge(message.get("headers", []), extra)
+                    message["headers"] = merge_headers(message.get("headers", ()), latin1(extra))
             await send(message)
 
         try:
@@ -216,112 +178,51 @@ class SessionMiddleware:
         except SessionRequired as exc:
             if started:
                 raise
-            body = b"Unauthorized: this route requires a session"
-            await _respond(scope, send_wrapper, 401, body, exc.headers)
-
-    async def _check_csrf_form(
-        self, request: RequestInfo, session: Session, receive: Receive
-    ) -> Receive:
-        """The request failed the CSRF check on its headers; a urlencoded form may still carry
-        the session's `csrf_token`. Read the body, check the token, and return a `receive`
-        that replays the body to the application; `CSRFError` if there is no valid token.
-        The form is searched by `coatcheck.csrf.form_token`, as in every adapter."""
-        content_type = request.header("content-type")
-        if not is_form(content_type):
-            raise CSRFError("cross-origin request without a valid CSRF token")
-        body = b""
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                raise CSRFError("client went away before the form arrived")
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > MAX_FORM_BYTES:
-                raise CSRFError("form too large to look for a CSRF token")
-        submitted = form_token(content_type, body)  # None for a form it cannot search
-        self.manager.check_csrf(request, session, submitted or "")
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        return replay
+            await _refuse(scope, send_wrapper, failures.unauthorized(exc))
 
 
-#: The headers the manager sends on most responses, encoded once.
-_ENCODED = {
-    ("vary", "Cookie"): (b"vary", b"Cookie"),
-    ("cache-control", "no-store"): (b"cache-control", b"no-store"),
-}
+async def _form_checked(
+    manager: SessionManager, request: RequestInfo, session: Session, receive: Receive
+) -> Receive | None:
+    """The request failed the CSRF check on its headers, but a urlencoded form may carry the
+    session's `csrf_token`: read the body (as far as `csrf.form_limit` allows) and return a
+    `receive` that replays it to the application, or None if it carries no valid token."""
+    content_type = request.header("content-type")
+    limit = form_limit(content_type, request.header("content-length"))
+    body = b""
+    more = limit > 0
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+        if len(body) > limit:
+            return None
+    submitted = form_token(content_type, body)
+    if submitted is None:
+        return None
+    try:
+        manager.check_csrf(request, session, submitted)
+    except CSRFError:
+        return None
+    whole = iter([{"type": "http.request", "body": body, "more_body": False}])
+
+    async def replay() -> Message:
+        return next(whole, None) or await receive()
+
+    return replay
 
 
-def _merge(headers: Any, extra: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
-    """The application's response headers plus the session's; a session `Cache-Control`
-    replaces the application's."""
-    merged = list(headers)
-    for name, _ in extra:
-        if name == "cache-control":
-            merged = [(k, v) for k, v in merged if k.lower() != b"cache-control"]
-            break
-    for pair in extra:
-        encoded = _ENCODED.get(pair)
-        merged.append(
-            (pair[0].encode("latin-1"), pair[1].encode("latin-1")) if encoded is None else encoded
-        )
-    return merged
-
-
-async def _respond(
-    scope: Scope, send: Send, status: int, body: bytes, extra: Sequence[tuple[str, str]] = ()
-) -> None:
-    if scope["type"] == "websocket":
-        await send({"type": "websocket.close", "code": 1011 if status >= 500 else 1008})
-        return
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"text/plain; charset=utf-8"),
-                (b"content-length", str(len(body)).encode()),
-                (b"cache-control", b"no-store"),
-                *((k.encode("latin-1"), v.encode("latin-1")) for k, v in extra),
-            ],
-        }
-    )
+async def _send(send: Send, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": latin1(headers)})
     await send({"type": "http.response.body", "body": body})
 
 
-async def _answer(send: Send, answer: Answer) -> None:
-    """Send `answer` instead of the application's response (which has not started)."""
-    headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers()]
-    await send({"type": "http.response.start", "status": answer.status, "headers": headers})
-    await send({"type": "http.response.body", "body": answer.body})
-
-
-async def _serve_script(scope: Scope, send: Send, body: bytes, etag: bytes) -> None:
-    """Answer a request for the JavaScript client: `no-cache` with an ETag, so browsers
-    revalidate (a cheap 304) and pick up a new version as soon as the package changes."""
-    headers = [(b"etag", etag), (b"cache-control", b"no-cache")]
-    method = scope.get("method", "GET")
-    if method not in ("GET", "HEAD"):
-        await _respond(scope, send, 405, b"Method Not Allowed", [("allow", "GET, HEAD")])
-        return
-    if_none_match = [v for k, v in scope.get("headers", ()) if k == b"if-none-match"]
-    tags = {t.strip().removeprefix(b"W/") for v in if_none_match for t in v.split(b",")}
-    if etag in tags or b"*" in tags:
-        await send({"type": "http.response.start", "status": 304, "headers": headers})
-        await send({"type": "http.response.body", "body": b""})
-        return
-    headers += [
-        (b"content-type", b"text/javascript; charset=utf-8"),
-        (b"content-length", str(len(body)).encode()),
-        (b"x-content-type-options", b"nosniff"),
-    ]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
+async def _refuse(scope: Scope, send: Send, answer: Answer) -> None:
+    """Send `answer` instead of the application's response (which has not started); a
+    WebSocket is closed instead (1011 for a server error, 1008 for a refusal)."""
+    if scope["type"] == "websocket":
+        await send({"type": "websocket.close", "code": 1011 if answer.status >= 500 else 1008})
+    else:
+        await _send(send, answer.status, answer.headers(), answer.body)

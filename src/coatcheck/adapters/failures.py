@@ -1,5 +1,10 @@
-"""What every adapter answers when a request's session cannot be committed: one table, so
-that ASGI, WSGI, Flask and Django answer alike and only render it.
+"""What every adapter answers when a request's session cannot be loaded, checked or
+committed: one table, so that ASGI, WSGI, Flask and Django answer alike and only render it.
+
+At load, a store that is down gives `UNREACHABLE` (503), or with `fail_open` an anonymous
+session that is never saved (`SessionManager.anonymous`); a failed CSRF check gives
+`FORBIDDEN` (403), and `SessionRequired` from the application `unauthorized` (401). At
+commit (`StoreFailures.at_commit`):
 
 | raised by the commit | answer                                | logged                          |
 |----------------------|---------------------------------------|---------------------------------|
@@ -18,19 +23,31 @@ saved, so the client keeps the cookie it has). Error lines carry the session's s
 from __future__ import annotations
 
 import logging
-from typing import NamedTuple
 
 from ..audit import ThrottledLog
-from ..exceptions import SessionDataError, SessionTooLarge, WriteConflict
+from ..exceptions import (
+    SessionDataError,
+    SessionRequired,
+    SessionTooLarge,
+    StoreError,
+    WriteConflict,
+)
 from ..manager import SessionManager
+from ..responses import Answer
 from ..session import Session
 
 __all__ = [
     "COMMIT_ERRORS",
+    "COMMIT_FAILURES",
+    "FORBIDDEN",
+    "UNAVAILABLE",
+    "UNREACHABLE",
     "Answer",
     "CommitError",
+    "StoreFailures",
     "refusal",
     "store_failure_logs",
+    "unauthorized",
     "unsaved_headers",
 ]
 
@@ -39,27 +56,13 @@ log = logging.getLogger("coatcheck")
 #: What a commit raises that is not the store's fault; `refusal` answers each.
 COMMIT_ERRORS = (WriteConflict, SessionTooLarge, SessionDataError)
 CommitError = WriteConflict | SessionTooLarge | SessionDataError
+#: Everything a commit raises that an adapter answers: the store's failures too.
+COMMIT_FAILURES = (StoreError, *COMMIT_ERRORS)
 
 
-class Answer(NamedTuple):
-    """A plain-text response an adapter sends instead of the application's."""
-
-    status: int
-    reason: str
-    body: bytes
-
-    @property
-    def status_line(self) -> str:
-        return f"{self.status} {self.reason}"
-
-    def headers(self) -> list[tuple[str, str]]:
-        return [
-            ("Content-Type", "text/plain; charset=utf-8"),
-            ("Content-Length", str(len(self.body))),
-            ("Cache-Control", "no-store"),
-        ]
-
-
+UNREACHABLE = Answer(503, "Service Unavailable", b"Service Unavailable: session store unreachable")
+UNAVAILABLE = Answer(503, "Service Unavailable", b"Service Unavailable: session not saved")
+FORBIDDEN = Answer(403, "Forbidden", b"Forbidden: cross-origin request rejected (CSRF)")
 CONFLICT = Answer(
     409, "Conflict",
     b"Conflict: the session was changed by another request meanwhile; nothing was saved. "
@@ -83,6 +86,39 @@ def refusal(manager: SessionManager, session: Session, exc: CommitError) -> Answ
         return TOO_LARGE
     manager.audit.error("session.unserialisable", session.id, reason)
     return NOT_SAVED
+
+
+class StoreFailures:
+    """An adapter's answers to a store that fails: `fail_open` or not, and the two counters
+    (`load`, `commit`), each logged once per interval (not per request: an outage would
+    flood the log)."""
+
+    def __init__(self, fail_open: bool) -> None:
+        self.fail_open = fail_open
+        self.load, self.commit = store_failure_logs(fail_open)
+
+    def at_load(self, manager: SessionManager, exc: StoreError) -> bool:
+        """Count `exc`; whether the request is served all the same, with the anonymous
+        session of `manager.anonymous` (else the adapter answers `UNREACHABLE`)."""
+        self.load.record(manager.clock(), str(exc))
+        return self.fail_open
+
+    def at_commit(
+        self, manager: SessionManager, session: Session, exc: StoreError | CommitError
+    ) -> Answer | None:
+        """What replaces the application's response when the commit of `session` raised
+        `exc`; None when the response goes out anyway, unsaved, with `unsaved_headers` (a
+        store failure under `fail_open`)."""
+        if not isinstance(exc, StoreError):
+            return refusal(manager, session, exc)
+        self.commit.record(manager.clock(), str(exc))
+        return None if self.fail_open else UNAVAILABLE
+
+
+def unauthorized(exc: SessionRequired) -> Answer:
+    """The 401 for a route that raised `SessionRequired`, with its `WWW-Authenticate`."""
+    body = b"Unauthorized: this route requires a session"
+    return Answer(401, "Unauthorized", body, tuple(exc.headers))
 
 
 def store_failure_logs(fail_open: bool) -> tuple[ThrottledLog, ThrottledLog]:

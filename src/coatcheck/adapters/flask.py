@@ -40,23 +40,19 @@ from flask.sessions import SessionInterface as FlaskSessionInterface
 from flask.sessions import SessionMixin
 from werkzeug.exceptions import Forbidden, HTTPException, ServiceUnavailable
 
+from ..clientside import ClientSide
 from ..drivers import commit_session, open_session
 from ..exceptions import CSRFError, StoreError
 from ..manager import ServerSide, SessionManager
-from ..request import RequestInfo
+from ..responses import Answer, merge_headers, title_case
 from ..session import Session, SessionInfo
 from ..transports import Cookie
-from .failures import COMMIT_ERRORS, Answer, refusal, store_failure_logs, unsaved_headers
-from .wsgi import _title, check_csrf, request_info
+from . import failures
+from .wsgi import check_csrf, request_info
 
 __all__ = ["FlaskSession", "SessionInterface", "connect_flask_login"]
 
-try:
-    from ..clientside import ClientSide
-
-    _MODES: tuple[type, ...] = (ServerSide, ClientSide)
-except ImportError:  # pragma: no cover - client-side mode not in this build
-    _MODES = (ServerSide,)
+_MODES = (ServerSide, ClientSide)
 
 
 class FlaskSession(SessionMixin):
@@ -178,7 +174,8 @@ class SessionInterface(FlaskSessionInterface):
     def __init__(self, manager: SessionManager, *, fail_open: bool = False) -> None:
         self.manager = manager
         self.fail_open = fail_open
-        self.load_failures, self.commit_failures = store_failure_logs(fail_open)
+        self.failures = failures.StoreFailures(fail_open)
+        self.load_failures, self.commit_failures = self.failures.load, self.failures.commit
 
     def __repr__(self) -> str:
         return f"SessionInterface({self.manager!r})"
@@ -224,12 +221,9 @@ class SessionInterface(FlaskSessionInterface):
         try:
             session = open_session(manager, info)
         except StoreError as exc:
-            self.load_failures.record(manager.clock(), str(exc))
-            anonymous = manager.attach(manager.open(RequestInfo(method=info.method)), None)
-            assert isinstance(anonymous, Session)  # noqa: S101 - no key: a fresh session
-            if not self.fail_open:
+            if not self.failures.at_load(manager, exc):
                 _refuse(request, ServiceUnavailable("The session store is unreachable."))
-            return FlaskSession(anonymous, saved=False)
+            return FlaskSession(manager.anonymous(info), saved=False)
         if manager.csrf:
             try:
                 check_csrf(manager, info, session, request.environ)
@@ -240,25 +234,19 @@ class SessionInterface(FlaskSessionInterface):
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
         if not isinstance(session, FlaskSession) or not session._saved:
             return
-        manager = self.manager
+        manager, coatcheck = self.manager, session.coatcheck
         try:
-            headers = commit_session(manager, session.coatcheck)
-        except StoreError as exc:
-            self.commit_failures.record(manager.clock(), str(exc))
-            if not self.fail_open:
-                _replace(response, _UNAVAILABLE)
+            extra = commit_session(manager, coatcheck)
+        except failures.COMMIT_FAILURES as exc:
+            answer = self.failures.at_commit(manager, coatcheck, exc)
+            if answer is not None:
+                _replace(response, answer)
                 return
-            headers = unsaved_headers(manager, session.coatcheck)
-        except COMMIT_ERRORS as exc:
-            _replace(response, refusal(manager, session.coatcheck, exc))
-            return
-        for name, value in headers:
-            if name == "vary":
-                response.vary.add(value)
-            elif name == "cache-control":
-                response.headers["Cache-Control"] = value
-            else:
-                response.headers.add(_title(name), value)
+            extra = failures.unsaved_headers(manager, coatcheck)
+        if extra:
+            merged = merge_headers(response.headers.to_wsgi_list(), title_case(extra))
+            response.headers.clear()
+            response.headers.extend(merged)
 
 
 def _refuse(request: Request, error: HTTPException) -> None:
@@ -266,9 +254,6 @@ def _refuse(request: Request, error: HTTPException) -> None:
     open and before the view runs, through the application's error handlers."""
     if request.routing_exception is None:
         request.routing_exception = error
-
-
-_UNAVAILABLE = Answer(503, "Service Unavailable", b"Service Unavailable: session not saved")
 
 
 def _replace(response: Response, answer: Answer) -> None:

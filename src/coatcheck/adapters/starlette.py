@@ -41,12 +41,13 @@ from ..clientside import ClientSide
 from ..drivers import acommit_session, aopen_session
 from ..exceptions import ConfigurationError
 from ..keys import MIN_KEY_BYTES, KeyRing
-from ..manager import SessionManager
 from ..lifetimes import Lifetimes
+from ..manager import SessionManager
 from ..request import RequestInfo
+from ..responses import latin1, merge_headers
 from ..session import Session
 from ..transports import Cookie, find_cookie
-from .asgi import ASGIApp, Message, Receive, Scope, Send, _answer, request_info
+from .asgi import ASGIApp, Message, Receive, Scope, Send, _refuse, request_info
 from .failures import COMMIT_ERRORS, refusal
 
 __all__ = ["SessionMiddleware", "WeakSecretKeyWarning"]
@@ -201,21 +202,21 @@ class SessionMiddleware:
             if refused:
                 return
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                if view.accessed:
-                    headers.append((b"vary", b"Cookie"))
+                # As Starlette: `Vary: Cookie` when read, and no `Cache-Control` of ours.
+                extra = [("vary", "Cookie")] if view.accessed else []
                 if (view.modified and view) or (migrated and not view.modified):
                     session.clear()
                     session.update(view)
                     try:
-                        headers += _encode(await acommit_session(self.manager, session))
+                        committed = await acommit_session(self.manager, session)
                     except COMMIT_ERRORS as exc:  # too large, or not JSON: a 413 / 500
                         refused = True
-                        await _answer(send, refusal(self.manager, session, exc))
+                        await _refuse(scope, send, refusal(self.manager, session, exc))
                         return
+                    extra += [pair for pair in committed if pair[0] == "set-cookie"]
                 elif view.modified and not initially_empty:
-                    headers.append((b"set-cookie", self.cookie.clear().encode("latin-1")))
-                message["headers"] = headers
+                    extra.append(("set-cookie", self.cookie.clear()))
+                message["headers"] = merge_headers(message.get("headers", ()), latin1(extra))
             await send(message)
 
         await self.app(scope, receive, send_wrapper)
@@ -258,11 +259,6 @@ def _check_secret(secret: str) -> None:
             WeakSecretKeyWarning,
             stacklevel=3,
         )
-
-
-def _encode(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
-    # The core adds Vary and Cache-Control; Starlette adds only Vary, which we did above.
-    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers if k == "set-cookie"]
 
 
 def _legacy_signer(secret: str) -> Any:

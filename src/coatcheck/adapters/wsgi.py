@@ -5,16 +5,8 @@ the application runs and put in `environ["coatcheck.session"]`, and it is commit
 the application calls `start_response`, before the status and headers leave, so a client
 never sees a cookie for a session that was not saved. Bodies stream through untouched;
 changes made to the session after `start_response` (while the body is generated) are
-therefore not saved, as with any session cookie.
-
-Failures are answered, not raised, as in the ASGI middleware (see
-`coatcheck.adapters.failures`): a store that is down gives `503 Service Unavailable`, a
-failed CSRF check `403`, a write conflict `409`, a session too large `413`, one that cannot
-be serialised `500`, with nothing saved. With `fail_open=True` a store failure is never a
-503: an anonymous unsaved session at load, the write dropped at commit; both are counted
-(`load_failures.total`, `commit_failures.total`) and logged once per 10 s. All session
-logic lives in the manager and the drivers; this module only maps the environ onto a
-`RequestInfo` and headers back onto the response.
+therefore not saved, as with any session cookie. Failures are answered, not raised, as in
+the ASGI middleware (see `coatcheck.adapters.failures`).
 """
 
 from __future__ import annotations
@@ -25,15 +17,15 @@ from types import TracebackType
 from typing import Any
 
 from .. import csrf
-from ..csrf import MAX_FORM_BYTES
 from ..drivers import commit_session, open_session
 from ..exceptions import CSRFError, StoreError
 from ..manager import SessionManager
 from ..request import RequestInfo
+from ..responses import Answer, merge_headers, title_case
 from ..session import Session
-from .failures import COMMIT_ERRORS, Answer, refusal, store_failure_logs, unsaved_headers
+from . import failures
 
-__all__ = ["ENVIRON_KEY", "SessionMiddleware", "form_token", "request_info"]
+__all__ = ["ENVIRON_KEY", "SessionMiddleware", "check_csrf", "request_info"]
 
 Environ = dict[str, Any]
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
@@ -48,12 +40,10 @@ ENVIRON_KEY = "coatcheck.session"
 def request_info(environ: Environ) -> RequestInfo:
     """The `RequestInfo` of a WSGI environ (PEP 3333: headers are `HTTP_*` keys, except
     `CONTENT_TYPE` and `CONTENT_LENGTH`)."""
-    headers: Headers = []
-    for key, value in environ.items():
-        if key.startswith("HTTP_"):
-            headers.append((key[5:].replace("_", "-").lower(), value))
-        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
-            headers.append((key.replace("_", "-").lower(), value))
+    headers = [(key[5:].replace("_", "-").lower(), value)
+               for key, value in environ.items() if key.startswith("HTTP_")]  # fmt: skip
+    headers += [(key.replace("_", "-").lower(), environ[key])
+                for key in ("CONTENT_TYPE", "CONTENT_LENGTH") if environ.get(key)]  # fmt: skip
     host = environ.get("HTTP_HOST")
     if not host:
         host = environ.get("SERVER_NAME")
@@ -71,36 +61,25 @@ def request_info(environ: Environ) -> RequestInfo:
     )
 
 
-def form_token(environ: Environ) -> str | None:
-    """The `csrf_token` field of a urlencoded form body, or None.
-
-    The body is read (up to `MAX_FORM_BYTES`) and put back as `wsgi.input`, so the
-    application still reads the whole form, and searched by `coatcheck.csrf.form_token`,
-    as in every adapter: a form it cannot search gives None (a 403), never an exception.
-    Only called on the rare path where the origin check failed and no `X-CSRF-Token`
-    header came.
-    """
-    content_type = environ.get("CONTENT_TYPE")
-    if not csrf.is_form(content_type):
-        return None
-    try:
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        return None
-    if not 0 < length <= MAX_FORM_BYTES:
-        return None
-    body = environ["wsgi.input"].read(length)
-    environ["wsgi.input"] = io.BytesIO(body)
-    return csrf.form_token(content_type, body)
-
-
 def check_csrf(manager: SessionManager, request: RequestInfo, session: Session,
                environ: Environ) -> None:  # fmt: skip
-    """The manager's CSRF check, also accepting the token from a urlencoded form."""
+    """The manager's CSRF check, also accepting the token from a urlencoded form body.
+
+    Only on the rare path where the origin check failed and no `X-CSRF-Token` header came
+    is the form read, as far as `coatcheck.csrf.form_limit` allows (a missing
+    `CONTENT_LENGTH` means no body), and put back as `wsgi.input`, so the application
+    still reads it whole.
+    """
     try:
         manager.check_csrf(request, session)
     except CSRFError:
-        submitted = form_token(environ)
+        content_type = environ.get("CONTENT_TYPE")
+        limit = csrf.form_limit(content_type, environ.get("CONTENT_LENGTH") or "0")
+        if not limit:
+            raise
+        body = environ["wsgi.input"].read(limit)
+        environ["wsgi.input"] = io.BytesIO(body)
+        submitted = csrf.form_token(content_type, body)
         if submitted is None:
             raise
         manager.check_csrf(request, session, submitted)
@@ -109,15 +88,18 @@ def check_csrf(manager: SessionManager, request: RequestInfo, session: Session,
 class SessionMiddleware:
     """Load, expose and commit sessions around a WSGI application.
 
-    `load_failures` and `commit_failures` count the requests whose session the store
-    failed to load or to save; each logs one line per 10 s at most.
+    With `fail_open=True` a store failure is never a 503 (an anonymous unsaved session at
+    load, the write dropped at commit). `load_failures` and `commit_failures` count the
+    requests whose session the store failed to load or to save; each logs one line per
+    10 s at most.
     """
 
     def __init__(self, app: WSGIApp, manager: SessionManager, *, fail_open: bool = False) -> None:
         self.app = app
         self.manager = manager
         self.fail_open = fail_open
-        self.load_failures, self.commit_failures = store_failure_logs(fail_open)
+        self.failures = failures.StoreFailures(fail_open)
+        self.load_failures, self.commit_failures = self.failures.load, self.failures.commit
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         manager = self.manager
@@ -125,31 +107,17 @@ class SessionMiddleware:
         try:
             session = open_session(manager, request)
         except StoreError as exc:
-            self.load_failures.record(manager.clock(), str(exc))
-            if not self.fail_open:
-                return _respond(start_response, "503 Service Unavailable",
-                                b"Service Unavailable: session store unreachable")  # fmt: skip
-            environ[ENVIRON_KEY] = _anonymous(manager, request)
+            if not self.failures.at_load(manager, exc):
+                return _refuse(start_response, failures.UNREACHABLE)
+            environ[ENVIRON_KEY] = manager.anonymous(request)
             return self.app(environ, start_response)
         environ[ENVIRON_KEY] = session
         if manager.csrf:
             try:
                 check_csrf(manager, request, session, environ)
             except CSRFError:
-                return _respond(start_response, "403 Forbidden",
-                                b"Forbidden: cross-origin request rejected (CSRF)")  # fmt: skip
+                return _refuse(start_response, failures.FORBIDDEN)
         return _Response(self, session, environ, start_response)
-
-
-def _anonymous(manager: SessionManager, request: RequestInfo) -> Session:
-    """A fresh session that is never saved (the store is down and `fail_open` is set)."""
-    anonymous = manager.attach(manager.open(RequestInfo(method=request.method)), None)
-    assert isinstance(anonymous, Session)  # noqa: S101 - no key: always a fresh session
-    return anonymous
-
-
-#: The answer when the store fails at commit (without `fail_open`).
-_UNAVAILABLE = Answer(503, "Service Unavailable", b"Service Unavailable: session not saved")
 
 
 class _Response:
@@ -163,7 +131,6 @@ class _Response:
     def __init__(self, middleware: SessionMiddleware, session: Session, environ: Environ,
                  start_response: StartResponse) -> None:  # fmt: skip
         self._middleware = middleware
-        self._manager = middleware.manager
         self._session = session
         self._start_response = start_response
         self._failed: Answer | None = None
@@ -172,26 +139,22 @@ class _Response:
 
     def _start(self, status: str, headers: Headers, exc_info: ExcInfo | None = None
                ) -> Callable[[bytes], object]:  # fmt: skip
+        if self._failed is None and self._extra is None:  # a second call commits nothing
+            self._extra = self._commit(exc_info)
         if self._failed is not None:
             return lambda data: None
-        if self._extra is None:  # a second call (an error page, with exc_info) commits nothing
-            manager = self._manager
-            try:
-                self._extra = commit_session(manager, self._session)
-            except StoreError as exc:
-                self._middleware.commit_failures.record(manager.clock(), str(exc))
-                if self._middleware.fail_open:
-                    self._extra = unsaved_headers(manager, self._session)
-                else:
-                    return self._refuse(_UNAVAILABLE, exc_info)
-            except COMMIT_ERRORS as exc:
-                return self._refuse(refusal(manager, self._session, exc), exc_info)
-        return self._start_response(status, _merge(headers, self._extra), exc_info)
+        return self._start_response(status, merge_headers(headers, self._extra or []), exc_info)
 
-    def _refuse(self, answer: Answer, exc_info: ExcInfo | None) -> Callable[[bytes], object]:
-        self._failed = answer
-        self._start_response(answer.status_line, answer.headers(), exc_info)
-        return lambda data: None
+    def _commit(self, exc_info: ExcInfo | None) -> Headers:
+        """The session's headers; or, if the commit is refused, its answer, sent at once."""
+        manager, session = self._middleware.manager, self._session
+        try:
+            return title_case(commit_session(manager, session))
+        except failures.COMMIT_FAILURES as exc:
+            self._failed = self._middleware.failures.at_commit(manager, session, exc)
+            if self._failed is not None:
+                _refuse(self._start_response, self._failed, exc_info)
+            return title_case(failures.unsaved_headers(manager, session))
 
     def __iter__(self) -> Iterator[bytes]:
         if self._failed is None:
@@ -208,41 +171,8 @@ class _Response:
             close()
 
 
-def _merge(headers: Headers, extra: Headers) -> Headers:
-    merged = list(headers)
-    names = {name for name, _ in extra}
-    if "cache-control" in names:
-        merged = [(k, v) for k, v in merged if k.lower() != "cache-control"]
-    for name, value in extra:
-        if name == "vary":
-            merged = _add_vary(merged, value)
-        else:
-            merged.append((_title(name), value))
-    return merged
-
-
-def _add_vary(headers: Headers, value: str) -> Headers:
-    for i, (name, current) in enumerate(headers):
-        if name.lower() == "vary":
-            present = {v.strip().lower() for v in current.split(",")}
-            if value.lower() not in present and "*" not in present:
-                headers[i] = (name, f"{current}, {value}")
-            return headers
-    return [*headers, ("Vary", value)]
-
-
-def _title(name: str) -> str:
-    return "-".join(part.capitalize() for part in name.split("-"))
-
-
-def _plain(body: bytes) -> Headers:
-    return [
-        ("Content-Type", "text/plain; charset=utf-8"),
-        ("Content-Length", str(len(body))),
-        ("Cache-Control", "no-store"),
-    ]
-
-
-def _respond(start_response: StartResponse, status: str, body: bytes) -> list[bytes]:
-    start_response(status, _plain(body))
-    return [body]
+def _refuse(start_response: StartResponse, answer: Answer,
+            exc_info: ExcInfo | None = None) -> list[bytes]:  # fmt: skip
+    """Answer `answer` instead of the application's response."""
+    start_response(answer.status_line, answer.headers(), exc_info)
+    return [answer.body]

@@ -1,0 +1,192 @@
+"""What a session adds to a response, sans-IO: one policy for every adapter.
+
+The core hands an adapter the session's response headers (`Set-Cookie` or a header
+transport's token, `Cache-Control: no-store`, `Vary`); `merge_headers` folds them into the
+application's own, the same way in ASGI, WSGI, Flask and the Starlette drop-in:
+
+- `Set-Cookie` and any other session header are appended, one field line each (cookies are
+  never combined into one line: RFC 6265, section 3).
+- `Cache-Control` replaces the application's: a response that hands out or clears a
+  session credential must not be stored by a shared cache, whatever `max-age` or `public`
+  the application chose. The core sends it only with such a response.
+- `Vary` is merged into the application's first `Vary` line (RFC 9110, section 12.5.5),
+  tokens compared case-insensitively: a token already present, in any `Vary` line, is not
+  added again, nor is anything added to `Vary: *`. Without one, a new `Vary` line.
+
+`Answer` is a short plain-text response an adapter sends instead of the application's (the
+refusals of `coatcheck.adapters.failures`), `challenge` the `WWW-Authenticate` header of a
+401 for a session (RFC 6750), and `ClientScript` the answer to a request for the header
+transport's JavaScript client.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from importlib.resources import files
+from typing import AnyStr, NamedTuple
+
+from .request import RequestInfo
+from .session import Session
+from .transports import Header
+
+__all__ = [
+    "Answer",
+    "ClientScript",
+    "challenge",
+    "client_script",
+    "latin1",
+    "merge_headers",
+    "title_case",
+]
+
+# The session's names as `latin1` and `title_case` spell them, so that one function serves
+# ASGI's `bytes` and WSGI's `str` headers without lowering each name.
+_VARY = frozenset({b"vary", "vary", "Vary"})
+_CACHE_CONTROL = frozenset({b"cache-control", "cache-control", "Cache-Control"})
+
+
+def merge_headers(
+    response: Iterable[tuple[AnyStr, AnyStr]], session: Iterable[tuple[AnyStr, AnyStr]]
+) -> list[tuple[AnyStr, AnyStr]]:
+    """The application's `response` headers with the `session`'s merged in (see above).
+
+    Both lists are in one string type: `bytes` as ASGI and h11 carry headers, or `str` as
+    WSGI does (PEP 3333's latin-1 "native strings"). The application's names may be in any
+    case; the session's are as the core writes them (lower-case), or as `latin1` or
+    `title_case` turn them. Returns a new list; a `Vary` line added is named as the
+    session's.
+    """
+    merged = list(response)
+    for name, value in session:
+        if name in _VARY:
+            _add_vary(merged, name, value)
+            continue
+        if name in _CACHE_CONTROL:
+            merged = [pair for pair in merged if pair[0].lower() not in _CACHE_CONTROL]
+        merged.append((name, value))
+    return merged
+
+
+#: The headers the core sends on most responses, encoded once.
+_ENCODED = {
+    ("vary", "Cookie"): (b"vary", b"Cookie"),
+    ("cache-control", "no-store"): (b"cache-control", b"no-store"),
+}
+
+
+def latin1(headers: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    """`headers` as ASGI and h11 carry them: latin-1 `bytes` (the common ones encoded once,
+    not per response)."""
+    return [_ENCODED.get(pair) or (pair[0].encode("latin-1"), pair[1].encode("latin-1"))
+            for pair in headers]  # fmt: skip
+
+
+def title_case(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """`headers` named as WSGI applications conventionally write them (`Set-Cookie`, not
+    the core's `set-cookie`): HTTP ignores the case, but WSGI middleware and tests often
+    compare names as text."""
+    return [("-".join(part.capitalize() for part in name.split("-")), value)
+            for name, value in headers]  # fmt: skip
+
+
+def _add_vary(headers: list[tuple[AnyStr, AnyStr]], vary: AnyStr, token: AnyStr) -> None:
+    """Add `token` to the `Vary` of `headers`, in place, unless it is there already."""
+    if isinstance(token, bytes):
+        comma, space, star = b",", b" ", b"*"
+    else:
+        comma, space, star = ",", " ", "*"
+    wanted, lower = token.lower(), vary.lower()
+    first = -1
+    for i, (name, value) in enumerate(headers):
+        if len(name) == 4 and name.lower() == lower:  # the length first: no copy per header
+            present = {part.strip().lower() for part in value.split(comma)}
+            if wanted in present or star in present:
+                return
+            if first < 0:
+                first = i
+    if first < 0:
+        headers.append((vary, token))
+    else:
+        name, value = headers[first]
+        headers[first] = (name, value + comma + space + token if value.strip() else token)
+
+
+class Answer(NamedTuple):
+    """A plain-text response an adapter sends instead of the application's: no cache keeps
+    it, and it carries no `Set-Cookie` (nothing of the request's session was saved)."""
+
+    status: int
+    reason: str
+    body: bytes
+    #: Headers beyond the plain-text ones (a 401's `WWW-Authenticate`).
+    extra: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def status_line(self) -> str:
+        """`"503 Service Unavailable"`: the status as WSGI's `start_response` takes it."""
+        return f"{self.status} {self.reason}"
+
+    def headers(self) -> list[tuple[str, str]]:
+        return [*_plain(self.body), *self.extra]
+
+
+def challenge(session: Session) -> list[tuple[str, str]]:
+    """The `WWW-Authenticate` header of a 401 for `session` (RFC 6750, section 3).
+
+    For a session whose request used a `Header` transport with a scheme: `Bearer
+    error="invalid_token"` if the request carried a token that resolved to nothing
+    (expired, revoked, unknown or malformed), a bare `Bearer` challenge if it carried none.
+    Cookie-carried sessions get no challenge: no HTTP authentication scheme describes them.
+    """
+    transport = session.transport
+    if not isinstance(transport, Header) or transport.scheme is None:
+        return []
+    if session.client_stale:
+        return [("www-authenticate", f'{transport.scheme} error="invalid_token"')]
+    return [("www-authenticate", transport.scheme)]
+
+
+def client_script() -> bytes:
+    """The JavaScript client for the header transport (`coatcheck/static/coatcheck.js`)."""
+    return files("coatcheck").joinpath("static/coatcheck.js").read_bytes()
+
+
+class ClientScript:
+    """The answers to requests for the JavaScript client, read and hashed once.
+
+    `no-cache` with an ETag: browsers revalidate (a cheap 304) and so pick up a new version
+    as soon as the package changes. Only `GET` and `HEAD` are answered (else a 405).
+    """
+
+    def __init__(self) -> None:
+        self.body = client_script()
+        self.etag = f'"{hashlib.sha256(self.body).hexdigest()[:32]}"'
+
+    def answer(self, request: RequestInfo) -> tuple[int, list[tuple[str, str]], bytes]:
+        """Status, headers and body of the answer to `request` (its `If-None-Match` values
+        may be weak or strong, comma-separated, or `*`)."""
+        method = request.method
+        if method not in ("GET", "HEAD"):
+            body = b"Method Not Allowed"
+            return 405, [*_plain(body), ("allow", "GET, HEAD")], body
+        headers = [("etag", self.etag), ("cache-control", "no-cache")]
+        if_none_match = request.header_values("if-none-match")
+        tags = {tag.strip().removeprefix("W/") for v in if_none_match for tag in v.split(",")}
+        if self.etag in tags or "*" in tags:
+            return 304, headers, b""
+        headers += [
+            ("content-type", "text/javascript; charset=utf-8"),
+            ("content-length", str(len(self.body))),
+            ("x-content-type-options", "nosniff"),
+        ]
+        return 200, headers, b"" if method == "HEAD" else self.body
+
+
+def _plain(body: bytes) -> list[tuple[str, str]]:
+    """The headers of a short plain-text answer that no cache keeps."""
+    return [
+        ("content-type", "text/plain; charset=utf-8"),
+        ("content-length", str(len(body))),
+        ("cache-control", "no-store"),
+    ]
