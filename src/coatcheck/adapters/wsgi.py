@@ -1,12 +1,10 @@
 """`SessionMiddleware`: sessions for any WSGI application (Flask, Bottle, Pyramid, ...).
 
-The WSGI twin of `coatcheck.adapters.asgi.SessionMiddleware`: the session is loaded before
-the application runs and put in `environ["coatcheck.session"]`, and it is committed when
-the application calls `start_response`, before the status and headers leave, so a client
-never sees a cookie for a session that was not saved. Bodies stream through untouched;
-changes made to the session after `start_response` (while the body is generated) are
-therefore not saved, as with any session cookie. Failures are answered, not raised, as in
-the ASGI middleware (see `coatcheck.adapters.failures`).
+The WSGI twin of `coatcheck.adapters.asgi.SessionMiddleware`: the session is put in
+`environ["coatcheck.session"]` and committed when the application calls `start_response`,
+before the headers leave, so a client never sees a cookie for a session that was not saved.
+Bodies stream through untouched (changes made to the session while the body is generated
+are not saved, as with any session cookie). Failures are answered as in the ASGI middleware.
 """
 
 from __future__ import annotations
@@ -44,40 +42,28 @@ def request_info(environ: Environ) -> RequestInfo:
                for key, value in environ.items() if key.startswith("HTTP_")]  # fmt: skip
     headers += [(key.replace("_", "-").lower(), environ[key])
                 for key in ("CONTENT_TYPE", "CONTENT_LENGTH") if environ.get(key)]  # fmt: skip
+    scheme = environ.get("wsgi.url_scheme", "http")
     host = environ.get("HTTP_HOST")
     if not host:
-        host = environ.get("SERVER_NAME")
-        port = environ.get("SERVER_PORT")
-        scheme = environ.get("wsgi.url_scheme", "http")
+        host, port = environ.get("SERVER_NAME"), environ.get("SERVER_PORT")
         if host and port and (scheme, str(port)) not in (("http", "80"), ("https", "443")):
             host = f"{host}:{port}"
-    return RequestInfo(
-        method=environ.get("REQUEST_METHOD", "GET").upper(),
-        headers=headers,
-        scheme=environ.get("wsgi.url_scheme", "http"),
-        host=host,
-        path=environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "") or "/",
-        client_ip=environ.get("REMOTE_ADDR") or None,
-    )
+    path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "") or "/"
+    method = environ.get("REQUEST_METHOD", "GET").upper()
+    return RequestInfo(method, headers, scheme, host, path, environ.get("REMOTE_ADDR") or None)
 
 
 def check_csrf(manager: SessionManager, request: RequestInfo, session: Session,
                environ: Environ) -> None:  # fmt: skip
-    """The manager's CSRF check, also accepting the token from a urlencoded form body.
-
-    Only on the rare path where the origin check failed and no `X-CSRF-Token` header came
-    is the form read, as far as `coatcheck.csrf.form_limit` allows (a missing
-    `CONTENT_LENGTH` means no body), and put back as `wsgi.input`, so the application
-    still reads it whole.
-    """
+    """The manager's CSRF check, also accepting the token from a urlencoded form body: read
+    (only when the headers failed, as far as `coatcheck.csrf.form_limit` allows) and put
+    back as `wsgi.input`, so the application still reads the whole form."""
     try:
         manager.check_csrf(request, session)
     except CSRFError:
         content_type = environ.get("CONTENT_TYPE")
         limit = csrf.form_limit(content_type, environ.get("CONTENT_LENGTH") or "0")
-        if not limit:
-            raise
-        body = environ["wsgi.input"].read(limit)
+        body = environ["wsgi.input"].read(limit)  # 0 (nothing) for what is not a form
         environ["wsgi.input"] = io.BytesIO(body)
         submitted = csrf.form_token(content_type, body)
         if submitted is None:
@@ -86,13 +72,8 @@ def check_csrf(manager: SessionManager, request: RequestInfo, session: Session,
 
 
 class SessionMiddleware:
-    """Load, expose and commit sessions around a WSGI application.
-
-    With `fail_open=True` a store failure is never a 503 (an anonymous unsaved session at
-    load, the write dropped at commit). `load_failures` and `commit_failures` count the
-    requests whose session the store failed to load or to save; each logs one line per
-    10 s at most.
-    """
+    """Load, expose and commit sessions around a WSGI application; `fail_open`,
+    `load_failures` and `commit_failures` as in the ASGI middleware."""
 
     def __init__(self, app: WSGIApp, manager: SessionManager, *, fail_open: bool = False) -> None:
         self.app = app
@@ -121,12 +102,9 @@ class SessionMiddleware:
 
 
 class _Response:
-    """The application's response, with the session committed at `start_response`.
-
-    If the commit fails, the client gets the failure's answer instead (503, 409, 413 or
-    500) and the application's body is dropped (and closed), whether the application
-    called `start_response` before returning its body or lazily, from its first iteration.
-    """
+    """The application's response, with the session committed at `start_response`. If the
+    commit is refused, the client gets the refusal instead and the application's body is
+    dropped (and closed), whether `start_response` came before the body or with it."""
 
     def __init__(self, middleware: SessionMiddleware, session: Session, environ: Environ,
                  start_response: StartResponse) -> None:  # fmt: skip
@@ -139,36 +117,30 @@ class _Response:
 
     def _start(self, status: str, headers: Headers, exc_info: ExcInfo | None = None
                ) -> Callable[[bytes], object]:  # fmt: skip
+        manager, session = self._middleware.manager, self._session
         if self._failed is None and self._extra is None:  # a second call commits nothing
-            self._extra = self._commit(exc_info)
+            try:
+                self._extra = title_case(commit_session(manager, session))
+            except failures.COMMIT_FAILURES as exc:
+                self._failed = self._middleware.failures.at_commit(manager, session, exc)
+                if self._failed is None:
+                    self._extra = title_case(failures.unsaved_headers(manager, session))
+                else:
+                    _refuse(self._start_response, self._failed, exc_info)
         if self._failed is not None:
-            return lambda data: None
+            return lambda data: None  # the application's body is dropped
         return self._start_response(status, merge_headers(headers, self._extra or []), exc_info)
 
-    def _commit(self, exc_info: ExcInfo | None) -> Headers:
-        """The session's headers; or, if the commit is refused, its answer, sent at once."""
-        manager, session = self._middleware.manager, self._session
-        try:
-            return title_case(commit_session(manager, session))
-        except failures.COMMIT_FAILURES as exc:
-            self._failed = self._middleware.failures.at_commit(manager, session, exc)
-            if self._failed is not None:
-                _refuse(self._start_response, self._failed, exc_info)
-            return title_case(failures.unsaved_headers(manager, session))
-
     def __iter__(self) -> Iterator[bytes]:
-        if self._failed is None:
-            for chunk in self._body:
-                if self._failed is not None:  # start_response came with the first chunk
-                    break
-                yield chunk
+        for chunk in self._body if self._failed is None else ():
+            if self._failed is not None:  # start_response came with the first chunk
+                break
+            yield chunk
         if self._failed is not None:
             yield self._failed.body
 
     def close(self) -> None:
-        close = getattr(self._body, "close", None)
-        if close is not None:
-            close()
+        getattr(self._body, "close", lambda: None)()  # PEP 3333: the body's close, if any
 
 
 def _refuse(start_response: StartResponse, answer: Answer,
