@@ -11,32 +11,41 @@ the same hash is also attached as `extra={"session_hash": ...}` for structured h
 `ThrottledLog` is for what happens on every request while something is down (a store
 outage under `fail_open`, a client-side registry that cannot be written): it counts each
 event and writes one line per `interval` at most, with the count since the line before, so
-an outage gives a few lines a minute instead of one per request. Its lock comes from
-`_thread`, which the interpreter always has loaded: importing this module imports no
-`threading`.
+an outage gives a few lines a minute instead of one per request.
+
+Importing this module imports neither `logging` nor `threading` (and `logging` imports
+`threading`): an `Audit` looks its loggers up when it is built, and `ThrottledLog` is given
+its logger and takes its lock from `_thread`, which the interpreter always has loaded.
 """
 
 from __future__ import annotations
 
 import _thread
-import logging
 import math
+from typing import TYPE_CHECKING
 
 from .ids import log_hash
 
+if TYPE_CHECKING:
+    import logging
+
 __all__ = ["Audit", "ThrottledLog"]
 
-security_log = logging.getLogger("coatcheck.security")
-session_log = logging.getLogger("coatcheck.session")
+#: `logging`'s level numbers (fixed by its documentation), without importing it.
+INFO, WARNING, ERROR = 20, 30, 40
 
 
 class Audit:
     """Writes events with the manager's log salt. Replicas sharing a salt share hashes."""
 
-    __slots__ = ("_salt",)
+    __slots__ = ("_salt", "_security", "_session")
 
     def __init__(self, salt: bytes) -> None:
+        import logging
+
         self._salt = salt
+        self._security = logging.getLogger("coatcheck.security")
+        self._session = logging.getLogger("coatcheck.session")
 
     def __repr__(self) -> str:
         return "<Audit>"
@@ -46,17 +55,17 @@ class Audit:
 
     def security(self, event: str, value: str | None, detail: str = "") -> None:
         """A security event about the ID or token `value` (warning level)."""
-        if security_log.isEnabledFor(logging.WARNING):
-            self._write(security_log, logging.WARNING, event, value, detail)
+        if self._security.isEnabledFor(WARNING):
+            self._write(self._security, WARNING, event, value, detail)
 
     def error(self, event: str, value: str | None, detail: str = "") -> None:
         """A session the request could not save (error level, no traceback)."""
-        self._write(session_log, logging.ERROR, event, value, detail)
+        self._write(self._session, ERROR, event, value, detail)
 
     def lifecycle(self, event: str, value: str | None, detail: str = "") -> None:
         """A normal lifecycle event about the session whose handle is `value`."""
-        if session_log.isEnabledFor(logging.INFO):
-            self._write(session_log, logging.INFO, event, value, detail)
+        if self._session.isEnabledFor(INFO):
+            self._write(self._session, INFO, event, value, detail)
 
     def _write(
         self, logger: logging.Logger, level: int, event: str, value: str | None, detail: str
@@ -90,7 +99,7 @@ class ThrottledLog:
         event: str,
         message: str,
         *,
-        level: int = logging.WARNING,
+        level: int = WARNING,
         interval: float = 10.0,  # seconds
     ) -> None:
         self.logger = logger

@@ -10,8 +10,9 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -158,7 +159,9 @@ class WriteLock:
 
 @pytest.fixture
 def write_lock(path: Path) -> Iterator[WriteLock]:
-    SQLiteStore(path).close()  # the file and table exist before anyone locks them
+    store = SQLiteStore(path)
+    store.open()  # the file and table exist before anyone locks them
+    store.close()
     lock = WriteLock(path)
     yield lock
     lock.close()
@@ -172,6 +175,7 @@ async def release_soon(lock: WriteLock) -> None:
 
 def test_database_is_in_wal_mode(path: Path) -> None:
     store = SQLiteStore(path)
+    store.open()
     db = sqlite3.connect(path)
     try:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -547,23 +551,38 @@ async def test_async_store_waits_for_a_lock_without_blocking_the_loop(
     await store.aclose()
 
 
-def test_missing_directory_is_reported_at_construction(tmp_path: Path) -> None:
+# Constructing a store touches no file (see test_construction.py): a file that cannot be
+# opened is reported by `open()`, for start-up, and by the first operation.
+
+
+def test_missing_directory_is_reported_at_open_and_first_use(tmp_path: Path) -> None:
     target = tmp_path / "no-such-dir" / "sessions.db"
-    with pytest.raises(StoreUnavailable, match="cannot be opened") as info:
-        SQLiteStore(target)
-    assert str(target) in str(info.value)
-    assert "directory" in str(info.value)
+    store = SQLiteStore(target)
+    uses: list[Callable[[], Any]] = [store.open, lambda: store.load("k")]
+    for use in uses:
+        with pytest.raises(StoreUnavailable, match="cannot be opened") as info:
+            use()
+        assert str(target) in str(info.value)
+        assert "directory" in str(info.value)
 
 
-def test_directory_as_path_is_reported_at_construction(tmp_path: Path) -> None:
-    with pytest.raises(StoreUnavailable, match="cannot be opened"):
-        AsyncSQLiteStore(tmp_path)
+def test_directory_as_path_is_reported_at_open_and_first_use(tmp_path: Path) -> None:
+    store = AsyncSQLiteStore(tmp_path)
+    uses: list[Callable[[], Any]] = [store.open, lambda: store.load("k")]
+    for use in uses:
+        with pytest.raises(StoreUnavailable, match="cannot be opened"):
+            anyio.run(use)
 
 
-def test_corrupt_file_is_reported_at_construction(path: Path) -> None:
+def test_corrupt_file_is_reported_at_open_and_first_use(path: Path) -> None:
     path.write_bytes(b"this is not an SQLite database\n" * 200)
-    with pytest.raises(StoreUnavailable, match="not a database"):
-        SQLiteStore(path)
+    store = SQLiteStore(path)
+    uses: list[Callable[[], Any]] = [
+        store.open, lambda: store.save("k", b"v", version=0, ttl=60, user=None)
+    ]
+    for use in uses:
+        with pytest.raises(StoreUnavailable, match="not a database"):
+            use()
 
 
 @pytest.mark.parametrize(
@@ -654,8 +673,9 @@ from coatcheck.stores import SQLiteRevocationStore, SQLiteStore
 start = float(sys.argv[2])
 while time.time() < start:
     pass
-SQLiteStore(sys.argv[1]).close()
-SQLiteRevocationStore(sys.argv[1]).close()
+for store in (SQLiteStore(sys.argv[1]), SQLiteRevocationStore(sys.argv[1])):
+    store.open()
+    store.close()
 print("ok")
 """
 
@@ -744,8 +764,11 @@ def test_revocation_table_name_must_be_an_identifier(path: Path) -> None:
 
 
 def test_revocation_store_that_cannot_open_is_store_unavailable(tmp_path: Path) -> None:
-    with pytest.raises(StoreUnavailable):
-        SQLiteRevocationStore(tmp_path / "missing-dir" / "r.db")
+    store = SQLiteRevocationStore(tmp_path / "missing-dir" / "r.db")
+    uses: list[Callable[[], Any]] = [store.open, lambda: store.changes(0)]
+    for use in uses:
+        with pytest.raises(StoreUnavailable):
+            use()
 
 
 def test_revocations_and_sessions_share_one_file(path: Path) -> None:

@@ -6,9 +6,13 @@ session store, in the same module and on the same connection code, is its backen
 revocation store (`MemoryRevocationStore`, `SQLiteRevocationStore`, `RedisRevocationStore`,
 `PostgresRevocationStore`, and twins). `from_url` builds a session store from a URL such as
 `sqlite:///sessions.db`, and `revocations_for` the revocation store of the same URL;
-`to_async` and `revocations_to_async` give a sync store's async twin. The Redis and
-PostgreSQL modules are imported on first access, so `import coatcheck.stores` imports
-neither redis nor psycopg.
+`to_async` and `revocations_to_async` give a sync store's async twin. All four read one
+table, `_BACKENDS`.
+
+Nothing here runs at import: each backend's module is imported when one of its classes is
+first named or built (PEP 562 `__getattr__`), so `import coatcheck.stores` imports neither
+sqlite3 nor asyncio, let alone redis or psycopg; and no store opens a file, connection or
+thread before its first operation (or its `open()`).
 """
 
 from __future__ import annotations
@@ -16,27 +20,20 @@ from __future__ import annotations
 import importlib
 import math
 import sys
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, overload
 from urllib.parse import SplitResult, unquote, urlsplit
 
 from ..exceptions import ConfigurationError
-from ..revocation import AsyncRevocationStore, RevocationStore
 from .base import AsyncStore, Record, Store
-from .memory import (
-    AsyncMemoryRevocationStore,
-    AsyncMemoryStore,
-    MemoryRevocationStore,
-    MemoryStore,
-)
-from .sqlite import (
-    AsyncSQLiteRevocationStore,
-    AsyncSQLiteStore,
-    SQLiteRevocationStore,
-    SQLiteStore,
-)
-from .threaded import ThreadedRevocationStore, ThreadedStore
 
 if TYPE_CHECKING:
+    from ..revocation import AsyncRevocationStore, RevocationStore
+    from .memory import (
+        AsyncMemoryRevocationStore,
+        AsyncMemoryStore,
+        MemoryRevocationStore,
+        MemoryStore,
+    )
     from .postgres import (
         AsyncPostgresRevocationStore,
         AsyncPostgresStore,
@@ -49,6 +46,13 @@ if TYPE_CHECKING:
         RedisRevocationStore,
         RedisStore,
     )
+    from .sqlite import (
+        AsyncSQLiteRevocationStore,
+        AsyncSQLiteStore,
+        SQLiteRevocationStore,
+        SQLiteStore,
+    )
+    from .threaded import ThreadedRevocationStore, ThreadedStore
 
 __all__ = [
     "AsyncMemoryRevocationStore",
@@ -78,40 +82,62 @@ __all__ = [
     "to_async",
 ]
 
-#: Stores whose driver is an optional dependency: name -> (module, extra to install).
-_LAZY = {
-    "RedisStore": ("redis", "redis"),
-    "AsyncRedisStore": ("redis", "redis"),
-    "RedisRevocationStore": ("redis", "redis"),
-    "AsyncRedisRevocationStore": ("redis", "redis"),
-    "PostgresStore": ("postgres", "postgres"),
-    "AsyncPostgresStore": ("postgres", "postgres"),
-    "PostgresRevocationStore": ("postgres", "postgres"),
-    "AsyncPostgresRevocationStore": ("postgres", "postgres"),
-}
-#: The modules in `_LAZY`, with their sync classes and async twins, for `to_async` and
-#: `revocations_to_async`.
-_TWINS = {
-    "store": (("redis", "RedisStore", "AsyncRedisStore"),
-              ("postgres", "PostgresStore", "AsyncPostgresStore")),
-    "revocations": (("redis", "RedisRevocationStore", "AsyncRedisRevocationStore"),
-                    ("postgres", "PostgresRevocationStore", "AsyncPostgresRevocationStore")),
+
+class _Backend(NamedTuple):
+    """One backend: its module, its four classes (by name, so that naming them imports
+    nothing), and the pip extra its driver comes with (None: the standard library)."""
+
+    module: str
+    store: str
+    async_store: str
+    revocations: str
+    async_revocations: str
+    extra: str | None
+
+
+_BACKENDS = {
+    "memory": _Backend("memory", "MemoryStore", "AsyncMemoryStore",
+                       "MemoryRevocationStore", "AsyncMemoryRevocationStore", None),
+    "sqlite": _Backend("sqlite", "SQLiteStore", "AsyncSQLiteStore",
+                       "SQLiteRevocationStore", "AsyncSQLiteRevocationStore", None),
+    "redis": _Backend("redis", "RedisStore", "AsyncRedisStore",
+                      "RedisRevocationStore", "AsyncRedisRevocationStore", "redis"),
+    "postgres": _Backend("postgres", "PostgresStore", "AsyncPostgresStore",
+                         "PostgresRevocationStore", "AsyncPostgresRevocationStore", "postgres"),
 }  # fmt: skip
-_REDIS_SCHEMES = ("redis", "rediss", "redis+cluster", "rediss+cluster")
-_POSTGRES_SCHEMES = ("postgresql", "postgres")
+#: URL scheme -> backend.
+_SCHEMES = {
+    "memory": "memory",
+    "sqlite": "sqlite",
+    "redis": "redis",
+    "rediss": "redis",
+    "redis+cluster": "redis",
+    "rediss+cluster": "redis",
+    "postgresql": "postgres",
+    "postgres": "postgres",
+}
+#: Every class this package names -> (its module, the pip extra of its driver).
+_CLASSES = {
+    name: (backend.module, backend.extra)
+    for backend in _BACKENDS.values()
+    for name in backend[1:5]
+}
+_CLASSES.update(ThreadedStore=("threaded", None), ThreadedRevocationStore=("threaded", None))
 #: URL query parameters that size a Redis or PostgreSQL store's pool: the store reads
 #: them and removes them before the URL reaches the driver.
 _POOL_OPTIONS = ("max_connections", "pool_timeout")
 
 
 def __getattr__(name: str) -> Any:
-    """Import the Redis and PostgreSQL stores (and twins) on first access."""
-    if name not in _LAZY:
+    """Import a store class's module on first access to the class."""
+    if name not in _CLASSES:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    module, extra = _LAZY[name]
+    module, extra = _CLASSES[name]
     try:
         loaded = importlib.import_module(f"{__name__}.{module}")
     except ModuleNotFoundError as exc:
+        if extra is None or (exc.name or "").startswith(__name__):
+            raise
         raise ConfigurationError(
             f"{name} needs the {exc.name!r} package: pip install 'coatcheck[{extra}]'"
         ) from None
@@ -194,6 +220,33 @@ def _setting(name: str, given: Any, found: dict[str, str], kind: type, default: 
     return value
 
 
+def _no_arguments(url: str, parts: SplitResult) -> tuple[str, ...]:
+    return ()
+
+
+def _path_argument(url: str, parts: SplitResult) -> tuple[str, ...]:
+    return (_sqlite_path(parts),)
+
+
+def _url_argument(url: str, parts: SplitResult) -> tuple[str, ...]:
+    return (url,)
+
+
+#: What a backend's classes are built with, from a URL: nothing, the file's path, the URL.
+_ARGUMENTS = {"memory": _no_arguments, "sqlite": _path_argument,
+              "redis": _url_argument, "postgres": _url_argument}  # fmt: skip
+
+
+def _backend(url: str) -> tuple[_Backend | None, str, tuple[str, ...]]:
+    """The backend of `url` (None for an unknown scheme), its scheme, and the arguments its
+    classes are built with."""
+    scheme, parts = _split(url)
+    name = _SCHEMES.get(scheme)
+    if name is None:
+        return None, scheme, ()
+    return _BACKENDS[name], scheme, _ARGUMENTS[name](url, parts)
+
+
 @overload
 def from_url(url: str, *, asynchronous: Literal[False] = False) -> Store: ...
 @overload
@@ -201,7 +254,8 @@ def from_url(url: str, *, asynchronous: Literal[True]) -> AsyncStore: ...
 
 
 def from_url(url: str, *, asynchronous: bool = False) -> Store | AsyncStore:
-    """A store for `url` (the `Async` twin with `asynchronous=True`).
+    """A store for `url` (the `Async` twin with `asynchronous=True`), not yet connected: it
+    opens its file or connections on first use (or `open()`).
 
     - `memory://`
     - `sqlite:///relative/path.db`, `sqlite:////absolute/path.db`, `sqlite:///:memory:`
@@ -213,79 +267,65 @@ def from_url(url: str, *, asynchronous: bool = False) -> Store | AsyncStore:
     `?max_connections=50&pool_timeout=5` (see the store classes; other query parameters
     go to the driver).
     """
-    scheme, parts = _split(url)
-    if scheme == "memory":
-        return AsyncMemoryStore() if asynchronous else MemoryStore()
-    if scheme == "sqlite":
-        path = _sqlite_path(parts)
-        return AsyncSQLiteStore(path) if asynchronous else SQLiteStore(path)
-    if scheme in _REDIS_SCHEMES:
-        store: Store | AsyncStore = (
-            __getattr__("AsyncRedisStore")(url) if asynchronous else __getattr__("RedisStore")(url)
+    backend, scheme, arguments = _backend(url)
+    if backend is None:
+        raise ConfigurationError(
+            f"unknown store URL scheme {scheme + '://' if scheme else url!r}; "
+            "use memory://, sqlite:///path, redis://host, redis+cluster://host, postgresql://host"
         )
-        return store
-    if scheme in _POSTGRES_SCHEMES:
-        name = "AsyncPostgresStore" if asynchronous else "PostgresStore"
-        postgres: Store | AsyncStore = __getattr__(name)(url)
-        return postgres
-    raise ConfigurationError(
-        f"unknown store URL scheme {scheme + '://' if scheme else url!r}; "
-        "use memory://, sqlite:///path, redis://host, redis+cluster://host, postgresql://host"
-    )
+    store: Store | AsyncStore = __getattr__(
+        backend.async_store if asynchronous else backend.store
+    )(*arguments)
+    return store
 
 
 def revocations_for(url: str) -> RevocationStore:
     """The revocation store that goes with the session store `from_url(url)` builds: the
     same backend, the same file or server (in a table or keys of its own)."""
-    scheme, parts = _split(url)
-    if scheme == "memory":
-        return MemoryRevocationStore()
-    if scheme == "sqlite":
-        return SQLiteRevocationStore(_sqlite_path(parts))
-    if scheme in _REDIS_SCHEMES:
-        redis_store: RevocationStore = __getattr__("RedisRevocationStore")(url)
-        return redis_store
-    if scheme in _POSTGRES_SCHEMES:
-        postgres: RevocationStore = __getattr__("PostgresRevocationStore")(url)
-        return postgres
-    raise ConfigurationError(
-        f"no revocation store for {parts.scheme}:// URLs yet; pass revocations=... explicitly"
-    )
+    backend, scheme, arguments = _backend(url)
+    if backend is None:
+        raise ConfigurationError(
+            f"no revocation store for {scheme}:// URLs yet; pass revocations=... explicitly"
+        )
+    store: RevocationStore = __getattr__(backend.revocations)(*arguments)
+    return store
 
 
 def to_async(store: Store) -> AsyncStore:
-    """The async twin of a sync store, sharing its data."""
-    if isinstance(store, MemoryStore):
-        return AsyncMemoryStore(store)
-    if isinstance(store, SQLiteStore):
-        return AsyncSQLiteStore.wrapping(store)
-    _, wrapped = _wrapping("store", store)
-    return ThreadedStore(store) if wrapped is None else wrapped
+    """The async twin of a sync store, sharing its data; for any other store (or a Redis or
+    PostgreSQL store built on a client object rather than a URL), the store itself, each
+    call run in a worker thread."""
+    twin = _twin(store, "store", "async_store")[1]
+    if twin is None:
+        from .threaded import ThreadedStore
+
+        return ThreadedStore(store)
+    found: AsyncStore = twin
+    return found
 
 
 def revocations_to_async(store: RevocationStore) -> AsyncRevocationStore:
     """The async twin of a built-in sync revocation store, sharing its entries; for a Redis
     or PostgreSQL store built on a client object rather than a URL, the store itself, each
     call run in a worker thread. ConfigurationError for any other store."""
-    if isinstance(store, MemoryRevocationStore):
-        return AsyncMemoryRevocationStore(store)
-    if isinstance(store, SQLiteRevocationStore):
-        return AsyncSQLiteRevocationStore(store)
-    found, wrapped = _wrapping("revocations", store)
-    if wrapped is not None:
-        twin: AsyncRevocationStore = wrapped
-        return twin
-    if found:  # built on a client object: no URL to copy
+    known, twin = _twin(store, "revocations", "async_revocations")
+    if twin is not None:
+        found: AsyncRevocationStore = twin
+        return found
+    if known:  # built on a client object: no URL to copy
+        from .threaded import ThreadedRevocationStore
+
         return ThreadedRevocationStore(store)
     raise ConfigurationError(f"no async twin known for {type(store).__name__}")
 
 
-def _wrapping(kind: str, store: object) -> tuple[bool, Any]:
-    """Whether `store` is one of the Redis or PostgreSQL classes of `kind`, and its async
-    twin on the same data (None if it has none: built on a client object)."""
-    for module, sync, twin in _TWINS[kind]:
+def _twin(store: object, sync: str, twin: str) -> tuple[bool, Any]:
+    """Whether `store` is an instance of a backend's class named in field `sync` of
+    `_BACKENDS`, and its async twin on the same data (the class in field `twin`, through
+    its `wrapping`; None if it has none: built on a client object)."""
+    for backend in _BACKENDS.values():
         # Not imported yet means `store` cannot be one of its classes: never import here.
-        loaded = sys.modules.get(f"{__name__}.{module}")
-        if loaded is not None and isinstance(store, getattr(loaded, sync)):
-            return True, getattr(loaded, twin).wrapping(store)
+        loaded = sys.modules.get(f"{__name__}.{backend.module}")
+        if loaded is not None and isinstance(store, getattr(loaded, getattr(backend, sync))):
+            return True, getattr(loaded, getattr(backend, twin)).wrapping(store)
     return False, None

@@ -10,6 +10,11 @@ of them atomic:
   version, so a write that raced the rotation is not lost.
 - the per-user index (`list_user`, `delete_user`) follows the `user` given to `save`.
 
+Constructing a store does nothing: it opens its file or connections, and creates its
+tables, on first use, safely when many threads or tasks arrive first at once (an unused
+store's `close` has nothing to do). A store may offer `open()` (awaited for an async one)
+to do that now, so that a bad path or URL fails at start-up: `SQLiteStore` does.
+
 Every backend ships a sync class and an `Async` twin and passes the contract suite in
 `tests/stores/contract.py`.
 """
@@ -43,14 +48,7 @@ class Store(Protocol):
         """
 
     def rotate(
-        self,
-        old_key: str,
-        new_key: str,
-        data: bytes,
-        *,
-        version: int,
-        ttl: float,
-        user: str | None,
+        self, old_key: str, new_key: str, data: bytes, *, version: int, ttl: float, user: str | None
     ) -> bool:
         """Atomically: if `old_key` holds `version`, write `data` under `new_key` (version 1)
         and delete `old_key`. Returns False, writing nothing, when the version does not
@@ -84,14 +82,7 @@ class AsyncStore(Protocol):
     ) -> bool: ...
 
     async def rotate(
-        self,
-        old_key: str,
-        new_key: str,
-        data: bytes,
-        *,
-        version: int,
-        ttl: float,
-        user: str | None,
+        self, old_key: str, new_key: str, data: bytes, *, version: int, ttl: float, user: str | None
     ) -> bool: ...
 
     async def delete(self, key: str) -> None: ...

@@ -175,14 +175,7 @@ class MemoryStore:
             return True
 
     def rotate(
-        self,
-        old_key: str,
-        new_key: str,
-        data: bytes,
-        *,
-        version: int,
-        ttl: float,
-        user: str | None,
+        self, old_key: str, new_key: str, data: bytes, *, version: int, ttl: float, user: str | None
     ) -> bool:
         with self._lock:
             now = self._clock()
@@ -242,6 +235,11 @@ class AsyncMemoryStore:
     ) -> None:
         self.sync = store if store is not None else MemoryStore(clock=clock)
 
+    @classmethod
+    def wrapping(cls, store: MemoryStore) -> AsyncMemoryStore:
+        """The async twin of `store`, sharing its records."""
+        return cls(store)
+
     def __repr__(self) -> str:
         return f"<AsyncMemoryStore records={len(self.sync._records)}>"
 
@@ -254,14 +252,7 @@ class AsyncMemoryStore:
         return self.sync.save(key, data, version=version, ttl=ttl, user=user)
 
     async def rotate(
-        self,
-        old_key: str,
-        new_key: str,
-        data: bytes,
-        *,
-        version: int,
-        ttl: float,
-        user: str | None,
+        self, old_key: str, new_key: str, data: bytes, *, version: int, ttl: float, user: str | None
     ) -> bool:
         return self.sync.rotate(old_key, new_key, data, version=version, ttl=ttl, user=user)
 
@@ -318,6 +309,11 @@ class AsyncMemoryRevocationStore:
 
     def __init__(self, store: MemoryRevocationStore | None = None) -> None:
         self.sync = store if store is not None else MemoryRevocationStore()
+
+    @classmethod
+    def wrapping(cls, store: MemoryRevocationStore) -> AsyncMemoryRevocationStore:
+        """The async twin of `store`, sharing its entries."""
+        return cls(store)
 
     async def revoke(self, entry: Revocation) -> None:
         self.sync.revoke(entry)

@@ -240,6 +240,36 @@ class _PoolSettings:
     _served: int
     #: Whether the last operations reached the server (see `_wait`); not yet, at first.
     _answering: bool
+    _clock: Callable[[], float]
+    #: Whether the schema was created (by this store, or `create_schema`).
+    _ready: bool
+
+    def _settle(
+        self,
+        kind: type[P],
+        conninfo: str | P,
+        *,
+        table: str,
+        timeout: float,
+        min_connections: int,
+        max_connections: int | None,
+        pool_timeout: float | None,
+        default_max: int,
+        clock: Callable[[], float],
+    ) -> P:
+        """The store's settings, and its pool: made from `conninfo` (then owned by the store)
+        or `conninfo` itself, a pool taken as it is. Nothing is opened: the pool opens, and
+        the schema is created, on first use (`_ready`)."""
+        self.table, self.timeout, self._clock = table, timeout, clock
+        self._ready = False
+        if isinstance(conninfo, str):
+            return self._own_pool(
+                kind, conninfo, timeout=timeout, min_connections=min_connections,
+                max_connections=max_connections, pool_timeout=pool_timeout,
+                default_max=default_max,
+            )  # fmt: skip
+        self._given_pool(conninfo, max_connections, pool_timeout)
+        return conninfo
 
     def _own_pool(
         self,
@@ -321,30 +351,10 @@ class _Pooled(_PoolSettings, Generic[S]):
 
     _sql: S
 
-    def _set_pool(
-        self,
-        conninfo: str | ConnectionPool[Any],
-        *,
-        table: str,
-        timeout: float,
-        min_connections: int,
-        max_connections: int | None,
-        pool_timeout: float | None,
-        default_max: int,
-        clock: Callable[[], float],
-    ) -> None:
-        self.table, self.timeout, self._clock = table, timeout, clock
-        if isinstance(conninfo, str):
-            self.pool: ConnectionPool[Any] = self._own_pool(
-                ConnectionPool, conninfo, timeout=timeout, min_connections=min_connections,
-                max_connections=max_connections, pool_timeout=pool_timeout,
-                default_max=default_max,
-            )  # fmt: skip
-        else:
-            self._given_pool(conninfo, max_connections, pool_timeout)
-            self.pool = conninfo
+    def _set_pool(self, conninfo: str | ConnectionPool[Any], **settings: Any) -> None:
+        """Settle the pool (`_settle`), not opened yet, and the locks of its first use."""
+        self.pool: ConnectionPool[Any] = self._settle(ConnectionPool, conninfo, **settings)
         self._lock, self._once = threading.Lock(), threading.Lock()
-        self._ready = False
 
     def _getconn(self) -> psycopg.Connection[Any]:
         """A connection, waited for as the module docstring says (in the pool's queue, first
@@ -405,30 +415,11 @@ class _AsyncPooled(_PoolSettings, Generic[S]):
 
     _sql: S
 
-    def _set_pool(
-        self,
-        conninfo: str | AsyncConnectionPool[Any],
-        *,
-        table: str,
-        timeout: float,
-        min_connections: int,
-        max_connections: int | None,
-        pool_timeout: float | None,
-        default_max: int,
-        clock: Callable[[], float],
-    ) -> None:
-        self.table, self.timeout, self._clock = table, timeout, clock
-        if isinstance(conninfo, str):
-            self.pool: AsyncConnectionPool[Any] = self._own_pool(
-                AsyncConnectionPool, conninfo, timeout=timeout, min_connections=min_connections,
-                max_connections=max_connections, pool_timeout=pool_timeout,
-                default_max=default_max,
-            )  # fmt: skip
-        else:
-            self._given_pool(conninfo, max_connections, pool_timeout)
-            self.pool = conninfo
+    def _set_pool(self, conninfo: str | AsyncConnectionPool[Any], **settings: Any) -> None:
+        """Settle the pool (`_settle`), not opened yet, and the locks of its first use."""
+        self.pool: AsyncConnectionPool[Any]
+        self.pool = self._settle(AsyncConnectionPool, conninfo, **settings)
         self._once = asyncio.Lock()
-        self._ready = False
 
     async def _getconn(self) -> psycopg.AsyncConnection[Any]:
         conn: psycopg.AsyncConnection[Any]
@@ -531,14 +522,7 @@ class PostgresStore(_Pooled[_Sql]):
         return self._run(lambda conn: conn.execute(sql, args).rowcount) == 1
 
     def rotate(
-        self,
-        old_key: str,
-        new_key: str,
-        data: bytes,
-        *,
-        version: int,
-        ttl: float,
-        user: str | None,
+        self, old_key: str, new_key: str, data: bytes, *, version: int, ttl: float, user: str | None
     ) -> bool:
         sql, params = (
             self._sql.rotate,
@@ -620,14 +604,7 @@ class AsyncPostgresStore(_AsyncPooled[_Sql]):
         return await self._rowcount(sql, args) == 1
 
     async def rotate(
-        self,
-        old_key: str,
-        new_key: str,
-        data: bytes,
-        *,
-        version: int,
-        ttl: float,
-        user: str | None,
+        self, old_key: str, new_key: str, data: bytes, *, version: int, ttl: float, user: str | None
     ) -> bool:
         params = self._sql.rotate_args(old_key, new_key, data, version, ttl, user, self._clock())
         return await self._rowcount(self._sql.rotate, params) == 1

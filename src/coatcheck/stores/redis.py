@@ -92,9 +92,10 @@ import asyncio
 import collections
 import contextlib
 import re
+import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Generator, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, ClassVar, cast
 
 import redis
 import redis.asyncio
@@ -118,9 +119,6 @@ from ..revocation import Revocation, decode_entry, decode_rows, encode_entry
 from . import _pool_settings
 from .base import Record
 from .feed import POLL_INTERVAL, RECONNECT_DELAY, SUBSCRIBED, AsyncListener, Listener
-
-if TYPE_CHECKING:
-    from redis.commands.core import AsyncScript, Script
 
 __all__ = ["AsyncRedisRevocationStore", "AsyncRedisStore", "RedisRevocationStore", "RedisStore"]
 
@@ -412,6 +410,13 @@ class _PoolSettings:
     #: None for a client given to the store (its own pool decides).
     max_connections: int | None
     pool_timeout: float | None
+    #: The store's Lua scripts, by name, registered on its client (`_use`).
+    _lua: ClassVar[dict[str, str]]
+    _scripts: dict[str, Any]
+    _client: Any
+    #: Whether the client is ready for commands (a cluster's: its nodes found).
+    _connected: bool
+    cluster: bool
 
     def _pool_url(
         self,
@@ -442,6 +447,12 @@ class _PoolSettings:
         self._url, self.max_connections, self.pool_timeout = url, size, wait
         return url, size, wait
 
+    def _use(self, client: Any) -> None:
+        """Take `client` as the store's, with the store's scripts registered on it."""
+        self._client = client
+        self._scripts = {name: client.register_script(lua) for name, lua in self._lua.items()}
+        self._connected = True
+
 
 class _WaitingPool(redis.BlockingConnectionPool):
     """redis-py's `BlockingConnectionPool`, but a wait that runs out raises
@@ -460,9 +471,8 @@ class _WaitingPool(redis.BlockingConnectionPool):
 
 class _SyncClient(_PoolSettings):
     """The client of a sync store: made from a URL (the store then owns and closes it) or
-    given (checked, never configured or closed)."""
-
-    client: Any
+    given (checked, never configured or closed). A cluster client finds its nodes as it is
+    made, so the store makes it on first use (`_connect`), never at construction."""
 
     def _set_client(
         self,
@@ -475,26 +485,44 @@ class _SyncClient(_PoolSettings):
         self._owned = isinstance(client, str)
         settings = self._pool_url(client, max_connections, pool_timeout)
         self.timeout = timeout
-        if settings is not None:
-            url, is_cluster = _split_url(settings[0], cluster)
-            options = _options(timeout, Retry(NoBackoff(), 1))
-            pool = {"max_connections": settings[1], "timeout": settings[2]}
-            if is_cluster:  # each node's pool waits
-                with _translated():  # the sync cluster client finds its nodes right away
-                    self.client = redis.cluster.RedisCluster.from_url(
-                        url, connection_pool_class=_WaitingPool, **pool, **options
-                    )
-            else:
-                self.client = redis.Redis.from_pool(_WaitingPool.from_url(url, **pool, **options))
-        else:
+        self._connecting = threading.Lock()
+        if settings is None:
             _check_client(client)
-            self.client = client
-        self.cluster = isinstance(self.client, redis.cluster.RedisCluster)
+            self.cluster = isinstance(client, redis.cluster.RedisCluster)
+            self._use(client)
+            return
+        url, self.cluster = _split_url(settings[0], cluster)
+        options = _options(timeout, Retry(NoBackoff(), 1))
+        pool = {"max_connections": settings[1], "timeout": settings[2]}
+        if self.cluster:  # each node's pool waits
+            self._connected = False
+            self._make: Callable[[], redis.cluster.RedisCluster] = lambda: (
+                redis.cluster.RedisCluster.from_url(
+                    url, connection_pool_class=_WaitingPool, **pool, **options
+                )
+            )
+        else:  # connects on its first command
+            self._use(redis.Redis.from_pool(_WaitingPool.from_url(url, **pool, **options)))
+
+    def _connect(self) -> None:
+        """Make the cluster client, once however many threads arrive first (the callers
+        translate its errors)."""
+        with self._connecting:
+            if not self._connected:
+                self._use(self._make())
+
+    @property
+    def client(self) -> Any:
+        """The redis-py client (a cluster's is made, finding its nodes, on first use)."""
+        if not self._connected:
+            with _translated():
+                self._connect()
+        return self._client
 
     def close(self) -> None:
-        if self._owned:
+        if self._owned and self._connected:
             with _translated():
-                self.client.close()
+                self._client.close()
 
 
 class _Gate:
@@ -576,8 +604,6 @@ class _AsyncClient(_PoolSettings):
     """The client of an async store, made or given as for `_SyncClient`. A cluster's nodes
     are discovered once, before the first command (`_connect`)."""
 
-    client: Any
-
     def _set_client(
         self,
         client: str | redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster,
@@ -607,11 +633,11 @@ class _AsyncClient(_PoolSettings):
                 )
                 gated = cast(_GatedRedis, _GatedRedis.from_pool(pool))
             gated.gate = _Gate(size, wait)
-            self.client = gated
+            client = gated
         else:
             _check_client(client)
-            self.client = client
-        self.cluster = isinstance(self.client, redis.asyncio.cluster.RedisCluster)
+        self.cluster = isinstance(client, redis.asyncio.cluster.RedisCluster)
+        self._use(client)
         self._connected = not self.cluster
         self._connecting = asyncio.Lock()
 
@@ -621,18 +647,25 @@ class _AsyncClient(_PoolSettings):
         client needs the slot map)."""
         async with self._connecting:
             if not self._connected:
-                await self.client.initialize()
+                await self._client.initialize()
                 self._connected = True
+
+    @property
+    def client(self) -> Any:
+        """The redis-py client (a cluster's finds its nodes before its first command)."""
+        return self._client
 
     async def aclose(self) -> None:
         if self._owned:
             with _translated():
-                await self.client.aclose()
+                await self._client.aclose()
 
 
 class _Layout:
     """Everything both session twins share: key names, record encoding, the choice of
     scripts."""
+
+    _lua = _SCRIPTS
 
     prefix: str
     cluster: bool
@@ -654,6 +687,22 @@ class _Layout:
 
     def _list_args(self, user: str) -> list[bytes | str]:
         return [self._key_head, self._key_tail, _owner_tail(user)]
+
+    @staticmethod
+    def _sort(
+        members: list[str], values: list[bytes | None], user: str
+    ) -> tuple[list[tuple[str, Record]], list[str]]:
+        """The index entries of `user` (`members`, their sessions' stored `values`) sorted
+        into live records of that user, as (key, record) pairs, and stale entries (the
+        session expired, was deleted or changed hands), to drop."""
+        found, stale = [], []
+        for member, value in zip(members, values, strict=True):
+            owner = None if value is None else _decode(value)
+            if owner is not None and owner[1] == user:
+                found.append((member, owner[0]))
+            else:
+                stale.append(member)
+        return found, stale
 
     @staticmethod
     def _pairs(flat: Sequence[bytes], user: str) -> list[tuple[str, Record]]:
@@ -689,9 +738,6 @@ class RedisStore(_Layout, _SyncClient):
     ) -> None:
         self._set_client(client, timeout, cluster, max_connections, pool_timeout)
         self._configure(prefix)
-        self._scripts: dict[str, Script] = {
-            name: self.client.register_script(source) for name, source in _SCRIPTS.items()
-        }
 
     def __repr__(self) -> str:
         kind = "cluster" if self.cluster else "server"
@@ -702,13 +748,17 @@ class RedisStore(_Layout, _SyncClient):
 
     def load(self, key: str) -> Record | None:
         with _translated():
-            value = self.client.get(self._key(key))
+            if not self._connected:
+                self._connect()
+            value = self._client.get(self._key(key))
         return None if value is None else _decode(value)[0]
 
     def save(self, key: str, data: bytes, *, version: int, ttl: float, user: str | None) -> bool:
         value = _encode(version + 1, user, data)
         ms = _ms(ttl)
         with _translated():
+            if not self._connected:
+                self._connect()
             if self.one_slot:
                 keys = [self._key(key)] if user is None else [self._key(key), self._index(user)]
                 return bool(self._run("save", keys, [version, value, ms, key]))
@@ -717,75 +767,70 @@ class RedisStore(_Layout, _SyncClient):
             return bool(self._run("replace", [self._key(key)], [version, value, ms]))
 
     def rotate(
-        self,
-        old_key: str,
-        new_key: str,
-        data: bytes,
-        *,
-        version: int,
-        ttl: float,
-        user: str | None,
+        self, old_key: str, new_key: str, data: bytes, *, version: int, ttl: float, user: str | None
     ) -> bool:
         if version == 0:  # nothing to rotate away from
             return False
         value = _encode(1, user, data)
         ms = _ms(ttl)
         with _translated():
+            if not self._connected:
+                self._connect()
             if self.one_slot:
                 keys = [self._key(old_key), self._key(new_key)]
                 if user is not None:
                     keys.append(self._index(user))
                 return bool(self._run("rotate", keys, [version, value, ms, new_key]))
-            self.client.set(self._key(new_key), value, px=ms)
+            self._client.set(self._key(new_key), value, px=ms)
             if user is not None:
                 self._run("index", [self._index(user)], [new_key, ms])
             if self._run("replace", [self._key(old_key)], [version, "", 1]):  # '': delete
                 return True
-            self.client.delete(self._key(new_key))
+            self._client.delete(self._key(new_key))
             return False
 
     def delete(self, key: str) -> None:
         with _translated():
-            self.client.delete(self._key(key))
+            if not self._connected:
+                self._connect()
+            self._client.delete(self._key(key))
 
     def list_user(self, user: str) -> list[tuple[str, Record]]:
         with _translated():
+            if not self._connected:
+                self._connect()
             if self.one_slot:
                 flat = self._run("list", [self._index(user)], self._list_args(user))
                 return self._pairs(flat, user)
-            members = [m.decode() for m in self.client.zrange(self._index(user), 0, -1)]
+            members = [m.decode() for m in self._client.zrange(self._index(user), 0, -1)]
             if not members:
                 return []
             keys = [self._key(m) for m in members]
             if self.cluster:
-                values = self.client.mget_nonatomic(keys)
+                values = self._client.mget_nonatomic(keys)
             else:  # a prefix without a hash tag on one server: not reached
-                values = self.client.mget(keys)
-            found, stale = [], []
-            for member, value in zip(members, values, strict=True):
-                owner = None if value is None else _decode(value)
-                if owner is not None and owner[1] == user:
-                    found.append((member, owner[0]))
-                else:
-                    stale.append(member)
+                values = self._client.mget(keys)
+            found, stale = self._sort(members, values, user)
             if stale:
-                self.client.zrem(self._index(user), *stale)
+                self._client.zrem(self._index(user), *stale)
             return found
 
     def delete_user(self, user: str, *, keep: str | None = None) -> int:
         with _translated():
+            if not self._connected:
+                self._connect()
             if self.one_slot:
                 args = [*self._list_args(user), keep or ""]
                 return int(self._run("delete_user", [self._index(user)], args))
             index = self._index(user)
-            members = [m.decode() for m in self.client.zrange(index, 0, -1)]
+            members = [m.decode() for m in self._client.zrange(index, 0, -1)]
             doomed = [m for m in members if m != keep]
             removed = 0
             for member in doomed:
                 tail = [_owner_tail(user)]
                 removed += int(self._run("delete_if_owned", [self._key(member)], tail))
             if doomed:
-                self.client.zrem(index, *doomed)
+                self._client.zrem(index, *doomed)
             return removed
 
     def purge_expired(self) -> int:
@@ -809,9 +854,6 @@ class AsyncRedisStore(_Layout, _AsyncClient):
     ) -> None:
         self._set_client(client, timeout, cluster, max_connections, pool_timeout)
         self._configure(prefix)
-        self._scripts: dict[str, AsyncScript] = {
-            name: self.client.register_script(source) for name, source in _SCRIPTS.items()
-        }
 
     @classmethod
     def wrapping(cls, store: RedisStore) -> AsyncRedisStore | None:
@@ -835,7 +877,7 @@ class AsyncRedisStore(_Layout, _AsyncClient):
         with _translated():
             if not self._connected:
                 await self._connect()
-            value = await self.client.get(self._key(key))
+            value = await self._client.get(self._key(key))
         return None if value is None else _decode(value)[0]
 
     async def save(
@@ -854,14 +896,7 @@ class AsyncRedisStore(_Layout, _AsyncClient):
             return bool(await self._run("replace", [self._key(key)], [version, value, ms]))
 
     async def rotate(
-        self,
-        old_key: str,
-        new_key: str,
-        data: bytes,
-        *,
-        version: int,
-        ttl: float,
-        user: str | None,
+        self, old_key: str, new_key: str, data: bytes, *, version: int, ttl: float, user: str | None
     ) -> bool:
         if version == 0:
             return False
@@ -875,19 +910,19 @@ class AsyncRedisStore(_Layout, _AsyncClient):
                 if user is not None:
                     keys.append(self._index(user))
                 return bool(await self._run("rotate", keys, [version, value, ms, new_key]))
-            await self.client.set(self._key(new_key), value, px=ms)
+            await self._client.set(self._key(new_key), value, px=ms)
             if user is not None:
                 await self._run("index", [self._index(user)], [new_key, ms])
             if await self._run("replace", [self._key(old_key)], [version, "", 1]):  # '': delete
                 return True
-            await self.client.delete(self._key(new_key))
+            await self._client.delete(self._key(new_key))
             return False
 
     async def delete(self, key: str) -> None:
         with _translated():
             if not self._connected:
                 await self._connect()
-            await self.client.delete(self._key(key))
+            await self._client.delete(self._key(key))
 
     async def list_user(self, user: str) -> list[tuple[str, Record]]:
         with _translated():
@@ -896,23 +931,17 @@ class AsyncRedisStore(_Layout, _AsyncClient):
             if self.one_slot:
                 flat = await self._run("list", [self._index(user)], self._list_args(user))
                 return self._pairs(flat, user)
-            members = [m.decode() for m in await self.client.zrange(self._index(user), 0, -1)]
+            members = [m.decode() for m in await self._client.zrange(self._index(user), 0, -1)]
             if not members:
                 return []
             keys = [self._key(m) for m in members]
             if self.cluster:
-                values = await self.client.mget_nonatomic(keys)
+                values = await self._client.mget_nonatomic(keys)
             else:  # a prefix without a hash tag on one server: not reached
-                values = await self.client.mget(keys)
-            found, stale = [], []
-            for member, value in zip(members, values, strict=True):
-                owner = None if value is None else _decode(value)
-                if owner is not None and owner[1] == user:
-                    found.append((member, owner[0]))
-                else:
-                    stale.append(member)
+                values = await self._client.mget(keys)
+            found, stale = self._sort(members, values, user)
             if stale:
-                await self.client.zrem(self._index(user), *stale)
+                await self._client.zrem(self._index(user), *stale)
             return found
 
     async def delete_user(self, user: str, *, keep: str | None = None) -> int:
@@ -923,14 +952,14 @@ class AsyncRedisStore(_Layout, _AsyncClient):
                 args = [*self._list_args(user), keep or ""]
                 return int(await self._run("delete_user", [self._index(user)], args))
             index = self._index(user)
-            members = [m.decode() for m in await self.client.zrange(index, 0, -1)]
+            members = [m.decode() for m in await self._client.zrange(index, 0, -1)]
             doomed = [m for m in members if m != keep]
             removed = 0
             for member in doomed:
                 tail = [_owner_tail(user)]
                 removed += int(await self._run("delete_if_owned", [self._key(member)], tail))
             if doomed:
-                await self.client.zrem(index, *doomed)
+                await self._client.zrem(index, *doomed)
             return removed
 
     async def purge_expired(self) -> int:
@@ -969,6 +998,8 @@ def _message(message: dict[str, Any] | None) -> object:
 
 class _RevocationKeys:
     """Key and channel names both revocation twins share."""
+
+    _lua = {"revoke": _LUA_REVOKE, "purge": _LUA_PURGE}
 
     def _configure(self, prefix: str, clock: Callable[[], float]) -> None:
         _check_prefix(prefix)
@@ -1010,8 +1041,6 @@ class RedisRevocationStore(_RevocationKeys, _SyncClient):
     ) -> None:
         self._configure(prefix, clock)
         self._set_client(client, timeout, cluster, max_connections, pool_timeout)
-        self._revoke = self.client.register_script(_LUA_REVOKE)
-        self._purge = self.client.register_script(_LUA_PURGE)
         self._listener = Listener(
             self._messages, decode=_pushed, errors=_DOWN,
             join_timeout=5 * (POLL_INTERVAL + timeout + RECONNECT_DELAY),
@@ -1024,19 +1053,25 @@ class RedisRevocationStore(_RevocationKeys, _SyncClient):
 
     def revoke(self, entry: Revocation) -> None:
         with _translated():
-            self._revoke(keys=self.keys, args=self._revoke_args(entry))
+            if not self._connected:
+                self._connect()
+            self._scripts["revoke"](keys=self.keys, args=self._revoke_args(entry))
 
     def changes(self, cursor: int) -> tuple[list[Revocation], int]:
         with _translated():
-            rows = self.client.zrangebyscore(*self._range_args(cursor), withscores=True)
+            if not self._connected:
+                self._connect()
+            rows = self._client.zrangebyscore(*self._range_args(cursor), withscores=True)
         return _parse_changes(rows, cursor)
 
     def purge_expired(self) -> int:
         total = 0
         with _translated():
+            if not self._connected:
+                self._connect()
             while True:
                 args = [repr(self._clock()), PURGE_BATCH]
-                removed = int(self._purge(keys=self.keys[1:], args=args))
+                removed = int(self._scripts["purge"](keys=self.keys[1:], args=args))
                 total += removed
                 if removed < PURGE_BATCH:
                     return total
@@ -1079,8 +1114,6 @@ class AsyncRedisRevocationStore(_RevocationKeys, _AsyncClient):
     ) -> None:
         self._configure(prefix, clock)
         self._set_client(client, timeout, cluster, max_connections, pool_timeout)
-        self._revoke = self.client.register_script(_LUA_REVOKE)
-        self._purge = self.client.register_script(_LUA_PURGE)
         self._listener = AsyncListener(self._messages, decode=_pushed, errors=_DOWN)
         #: Set while the listener is subscribed (cleared while it reconnects).
         self.listening = self._listener.listening
@@ -1103,13 +1136,13 @@ class AsyncRedisRevocationStore(_RevocationKeys, _AsyncClient):
         with _translated():
             if not self._connected:
                 await self._connect()
-            await self._revoke(keys=self.keys, args=self._revoke_args(entry))
+            await self._scripts["revoke"](keys=self.keys, args=self._revoke_args(entry))
 
     async def changes(self, cursor: int) -> tuple[list[Revocation], int]:
         with _translated():
             if not self._connected:
                 await self._connect()
-            rows = await self.client.zrangebyscore(*self._range_args(cursor), withscores=True)
+            rows = await self._client.zrangebyscore(*self._range_args(cursor), withscores=True)
         return _parse_changes(rows, cursor)
 
     async def purge_expired(self) -> int:
@@ -1119,7 +1152,7 @@ class AsyncRedisRevocationStore(_RevocationKeys, _AsyncClient):
                 await self._connect()
             while True:
                 args = [repr(self._clock()), PURGE_BATCH]
-                removed = int(await self._purge(keys=self.keys[1:], args=args))
+                removed = int(await self._scripts["purge"](keys=self.keys[1:], args=args))
                 total += removed
                 if removed < PURGE_BATCH:
                     return total
@@ -1132,7 +1165,7 @@ class AsyncRedisRevocationStore(_RevocationKeys, _AsyncClient):
     async def _messages(self) -> AsyncGenerator[object, None]:
         if not self._connected:
             await self._connect()
-        pubsub = self.client.pubsub()
+        pubsub = self._client.pubsub()
         try:
             await pubsub.subscribe(self.channel)
             while True:

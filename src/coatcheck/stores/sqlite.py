@@ -1,6 +1,9 @@
 """`SQLiteStore` and `SQLiteRevocationStore`: the embedded default, shared by every process
 on one machine.
 
+Constructing a store touches no file: each thread's connection opens on its first
+operation (or `open()`, to fail at start-up rather than at the first request).
+
 One table in a SQLite file, in WAL mode so readers never wait for writers and many worker
 processes can serve one set of sessions. Every operation is a single statement or a short
 `BEGIN IMMEDIATE` transaction, so the compare-and-set on `version` is atomic across
@@ -55,6 +58,7 @@ from typing import Any, TypeVar
 from ..exceptions import ConfigurationError, StoreError, StoreUnavailable
 from ..revocation import Revocation, decode_rows, encode_entry
 from .base import Record
+from .threaded import ThreadedRevocationStore
 
 __all__ = ["AsyncSQLiteRevocationStore", "AsyncSQLiteStore", "SQLiteRevocationStore", "SQLiteStore"]
 
@@ -67,6 +71,15 @@ SETUP_TIMEOUT = 10.0  # seconds a new connection may retry its set-up while othe
 
 class _Busy(StoreUnavailable):
     """The database was locked and the connection was not allowed to wait."""
+
+
+def _locked(message: str) -> bool:
+    """Whether an `OperationalError` says the database was locked by another connection."""
+    return "locked" in message or "busy" in message
+
+
+def _nothing(db: sqlite3.Connection) -> None:
+    """An operation that only needs the connection open (see `open`)."""
 
 
 class _Connection(sqlite3.Connection):
@@ -107,22 +120,11 @@ class _Database:
         self._shared: _Connection | None = None
         self._epoch = 0  # counts `close` calls
 
-    def _create(self) -> None:
-        """Create the file and the table now: fail at start-up, not at the first request.
-
-        Processes that start together race to create the file, switch it to WAL and create
-        the table, and SQLite answers some of those steps "locked" at once, without waiting
-        for the busy timeout: at start-up (never on a request's path) that is retried.
-        """
-        deadline = time.monotonic() + max(self.timeout, SETUP_TIMEOUT)
-        while True:
-            try:
-                self._run(lambda db: None)
-                return
-            except _Busy:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.01 + random.random() * 0.04)  # noqa: S311 - jitter, not a secret
+    def open(self) -> None:
+        """Open this thread's connection now, creating the file and the table if need be, so
+        that a file that cannot be opened fails at start-up rather than at the first request.
+        Optional: the first operation of each thread does the same."""
+        self._run(_nothing)
 
     def _connection(self) -> sqlite3.Connection:
         db: _Connection | None
@@ -146,18 +148,33 @@ class _Database:
         return db
 
     def _open(self) -> _Connection:
-        db = _Connection(
-            self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
-        )
-        try:
-            db.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
-            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                db.execute("PRAGMA journal_mode = WAL")
-            self._prepare(db)
-        except BaseException:
-            db.close()
-            raise
-        return db
+        """A new connection, set up.
+
+        Processes that start together race to create the file, switch it to WAL and create
+        the table, and SQLite answers some of those steps "locked" at once, without waiting
+        for the busy timeout: that is retried, once per thread and never again on that
+        thread's connection, for up to `SETUP_TIMEOUT` seconds; not by a store that may not
+        wait (`timeout=0`: its caller falls back to one that may).
+        """
+        deadline = time.monotonic() + max(self.timeout, SETUP_TIMEOUT)
+        while True:
+            db = _Connection(
+                self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
+            )
+            try:
+                db.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+                if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    db.execute("PRAGMA journal_mode = WAL")
+                self._prepare(db)
+                return db
+            except sqlite3.OperationalError as exc:
+                db.close()
+                if not (self.timeout and _locked(str(exc)) and time.monotonic() < deadline):
+                    raise
+            except BaseException:
+                db.close()
+                raise
+            time.sleep(0.01 + random.random() * 0.04)  # noqa: S311 - jitter, not a secret
 
     def _prepare(self, db: sqlite3.Connection) -> None:
         """Set up a new connection: settings, and the tables if they do not exist."""
@@ -171,7 +188,7 @@ class _Database:
             return operation(self._connection())
         except sqlite3.OperationalError as exc:
             message = str(exc)
-            if "locked" in message or "busy" in message:
+            if _locked(message):
                 raise _Busy(f"{self._what} {self.path!r} is locked: {message}") from None
             if "unable to open" in message:
                 raise StoreUnavailable(
@@ -265,7 +282,8 @@ class _Purger:
 
 
 class SQLiteStore(_Database):
-    """Sessions in the SQLite file at `path` (created with its table on first use).
+    """Sessions in the SQLite file at `path` (created with its table on first use, or by
+    `open()`; constructing the store touches no file).
 
     Each thread uses its own connection. `:memory:` (or "") names a database private to one
     connection, so such a store keeps a single connection that its threads take turns on.
@@ -317,7 +335,6 @@ class SQLiteStore(_Database):
         )
         self._sql_purge_first = f"DELETE FROM {t} WHERE key <= ? AND expires_at <= ?"  # noqa: S608
         self._sql_purge_next = f"DELETE FROM {t} WHERE key > ? AND key <= ? AND expires_at <= ?"  # noqa: S608
-        self._create()
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r}, table={self.table!r})"
@@ -398,14 +415,7 @@ class SQLiteStore(_Database):
         self._run(lambda db: db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall())
 
     def rotate(
-        self,
-        old_key: str,
-        new_key: str,
-        data: bytes,
-        *,
-        version: int,
-        ttl: float,
-        user: str | None,
+        self, old_key: str, new_key: str, data: bytes, *, version: int, ttl: float, user: str | None
     ) -> bool:
         now = self._clock()
 
@@ -528,6 +538,11 @@ class AsyncSQLiteStore:
     def __repr__(self) -> str:
         return f"AsyncSQLiteStore({self.sync.path!r}, table={self.sync.table!r})"
 
+    async def open(self) -> None:
+        """Create the file and the table now, in a worker thread (see `SQLiteStore.open`);
+        optional, as for the sync store."""
+        await asyncio.to_thread(self.sync.open)
+
     async def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         try:
             return getattr(self._nowait, name)(*args, **kwargs)
@@ -556,14 +571,7 @@ class AsyncSQLiteStore:
         return saved
 
     async def rotate(
-        self,
-        old_key: str,
-        new_key: str,
-        data: bytes,
-        *,
-        version: int,
-        ttl: float,
-        user: str | None,
+        self, old_key: str, new_key: str, data: bytes, *, version: int, ttl: float, user: str | None
     ) -> bool:
         rotated = await self._call(
             "rotate", old_key, new_key, data, version=version, ttl=ttl, user=user
@@ -610,7 +618,6 @@ class SQLiteRevocationStore(_Database):
         self._sql_revoke = f"INSERT INTO {t} (entry, expires_at) VALUES (?, ?)"  # noqa: S608
         self._sql_changes = f"SELECT seq, entry FROM {t} WHERE seq > ? ORDER BY seq"  # noqa: S608
         self._sql_purge = f"DELETE FROM {t} WHERE expires_at <= ?"  # noqa: S608
-        self._create()
 
     def __repr__(self) -> str:
         return f"SQLiteRevocationStore({self.path!r}, table={self.table!r})"
@@ -634,24 +641,25 @@ class SQLiteRevocationStore(_Database):
         return self._run(lambda db: db.execute(self._sql_purge, (now,)).rowcount)
 
 
-class AsyncSQLiteRevocationStore:
-    """Async twin of `SQLiteRevocationStore`; writes run in a worker thread, polls inline
-    (a read in WAL mode never waits for a writer)."""
+class AsyncSQLiteRevocationStore(ThreadedRevocationStore):
+    """Async twin of `SQLiteRevocationStore`: writes run in a worker thread, as for any sync
+    store, but polls run inline (a read in WAL mode never waits for a writer)."""
+
+    sync: SQLiteRevocationStore
 
     def __init__(self, store: SQLiteRevocationStore) -> None:
-        self.sync = store
+        super().__init__(store)
+
+    @classmethod
+    def wrapping(cls, store: SQLiteRevocationStore) -> AsyncSQLiteRevocationStore:
+        """The async twin of `store`, sharing its connections."""
+        return cls(store)
 
     def __repr__(self) -> str:
         return f"AsyncSQLiteRevocationStore({self.sync.path!r}, table={self.sync.table!r})"
 
-    async def revoke(self, entry: Revocation) -> None:
-        await asyncio.to_thread(self.sync.revoke, entry)
-
     async def changes(self, cursor: int) -> tuple[list[Revocation], int]:
         return self.sync.changes(cursor)
-
-    async def purge_expired(self) -> int:
-        return await asyncio.to_thread(self.sync.purge_expired)
 
     async def aclose(self) -> None:
         self.sync.close()

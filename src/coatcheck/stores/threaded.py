@@ -36,14 +36,7 @@ class ThreadedStore:
         )
 
     async def rotate(
-        self,
-        old_key: str,
-        new_key: str,
-        data: bytes,
-        *,
-        version: int,
-        ttl: float,
-        user: str | None,
+        self, old_key: str, new_key: str, data: bytes, *, version: int, ttl: float, user: str | None
     ) -> bool:
         return await asyncio.to_thread(
             self.sync.rotate, old_key, new_key, data, version=version, ttl=ttl, user=user

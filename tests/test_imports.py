@@ -1,0 +1,51 @@
+"""Importing coatcheck does nothing but define things.
+
+The core is sans-IO: it must be importable (and its manager constructible, see the stores'
+tests) by a process that never runs an event loop, opens a database or starts a thread, and
+cheaply, by every worker process and CLI call. So `import coatcheck` and
+`import coatcheck.manager` load none of the modules that doing such things needs; the
+stores import their drivers when one is built (`from_url`, `to_async`) or named.
+
+Each check runs in a fresh interpreter: this process has long imported all of them.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+#: Modules whose presence after an import means something is ready to do I/O or run
+#: concurrently at import time.
+FORBIDDEN = ("asyncio", "sqlite3", "socket", "ssl", "threading")
+
+_PROBE = """
+import json, sys
+before = set(sys.modules)
+import {module}
+print(json.dumps(sorted(set(sys.modules) - before)))
+"""
+
+
+def imported_by(module: str) -> list[str]:
+    """The modules that `import module` loads in a fresh interpreter."""
+    result = subprocess.run(
+        [sys.executable, "-c", _PROBE.format(module=module)],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    loaded: list[str] = json.loads(result.stdout)
+    return loaded
+
+
+@pytest.mark.parametrize("module", ["coatcheck", "coatcheck.manager", "coatcheck.stores"])
+def test_import_loads_no_event_loop_database_socket_or_threading(module: str) -> None:
+    loaded = imported_by(module)
+    assert [name for name in FORBIDDEN if name in loaded] == []
+
+
+def test_stores_import_their_backends_only_when_named() -> None:
+    loaded = imported_by("coatcheck.stores")
+    backends = ("memory", "sqlite", "redis", "postgres", "threaded", "feed")
+    assert [name for name in backends if f"coatcheck.stores.{name}" in loaded] == []
