@@ -17,7 +17,7 @@ from coatcheck.records import Credentials, Stored, decode, dumps, encode
 
 def make(data: dict[str, Any]) -> Session:
     secret = new_secret()
-    return Session(
+    return Session.create(
         data, secret=secret, id=handle_of(secret), is_new=True, now=5.0,
         created_at=1.0, last_seen=2.5, rotated_at=3.0,
     )  # fmt: skip

@@ -15,7 +15,7 @@ SECRET = new_secret()
 
 
 def make(data: dict[str, Any] | None = None, *, is_new: bool = False) -> Session:
-    return Session(
+    return Session.create(
         dict(data or {}),
         secret=SECRET,
         id=handle_of(SECRET),

@@ -149,7 +149,7 @@ def test_parallel_increments_and_appends_are_never_lost(manager: SessionManager)
 
 
 def test_increment_and_append_refuse_values_of_another_type() -> None:
-    session = Session({"s": "text", "n": 1}, secret="x" * 65, id="x" * 22, is_new=False)
+    session = Session.create({"s": "text", "n": 1}, secret="x" * 65, id="x" * 22, is_new=False)
     with pytest.raises(TypeError, match="not a number"):
         session.increment("s")
     with pytest.raises(TypeError, match="not a list"):

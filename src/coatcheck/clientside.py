@@ -50,7 +50,7 @@ from .revocation import (
     RevocationList,
     RevocationStore,
 )
-from .serverside import describe, hash_keys, load
+from .serverside import ServerSide, describe, hash_keys
 from .session import CommitState, Session, SessionInfo
 from .stores import (
     AsyncStore,
@@ -141,8 +141,9 @@ class ClientSide:
         if compress and not encrypted:
             raise ConfigurationError("compress=True applies to encrypted tokens only")
         self.keys = keys
-        #: Server-side secrets this mode migrates are hashed with its keys, or with none.
-        self._hash_keys = (*hash_keys(keys), None)
+        #: Reads the server-side sessions this mode migrates: their secrets are hashed
+        #: with its keys, or with none.
+        self._server = ServerSide.reader((*hash_keys(keys), None), self.name)
         self.encrypted = encrypted
         self.codec: JWSCodec | JWECodec = (
             JWECodec(keys, compress=compress) if encrypted else JWSCodec(keys)
@@ -385,7 +386,7 @@ class ClientSide:
         created_at, rotated_at = float(claims["iat"]), float(claims.get("rot", claims["iat"]))
         last_seen = float(claims["idl"]) - lifetimes.idle
         csrf_secret = claims.get("csrf")
-        session = Session._make(
+        session = Session(
             dict(claims.get("dat") or {}), state, claims["sid"], False, created_at,
             last_seen, rotated_at, claims.get("sub"), _opt_float(claims.get("auth_time")),
             bool(claims.get("per")), csrf_secret if isinstance(csrf_secret, str) else None,
@@ -404,7 +405,7 @@ class ClientSide:
         return session
 
     def _migrate(self, context: Context, opening: Opening, record: Record | None) -> Session:
-        session = load(context, opening, record, self._hash_keys, "client")
+        session = self._server.attach(context, opening, record)
         if session.is_new:
             return session
         # A server-side session arriving at a client-side manager: migrate it.

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from typing import Literal
 
 from . import csrf
@@ -91,6 +92,22 @@ class SessionManager:
         self.on_conflict = on_conflict
         #: What the mode is given of this manager.
         self.context = Context(self.clock, self.lifetimes, self.audit, on_conflict)
+        # The mode's decisions, bound to the context once (the drivers call them on every
+        # request; see `Mode` for what each does):
+        #: `attach(opening, record)`: the request's `Session`, given the record stored
+        #: under `opening.key`; a fresh one for anything that does not verify.
+        self.attach: Callable[[Opening, Record | None], Session] = partial(
+            self.mode.attach, self.context
+        )
+        #: `commit(session)`: the `Commit` (writes, deletes, revocations, secret or token)
+        #: that the request's use of `session` needs.
+        self.commit: Callable[[Session], Commit] = partial(self.mode.commit, self.context)
+        #: `rebase(session, write, record)`: `write` redone on top of `record` after a
+        #: version conflict; None drops it; `WriteConflict` for a key read and changed
+        #: meanwhile.
+        self.rebase: Callable[[Session, Write, Record | None], Write | None] = partial(
+            self.mode.rebase, self.context
+        )
 
     def __repr__(self) -> str:
         return f"SessionManager({self.mode!r}, transport={self.transports!r})"
@@ -131,13 +148,6 @@ class SessionManager:
                                False, False))  # fmt: skip
         return self.mode.open(self.context, opening)
 
-    def attach(self, opening: Opening, record: Record | None) -> Session:
-        """The session for a request, given the record stored under `opening.key`: see the
-        mode's `attach` (anything that does not verify gives a fresh session)."""
-        if opening.key is None and opening.claims is None:
-            return fresh(opening, self.mode.name)
-        return self.mode.attach(self.context, opening, record)
-
     def anonymous(self, request: RequestInfo) -> Session:
         """A fresh anonymous session for `request`, loaded from nothing: what an adapter
         serves with `fail_open` while the store is down (the client's ID is left alone)."""
@@ -165,17 +175,6 @@ class SessionManager:
             raise
 
     # -- response out --------------------------------------------------------------------
-
-    def commit(self, session: Session) -> Commit:
-        """The store operations and headers that the request's use of `session` needs (see
-        the mode's `commit`)."""
-        return self.mode.commit(self.context, session)
-
-    def rebase(self, session: Session, write: Write, record: Record | None) -> Write | None:
-        """Redo `write` on top of `record`, the current record under `write.source`, after
-        the store refused it for a version conflict; None drops it (see the mode's
-        `rebase`). Raises `WriteConflict` for a key read and changed meanwhile."""
-        return self.mode.rebase(self.context, session, write, record)
 
     def migration_revocations(self, session: Session) -> tuple[Revocation, ...]:
         """The entry that revokes the client-side token `session` was migrated from, if

@@ -18,7 +18,7 @@ from .jsonio import dumps, loads
 from .plans import fast_constructor
 from .session import Session
 
-__all__ = ["Credentials", "Stored", "decode", "dumps", "encode", "write"]
+__all__ = ["Credentials", "Stored", "decode", "dumps", "encode"]
 
 _isfinite = math.isfinite
 
@@ -58,40 +58,31 @@ new_stored = fast_constructor(
 
 
 def encode(
-    session: Session,
+    fields: Session | Stored,
     data: dict[str, Any] | None = None,
     credentials: Credentials | None = None,
 ) -> bytes:
-    """The record bytes for `session` (with `data` instead of its own, if given), opened by
-    `credentials` (none: a registry record)."""
-    return write(new_stored((
-        session.data() if data is None else data, session.created_at, session.last_seen,
-        session.rotated_at, session.user, session.authenticated_at, session.ip,
-        session.user_agent, session.persistent, session.csrf_secret, credentials,
-    )))  # fmt: skip
-
-
-def write(stored: Stored) -> bytes:
-    """The record bytes of `stored`: the one place the record format is written."""
+    """The record bytes of `fields` (a session, or a `Stored` record being rebased: they
+    name their fields alike), with `data` instead of the session's own if given, opened by
+    `credentials` (none: a registry record). The one place the format is written."""
     doc: dict[str, Any] = {
-        "d": stored.data,
-        "c": stored.created_at,
-        "s": stored.last_seen,
-        "r": stored.rotated_at,
+        "d": fields.data() if data is None else data,  # type: ignore[operator]
+        "c": fields.created_at,
+        "s": fields.last_seen,
+        "r": fields.rotated_at,
     }
-    if stored.user is not None:
-        doc["u"] = stored.user
-    if stored.authenticated_at is not None:
-        doc["a"] = stored.authenticated_at
-    if stored.ip is not None:
-        doc["ip"] = stored.ip
-    if stored.user_agent is not None:
-        doc["ua"] = stored.user_agent
-    if stored.persistent:
+    if fields.user is not None:
+        doc["u"] = fields.user
+    if fields.authenticated_at is not None:
+        doc["a"] = fields.authenticated_at
+    if fields.ip is not None:
+        doc["ip"] = fields.ip
+    if fields.user_agent is not None:
+        doc["ua"] = fields.user_agent
+    if fields.persistent:
         doc["p"] = 1
-    if stored.csrf_secret is not None:
-        doc["x"] = stored.csrf_secret
-    credentials = stored.credentials
+    if fields.csrf_secret is not None:
+        doc["x"] = fields.csrf_secret
     if credentials is not None:
         doc["v"] = credentials.verifier
         if credentials.previous is not None:

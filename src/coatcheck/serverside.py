@@ -7,7 +7,7 @@ record (the previous one keeps opening it for the grace window), a login moves t
 to a new handle, a logout deletes it; every write is a compare-and-set on the record's
 version, so a logout or revocation can never be undone by a concurrent request.
 
-`load` and `fresh` are shared with `ClientSide`, which migrates server-side sessions.
+`ClientSide` reads the server-side sessions it migrates with a `ServerSide.reader`.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from .revocation import Revocation
     from .stores.base import Record
 
-__all__ = ["ServerSide", "describe", "hash_keys", "load"]
+__all__ = ["ServerSide", "describe", "hash_keys"]
 
 _same = hmac.compare_digest
 
@@ -63,9 +63,7 @@ class ServerSide:
     migrated and logged out on one replica must not be migrated again on another.
     """
 
-    __slots__ = ("_async", "_hash_keys", "_sync", "keys", "migrate_from")
-
-    name = "server"
+    __slots__ = ("_async", "_hash_keys", "_sync", "keys", "migrate_from", "name")
 
     def __init__(
         self,
@@ -79,6 +77,8 @@ class ServerSide:
                 "ServerSide(keys=...) takes a KeyRing, e.g. KeyRing.from_env()"
             )
         self.keys = keys
+        #: "server": `Session.mode` of the sessions it makes (see `reader`).
+        self.name = "server"
         #: What secrets are hashed with, newest first (None: plain SHA-256).
         self._hash_keys = hash_keys(keys)
         if migrate_from is not None and not migrate_from.shares_revocations:
@@ -103,6 +103,16 @@ class ServerSide:
             raise ConfigurationError(
                 f"ServerSide(store=...) takes a store or a URL, not {type(store).__name__}"
             )
+
+    @classmethod
+    def reader(cls, keys: tuple[bytes | None, ...], name: str) -> ServerSide:
+        """A ServerSide without a store, whose `attach` opens records whose secrets are
+        hashed with one of `keys` and makes `name` sessions of them: how `ClientSide`
+        reads the server-side sessions it migrates."""
+        self = cls.__new__(cls)
+        self.keys = self.migrate_from = self._sync = self._async = None
+        self._hash_keys, self.name = keys, name
+        return self
 
     def __repr__(self) -> str:
         return f"ServerSide(store={self._sync or self._async!r})"
@@ -144,11 +154,60 @@ class ServerSide:
         ))  # fmt: skip
 
     def attach(self, context: Context, opening: Opening, record: Record | None) -> Session:
-        """The session stored under `opening.key` (see `load`), or a migrated token's."""
+        """The session stored in `record` for the secret of `opening` (or the session of a
+        `migrate_from` token, migrated); `is_new` is False only for a session loaded from
+        the record, which is marked for renewal or for a refresh of `last_seen` when due.
+
+        Unknown, expired or unreadable records, and secrets that do not match the record's
+        verifier (a guessed or forged handle, a secret replaced longer ago than the grace
+        window), give a fresh session with a new handle (strict mode: nothing is ever taken
+        from the client) and a security log line. The record itself is left alone: a
+        presented handle proves nothing, so it cannot end anyone's session.
+        """
         if opening.claims is not None:
             assert self.migrate_from is not None  # noqa: S101 - only it sets claims
             return self._migrate(context, self.migrate_from.attach(context, opening, None))
-        return load(context, opening, record, self._hash_keys, "server")
+        key = opening.key
+        audit = context.audit
+        if key is None:
+            return fresh(opening, self.name)
+        if record is None:
+            audit.security("session.unknown", key)
+            return fresh(opening, self.name)
+        try:
+            stored = records.decode(record.data)
+        except StoreCorrupted:
+            audit.security("session.corrupted", key)
+            return fresh(opening, self.name, key)
+        now = opening.now
+        credentials = stored.credentials
+        superseded = False
+        if credentials is None:  # a client-side registry record: no secret opens it
+            audit.security("session.unknown", key)
+            return fresh(opening, self.name)
+        secret = opening.secret or ""
+        if not _same(verifier_hash(secret, self._hash_keys[0]), credentials.verifier):
+            opens = _opens(secret, credentials, now, self._hash_keys)
+            if opens is None:
+                audit.security("session.mismatch", key)
+                return fresh(opening, self.name)
+            superseded = opens
+        due = context.lifetimes.assess(now, stored.created_at, stored.last_seen, stored.rotated_at)
+        if isinstance(due, Expiry):
+            audit.security("session.expired", key, f"reason={due.value}")
+            return fresh(opening, self.name, key)
+        state = CommitState(secret, now, record.version, opening.transport, opening.request)
+        state.credentials = credentials
+        state.superseded = superseded
+        if due is RENEW and not superseded:
+            state.rotate = "renewal"
+        elif due is TOUCH:
+            state.meta_changed = True
+        return Session(
+            stored.data, state, key, False, stored.created_at, stored.last_seen,
+            stored.rotated_at, stored.user, stored.authenticated_at, stored.persistent,
+            stored.csrf_secret, self.name,
+        )  # fmt: skip
 
     def _migrate(self, context: Context, session: Session) -> Session:
         """A client-side session arriving here: a new server-side session with the same
@@ -329,8 +388,9 @@ class ServerSide:
             credentials,
         )
         return write._replace(
-            data=records.write(rebased), version=record.version, user=rebased.user, secret=secret
-        )
+            data=records.encode(rebased, data, credentials), version=record.version,
+            user=rebased.user, secret=secret,
+        )  # fmt: skip
 
     def describe(
         self, context: Context, key: str, record: Record, now: float
@@ -370,66 +430,6 @@ def hash_keys(keys: KeyRing | None) -> tuple[bytes | None, ...]:
     if keys is None:
         return (None,)
     return tuple(k.secret for k in keys.subkeys(ID_HASH))
-
-
-def load(
-    context: Context,
-    opening: Opening,
-    record: Record | None,
-    keys: tuple[bytes | None, ...],
-    mode: str,
-) -> Session:
-    """The session stored in `record` for the secret of `opening`, hashed with one of
-    `keys`; `is_new` is False only for a session loaded from it, which is marked for
-    renewal or for a refresh of `last_seen` when due.
-
-    Unknown, expired or unreadable records, and secrets that do not match the record's
-    verifier (a guessed or forged handle, a secret replaced longer ago than the grace
-    window), give a fresh session with a new handle (strict mode: nothing is ever taken
-    from the client) and a security log line. The record itself is left alone: a presented
-    handle proves nothing, so it cannot end anyone's session.
-    """
-    key = opening.key
-    audit = context.audit
-    if key is None:
-        return fresh(opening, mode)
-    if record is None:
-        audit.security("session.unknown", key)
-        return fresh(opening, mode)
-    try:
-        stored = records.decode(record.data)
-    except StoreCorrupted:
-        audit.security("session.corrupted", key)
-        return fresh(opening, mode, key)
-    now = opening.now
-    credentials = stored.credentials
-    superseded = False
-    if credentials is None:  # a client-side registry record: no secret opens it
-        audit.security("session.unknown", key)
-        return fresh(opening, mode)
-    secret = opening.secret or ""
-    if not _same(verifier_hash(secret, keys[0]), credentials.verifier):
-        opens = _opens(secret, credentials, now, keys)
-        if opens is None:
-            audit.security("session.mismatch", key)
-            return fresh(opening, mode)
-        superseded = opens
-    due = context.lifetimes.assess(now, stored.created_at, stored.last_seen, stored.rotated_at)
-    if isinstance(due, Expiry):
-        audit.security("session.expired", key, f"reason={due.value}")
-        return fresh(opening, mode, key)
-    state = CommitState(secret, now, record.version, opening.transport, opening.request)
-    state.credentials = credentials
-    state.superseded = superseded
-    if due is RENEW and not superseded:
-        state.rotate = "renewal"
-    elif due is TOUCH:
-        state.meta_changed = True
-    return Session._make(
-        stored.data, state, key, False, stored.created_at, stored.last_seen,
-        stored.rotated_at, stored.user, stored.authenticated_at, stored.persistent,
-        stored.csrf_secret, mode,
-    )  # fmt: skip
 
 
 def _opens(

@@ -126,8 +126,7 @@ class Session(MutableMapping[str, Any]):
 
     `id` is the public handle of the session (safe to log, list or pass to `revoke`); the
     secret that the client carries is never exposed by this object, its `repr` or its errors.
-    What the commit needs beyond the data lives in a private `CommitState`; the modes
-    build sessions with `Session._make`, the constructor is for tests and tools.
+    What the commit needs beyond the data lives in a private `CommitState`.
     """
 
     __slots__ = (
@@ -154,36 +153,6 @@ class Session(MutableMapping[str, Any]):
 
     def __init__(
         self,
-        data: dict[str, Any] | None = None,
-        *,
-        secret: str = "",
-        id: str = "",
-        is_new: bool = True,
-        now: float = 0.0,
-        created_at: float | None = None,
-        last_seen: float | None = None,
-        rotated_at: float | None = None,
-        user: str | None = None,
-        authenticated_at: float | None = None,
-        ip: str | None = None,
-        user_agent: str | None = None,
-        persistent: bool = False,
-        csrf_secret: str | None = None,
-        version: int = 0,
-        mode: str = "server",
-        transport: Transport | None = None,
-        request: RequestInfo | None = None,
-    ) -> None:
-        self._fill(
-            {} if data is None else data, CommitState(secret, now, version, transport, request),
-            id, is_new, now if created_at is None else created_at,
-            now if last_seen is None else last_seen, now if rotated_at is None else rotated_at,
-            user, authenticated_at, ip, user_agent, persistent, csrf_secret, mode,
-        )  # fmt: skip
-
-    @classmethod
-    def _make(
-        cls,
         data: dict[str, Any],
         state: CommitState,
         id: str,
@@ -196,37 +165,9 @@ class Session(MutableMapping[str, Any]):
         persistent: bool,
         csrf_secret: str | None,
         mode: str,
-    ) -> Session:
-        """The modes' constructor: positional (a call with keywords costs twice as much in
-        CPython, and every request builds a session), the client's IP and user agent taken
-        from the state's request (the user agent on first use: most requests never need
-        it)."""
-        self = object.__new__(cls)
-        request = state.request
-        self._fill(
-            data, state, id, is_new, created_at, last_seen, rotated_at, user,
-            authenticated_at, None if request is None else request.client_ip, FROM_REQUEST,
-            persistent, csrf_secret, mode,
-        )  # fmt: skip
-        return self
-
-    def _fill(
-        self,
-        data: dict[str, Any],
-        state: CommitState,
-        id: str,
-        is_new: bool,
-        created_at: float,
-        last_seen: float,
-        rotated_at: float,
-        user: str | None,
-        authenticated_at: float | None,
-        ip: str | None,
-        user_agent: str | None,
-        persistent: bool,
-        csrf_secret: str | None,
-        mode: str,
     ) -> None:
+        # The modes' constructor, positional: a call with keywords costs twice as much in
+        # CPython, and every request builds a session. `Session.create` is the readable one.
         self._data = data
         self._state = state
         self._changed: set[str] = set()
@@ -247,12 +188,45 @@ class Session(MutableMapping[str, Any]):
         self.rotated_at = rotated_at
         self.user = user
         self.authenticated_at = authenticated_at
-        self.ip = ip
-        #: `FROM_REQUEST`: read from the request on first use.
-        self._user_agent: Any = user_agent
+        request = state.request
+        self.ip = None if request is None else request.client_ip
+        #: `FROM_REQUEST`: the request's `User-Agent`, read on first use (most requests
+        #: never need it).
+        self._user_agent: Any = FROM_REQUEST
         self.persistent = persistent
         self.csrf_secret = csrf_secret
         self.mode = mode
+
+    @classmethod
+    def create(
+        cls,
+        data: dict[str, Any] | None = None,
+        *,
+        secret: str = "",
+        id: str = "",
+        is_new: bool = True,
+        now: float = 0.0,
+        created_at: float | None = None,
+        last_seen: float | None = None,
+        rotated_at: float | None = None,
+        user: str | None = None,
+        authenticated_at: float | None = None,
+        persistent: bool = False,
+        csrf_secret: str | None = None,
+        version: int = 0,
+        mode: str = "server",
+        transport: Transport | None = None,
+        request: RequestInfo | None = None,
+    ) -> Session:
+        """A session from keywords, for tests and tools (the timestamps default to `now`);
+        the modes build theirs positionally."""
+        state = CommitState(secret, now, version, transport, request)
+        return cls(
+            {} if data is None else data, state, id, is_new,
+            now if created_at is None else created_at, now if last_seen is None else last_seen,
+            now if rotated_at is None else rotated_at, user, authenticated_at, persistent,
+            csrf_secret, mode,
+        )  # fmt: skip
 
     @property
     def user_agent(self) -> str | None:
@@ -590,9 +564,8 @@ def fresh(opening: Opening, mode: str, stale: str | None = None) -> Session:
     state = CommitState(secret, now, 0, opening.transport, opening.request)
     state.client_stale = opening.presented
     state.stale_key = stale
-    return Session._make(
-        {}, state, secret[:HANDLE_LENGTH], True, now, now, now, None, None, False, None, mode
-    )
+    return Session({}, state, secret[:HANDLE_LENGTH], True, now, now, now, None, None, False,
+                   None, mode)  # fmt: skip
 
 
 class _Deleted:
@@ -603,8 +576,8 @@ class _Deleted:
 
 
 DELETED: Any = _Deleted()
-#: Passed as `Session(user_agent=...)`: read the `User-Agent` header of `request` when the
-#: session first needs it (to save it), not on every request.
+#: `Session._user_agent` until the session first needs the request's `User-Agent` (to
+#: save it): not read on every request.
 FROM_REQUEST: Any = object()
 #: `Session.read_value` of a key the request read while it was absent; of one it never read.
 ABSENT: Any = object()
