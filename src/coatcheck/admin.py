@@ -10,13 +10,20 @@ page or a "my devices" list. Both modes work alike:
 - client-side, it deletes the registry record and writes a revocation entry for the handle
   (or, for `revoke_user`, one for the user), which every replica applies within the mode's
   `staleness` and keeps until every token it covers has expired.
+
+Each operation is written once, as a plan: a generator that decides and yields the store
+calls to make, one at a time, as argument-less callables, and is sent back each result (or
+has the `StoreError` a call raised thrown into it). `run` carries a plan out against sync
+stores, `arun` against async ones: the two differ in one `await`, and `coatcheck.drivers`
+runs its request plans with them too (the pattern of sans-IO libraries such as h11).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Coroutine, Generator, Iterable
+from typing import Any, TypeVar
 
-from .exceptions import ConfigurationError
+from .exceptions import ConfigurationError, StoreError
 from .ids import is_handle
 from .manager import SessionManager
 from .revocation import Revocation
@@ -24,6 +31,45 @@ from .session import SessionInfo
 from .stores.base import AsyncStore, Record, Store
 
 __all__ = ["AsyncSessionAdmin", "SessionAdmin"]
+
+T = TypeVar("T")
+#: A plan: yields store calls (`lambda: store.load(key)`), is sent each one's result.
+Plan = Generator[Callable[[], Any], Any, T]
+
+
+def run(plan: Plan[T]) -> T:
+    """Carry out `plan` with sync stores: `_drive` never suspends then, so one `send` runs
+    it to the end."""
+    try:
+        _drive(plan, awaits=False).send(None)
+    except StopIteration as done:
+        result: T = done.value
+        return result
+    raise RuntimeError("a sync store call awaited")  # pragma: no cover - a broken store
+
+
+def arun(plan: Plan[T]) -> Coroutine[Any, Any, T]:
+    """Carry out `plan` with async stores (to be awaited)."""
+    return _drive(plan, awaits=True)
+
+
+async def _drive(plan: Plan[T], *, awaits: bool) -> T:
+    """Make each call `plan` yields and send it the result; a `StoreError` is thrown into
+    the plan instead, which handles it or lets it propagate."""
+    reply: Any = None
+    error: StoreError | None = None
+    while True:
+        try:
+            call = plan.send(reply) if error is None else plan.throw(error)
+        except StopIteration as done:
+            result: T = done.value
+            return result
+        try:
+            reply, error = call(), None
+            if awaits:
+                reply = await reply
+        except StoreError as exc:
+            reply, error = None, exc
 
 
 def _infos(manager: SessionManager, rows: list[tuple[str, Record]]) -> list[SessionInfo]:
@@ -70,9 +116,50 @@ def _entries(
             "shares>) or a store URL"
         )
     if handle is not None:
-        return [mode.revocation(manager, handle)]
+        return [mode.revocation(manager.context, handle)]
     assert user is not None  # noqa: S101
-    return [mode.revocation(manager, user, "user", keep=keep)]
+    return [mode.revocation(manager.context, user, "user", keep=keep)]
+
+
+# -- the plans: `store` and `revocations` are the sync or the async twins, alike -------------
+
+
+def revoking(manager: SessionManager, store: Any, revocations: Any, handle: str) -> Plan[bool]:
+    """`SessionAdmin.revoke`: the entries first, then the delete (see
+    `SessionManager.revoked_meanwhile`); whether the session was live."""
+    yield from recording(manager, revocations, _entries(manager, handle))
+    live = False
+    if store is not None:
+        live = (yield lambda: store.load(handle)) is not None
+        yield lambda: store.delete(handle)
+    manager.audit.lifecycle("session.revoked", handle)
+    return live
+
+
+def revoking_user(
+    manager: SessionManager, store: Any, revocations: Any, user: str, keep: str | None
+) -> Plan[int]:
+    """`SessionAdmin.revoke_user`: how many live sessions it ended."""
+    keep = None if keep is None else _handle(keep, "keep")
+    yield from recording(manager, revocations, _entries(manager, user=user, keep=keep))
+    count: int = 0 if store is None else (yield lambda: store.delete_user(user, keep=keep))
+    manager.audit.lifecycle("session.revoked_user", None, f"count={count}")
+    return count
+
+
+def recording(manager: SessionManager, revocations: Any, entries: Iterable[Revocation]
+              ) -> Plan[None]:  # fmt: skip
+    """`SessionAdmin.record_revocations`: write the entries to the shared `revocations`
+    store (if any) and apply them to this process's copy at once."""
+    mode = manager.client_mode
+    entries = list(entries)
+    if not entries or mode is None:
+        return
+    if revocations is not None:
+        for entry in entries:
+            yield lambda: revocations.revoke(entry)  # noqa: B023 - called before the next one
+    lst = mode.revocation_list
+    lst.apply(entries, lst.cursor, lst.synced_at)
 
 
 class SessionAdmin:
@@ -93,42 +180,28 @@ class SessionAdmin:
         every replica (client-side: within the staleness bound). Returns whether it was
         live (listed); ValueError if `session_id` is not a handle at all."""
         handle = _handle(session_id)
-        # The entries first, then the delete: see `SessionManager.revoked_meanwhile`.
-        self.record_revocations(_entries(self.manager, handle))
-        live = False
-        if self.store is not None:
-            live = self.store.load(handle) is not None
-            self.store.delete(handle)
-        self.manager.audit.lifecycle("session.revoked", handle)
-        return live
+        return run(revoking(self.manager, self.store, self._revocations, handle))
 
     def revoke_user(self, user: str, *, keep: str | None = None) -> int:
         """End every session of `user` but the one with handle `keep`; returns how many
         live sessions it ended. Client-side, every token of the user issued until now is
         refused, listed or not, except those of `keep`."""
-        keep = None if keep is None else _handle(keep, "keep")
-        self.record_revocations(_entries(self.manager, user=user, keep=keep))
-        count = 0 if self.store is None else self.store.delete_user(user, keep=keep)
-        self.manager.audit.lifecycle("session.revoked_user", None, f"count={count}")
-        return count
+        return run(revoking_user(self.manager, self.store, self._revocations, user, keep))
 
     def record_revocations(self, entries: Iterable[Revocation]) -> None:
         """Write revocation entries and apply them to this process's copy at once."""
-        mode = self.manager.client_mode
-        entries = list(entries)
-        if not entries or mode is None:
-            return
-        if mode.revocations is not None:
-            for entry in entries:
-                mode.revocations.revoke(entry)
-        lst = mode.revocation_list
-        lst.apply(entries, lst.cursor, lst.synced_at)
+        run(recording(self.manager, self._revocations, entries))
 
     def purge_expired(self) -> int:
         """Delete expired records now; returns how many."""
         store = _registry(self.store)
         assert isinstance(store, Store)  # noqa: S101
         return store.purge_expired()
+
+    @property
+    def _revocations(self) -> Any:
+        mode = self.manager.client_mode
+        return None if mode is None else mode.revocations
 
 
 class AsyncSessionAdmin:
@@ -145,33 +218,21 @@ class AsyncSessionAdmin:
 
     async def revoke(self, session_id: str) -> bool:
         handle = _handle(session_id)
-        await self.record_revocations(_entries(self.manager, handle))
-        live = False
-        if self.store is not None:
-            live = await self.store.load(handle) is not None
-            await self.store.delete(handle)
-        self.manager.audit.lifecycle("session.revoked", handle)
-        return live
+        return await arun(revoking(self.manager, self.store, self._revocations, handle))
 
     async def revoke_user(self, user: str, *, keep: str | None = None) -> int:
-        keep = None if keep is None else _handle(keep, "keep")
-        await self.record_revocations(_entries(self.manager, user=user, keep=keep))
-        count = 0 if self.store is None else await self.store.delete_user(user, keep=keep)
-        self.manager.audit.lifecycle("session.revoked_user", None, f"count={count}")
-        return count
+        plan = revoking_user(self.manager, self.store, self._revocations, user, keep)
+        return await arun(plan)
 
     async def record_revocations(self, entries: Iterable[Revocation]) -> None:
-        mode = self.manager.client_mode
-        entries = list(entries)
-        if not entries or mode is None:
-            return
-        if mode.async_revocations is not None:
-            for entry in entries:
-                await mode.async_revocations.revoke(entry)
-        lst = mode.revocation_list
-        lst.apply(entries, lst.cursor, lst.synced_at)
+        await arun(recording(self.manager, self._revocations, entries))
 
     async def purge_expired(self) -> int:
         store = _registry(self.store)
         assert isinstance(store, AsyncStore)  # noqa: S101
         return await store.purge_expired()
+
+    @property
+    def _revocations(self) -> Any:
+        mode = self.manager.client_mode
+        return None if mode is None else mode.async_revocations

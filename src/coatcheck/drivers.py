@@ -1,9 +1,15 @@
-"""The two plan executors: the manager decides, these run its decisions against a store.
+"""The plan executors: the manager decides, these run its decisions against a store.
 
 `open_session` / `commit_session` for a `Store`, `aopen_session` / `acommit_session` for an
-`AsyncStore`. They differ only in `await`; every decision lives in `SessionManager` (and,
-for revocations, in `SessionAdmin`). Store failures propagate as `StoreError` for the
-adapter to answer (503, by default).
+`AsyncStore`. Every decision lives in `SessionManager` (and, for revocations, in
+`coatcheck.admin`); what is left here is the order of the store calls, written once as a
+plan (`coatcheck.admin.run` / `arun` carry it out, sync or async). Store failures
+propagate as `StoreError` for the adapter to answer (503, by default).
+
+Two options serve frameworks that keep their own session API (Django): `max_ttl` caps how
+long a written record lives (Django's `set_expiry`), and `strict` raises instead of
+dropping a write that cannot be made (`WriteConflict` when a new record's key is taken,
+`SessionVanished` when the record is gone).
 
 In client-side mode the store is the registry (None when sessions are stateless), and
 opening a session first brings this process's revocation list up to date if it is older
@@ -14,12 +20,13 @@ long as the mode allows, and a registry write that fails is dropped, its token i
 
 from __future__ import annotations
 
-from .admin import AsyncSessionAdmin, SessionAdmin
-from .clientside import ClientSide
-from .exceptions import StoreError
-from .manager import SessionManager, Write
+from collections.abc import Callable
+from typing import Any
+
+from .admin import Plan, arun, recording, revoking_user, run
+from .exceptions import SessionVanished, StoreError, WriteConflict
+from .manager import Commit, Opening, SessionManager, Write
 from .request import RequestInfo
-from .revocation import Revocation
 from .session import Session
 from .stores.base import AsyncStore, Store
 
@@ -29,34 +36,88 @@ __all__ = ["acommit_session", "aopen_session", "commit_session", "open_session"]
 #: of the same session committed in between, so this is only reached under extreme contention.
 MAX_ATTEMPTS = 100
 
+Headers = list[tuple[str, str]]
+#: Reads the session key for `open_session` when the framework hands it over itself.
+Opener = Callable[[RequestInfo], Opening]
+
 
 def open_session(
-    manager: SessionManager, request: RequestInfo, store: Store | None = None
-) -> Session:
-    """Load the session of `request` (a fresh one if it has none)."""
-    mode = manager.mode
-    store = mode.store if store is None else store
+    manager: SessionManager, request: RequestInfo, store: Store | None = None, *,
+    opener: Opener | None = None,
+) -> Session:  # fmt: skip
+    """Load the session of `request` (a fresh one if it has none). `opener` replaces
+    `manager.open` for a framework that reads the session key itself (Django)."""
+    store = manager.mode.store if store is None else store
     if manager.client_mode is not None:
-        _sync_revocations(manager)
-    opening = manager.open(request)
+        run(_polling(manager, manager.client_mode.revocations))
+    opening = manager.open(request) if opener is None else opener(request)
     record = None if opening.key is None or store is None else store.load(opening.key)
     return manager.attach(opening, record)
 
 
+async def aopen_session(
+    manager: SessionManager, request: RequestInfo, store: AsyncStore | None = None, *,
+    opener: Opener | None = None,
+) -> Session:  # fmt: skip
+    """Async twin of `open_session`."""
+    store = manager.mode.async_store if store is None else store
+    if manager.client_mode is not None:
+        await arun(_polling(manager, manager.client_mode.async_revocations))
+    opening = manager.open(request) if opener is None else opener(request)
+    record = None if opening.key is None or store is None else await store.load(opening.key)
+    return manager.attach(opening, record)
+
+
 def commit_session(
-    manager: SessionManager, session: Session, store: Store | None = None
-) -> list[tuple[str, str]]:
-    """Carry out what the request did to `session`; returns the response headers to add."""
-    store = manager.mode.store if store is None else store
+    manager: SessionManager, session: Session, store: Store | None = None, *,
+    max_ttl: float | None = None, strict: bool = False,
+) -> Headers:  # fmt: skip
+    """Carry out what the request did to `session`; returns the response headers to add.
+
+    `max_ttl` caps the lifetime of the record written (seconds from now). `strict` raises
+    `WriteConflict` when a new record's key is taken and `SessionVanished` when the
+    session's record is gone, where the default drops the write (nothing is stored either
+    way, and no header is returned)."""
     commit = manager.commit(session)
+    if commit.write is None and not (commit.deletes or commit.revocations or commit.revoke_user):
+        return manager.finish(session, commit, None)  # the common read: no store call
+    client = manager.client_mode
+    revocations = None if client is None else client.revocations
+    store = manager.mode.store if store is None else store
+    return run(_committing(manager, session, commit, store, revocations, max_ttl, strict))
+
+
+async def acommit_session(
+    manager: SessionManager, session: Session, store: AsyncStore | None = None, *,
+    max_ttl: float | None = None, strict: bool = False,
+) -> Headers:  # fmt: skip
+    """Async twin of `commit_session`."""
+    commit = manager.commit(session)
+    if commit.write is None and not (commit.deletes or commit.revocations or commit.revoke_user):
+        return manager.finish(session, commit, None)
+    client = manager.client_mode
+    plan = _committing(
+        manager, session, commit, manager.mode.async_store if store is None else store,
+        None if client is None else client.async_revocations, max_ttl, strict,
+    )  # fmt: skip
+    return await arun(plan)
+
+
+# -- the plans: `store` and `revocations` are the sync or the async twins, alike ---------------
+
+
+def _committing(
+    manager: SessionManager, session: Session, commit: Commit, store: Any, revocations: Any,
+    max_ttl: float | None, strict: bool,
+) -> Plan[Headers]:  # fmt: skip
     if commit.revocations:
-        SessionAdmin(manager, store).record_revocations(commit.revocations)
+        yield from recording(manager, revocations, commit.revocations)
     write = commit.write if store is not None else None
     if store is not None and (write is not None or commit.deletes):
         try:
             for key in commit.deletes:
-                store.delete(key)
-            saved = _save(manager, session, store, write)
+                yield lambda: store.delete(key)  # noqa: B023 - called before the next one
+            saved = yield from _saving(manager, session, store, write, max_ttl, strict)
         except StoreError as exc:
             _registry_down(manager, exc)  # dropped: `write` stays, its token is issued
         else:
@@ -64,150 +125,77 @@ def commit_session(
                 write = saved
                 if write is not None and manager.migrated_under(session, write):
                     # See `SessionManager.revoked_meanwhile`: check, then revoke the token.
-                    _sync_revocations(manager, force=True)
+                    yield from _polling(manager, revocations, force=True)
                     if manager.revoked_meanwhile(session):
-                        store.delete(write.key)
+                        created = write.key
+                        yield lambda: store.delete(created)
                         write = None
                     else:
                         entries = manager.migration_revocations(session)
-                        SessionAdmin(manager, store).record_revocations(entries)
+                        yield from recording(manager, revocations, entries)
                 if write is None:
-                    SessionAdmin(manager, store).record_revocations(manager.vanished(session))
+                    yield from recording(manager, revocations, manager.vanished(session))
+                    if strict:
+                        raise SessionVanished("the session ended while this request ran")
     if commit.revoke_user is not None:
         keep = session.id if write is None else write.key
-        SessionAdmin(manager, store).revoke_user(commit.revoke_user, keep=keep)
+        yield from revoking_user(manager, store, revocations, commit.revoke_user, keep)
     return manager.finish(session, commit, write)
 
 
-def _save(manager: SessionManager, session: Session, store: Store, write: Write | None
-          ) -> Write | None:  # fmt: skip
+def _saving(
+    manager: SessionManager, session: Session, store: Any, write: Write | None,
+    max_ttl: float | None, strict: bool,
+) -> Plan[Write | None]:  # fmt: skip
     """Apply `write`, rebased on each version conflict; the write that succeeded, or None
     if there was none or it was dropped (its record vanished)."""
     for _ in range(MAX_ATTEMPTS):
-        if write is None or _apply(store, write):
+        if write is None:
+            return None
+        if max_ttl is not None and write.ttl > max_ttl:
+            write = write._replace(ttl=max(max_ttl, 0.0))
+        if (yield _applying(store, write)):
             return write
-        write = manager.rebase(session, write, store.load(write.source))
+        source = write.source
+        record = yield lambda: store.load(source)  # noqa: B023 - called before the next one
+        rebased = manager.rebase(session, write, record)
+        if rebased is None and strict:
+            if write.version == 0:
+                raise WriteConflict("a record already exists under the new session's key")
+            raise SessionVanished("the session's record is gone (logged out or revoked)")
+        write = rebased
     raise StoreError(f"session commit gave up after {MAX_ATTEMPTS} version conflicts")
+
+
+def _applying(store: Any, write: Write) -> Callable[[], Any]:
+    """The store call that makes `write`: a compare-and-set save, or a rotation."""
+    key, data, version, ttl, user = write.key, write.data, write.version, write.ttl, write.user
+    replaces = write.replaces
+    if replaces is None:
+        return lambda: store.save(key, data, version=version, ttl=ttl, user=user)
+    return lambda: store.rotate(replaces, key, data, version=version, ttl=ttl, user=user)
+
+
+def _polling(manager: SessionManager, revocations: Any, *, force: bool = False) -> Plan[None]:
+    """Bring this process's revocation list up to date, if it is older than the mode's
+    staleness (or `force`); `ClientSide.poll_due` and `polled` decide, here is the I/O."""
+    client = manager.client_mode
+    if client is None or revocations is None:
+        return
+    now = manager.clock()
+    if client.poll_due(now, force=force):
+        cursor = client.revocation_list.cursor
+        try:
+            result = yield lambda: revocations.changes(cursor)
+        except StoreError as exc:
+            result = exc
+        client.polled(now, result, force=force)
 
 
 def _registry_down(manager: SessionManager, exc: StoreError) -> None:
     """A store failure while writing: re-raised, except client-side, where the mode may
     drop a registry write (`ClientSide.registry_write_failed`)."""
-    if not isinstance(manager.mode, ClientSide):
+    client = manager.client_mode
+    if client is None or client is not manager.mode:
         raise exc
-    manager.mode.registry_write_failed(manager.clock(), exc)
-
-
-def _apply(store: Store, write: Write) -> bool:
-    if write.replaces is None:
-        return store.save(
-            write.key, write.data, version=write.version, ttl=write.ttl, user=write.user
-        )
-    return store.rotate(
-        write.replaces, write.key, write.data, version=write.version, ttl=write.ttl,
-        user=write.user,
-    )  # fmt: skip
-
-
-async def aopen_session(
-    manager: SessionManager, request: RequestInfo, store: AsyncStore | None = None
-) -> Session:
-    """Async twin of `open_session`."""
-    mode = manager.mode
-    store = mode.async_store if store is None else store
-    if manager.client_mode is not None:
-        await _async_sync_revocations(manager)
-    opening = manager.open(request)
-    record = None if opening.key is None or store is None else await store.load(opening.key)
-    return manager.attach(opening, record)
-
-
-async def acommit_session(
-    manager: SessionManager, session: Session, store: AsyncStore | None = None
-) -> list[tuple[str, str]]:
-    """Async twin of `commit_session`."""
-    store = manager.mode.async_store if store is None else store
-    commit = manager.commit(session)
-    if commit.revocations:
-        await AsyncSessionAdmin(manager, store).record_revocations(commit.revocations)
-    write = commit.write if store is not None else None
-    if store is not None and (write is not None or commit.deletes):
-        try:
-            for key in commit.deletes:
-                await store.delete(key)
-            saved = await _asave(manager, session, store, write)
-        except StoreError as exc:
-            _registry_down(manager, exc)  # dropped: `write` stays, its token is issued
-        else:
-            if write is not None:  # (a read that changed nothing wrote nothing)
-                write = saved
-                if write is not None and manager.migrated_under(session, write):
-                    # See `SessionManager.revoked_meanwhile`: check, then revoke the token.
-                    await _async_sync_revocations(manager, force=True)
-                    if manager.revoked_meanwhile(session):
-                        await store.delete(write.key)
-                        write = None
-                    else:
-                        entries = manager.migration_revocations(session)
-                        await AsyncSessionAdmin(manager, store).record_revocations(entries)
-                if write is None:
-                    await AsyncSessionAdmin(manager, store).record_revocations(
-                        manager.vanished(session)
-                    )
-    if commit.revoke_user is not None:
-        keep = session.id if write is None else write.key
-        await AsyncSessionAdmin(manager, store).revoke_user(commit.revoke_user, keep=keep)
-    return manager.finish(session, commit, write)
-
-
-async def _asave(manager: SessionManager, session: Session, store: AsyncStore,
-                 write: Write | None) -> Write | None:  # fmt: skip
-    """Async twin of `_save`."""
-    for _ in range(MAX_ATTEMPTS):
-        if write is None or await _aapply(store, write):
-            return write
-        write = manager.rebase(session, write, await store.load(write.source))
-    raise StoreError(f"session commit gave up after {MAX_ATTEMPTS} version conflicts")
-
-
-async def _aapply(store: AsyncStore, write: Write) -> bool:
-    if write.replaces is None:
-        return await store.save(
-            write.key, write.data, version=write.version, ttl=write.ttl, user=write.user
-        )
-    return await store.rotate(
-        write.replaces, write.key, write.data, version=write.version, ttl=write.ttl,
-        user=write.user,
-    )  # fmt: skip
-
-
-def _sync_revocations(manager: SessionManager, *, force: bool = False) -> None:
-    """Bring this process's revocation list up to date, if it is older than the mode's
-    staleness (or `force`); `ClientSide.poll_due` and `polled` decide, here is the I/O."""
-    client = manager.client_mode
-    if client is None or client.revocations is None:
-        return
-    now = manager.clock()
-    if client.poll_due(now, force=force):
-        try:
-            result: tuple[list[Revocation], int] | StoreError = client.revocations.changes(
-                client.revocation_list.cursor
-            )
-        except StoreError as exc:
-            result = exc
-        client.polled(now, result, force=force)
-
-
-async def _async_sync_revocations(manager: SessionManager, *, force: bool = False) -> None:
-    client = manager.client_mode
-    if client is None or client.async_revocations is None:
-        return
-    now = manager.clock()
-    if client.poll_due(now, force=force):
-        try:
-            result: (
-                tuple[list[Revocation], int] | StoreError
-            ) = await client.async_revocations.changes(client.revocation_list.cursor)
-        except StoreError as exc:
-            result = exc
-        client.polled(now, result, force=force)
+    client.registry_write_failed(manager.clock(), exc)

@@ -611,3 +611,40 @@ def test_management_command_takes_ids_that_begin_with_a_dash() -> None:
     call_command("coatcheck_sessions", "revoke", "--session", dash_id, stdout=out)
     assert "revoked 1 session" in out.getvalue()
     assert store.load(dash_id) is None
+
+
+def test_a_migrated_token_is_revoked_on_every_replica(store: Store, clock: FakeClock) -> None:
+    """`ServerSide(migrate_from=ClientSide(...))`: a client-side token in the cookie becomes
+    a server-side session, and the revocation entry of the token reaches another replica,
+    which refuses it (Django's engine once ran a copy of the drivers' commit without it)."""
+    from coatcheck import Lifetimes, RequestInfo
+    from coatcheck.drivers import commit_session, open_session
+    from coatcheck.stores.memory import MemoryRevocationStore
+    from helpers import cookie_value
+
+    keys, revocations = KeyRing.generate(), MemoryRevocationStore(clock=clock)
+
+    def manager(mode: Any) -> SessionManager:
+        return SessionManager(mode, lifetimes=Lifetimes(renewal=None), clock=clock)
+
+    issuer = manager(ClientSide(keys, store=None, revocations=revocations))
+    minted = open_session(issuer, RequestInfo())
+    minted["cart"] = "tea"
+    token = cookie_value(commit_session(issuer, minted))
+    assert token and token.count(".") >= 2
+
+    def replica() -> SessionManager:
+        client_mode = ClientSide(keys, store=None, revocations=revocations)
+        return manager(ServerSide(store, migrate_from=client_mode))
+
+    with override_settings(COATCHECK={"manager": replica()}):
+        browser = client()
+        browser.cookies[COOKIE] = token
+        response = browser.get("/dump")
+        assert response.json()["data"] == {"cart": "tea"}
+        key = cookie(response)
+        assert key and is_wellformed(key) and dump(browser)["data"] == {"cart": "tea"}
+    with override_settings(COATCHECK={"manager": replica()}):
+        other = client()
+        other.cookies[COOKIE] = token
+        assert other.get("/dump").json()["data"] == {}

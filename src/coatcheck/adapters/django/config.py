@@ -27,8 +27,8 @@ from django.utils.module_loading import import_string
 
 from ...clientside import ClientSide
 from ...exceptions import ConfigurationError
-from ...manager import ServerSide, SessionManager
 from ...lifetimes import Lifetimes
+from ...manager import ServerSide, SessionManager
 
 __all__ = ["get_manager"]
 

@@ -1,48 +1,48 @@
-"""`SessionStore`: Django's `SessionBase` over coatcheck's manager and stores.
+"""`SessionStore`: Django's `SessionBase` over coatcheck's manager, stores and drivers.
 
 Django's `request.session` API is kept whole (the mapping, `cycle_key`, `flush`,
 `set_expiry`, `save(must_create=...)`, `clear_expired` and every `a*` async twin), with
 coatcheck underneath:
 
-- the session key in the cookie is a coatcheck secret (a handle and a 256-bit verifier);
-  the store keeps the record under the handle with only the secret's hash, so a store
-  dump holds no usable cookie;
+- the cookie holds a coatcheck secret; the store keeps the record under its handle with
+  only the secret's hash, so a store dump holds no usable cookie;
 - a save writes only the keys this request changed, compared-and-set on the record's
   version: parallel requests that write different keys all keep their writes (Django's
-  own engines keep only the last request's whole dict);
-- a save of a session deleted meanwhile (logout or revocation elsewhere) raises
-  `UpdateError` and writes nothing: a deleted session is never resurrected;
-- a save that changes a key which another request changed since this one read it raises
-  `ConflictError` (a `coatcheck.WriteConflict` and an `UpdateError`) and writes nothing:
-  `coatcheck.adapters.django.SessionMiddleware` answers it `409 Conflict`, Django's own
-  middleware with its `SessionInterrupted` (400);
-- the user Django's auth stores in the session is indexed, so `SessionAdmin` (and the
-  `coatcheck_sessions` command) lists and revokes a user's sessions; a user bound
-  without a `cycle_key` (custom login code) still gets a new session key;
-- idle and absolute timeouts and periodic ID renewal come from the manager, within which
-  `set_expiry` keeps Django's meaning; expired records are never loaded and are purged by
-  `clear_expired` (`manage.py clearsessions`).
+  own engines keep only the last request's whole dict). A save of a session deleted
+  meanwhile raises `UpdateError` (it is never resurrected); one that changes a key another
+  request changed since it was read raises `ConflictError` (`WriteConflict` and
+  `UpdateError`: 409 with coatcheck's middleware, `SessionInterrupted` with Django's);
+- the user `django.contrib.auth` stores is indexed, so `SessionAdmin` and the
+  `coatcheck_sessions` command list and revoke a user's sessions; binding a user without
+  `cycle_key` (custom login code) still rotates the key;
+- the manager's timeouts and renewal apply, and `set_expiry` within them; expired records
+  are never loaded, and `clear_expired` (`manage.py clearsessions`) purges them;
+- with `ServerSide(migrate_from=ClientSide(...))`, a client-side token in the cookie
+  becomes a server-side session and the token is revoked on every replica.
 
-A record that is not valid coatcheck JSON (tampered with, or written by something else)
-loads as an empty session and is logged on `django.security.SuspiciousSession`, as
-Django logs a bad signature. Session keys that are not well-formed coatcheck IDs (Django
-accepts any 8+ characters) are ignored before any store is asked.
+Opening and committing are `coatcheck.drivers`', as for every adapter; Django's rules are
+driver options (`max_ttl`: Django's expiry; `strict`: its `CreateError` / `UpdateError`)
+and the glue below. A record that is not coatcheck JSON loads as an empty session and is
+logged on `django.security.SuspiciousSession`, as Django logs a bad signature.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.contrib.sessions.backends.base import CreateError, SessionBase, UpdateError
 
 from ...admin import AsyncSessionAdmin, SessionAdmin
-from ...drivers import MAX_ATTEMPTS
-from ...exceptions import StoreCorrupted, StoreError, WriteConflict
+from ...drivers import acommit_session, aopen_session, commit_session, open_session
+from ...exceptions import SessionVanished, StoreCorrupted, StoreError, WriteConflict
 from ...ids import handle_of, is_wellformed, new_secret
-from ...manager import Opening, ServerSide, SessionManager, Write
+from ...manager import SessionManager
+from ...plans import Opening
 from ...records import decode
 from ...request import RequestInfo
 from ...session import Session
@@ -59,18 +59,14 @@ suspicious = logging.getLogger("django.security.SuspiciousSession")
 
 
 class ConflictError(WriteConflict, UpdateError):
-    """The save's change to a key was computed from a value another request has replaced
-    since (`coatcheck.WriteConflict`); nothing was saved. Also an `UpdateError`, Django's
-    error for a save that a concurrent request made impossible, so that Django's own
-    middleware answers it (`SessionInterrupted`) rather than with a 500."""
+    """A key the save changed was changed by another request since it was read
+    (`coatcheck.WriteConflict`); nothing was saved. Also an `UpdateError` (a save that a
+    concurrent request made impossible), which Django's own middleware answers."""
 
 
 class SessionStore(SessionBase):
-    """`SESSION_ENGINE = "coatcheck.adapters.django"`.
-
-    `request` (a `RequestInfo`, passed by `coatcheck.adapters.django.SessionMiddleware`)
-    supplies the client IP and user agent that session listings show.
-    """
+    """`SESSION_ENGINE = "coatcheck.adapters.django"`. `request` (from coatcheck's
+    `SessionMiddleware`) gives the client IP and user agent that session listings show."""
 
     _session_cache: Session
 
@@ -80,24 +76,20 @@ class SessionStore(SessionBase):
         self.manager: SessionManager = get_manager()
         self._request = request if request is not None else RequestInfo()
         self._modified = False
+        #: The loaded session wants a save of its own: a refresh of its last-seen time or
+        #: a renewal of its key is due, or it is a migrated token to store.
+        self._due = False
         self._cycled = False
-        self._written: Record | None = None
+        #: This object saved the current key: a record missing now was deleted meanwhile.
+        self._stored = False
         super().__init__(session_key)
-
-    def __repr__(self) -> str:
-        cache = self.__dict__.get("_session_cache")
-        return f"<SessionStore {cache!r}>" if cache is not None else "<SessionStore (not loaded)>"
 
     # -- state -----------------------------------------------------------------------------
 
     @property
     def modified(self) -> bool:
-        """Whether `save()` is due: Django's flag, or coatcheck's need to refresh the
-        record's last-seen time or renew its ID."""
-        cache = self.__dict__.get("_session_cache")
-        return self._modified or (
-            cache is not None and (cache.rotate is not None or cache.meta_changed)
-        )
+        """Whether `save()` is due: Django's flag, or the loaded session's own need."""
+        return self._modified or self._due
 
     @modified.setter
     def modified(self, value: bool) -> None:
@@ -105,15 +97,11 @@ class SessionStore(SessionBase):
 
     @property
     def _store(self) -> Store:
-        mode = self.manager.mode
-        assert isinstance(mode, ServerSide)  # noqa: S101 - get_manager() refuses other modes
-        return mode.store
+        return cast(Store, self.manager.mode.store)  # server-side: see get_manager()
 
     @property
     def _astore(self) -> AsyncStore:
-        mode = self.manager.mode
-        assert isinstance(mode, ServerSide)  # noqa: S101 - get_manager() refuses other modes
-        return mode.async_store
+        return cast(AsyncStore, self.manager.mode.async_store)
 
     @property
     def coatcheck(self) -> Session:
@@ -121,7 +109,10 @@ class SessionStore(SessionBase):
         return self._get_session()
 
     def _validate_session_key(self, key: str | None) -> bool:
-        return isinstance(key, str) and is_wellformed(key)
+        # A client-side token (when migrating from one) is verified by the mode on load.
+        if not isinstance(key, str):
+            return False
+        return is_wellformed(key) or ("." in key and self.manager.client_mode is not None)
 
     def _get_new_session_key(self) -> str:
         return new_secret()
@@ -131,28 +122,16 @@ class SessionStore(SessionBase):
 
     def _get_session(self, no_load: bool = False) -> Session:
         self.accessed = True
-        try:
-            return self._session_cache
-        except AttributeError:
-            if self.session_key is None or no_load:
-                self._session_cache = self._fresh()
-            elif self._written is not None:
-                self._session_cache = self._adopt(self.session_key, self._written)
-            else:
-                self._session_cache = self._load()
+        if "_session_cache" not in self.__dict__:
+            new = no_load or self.session_key is None
+            self._session_cache = self._fresh() if new else self._load()
         return self._session_cache
 
     async def _aget_session(self, no_load: bool = False) -> Session:
         self.accessed = True
-        try:
-            return self._session_cache
-        except AttributeError:
-            if self.session_key is None or no_load:
-                self._session_cache = self._fresh()
-            elif self._written is not None:
-                self._session_cache = self._adopt(self.session_key, self._written)
-            else:
-                self._session_cache = await self._aload()
+        if "_session_cache" not in self.__dict__:
+            new = no_load or self.session_key is None
+            self._session_cache = self._fresh() if new else await self._aload()
         return self._session_cache
 
     _session = property(_get_session)
@@ -173,139 +152,114 @@ class SessionStore(SessionBase):
 
     def _load(self) -> Session:
         store = self._store
-        result: Session | Opening = self._opening(self.session_key)
-        record = None
-        while isinstance(result, Opening):
-            record = None if result.key is None else store.load(result.key)
-            result = self.manager.attach(result, record)
-        return self._opened(result, record)
+        session = open_session(self.manager, self._request, store, opener=self._opening)
+        dead = self._unopened(session)
+        return self._opened(session, None if dead is None else store.load(dead))
 
     async def _aload(self) -> Session:
         store = self._astore
-        result: Session | Opening = self._opening(self.session_key)
-        record = None
-        while isinstance(result, Opening):
-            record = None if result.key is None else await store.load(result.key)
-            result = self.manager.attach(result, record)
-        return self._opened(result, record)
+        session = await aopen_session(self.manager, self._request, store, opener=self._opening)
+        dead = self._unopened(session)
+        return self._opened(session, None if dead is None else await store.load(dead))
+
+    def _opening(self, request: RequestInfo) -> Opening:
+        """`manager.open` for the key Django read from its own cookie (not a header)."""
+        manager = self.manager
+        secret = self.session_key
+        opening = Opening(request, manager.clock(), None, manager.transport, secret,
+                          secret is not None)  # fmt: skip
+        return opening if secret is None else manager.mode.open(manager.context, opening)
+
+    def _unopened(self, session: Session) -> str | None:
+        """The handle of a key that opened no session; its record is read again only to
+        tell a corrupted one, which Django logs as suspicious (rare: a stale cookie)."""
+        key = self.session_key
+        return handle_of(key) if session.is_new and key and is_wellformed(key) else None
 
     def _opened(self, session: Session, record: Record | None) -> Session:
-        if not session.is_new and self._expired(session):
+        seen = session.last_seen
+        if not session.is_new and seen + self._age(session, seen) <= self.manager.clock():
+            # Django's expiry, by the manager's clock: exact whatever the store's TTL
+            # resolution (the record's TTL was capped to it: it ends in the store too).
             self.manager.audit.security("session.expired", session.id, "reason=django_expiry")
-            stale = session.id
             session = self._fresh()
-            session.stale_key = stale  # deleted when the new session is saved
-        if session.is_new:
-            # Unknown, expired or unreadable: Django's rule is to forget the key and
-            # create nothing (a later save makes a new key).
-            if record is not None and _corrupted(record):
-                suspicious.warning("Session data corrupted")
+        elif record is not None and _corrupted(record):
+            suspicious.warning("Session data corrupted")
+        if session.is_new and not self._stored:
+            # Unknown, expired, unreadable or a migrated token: Django's rule is to forget
+            # the key and create nothing (a later save stores the session under a new key).
             self._session_key = None
+        self._due = session.modified
         return session
 
-    def _expired(self, session: Session) -> bool:
-        """Whether Django's expiry (`set_expiry`, else `SESSION_COOKIE_AGE`, counted from the
-        last save or refresh) has passed, by the manager's clock. Records also expire in
-        the store; this check keeps the rule exact whatever the store's TTL resolution."""
+    def _age(self, session: Session, since: float) -> float:
+        """How long Django lets the session live from `since` (its last save or now):
+        `set_expiry`, else `SESSION_COOKIE_AGE`."""
         expiry = session.data().get("_session_expiry")
-        seen = session.last_seen
         if expiry is None or type(expiry) is int:  # seconds of inactivity: no dates needed
-            age = expiry or self.get_session_cookie_age()
-        else:
-            age = self.get_expiry_age(modification=_datetime(seen), expiry=expiry)
-        return seen + age <= self.manager.clock()
-
-    def _opening(self, secret: str | None) -> Opening:
-        manager = self.manager
-        key = None if secret is None else handle_of(secret)
-        return Opening(request=self._request, now=manager.clock(), key=key,
-                       transport=manager.transport, secret=secret,
-                       presented=secret is not None)  # fmt: skip
+            return float(expiry or self.get_session_cookie_age())
+        return float(self.get_expiry_age(modification=_datetime(since), expiry=expiry))
 
     def _fresh(self) -> Session:
-        """A new session that is not stored yet (its ID becomes the key once saved)."""
-        fresh = self.manager.attach(self._opening(None), None)
-        assert isinstance(fresh, Session)  # noqa: S101 - no key: always a fresh session
-        return fresh
+        """A new session that is not stored yet (its secret becomes the key once saved)."""
+        return self.manager.anonymous(self._request)
 
-    def _blank(self, secret: str, source: Session | None) -> Session:
-        """A new session under the given key, holding `source`'s data and user."""
-        now = self.manager.clock()
-        session = Session(
-            dict(source.data()) if source is not None else {},
-            secret=secret, id=handle_of(secret), is_new=True, now=now, created_at=now,
-            last_seen=now, rotated_at=now, ip=self._request.client_ip,
-            user_agent=self._request.header("user-agent"),
-            user=source.user if source is not None else None,
-            authenticated_at=source.authenticated_at if source is not None else None,
+    def _blank(self, secret: str, source: Session) -> Session:
+        """A new session under the key Django chose, holding `source`'s data and user."""
+        return Session.create(
+            dict(source.data()), secret=secret, id=handle_of(secret), now=self.manager.clock(),
+            user=source.user, authenticated_at=source.authenticated_at,
+            transport=self.manager.transport, request=self._request,
         )  # fmt: skip
-        session.transport = self.manager.transport
-        session.stale_key = source.stale_key if source is not None else None
-        return session
 
     # -- Django's storage API ----------------------------------------------------------------
 
     def exists(self, session_key: str | None) -> bool:
-        if not self._validate_session_key(session_key):
-            return False
-        assert session_key is not None  # noqa: S101 - validated above
-        key = handle_of(session_key)
-        record = self._store.load(key)
-        return record is not None and self.manager.describe(key, record) is not None
+        key = _handle(session_key)
+        return key is not None and _listed(self.manager, key, self._store.load(key))
 
     async def aexists(self, session_key: str | None) -> bool:
-        if not self._validate_session_key(session_key):
-            return False
-        assert session_key is not None  # noqa: S101 - validated above
-        key = handle_of(session_key)
-        record = await self._astore.load(key)
-        return record is not None and self.manager.describe(key, record) is not None
+        key = _handle(session_key)
+        return key is not None and _listed(self.manager, key, await self._astore.load(key))
 
     def create(self) -> None:
-        for attempt in range(CREATE_ATTEMPTS):
-            self._session_key = self._creation_key(attempt)
-            try:
+        for _ in self._creating():
+            with suppress(CreateError):
                 self.save(must_create=True)
-            except CreateError:
-                continue
-            self.modified = True
-            return
-        raise StoreError("could not create a session under a fresh key")
+                return
 
     async def acreate(self) -> None:
-        for attempt in range(CREATE_ATTEMPTS):
-            self._session_key = self._creation_key(attempt)
-            try:
+        for _ in self._creating():
+            with suppress(CreateError):
                 await self.asave(must_create=True)
-            except CreateError:
-                continue
-            self.modified = True
-            return
-        raise StoreError("could not create a session under a fresh key")
+                return
 
-    def _creation_key(self, attempt: int) -> str:
-        """A key for a new record: the unsaved session's own ID first (it carries the dead
-        record to delete, if any), then fresh ones."""
-        cache = self.__dict__.get("_session_cache")
-        if attempt == 0 and cache is not None and cache.is_new:
-            secret: str = cache.secret
-            return secret
-        return new_secret()
+    def _creating(self) -> Iterator[None]:
+        """Sets the key of each attempt to create a record: the unsaved session's own
+        (it carries the dead record to delete, if any), then fresh ones."""
+        cache: Session | None = self.__dict__.get("_session_cache")
+        own = cache.secret if cache is not None and cache.is_new else None
+        for attempt in range(CREATE_ATTEMPTS):
+            self._session_key = own if attempt == 0 and own is not None else new_secret()
+            self.modified = True
+            yield
+        raise StoreError("could not create a session under a fresh key")
 
     def save(self, must_create: bool = False) -> None:
         if self.session_key is None:
             return self.create()
         session = self._prepare(must_create, self._get_session(no_load=must_create))
-        write = _execute(self.manager, self._store, session, self._ttl(session))
-        self._saved(session, write)
+        with _refusals(must_create):
+            commit_session(self.manager, session, self._store, **self._rules(session))
+        self._saved(session)
 
     async def asave(self, must_create: bool = False) -> None:
         if self.session_key is None:
             return await self.acreate()
         session = self._prepare(must_create, await self._aget_session(no_load=must_create))
-        store = self._astore
-        write = await _aexecute(self.manager, store, session, self._ttl(session))
-        self._saved(session, write)
+        with _refusals(must_create):
+            await acommit_session(self.manager, session, self._astore, **self._rules(session))
+        self._saved(session)
 
     def _prepare(self, must_create: bool, current: Session) -> Session:
         """The session to commit: a new one under the key when creating, else the loaded
@@ -327,58 +281,42 @@ class SessionStore(SessionBase):
         user = None if value is None else str(value)
         if user == session.user:
             return
-        if user is not None and not (self._cycled or session.is_new):
+        if user is None:
+            session.unbind_user()
+        elif self._cycled or session.is_new:  # its key is new already: no second rotation
+            session.user = user
+            session.authenticated_at = self.manager.clock()
+        else:
             session.login(user)
-            return
-        session.user = user
-        session.authenticated_at = None if user is None else self.manager.clock()
-        session.modified = True
 
-    def _saved(self, session: Session, write: Write | None) -> None:
-        """Adopt the state just stored, so that later changes in this request (and a
-        second save) start from it."""
-        self._written = None
-        if session.ended or write is None:
-            self._session_key = None
-            self._session_cache = self._fresh()
+    def _rules(self, session: Session) -> dict[str, Any]:
+        """Django's rules as driver options: the record lives no longer than Django's
+        expiry (the manager's lifetimes cap it too), and a write that cannot be made
+        raises (see `_refusals`)."""
+        return {"max_ttl": max(0.0, self._age(session, self.manager.clock())), "strict": True}
+
+    def _saved(self, session: Session) -> None:
+        """Take the key the commit issued; the session is read again on its next use, so
+        that later changes in this request start from what is stored."""
+        self._due = False
+        if session.ended:
+            self._forget()
             return
         self._session_key = session.secret
-        del self._session_cache  # what is stored now is adopted on the next access, if any
-        version = 1 if write.replaces is not None or write.version == 0 else write.version + 1
-        self._written = Record(write.data, version)
-
-    def _adopt(self, secret: str, record: Record) -> Session:
-        """The session as it was just written (without reading it back from the store)."""
-        self._written = None
-        stored = self.manager.attach(self._opening(secret), record)
-        return stored
-
-    def _ttl(self, session: Session) -> float:
-        """How long the record lives by Django's rules (`set_expiry`, `SESSION_COOKIE_AGE`),
-        counted from now; the manager's lifetimes cap it."""
-        expiry = session.data().get("_session_expiry")
-        if expiry is None or type(expiry) is int:
-            return max(0.0, float(expiry or self.get_session_cookie_age()))
-        now = _datetime(self.manager.clock())
-        return max(0.0, float(self.get_expiry_age(modification=now, expiry=expiry)))
+        self._stored = True
+        del self._session_cache
 
     def delete(self, session_key: str | None = None) -> None:
-        key = self._public(session_key)
+        key = _handle(self.session_key if session_key is None else session_key)
         if key is not None:
             self._store.delete(key)
             self.manager.audit.lifecycle("session.deleted", key)
 
     async def adelete(self, session_key: str | None = None) -> None:
-        key = self._public(session_key)
+        key = _handle(self.session_key if session_key is None else session_key)
         if key is not None:
             await self._astore.delete(key)
             self.manager.audit.lifecycle("session.deleted", key)
-
-    def _public(self, session_key: str | None) -> str | None:
-        secret = self.session_key if session_key is None else session_key
-        if secret is None or not self._validate_session_key(secret):
-            return None  # nothing can be stored under a key coatcheck never issues
-        return handle_of(secret)
 
     def clear(self) -> None:
         # Loaded first, so that each key is deleted explicitly: keys another request adds
@@ -396,55 +334,44 @@ class SessionStore(SessionBase):
         self._forget()
 
     def _forget(self) -> None:
-        self._written = None
+        self._stored = False
         self._session_cache = self._fresh()
         self._session_key = None
         self.accessed = True
         self.modified = True
 
     def cycle_key(self) -> None:
-        session = self._get_session()
+        with self._cycling(self._get_session()):
+            self.save()
         if self.session_key is None:
             self.create()
-        else:
-            self._cycle(session)
-            try:
-                write = _execute(self.manager, self._store, session, self._ttl(session))
-            except ConflictError:
-                raise  # nothing saved: the request is refused, not started over
-            except UpdateError:  # deleted meanwhile: start over under a new key
-                self._session_cache = session
-                self._session_key = None
-                self.create()
-            else:
-                self._saved(session, write)
-        self._cycled = True
 
     async def acycle_key(self) -> None:
-        session = await self._aget_session()
+        with self._cycling(await self._aget_session()):
+            await self.asave()
         if self.session_key is None:
             await self.acreate()
-        else:
-            self._cycle(session)
-            store = self._astore
-            try:
-                write = await _aexecute(self.manager, store, session, self._ttl(session))
-            except ConflictError:
-                raise
-            except UpdateError:
-                self._session_cache = session
-                self._session_key = None
-                await self.acreate()
-            else:
-                self._saved(session, write)
-        self._cycled = True
 
-    def _cycle(self, session: Session) -> None:
-        # A login's rotation: the old handle ends and its key stops working at once, as
-        # Django's cycle_key promises (auth.login relies on it against session fixation).
-        session.rotate = "login"
-        self._bind_user(session)
-        session.modified = True
+    @contextmanager
+    def _cycling(self, session: Session) -> Iterator[None]:
+        """Around `cycle_key`'s save: a login's rotation, so that the old key stops
+        working at once, as Django promises and `auth.login` relies on against session
+        fixation. `auth.login` cycles before it stores the user, so an anonymous session
+        is rotated as a login and left without a user. A record deleted meanwhile leaves
+        no key, and the caller creates a new one; a conflict is raised (nothing saved)."""
+        if self.session_key is not None:
+            user = session.user
+            session.login(user or "anonymous")
+            if user is None:
+                session.unbind_user()
+        try:
+            yield
+        except ConflictError:
+            raise
+        except UpdateError:
+            self._session_cache = session
+            self._session_key = None
+        self._cycled = True
 
     @classmethod
     def clear_expired(cls) -> None:
@@ -455,93 +382,27 @@ class SessionStore(SessionBase):
         await AsyncSessionAdmin(get_manager()).purge_expired()
 
 
-# -- committing ------------------------------------------------------------------------------
-
-
-def _execute(manager: SessionManager, store: Store, session: Session, ttl: float) -> Write | None:
-    """Run the manager's commit of `session` against `store`, by Django's rules: a new
-    record's key must be free (`CreateError`), an existing record must still exist
-    (`UpdateError`); version conflicts are rebased onto the stored record. Returns the
-    write that succeeded."""
-    commit = manager.commit(session)
-    for key in commit.deletes:
-        store.delete(key)
-    write = commit.write
-    if write is not None:
-        for _ in range(MAX_ATTEMPTS):
-            if _apply(store, write, ttl):
-                break
-            if write.version == 0:
-                raise CreateError
-            write = _rebase(manager, session, write, store.load(write.source))
-            if write is None:
-                raise UpdateError
-        else:
-            raise StoreError(f"session commit gave up after {MAX_ATTEMPTS} version conflicts")
-    if commit.revoke_user is not None:
-        keep = None if write is None else write.key
-        SessionAdmin(manager, store).revoke_user(commit.revoke_user, keep=keep)
-    manager.finish(session, commit, write)
-    return write
-
-
-async def _aexecute(
-    manager: SessionManager, store: AsyncStore, session: Session, ttl: float
-) -> Write | None:
-    """Async twin of `_execute`."""
-    commit = manager.commit(session)
-    for key in commit.deletes:
-        await store.delete(key)
-    write = commit.write
-    if write is not None:
-        for _ in range(MAX_ATTEMPTS):
-            if await _aapply(store, write, ttl):
-                break
-            if write.version == 0:
-                raise CreateError
-            write = _rebase(manager, session, write, await store.load(write.source))
-            if write is None:
-                raise UpdateError
-        else:
-            raise StoreError(f"session commit gave up after {MAX_ATTEMPTS} version conflicts")
-    if commit.revoke_user is not None:
-        keep = None if write is None else write.key
-        await AsyncSessionAdmin(manager, store).revoke_user(commit.revoke_user, keep=keep)
-    manager.finish(session, commit, write)
-    return write
-
-
-def _rebase(
-    manager: SessionManager, session: Session, write: Write, record: Record | None
-) -> Write | None:
-    """`manager.rebase`, its `WriteConflict` raised as the engine's `ConflictError`."""
+@contextmanager
+def _refusals(must_create: bool) -> Iterator[None]:
+    """A strict commit's refusals as Django's errors: the key taken (`CreateError`), the
+    record gone (`UpdateError`), a key changed meanwhile (`ConflictError`)."""
     try:
-        return manager.rebase(session, write, record)
+        yield
+    except SessionVanished:
+        raise UpdateError from None
     except WriteConflict as exc:
+        if must_create:  # a new record's key is taken: Django tries another
+            raise CreateError from None
         raise ConflictError(*exc.args) from None
 
 
-def _apply(store: Store, write: Write, cap: float) -> bool:
-    """Run `write`, its record kept no longer than `cap` seconds (Django's expiry)."""
-    ttl = min(write.ttl, cap)
-    if write.replaces is None:
-        return store.save(write.key, write.data, version=write.version, ttl=ttl, user=write.user)
-    return store.rotate(
-        write.replaces, write.key, write.data, version=write.version, ttl=ttl,
-        user=write.user,
-    )  # fmt: skip
+def _handle(secret: str | None) -> str | None:
+    """The handle of a key coatcheck may have stored (None for any other)."""
+    return handle_of(secret) if isinstance(secret, str) and is_wellformed(secret) else None
 
 
-async def _aapply(store: AsyncStore, write: Write, cap: float) -> bool:
-    ttl = min(write.ttl, cap)
-    if write.replaces is None:
-        return await store.save(
-            write.key, write.data, version=write.version, ttl=ttl, user=write.user
-        )
-    return await store.rotate(
-        write.replaces, write.key, write.data, version=write.version, ttl=ttl,
-        user=write.user,
-    )  # fmt: skip
+def _listed(manager: SessionManager, key: str, record: Record | None) -> bool:
+    return record is not None and manager.describe(key, record) is not None
 
 
 def _corrupted(record: Record) -> bool:
