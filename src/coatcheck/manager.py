@@ -93,20 +93,20 @@ class SessionManager:
         #: What the mode is given of this manager.
         self.context = Context(self.clock, self.lifetimes, self.audit, on_conflict)
         # The mode's decisions, bound to the context once (the drivers call them on every
-        # request; see `Mode` for what each does):
-        #: `attach(opening, record)`: the request's `Session`, given the record stored
-        #: under `opening.key`; a fresh one for anything that does not verify.
-        self.attach: Callable[[Opening, Record | None], Session] = partial(
-            self.mode.attach, self.context
-        )
-        #: `commit(session)`: the `Commit` (writes, deletes, revocations, secret or token)
-        #: that the request's use of `session` needs.
-        self.commit: Callable[[Session], Commit] = partial(self.mode.commit, self.context)
-        #: `rebase(session, write, record)`: `write` redone on top of `record` after a
-        #: version conflict; None drops it; `WriteConflict` for a key read and changed
-        #: meanwhile.
+        # request); `Mode` says what each does.
+        mode, context = self.mode, self.context
+        self.attach: Callable[[Opening, Record | None], Session] = partial(mode.attach, context)
+        self.commit: Callable[[Session], Commit] = partial(mode.commit, context)
         self.rebase: Callable[[Session, Write, Record | None], Write | None] = partial(
-            self.mode.rebase, self.context
+            mode.rebase, context
+        )
+        #: What ends a session for good once its commit found its record gone.
+        self.vanished: Callable[[Session], tuple[Revocation, ...]] = partial(
+            mode.vanished, context
+        )
+        #: The entry that revokes the token a session was migrated from, if any.
+        self.migration_revocations: Callable[[Session], tuple[Revocation, ...]] = partial(
+            mode.migration_revocations, context
         )
 
     def __repr__(self) -> str:
@@ -176,11 +176,6 @@ class SessionManager:
 
     # -- response out --------------------------------------------------------------------
 
-    def migration_revocations(self, session: Session) -> tuple[Revocation, ...]:
-        """The entry that revokes the client-side token `session` was migrated from, if
-        any: it must not be migrated again (after a logout, say)."""
-        return self.mode.migration_revocations(self.context, session)
-
     def migrated_under(self, session: Session, write: Write) -> bool:
         """Whether `write` created the server-side session of a migrated token, under the
         token's own handle (a login in the same request moves it to a new one)."""
@@ -203,14 +198,6 @@ class SessionManager:
             sid, session.user, session.created_at, session._state.generation, self.clock()
         )
         return verdict == REVOKED
-
-    def vanished(self, session: Session) -> tuple[Revocation, ...]:
-        """What ends `session` for good once its commit found its record gone (`rebase`
-        returned None). Server-side, nothing more: the record is the session. Client-side,
-        the registry record is gone (a logout or revocation elsewhere, or a registry that
-        lost its data), so the token is revoked too: a token that is not listed must not be
-        accepted, and a write that cannot be kept must not pass for kept."""
-        return self.mode.vanished(self.context, session)
 
     def finish(
         self, session: Session, commit: Commit, write: Write | None
