@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from coatcheck import CSRFError, Header, RequestInfo
-from coatcheck.csrf import check_origin, check_token, form_token
+from coatcheck.csrf import MAX_FORM_BYTES, check_origin, check_token, form_limit, form_token
 from coatcheck.drivers import open_session
 from coatcheck.stores import MemoryStore
 from helpers import FakeClock, manager_for, request
@@ -118,6 +118,58 @@ def test_form_token(content_type: str | None, body: bytes, token: str | None) ->
 @given(content_type=st.none() | st.just(FORM) | st.text(), body=st.binary())
 def test_form_token_never_raises(content_type: str | None, body: bytes) -> None:
     assert form_token(content_type, body) is None or content_type is not None
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        (FORM, b"csrf_token=%zz%"),  # malformed percent-escapes
+        (FORM, b"=&&==&csrf_token"),  # fields without names or values
+        (FORM, b"csrf_token=a;b=c"),  # `;` is no separator
+        (FORM + "; charset=utf-16", "csrf_token=tok".encode("utf-16")),  # another charset
+        (FORM, b"\x00\xff\xfe" * 1000),  # binary noise
+        ("multipart/form-data; boundary=--x", b"--x\r\nContent-Disposition: form-data; "
+         b'name="csrf_token"\r\n\r\ntok\r\n--x--'),  # multipart is not searched
+        ("multipart/form-data", b"--\r\n\r\n"),  # a broken multipart body
+        (FORM, b"a" * (MAX_FORM_BYTES + 1)),  # too large
+        (FORM, b"&" * 5000),  # empty fields, many
+    ],
+    ids=["bad-escapes", "no-names", "semicolon", "utf-16", "binary", "multipart",
+         "bad-multipart", "too-large", "many-ampersands"],
+)  # fmt: skip
+def test_form_token_refuses_hostile_bodies(content_type: str, body: bytes) -> None:
+    token = form_token(content_type, body)
+    assert token is None or token != "tok"
+
+
+@pytest.mark.parametrize(
+    ("content_type", "content_length", "limit"),
+    [
+        (FORM, "15", 15),
+        (FORM, " 15 ", 15),
+        (FORM, None, MAX_FORM_BYTES),  # chunked (ASGI, HTTP/2): read up to the limit
+        (FORM, str(MAX_FORM_BYTES), MAX_FORM_BYTES),
+        (FORM, str(MAX_FORM_BYTES + 1), 0),
+        (FORM, "9" * 5000, 0),  # int() would refuse it (over 4300 digits)
+        (FORM, "0", 0),
+        (FORM, "", 0),
+        (FORM, "-1", 0),
+        (FORM, "+1", 0),
+        (FORM, "1_0", 0),
+        (FORM, "\u0663", 0),  # an Arabic-Indic 3: int() takes it, HTTP does not
+        (FORM, "1e3", 0),
+        ("text/plain", "15", 0),
+        ("multipart/form-data; boundary=x", "15", 0),
+        (None, "15", 0),
+    ],
+)
+def test_form_limit(content_type: str | None, content_length: str | None, limit: int) -> None:
+    assert form_limit(content_type, content_length) == limit
+
+
+@given(content_type=st.none() | st.just(FORM) | st.text(), content_length=st.none() | st.text())
+def test_form_limit_never_raises(content_type: str | None, content_length: str | None) -> None:
+    assert 0 <= form_limit(content_type, content_length) <= MAX_FORM_BYTES
 
 
 @pytest.mark.parametrize(

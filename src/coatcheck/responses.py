@@ -43,6 +43,7 @@ __all__ = [
 # The session's names as `latin1` and `title_case` spell them, so that one function serves
 # ASGI's `bytes` and WSGI's `str` headers without lowering each name.
 _VARY = frozenset({b"vary", "vary", "Vary"})
+_VARY_ANY_CASE = frozenset({b"vary", "vary"})  # compared with a lowered name
 _CACHE_CONTROL = frozenset({b"cache-control", "cache-control", "Cache-Control"})
 
 
@@ -92,24 +93,23 @@ def title_case(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
 
 def _add_vary(headers: list[tuple[AnyStr, AnyStr]], vary: AnyStr, token: AnyStr) -> None:
     """Add `token` to the `Vary` of `headers`, in place, unless it is there already."""
-    if isinstance(token, bytes):
-        comma, space, star = b",", b" ", b"*"
-    else:
-        comma, space, star = ",", " ", "*"
-    wanted, lower = token.lower(), vary.lower()
     first = -1
     for i, (name, value) in enumerate(headers):
-        if len(name) == 4 and name.lower() == lower:  # the length first: no copy per header
+        if len(name) == 4 and name.lower() in _VARY_ANY_CASE:  # the length first: no copy
+            if isinstance(token, bytes):
+                comma, space, star = b",", b" ", b"*"
+            else:
+                comma, space, star = ",", " ", "*"
             present = {part.strip().lower() for part in value.split(comma)}
-            if wanted in present or star in present:
+            if token.lower() in present or star in present:
                 return
             if first < 0:
                 first = i
     if first < 0:
-        headers.append((vary, token))
-    else:
-        name, value = headers[first]
-        headers[first] = (name, value + comma + space + token if value.strip() else token)
+        headers.append((vary, token))  # the common case: the application set no `Vary`
+        return
+    name, value = headers[first]
+    headers[first] = (name, value + comma + space + token if value.strip() else token)
 
 
 class Answer(NamedTuple):

@@ -326,3 +326,25 @@ def test_client_side_mode_through_the_same_middleware(clock: FakeClock) -> None:
     token = secret_of(response)
     assert token is not None and token.count(".") == 2  # the session itself, signed
     assert json.loads(get(client, "/?read=1").data) == {"a": "1"}
+
+
+@pytest.mark.parametrize("length", ["abc", "-5", "+3", "9" * 5000, "", str(1024 * 1024 + 1)])
+def test_cross_origin_form_with_a_bad_content_length_is_403(
+    manager: SessionManager, length: str
+) -> None:
+    """A `Content-Length` that is not a plain number in range: the form is not read (no
+    token, a 403), and nothing raises on the way (no 500)."""
+    environ = EnvironBuilder(
+        path="/", base_url=BASE, method="POST", data=b"csrf_token=x",
+        headers=[("Origin", "https://evil.example")],
+        content_type="application/x-www-form-urlencoded",
+    ).get_environ()  # fmt: skip
+    environ["CONTENT_LENGTH"] = length
+    statuses: list[str] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        statuses.append(status)
+        return lambda data: None
+
+    body = SessionMiddleware(app, manager)(environ, start_response)
+    assert statuses == ["403 Forbidden"] and b"".join(body).startswith(b"Forbidden")
