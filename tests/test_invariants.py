@@ -238,7 +238,10 @@ class Model(RuleBasedStateMachine):
         self.regenerated = False
         ended: set[str] = set()
         if action == "write":
-            session["n"] = session.get("n", 0) + 1
+            # An increment, not `n = n + 1`: a read-then-write that another request changed
+            # in between is refused (`WriteConflict`, docs/operating.md), which is not what
+            # this model is about; the write still races logouts and renewals.
+            session.increment("n")
         elif action == "login":
             session.login(user)
             if loaded and not superseded:
