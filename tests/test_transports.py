@@ -28,7 +28,7 @@ def test_default_cookie_is_strict() -> None:
         f"__Host-session={VALUE}; Path=/; Max-Age=3600; HttpOnly; Secure; SameSite=Lax"
     )
     assert cookie.render(VALUE, max_age=-5).count("Max-Age=0") == 1
-    assert cookie.clear() == (
+    assert cookie.render_clear() == (
         "__Host-session=; Path=/; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT; "
         "HttpOnly; Secure; SameSite=Lax"
     )
@@ -165,7 +165,7 @@ def test_header_transport_issue_and_forget() -> None:
         ("session-token", "tok"),
         ("access-control-expose-headers", "Session-Token"),
     ]
-    assert header.forget()[0] == ("session-token", "")
+    assert header.clear()[0] == ("session-token", "")
     assert not header.ambient and Cookie().ambient
     assert (
         Header(name="X-Session", scheme=None).read(RequestInfo(headers=[("x-session", " tok ")]))

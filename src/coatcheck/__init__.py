@@ -23,8 +23,8 @@ from .exceptions import (
     WriteConflict,
 )
 from .keys import KeyRing
-from .manager import Commit, Opening, ServerSide, SessionManager
 from .lifetimes import Lifetimes
+from .manager import Commit, Opening, ServerSide, SessionManager
 from .request import RequestInfo
 from .session import Session, SessionInfo
 from .transports import Cookie, Header, Transport

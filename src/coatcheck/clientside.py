@@ -25,7 +25,6 @@ past a deadline, or is revoked is treated as no session and logged on `coatcheck
 
 from __future__ import annotations
 
-import logging
 import math
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -67,7 +66,6 @@ if TYPE_CHECKING:
 
 __all__ = ["ClientSide"]
 
-log = logging.getLogger("coatcheck")
 
 #: How long (seconds) a process serves from its copy of the revocation list while the
 #: revocation store cannot be read, unless `strict=True` (then 0: 503 at once).
@@ -164,6 +162,9 @@ class ClientSide:
                 "sync; use 0 to refuse at once when the store is down, or at least staleness"
             )
         self.max_staleness = float(max_staleness)
+        import logging  # here, not at import: `logging` imports `threading`
+
+        self._log = log = logging.getLogger("coatcheck")
         self.served_stale = ThrottledLog(
             log, "revocations.stale",
             f"revocation store unavailable: tokens verified against this process's last "
@@ -318,7 +319,7 @@ class ClientSide:
         """A sync succeeded: if it ends an outage, say so once."""
         if self._sync_failed_at != -math.inf:
             self._sync_failed_at = -math.inf
-            log.warning(
+            self._log.warning(
                 "revocation store reachable again: revocation list synced, degraded mode "
                 "over (%d requests served on a stale list, %d registry writes dropped in all)",
                 self.served_stale.total, self.dropped_registry_writes.total,

@@ -234,7 +234,7 @@ class SessionManager:
                 max_age = int(session.created_at + self.lifetimes.absolute - state.now)
             headers += transport.issue(issue, max_age=max_age, request=request)
         elif commit.clear:
-            headers += transport.forget(request=request)
+            headers += transport.clear(request=request)
         if headers:
             headers.append(("cache-control", "no-store"))
         if session.accessed:

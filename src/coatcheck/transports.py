@@ -51,7 +51,7 @@ class Transport(Protocol):
     ) -> list[tuple[str, str]]:
         """Response headers that hand `value` to the client (in answer to `request`)."""
 
-    def forget(self, *, request: RequestInfo | None = None) -> list[tuple[str, str]]:
+    def clear(self, *, request: RequestInfo | None = None) -> list[tuple[str, str]]:
         """Response headers that make the client drop its ID or token."""
 
 
@@ -153,8 +153,8 @@ class Cookie:
         ]
         return headers + self._clear_present(request, keep=names)
 
-    def forget(self, *, request: RequestInfo | None = None) -> list[tuple[str, str]]:
-        return [("set-cookie", self.clear()), *self._clear_present(request, keep=self.name)]
+    def clear(self, *, request: RequestInfo | None = None) -> list[tuple[str, str]]:
+        return [("set-cookie", self.render_clear()), *self._clear_present(request, keep=self.name)]
 
     def _clear_present(
         self, request: RequestInfo | None, keep: str | list[str]
@@ -171,7 +171,10 @@ class Cookie:
             for name in cookie_names(header)
             if name in names and name != keep and name not in keep
         ]
-        return [("set-cookie", replace(self, name=name).clear()) for name in dict.fromkeys(present)]
+        return [
+            ("set-cookie", replace(self, name=name).render_clear())
+            for name in dict.fromkeys(present)
+        ]
 
     def read(self, request: RequestInfo) -> str | None:
         """The session cookie's value, or None. The first cookie of that name wins, as
@@ -204,8 +207,8 @@ class Cookie:
             return f"{self.name}={value}{self._before}{self._after}"
         return f"{self.name}={value}{self._before}; Max-Age={max(0, max_age)}{self._after}"
 
-    def clear(self) -> str:
-        """A `Set-Cookie` value that makes the browser forget the cookie."""
+    def render_clear(self) -> str:
+        """A `Set-Cookie` value that makes the browser drop the cookie."""
         parts = [f"{self.name}=", f"Path={self.path}"]
         if self.domain is not None:
             parts.append(f"Domain={self.domain}")
@@ -284,7 +287,7 @@ class Header:
             ("access-control-expose-headers", self.response_header),
         ]
 
-    def forget(self, *, request: RequestInfo | None = None) -> list[tuple[str, str]]:
+    def clear(self, *, request: RequestInfo | None = None) -> list[tuple[str, str]]:
         return self.issue("")
 
 

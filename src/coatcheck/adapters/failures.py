@@ -148,7 +148,7 @@ def unsaved_headers(manager: SessionManager, session: Session) -> list[tuple[str
     transport = session.transport or manager.transport
     headers: list[tuple[str, str]] = []
     if session.ended:
-        headers += transport.forget(request=session.request)
+        headers += transport.clear(request=session.request)
         headers.append(("cache-control", "no-store"))
     if session.accessed:
         headers.append(("vary", transport.vary))

@@ -135,7 +135,7 @@ class _StarletteCookie(Cookie):
     ) -> list[tuple[str, str]]:
         return [("set-cookie", self.render(value))]  # one cookie, however large, as Starlette
 
-    def clear(self) -> str:
+    def render_clear(self) -> str:
         expires = "expires=Thu, 01 Jan 1970 00:00:00 GMT; "
         return f"{self.name}=null; path={self.path}; {expires}{self._flags}"
 
@@ -215,7 +215,7 @@ class SessionMiddleware:
                         return
                     extra += [pair for pair in committed if pair[0] == "set-cookie"]
                 elif view.modified and not initially_empty:
-                    extra.append(("set-cookie", self.cookie.clear()))
+                    extra.append(("set-cookie", self.cookie.render_clear()))
                 message["headers"] = merge_headers(message.get("headers", ()), latin1(extra))
             await send(message)
 
