@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
-from functools import partial
 from typing import Literal
 
 from . import csrf
@@ -36,7 +35,7 @@ from .revocation import REVOKED, Revocation
 from .serverside import ServerSide
 from .session import Session, SessionInfo, fresh
 from .stores.base import Record
-from .transports import Cookie, Transport
+from .transports import Cookie, Transport, choose
 
 __all__ = ["STALE", "Commit", "Opening", "ServerSide", "SessionManager", "Write"]
 
@@ -92,22 +91,6 @@ class SessionManager:
         self.on_conflict = on_conflict
         #: What the mode is given of this manager.
         self.context = Context(self.clock, self.lifetimes, self.audit, on_conflict)
-        # The mode's decisions, bound to the context once (the drivers call them on every
-        # request); `Mode` says what each does.
-        mode, context = self.mode, self.context
-        self.attach: Callable[[Opening, Record | None], Session] = partial(mode.attach, context)
-        self.commit: Callable[[Session], Commit] = partial(mode.commit, context)
-        self.rebase: Callable[[Session, Write, Record | None], Write | None] = partial(
-            mode.rebase, context
-        )
-        #: What ends a session for good once its commit found its record gone.
-        self.vanished: Callable[[Session], tuple[Revocation, ...]] = partial(
-            mode.vanished, context
-        )
-        #: The entry that revokes the token a session was migrated from, if any.
-        self.migration_revocations: Callable[[Session], tuple[Revocation, ...]] = partial(
-            mode.migration_revocations, context
-        )
 
     def __repr__(self) -> str:
         return f"SessionManager({self.mode!r}, transport={self.transports!r})"
@@ -117,21 +100,6 @@ class SessionManager:
         """The first (default) transport."""
         return self.transports[0]
 
-    def transport_for(self, request: RequestInfo) -> tuple[Transport, str | None]:
-        """The transport that serves `request`, and the ID or token it carries."""
-        if len(self.transports) == 1:
-            only = self.transports[0]
-            return only, only.read(request) or None
-        applicable = [t for t in self.transports if t.applies(request)] or [self.transports[0]]
-        for transport in applicable:
-            secret = transport.read(request)
-            if secret:
-                return transport, secret
-        for transport in applicable:
-            if transport.claims(request):
-                return transport, None
-        return applicable[0], None
-
     # -- request in ----------------------------------------------------------------------
 
     def open(self, request: RequestInfo) -> Opening:
@@ -140,7 +108,7 @@ class SessionManager:
         What the request presented is verified by the mode: a malformed ID never reaches
         the store, it is logged and the request starts fresh.
         """
-        transport, secret = self.transport_for(request)
+        transport, secret = choose(self.transports, request)
         if not secret:
             return new_opening((request, self.clock(), None, transport, None, False, None,
                                 False, False))  # fmt: skip
@@ -148,10 +116,15 @@ class SessionManager:
                                False, False))  # fmt: skip
         return self.mode.open(self.context, opening)
 
+    def attach(self, opening: Opening, record: Record | None) -> Session:
+        """The request's `Session`, given the record stored under `opening.key`: a fresh
+        one for anything that does not verify (see `Mode.attach`)."""
+        return self.mode.attach(self.context, opening, record)
+
     def anonymous(self, request: RequestInfo) -> Session:
         """A fresh anonymous session for `request`, loaded from nothing: what an adapter
         serves with `fail_open` while the store is down (the client's ID is left alone)."""
-        transport, _ = self.transport_for(request)
+        transport, _ = choose(self.transports, request)
         opening = new_opening((request, self.clock(), None, transport, None, False, None,
                                False, False))  # fmt: skip
         return fresh(opening, self.mode.name)
@@ -175,6 +148,24 @@ class SessionManager:
             raise
 
     # -- response out --------------------------------------------------------------------
+
+    def commit(self, session: Session) -> Commit:
+        """What the request's use of `session` needs: writes, deletes, revocations, the
+        secret or token to send (see `Mode.commit`)."""
+        return self.mode.commit(self.context, session)
+
+    def rebase(self, session: Session, write: Write, record: Record | None) -> Write | None:
+        """`write` redone on top of `record` after a version conflict; None drops it;
+        `WriteConflict` for a key read and changed meanwhile (see `Mode.rebase`)."""
+        return self.mode.rebase(self.context, session, write, record)
+
+    def vanished(self, session: Session) -> tuple[Revocation, ...]:
+        """What ends `session` for good once its commit found its record gone."""
+        return self.mode.vanished(self.context, session)
+
+    def migration_revocations(self, session: Session) -> tuple[Revocation, ...]:
+        """The entry that revokes the token `session` was migrated from, if any."""
+        return self.mode.migration_revocations(self.context, session)
 
     def migrated_under(self, session: Session, write: Write) -> bool:
         """Whether `write` created the server-side session of a migrated token, under the

@@ -16,7 +16,7 @@ from typing import Literal, Protocol, runtime_checkable
 from .exceptions import ConfigurationError, SessionTooLarge
 from .request import RequestInfo
 
-__all__ = ["Cookie", "Header", "Transport"]
+__all__ = ["Cookie", "Header", "Transport", "choose"]
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token: a valid cookie name
 _PATH = re.compile(r"/[\x21-\x3a\x3c-\x7e]*")  # no controls, spaces or semicolons
@@ -53,6 +53,26 @@ class Transport(Protocol):
 
     def clear(self, *, request: RequestInfo | None = None) -> list[tuple[str, str]]:
         """Response headers that make the client drop its ID or token."""
+
+
+def choose(transports: Sequence[Transport], request: RequestInfo) -> tuple[Transport, str | None]:
+    """The transport of `transports` that serves `request`, and the ID or token it carries.
+
+    A request is answered in the transport it used; one without an ID, in the first that
+    applies to its path and claims it (`Session-Transport: header` claims a `Header`), else
+    in the first that applies, else in the first."""
+    if len(transports) == 1:
+        only = transports[0]
+        return only, only.read(request) or None
+    applicable = [t for t in transports if t.applies(request)] or [transports[0]]
+    for transport in applicable:
+        secret = transport.read(request)
+        if secret:
+            return transport, secret
+    for transport in applicable:
+        if transport.claims(request):
+            return transport, None
+    return applicable[0], None
 
 
 def _under(path: str, prefixes: Sequence[str] | None) -> bool:
