@@ -79,12 +79,16 @@ def commit_session(
     session's record is gone, where the default drops the write (nothing is stored either
     way, and no header is returned)."""
     commit = manager.commit(session)
-    if commit.write is None and not (commit.deletes or commit.revocations or commit.revoke_user):
+    write = commit.write
+    if write is None and not (commit.deletes or commit.revocations or commit.revoke_user):
         return manager.finish(session, commit, None)  # the common read: no store call
+    store = manager.mode.store if store is None else store
+    tried = _inline(manager, session, commit, store, max_ttl)
+    if tried and write is not None and _applying(store, write)():
+        return manager.finish(session, commit, write)
     client = manager.client_mode
     revocations = None if client is None else client.revocations
-    store = manager.mode.store if store is None else store
-    return run(_committing(manager, session, commit, store, revocations, max_ttl, strict))
+    return run(_committing(manager, session, commit, store, revocations, max_ttl, strict, tried))
 
 
 async def acommit_session(
@@ -93,14 +97,33 @@ async def acommit_session(
 ) -> Headers:  # fmt: skip
     """Async twin of `commit_session`."""
     commit = manager.commit(session)
-    if commit.write is None and not (commit.deletes or commit.revocations or commit.revoke_user):
-        return manager.finish(session, commit, None)
+    write = commit.write
+    if write is None and not (commit.deletes or commit.revocations or commit.revoke_user):
+        return manager.finish(session, commit, None)  # the common read: no store call
+    store = manager.mode.async_store if store is None else store
+    tried = _inline(manager, session, commit, store, max_ttl)
+    if tried and write is not None and await _applying(store, write)():
+        return manager.finish(session, commit, write)
     client = manager.client_mode
-    plan = _committing(
-        manager, session, commit, manager.mode.async_store if store is None else store,
-        None if client is None else client.async_revocations, max_ttl, strict,
-    )  # fmt: skip
+    revocations = None if client is None else client.async_revocations
+    plan = _committing(manager, session, commit, store, revocations, max_ttl, strict, tried)
     return await arun(plan)
+
+
+def _inline(
+    manager: SessionManager, session: Session, commit: Commit, store: object,
+    max_ttl: float | None,
+) -> bool:  # fmt: skip
+    """Whether the commit is the common write, run without a plan (which costs a few
+    thousand instructions more): one plain server-side write, tried once
+    before the plan takes over on a version conflict (a store failure propagates, as
+    the plan lets it; client-side, the plan may drop a registry write instead)."""
+    write = commit.write
+    return not (
+        write is None or commit.deletes or commit.revocations or commit.revoke_user
+        or store is None or max_ttl is not None or manager.mode is manager.client_mode
+        or manager.migrated_under(session, write)
+    )
 
 
 # -- the plans: `store` and `revocations` are the sync or the async twins, alike ---------------
@@ -108,8 +131,10 @@ async def acommit_session(
 
 def _committing(
     manager: SessionManager, session: Session, commit: Commit, store: Any, revocations: Any,
-    max_ttl: float | None, strict: bool,
+    max_ttl: float | None, strict: bool, tried: bool = False,
 ) -> Plan[Headers]:  # fmt: skip
+    """Everything a commit may do, in order; `tried`: its write was made once already
+    and met a version conflict."""
     if commit.revocations:
         yield from recording(manager, revocations, commit.revocations)
     write = commit.write if store is not None else None
@@ -117,9 +142,9 @@ def _committing(
         try:
             for key in commit.deletes:
                 yield lambda: store.delete(key)  # noqa: B023 - called before the next one
-            saved = yield from _saving(manager, session, store, write, max_ttl, strict)
+            saved = yield from _saving(manager, session, store, write, max_ttl, strict, tried)
         except StoreError as exc:
-            _registry_down(manager, exc)  # dropped: `write` stays, its token is issued
+            _dropped(manager, exc)  # `write` stays, its token is issued
         else:
             if write is not None:  # (a read that changed nothing wrote nothing)
                 write = saved
@@ -145,16 +170,16 @@ def _committing(
 
 def _saving(
     manager: SessionManager, session: Session, store: Any, write: Write | None,
-    max_ttl: float | None, strict: bool,
+    max_ttl: float | None, strict: bool, tried: bool,
 ) -> Plan[Write | None]:  # fmt: skip
     """Apply `write`, rebased on each version conflict; the write that succeeded, or None
     if there was none or it was dropped (its record vanished)."""
-    for _ in range(MAX_ATTEMPTS):
+    for attempt in range(MAX_ATTEMPTS):
         if write is None:
             return None
         if max_ttl is not None and write.ttl > max_ttl:
             write = write._replace(ttl=max(max_ttl, 0.0))
-        if (yield _applying(store, write)):
+        if not (tried and attempt == 0) and (yield _applying(store, write)):
             return write
         source = write.source
         record = yield lambda: store.load(source)  # noqa: B023 - called before the next one
@@ -192,10 +217,11 @@ def _polling(manager: SessionManager, revocations: Any, *, force: bool = False) 
         client.polled(now, result, force=force)
 
 
-def _registry_down(manager: SessionManager, exc: StoreError) -> None:
+def _dropped(manager: SessionManager, exc: StoreError) -> bool:
     """A store failure while writing: re-raised, except client-side, where the mode may
-    drop a registry write (`ClientSide.registry_write_failed`)."""
+    drop a registry write (`ClientSide.registry_write_failed`); True then."""
     client = manager.client_mode
     if client is None or client is not manager.mode:
         raise exc
     client.registry_write_failed(manager.clock(), exc)
+    return True
