@@ -214,3 +214,17 @@ def test_repr_and_info_hold_no_secret() -> None:
     assert SECRET not in repr(session.info())
     assert session.info().id == handle_of(SECRET)
     assert session.secret == SECRET
+
+
+def test_unbind_user_forgets_the_user_and_keeps_the_session() -> None:
+    session = make({"a": 1})
+    session.login("alice")
+    session._state.rotate = None  # as if the login had been committed
+    session._state.meta_changed = False
+    session.unbind_user()
+    assert session.user is None and session.authenticated_at is None
+    assert session["a"] == 1 and not session.ended
+    assert session.modified and session._state.rotate is None  # saved, same secret
+    anonymous = make()
+    anonymous.unbind_user()
+    assert not anonymous.modified  # nothing to forget: nothing to save

@@ -299,7 +299,5 @@ def _on_login(sender: Flask, user: Any, **extra: Any) -> None:
 def _on_logout(sender: Flask, user: Any, **extra: Any) -> None:
     session = _current()
     if session is not None and session.user is not None:
-        session.user = None
-        session.authenticated_at = None
-        session.modified = True
+        session.unbind_user()
         session.regenerate()
