@@ -49,7 +49,7 @@ from .revocation import (
     RevocationList,
     RevocationStore,
 )
-from .serverside import ServerSide, describe, hash_keys
+from .serverside import RecordReader, describe, hash_keys
 from .session import CommitState, Session, SessionInfo
 from .stores import (
     AsyncStore,
@@ -141,7 +141,7 @@ class ClientSide:
         self.keys = keys
         #: Reads the server-side sessions this mode migrates: their secrets are hashed
         #: with its keys, or with none.
-        self._server = ServerSide.reader((*hash_keys(keys), None), self.name)
+        self._server = RecordReader((*hash_keys(keys), None), self.name)
         self.encrypted = encrypted
         self.codec: JWSCodec | JWECodec = (
             JWECodec(keys, compress=compress) if encrypted else JWSCodec(keys)

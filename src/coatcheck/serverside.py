@@ -7,7 +7,8 @@ record (the previous one keeps opening it for the grace window), a login moves t
 to a new handle, a logout deletes it; every write is a compare-and-set on the record's
 version, so a logout or revocation can never be undone by a concurrent request.
 
-`ClientSide` reads the server-side sessions it migrates with a `ServerSide.reader`.
+`ClientSide` reads the server-side sessions it migrates with a `RecordReader`, the part of
+`ServerSide` that opens records.
 """
 
 from __future__ import annotations
@@ -38,120 +39,27 @@ if TYPE_CHECKING:
     from .revocation import Revocation
     from .stores.base import Record
 
-__all__ = ["ServerSide", "describe", "hash_keys"]
+__all__ = ["RecordReader", "ServerSide", "describe", "hash_keys"]
 
 _same = hmac.compare_digest
 
 
-class ServerSide:
-    """Server-side sessions: the client holds an opaque ID, `store` holds the data.
+class RecordReader:
+    """Opens server-side records: the part of `ServerSide` that `ClientSide` also needs, to
+    read the server-side sessions it migrates. `keys`: what secrets are hashed with,
+    newest first (None: plain SHA-256); `name`: `Session.mode` of the sessions it makes."""
 
-    `store` is a `Store`, an `AsyncStore` or a URL for `coatcheck.stores.from_url`; a URL
-    gives each driver the matching twin, and a sync store is wrapped for the async driver.
-    The default is the embedded SQLite store in `./sessions.db`, created on first use.
-
-    `keys=KeyRing(...)` binds the records to this app: the store keeps an HMAC of each
-    secret under the ring's `ID_HASH` subkey instead of its plain SHA-256, so another app
-    sharing the store (same table or key prefix, other keys) cannot open them. Without
-    keys, apps that share a store must use distinct tables or prefixes.
-
-    `migrate_from=ClientSide(keys, ...)` accepts the tokens of an app that used client-side
-    sessions until now: a valid token becomes a server-side session (same data, same user,
-    and the token's `sid` as its handle) and the client gets a server-side secret, so
-    switching modes logs no one out. The token is then revoked, so that ClientSide needs a
-    revocation store every replica shares (a store URL, or `revocations=`): a token
-    migrated and logged out on one replica must not be migrated again on another.
-    """
-
-    __slots__ = ("_async", "_hash_keys", "_sync", "keys", "migrate_from", "name")
+    __slots__ = ("_hash_keys", "migrate_from", "name")
 
     def __init__(
         self,
-        store: Store | AsyncStore | str = "sqlite:///sessions.db",
-        *,
-        keys: KeyRing | None = None,
+        keys: tuple[bytes | None, ...],
+        name: str,
         migrate_from: ClientSide | None = None,
     ) -> None:
-        if keys is not None and not isinstance(keys, KeyRing):
-            raise ConfigurationError(
-                "ServerSide(keys=...) takes a KeyRing, e.g. KeyRing.from_env()"
-            )
-        self.keys = keys
-        #: "server": `Session.mode` of the sessions it makes (see `reader`).
-        self.name = "server"
-        #: What secrets are hashed with, newest first (None: plain SHA-256).
-        self._hash_keys = hash_keys(keys)
-        if migrate_from is not None and not migrate_from.shares_revocations:
-            raise ConfigurationError(
-                "ServerSide(migrate_from=ClientSide(...)) revokes each token it migrates, "
-                "and every replica must see that: give the ClientSide a revocation store "
-                "they share, e.g. ClientSide(keys, store='redis://...') or "
-                "ClientSide(keys, store=None, revocations=RedisRevocationStore(...))"
-            )
+        self._hash_keys = keys
+        self.name = name
         self.migrate_from = migrate_from
-        self._sync: Store | None = None
-        self._async: AsyncStore | None = None
-        if isinstance(store, str):
-            self._sync = from_url(store)
-            self._async = to_async(self._sync)
-        elif isinstance(store, Store):
-            self._sync = store
-            self._async = to_async(store)
-        elif isinstance(store, AsyncStore):
-            self._async = store
-        else:
-            raise ConfigurationError(
-                f"ServerSide(store=...) takes a store or a URL, not {type(store).__name__}"
-            )
-
-    @classmethod
-    def reader(cls, keys: tuple[bytes | None, ...], name: str) -> ServerSide:
-        """A ServerSide without a store, whose `attach` opens records whose secrets are
-        hashed with one of `keys` and makes `name` sessions of them: how `ClientSide`
-        reads the server-side sessions it migrates."""
-        self = cls.__new__(cls)
-        self.keys = self.migrate_from = self._sync = self._async = None
-        self._hash_keys, self.name = keys, name
-        return self
-
-    def __repr__(self) -> str:
-        return f"ServerSide(store={self._sync or self._async!r})"
-
-    @property
-    def store(self) -> Store:
-        if self._sync is None:
-            raise ConfigurationError(
-                "this manager was given an async store; use the async driver and adapters, "
-                "or pass a sync store (or a URL) to ServerSide"
-            )
-        return self._sync
-
-    @property
-    def async_store(self) -> AsyncStore:
-        assert self._async is not None  # noqa: S101 - set by every constructor path
-        return self._async
-
-    @property
-    def client_mode(self) -> ClientSide | None:
-        return self.migrate_from
-
-    # -- request in ----------------------------------------------------------------------
-
-    def open(self, context: Context, opening: Opening) -> Opening:
-        """The record under the secret's handle; a token goes to `migrate_from`. A
-        malformed secret never reaches the store: it is logged and the request starts
-        fresh."""
-        secret = opening.secret
-        assert secret is not None  # noqa: S101 - called only when the request carried one
-        if "." in secret and self.migrate_from is not None:
-            return self.migrate_from.open(context, opening)
-        if not is_wellformed(secret):
-            context.audit.security("session.malformed", secret)
-            return opening._replace(secret=None)
-        return new_opening((
-            opening.request, opening.now, secret[:HANDLE_LENGTH], opening.transport, secret,
-            True, None, False, False,
-        ))  # fmt: skip
 
     def attach(self, context: Context, opening: Opening, record: Record | None) -> Session:
         """The session stored in `record` for the secret of `opening` (or the session of a
@@ -225,6 +133,102 @@ class ServerSide:
         state.rotate = None
         state.meta_changed = True
         return session
+
+class ServerSide(RecordReader):
+    """Server-side sessions: the client holds an opaque ID, `store` holds the data.
+
+    `store` is a `Store`, an `AsyncStore` or a URL for `coatcheck.stores.from_url`; a URL
+    gives each driver the matching twin, and a sync store is wrapped for the async driver.
+    The default is the embedded SQLite store in `./sessions.db`, created on first use.
+
+    `keys=KeyRing(...)` binds the records to this app: the store keeps an HMAC of each
+    secret under the ring's `ID_HASH` subkey instead of its plain SHA-256, so another app
+    sharing the store (same table or key prefix, other keys) cannot open them. Without
+    keys, apps that share a store must use distinct tables or prefixes.
+
+    `migrate_from=ClientSide(keys, ...)` accepts the tokens of an app that used client-side
+    sessions until now: a valid token becomes a server-side session (same data, same user,
+    and the token's `sid` as its handle) and the client gets a server-side secret, so
+    switching modes logs no one out. The token is then revoked, so that ClientSide needs a
+    revocation store every replica shares (a store URL, or `revocations=`): a token
+    migrated and logged out on one replica must not be migrated again on another.
+    """
+
+    __slots__ = ("_async", "_sync", "keys")
+
+    def __init__(
+        self,
+        store: Store | AsyncStore | str = "sqlite:///sessions.db",
+        *,
+        keys: KeyRing | None = None,
+        migrate_from: ClientSide | None = None,
+    ) -> None:
+        if keys is not None and not isinstance(keys, KeyRing):
+            raise ConfigurationError(
+                "ServerSide(keys=...) takes a KeyRing, e.g. KeyRing.from_env()"
+            )
+        self.keys = keys
+        if migrate_from is not None and not migrate_from.shares_revocations:
+            raise ConfigurationError(
+                "ServerSide(migrate_from=ClientSide(...)) revokes each token it migrates, "
+                "and every replica must see that: give the ClientSide a revocation store "
+                "they share, e.g. ClientSide(keys, store='redis://...') or "
+                "ClientSide(keys, store=None, revocations=RedisRevocationStore(...))"
+            )
+        super().__init__(hash_keys(keys), "server", migrate_from)
+        self._sync: Store | None = None
+        self._async: AsyncStore | None = None
+        if isinstance(store, str):
+            self._sync = from_url(store)
+            self._async = to_async(self._sync)
+        elif isinstance(store, Store):
+            self._sync = store
+            self._async = to_async(store)
+        elif isinstance(store, AsyncStore):
+            self._async = store
+        else:
+            raise ConfigurationError(
+                f"ServerSide(store=...) takes a store or a URL, not {type(store).__name__}"
+            )
+
+    def __repr__(self) -> str:
+        return f"ServerSide(store={self._sync or self._async!r})"
+
+    @property
+    def store(self) -> Store:
+        if self._sync is None:
+            raise ConfigurationError(
+                "this manager was given an async store; use the async driver and adapters, "
+                "or pass a sync store (or a URL) to ServerSide"
+            )
+        return self._sync
+
+    @property
+    def async_store(self) -> AsyncStore:
+        assert self._async is not None  # noqa: S101 - set by every constructor path
+        return self._async
+
+    @property
+    def client_mode(self) -> ClientSide | None:
+        return self.migrate_from
+
+    # -- request in ----------------------------------------------------------------------
+
+    def open(self, context: Context, opening: Opening) -> Opening:
+        """The record under the secret's handle; a token goes to `migrate_from`. A
+        malformed secret never reaches the store: it is logged and the request starts
+        fresh."""
+        secret = opening.secret
+        assert secret is not None  # noqa: S101 - called only when the request carried one
+        if "." in secret and self.migrate_from is not None:
+            return self.migrate_from.open(context, opening)
+        if not is_wellformed(secret):
+            context.audit.security("session.malformed", secret)
+            return opening._replace(secret=None)
+        return new_opening((
+            opening.request, opening.now, secret[:HANDLE_LENGTH], opening.transport, secret,
+            True, None, False, False,
+        ))  # fmt: skip
 
     # -- response out --------------------------------------------------------------------
 
