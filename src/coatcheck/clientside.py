@@ -400,7 +400,7 @@ class ClientSide:
                 due = TOUCH
         if due is RENEW:
             state.rotate = "renewal"
-        elif opening.reissue or due is TOUCH:
+        elif opening.older_key or due is TOUCH:
             # Verified by an older key (re-issue under the newest), or due for a refresh.
             state.meta_changed = True
         return session

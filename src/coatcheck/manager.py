@@ -1,4 +1,4 @@
-"""`SessionManager`: every session decision, without I/O.
+"""`SessionManager`: the front of the sans-IO core, where each request begins and ends.
 
 The manager turns header strings and stored bytes into decisions, and the application's
 use of a `Session` into a plan of store operations and response headers. It never reads a

@@ -56,7 +56,7 @@ class Opening(NamedTuple):
     #: Client-side mode: the verified claims of the token, and whether an older key of the
     #: ring verified it (the token is then re-issued under the newest key).
     claims: dict[str, Any] | None = None
-    reissue: bool = False
+    older_key: bool = False
     #: Client-side mode: a `regenerate()` replaced the token; it is accepted only for the
     #: grace window.
     superseded: bool = False
@@ -64,14 +64,14 @@ class Opening(NamedTuple):
     def __repr__(self) -> str:  # never the secret or the claims
         return (
             f"Opening(key={self.key!r}, now={self.now!r}, transport={self.transport!r}, "
-            f"presented={self.presented}, reissue={self.reissue}, "
+            f"presented={self.presented}, older_key={self.older_key}, "
             f"request={self.request!r})"
         )
 
 
 new_opening = fast_constructor(
     Opening, "request", "now", "key", "transport", "secret", "presented", "claims",
-    "reissue", "superseded",
+    "older_key", "superseded",
 )  # fmt: skip
 
 

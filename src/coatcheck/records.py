@@ -3,9 +3,10 @@
 A record is `{"d": data, "c": created, "s": last_seen, "r": rotated, "u": user,
 "a": authenticated, "ip": ..., "ua": ..., "p": persistent, "x": csrf secret, "v": verifier,
 "pv": previous verifier, "pe": until when the previous one is accepted}`, keyed by the
-session's handle; keys with empty values are left out. `v` is the SHA-256 of the secret the
-client holds (`ids.verifier_hash`); a client-side registry record has none, so no secret
-opens it. Anything else decodes to `StoreCorrupted`.
+session's handle; keys with empty values are left out. `v` is the SHA-256 (with
+`ServerSide(keys=...)`, an HMAC) of the secret the client holds (`ids.verifier_hash`); a
+client-side registry record has none, so no secret opens it. Anything else decodes to
+`StoreCorrupted`.
 """
 
 from __future__ import annotations

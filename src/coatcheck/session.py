@@ -2,8 +2,9 @@
 
 It behaves like the `dict` every framework user knows, and records what the request did
 with it: which keys were read, set or deleted, and which lifecycle step was asked for
-(`login`, `logout`, `regenerate`). It performs no I/O; `SessionManager.commit` turns that
-record into store writes and headers once the response starts.
+(`login`, `logout`, `regenerate`). It performs no I/O; its mode's `commit` (through
+`SessionManager.commit`) turns that record into store writes and headers once the
+response starts.
 """
 
 from __future__ import annotations
@@ -415,7 +416,7 @@ class Session(MutableMapping[str, Any]):
 
     def read_value(self, key: str) -> Any:
         """What `key` held when this request first read it: `NOT_READ` if it never read
-        it, `ABSENT` if it was missing. Internal: the manager's conflict check."""
+        it, `ABSENT` if it was missing. Internal: the conflict check of `ServerSide.rebase`."""
         return self._reads.get(key, NOT_READ)
 
     def data(self) -> dict[str, Any]:
@@ -535,7 +536,8 @@ class Session(MutableMapping[str, Any]):
 
     @property
     def secret(self) -> str:
-        """The session ID the client carries. Internal: adapters and drivers only."""
+        """The secret the client carries (what the transport sends back). For adapters
+        that hand it out themselves (Django's session key); never log or show it."""
         return self._state.secret
 
     def _rekey(self, secret: str) -> None:

@@ -1,8 +1,9 @@
-"""What a session store is: bytes with a TTL, keyed by public session ID, with a version.
+"""What a session store is: bytes with a TTL, keyed by a session's handle, with a version.
 
 A store knows nothing of sessions. It keeps opaque records (`Record`) under keys that are
-already hashes of the session IDs, and offers the few operations the core needs, every one
-of them atomic:
+session handles (the public half of a secret, `coatcheck.ids`: a record holds only a hash
+of the whole secret, so the keys open nothing), and offers the few operations the core
+needs, every one of them atomic:
 
 - `save` is a compare-and-set on the record's version, so parallel requests of one session
   never overwrite each other blindly: the loser reloads and re-applies its changes.
