@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import partial
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
+
+from ._fast import fast_constructor
 
 if TYPE_CHECKING:
     from .audit import Audit
@@ -26,19 +27,6 @@ if TYPE_CHECKING:
     from .transports import Transport
 
 __all__ = ["CLEAR", "NOTHING", "STALE", "Commit", "Context", "Mode", "Opening", "Write"]
-
-_T = TypeVar("_T", bound=tuple[Any, ...])
-
-
-def fast_constructor(cls: type[_T], *fields: str) -> Callable[[tuple[Any, ...]], _T]:
-    """`cls` built from a tuple of every field, in the order `fields` names them: a
-    NamedTuple's own `__new__` is one Python call more, on the request path. `fields` is
-    checked against `cls._fields` here, at import, so a field added to `cls` breaks the
-    import (until its fast constructor and callers are updated) instead of silently
-    shifting every later value. The one place such a trick lives, one per type."""
-    if fields != getattr(cls, "_fields", None):
-        raise TypeError(f"fast constructor of {cls.__name__} lists {fields}, not its fields")
-    return partial(tuple.__new__, cls)
 
 #: A version no record has: a write carrying it fails, so the driver reloads and rebases.
 STALE = -1

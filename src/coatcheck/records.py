@@ -14,9 +14,9 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
+from ._fast import fast_constructor
 from .exceptions import StoreCorrupted
 from .jsonio import dumps, loads
-from .plans import fast_constructor
 from .session import Session
 
 __all__ = ["Credentials", "Stored", "decode", "dumps", "encode"]

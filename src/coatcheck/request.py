@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import NamedTuple, overload
 
+from ._fast import fast_constructor
+
 __all__ = ["RawHeaders", "RequestInfo"]
 
 
@@ -95,3 +97,8 @@ class RequestInfo(NamedTuple):
         if isinstance(headers, RawHeaders):
             return headers.get_all(name)
         return [value for key, value in headers if key == name]
+
+
+new_request = fast_constructor(
+    RequestInfo, "method", "headers", "scheme", "host", "path", "client_ip"
+)

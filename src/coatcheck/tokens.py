@@ -56,10 +56,10 @@ from typing import Any, NamedTuple, Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from ._fast import fast_constructor
 from .exceptions import InvalidToken, SessionTooLarge
 from .jsonio import dumps, loads
 from .keys import JWE_A256GCM, JWS_HS256, KeyRing, SubKey
-from .plans import fast_constructor
 
 __all__ = [
     "IDLE_CLAIM",

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from typing import NamedTuple, Protocol, runtime_checkable
 
+from .._fast import fast_constructor
+
 __all__ = ["AsyncStore", "Record", "Store"]
 
 
@@ -33,6 +35,9 @@ class Record(NamedTuple):
 
     data: bytes
     version: int
+
+
+new_record = fast_constructor(Record, "data", "version")
 
 
 @runtime_checkable

@@ -37,8 +37,9 @@ import time
 from collections.abc import Callable
 from typing import NamedTuple
 
+from .._fast import fast_constructor
 from ..revocation import Revocation
-from .base import Record
+from .base import Record, new_record
 
 __all__ = ["AsyncMemoryRevocationStore", "AsyncMemoryStore", "MemoryRevocationStore", "MemoryStore"]
 
@@ -55,17 +56,15 @@ class _Entry(NamedTuple):
     bucket: int | None  # ceil(expires_at / GRAIN); None: it never expires
 
 
-# NamedTuple construction through `tuple.__new__`: a fifth of the cost of calling the class
-# (`records.py` does the same), on every operation.
-_new = tuple.__new__
+_new_entry = fast_constructor(_Entry, "record", "expires_at", "user", "bucket")
 
 
 def _entry(data: bytes, version: int, expires_at: float, user: str | None) -> _Entry:
     """What the store keeps for `data`: a copy of it in an allocation of its own size (see
     the module docstring: `bytes(data)` of a `bytes` object returns the object itself)."""
-    record = _new(Record, (bytes(memoryview(data)), version))
+    record = new_record((bytes(memoryview(data)), version))
     bucket = math.ceil(expires_at / GRAIN) if expires_at < math.inf else None
-    return _new(_Entry, (record, expires_at, user, bucket))
+    return _new_entry((record, expires_at, user, bucket))
 
 
 class MemoryStore:
