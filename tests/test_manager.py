@@ -116,6 +116,14 @@ def test_open_keys_by_public_id(manager: SessionManager) -> None:
     assert opening.secret == secret
 
 
+def test_open_takes_the_secret_an_adapter_read_itself(manager: SessionManager) -> None:
+    carried, given = new_secret(), new_secret()
+    opening = manager.open(request(carried), given)
+    assert opening.key == handle_of(given) and opening.secret == given and opening.presented
+    nothing = manager.open(request(carried), "")  # the adapter says: no session
+    assert nothing.key is None and nothing.secret is None and not nothing.presented
+
+
 def test_a_secret_that_does_not_match_its_handle_gets_a_fresh_session(
     manager: SessionManager, store: CountingStore, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -228,3 +228,16 @@ def test_unbind_user_forgets_the_user_and_keeps_the_session() -> None:
     anonymous = make()
     anonymous.unbind_user()
     assert not anonymous.modified  # nothing to forget: nothing to save
+
+
+def test_renew_handle_rotates_like_a_login_and_keeps_user_and_data() -> None:
+    session = make({"a": 1})
+    session.user = "alice"
+    created = session.created_at
+    session.renew_handle()
+    assert session._state.rotate == "login" and session.modified
+    assert session.user == "alice" and session["a"] == 1 and session.created_at == created
+    replaced = make()
+    replaced._state.superseded = True  # presented a secret a renewal already replaced
+    replaced.renew_handle()
+    assert replaced._state.rotate is None

@@ -102,13 +102,16 @@ class SessionManager:
 
     # -- request in ----------------------------------------------------------------------
 
-    def open(self, request: RequestInfo) -> Opening:
-        """Read the session ID or token from the request and say which record to load.
+    def open(self, request: RequestInfo, secret: str | None = None) -> Opening:
+        """Read the session ID or token from the request and say which record to load;
+        `secret`: the one to open instead ("": none), for an adapter that reads it itself.
 
         What the request presented is verified by the mode: a malformed ID never reaches
         the store, it is logged and the request starts fresh.
         """
-        transport, secret = choose(self.transports, request)
+        transport, presented = choose(self.transports, request)
+        if secret is None:
+            secret = presented
         if not secret:
             return new_opening((request, self.clock(), None, transport, None, False, None,
                                 False, False))  # fmt: skip

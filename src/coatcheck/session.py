@@ -496,6 +496,18 @@ class Session(MutableMapping[str, Any]):
         if state.rotate != "login" and not state.superseded:
             state.rotate = "regenerate"
 
+    def renew_handle(self) -> None:
+        """Move the session to a new handle and secret, ending the old ones at once (no
+        grace window), without changing its user or data: `login`'s rotation alone, for a
+        framework that cycles the key before it knows the user (Django's `cycle_key`). On a
+        request that presented an already-replaced secret this does nothing, as
+        `regenerate`."""
+        self._accessed = True
+        state = self._state
+        if not state.superseded:
+            state.rotate = "login"
+            state.meta_changed = True
+
     def logout_other_devices(self) -> None:
         """End every other session of this session's user ("log out other devices")."""
         if self.user is None:
