@@ -348,7 +348,7 @@ def test_clientside_from_a_url_starts_its_listener_on_first_use(push_backend: Ba
     token, sid = logged_in_token(writer)
     mode = ClientSide(KeyRing([KEY]), store=push_backend.url, staleness=3600)
     reader = SessionManager(mode, lifetimes=Lifetimes(renewal=None), clock=clock)
-    feed: Any = mode._revocations
+    feed: Any = mode.revocations
     assert not listening(feed) and not feed._listener.running
     try:
         assert accepted(reader, token)  # first use: polls, starts the listener
@@ -372,7 +372,7 @@ async def test_async_clientside_listener_refuses_without_a_poll(push_backend: Ba
     token, sid = logged_in_token(writer)
     mode = ClientSide(KeyRing([KEY]), store=push_backend.url, staleness=3600)
     reader = SessionManager(mode, lifetimes=Lifetimes(renewal=None), clock=clock)
-    feed: Any = mode._async_revocations
+    feed: Any = mode.async_revocations
     try:
         assert (await aopen_session(reader, with_token(token))).user == "kim"
         await await_for(lambda: listening(feed), "the async listener to subscribe")

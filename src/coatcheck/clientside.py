@@ -25,6 +25,7 @@ past a deadline, or is revoked is treated as no session and logged on `coatcheck
 
 from __future__ import annotations
 
+import _thread
 import math
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -181,8 +182,11 @@ class ClientSide:
         self.revocation_list = RevocationList()
         self._store: Store | None = None
         self._async_store: AsyncStore | None = None
-        self._revocations: RevocationStore | None = None
-        self._async_revocations: AsyncRevocationStore | None = None
+        #: The revocation store's sync and async twins (None: revocations hold in this
+        #: process only); read by the drivers and `SessionAdmin`.
+        self.revocations: RevocationStore | None = None
+        self.async_revocations: AsyncRevocationStore | None = None
+        self._listening = _thread.allocate_lock()
         # Stores built here from a URL: `close` releases them; their listeners start lazily.
         self._owned: list[Any] = []
         self._listen_sync = self._listen_async = False
@@ -191,9 +195,9 @@ class ClientSide:
             self._async_store = to_async(self._store)
             self._owned += [self._store, self._async_store]
             if revocations is None:
-                self._revocations = revocations_for(store)
-                self._async_revocations = revocations_to_async(self._revocations)
-                self._owned += [self._revocations, self._async_revocations]
+                self.revocations = revocations_for(store)
+                self.async_revocations = revocations_to_async(self.revocations)
+                self._owned += [self.revocations, self.async_revocations]
                 self._listen_sync = self._listen_async = True
         elif isinstance(store, Store):
             self._store, self._async_store = store, to_async(store)
@@ -202,12 +206,12 @@ class ClientSide:
         elif store is not None:
             raise ConfigurationError("ClientSide(store=...) takes a store, a URL or None")
         if isinstance(revocations, RevocationStore):
-            self._revocations = revocations
+            self.revocations = revocations
         elif isinstance(revocations, AsyncRevocationStore):
-            self._async_revocations = revocations
-        if self._revocations is not None and self._async_revocations is None:
-            self._async_revocations = revocations_to_async(self._revocations)
-        if store is not None and self._revocations is None and self._async_revocations is None:
+            self.async_revocations = revocations
+        if self.revocations is not None and self.async_revocations is None:
+            self.async_revocations = revocations_to_async(self.revocations)
+        if store is not None and self.revocations is None and self.async_revocations is None:
             raise ConfigurationError(
                 "ClientSide with a store object also needs revocations=... (a RevocationStore); "
                 "or pass a store URL, which provides both"
@@ -232,19 +236,21 @@ class ClientSide:
     def client_mode(self) -> ClientSide:
         return self
 
-    @property
-    def revocations(self) -> RevocationStore | None:
-        if self._listen_sync:  # first use: start the push feed, if the store has one
-            self._listen_sync = False
-            _listen(self._revocations, self.revocation_list)
-        return self._revocations
-
-    @property
-    def async_revocations(self) -> AsyncRevocationStore | None:
-        if self._listen_async and _in_event_loop():  # the listener is a task in this loop
-            self._listen_async = False
-            _listen(self._async_revocations, self.revocation_list)
-        return self._async_revocations
+    def listen(self, *, asynchronous: bool = False) -> None:
+        """Start the push feed (pub/sub, LISTEN/NOTIFY) of the revocation store this mode
+        built from its `store` URL, if it has one, once: the sync twin's listener thread,
+        or with `asynchronous` the async twin's task in the running event loop. The
+        drivers call it before they poll, so it starts with the first request; an app may
+        call it at startup instead. Safe to call from concurrent requests."""
+        if not (self._listen_async if asynchronous else self._listen_sync):
+            return  # started already, or nothing to start: the common case, no lock
+        with self._listening:
+            if asynchronous and self._listen_async:
+                self._listen_async = False
+                _listen(self.async_revocations, self.revocation_list)
+            elif not asynchronous and self._listen_sync:
+                self._listen_sync = False
+                _listen(self.revocations, self.revocation_list)
 
     def close(self) -> None:
         """Stop the revocation listeners and close the stores built from the `store` URL
@@ -326,7 +332,7 @@ class ClientSide:
                 extra={"event": "revocations.synced"},
             )  # fmt: skip
 
-    def registry_write_failed(self, now: float, error: StoreError) -> None:
+    def write_failed(self, now: float, error: StoreError) -> None:
         """A registry write (or delete) failed: drop it (counted in
         `dropped_registry_writes`; the token is still issued) unless `max_staleness` is 0,
         which re-raises `error` (503)."""
@@ -567,7 +573,7 @@ class ClientSide:
     def shares_revocations(self) -> bool:
         """Whether revocations reach every replica (a revocation store is configured);
         without one they hold in this process only."""
-        return self._revocations is not None or self._async_revocations is not None
+        return self.revocations is not None or self.async_revocations is not None
 
     @property
     def _has_registry(self) -> bool:
@@ -587,13 +593,3 @@ def _listen(store: object, revocations: RevocationList) -> None:
     listen = getattr(store, "listen", None)
     if callable(listen):
         listen(revocations.apply_one)
-
-
-def _in_event_loop() -> bool:
-    import asyncio  # here: only the async driver asks, with asyncio loaded already
-
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True

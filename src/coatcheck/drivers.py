@@ -1,7 +1,7 @@
 """The plan executors: the manager decides, these run its decisions against a store.
 
 `open_session` / `commit_session` for a `Store`, `aopen_session` / `acommit_session` for an
-`AsyncStore`. Every decision lives in `SessionManager` (and, for revocations, in
+`AsyncStore`. Every decision lives in the manager and its mode (and, for revocations, in
 `coatcheck.admin`); what is left here is the order of the store calls, written once as a
 plan (`coatcheck.admin.run` / `arun` carry it out, sync or async). Store failures
 propagate as `StoreError` for the adapter to answer (503, by default).
@@ -25,7 +25,7 @@ from typing import Any
 
 from .admin import Plan, arun, recording, revoking_user, run
 from .exceptions import SessionVanished, StoreError, WriteConflict
-from .manager import Commit, Opening, SessionManager, Write
+from .manager import STALE, Commit, Opening, SessionManager, Write
 from .request import RequestInfo
 from .session import Session
 from .stores.base import AsyncStore, Store
@@ -48,8 +48,10 @@ def open_session(
     """Load the session of `request` (a fresh one if it has none). `opener` replaces
     `manager.open` for a framework that reads the session key itself (Django)."""
     store = manager.mode.store if store is None else store
-    if manager.client_mode is not None:
-        run(_polling(manager, manager.client_mode.revocations))
+    client = manager.client_mode
+    if client is not None:
+        client.listen()
+        run(_polling(manager, client.revocations))
     opening = manager.open(request) if opener is None else opener(request)
     record = None if opening.key is None or store is None else store.load(opening.key)
     return manager.attach(opening, record)
@@ -61,8 +63,10 @@ async def aopen_session(
 ) -> Session:  # fmt: skip
     """Async twin of `open_session`."""
     store = manager.mode.async_store if store is None else store
-    if manager.client_mode is not None:
-        await arun(_polling(manager, manager.client_mode.async_revocations))
+    client = manager.client_mode
+    if client is not None:
+        client.listen(asynchronous=True)
+        await arun(_polling(manager, client.async_revocations))
     opening = manager.open(request) if opener is None else opener(request)
     record = None if opening.key is None or store is None else await store.load(opening.key)
     return manager.attach(opening, record)
@@ -84,8 +88,13 @@ def commit_session(
         return manager.finish(session, commit, None)  # the common read: no store call
     store = manager.mode.store if store is None else store
     tried = _inline(manager, session, commit, store, max_ttl)
-    if tried and write is not None and _applying(store, write)():
-        return manager.finish(session, commit, write)
+    if tried and write is not None:  # the common write: one store call
+        try:
+            if _applying(store, write)():
+                return manager.finish(session, commit, write)
+        except StoreError as exc:
+            _dropped(manager, exc)  # `write` stays, its token is issued
+            return manager.finish(session, commit, write)
     client = manager.client_mode
     revocations = None if client is None else client.revocations
     return run(_committing(manager, session, commit, store, revocations, max_ttl, strict, tried))
@@ -102,8 +111,13 @@ async def acommit_session(
         return manager.finish(session, commit, None)  # the common read: no store call
     store = manager.mode.async_store if store is None else store
     tried = _inline(manager, session, commit, store, max_ttl)
-    if tried and write is not None and await _applying(store, write)():
-        return manager.finish(session, commit, write)
+    if tried and write is not None:  # the common write: one store call
+        try:
+            if await _applying(store, write)():
+                return manager.finish(session, commit, write)
+        except StoreError as exc:
+            _dropped(manager, exc)  # `write` stays, its token is issued
+            return manager.finish(session, commit, write)
     client = manager.client_mode
     revocations = None if client is None else client.async_revocations
     plan = _committing(manager, session, commit, store, revocations, max_ttl, strict, tried)
@@ -115,13 +129,12 @@ def _inline(
     max_ttl: float | None,
 ) -> bool:  # fmt: skip
     """Whether the commit is the common write, run without a plan (which costs a few
-    thousand instructions more): one plain server-side write, tried once
-    before the plan takes over on a version conflict (a store failure propagates, as
-    the plan lets it; client-side, the plan may drop a registry write instead)."""
+    thousand instructions more): one plain write whose version is known, tried once
+    before the plan takes over on a version conflict."""
     write = commit.write
     return not (
         write is None or commit.deletes or commit.revocations or commit.revoke_user
-        or store is None or max_ttl is not None or manager.mode is manager.client_mode
+        or store is None or max_ttl is not None or write.version == STALE
         or manager.migrated_under(session, write)
     )
 
@@ -217,11 +230,7 @@ def _polling(manager: SessionManager, revocations: Any, *, force: bool = False) 
         client.polled(now, result, force=force)
 
 
-def _dropped(manager: SessionManager, exc: StoreError) -> bool:
-    """A store failure while writing: re-raised, except client-side, where the mode may
-    drop a registry write (`ClientSide.registry_write_failed`); True then."""
-    client = manager.client_mode
-    if client is None or client is not manager.mode:
-        raise exc
-    client.registry_write_failed(manager.clock(), exc)
-    return True
+def _dropped(manager: SessionManager, exc: StoreError) -> None:
+    """A store failure while writing: re-raised, unless the mode drops the write
+    (`Mode.write_failed`: client-side, a registry write while its store is down)."""
+    manager.mode.write_failed(manager.clock(), exc)

@@ -19,6 +19,7 @@ from ._fast import fast_constructor
 if TYPE_CHECKING:
     from .audit import Audit
     from .clientside import ClientSide
+    from .exceptions import StoreError
     from .lifetimes import Lifetimes
     from .request import RequestInfo
     from .revocation import Revocation
@@ -171,6 +172,10 @@ class Mode(Protocol):
         self, context: Context, session: Session, write: Write, record: Record | None
     ) -> Write | None:
         """Redo `write` on top of `record` after a version conflict; None drops it."""
+
+    def write_failed(self, now: float, error: StoreError) -> None:
+        """A store write of a commit failed with `error`: raise it (the adapter answers
+        503), or drop the write and carry on (client-side registry writes, for a while)."""
 
     def vanished(self, context: Context, session: Session) -> tuple[Revocation, ...]:
         """What ends `session` for good once its commit found its record gone."""

@@ -17,7 +17,7 @@ import hmac
 from typing import TYPE_CHECKING, Any
 
 from . import records
-from .exceptions import ConfigurationError, StoreCorrupted, WriteConflict
+from .exceptions import ConfigurationError, StoreCorrupted, StoreError, WriteConflict
 from .ids import HANDLE_LENGTH, handle_of, is_wellformed, new_secret, verifier_hash
 from .keys import ID_HASH, KeyRing
 from .lifetimes import RENEW, TOUCH, Expiry
@@ -312,6 +312,10 @@ class ServerSide(RecordReader):
         if sid is None or self.migrate_from is None:
             return ()
         return (self.migrate_from.revocation(context, sid),)
+
+    def write_failed(self, now: float, error: StoreError) -> None:
+        """A failed write is never dropped: the session is the record (503)."""
+        raise error
 
     def vanished(self, context: Context, session: Session) -> tuple[Revocation, ...]:
         """Nothing more ends a server-side session whose record is gone: it is the session."""
