@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from importlib.resources import files
-from typing import AnyStr, NamedTuple
+from typing import Any, AnyStr, NamedTuple
 
 from .request import RequestInfo
 from .session import Session
@@ -47,21 +47,34 @@ _ROLES = {**_LOWERED, "Vary": "vary", "Cache-Control": "cache"}
 
 
 def merge_headers(
-    response: Iterable[tuple[AnyStr, AnyStr]], session: Iterable[tuple[AnyStr, AnyStr]]
+    response: Iterable[tuple[AnyStr, AnyStr]],
+    session: Iterable[tuple[str, str]],
+    *,
+    encode: bool = False,
 ) -> list[tuple[AnyStr, AnyStr]]:
     """The application's `response` headers with the `session`'s merged in (see above).
 
-    Both lists are in one string type: `bytes` as ASGI and h11 carry headers, or `str` as
-    WSGI does (PEP 3333's latin-1 "native strings"). The application's names may be in any
-    case; the session's are as the core writes them (lower-case), or as `latin1` or
-    `title_case` turn them. Returns a new list; a `Vary` line added is named as the
-    session's.
+    `response` is in one string type: `bytes` as ASGI and h11 carry headers (then pass
+    `encode=True`: the session's are encoded as `latin1` does, in the same pass), or `str`
+    as WSGI does (PEP 3333's latin-1 "native strings"). The application's names may be in
+    any case; the session's are as the core writes them (lower-case), or as `title_case`
+    turns them. Returns a new list; a `Vary` line added is named as the session's.
     """
-    merged = list(response)
-    for name, value in session:
+    merged: list[Any] = list(response)
+    for header in session:
+        pair: Any = header
+        if encode:
+            known = _ENCODED.get(header)
+            pair = known or (header[0].encode("latin-1"), header[1].encode("latin-1"))
+        name, value = pair
         role = _ROLES.get(name)
         if role == "vary":
-            _add_vary(merged, name, value)
+            for present, _ in merged:  # inline: most applications set no `Vary`
+                if len(present) == 4 and _LOWERED.get(present.lower()) == "vary":
+                    _add_vary(merged, name, value)
+                    break
+            else:
+                merged.append(pair)
             continue
         if role == "cache":
             merged = [pair for pair in merged if _LOWERED.get(pair[0].lower()) != "cache"]
@@ -95,13 +108,8 @@ def title_case(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
 
 
 def _add_vary(headers: list[tuple[AnyStr, AnyStr]], vary: AnyStr, token: AnyStr) -> None:
-    """Add `token` to the `Vary` of `headers`, in place, unless it is there already."""
-    for name, _ in headers:
-        if len(name) == 4 and _LOWERED.get(name.lower()) == "vary":  # the length first: no copy
-            break
-    else:
-        headers.append((vary, token))  # the common case: the application set no `Vary`
-        return
+    """Add `token` to the application's `Vary` in `headers`, in place, unless it is there
+    already (in any `Vary` line)."""
     first = -1
     for i, (name, value) in enumerate(headers):
         if len(name) == 4 and _LOWERED.get(name.lower()) == "vary":

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from coatcheck import RequestInfo
-from coatcheck.responses import Answer, ClientScript, latin1, merge_headers, title_case
+from coatcheck.responses import Answer, ClientScript, merge_headers, title_case
 
 COOKIE = ("set-cookie", "id=abc; Path=/; HttpOnly")
 
@@ -41,7 +41,9 @@ def test_merge_headers(
     assert merge_headers(app, session) == merged
     # The same policy for ASGI's bytes:
     as_bytes = [(k.encode(), v.encode()) for k, v in app]
-    assert merge_headers(as_bytes, latin1(session)) == [(k.encode(), v.encode()) for k, v in merged]
+    assert merge_headers(as_bytes, session, encode=True) == [
+        (k.encode(), v.encode()) for k, v in merged
+    ]
 
 
 def test_merge_headers_leaves_the_application_list_alone() -> None:

@@ -166,7 +166,8 @@ class SessionMiddleware:
                         return
                     extra = failures.unsaved_headers(manager, session)
                 if extra:
-                    message["headers"] = merge_headers(message.get("headers", ()), latin1(extra))
+                    headers = message.get("headers", ())
+                    message["headers"] = merge_headers(headers, extra, encode=True)
             await send(message)
 
         try:

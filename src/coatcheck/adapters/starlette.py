@@ -44,7 +44,7 @@ from ..keys import MIN_KEY_BYTES, KeyRing
 from ..lifetimes import Lifetimes
 from ..manager import SessionManager
 from ..request import RequestInfo
-from ..responses import latin1, merge_headers
+from ..responses import merge_headers
 from ..session import Session
 from ..transports import Cookie, find_cookie
 from .asgi import ASGIApp, Message, Receive, Scope, Send, _refuse, request_info
@@ -216,7 +216,7 @@ class SessionMiddleware:
                     extra += [pair for pair in committed if pair[0] == "set-cookie"]
                 elif view.modified and not initially_empty:
                     extra.append(("set-cookie", self.cookie.render_clear()))
-                message["headers"] = merge_headers(message.get("headers", ()), latin1(extra))
+                message["headers"] = merge_headers(message.get("headers", ()), extra, encode=True)
             await send(message)
 
         await self.app(scope, receive, send_wrapper)
