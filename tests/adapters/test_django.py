@@ -209,6 +209,46 @@ def test_cycle_key_of_an_unsaved_session_saves_it(session: SessionStore) -> None
     assert session.session_key is not None and SessionStore(session.session_key)["a"] == 1
 
 
+def test_a_login_after_cycle_key_restarts_the_absolute_timeout(
+    session: SessionStore, clock: FakeClock
+) -> None:
+    session["a"] = 1
+    session.save()
+    clock.advance(100)
+    anonymous_since = session.coatcheck.created_at
+    session.cycle_key()  # as auth.login: cycle, then store the user
+    session["_auth_user_id"] = "1"
+    session.save()
+    logged_in = SessionStore(session.session_key).coatcheck
+    assert logged_in.user == "1" and logged_in.created_at == clock.now > anonymous_since
+
+
+def test_cycle_key_of_a_key_a_renewal_replaced_leaks_no_login(
+    store: Store, clock: FakeClock
+) -> None:
+    from coatcheck import Lifetimes
+
+    manager = manager_for(store, clock, lifetimes=Lifetimes(renewal=60, grace=30))
+    with override_settings(COATCHECK={"manager": manager}):
+        first = SessionStore()
+        first["a"] = 1
+        first.save()
+        old = first.session_key
+        clock.advance(61)
+        renewing = SessionStore(old)  # e.g. a fixing attacker's request renews the key
+        renewing.load()
+        renewing.save()
+        current = renewing.session_key
+        assert current is not None and current != old
+        victim = SessionStore(old)  # still opens within the grace window
+        victim.cycle_key()
+        victim["_auth_user_id"] = "1"
+        victim.save()
+        assert victim.session_key is not None
+        assert handle_of(victim.session_key) != handle_of(current)
+        assert SessionStore(current).get("_auth_user_id") is None
+
+
 @pytest.mark.parametrize("key", ["1", "12345678", "x" * 64, "x" * 65 + "!", "é" * 65])
 def test_keys_coatcheck_never_issues_are_refused(manager: SessionManager, key: str) -> None:
     session = SessionStore(key)

@@ -31,28 +31,24 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from datetime import datetime, timezone
 from typing import Any, cast
 
-from django.conf import settings
 from django.contrib.sessions.backends.base import CreateError, SessionBase, UpdateError
 
 from ...admin import AsyncSessionAdmin, SessionAdmin
 from ...drivers import acommit_session, aopen_session, commit_session, open_session
-from ...exceptions import SessionVanished, StoreCorrupted, StoreError, WriteConflict
+from ...exceptions import SessionVanished, StoreError, WriteConflict
 from ...ids import handle_of, is_wellformed, new_secret
 from ...manager import SessionManager
 from ...plans import Opening
-from ...records import decode
 from ...request import RequestInfo
 from ...session import Session
 from ...stores.base import AsyncStore, Record, Store
 from .config import get_manager
+from .rules import as_datetime, bind_user, corrupted, handle, listed
 
 __all__ = ["ConflictError", "SessionStore"]
 
-#: Where `django.contrib.auth` keeps the logged-in user's primary key.
-AUTH_USER_KEY = "_auth_user_id"
 CREATE_ATTEMPTS = 10
 
 suspicious = logging.getLogger("django.security.SuspiciousSession")
@@ -121,18 +117,25 @@ class SessionStore(SessionBase):
         return new_secret()
 
     def _get_session(self, no_load: bool = False) -> Session:
-        self.accessed = True
-        if "_session_cache" not in self.__dict__:
-            new = no_load or self.session_key is None
-            self._session_cache = self._fresh() if new else self._load()
+        if self._unloaded(no_load):
+            self._session_cache = self._load()
         return self._session_cache
 
     async def _aget_session(self, no_load: bool = False) -> Session:
-        self.accessed = True
-        if "_session_cache" not in self.__dict__:
-            new = no_load or self.session_key is None
-            self._session_cache = self._fresh() if new else await self._aload()
+        if self._unloaded(no_load):
+            self._session_cache = await self._aload()
         return self._session_cache
+
+    def _unloaded(self, no_load: bool) -> bool:
+        """Whether the session is to be read from the store: none is in use yet and there
+        is a key to read (without one, a fresh session is put in use)."""
+        self.accessed = True
+        if "_session_cache" in self.__dict__:
+            return False
+        if no_load or self.session_key is None:
+            self._session_cache = self._fresh()
+            return False
+        return True
 
     _session = property(_get_session)
 
@@ -164,17 +167,12 @@ class SessionStore(SessionBase):
 
     def _opening(self, request: RequestInfo) -> Opening:
         """`manager.open` for the key Django read from its own cookie (not a header)."""
-        manager = self.manager
-        secret = self.session_key
-        opening = Opening(request, manager.clock(), None, manager.transport, secret,
-                          secret is not None)  # fmt: skip
-        return opening if secret is None else manager.mode.open(manager.context, opening)
+        return self.manager.open(request, self.session_key or "")
 
     def _unopened(self, session: Session) -> str | None:
         """The handle of a key that opened no session; its record is read again only to
         tell a corrupted one, which Django logs as suspicious (rare: a stale cookie)."""
-        key = self.session_key
-        return handle_of(key) if session.is_new and key and is_wellformed(key) else None
+        return handle(self.session_key) if session.is_new else None
 
     def _opened(self, session: Session, record: Record | None) -> Session:
         seen = session.last_seen
@@ -183,7 +181,7 @@ class SessionStore(SessionBase):
             # resolution (the record's TTL was capped to it: it ends in the store too).
             self.manager.audit.security("session.expired", session.id, "reason=django_expiry")
             session = self._fresh()
-        elif record is not None and _corrupted(record):
+        elif record is not None and corrupted(record):
             suspicious.warning("Session data corrupted")
         if session.is_new and not self._stored:
             # Unknown, expired, unreadable or a migrated token: Django's rule is to forget
@@ -198,7 +196,7 @@ class SessionStore(SessionBase):
         expiry = session.data().get("_session_expiry")
         if expiry is None or type(expiry) is int:  # seconds of inactivity: no dates needed
             return float(expiry or self.get_session_cookie_age())
-        return float(self.get_expiry_age(modification=_datetime(since), expiry=expiry))
+        return float(self.get_expiry_age(modification=as_datetime(since), expiry=expiry))
 
     def _fresh(self) -> Session:
         """A new session that is not stored yet (its secret becomes the key once saved)."""
@@ -215,12 +213,12 @@ class SessionStore(SessionBase):
     # -- Django's storage API ----------------------------------------------------------------
 
     def exists(self, session_key: str | None) -> bool:
-        key = _handle(session_key)
-        return key is not None and _listed(self.manager, key, self._store.load(key))
+        key = handle(session_key)
+        return key is not None and listed(self.manager, key, self._store.load(key))
 
     async def aexists(self, session_key: str | None) -> bool:
-        key = _handle(session_key)
-        return key is not None and _listed(self.manager, key, await self._astore.load(key))
+        key = handle(session_key)
+        return key is not None and listed(self.manager, key, await self._astore.load(key))
 
     def create(self) -> None:
         for _ in self._creating():
@@ -270,24 +268,9 @@ class SessionStore(SessionBase):
         if must_create and not (current.is_new and current.secret == key):
             current = self._blank(key, current)
             self._session_cache = current
-        self._bind_user(current)
+        bind_user(current, self.manager.clock(), cycled=self._cycled)
         current.modified = True  # Django's save() always writes
         return current
-
-    def _bind_user(self, session: Session) -> None:
-        """Index the user `django.contrib.auth` put in the session. Binding a user to a
-        session whose key was not cycled in this request rotates the key (fixation)."""
-        value = session.data().get(AUTH_USER_KEY)
-        user = None if value is None else str(value)
-        if user == session.user:
-            return
-        if user is None:
-            session.unbind_user()
-        elif self._cycled or session.is_new:  # its key is new already: no second rotation
-            session.user = user
-            session.authenticated_at = self.manager.clock()
-        else:
-            session.login(user)
 
     def _rules(self, session: Session) -> dict[str, Any]:
         """Django's rules as driver options: the record lives no longer than Django's
@@ -307,13 +290,13 @@ class SessionStore(SessionBase):
         del self._session_cache
 
     def delete(self, session_key: str | None = None) -> None:
-        key = _handle(self.session_key if session_key is None else session_key)
+        key = handle(self.session_key if session_key is None else session_key)
         if key is not None:
             self._store.delete(key)
             self.manager.audit.lifecycle("session.deleted", key)
 
     async def adelete(self, session_key: str | None = None) -> None:
-        key = _handle(self.session_key if session_key is None else session_key)
+        key = handle(self.session_key if session_key is None else session_key)
         if key is not None:
             await self._astore.delete(key)
             self.manager.audit.lifecycle("session.deleted", key)
@@ -354,16 +337,16 @@ class SessionStore(SessionBase):
 
     @contextmanager
     def _cycling(self, session: Session) -> Iterator[None]:
-        """Around `cycle_key`'s save: a login's rotation, so that the old key stops
-        working at once, as Django promises and `auth.login` relies on against session
-        fixation. `auth.login` cycles before it stores the user, so an anonymous session
-        is rotated as a login and left without a user. A record deleted meanwhile leaves
-        no key, and the caller creates a new one; a conflict is raised (nothing saved)."""
-        if self.session_key is not None:
-            user = session.user
-            session.login(user or "anonymous")
-            if user is None:
-                session.unbind_user()
+        """Around `cycle_key`'s save: a login's rotation (`renew_handle`), so that the old
+        key stops working at once, as Django promises and `auth.login` relies on against
+        session fixation; the user is left as it is (`auth.login` cycles before it stores
+        the user). A record deleted meanwhile leaves no key, and the caller creates a new
+        one; a conflict is raised (nothing saved). A key that a renewal had already
+        replaced (grace window) keeps its handle: not cycled, so the user bound next logs in
+        (`bind_user`) and the holder of the current key never inherits that login."""
+        before = self.session_key
+        if before is not None:
+            session.renew_handle()
         try:
             yield
         except ConflictError:
@@ -371,7 +354,7 @@ class SessionStore(SessionBase):
         except UpdateError:
             self._session_cache = session
             self._session_key = None
-        self._cycled = True
+        self._cycled = self.session_key is None or handle(self.session_key) != handle(before)
 
     @classmethod
     def clear_expired(cls) -> None:
@@ -394,27 +377,3 @@ def _refusals(must_create: bool) -> Iterator[None]:
         if must_create:  # a new record's key is taken: Django tries another
             raise CreateError from None
         raise ConflictError(*exc.args) from None
-
-
-def _handle(secret: str | None) -> str | None:
-    """The handle of a key coatcheck may have stored (None for any other)."""
-    return handle_of(secret) if isinstance(secret, str) and is_wellformed(secret) else None
-
-
-def _listed(manager: SessionManager, key: str, record: Record | None) -> bool:
-    return record is not None and manager.describe(key, record) is not None
-
-
-def _corrupted(record: Record) -> bool:
-    try:
-        decode(record.data)
-    except StoreCorrupted:
-        return True
-    return False
-
-
-def _datetime(timestamp: float) -> datetime:
-    """`timestamp` as Django's `timezone.now()` would give it (aware only with USE_TZ)."""
-    if settings.USE_TZ:
-        return datetime.fromtimestamp(timestamp, tz=timezone.utc)
-    return datetime.fromtimestamp(timestamp)
