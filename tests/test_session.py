@@ -237,7 +237,9 @@ def test_renew_handle_rotates_like_a_login_and_keeps_user_and_data() -> None:
     session.renew_handle()
     assert session._state.rotate == "login" and session.modified
     assert session.user == "alice" and session["a"] == 1 and session.created_at == created
-    replaced = make()
+    replaced = make({"a": 1})
+    replaced.user = "alice"
     replaced._state.superseded = True  # presented a secret a renewal already replaced
     replaced.renew_handle()
-    assert replaced._state.rotate is None
+    assert replaced._state.rotate == "login" and replaced.is_new  # a new session...
+    assert replaced.user is None and "a" not in replaced  # ...with nothing of the old one

@@ -21,6 +21,7 @@ long as the mode allows, and a registry write that fails is dropped, its token i
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from .admin import Plan, arun, recording, revoking_user, run
@@ -90,7 +91,7 @@ def commit_session(
     tried = _inline(manager, session, commit, store, max_ttl)
     if tried and write is not None:  # the common write: one store call
         try:
-            if _applying(store, write)():
+            if _apply(store, write):
                 return manager.finish(session, commit, write)
         except StoreError as exc:
             _dropped(manager, exc)  # `write` stays, its token is issued
@@ -113,7 +114,7 @@ async def acommit_session(
     tried = _inline(manager, session, commit, store, max_ttl)
     if tried and write is not None:  # the common write: one store call
         try:
-            if await _applying(store, write)():
+            if await _apply(store, write):
                 return manager.finish(session, commit, write)
         except StoreError as exc:
             _dropped(manager, exc)  # `write` stays, its token is issued
@@ -192,7 +193,7 @@ def _saving(
             return None
         if max_ttl is not None and write.ttl > max_ttl:
             write = write._replace(ttl=max(max_ttl, 0.0))
-        if not (tried and attempt == 0) and (yield _applying(store, write)):
+        if not (tried and attempt == 0) and (yield partial(_apply, store, write)):
             return write
         source = write.source
         record = yield lambda: store.load(source)  # noqa: B023 - called before the next one
@@ -205,13 +206,17 @@ def _saving(
     raise StoreError(f"session commit gave up after {MAX_ATTEMPTS} version conflicts")
 
 
-def _applying(store: Any, write: Write) -> Callable[[], Any]:
-    """The store call that makes `write`: a compare-and-set save, or a rotation."""
-    key, data, version, ttl, user = write.key, write.data, write.version, write.ttl, write.user
-    replaces = write.replaces
-    if replaces is None:
-        return lambda: store.save(key, data, version=version, ttl=ttl, user=user)
-    return lambda: store.rotate(replaces, key, data, version=version, ttl=ttl, user=user)
+def _apply(store: Any, write: Write) -> Any:
+    """Make `write`: a compare-and-set save, or a rotation (a coroutine, for an async
+    store). Whether it was made: False on a version conflict."""
+    if write.replaces is None:
+        return store.save(
+            write.key, write.data, version=write.version, ttl=write.ttl, user=write.user
+        )
+    return store.rotate(
+        write.replaces, write.key, write.data, version=write.version, ttl=write.ttl,
+        user=write.user,
+    )  # fmt: skip
 
 
 def _polling(manager: SessionManager, revocations: Any, *, force: bool = False) -> Plan[None]:

@@ -443,14 +443,7 @@ class Session(MutableMapping[str, Any]):
         self._accessed = True
         state = self._state
         if state.superseded:
-            self._changed.clear()
-            self._data.clear()
-            self._reads.clear()
-            self._seen.clear()
-            self._ops = None
-            self.is_new = True
-            self.persistent = False
-            state.superseded = False
+            self._restart()
         self.user = user
         self.csrf_secret = None
         self.authenticated_at = self.created_at = state.now
@@ -500,13 +493,28 @@ class Session(MutableMapping[str, Any]):
         """Move the session to a new handle and secret, ending the old ones at once (no
         grace window), without changing its user or data: `login`'s rotation alone, for a
         framework that cycles the key before it knows the user (Django's `cycle_key`). On a
-        request that presented an already-replaced secret this does nothing, as
-        `regenerate`."""
+        request that presented an already-replaced secret, as `login`: a new, empty
+        session, and the old one is left to the holder of its current secret."""
         self._accessed = True
         state = self._state
-        if not state.superseded:
-            state.rotate = "login"
-            state.meta_changed = True
+        if state.superseded:
+            self._restart()
+        state.rotate = "login"
+        state.meta_changed = True
+
+    def _restart(self) -> None:
+        """Become a new, empty, anonymous session: what a login or `renew_handle` makes of
+        a request that presented a secret a renewal already replaced (accepted only for
+        the grace window), leaving the session to the holder of its current secret."""
+        self._changed.clear()
+        self._data.clear()
+        self._reads.clear()
+        self._seen.clear()
+        self._ops = None
+        self.is_new = True
+        self.persistent = False
+        self.user = self.authenticated_at = self.csrf_secret = None
+        self._state.superseded = False
 
     def logout_other_devices(self) -> None:
         """End every other session of this session's user ("log out other devices")."""
