@@ -55,7 +55,7 @@ def open_session(
         run(_polling(manager, client.revocations))
     opening = manager.open(request) if opener is None else opener(request)
     record = None if opening.key is None or store is None else store.load(opening.key)
-    return manager.attach(opening, record)
+    return manager.mode.attach(manager.context, opening, record)  # (`manager.attach`)
 
 
 async def aopen_session(
@@ -70,7 +70,7 @@ async def aopen_session(
         await arun(_polling(manager, client.async_revocations))
     opening = manager.open(request) if opener is None else opener(request)
     record = None if opening.key is None or store is None else await store.load(opening.key)
-    return manager.attach(opening, record)
+    return manager.mode.attach(manager.context, opening, record)  # (`manager.attach`)
 
 
 def commit_session(
@@ -83,7 +83,7 @@ def commit_session(
     `WriteConflict` when a new record's key is taken and `SessionVanished` when the
     session's record is gone, where the default drops the write (nothing is stored either
     way, and no header is returned)."""
-    commit = manager.commit(session)
+    commit = manager.mode.commit(manager.context, session)  # (`manager.commit`)
     write = commit.write
     if write is None and not (commit.deletes or commit.revocations or commit.revoke_user):
         return manager.finish(session, commit, None)  # the common read: no store call
@@ -106,7 +106,7 @@ async def acommit_session(
     max_ttl: float | None = None, strict: bool = False,
 ) -> Headers:  # fmt: skip
     """Async twin of `commit_session`."""
-    commit = manager.commit(session)
+    commit = manager.mode.commit(manager.context, session)  # (`manager.commit`)
     write = commit.write
     if write is None and not (commit.deletes or commit.revocations or commit.revoke_user):
         return manager.finish(session, commit, None)  # the common read: no store call
