@@ -47,14 +47,22 @@ HEADERS = [
     (b"sec-fetch-mode", b"navigate"),
     (b"sec-fetch-site", b"same-origin"),
 ]
-SEED = {"user_id": 4217, "theme": "dark", "lang": "en-GB", "cart": [3, 14, 15],
-        "flash": "Welcome back!"}  # fmt: skip
+SEED = {
+    "user_id": 4217,
+    "theme": "dark",
+    "lang": "en-GB",
+    "cart": [3, 14, 15],
+    "flash": "Welcome back!",
+}
 
 Message = MutableMapping[str, Any]
 ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 _counter = itertools.count()
-START = {"type": "http.response.start", "status": 200,
-         "headers": [(b"content-type", b"text/plain")]}  # fmt: skip
+START = {
+    "type": "http.response.start",
+    "status": 200,
+    "headers": [(b"content-type", b"text/plain")],
+}
 BODY = {"type": "http.response.body", "body": b"ok"}
 
 
@@ -114,8 +122,13 @@ def run(impl: str, scenario: str, requests: int) -> None:
     """Seed a session, then serve `requests` requests of `scenario` (inside valgrind)."""
     with tempfile.TemporaryDirectory() as tmp:
         app, seed = build(impl, scenario, tmp)
-        base = {"type": "http", "method": "GET", "path": "/", "scheme": "https",
-                "client": ("203.0.113.7", 52814)}  # fmt: skip
+        base = {
+            "type": "http",
+            "method": "GET",
+            "path": "/",
+            "scheme": "https",
+            "client": ("203.0.113.7", 52814),
+        }
         cookies: list[bytes] = []
 
         async def capture(message: Message) -> None:
@@ -139,10 +152,22 @@ def count(impl: str, scenario: str, requests: int) -> int:
     totals = []
     for n in (0, requests):
         done = subprocess.run(
-            ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
-             sys.executable, __file__, "--run", f"{impl}:{scenario}", "--requests", str(n)],
-            capture_output=True, text=True, check=True, env=os.environ,
-        )  # fmt: skip
+            [
+                "valgrind",
+                "--tool=callgrind",
+                "--callgrind-out-file=/dev/null",
+                sys.executable,
+                __file__,
+                "--run",
+                f"{impl}:{scenario}",
+                "--requests",
+                str(n),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=os.environ,
+        )
         found = re.search(r"Collected : (\d+)", done.stderr)
         assert found is not None, done.stderr[-2000:]
         totals.append(int(found.group(1)))

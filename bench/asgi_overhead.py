@@ -94,9 +94,15 @@ ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Any], Awaitable[Non
 
 SCENARIOS = ("read", "write", "new")
 IMPLS = (
-    "bare", "starlette-cookie", "starsessions-memory", "minimal-memory",
-    "coatcheck-memory", "coatcheck-sqlite", "coatcheck-client", "coatcheck-client-reg",
-)  # fmt: skip
+    "bare",
+    "starlette-cookie",
+    "starsessions-memory",
+    "minimal-memory",
+    "coatcheck-memory",
+    "coatcheck-sqlite",
+    "coatcheck-client",
+    "coatcheck-client-reg",
+)
 VARIANTS = ("variant-memory", "variant-sqlite")  # with --compare
 FLOORS = ("floor", "coatcheck-sql")
 LABELS = {
@@ -533,9 +539,13 @@ def machine() -> list[str]:
         pass
     try:
         commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-            cwd=Path(__file__).parent, check=False,
-        ).stdout.strip()  # fmt: skip
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).parent,
+            check=False,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = "?"
     return [
@@ -569,28 +579,61 @@ def overheads(
 
 RATIOS = [
     # label, numerator, denominator, target (None: for information), target's text
-    ("coatcheck-memory / starsessions-memory", "coatcheck-memory", "starsessions-memory",
-     0.5, "≤ 0.5"),
+    (
+        "coatcheck-memory / starsessions-memory",
+        "coatcheck-memory",
+        "starsessions-memory",
+        0.5,
+        "≤ 0.5",
+    ),
     ("coatcheck-sqlite / SQLite floor", "coatcheck-sqlite", "floor", 2.0, "≤ 2"),
-    ("coatcheck-sqlite / starsessions-memory", "coatcheck-sqlite", "starsessions-memory",
-     1.0, "< 1"),
-    ("coatcheck-sqlite / `SQLiteStore`'s statements", "coatcheck-sqlite", "coatcheck-sql",
-     None, "(info)"),
-    ("coatcheck-memory / Starlette cookie", "coatcheck-memory", "starlette-cookie",
-     None, "(info)"),
-    ("coatcheck-memory / minimal reference", "coatcheck-memory", "minimal-memory",
-     None, "(info)"),
-    ("coatcheck-client / Starlette cookie (read target)", "coatcheck-client",
-     "starlette-cookie", 0.25, "≤ 0.25 read"),
-    ("coatcheck-client / Starlette cookie (write target)", "coatcheck-client",
-     "starlette-cookie", 0.4, "≤ 0.4 write"),
-    ("coatcheck-client-reg / Starlette cookie", "coatcheck-client-reg", "starlette-cookie",
-     None, "(info)"),
-]  # fmt: skip
+    (
+        "coatcheck-sqlite / starsessions-memory",
+        "coatcheck-sqlite",
+        "starsessions-memory",
+        1.0,
+        "< 1",
+    ),
+    (
+        "coatcheck-sqlite / `SQLiteStore`'s statements",
+        "coatcheck-sqlite",
+        "coatcheck-sql",
+        None,
+        "(info)",
+    ),
+    ("coatcheck-memory / Starlette cookie", "coatcheck-memory", "starlette-cookie", None, "(info)"),
+    ("coatcheck-memory / minimal reference", "coatcheck-memory", "minimal-memory", None, "(info)"),
+    (
+        "coatcheck-client / Starlette cookie (read target)",
+        "coatcheck-client",
+        "starlette-cookie",
+        0.25,
+        "≤ 0.25 read",
+    ),
+    (
+        "coatcheck-client / Starlette cookie (write target)",
+        "coatcheck-client",
+        "starlette-cookie",
+        0.4,
+        "≤ 0.4 write",
+    ),
+    (
+        "coatcheck-client-reg / Starlette cookie",
+        "coatcheck-client-reg",
+        "starlette-cookie",
+        None,
+        "(info)",
+    ),
+]
 
 
-def report(times: Times, args: argparse.Namespace, impls: tuple[str, ...], elapsed: float,
-           load: tuple[tuple[float, ...], tuple[float, ...]]) -> str:  # fmt: skip
+def report(
+    times: Times,
+    args: argparse.Namespace,
+    impls: tuple[str, ...],
+    elapsed: float,
+    load: tuple[tuple[float, ...], tuple[float, ...]],
+) -> str:
     over = {clock: overheads(t, impls) for clock, t in times.items()}
     med = {
         clock: {name: {s: statistics.median(v) for s, v in d.items()} for name, d in o.items()}
@@ -636,19 +679,36 @@ def report(times: Times, args: argparse.Namespace, impls: tuple[str, ...], elaps
     if "variant-memory" in impls:
         ratios = [
             *RATIOS,
-            ("variant-memory / coatcheck-memory", "variant-memory", "coatcheck-memory",
-             None, "(info)"),
-            ("variant-sqlite / coatcheck-sqlite", "variant-sqlite", "coatcheck-sqlite",
-             None, "(info)"),
-            ("variant-memory / starsessions-memory", "variant-memory", "starsessions-memory",
-             0.5, "≤ 0.5"),
+            (
+                "variant-memory / coatcheck-memory",
+                "variant-memory",
+                "coatcheck-memory",
+                None,
+                "(info)",
+            ),
+            (
+                "variant-sqlite / coatcheck-sqlite",
+                "variant-sqlite",
+                "coatcheck-sqlite",
+                None,
+                "(info)",
+            ),
+            (
+                "variant-memory / starsessions-memory",
+                "variant-memory",
+                "starsessions-memory",
+                0.5,
+                "≤ 0.5",
+            ),
             ("variant-sqlite / SQLite floor", "variant-sqlite", "floor", 2.0, "≤ 2"),
-        ]  # fmt: skip
+        ]
     for label, a, b, limit, target in ratios:
         cells = []
         for s in SCENARIOS:
-            r = {c: med[c][a][s] / med[c][b][s] if med[c][b][s] > 0 else float("inf")
-                 for c in ("wall", "cpu")}  # fmt: skip
+            r = {
+                c: med[c][a][s] / med[c][b][s] if med[c][b][s] > 0 else float("inf")
+                for c in ("wall", "cpu")
+            }
             mark = ""
             if limit is not None:
                 met = [(v < limit if target.startswith("<") else v <= limit) for v in r.values()]
@@ -700,9 +760,11 @@ def main() -> None:
     parser.add_argument("--profile-requests", type=int, default=5000)
     parser.add_argument("--profile-top", type=int, default=25)
     parser.add_argument(
-        "--compare", type=Path, metavar="SRC/coatcheck",
+        "--compare",
+        type=Path,
+        metavar="SRC/coatcheck",
         help="also time the coatcheck package in this directory, as variant-*",
-    )  # fmt: skip
+    )
     args = parser.parse_args()
     if args.rounds < 4 or args.requests < 1:
         parser.error("need --rounds >= 4 and --requests >= 1")

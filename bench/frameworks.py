@@ -67,22 +67,35 @@ from typing import Any
 
 SCENARIOS = ("read", "write", "new")
 FLASK = (
-    "flask-bare", "flask-cookie", "flask-session-redis", "coatcheck-flask-client",
-    "coatcheck-flask-memory", "coatcheck-flask-sqlite", "coatcheck-flask-redis",
-)  # fmt: skip
+    "flask-bare",
+    "flask-cookie",
+    "flask-session-redis",
+    "coatcheck-flask-client",
+    "coatcheck-flask-memory",
+    "coatcheck-flask-sqlite",
+    "coatcheck-flask-redis",
+)
 DJANGO = (
-    "django-bare", "django-signed-cookies", "django-cache-locmem", "django-cache-redis",
-    "coatcheck-django-memory", "coatcheck-django-sqlite", "coatcheck-django-redis",
-)  # fmt: skip
+    "django-bare",
+    "django-signed-cookies",
+    "django-cache-locmem",
+    "django-cache-redis",
+    "coatcheck-django-memory",
+    "coatcheck-django-sqlite",
+    "coatcheck-django-redis",
+)
 #: (peer, coatcheck on the same store or the nearest one, note)
 PAIRS = (
     ("flask-cookie", "coatcheck-flask-client", "both keep the session in a signed cookie"),
     ("flask-session-redis", "coatcheck-flask-redis", "Redis"),
-    ("django-signed-cookies", "coatcheck-django-memory",
-     "no store vs in-process store (the Django adapter is server-side only)"),
+    (
+        "django-signed-cookies",
+        "coatcheck-django-memory",
+        "no store vs in-process store (the Django adapter is server-side only)",
+    ),
     ("django-cache-locmem", "coatcheck-django-memory", "in-process memory"),
     ("django-cache-redis", "coatcheck-django-redis", "Redis"),
-)  # fmt: skip
+)
 SEED: dict[str, Any] = {
     "user_id": 4217,
     "theme": "dark",
@@ -127,10 +140,22 @@ def redis_server() -> Iterator[str]:
         port = probe.getsockname()[1]
     directory = tempfile.mkdtemp(prefix="coatcheck-bench-redis-")
     process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-         "no", "--dir", directory],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            directory,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 10
         while True:
@@ -248,11 +273,15 @@ def django_setup(redis_url: str, tmp: Path) -> None:
         ROOT_URLCONF="bench_django_urls",
         MIDDLEWARE=[],
         CACHES={
-            "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache",
-                        "OPTIONS": {"MAX_ENTRIES": 10_000_000}},
-            "redis": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
-                      "LOCATION": f"{redis_url}/1"},
-        },  # fmt: skip
+            "default": {
+                "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+                "OPTIONS": {"MAX_ENTRIES": 10_000_000},
+            },
+            "redis": {
+                "BACKEND": "django.core.cache.backends.redis.RedisCache",
+                "LOCATION": f"{redis_url}/1",
+            },
+        },
         COATCHECK={"store": "memory://"},
     )
     django.setup()
@@ -390,8 +419,9 @@ class Case:
         """Fail loudly if a scenario does not do what it claims for this implementation."""
         status, headers = call(self.app, self.environs["read"])
         assert status.startswith("200") and last_read == tuple(SEED.values()), (
-            self.impl, last_read,
-        )  # fmt: skip
+            self.impl,
+            last_read,
+        )
         if self.impl.startswith("coatcheck"):
             assert set_cookie(headers) is None, f"{self.impl} wrote on a read-only request"
         for scenario in ("write", "new"):
@@ -462,8 +492,9 @@ def median_iqr(values: list[float]) -> tuple[float, float]:
     return statistics.median(values), q3 - q1
 
 
-def report(results: dict[str, tuple[Times, Times]], args: argparse.Namespace,
-           elapsed: float) -> str:  # fmt: skip
+def report(
+    results: dict[str, tuple[Times, Times]], args: argparse.Namespace, elapsed: float
+) -> str:
     lines = [
         f"Command: `.venv/bin/python bench/frameworks.py --rounds {args.rounds} "
         f"--requests {args.requests}` ({elapsed:.0f} s)",
@@ -472,9 +503,11 @@ def report(results: dict[str, tuple[Times, Times]], args: argparse.Namespace,
         f"{version('redis')}, {os.cpu_count()} CPUs, {platform.machine()}",
     ]
     for clock, (absolute, overhead) in results.items():
-        what = {"wall": "wall-clock time (includes waiting for Redis)",
-                "cpu": "CPU time of this process (steadier on a busy machine; excludes "
-                       "waiting for Redis)"}[clock]  # fmt: skip
+        what = {
+            "wall": "wall-clock time (includes waiting for Redis)",
+            "cpu": "CPU time of this process (steadier on a busy machine; excludes "
+            "waiting for Redis)",
+        }[clock]
         lines += ["", f"### {what}", *_tables(absolute, overhead)]
     return "\n".join(lines)
 

@@ -115,8 +115,14 @@ async def run(url: str, args: argparse.Namespace, requests: int) -> dict[str, An
         elapsed = time.perf_counter() - t0
     finally:
         await store.aclose()
-    return {"requests": started, "latencies": latencies, "errors": errors,
-            "conflicts": conflicts, "elapsed": elapsed, "pool": describe_pool(store)}  # fmt: skip
+    return {
+        "requests": started,
+        "latencies": latencies,
+        "errors": errors,
+        "conflicts": conflicts,
+        "elapsed": elapsed,
+        "pool": describe_pool(store),
+    }
 
 
 def child(url: str, args: argparse.Namespace, requests: int) -> dict[str, Any]:
@@ -166,9 +172,10 @@ def main() -> None:
     parser.add_argument("--app-ms", type=float, default=0.0, help="CPU work per request")
     parser.add_argument("--query", action="append", default=[], help="URL query, per row")
     parser.add_argument(
-        "--cold", action="store_true",
+        "--cold",
+        action="store_true",
         help="no seeding: the first requests find a new store (PostgreSQL: no table yet)",
-    )  # fmt: skip
+    )
     args = parser.parse_args()
 
     names = ["redis", "postgres"] if args.backend == "both" else [args.backend]
@@ -184,8 +191,10 @@ def main() -> None:
         f"row, {args.sessions} sessions of {args.size} bytes per process, {args.app_ms:g} ms "
         "of CPU work per request besides the store.\n"
     )
-    print("| backend | URL query | pool | requests | errors | conflicts | p50 ms | p99 ms "
-          "| max ms | requests/s |")  # fmt: skip
+    print(
+        "| backend | URL query | pool | requests | errors | conflicts | p50 ms | p99 ms "
+        "| max ms | requests/s |"
+    )
     print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
     notes = []
     with ExitStack() as stack:

@@ -46,8 +46,9 @@ class SwitchStore(MemoryStore):
         self._check(write=True)
         return super().save(key, data, version=version, ttl=ttl, user=user)
 
-    def rotate(self, old_key: str, new_key: str, data: bytes, *, version: int, ttl: float,
-               user: str | None) -> bool:  # fmt: skip
+    def rotate(
+        self, old_key: str, new_key: str, data: bytes, *, version: int, ttl: float, user: str | None
+    ) -> bool:
         self._check(write=True)
         return super().rotate(old_key, new_key, data, version=version, ttl=ttl, user=user)
 
@@ -100,8 +101,9 @@ class RacedStore(MemoryStore):
             self._race(key)
         return super().save(key, data, version=version, ttl=ttl, user=user)
 
-    def rotate(self, old_key: str, new_key: str, data: bytes, *, version: int, ttl: float,
-               user: str | None) -> bool:  # fmt: skip
+    def rotate(
+        self, old_key: str, new_key: str, data: bytes, *, version: int, ttl: float, user: str | None
+    ) -> bool:
         if version > 0:
             self._race(old_key)
         return super().rotate(old_key, new_key, data, version=version, ttl=ttl, user=user)
@@ -118,9 +120,11 @@ class ConflictingManager(SessionManager):
 
 def conflicting_manager(store: MemoryStore, clock: Any) -> ConflictingManager:
     return ConflictingManager(
-        ServerSide(store=store), lifetimes=Lifetimes(renewal=None), clock=clock,
+        ServerSide(store=store),
+        lifetimes=Lifetimes(renewal=None),
+        clock=clock,
         log_salt=b"test-salt",
-    )  # fmt: skip
+    )
 
 
 def act(action: str, params: Mapping[str, str], session: Any) -> str:

@@ -44,8 +44,12 @@ __all__ = [
 
 START_TIMEOUT = 20.0  # seconds a server may take to accept connections
 CLUSTER_BUS_OFFSET = 10_000  # Redis Cluster nodes also listen on port + 10000
-PG_BIN_DIRS = ("/usr/local/bin", "/usr/lib/postgresql/17/bin", "/usr/lib/postgresql/16/bin",
-               "/usr/lib/postgresql/15/bin")  # fmt: skip
+PG_BIN_DIRS = (
+    "/usr/local/bin",
+    "/usr/lib/postgresql/17/bin",
+    "/usr/lib/postgresql/16/bin",
+    "/usr/lib/postgresql/15/bin",
+)
 
 
 def free_port(*, bus: bool = False) -> int:
@@ -115,17 +119,35 @@ class RedisServer:
         if self.process is not None:
             return
         args = [
-            self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
-            "--save", "", "--appendonly", "yes" if self.durable else "no",
-            "--appendfsync", "always", "--dir", str(self.directory),
-            "--daemonize", "no", "--loglevel", "warning",
-            "--logfile", str(self.directory / f"redis-{self.port}.log"),
-        ]  # fmt: skip
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.durable else "no",
+            "--appendfsync",
+            "always",
+            "--dir",
+            str(self.directory),
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "warning",
+            "--logfile",
+            str(self.directory / f"redis-{self.port}.log"),
+        ]
         if self.cluster:
             args += [
-                "--cluster-enabled", "yes", "--cluster-node-timeout", "2000",
-                "--cluster-config-file", str(self.directory / f"nodes-{self.port}.conf"),
-            ]  # fmt: skip
+                "--cluster-enabled",
+                "yes",
+                "--cluster-node-timeout",
+                "2000",
+                "--cluster-config-file",
+                str(self.directory / f"nodes-{self.port}.conf"),
+            ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             _wait_for_port(self.port, self.process, f"redis-server on port {self.port}")
@@ -152,8 +174,10 @@ class RedisServer:
         cli = _require("redis-cli")
         result = subprocess.run(
             [cli, "-h", "127.0.0.1", "-p", str(self.port), *args],
-            capture_output=True, check=True, timeout=30,
-        )  # fmt: skip
+            capture_output=True,
+            check=True,
+            timeout=30,
+        )
         return result.stdout.decode()
 
 
@@ -175,8 +199,10 @@ class RedisCluster:
         addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
         subprocess.run(
             [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
-            capture_output=True, check=True, timeout=60,
-        )  # fmt: skip
+            capture_output=True,
+            check=True,
+            timeout=60,
+        )
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if all("cluster_state:ok" in node.cli("cluster", "info") for node in self.nodes):
@@ -216,9 +242,18 @@ class PostgresServer:
         self.port = free_port()
         self.running = False
         self._run(
-            self.initdb, "-D", str(self.data), "-U", "postgres", "-A", "trust",
-            "-E", "UTF8", "--no-sync", "--no-instructions",
-        )  # fmt: skip
+            self.initdb,
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "--no-instructions",
+        )
 
     @property
     def url(self) -> str:
@@ -226,9 +261,12 @@ class PostgresServer:
 
     def _run(self, *args: str) -> None:
         subprocess.run(
-            [*self.prefix, *args], capture_output=True, check=True, timeout=120,
+            [*self.prefix, *args],
+            capture_output=True,
+            check=True,
+            timeout=120,
             cwd=self.directory,
-        )  # fmt: skip
+        )
 
     def start(self) -> None:
         if self.running:
@@ -239,9 +277,18 @@ class PostgresServer:
             "-c max_connections=100 -c shared_buffers=16MB"
         )
         self._run(
-            self.pg_ctl, "-D", str(self.data), "-o", options,
-            "-l", str(self.directory / "postgres.log"), "-w", "-t", "60", "start",
-        )  # fmt: skip
+            self.pg_ctl,
+            "-D",
+            str(self.data),
+            "-o",
+            options,
+            "-l",
+            str(self.directory / "postgres.log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
         self.running = True
 
     def stop(self) -> None:

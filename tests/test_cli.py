@@ -118,17 +118,26 @@ def test_memory_store_starts_empty() -> None:
     [
         (["sessions", "list", "--user", "a"], EXIT_USAGE, "no store"),
         (["sessions", "list", "--user", "a", "--store", "ftp://x"], EXIT_USAGE, "bad store URL"),
-        (["sessions", "list", "--user", "a", "--store", "sqlite://host/x.db"], EXIT_USAGE,
-         "bad store URL"),
+        (
+            ["sessions", "list", "--user", "a", "--store", "sqlite://host/x.db"],
+            EXIT_USAGE,
+            "bad store URL",
+        ),
         (["sessions", "revoke", "not an id", "--store", "memory://"], EXIT_USAGE, "base64url"),
-        (["sessions", "list", "--user", "a", "--store", "sqlite:////nonexistent/dir/x.db"],
-         EXIT_STORE, "the store failed"),
+        (
+            ["sessions", "list", "--user", "a", "--store", "sqlite:////nonexistent/dir/x.db"],
+            EXIT_STORE,
+            "the store failed",
+        ),
     ],
-)  # fmt: skip
+)
 def test_clean_errors(
-    argv: list[str], code: int, message: str, monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+    code: int,
+    message: str,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+) -> None:
     monkeypatch.delenv("COATCHECK_STORE", raising=False)
     assert run(*argv)[0] == code
     err = capsys.readouterr().err
@@ -138,10 +147,20 @@ def test_clean_errors(
 
 def test_console_entry_point_prints_no_traceback(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "coatcheck", "sessions", "purge", "--store",
-         f"sqlite:///{tmp_path}/missing/dir/x.db"],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "coatcheck",
+            "sessions",
+            "purge",
+            "--store",
+            f"sqlite:///{tmp_path}/missing/dir/x.db",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == EXIT_STORE
     assert result.stderr.startswith("coatcheck: error: the store failed")
     assert "Traceback" not in result.stderr
@@ -177,9 +196,16 @@ def keys(monkeypatch: pytest.MonkeyPatch) -> str:
 
 def claims(**extra: object) -> dict[str, object]:
     now = int(time.time())
-    return {"sid": "s" * 22, "sub": "alice", "iat": now - 60, "exp": now + 3600,
-            "idl": now + 600, "dat": {"cart": ["coat"]}, "csrf": "per-session-secret",
-            **extra}  # fmt: skip
+    return {
+        "sid": "s" * 22,
+        "sub": "alice",
+        "iat": now - 60,
+        "exp": now + 3600,
+        "idl": now + 600,
+        "dat": {"cart": ["coat"]},
+        "csrf": "per-session-secret",
+        **extra,
+    }
 
 
 def test_keys_new_makes_keys_the_ring_loads() -> None:
@@ -257,14 +283,16 @@ def test_token_inspect_expired_and_forged(keys: str) -> None:
 
 def test_client_side_sessions_listed_revoked_and_seen_revoked(keys: str, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/sessions.db"
-    manager = SessionManager(ClientSide(KeyRing.parse(keys), store=url),
-                             lifetimes=Lifetimes(renewal=None))  # fmt: skip
+    manager = SessionManager(
+        ClientSide(KeyRing.parse(keys), store=url), lifetimes=Lifetimes(renewal=None)
+    )
     session = open_session(manager, RequestInfo(headers=[("user-agent", "Firefox")]))
     session.login("alice")
     headers = commit_session(manager, session)
     token = next(v for k, v in headers if k == "set-cookie").split(";")[0].split("=", 1)[1]
-    code, out = run("sessions", "list", "--user", "alice", "--store", url, "--client-side",
-                    "--json")  # fmt: skip
+    code, out = run(
+        "sessions", "list", "--user", "alice", "--store", url, "--client-side", "--json"
+    )
     (row,) = json.loads(out)
     assert code == 0 and row["id"] == session.id and row["user_agent"] == "Firefox"
     code, out = run("token", "inspect", token, "--store", url, "--json")
@@ -283,8 +311,9 @@ def test_client_side_sessions_are_never_revoked_as_server_side_ones(
     exit 0 while the token kept working. Now it refuses, says which flag revokes for real,
     and changes nothing; with the flag the token is refused."""
     url = f"sqlite:///{tmp_path}/sessions.db"
-    manager = SessionManager(ClientSide(KeyRing.parse(keys), store=url),
-                             lifetimes=Lifetimes(renewal=None))  # fmt: skip
+    manager = SessionManager(
+        ClientSide(KeyRing.parse(keys), store=url), lifetimes=Lifetimes(renewal=None)
+    )
     session = open_session(manager, RequestInfo())
     session.login("alice")
     headers = commit_session(manager, session)
@@ -293,8 +322,9 @@ def test_client_side_sessions_are_never_revoked_as_server_side_ones(
     code, _ = run("sessions", verb, target, "--store", url)
     error = capsys.readouterr().err
     assert code == EXIT_USAGE and "--client-side" in error and "Nothing was revoked" in error
-    code, out = run("sessions", "list", "--user", "alice", "--store", url, "--client-side",
-                    "--json")  # fmt: skip
+    code, out = run(
+        "sessions", "list", "--user", "alice", "--store", url, "--client-side", "--json"
+    )
     assert [row["id"] for row in json.loads(out)] == [session.id]  # still listed
     code, out = run("token", "inspect", token, "--store", url, "--json")
     assert code == 0 and json.loads(out)["revoked"] is False

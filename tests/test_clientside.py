@@ -51,8 +51,9 @@ class Device:
         headers = [("host", "testserver"), ("user-agent", self.ua)]
         if self.cookies:
             headers.append(("cookie", "; ".join(f"{k}={v}" for k, v in self.cookies.items())))
-        return RequestInfo(method=method, headers=headers, host="testserver",
-                           client_ip="198.51.100.7")  # fmt: skip
+        return RequestInfo(
+            method=method, headers=headers, host="testserver", client_ip="198.51.100.7"
+        )
 
     def open(self) -> Session:
         return open_session(self.manager, self.request())
@@ -145,8 +146,9 @@ def test_touch_reissues_at_most_once_per_interval(clock: FakeClock) -> None:
 
 
 def test_idle_and_absolute_deadlines(clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
-    manager = client_manager(clock, lifetimes=Lifetimes(idle=100, absolute=1000, renewal=None,
-                                                        touch_interval=10))  # fmt: skip
+    manager = client_manager(
+        clock, lifetimes=Lifetimes(idle=100, absolute=1000, renewal=None, touch_interval=10)
+    )
     leeway = 5.0  # ClientSide's default tolerance for clock skew between replicas
     device = Device(manager)
     device.visit(a=1)
@@ -399,8 +401,9 @@ def test_migration_server_to_client_and_back_keeps_the_user_logged_in(clock: Fak
     revocations = MemoryRevocationStore()
     client = SessionManager(
         ClientSide(KeyRing([KEY_A]), store=shared, revocations=revocations),
-        lifetimes=Lifetimes(renewal=None), clock=clock,
-    )  # fmt: skip
+        lifetimes=Lifetimes(renewal=None),
+        clock=clock,
+    )
     device.manager = client
     migrated = device.open()
     assert migrated.user == "ivy" and migrated["cart"] == ["tea"]
@@ -410,10 +413,12 @@ def test_migration_server_to_client_and_back_keeps_the_user_logged_in(clock: Fak
     assert [i.mode for i in SessionAdmin(client).sessions("ivy")] == ["client"]
 
     back = SessionManager(
-        ServerSide(shared, migrate_from=ClientSide(KeyRing([KEY_A]), store=None,
-                                                   revocations=revocations)),
-        lifetimes=Lifetimes(renewal=None), clock=clock,
-    )  # fmt: skip
+        ServerSide(
+            shared, migrate_from=ClientSide(KeyRing([KEY_A]), store=None, revocations=revocations)
+        ),
+        lifetimes=Lifetimes(renewal=None),
+        clock=clock,
+    )
     device.manager = back
     returned = device.open()
     assert returned.user == "ivy" and returned["cart"] == ["tea"]
@@ -504,8 +509,11 @@ def test_a_token_migrated_to_server_side_cannot_be_migrated_again(clock: FakeClo
     it (kept by the browser of a thief) does not come back to life after a logout."""
     shared = MemoryStore(clock=clock)
     revocations = MemoryRevocationStore()
-    client = SessionManager(ClientSide(KeyRing([KEY_A]), store=shared, revocations=revocations),
-                            lifetimes=Lifetimes(renewal=None), clock=clock)  # fmt: skip
+    client = SessionManager(
+        ClientSide(KeyRing([KEY_A]), store=shared, revocations=revocations),
+        lifetimes=Lifetimes(renewal=None),
+        clock=clock,
+    )
     device = Device(client)
     session = device.open()
     session.login("lea")
@@ -514,10 +522,12 @@ def test_a_token_migrated_to_server_side_cannot_be_migrated_again(clock: FakeClo
     assert [i.mode for i in SessionAdmin(client).sessions("lea")] == ["client"]
 
     server = SessionManager(
-        ServerSide(shared, migrate_from=ClientSide(KeyRing([KEY_A]), store=None,
-                                                   revocations=revocations)),
-        lifetimes=Lifetimes(renewal=None), clock=clock,
-    )  # fmt: skip
+        ServerSide(
+            shared, migrate_from=ClientSide(KeyRing([KEY_A]), store=None, revocations=revocations)
+        ),
+        lifetimes=Lifetimes(renewal=None),
+        clock=clock,
+    )
     device.manager = server
     migrated = device.open()
     assert migrated.user == "lea"
@@ -536,8 +546,9 @@ def test_a_token_migrated_to_server_side_cannot_be_migrated_again(clock: FakeClo
 # -- degraded mode: the store is down (issue 11, item 8) ---------------------------------
 
 
-def degraded(clock: FakeClock, **options: Any) -> tuple[SessionManager, SwitchStore,
-                                                        SwitchRevocations]:  # fmt: skip
+def degraded(
+    clock: FakeClock, **options: Any
+) -> tuple[SessionManager, SwitchStore, SwitchRevocations]:
     registry, revocations = SwitchStore(clock=clock), SwitchRevocations(clock=clock)
     manager = client_manager(clock, store=registry, revocations=revocations, **options)
     return manager, registry, revocations

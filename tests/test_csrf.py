@@ -30,8 +30,11 @@ CASES = [
     ("lowercase-get", req("get", origin="https://evil.example"), True),
     ("post-no-headers", req(), True),
     ("post-same-origin", req(origin="https://app.example"), True),
-    ("post-same-origin-port", req(host="app.example:8443", origin="https://app.example:8443"),
-     True),
+    (
+        "post-same-origin-port",
+        req(host="app.example:8443", origin="https://app.example:8443"),
+        True,
+    ),
     ("post-fetch-same-origin", req(sec_fetch_site="same-origin"), True),
     ("post-fetch-none", req(sec_fetch_site="none"), True),
     ("post-cross-origin", req(origin="https://evil.example"), False),
@@ -42,8 +45,11 @@ CASES = [
     ("post-no-host", req(host=None, origin="https://app.example"), False),
     ("post-fetch-cross-site", req(sec_fetch_site="cross-site"), False),
     ("post-fetch-same-site", req(sec_fetch_site="same-site"), False),
-    ("fetch-wins-over-origin", req(sec_fetch_site="cross-site", origin="https://app.example"),
-     False),
+    (
+        "fetch-wins-over-origin",
+        req(sec_fetch_site="cross-site", origin="https://app.example"),
+        False,
+    ),
     ("put-cross", req("PUT", origin="https://evil.example"), False),
     ("delete-cross", req("DELETE", sec_fetch_site="cross-site"), False),
     # Origin without Sec-Fetch-Site: scheme, host and port all count, default ports filled in.
@@ -52,8 +58,11 @@ CASES = [
     ("post-http-same-origin", req(scheme="http", origin="http://app.example"), True),
     ("post-host-default-port", req(host="app.example:443", origin="https://app.example"), True),
     ("post-origin-default-port", req(origin="https://app.example:443"), True),
-    ("post-http-host-default-port",
-     req(scheme="http", host="app.example:80", origin="http://app.example"), True),
+    (
+        "post-http-host-default-port",
+        req(scheme="http", host="app.example:80", origin="http://app.example"),
+        True,
+    ),
     ("post-http-port-on-https", req(host="app.example:80", origin="https://app.example"), False),
     ("post-host-case", req(host="App.Example", origin="https://app.example"), True),
     ("post-ipv6-host", req(host="[::1]:8443", origin="https://[::1]:8443"), True),
@@ -62,14 +71,23 @@ CASES = [
     ("post-origin-path", req(origin="https://app.example/"), False),
     ("post-origin-bad-port", req(origin="https://app.example:99999"), False),
     ("post-no-scheme-origin", req(origin="app.example"), False),
-    ("wss-handshake-https-origin", req("WEBSOCKET", scheme="wss", origin="https://app.example"),
-     True),
-    ("wss-handshake-http-origin", req("WEBSOCKET", scheme="wss", origin="http://app.example"),
-     False),
+    (
+        "wss-handshake-https-origin",
+        req("WEBSOCKET", scheme="wss", origin="https://app.example"),
+        True,
+    ),
+    (
+        "wss-handshake-http-origin",
+        req("WEBSOCKET", scheme="wss", origin="http://app.example"),
+        False,
+    ),
     ("trusted-origin", req(origin="https://partner.example"), True),
-    ("trusted-origin-even-cross-site",
-     req(origin="https://partner.example", sec_fetch_site="cross-site"), True),
-]  # fmt: skip
+    (
+        "trusted-origin-even-cross-site",
+        req(origin="https://partner.example", sec_fetch_site="cross-site"),
+        True,
+    ),
+]
 
 
 @pytest.mark.parametrize(("name", "request_", "passes"), CASES, ids=[c[0] for c in CASES])
@@ -107,10 +125,23 @@ FORM = "application/x-www-form-urlencoded"
         (FORM, b"csrf_token=tok&" + b"a=" + b"x" * (1024 * 1024), None),
         (FORM, b"csrf_token=%ff%fe&a=\xff", "\ufffd\ufffd"),
     ],
-    ids=["form", "content-type-case-and-charset", "first-wins", "percent-utf8", "no-token",
-         "empty-token", "empty-body", "no-content-type", "text", "multipart", "not-quite-form",
-         "too-many-fields", "too-large", "not-utf8"],
-)  # fmt: skip
+    ids=[
+        "form",
+        "content-type-case-and-charset",
+        "first-wins",
+        "percent-utf8",
+        "no-token",
+        "empty-token",
+        "empty-body",
+        "no-content-type",
+        "text",
+        "multipart",
+        "not-quite-form",
+        "too-many-fields",
+        "too-large",
+        "not-utf8",
+    ],
+)
 def test_form_token(content_type: str | None, body: bytes, token: str | None) -> None:
     assert form_token(content_type, body) == token
 
@@ -128,15 +159,26 @@ def test_form_token_never_raises(content_type: str | None, body: bytes) -> None:
         (FORM, b"csrf_token=a;b=c"),  # `;` is no separator
         (FORM + "; charset=utf-16", "csrf_token=tok".encode("utf-16")),  # another charset
         (FORM, b"\x00\xff\xfe" * 1000),  # binary noise
-        ("multipart/form-data; boundary=--x", b"--x\r\nContent-Disposition: form-data; "
-         b'name="csrf_token"\r\n\r\ntok\r\n--x--'),  # multipart is not searched
+        (
+            "multipart/form-data; boundary=--x",
+            b'--x\r\nContent-Disposition: form-data; name="csrf_token"\r\n\r\ntok\r\n--x--',
+        ),  # multipart is not searched
         ("multipart/form-data", b"--\r\n\r\n"),  # a broken multipart body
         (FORM, b"a" * (MAX_FORM_BYTES + 1)),  # too large
         (FORM, b"&" * 5000),  # empty fields, many
     ],
-    ids=["bad-escapes", "no-names", "semicolon", "utf-16", "binary", "multipart",
-         "bad-multipart", "too-large", "many-ampersands"],
-)  # fmt: skip
+    ids=[
+        "bad-escapes",
+        "no-names",
+        "semicolon",
+        "utf-16",
+        "binary",
+        "multipart",
+        "bad-multipart",
+        "too-large",
+        "many-ampersands",
+    ],
+)
 def test_form_token_refuses_hostile_bodies(content_type: str, body: bytes) -> None:
     token = form_token(content_type, body)
     assert token is None or token != "tok"

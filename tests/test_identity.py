@@ -82,14 +82,19 @@ def make_app(manager: SessionManager, gates: Gates) -> SessionMiddleware:
 
     async def me(request: Request) -> Response:
         session: Session = request.scope["session"]
-        return JSONResponse({"id": session.id, "user": session.user, "new": session.is_new,
-                             "data": dict(session)})  # fmt: skip
+        return JSONResponse(
+            {"id": session.id, "user": session.user, "new": session.is_new, "data": dict(session)}
+        )
 
     async def csrf(request: Request) -> Response:
         return PlainTextResponse(request.scope["session"].csrf_token)
 
-    routes = [Route("/", me), Route("/csrf", csrf), Route("/hold", hold, methods=["POST"]),
-              Route("/{action}", do, methods=["POST"])]  # fmt: skip
+    routes = [
+        Route("/", me),
+        Route("/csrf", csrf),
+        Route("/hold", hold, methods=["POST"]),
+        Route("/{action}", do, methods=["POST"]),
+    ]
     return SessionMiddleware(Starlette(routes=routes), manager=manager)
 
 
@@ -140,8 +145,9 @@ class Cluster:
     async def parked(self, device: Device, gate: str, action: str, **params: str) -> Any:
         """Start `action` as `device`'s request and return once its session is loaded."""
         self.gates.add(gate)
-        task = asyncio.ensure_future(device.send("POST", "/hold", gate=gate, action=action,
-                                                 **params))  # fmt: skip
+        task = asyncio.ensure_future(
+            device.send("POST", "/hold", gate=gate, action=action, **params)
+        )
         await self.gates.entered[gate].wait()
         return task
 
@@ -313,8 +319,9 @@ async def migration() -> AsyncIterator[tuple[Device, Cluster]]:
     replicas that migrate its token, sharing its revocation store."""
     clock = FakeClock()
     store, revocations = MemoryStore(clock=clock), MemoryRevocationStore(clock=clock)
-    old = SessionManager(side("client", MemoryStore(clock=clock), revocations),
-                         lifetimes=LIFETIMES, clock=clock)  # fmt: skip
+    old = SessionManager(
+        side("client", MemoryStore(clock=clock), revocations), lifetimes=LIFETIMES, clock=clock
+    )
     replicas = [
         SessionManager(
             ServerSide(
@@ -325,7 +332,7 @@ async def migration() -> AsyncIterator[tuple[Device, Cluster]]:
             ),
             lifetimes=LIFETIMES,
             clock=clock,
-        )  # fmt: skip
+        )
         for _ in range(2)
     ]
     gates = Gates()
@@ -388,8 +395,9 @@ async def test_login_replaces_the_csrf_token(cluster: Cluster) -> None:
     assert (await device.send("GET", "/csrf")).text != token
     cross = {"origin": "https://evil.example", "x-csrf-token": token}
     device.http.cookies.clear()
-    response = await device.http.post("/write", headers={**cross,
-                                      "cookie": f"{COOKIE}={device.secret}"})  # fmt: skip
+    response = await device.http.post(
+        "/write", headers={**cross, "cookie": f"{COOKIE}={device.secret}"}
+    )
     assert response.status_code == 403
 
 

@@ -33,8 +33,11 @@ def imported_by(module: str) -> list[str]:
     """The modules that `import module` loads in a fresh interpreter."""
     result = subprocess.run(
         [sys.executable, "-c", _PROBE.format(module=module)],
-        capture_output=True, text=True, timeout=60, check=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     loaded: list[str] = json.loads(result.stdout)
     return loaded
 

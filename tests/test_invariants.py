@@ -137,12 +137,12 @@ def test_revocation_invariants(mode: str, backends: tuple[str, Backends]) -> Non
             self.resources = (self.store, revocations)
 
             def client(store: Store | None) -> ClientSide:
-                return ClientSide(KeyRing([KEY]), store=store, revocations=revocations,
-                                  strict=True)  # fmt: skip
+                return ClientSide(KeyRing([KEY]), store=store, revocations=revocations, strict=True)
 
             def manager(side: ServerSide | ClientSide) -> SessionManager:
-                return SessionManager(side, lifetimes=LIFETIMES, clock=self.clock,
-                                      log_salt=b"model")  # fmt: skip
+                return SessionManager(
+                    side, lifetimes=LIFETIMES, clock=self.clock, log_salt=b"model"
+                )
 
             if mode == "server":
                 self.replicas = (manager(ServerSide(self.store)), manager(ServerSide(self.store)))
@@ -293,8 +293,7 @@ class Model(RuleBasedStateMachine):
         issued = self.world.pool[pick % len(self.world.pool)]
         return (replica, self.open(replica, issued.value))
 
-    @rule(flight=consumes(in_flight), action=st.sampled_from(ACTIONS),
-          user=st.sampled_from(USERS))  # fmt: skip
+    @rule(flight=consumes(in_flight), action=st.sampled_from(ACTIONS), user=st.sampled_from(USERS))
     def finish(self, flight: tuple[int, Session], action: str, user: str) -> None:
         replica, session = flight
         self.act(session, action, replica, user)

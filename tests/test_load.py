@@ -88,7 +88,7 @@ def replicas(url: str, directory: Path) -> Iterator[list[int]]:
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-        )  # fmt: skip
+        )
         for port in ports
     ]
     try:

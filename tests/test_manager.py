@@ -654,8 +654,15 @@ def test_reprs_never_contain_the_secret(manager: SessionManager, store: Counting
     result.regenerate()
     commit = manager.commit(result)
     assert commit.write is not None and commit.write.secret
-    texts = [repr(req), repr(opening), repr(result), repr(commit), repr(commit.write),
-             repr(manager), str(manager)]  # fmt: skip
+    texts = [
+        repr(req),
+        repr(opening),
+        repr(result),
+        repr(commit),
+        repr(commit.write),
+        repr(manager),
+        str(manager),
+    ]
     for text in texts:
         assert secret not in text
         assert commit.write.secret not in text
@@ -681,8 +688,9 @@ def test_logs_never_contain_the_secret(
 
 # -- properties --------------------------------------------------------------------------
 
-_SETTINGS = settings(max_examples=300, deadline=None,
-                     suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+_SETTINGS = settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 @_SETTINGS

@@ -54,10 +54,22 @@ def servers(tmp_path: Path) -> Iterator[list[str]]:
     ports = [free_port() for _ in range(PROCESSES)]
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "app_under_test:app", "--host", "127.0.0.1",
-             "--port", str(port), "--log-level", "warning"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "app_under_test:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         for port in ports
     ]
     urls = [f"http://127.0.0.1:{port}" for port in ports]

@@ -14,9 +14,21 @@ import coatcheck
 #: Web frameworks and optional dependencies. (orjson is absent on purpose: it is a core
 #: dependency, chosen by `bench/codec.py`.)
 FORBIDDEN = (
-    "starlette", "fastapi", "flask", "django", "werkzeug", "redis", "psycopg", "psycopg_pool",
-    "httpx", "joserfc", "jwt", "uvicorn", "anyio", "playwright",
-)  # fmt: skip
+    "starlette",
+    "fastapi",
+    "flask",
+    "django",
+    "werkzeug",
+    "redis",
+    "psycopg",
+    "psycopg_pool",
+    "httpx",
+    "joserfc",
+    "jwt",
+    "uvicorn",
+    "anyio",
+    "playwright",
+)
 
 
 def test_all_is_sorted_and_unique() -> None:
@@ -35,10 +47,22 @@ def test_every_public_name_is_importable(name: str) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["SessionManager", "Session", "ServerSide", "Cookie", "Header", "Lifetimes", "SessionAdmin",
-     "AsyncSessionAdmin", "StoreUnavailable", "CSRFError", "RequestInfo", "KeyRing",
-     "ClientSide"],
-)  # fmt: skip
+    [
+        "SessionManager",
+        "Session",
+        "ServerSide",
+        "Cookie",
+        "Header",
+        "Lifetimes",
+        "SessionAdmin",
+        "AsyncSessionAdmin",
+        "StoreUnavailable",
+        "CSRFError",
+        "RequestInfo",
+        "KeyRing",
+        "ClientSide",
+    ],
+)
 def test_promised_names_are_exported(name: str) -> None:
     assert name in coatcheck.__all__
 
@@ -46,8 +70,7 @@ def test_promised_names_are_exported(name: str) -> None:
 def test_promised_store_names() -> None:
     from coatcheck import stores
 
-    for name in ("MemoryStore", "AsyncMemoryStore", "SQLiteStore", "AsyncSQLiteStore",
-                 "from_url"):  # fmt: skip
+    for name in ("MemoryStore", "AsyncMemoryStore", "SQLiteStore", "AsyncSQLiteStore", "from_url"):
         assert name in stores.__all__ and hasattr(stores, name)
 
 

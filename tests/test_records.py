@@ -18,9 +18,15 @@ from coatcheck.records import Credentials, Stored, decode, dumps, encode
 def make(data: dict[str, Any]) -> Session:
     secret = new_secret()
     return Session.create(
-        data, secret=secret, id=handle_of(secret), is_new=True, now=5.0,
-        created_at=1.0, last_seen=2.5, rotated_at=3.0,
-    )  # fmt: skip
+        data,
+        secret=secret,
+        id=handle_of(secret),
+        is_new=True,
+        now=5.0,
+        created_at=1.0,
+        last_seen=2.5,
+        rotated_at=3.0,
+    )
 
 
 def test_round_trip_with_all_metadata() -> None:
@@ -32,10 +38,17 @@ def test_round_trip_with_all_metadata() -> None:
     stored = decode(encode(session))
     assert stored == Stored(
         data={"cart": ["a", "ü"], "n": 1, "nested": {"x": None}},
-        created_at=5.0, last_seen=2.5, rotated_at=3.0, user="alice", authenticated_at=5.0,
-        ip="192.0.2.1", user_agent="agent/1.0", persistent=True, csrf_secret=token,
+        created_at=5.0,
+        last_seen=2.5,
+        rotated_at=3.0,
+        user="alice",
+        authenticated_at=5.0,
+        ip="192.0.2.1",
+        user_agent="agent/1.0",
+        persistent=True,
+        csrf_secret=token,
         credentials=None,
-    )  # fmt: skip
+    )
 
 
 def test_minimal_record_is_compact_and_holds_no_secret() -> None:
@@ -121,12 +134,14 @@ def test_any_bytes_decode_or_raise_store_corrupted(raw: bytes) -> None:
 
 
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
     max_leaves=20,
-)  # fmt: skip
+)
 
 
 @pytest.mark.parametrize("value", [2**64, -(2**63) - 1, {"deep": [2**100]}])

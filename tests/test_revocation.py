@@ -66,8 +66,9 @@ def test_user_entries_each_hold_until_their_own_expiry_in_any_order() -> None:
 
 def test_a_later_user_entry_with_a_longer_life_replaces_an_earlier_one() -> None:
     lst = RevocationList()
-    lst.apply([user("ann", at=T, expires_at=T + 100), user("ann", at=T + 5, expires_at=T + 200)],
-              2, T)  # fmt: skip
+    lst.apply(
+        [user("ann", at=T, expires_at=T + 100), user("ann", at=T + 5, expires_at=T + 200)], 2, T
+    )
     assert len(lst) == 1
 
 
@@ -90,8 +91,15 @@ def test_applying_the_same_entries_again_changes_nothing() -> None:
 
 def test_expired_entries_are_forgotten_at_their_expiry() -> None:
     lst = RevocationList()
-    lst.apply([sid("short", expires_at=T + 10), sid("long", expires_at=T + 20),
-               user("ann", expires_at=T + 10)], 3, T)  # fmt: skip
+    lst.apply(
+        [
+            sid("short", expires_at=T + 10),
+            sid("long", expires_at=T + 20),
+            user("ann", expires_at=T + 10),
+        ],
+        3,
+        T,
+    )
     lst.apply([], 3, T + 9.999)
     assert len(lst) == 3
     lst.apply([], 3, T + 10)  # expires_at == now: the token it guards has expired too

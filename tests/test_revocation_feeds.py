@@ -114,25 +114,28 @@ def make_backend(request: pytest.FixtureRequest, name: str, tmp_path: Path) -> B
         return Backend(name, clock, lambda c: shared)
     if name == "sqlite":
         path = tmp_path / "revocations.db"
-        return Backend(name, clock, lambda c: SQLiteRevocationStore(path, clock=c),
-                       url=f"sqlite:///{path}")  # fmt: skip
+        return Backend(
+            name, clock, lambda c: SQLiteRevocationStore(path, clock=c), url=f"sqlite:///{path}"
+        )
     if name in ("redis", "redis-cluster"):
         fixture = "redis_server" if name == "redis" else "redis_cluster"
         server: RedisServer | RedisCluster = request.getfixturevalue(fixture)
         prefix = fresh_prefix()
         return Backend(
-            name, clock,
+            name,
+            clock,
             lambda c: RedisRevocationStore(server.url, prefix=prefix, clock=c),
             url=server.url,
-        )  # fmt: skip
+        )
     assert name == "postgres"
     pg: PostgresServer = request.getfixturevalue("postgres_server")
     table = fresh_table()
     return Backend(
-        name, clock,
+        name,
+        clock,
         lambda c: PostgresRevocationStore(pg.url, table=table, clock=c),
         url=pg.url,
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture(params=ALL)
@@ -158,8 +161,9 @@ def sid_entry(subject: str, *, at: float = T0, ttl: float = 100.0) -> Revocation
 # -- managers that each keep their own list ------------------------------------------------
 
 
-def manager(revocations: Any, clock: FakeClock, *, staleness: float = 1.0,
-            store: Any = None) -> SessionManager:  # fmt: skip
+def manager(
+    revocations: Any, clock: FakeClock, *, staleness: float = 1.0, store: Any = None
+) -> SessionManager:
     mode = ClientSide(KeyRing([KEY]), store=store, revocations=revocations, staleness=staleness)
     return SessionManager(mode, lifetimes=Lifetimes(renewal=None), clock=clock, log_salt=b"s")
 
@@ -317,8 +321,7 @@ def test_an_entry_whose_message_was_lost_is_refused_at_the_next_poll(
     write_silently(push_backend, Revocation("sid", sid, clock.now, clock.now + 100))
     pushed = push_backend.sync()
     pushed.revoke(sid_entry("a later entry that is pushed", at=clock.now))
-    wait_for(lambda: len(revocation_list(reader)) == 1,
-             "the later entry's message")  # fmt: skip
+    wait_for(lambda: len(revocation_list(reader)) == 1, "the later entry's message")
     clock.advance(0.999)
     assert accepted(reader, token)  # the silent entry was not pushed
     clock.advance(0.001)
@@ -337,8 +340,10 @@ def write_silently(backend: Backend, entry: Revocation) -> None:
     assert isinstance(store, PostgresRevocationStore)
     store.changes(0)  # creates the table
     with store.pool.connection() as conn:
-        conn.execute(f"INSERT INTO {store.table} (entry, expires_at) VALUES (%s, %s)",  # noqa: S608
-                     (doc, entry.expires_at))  # fmt: skip
+        conn.execute(
+            f"INSERT INTO {store.table} (entry, expires_at) VALUES (%s, %s)",  # noqa: S608
+            (doc, entry.expires_at),
+        )
 
 
 def test_clientside_from_a_url_starts_its_listener_on_first_use(push_backend: Backend) -> None:
@@ -379,8 +384,7 @@ async def test_async_clientside_listener_refuses_without_a_poll(push_backend: Ba
         default = revocations_for(push_backend.url)
         default.revoke(Revocation("sid", sid, clock.now, clock.now + 100))
         default.close()
-        await await_for(lambda: mode.revocation_list.is_revoked(sid, None, T0, clock.now),
-                        "a push")  # fmt: skip
+        await await_for(lambda: mode.revocation_list.is_revoked(sid, None, T0, clock.now), "a push")
         assert (await aopen_session(reader, with_token(token))).is_new
     finally:
         await mode.aclose()
@@ -546,8 +550,9 @@ def test_clientside_with_sqlite_imports_neither_redis_nor_psycopg(tmp_path: Path
         "m.revocations; m.close()\n"
         "print(sorted(x for x in ('redis', 'psycopg') if x in sys.modules))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True,
-                            timeout=60)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, check=True, timeout=60
+    )
     assert result.stdout.decode().strip() == "[]"
 
 

@@ -105,7 +105,7 @@ WRITES: list[tuple[str, Action, dict[str, Any]]] = [
     ("nested-dict-in-place", lambda s: s["d"]["k"].update(x=1), {"d": {"k": {"x": 1}}}),
     ("values-in-place", lambda s: _empty_lists(s.values()), {"a": []}),
     ("clear", lambda s: s.clear(), {"a": DELETED, "b": DELETED, "d": DELETED}),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("name", "action", "expected"), WRITES, ids=[w[0] for w in WRITES])

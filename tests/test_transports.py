@@ -36,9 +36,13 @@ def test_default_cookie_is_strict() -> None:
 
 def test_relaxed_cookie_renders_its_options() -> None:
     cookie = Cookie(
-        name="sid", path="/app", domain="example.com", secure=False, http_only=False,
+        name="sid",
+        path="/app",
+        domain="example.com",
+        secure=False,
+        http_only=False,
         same_site="strict",
-    )  # fmt: skip
+    )
     assert cookie.render("v") == "sid=v; Path=/app; Domain=example.com; SameSite=Strict"
     partitioned = Cookie(same_site="none", partitioned=True)
     assert partitioned.render("v").endswith("; Secure; SameSite=None; Partitioned")
@@ -100,10 +104,8 @@ def test_find_cookie_never_raises(header: str, name: str) -> None:
 
 
 COOKIE_OCTETS = st.text(
-    alphabet=st.characters(
-        min_codepoint=0x21, max_codepoint=0x7E, blacklist_characters='";\\,'
-    ),
-)  # fmt: skip
+    alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E, blacklist_characters='";\\,'),
+)
 
 
 @given(COOKIE_OCTETS, COOKIE_OCTETS)

@@ -8,7 +8,7 @@ on the request path, where a few of them are built per request, that is measurab
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
+from types import MethodType
 from typing import Any, TypeVar
 
 __all__ = ["fast_constructor"]
@@ -24,4 +24,4 @@ def fast_constructor(cls: type[_T], *fields: str) -> Callable[[tuple[Any, ...]],
     shifting every later value. The one place such a trick lives, one per type."""
     if fields != getattr(cls, "_fields", None):
         raise TypeError(f"fast constructor of {cls.__name__} lists {fields}, not its fields")
-    return partial(tuple.__new__, cls)
+    return MethodType(tuple.__new__, cls)  # as cheap to call as tuple.__new__ itself

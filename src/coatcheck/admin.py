@@ -98,9 +98,11 @@ def _handle(value: object, what: str = "session_id") -> str:
 
 
 def _entries(
-    manager: SessionManager, handle: str | None = None, user: str | None = None,
+    manager: SessionManager,
+    handle: str | None = None,
+    user: str | None = None,
     keep: str | None = None,
-) -> list[Revocation]:  # fmt: skip
+) -> list[Revocation]:
     """The revocation entries that end session `handle`, or every session of `user` but
     `keep`, for the client-side tokens the manager accepts (its own, or those a server-side
     manager migrates: a token not migrated yet is a session too); refuses when revocations
@@ -147,8 +149,9 @@ def revoking_user(
     return count
 
 
-def recording(manager: SessionManager, revocations: Any, entries: Iterable[Revocation]
-              ) -> Plan[None]:  # fmt: skip
+def recording(
+    manager: SessionManager, revocations: Any, entries: Iterable[Revocation]
+) -> Plan[None]:
     """`SessionAdmin.record_revocations`: write the entries to the shared `revocations`
     store (if any) and apply them to this process's copy at once."""
     mode = manager.client_mode

@@ -75,9 +75,13 @@ class Audit:
         callers, so that a disabled level costs no call and no hash.)"""
         digest = self.hash(value)
         logger.log(
-            level, "%s session=%s%s", event, digest, f" {detail}" if detail else "",
+            level,
+            "%s session=%s%s",
+            event,
+            digest,
+            f" {detail}" if detail else "",
             extra={"event": event, "session_hash": digest},
-        )  # fmt: skip
+        )
 
 
 class ThrottledLog:
@@ -90,8 +94,17 @@ class ThrottledLog:
     writes at once. Thread-safe: sync adapters record from many threads.
     """
 
-    __slots__ = ("_last", "_lock", "_pending", "event", "interval", "level", "logger",
-                 "message", "total")  # fmt: skip
+    __slots__ = (
+        "_last",
+        "_lock",
+        "_pending",
+        "event",
+        "interval",
+        "level",
+        "logger",
+        "message",
+        "total",
+    )
 
     def __init__(
         self,
@@ -125,8 +138,12 @@ class ThrottledLog:
             count, self._pending, self._last = self._pending, 0, now
             total = self.total
         self.logger.log(
-            self.level, "%s: %d since the last report, %d in all%s", self.message, count, total,
+            self.level,
+            "%s: %d since the last report, %d in all%s",
+            self.message,
+            count,
+            total,
             f"; last: {detail}" if detail else "",
             extra={"event": self.event, "count": count, "total": total},
-        )  # fmt: skip
+        )
         return True

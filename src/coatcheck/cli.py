@@ -90,9 +90,11 @@ def _open_store(url: str) -> Any:
     except ConfigurationError as exc:
         raise Failure(f"bad store URL: {exc}", EXIT_USAGE) from None
     except ImportError as exc:
-        raise Failure(f"this store needs {exc.name or 'a driver'}: "
-                      "pip install 'coatcheck[redis]' or 'coatcheck[postgres]'",
-                      EXIT_USAGE) from None  # fmt: skip
+        raise Failure(
+            f"this store needs {exc.name or 'a driver'}: "
+            "pip install 'coatcheck[redis]' or 'coatcheck[postgres]'",
+            EXIT_USAGE,
+        ) from None
 
 
 def _admin(args: argparse.Namespace) -> Any:
@@ -138,8 +140,11 @@ def _handle(value: str) -> str:
     from .ids import is_handle
 
     if not is_handle(value):
-        raise Failure("a session ID is its handle (22 base64url characters), as `sessions "
-                      "list` shows it; never a cookie or token", EXIT_USAGE)  # fmt: skip
+        raise Failure(
+            "a session ID is its handle (22 base64url characters), as `sessions "
+            "list` shows it; never a cookie or token",
+            EXIT_USAGE,
+        )
     return value
 
 
@@ -169,10 +174,17 @@ def cmd_sessions_list(args: argparse.Namespace, out: TextIO) -> int:
     admin = _admin(args)
     infos = admin.sessions(args.user)
     rows = [
-        {"id": i.id, "user": i.user, "created_at": i.created_at, "last_seen": i.last_seen,
-         "authenticated_at": i.authenticated_at, "ip": i.ip, "user_agent": i.user_agent}
+        {
+            "id": i.id,
+            "user": i.user,
+            "created_at": i.created_at,
+            "last_seen": i.last_seen,
+            "authenticated_at": i.authenticated_at,
+            "ip": i.ip,
+            "user_agent": i.user_agent,
+        }
         for i in infos
-    ]  # fmt: skip
+    ]
     table = render_table(
         ["id", "created", "last seen", "ip", "user agent"],
         [
@@ -184,7 +196,7 @@ def cmd_sessions_list(args: argparse.Namespace, out: TextIO) -> int:
                 (r["user_agent"] or "")[:40] or None,
             ]
             for r in rows
-        ],  # fmt: skip
+        ],
     )
     _emit(args, rows, f"{len(rows)} session(s) of {args.user}\n{table}", out)
     return 0
@@ -208,8 +220,12 @@ def cmd_sessions_revoke_user(args: argparse.Namespace, out: TextIO) -> int:
     keep = None if args.keep is None else _handle(args.keep)
     _check_mode(args, [record for _, record in admin.store.list_user(args.user)])
     count = admin.revoke_user(args.user, keep=keep)
-    _emit(args, {"user": args.user, "revoked": count, "kept": keep},
-          f"revoked {count} session(s) of {args.user}", out)  # fmt: skip
+    _emit(
+        args,
+        {"user": args.user, "revoked": count, "kept": keep},
+        f"revoked {count} session(s) of {args.user}",
+        out,
+    )
     return 0
 
 
@@ -237,9 +253,11 @@ def cmd_keys_new(args: argparse.Namespace, out: TextIO) -> int:
     keys = [generate_key() for _ in range(args.count)]
     _emit(args, {"keys": keys}, "\n".join(keys), out)
     if not args.json:
-        print(f"# put it first in ${KEYS_ENV} (comma-separated) or in a key file (one per "
-              "line), keeping older keys after it until their tokens have expired",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"# put it first in ${KEYS_ENV} (comma-separated) or in a key file (one per "
+            "line), keeping older keys after it until their tokens have expired",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -253,11 +271,24 @@ def cmd_keys_check(args: argparse.Namespace, out: TextIO) -> int:
         for i, (s, e) in enumerate(zip(signing, encryption, strict=True))
     ]
     source = args.keys_file or f"${KEYS_ENV}"
-    table = render_table(["key", "role", "JWS kid", "JWE kid"],
-                         [[r["position"], "signs and verifies" if r["current"] else "verifies",
-                           r["jws_kid"], r["jwe_kid"]] for r in rows])  # fmt: skip
-    _emit(args, {"source": source, "keys": rows},
-          f"{len(rows)} valid key(s) in {source} (newest first)\n{table}", out)  # fmt: skip
+    table = render_table(
+        ["key", "role", "JWS kid", "JWE kid"],
+        [
+            [
+                r["position"],
+                "signs and verifies" if r["current"] else "verifies",
+                r["jws_kid"],
+                r["jwe_kid"],
+            ]
+            for r in rows
+        ],
+    )
+    _emit(
+        args,
+        {"source": source, "keys": rows},
+        f"{len(rows)} valid key(s) in {source} (newest first)\n{table}",
+        out,
+    )
     return 0
 
 
@@ -287,8 +318,13 @@ def cmd_token_inspect(args: argparse.Namespace, out: TextIO) -> int:
     if "csrf" in claims:
         claims["csrf"] = "(hidden: a per-session secret)"
     now = time.time()
-    report.update(kid=decoded.kid, current_key=decoded.is_current, claims=claims,
-                  deadlines=_deadlines(claims, now), valid=True)  # fmt: skip
+    report.update(
+        kid=decoded.kid,
+        current_key=decoded.is_current,
+        claims=claims,
+        deadlines=_deadlines(claims, now),
+        valid=True,
+    )
     try:
         check_times(decoded.claims, now=now)
     except InvalidToken as exc:
@@ -299,16 +335,26 @@ def cmd_token_inspect(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _deadlines(claims: dict[str, Any], now: float) -> dict[str, dict[str, Any]]:
-    names = {"iat": "issued", "auth_time": "logged in", "rot": "ID rotated", "nbf": "not before",
-             "idl": "idle deadline", "exp": "absolute deadline"}  # fmt: skip
+    names = {
+        "iat": "issued",
+        "auth_time": "logged in",
+        "rot": "ID rotated",
+        "nbf": "not before",
+        "idl": "idle deadline",
+        "exp": "absolute deadline",
+    }
     result = {}
     for claim, label in names.items():
         value = claims.get(claim)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             delta = value - now
             relative = f"in {_duration(delta)}" if delta > 0 else f"{_duration(-delta)} ago"
-            result[claim] = {"label": label, "at": value, "when": _when(value),
-                             "relative": relative}  # fmt: skip
+            result[claim] = {
+                "label": label,
+                "at": value,
+                "when": _when(value),
+                "relative": relative,
+            }
     return result
 
 
@@ -353,8 +399,10 @@ def _inspect_text(report: dict[str, Any]) -> str:
     lines.append(f"status    {status}")
     if "revoked" in report:
         revoked = report["revoked"]
-        lines.append("revoked   " + ("not checked (no --store)" if revoked is None
-                                     else "YES" if revoked else "no"))  # fmt: skip
+        lines.append(
+            "revoked   "
+            + ("not checked (no --store)" if revoked is None else "YES" if revoked else "no")
+        )
     return "\n".join(lines)
 
 
@@ -375,8 +423,14 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     if args.exit_with_parent:
         _exit_with_parent()
     try:
-        demo.run(strategy, replicas=args.replicas, port=args.port, store_url=args.store,
-                 encrypted=args.encrypted, out=out)  # fmt: skip
+        demo.run(
+            strategy,
+            replicas=args.replicas,
+            port=args.port,
+            store_url=args.store,
+            encrypted=args.encrypted,
+            out=out,
+        )
     except demo.DemoError as exc:
         raise Failure(str(exc), EXIT_FAILED) from None
     return 0
@@ -400,21 +454,46 @@ def _demo_check(args: argparse.Namespace, out: TextIO) -> int:
         raise Failure("--requests must be at least 1", EXIT_USAGE)
     plot = _plotter(args.plot) if args.plot else None
     chosen = [STRATEGIES[args.strategy]] if args.strategy else list(STRATEGIES.values())
-    results = run_checks(chosen, replicas=args.replicas, requests=args.requests,
-                         store_url=args.store, progress=sys.stderr,
-                         encrypted=args.encrypted)  # fmt: skip
+    results = run_checks(
+        chosen,
+        replicas=args.replicas,
+        requests=args.requests,
+        store_url=args.store,
+        progress=sys.stderr,
+        encrypted=args.encrypted,
+    )
     rows = [r.as_dict() for r in results]
     table = render_table(
-        ["strategy", "requests", "right session", "read back", "survived death",
-         "revoked everywhere", "logout everywhere", "p50 ms", "p99 ms", "result"],
-        [[r["strategy"], r["requests"], f"{r['right_session']:.0%}", r["read_back"],
-          r["survived_replica_death"],
-          f"{r['revocation_ms']:.0f} ms" if r["revocation_ms"] is not None
-          else r["revocation_note"] or None,
-          r["logout_everywhere"], r["latency_p50_ms"], r["latency_p99_ms"],
-          "skipped: " + r["skipped"] if r["skipped"] else "ok" if r["ok"] else "FAILED"]
-         for r in rows],
-    )  # fmt: skip
+        [
+            "strategy",
+            "requests",
+            "right session",
+            "read back",
+            "survived death",
+            "revoked everywhere",
+            "logout everywhere",
+            "p50 ms",
+            "p99 ms",
+            "result",
+        ],
+        [
+            [
+                r["strategy"],
+                r["requests"],
+                f"{r['right_session']:.0%}",
+                r["read_back"],
+                r["survived_replica_death"],
+                f"{r['revocation_ms']:.0f} ms"
+                if r["revocation_ms"] is not None
+                else r["revocation_note"] or None,
+                r["logout_everywhere"],
+                r["latency_p50_ms"],
+                r["latency_p99_ms"],
+                "skipped: " + r["skipped"] if r["skipped"] else "ok" if r["ok"] else "FAILED",
+            ]
+            for r in rows
+        ],
+    )
     _emit(args, rows, table, out)
     if plot is not None:
         plot(rows)
@@ -512,8 +591,9 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = actions.add_parser("revoke", parents=[session_store], help="end one session by its ID")
     revoke.add_argument("id", help="public session ID, as `sessions list` shows it")
     revoke.set_defaults(handler=cmd_sessions_revoke)
-    revoke_user = actions.add_parser("revoke-user", parents=[session_store],
-                                     help="end every session of a user")  # fmt: skip
+    revoke_user = actions.add_parser(
+        "revoke-user", parents=[session_store], help="end every session of a user"
+    )
     revoke_user.add_argument("user")
     revoke_user.add_argument("--keep", metavar="ID", help="a session ID to spare")
     revoke_user.set_defaults(handler=cmd_sessions_revoke_user)

@@ -40,7 +40,7 @@ from .exceptions import (
 from .ids import handle_of, is_handle, is_wellformed, new_handle
 from .keys import KeyRing
 from .lifetimes import RENEW, TOUCH, Expiry
-from .plans import NOTHING, STALE, Commit, Context, Opening, Write, new_opening
+from .plans import NOTHING, STALE, Commit, Context, Opening, Write, new_opening, rejected
 from .records import decode, encode
 from .revocation import (
     REVOKED,
@@ -63,7 +63,9 @@ from .stores import (
 from .tokens import JWECodec, JWSCodec, check_times
 
 if TYPE_CHECKING:
+    from .request import RequestInfo
     from .stores.base import Record
+    from .transports import Transport
 
 __all__ = ["ClientSide"]
 
@@ -167,17 +169,19 @@ class ClientSide:
 
         self._log = log = logging.getLogger("coatcheck")
         self.served_stale = ThrottledLog(
-            log, "revocations.stale",
+            log,
+            "revocations.stale",
             f"revocation store unavailable: tokens verified against this process's last "
             f"copy of the revocation list, for up to max_staleness={self.max_staleness:g} s; "
             "revocations written since are not seen",
-        )  # fmt: skip
+        )
         self.dropped_registry_writes = ThrottledLog(
-            log, "registry.write_dropped",
+            log,
+            "registry.write_dropped",
             "registry store unavailable: registry writes dropped, tokens issued for "
             "sessions that are not listed ('accepted => listed' suspended until the store "
             "is back)",
-        )  # fmt: skip
+        )
         self._sync_failed_at = -math.inf
         self.revocation_list = RevocationList()
         self._store: Store | None = None
@@ -328,9 +332,10 @@ class ClientSide:
             self._log.warning(
                 "revocation store reachable again: revocation list synced, degraded mode "
                 "over (%d requests served on a stale list, %d registry writes dropped in all)",
-                self.served_stale.total, self.dropped_registry_writes.total,
+                self.served_stale.total,
+                self.dropped_registry_writes.total,
                 extra={"event": "revocations.synced"},
-            )  # fmt: skip
+            )
 
     def write_failed(self, now: float, error: StoreError) -> None:
         """A registry write (or delete) failed: drop it (counted in
@@ -342,20 +347,21 @@ class ClientSide:
 
     # -- decisions (no I/O) --------------------------------------------------------------
 
-    def open(self, context: Context, opening: Opening) -> Opening:
-        """Verify the token of `opening`; an invalid or revoked one becomes no session."""
-        token = opening.secret
-        assert token is not None  # noqa: S101 - called only when the request carried one
+    def open(
+        self, context: Context, request: RequestInfo, now: float, transport: Transport, token: str
+    ) -> Opening:
+        """Verify `token`; an invalid or revoked one becomes no session."""
         if "." not in token:
             # A server-side session secret: migrate it if the registry store also holds it.
             if is_wellformed(token) and self._store is not None:
-                return opening._replace(key=handle_of(token))
+                key = handle_of(token)
+                return new_opening((request, now, key, transport, token, True, None, False, False))
             context.audit.security("token.malformed", token)
-            return opening._replace(secret=None)
+            return rejected(request, now, transport)
         try:
             decoded = self.codec.decode(token)
             claims = decoded.claims
-            check_times(claims, now=opening.now, leeway=self.leeway)
+            check_times(claims, now=now, leeway=self.leeway)
             sid, user, iat = claims["sid"], claims.get("sub"), float(claims["iat"])
             generation = claims.get("gen", 0)
             if (
@@ -368,15 +374,15 @@ class ClientSide:
                 raise InvalidToken("token sub is not a string")
         except (InvalidToken, KeyError, TypeError, ValueError) as exc:
             context.audit.security("token.invalid", token, _reason(exc))
-            return opening._replace(secret=None)
-        verdict = self.revocation_list.check(sid, user, iat, generation, opening.now)
+            return rejected(request, now, transport)
+        verdict = self.revocation_list.check(sid, user, iat, generation, now)
         if verdict == REVOKED:
             context.audit.security("token.revoked", sid)
-            return opening._replace(secret=None)
-        return new_opening((
-            opening.request, opening.now, None, opening.transport, token, True, claims,
-            not decoded.is_current, verdict == SUPERSEDED,
-        ))  # fmt: skip
+            return rejected(request, now, transport)
+        older_key, superseded = not decoded.is_current, verdict == SUPERSEDED
+        return new_opening(
+            (request, now, None, transport, token, True, claims, older_key, superseded)
+        )
 
     def attach(self, context: Context, opening: Opening, record: Record | None) -> Session:
         """The session a verified token carries; or, for a server-side secret, the session
@@ -394,11 +400,19 @@ class ClientSide:
         last_seen = float(claims["idl"]) - lifetimes.idle
         csrf_secret = claims.get("csrf")
         session = Session(
-            dict(claims.get("dat") or {}), state, claims["sid"], False, created_at,
-            last_seen, rotated_at, claims.get("sub"), _opt_float(claims.get("auth_time")),
-            bool(claims.get("per")), csrf_secret if isinstance(csrf_secret, str) else None,
+            dict(claims.get("dat") or {}),
+            state,
+            claims["sid"],
+            False,
+            created_at,
+            last_seen,
+            rotated_at,
+            claims.get("sub"),
+            _opt_float(claims.get("auth_time")),
+            bool(claims.get("per")),
+            csrf_secret if isinstance(csrf_secret, str) else None,
             "client",
-        )  # fmt: skip
+        )
         due = lifetimes.assess(now, created_at, last_seen, rotated_at)
         if due.__class__ is Expiry:  # accepted within `leeway` of a deadline
             due = lifetimes.assess(now, now, now, rotated_at)
@@ -559,9 +573,7 @@ class ClientSide:
         not listed must not be accepted."""
         return (self.revocation(context, session.id),)
 
-    def migration_revocations(
-        self, context: Context, session: Session
-    ) -> tuple[Revocation, ...]:
+    def migration_revocations(self, context: Context, session: Session) -> tuple[Revocation, ...]:
         return ()
 
     def describe(

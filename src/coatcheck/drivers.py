@@ -43,9 +43,12 @@ Opener = Callable[[RequestInfo], Opening]
 
 
 def open_session(
-    manager: SessionManager, request: RequestInfo, store: Store | None = None, *,
+    manager: SessionManager,
+    request: RequestInfo,
+    store: Store | None = None,
+    *,
     opener: Opener | None = None,
-) -> Session:  # fmt: skip
+) -> Session:
     """Load the session of `request` (a fresh one if it has none). `opener` replaces
     `manager.open` for a framework that reads the session key itself (Django)."""
     store = manager.mode.store if store is None else store
@@ -59,9 +62,12 @@ def open_session(
 
 
 async def aopen_session(
-    manager: SessionManager, request: RequestInfo, store: AsyncStore | None = None, *,
+    manager: SessionManager,
+    request: RequestInfo,
+    store: AsyncStore | None = None,
+    *,
     opener: Opener | None = None,
-) -> Session:  # fmt: skip
+) -> Session:
     """Async twin of `open_session`."""
     store = manager.mode.async_store if store is None else store
     client = manager.client_mode
@@ -74,9 +80,13 @@ async def aopen_session(
 
 
 def commit_session(
-    manager: SessionManager, session: Session, store: Store | None = None, *,
-    max_ttl: float | None = None, strict: bool = False,
-) -> Headers:  # fmt: skip
+    manager: SessionManager,
+    session: Session,
+    store: Store | None = None,
+    *,
+    max_ttl: float | None = None,
+    strict: bool = False,
+) -> Headers:
     """Carry out what the request did to `session`; returns the response headers to add.
 
     `max_ttl` caps the lifetime of the record written (seconds from now). `strict` raises
@@ -102,9 +112,13 @@ def commit_session(
 
 
 async def acommit_session(
-    manager: SessionManager, session: Session, store: AsyncStore | None = None, *,
-    max_ttl: float | None = None, strict: bool = False,
-) -> Headers:  # fmt: skip
+    manager: SessionManager,
+    session: Session,
+    store: AsyncStore | None = None,
+    *,
+    max_ttl: float | None = None,
+    strict: bool = False,
+) -> Headers:
     """Async twin of `commit_session`."""
     commit = manager.mode.commit(manager.context, session)  # (`manager.commit`)
     write = commit.write
@@ -126,16 +140,24 @@ async def acommit_session(
 
 
 def _inline(
-    manager: SessionManager, session: Session, commit: Commit, store: object,
+    manager: SessionManager,
+    session: Session,
+    commit: Commit,
+    store: object,
     max_ttl: float | None,
-) -> bool:  # fmt: skip
+) -> bool:
     """Whether the commit is the common write, run without a plan (which costs a few
     thousand instructions more): one plain write whose version is known, tried once
     before the plan takes over on a version conflict."""
     write = commit.write
     return not (
-        write is None or commit.deletes or commit.revocations or commit.revoke_user
-        or store is None or max_ttl is not None or write.version == STALE
+        write is None
+        or commit.deletes
+        or commit.revocations
+        or commit.revoke_user
+        or store is None
+        or max_ttl is not None
+        or write.version == STALE
         or manager.migrated_under(session, write)
     )
 
@@ -144,9 +166,15 @@ def _inline(
 
 
 def _committing(
-    manager: SessionManager, session: Session, commit: Commit, store: Any, revocations: Any,
-    max_ttl: float | None, strict: bool, tried: bool = False,
-) -> Plan[Headers]:  # fmt: skip
+    manager: SessionManager,
+    session: Session,
+    commit: Commit,
+    store: Any,
+    revocations: Any,
+    max_ttl: float | None,
+    strict: bool,
+    tried: bool = False,
+) -> Plan[Headers]:
     """Everything a commit may do, in order; `tried`: its write was made once already
     and met a version conflict."""
     if commit.revocations:
@@ -183,9 +211,14 @@ def _committing(
 
 
 def _saving(
-    manager: SessionManager, session: Session, store: Any, write: Write | None,
-    max_ttl: float | None, strict: bool, tried: bool,
-) -> Plan[Write | None]:  # fmt: skip
+    manager: SessionManager,
+    session: Session,
+    store: Any,
+    write: Write | None,
+    max_ttl: float | None,
+    strict: bool,
+    tried: bool,
+) -> Plan[Write | None]:
     """Apply `write`, rebased on each version conflict; the write that succeeded, or None
     if there was none or it was dropped (its record vanished)."""
     for attempt in range(MAX_ATTEMPTS):
@@ -214,9 +247,13 @@ def _apply(store: Any, write: Write) -> Any:
             write.key, write.data, version=write.version, ttl=write.ttl, user=write.user
         )
     return store.rotate(
-        write.replaces, write.key, write.data, version=write.version, ttl=write.ttl,
+        write.replaces,
+        write.key,
+        write.data,
+        version=write.version,
+        ttl=write.ttl,
         user=write.user,
-    )  # fmt: skip
+    )
 
 
 def _polling(manager: SessionManager, revocations: Any, *, force: bool = False) -> Plan[None]:

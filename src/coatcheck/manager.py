@@ -113,11 +113,10 @@ class SessionManager:
         if secret is None:
             secret = presented
         if not secret:
-            return new_opening((request, self.clock(), None, transport, None, False, None,
-                                False, False))  # fmt: skip
-        opening = new_opening((request, self.clock(), None, transport, secret, True, None,
-                               False, False))  # fmt: skip
-        return self.mode.open(self.context, opening)
+            return new_opening(
+                (request, self.clock(), None, transport, None, False, None, False, False)
+            )
+        return self.mode.open(self.context, request, self.clock(), transport, secret)
 
     def attach(self, opening: Opening, record: Record | None) -> Session:
         """The request's `Session`, given the record stored under `opening.key`: a fresh
@@ -128,8 +127,9 @@ class SessionManager:
         """A fresh anonymous session for `request`, loaded from nothing: what an adapter
         serves with `fail_open` while the store is down (the client's ID is left alone)."""
         transport, _ = choose(self.transports, request)
-        opening = new_opening((request, self.clock(), None, transport, None, False, None,
-                               False, False))  # fmt: skip
+        opening = new_opening(
+            (request, self.clock(), None, transport, None, False, None, False, False)
+        )
         return fresh(opening, self.mode.name)
 
     def check_csrf(
@@ -218,8 +218,9 @@ class SessionManager:
             if issue != state.secret:
                 self.audit.lifecycle(
                     "session.login" if write.replaces is not None else "session.rotated",
-                    session.id, f"new={self.audit.hash(write.key)}",
-                )  # fmt: skip
+                    session.id,
+                    f"new={self.audit.hash(write.key)}",
+                )
                 session._rekey(issue)
         headers: list[tuple[str, str]] = []
         if issue is not None:

@@ -27,7 +27,17 @@ if TYPE_CHECKING:
     from .stores.base import AsyncStore, Record, Store
     from .transports import Transport
 
-__all__ = ["CLEAR", "NOTHING", "STALE", "Commit", "Context", "Mode", "Opening", "Write"]
+__all__ = [
+    "CLEAR",
+    "NOTHING",
+    "STALE",
+    "Commit",
+    "Context",
+    "Mode",
+    "Opening",
+    "Write",
+    "rejected",
+]
 
 #: A version no record has: a write carrying it fails, so the driver reloads and rebases.
 STALE = -1
@@ -59,9 +69,23 @@ class Opening(NamedTuple):
 
 
 new_opening = fast_constructor(
-    Opening, "request", "now", "key", "transport", "secret", "presented", "claims",
-    "older_key", "superseded",
-)  # fmt: skip
+    Opening,
+    "request",
+    "now",
+    "key",
+    "transport",
+    "secret",
+    "presented",
+    "claims",
+    "older_key",
+    "superseded",
+)
+
+
+def rejected(request: RequestInfo, now: float, transport: Transport) -> Opening:
+    """The opening of a request whose secret or token did not verify: a fresh session,
+    and the client's copy is cleared unless that session is saved."""
+    return new_opening((request, now, None, transport, None, True, None, False, False))
 
 
 _NO_CHANGES: Mapping[str, Any] = MappingProxyType({})
@@ -157,8 +181,11 @@ class Mode(Protocol):
         """The client-side mode whose tokens this mode accepts (itself, or the one a
         server-side mode migrates from), whose revocation list the drivers keep fresh."""
 
-    def open(self, context: Context, opening: Opening) -> Opening:
-        """Verify what the request presented (`opening.secret`); say which record to load."""
+    def open(
+        self, context: Context, request: RequestInfo, now: float, transport: Transport, secret: str
+    ) -> Opening:
+        """Verify the secret or token `request` presented in `transport`; say which record
+        to load (`rejected` if none: it is not trusted)."""
 
     def attach(self, context: Context, opening: Opening, record: Record | None) -> Session:
         """The request's session, given the record stored under `opening.key`: a fresh one
@@ -180,9 +207,7 @@ class Mode(Protocol):
     def vanished(self, context: Context, session: Session) -> tuple[Revocation, ...]:
         """What ends `session` for good once its commit found its record gone."""
 
-    def migration_revocations(
-        self, context: Context, session: Session
-    ) -> tuple[Revocation, ...]:
+    def migration_revocations(self, context: Context, session: Session) -> tuple[Revocation, ...]:
         """The entry that revokes the token `session` was migrated from, if any."""
 
     def describe(

@@ -53,9 +53,19 @@ class Stored(NamedTuple):
 
 new_credentials = fast_constructor(Credentials, "verifier", "previous", "previous_until")
 new_stored = fast_constructor(
-    Stored, "data", "created_at", "last_seen", "rotated_at", "user", "authenticated_at", "ip",
-    "user_agent", "persistent", "csrf_secret", "credentials",
-)  # fmt: skip
+    Stored,
+    "data",
+    "created_at",
+    "last_seen",
+    "rotated_at",
+    "user",
+    "authenticated_at",
+    "ip",
+    "user_agent",
+    "persistent",
+    "csrf_secret",
+    "credentials",
+)
 
 
 def encode(
@@ -130,10 +140,21 @@ def decode(raw: bytes) -> Stored:
             credentials = new_credentials(
                 (verifier, previous, 0.0 if previous is None else _time(doc["pe"]))
             )
-        return new_stored((
-            data, created, seen, rotated, user, auth, ip, agent, bool(doc.get("p")), csrf,
-            credentials,
-        ))  # fmt: skip
+        return new_stored(
+            (
+                data,
+                created,
+                seen,
+                rotated,
+                user,
+                auth,
+                ip,
+                agent,
+                bool(doc.get("p")),
+                csrf,
+                credentials,
+            )
+        )
     except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
         raise StoreCorrupted("session record is not valid coatcheck JSON") from None
 

@@ -1,17 +1,18 @@
 """`RequestInfo`: the few facts about an HTTP request that session handling needs.
 
-Adapters build one from their framework's request (an ASGI scope, a WSGI environ, a Django
-`HttpRequest`); the core reads nothing else, which keeps it free of I/O and of frameworks.
+Adapters build one from their framework's request (`from_asgi` for an ASGI scope,
+`from_wsgi` for a WSGI environ; the Django adapter from its `HttpRequest`); the core reads
+nothing else, which keeps it free of I/O and of frameworks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from typing import NamedTuple, overload
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, NamedTuple, overload
 
 from ._fast import fast_constructor
 
-__all__ = ["RawHeaders", "RequestInfo"]
+__all__ = ["RawHeaders", "RequestInfo", "from_asgi", "from_wsgi"]
 
 
 class RawHeaders(Sequence[tuple[str, str]]):
@@ -102,3 +103,43 @@ class RequestInfo(NamedTuple):
 new_request = fast_constructor(
     RequestInfo, "method", "headers", "scheme", "host", "path", "client_ip"
 )
+
+
+def from_asgi(scope: Mapping[str, Any]) -> RequestInfo:
+    """The `RequestInfo` of an ASGI HTTP or WebSocket scope; headers are decoded when read."""
+    headers = RawHeaders(scope.get("headers", ()))
+    client = scope.get("client")
+    return new_request(
+        (
+            scope.get("method", "GET"),
+            headers,
+            scope.get("scheme", "http"),
+            headers.get("host"),
+            scope.get("path", "/"),
+            client[0] if client else None,
+        )
+    )
+
+
+def from_wsgi(environ: Mapping[str, Any]) -> RequestInfo:
+    """The `RequestInfo` of a WSGI environ (PEP 3333: headers are `HTTP_*` keys, except
+    `CONTENT_TYPE` and `CONTENT_LENGTH`)."""
+    headers = [
+        (key[5:].replace("_", "-").lower(), value)
+        for key, value in environ.items()
+        if key.startswith("HTTP_")
+    ]
+    headers += [
+        (key.replace("_", "-").lower(), environ[key])
+        for key in ("CONTENT_TYPE", "CONTENT_LENGTH")
+        if environ.get(key)
+    ]
+    scheme = environ.get("wsgi.url_scheme", "http")
+    host = environ.get("HTTP_HOST")
+    if not host:
+        host, port = environ.get("SERVER_NAME"), environ.get("SERVER_PORT")
+        if host and port and (scheme, str(port)) not in (("http", "80"), ("https", "443")):
+            host = f"{host}:{port}"
+    path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "") or "/"
+    method = environ.get("REQUEST_METHOD", "GET").upper()
+    return RequestInfo(method, headers, scheme, host, path, environ.get("REMOTE_ADDR") or None)

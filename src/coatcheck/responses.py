@@ -103,8 +103,9 @@ def title_case(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     """`headers` named as WSGI applications conventionally write them (`Set-Cookie`, not
     the core's `set-cookie`): HTTP ignores the case, but WSGI middleware and tests often
     compare names as text."""
-    return [("-".join(part.capitalize() for part in name.split("-")), value)
-            for name, value in headers]  # fmt: skip
+    return [
+        ("-".join(part.capitalize() for part in name.split("-")), value) for name, value in headers
+    ]
 
 
 def _add_vary(headers: list[tuple[AnyStr, AnyStr]], vary: AnyStr, token: AnyStr) -> None:

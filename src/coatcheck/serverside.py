@@ -21,7 +21,7 @@ from .exceptions import ConfigurationError, StoreCorrupted, StoreError, WriteCon
 from .ids import HANDLE_LENGTH, handle_of, is_wellformed, new_secret, verifier_hash
 from .keys import ID_HASH, KeyRing
 from .lifetimes import RENEW, TOUCH, Expiry
-from .plans import CLEAR, NOTHING, Commit, Context, Opening, Write, new_opening
+from .plans import CLEAR, NOTHING, Commit, Context, Opening, Write, new_opening, rejected
 from .session import (
     ABSENT,
     DELETED,
@@ -36,8 +36,10 @@ from .stores import AsyncStore, Store, from_url, to_async
 
 if TYPE_CHECKING:
     from .clientside import ClientSide
+    from .request import RequestInfo
     from .revocation import Revocation
     from .stores.base import Record
+    from .transports import Transport
 
 __all__ = ["RecordReader", "ServerSide", "describe", "hash_keys"]
 
@@ -112,10 +114,19 @@ class RecordReader:
         elif due is TOUCH:
             state.meta_changed = True
         return Session(
-            stored.data, state, key, False, stored.created_at, stored.last_seen,
-            stored.rotated_at, stored.user, stored.authenticated_at, stored.persistent,
-            stored.csrf_secret, self.name,
-        )  # fmt: skip
+            stored.data,
+            state,
+            key,
+            False,
+            stored.created_at,
+            stored.last_seen,
+            stored.rotated_at,
+            stored.user,
+            stored.authenticated_at,
+            stored.persistent,
+            stored.csrf_secret,
+            self.name,
+        )
 
     def _migrate(self, context: Context, session: Session) -> Session:
         """A client-side session arriving here: a new server-side session with the same
@@ -133,6 +144,7 @@ class RecordReader:
         state.rotate = None
         state.meta_changed = True
         return session
+
 
 class ServerSide(RecordReader):
     """Server-side sessions: the client holds an opaque ID, `store` holds the data.
@@ -214,21 +226,19 @@ class ServerSide(RecordReader):
 
     # -- request in ----------------------------------------------------------------------
 
-    def open(self, context: Context, opening: Opening) -> Opening:
+    def open(
+        self, context: Context, request: RequestInfo, now: float, transport: Transport, secret: str
+    ) -> Opening:
         """The record under the secret's handle; a token goes to `migrate_from`. A
         malformed secret never reaches the store: it is logged and the request starts
         fresh."""
-        secret = opening.secret
-        assert secret is not None  # noqa: S101 - called only when the request carried one
         if "." in secret and self.migrate_from is not None:
-            return self.migrate_from.open(context, opening)
+            return self.migrate_from.open(context, request, now, transport, secret)
         if not is_wellformed(secret):
             context.audit.security("session.malformed", secret)
-            return opening._replace(secret=None)
-        return new_opening((
-            opening.request, opening.now, secret[:HANDLE_LENGTH], opening.transport, secret,
-            True, None, False, False,
-        ))  # fmt: skip
+            return rejected(request, now, transport)
+        handle = secret[:HANDLE_LENGTH]
+        return new_opening((request, now, handle, transport, secret, True, None, False, False))
 
     # -- response out --------------------------------------------------------------------
 
@@ -303,9 +313,7 @@ class ServerSide(RecordReader):
         revocations = self.migration_revocations(context, session)
         return Commit(write, (*deletes, migrated), revoke_user, False, revocations)
 
-    def migration_revocations(
-        self, context: Context, session: Session
-    ) -> tuple[Revocation, ...]:
+    def migration_revocations(self, context: Context, session: Session) -> tuple[Revocation, ...]:
         """The entry that revokes the client-side token `session` was migrated from, if
         any: it must not be migrated again (after a logout, say)."""
         sid = session._state.migrated_sid
@@ -396,9 +404,11 @@ class ServerSide(RecordReader):
             credentials,
         )
         return write._replace(
-            data=records.encode(rebased, data, credentials), version=record.version,
-            user=rebased.user, secret=secret,
-        )  # fmt: skip
+            data=records.encode(rebased, data, credentials),
+            version=record.version,
+            user=rebased.user,
+            secret=secret,
+        )
 
     def describe(
         self, context: Context, key: str, record: Record, now: float
@@ -475,12 +485,12 @@ def describe(
     if context.lifetimes.expiry(now=now, created_at=stored.created_at, last_seen=stored.last_seen):
         return None
     return SessionInfo(
-        id=key,
-        user=stored.user,
-        created_at=stored.created_at,
-        authenticated_at=stored.authenticated_at,
-        last_seen=stored.last_seen,
-        ip=stored.ip,
-        user_agent=stored.user_agent,
-        mode="client" if client else "server",
+        key,
+        stored.user,
+        stored.created_at,
+        stored.authenticated_at,
+        stored.last_seen,
+        stored.ip,
+        stored.user_agent,
+        "client" if client else "server",
     )

@@ -223,11 +223,19 @@ class Session(MutableMapping[str, Any]):
         the modes build theirs positionally."""
         state = CommitState(secret, now, version, transport, request)
         return cls(
-            {} if data is None else data, state, id, is_new,
-            now if created_at is None else created_at, now if last_seen is None else last_seen,
-            now if rotated_at is None else rotated_at, user, authenticated_at, persistent,
-            csrf_secret, mode,
-        )  # fmt: skip
+            {} if data is None else data,
+            state,
+            id,
+            is_new,
+            now if created_at is None else created_at,
+            now if last_seen is None else last_seen,
+            now if rotated_at is None else rotated_at,
+            user,
+            authenticated_at,
+            persistent,
+            csrf_secret,
+            mode,
+        )
 
     @property
     def user_agent(self) -> str | None:
@@ -566,15 +574,16 @@ class Session(MutableMapping[str, Any]):
         self.id = secret[:HANDLE_LENGTH]
 
     def info(self) -> SessionInfo:
+        """What a listing shows of this session."""
         return SessionInfo(
-            id=self.id,
-            user=self.user,
-            created_at=self.created_at,
-            authenticated_at=self.authenticated_at,
-            last_seen=self.last_seen,
-            ip=self.ip,
-            user_agent=self.user_agent,
-            mode=self.mode,
+            self.id,
+            self.user,
+            self.created_at,
+            self.authenticated_at,
+            self.last_seen,
+            self.ip,
+            self.user_agent,
+            self.mode,
         )
 
 
@@ -586,8 +595,9 @@ def fresh(opening: Opening, mode: str, stale: str | None = None) -> Session:
     state = CommitState(secret, now, 0, opening.transport, opening.request)
     state.client_stale = opening.presented
     state.stale_key = stale
-    return Session({}, state, secret[:HANDLE_LENGTH], True, now, now, now, None, None, False,
-                   None, mode)  # fmt: skip
+    return Session(
+        {}, state, secret[:HANDLE_LENGTH], True, now, now, now, None, None, False, None, mode
+    )
 
 
 class _Deleted:

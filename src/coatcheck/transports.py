@@ -129,9 +129,7 @@ class Cookie:
                 "rename the cookie (e.g. name='session') to relax these"
             )
         if (self.name.startswith("__Secure-") or self.same_site == "none") and not self.secure:
-            raise ConfigurationError(
-                "'__Secure-' cookies and same_site='none' need secure=True"
-            )
+            raise ConfigurationError("'__Secure-' cookies and same_site='none' need secure=True")
         if self.partitioned and not self.secure:
             raise ConfigurationError("partitioned cookies need secure=True")
         if self.max_chunks < 1 or self.max_size < 256:

@@ -554,11 +554,18 @@ def test_any_cookie_header_bytes_never_give_a_500(
     if origin is not None:
         headers.append((b"origin", origin))
     scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
-        "scheme": "https", "path": "/set" if method == "POST" else "/", "raw_path": b"/",
-        "query_string": b"key=a&value=b", "headers": headers, "client": ("192.0.2.1", 1),
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "https",
+        "path": "/set" if method == "POST" else "/",
+        "raw_path": b"/",
+        "query_string": b"key=a&value=b",
+        "headers": headers,
+        "client": ("192.0.2.1", 1),
         "server": ("testserver", 443),
-    }  # fmt: skip
+    }
     sent: list[Message] = []
 
     async def receive() -> Message:
@@ -794,10 +801,17 @@ async def websocket_exchange(
         headers.append((b"cookie", cookie.encode("latin-1")))
     headers += [(k.replace("_", "-").encode(), v.encode()) for k, v in extra.items()]
     scope = {
-        "type": "websocket", "asgi": {"version": "3.0"}, "scheme": "wss", "path": "/ws",
-        "raw_path": b"/ws", "query_string": b"", "headers": headers, "subprotocols": [],
-        "client": ("192.0.2.1", 1234), "server": ("testserver", 443),
-    }  # fmt: skip
+        "type": "websocket",
+        "asgi": {"version": "3.0"},
+        "scheme": "wss",
+        "path": "/ws",
+        "raw_path": b"/ws",
+        "query_string": b"",
+        "headers": headers,
+        "subprotocols": [],
+        "client": ("192.0.2.1", 1234),
+        "server": ("testserver", 443),
+    }
     incoming = [{"type": "websocket.connect"}]
     sent: list[Message] = []
 

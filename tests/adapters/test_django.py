@@ -389,13 +389,13 @@ def test_tampered_record_is_logged_as_suspicious(
     assert key is not None
     record = store.load(handle_of(key))
     assert record is not None
-    assert store.save(handle_of(key), b'{"d": "tampered', version=record.version, ttl=60,
-                      user=None)  # fmt: skip
+    assert store.save(handle_of(key), b'{"d": "tampered', version=record.version, ttl=60, user=None)
     with caplog.at_level(logging.WARNING, "django.security.SuspiciousSession"):
         again = SessionStore(key)
         assert again.load() == {}
-    assert [r.getMessage() for r in caplog.records
-            if r.name == "django.security.SuspiciousSession"] == ["Session data corrupted"]
+    assert [
+        r.getMessage() for r in caplog.records if r.name == "django.security.SuspiciousSession"
+    ] == ["Session data corrupted"]
     again["b"] = 2
     again.save()
     assert again.session_key != key and store.load(handle_of(key)) is None  # dead record gone
@@ -549,9 +549,7 @@ def test_listing_revocation_and_the_management_command(manager: SessionManager) 
     out = StringIO()
     call_command("coatcheck_sessions", "list", "ada", "--username", stdout=out)
     lines = out.getvalue().splitlines()
-    assert len(lines) == 3 and {line.split("\t")[0] for line in lines[1:]} == {
-        i.id for i in listed
-    }
+    assert len(lines) == 3 and {line.split("\t")[0] for line in lines[1:]} == {i.id for i in listed}
     phone_key = phone.cookies[COOKIE].value
     out = StringIO()
     call_command("coatcheck_sessions", "revoke", "--session", handle_of(phone_key), stdout=out)

@@ -122,8 +122,7 @@ def asgi_get(app: Any, path: str, headers: dict[str, str]) -> Reply:
     async def get() -> Reply:
         async with client(app) as http:
             response = await http.get(path, headers=headers)
-        return Reply(response.status_code, _lower(response.headers.multi_items()),
-                     response.content)  # fmt: skip
+        return Reply(response.status_code, _lower(response.headers.multi_items()), response.content)
 
     return asyncio.run(get())
 
@@ -142,8 +141,9 @@ def wsgi_app(manager: SessionManager, fail_open: bool = False) -> App:
         headers = [("Cookie", f"{COOKIE}={secret}")] if secret else []
         browser = WerkzeugClient(middleware, use_cookies=False)
         response = browser.get(path, base_url=BASE, headers=headers)
-        return Reply(response.status_code, _lower(response.headers.to_wsgi_list()),
-                     response.get_data())  # fmt: skip
+        return Reply(
+            response.status_code, _lower(response.headers.to_wsgi_list()), response.get_data()
+        )
 
     return App(call, COOKIE, middleware)
 
@@ -161,8 +161,9 @@ def flask_app(manager: SessionManager, fail_open: bool = False) -> App:
         headers = [("Cookie", f"{COOKIE}={secret}")] if secret else []
         browser = app.test_client(use_cookies=False)
         response = browser.get(path, base_url=BASE, headers=headers)
-        return Reply(response.status_code, _lower(response.headers.to_wsgi_list()),
-                     response.get_data())  # fmt: skip
+        return Reply(
+            response.status_code, _lower(response.headers.to_wsgi_list()), response.get_data()
+        )
 
     return App(call, COOKIE, interface)
 
@@ -182,12 +183,17 @@ def django_app(manager: SessionManager, middleware: str = COATCHECK_MIDDLEWARE) 
 
 
 SERVER_SIDE: dict[str, Callable[[SessionManager], App]] = {
-    "asgi": asgi_app, "wsgi": wsgi_app, "flask": flask_app, "django": django_app,
-}  # fmt: skip
+    "asgi": asgi_app,
+    "wsgi": wsgi_app,
+    "flask": flask_app,
+    "django": django_app,
+}
 #: The adapters with `fail_open` (Django's engine has none) and client-side mode.
 FAIL_OPEN: dict[str, Callable[[SessionManager, bool], App]] = {
-    "asgi": asgi_app, "wsgi": wsgi_app, "flask": flask_app,
-}  # fmt: skip
+    "asgi": asgi_app,
+    "wsgi": wsgi_app,
+    "flask": flask_app,
+}
 
 
 @pytest.fixture
@@ -302,8 +308,10 @@ def test_with_djangos_own_middleware_a_conflict_is_its_session_interrupted(
 def client_manager(clock: FakeClock, **options: Any) -> SessionManager:
     return SessionManager(
         ClientSide(KeyRing([b"K" * 32]), **options),
-        lifetimes=Lifetimes(renewal=None), clock=clock, log_salt=b"test-salt",
-    )  # fmt: skip
+        lifetimes=Lifetimes(renewal=None),
+        clock=clock,
+        log_salt=b"test-salt",
+    )
 
 
 @pytest.mark.parametrize("adapter", FAIL_OPEN)

@@ -51,8 +51,9 @@ def make_app(manager: SessionManager, **options: Any) -> Flask:
     @app.get("/dump")
     def dump() -> Any:
         current = sess()
-        return jsonify(data=dict(current), user=current.user, new=current.new,
-                       permanent=current.permanent)  # fmt: skip
+        return jsonify(
+            data=dict(current), user=current.user, new=current.new, permanent=current.permanent
+        )
 
     @app.get("/plain")
     def plain() -> str:
@@ -110,8 +111,9 @@ def make_app(manager: SessionManager, **options: Any) -> Flask:
     @app.get("/whoami")
     def whoami() -> Any:
         user = flask_login.current_user
-        return jsonify(user=user.get_id() if user.is_authenticated else None,
-                       session_user=sess().user)  # fmt: skip
+        return jsonify(
+            user=user.get_id() if user.is_authenticated else None, session_user=sess().user
+        )
 
     @app.get("/me")
     @flask_login.login_required  # type: ignore[untyped-decorator]  # Flask-Login is untyped
@@ -366,15 +368,19 @@ def test_renewal_rotates_the_cookie(store: Store, clock: FakeClock) -> None:
 
 def test_cross_origin_post_is_refused_through_the_apps_handler(client: FlaskClient) -> None:
     get(client, "/set?key=a&value=1")
-    response = client.post("/set?key=a&value=evil", base_url=BASE,
-                           headers={"Origin": "https://evil.example"})  # fmt: skip
+    response = client.post(
+        "/set?key=a&value=evil", base_url=BASE, headers={"Origin": "https://evil.example"}
+    )
     assert response.status_code == 403 and response.get_data(as_text=True) == "custom 403"
     assert dump(client)["data"] == {"a": "1"}
 
 
 def test_same_origin_post_passes(client: FlaskClient) -> None:
-    response = client.post("/set?key=a&value=2", base_url=BASE,
-                           headers={"Origin": BASE, "Sec-Fetch-Site": "same-origin"})  # fmt: skip
+    response = client.post(
+        "/set?key=a&value=2",
+        base_url=BASE,
+        headers={"Origin": BASE, "Sec-Fetch-Site": "same-origin"},
+    )
     assert response.status_code == 200
     assert dump(client)["data"] == {"a": "2"}
 
@@ -382,11 +388,11 @@ def test_same_origin_post_passes(client: FlaskClient) -> None:
 def test_csrf_token_in_header_or_form_passes(client: FlaskClient) -> None:
     token = get(client, "/token").get_data(as_text=True)
     cross = {"Origin": "https://partner.example"}
-    ok = client.post("/set?key=a&value=h", base_url=BASE,
-                     headers={**cross, "X-CSRF-Token": token})  # fmt: skip
+    ok = client.post("/set?key=a&value=h", base_url=BASE, headers={**cross, "X-CSRF-Token": token})
     assert ok.status_code == 200
-    form = client.post("/form", base_url=BASE, headers=cross,
-                       data={"csrf_token": token, "name": "ada"})  # fmt: skip
+    form = client.post(
+        "/form", base_url=BASE, headers=cross, data={"csrf_token": token, "name": "ada"}
+    )
     assert form.status_code == 200
     assert form.get_json() == {"csrf_token": token, "name": "ada"}
     bad = client.post("/form", base_url=BASE, headers=cross, data={"csrf_token": "wrong"})
@@ -406,9 +412,13 @@ def test_cross_origin_form_with_too_many_fields_is_403_not_500(
 ) -> None:
     # More fields than coatcheck.csrf.form_token searches: 403, as on ASGI, never a 500.
     token = get(client, "/token").get_data(as_text=True)
-    response = client.post("/form", base_url=BASE, headers={"Origin": "https://evil.example"},
-                           data=body.format(token=token),
-                           content_type="application/x-www-form-urlencoded")  # fmt: skip
+    response = client.post(
+        "/form",
+        base_url=BASE,
+        headers={"Origin": "https://evil.example"},
+        data=body.format(token=token),
+        content_type="application/x-www-form-urlencoded",
+    )
     assert response.status_code == 403 and response.get_data(as_text=True) == "custom 403"
 
 
@@ -465,8 +475,12 @@ def test_store_failing_on_write_gives_503(clock: FakeClock) -> None:
 
 def test_from_flask_config_takes_the_apps_cookie_settings(tmp_path: Path) -> None:
     app = Flask(__name__)
-    app.config.update(SESSION_COOKIE_NAME="sid", SESSION_COOKIE_SECURE=True,
-                      SESSION_COOKIE_SAMESITE="Strict", SESSION_COOKIE_PATH="/app")  # fmt: skip
+    app.config.update(
+        SESSION_COOKIE_NAME="sid",
+        SESSION_COOKIE_SECURE=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+        SESSION_COOKIE_PATH="/app",
+    )
     interface = SessionInterface.from_flask_config(app, store=f"sqlite:///{tmp_path}/s.db")
     app.session_interface = interface
 

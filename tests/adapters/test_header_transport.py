@@ -219,7 +219,7 @@ async def test_transport_per_route_prefix(clock: FakeClock) -> None:
         routes=[
             Route("/api/login", action_login, methods=["POST"]),
             Route("/web/login", action_login, methods=["POST"]),
-        ],  # fmt: skip
+        ],
         middleware=[Middleware(SessionMiddleware, manager=manager)],
     )
     async with client(app) as http:
@@ -310,9 +310,13 @@ async def test_required_websocket_is_closed_with_policy_violation(
     manager: SessionManager,
 ) -> None:
     scope = {
-        "type": "websocket", "path": "/ws", "headers": [(b"authorization", b"Bearer " + b"z" * 65)],
-        "scheme": "wss", "query_string": b"", "subprotocols": [],
-    }  # fmt: skip
+        "type": "websocket",
+        "path": "/ws",
+        "headers": [(b"authorization", b"Bearer " + b"z" * 65)],
+        "scheme": "wss",
+        "query_string": b"",
+        "subprotocols": [],
+    }
     sent: list[MutableMapping[str, Any]] = []
     messages: list[MutableMapping[str, Any]] = [{"type": "websocket.connect"}]
 

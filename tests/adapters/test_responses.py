@@ -21,20 +21,39 @@ COOKIE = ("set-cookie", "id=abc; Path=/; HttpOnly")
         ([("Vary", "cookie")], [("vary", "Cookie")], [("Vary", "cookie")]),
         ([("VARY", "Accept, COOKIE")], [("vary", "Cookie")], [("VARY", "Accept, COOKIE")]),
         ([("Vary", "*")], [("vary", "Cookie")], [("Vary", "*")]),
-        ([("Vary", "Accept"), ("Vary", "Cookie")], [("vary", "Cookie")],
-         [("Vary", "Accept"), ("Vary", "Cookie")]),
-        ([("Vary", "Accept"), ("Vary", "Origin")], [("vary", "Cookie")],
-         [("Vary", "Accept, Cookie"), ("Vary", "Origin")]),
+        (
+            [("Vary", "Accept"), ("Vary", "Cookie")],
+            [("vary", "Cookie")],
+            [("Vary", "Accept"), ("Vary", "Cookie")],
+        ),
+        (
+            [("Vary", "Accept"), ("Vary", "Origin")],
+            [("vary", "Cookie")],
+            [("Vary", "Accept, Cookie"), ("Vary", "Origin")],
+        ),
         ([("Vary", "")], [("vary", "Cookie")], [("Vary", "Cookie")]),
-        ([("Cache-Control", "public, max-age=600"), ("cache-control", "immutable")],
-         [COOKIE, ("cache-control", "no-store")], [COOKIE, ("cache-control", "no-store")]),
+        (
+            [("Cache-Control", "public, max-age=600"), ("cache-control", "immutable")],
+            [COOKIE, ("cache-control", "no-store")],
+            [COOKIE, ("cache-control", "no-store")],
+        ),
         ([("Set-Cookie", "theme=dark")], [COOKIE], [("Set-Cookie", "theme=dark"), COOKIE]),
         ([("Content-Type", "text/plain")], [], [("Content-Type", "text/plain")]),
     ],
-    ids=["vary-new", "vary-appended", "vary-present", "vary-case", "vary-star",
-         "vary-second-line", "vary-first-line", "vary-empty", "cache-control-replaced",
-         "cookies-never-combined", "nothing"],
-)  # fmt: skip
+    ids=[
+        "vary-new",
+        "vary-appended",
+        "vary-present",
+        "vary-case",
+        "vary-star",
+        "vary-second-line",
+        "vary-first-line",
+        "vary-empty",
+        "cache-control-replaced",
+        "cookies-never-combined",
+        "nothing",
+    ],
+)
 def test_merge_headers(
     app: list[tuple[str, str]], session: list[tuple[str, str]], merged: list[tuple[str, str]]
 ) -> None:

@@ -95,10 +95,14 @@ async def test_same_behaviour_and_set_cookie_text(options: dict[str, Any]) -> No
                 ("GET", "/view", None),
             ]:
                 response = await c.request(method, prefix + url, json=body)
-                steps.append((
-                    response.status_code, response.json(),
-                    shape(response.headers.get("set-cookie")), response.headers.get("vary"),
-                ))  # fmt: skip
+                steps.append(
+                    (
+                        response.status_code,
+                        response.json(),
+                        shape(response.headers.get("set-cookie")),
+                        response.headers.get("vary"),
+                    )
+                )
         seen.append(steps)
     assert seen[0] == seen[1]
 
@@ -138,8 +142,9 @@ async def test_max_age_is_enforced_on_the_server() -> None:
     # Move the manager's clock past max_age (plus ClientSide's clock-skew leeway).
     start = time.time()
     dropin.manager.clock = lambda: start + 1 + 5 + 1
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=dropin),
-                                 base_url="http://testserver") as c:  # fmt: skip
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=dropin), base_url="http://testserver"
+    ) as c:
         c.cookies.set("session", cookie)
         assert (await c.get("/view")).json() == {"session": {}}
 

@@ -36,8 +36,11 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
     if environ["REQUEST_METHOD"] == "POST":
         length = int(environ.get("CONTENT_LENGTH") or 0)
         body = environ["wsgi.input"].read(length)
-    headers = [("Content-Type", "application/json"), ("Vary", "Accept-Encoding"),
-               ("Cache-Control", "max-age=60")]  # fmt: skip
+    headers = [
+        ("Content-Type", "application/json"),
+        ("Vary", "Accept-Encoding"),
+        ("Cache-Control", "max-age=60"),
+    ]
     start_response("200 OK", headers)
     return [body]
 
@@ -127,11 +130,21 @@ def test_cross_origin_post_is_403_and_token_form_passes_with_full_body(client: C
     assert cookie is not None
     posting.set_cookie(COOKIE, cookie.value, domain="localhost")
     body = f"csrf_token={token}&name=ada"
-    ok = posting.post("/", base_url=BASE, headers=cross, data=body,
-                      content_type="application/x-www-form-urlencoded")  # fmt: skip
+    ok = posting.post(
+        "/",
+        base_url=BASE,
+        headers=cross,
+        data=body,
+        content_type="application/x-www-form-urlencoded",
+    )
     assert ok.status_code == 200 and ok.get_data(as_text=True) == body
-    bad = posting.post("/", base_url=BASE, headers=cross, data="csrf_token=nope",
-                       content_type="application/x-www-form-urlencoded")  # fmt: skip
+    bad = posting.post(
+        "/",
+        base_url=BASE,
+        headers=cross,
+        data="csrf_token=nope",
+        content_type="application/x-www-form-urlencoded",
+    )
     assert bad.status_code == 403
 
 
@@ -145,16 +158,26 @@ def test_cross_origin_post_is_403_and_token_form_passes_with_full_body(client: C
         b"csrf_token=%ff%fe&a=\xff",
         b"a=" + b"x" * (1024 * 1024 + 10),
     ],
-    ids=["wrong-token", "no-token", "too-many-fields", "too-many-fields-token-first",
-         "not-utf8", "too-large"],
-)  # fmt: skip
+    ids=[
+        "wrong-token",
+        "no-token",
+        "too-many-fields",
+        "too-many-fields-token-first",
+        "not-utf8",
+        "too-large",
+    ],
+)
 def test_cross_origin_bad_form_is_403_never_500(client: Client, body: bytes) -> None:
     # The same forms as tests/adapters/test_asgi.py's test_csrf_bad_form_is_403: every
     # adapter searches a form with coatcheck.csrf.form_token, so all answer alike.
     get(client, "/?key=a")
-    response = client.post("/?key=a&value=evil", base_url=BASE, data=body,
-                           headers={"Origin": "https://evil.example"},
-                           content_type="application/x-www-form-urlencoded")  # fmt: skip
+    response = client.post(
+        "/?key=a&value=evil",
+        base_url=BASE,
+        data=body,
+        headers={"Origin": "https://evil.example"},
+        content_type="application/x-www-form-urlencoded",
+    )
     assert response.status_code == 403
     assert json.loads(get(client, "/?read=1").data) == {"a": ""}
 
@@ -253,19 +276,40 @@ def test_streaming_body_passes_through_and_is_closed(manager: SessionManager) ->
     ("builder", "expected"),
     [
         (
-            {"path": "/a/b", "base_url": "https://example.com:8443/root", "method": "post",
-             "headers": {"User-Agent": "ua", "X-Forwarded-For": "x"}},
-            {"method": "POST", "scheme": "https", "host": "example.com:8443",
-             "path": "/root/a/b", "user-agent": "ua", "x-forwarded-for": "x"},
+            {
+                "path": "/a/b",
+                "base_url": "https://example.com:8443/root",
+                "method": "post",
+                "headers": {"User-Agent": "ua", "X-Forwarded-For": "x"},
+            },
+            {
+                "method": "POST",
+                "scheme": "https",
+                "host": "example.com:8443",
+                "path": "/root/a/b",
+                "user-agent": "ua",
+                "x-forwarded-for": "x",
+            },
         ),
         (
-            {"path": "/", "base_url": "http://localhost", "data": "a=1", "method": "POST",
-             "content_type": "application/x-www-form-urlencoded"},
-            {"method": "POST", "scheme": "http", "host": "localhost", "path": "/",
-             "content-type": "application/x-www-form-urlencoded", "content-length": "3"},
+            {
+                "path": "/",
+                "base_url": "http://localhost",
+                "data": "a=1",
+                "method": "POST",
+                "content_type": "application/x-www-form-urlencoded",
+            },
+            {
+                "method": "POST",
+                "scheme": "http",
+                "host": "localhost",
+                "path": "/",
+                "content-type": "application/x-www-form-urlencoded",
+                "content-length": "3",
+            },
         ),
     ],
-)  # fmt: skip
+)
 def test_request_info(builder: dict[str, Any], expected: dict[str, str]) -> None:
     environ = EnvironBuilder(**builder).get_environ()
     environ["REMOTE_ADDR"] = "192.0.2.7"
@@ -280,8 +324,13 @@ def test_request_info(builder: dict[str, Any], expected: dict[str, str]) -> None
 
 
 def test_request_info_without_host_header() -> None:
-    environ = {"REQUEST_METHOD": "GET", "SERVER_NAME": "internal", "SERVER_PORT": "8080",
-               "wsgi.url_scheme": "http", "PATH_INFO": ""}  # fmt: skip
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "SERVER_NAME": "internal",
+        "SERVER_PORT": "8080",
+        "wsgi.url_scheme": "http",
+        "PATH_INFO": "",
+    }
     info = request_info(environ)
     assert (info.host, info.path, info.client_ip) == ("internal:8080", "/", None)
 
@@ -299,8 +348,9 @@ def test_a_second_start_response_commits_nothing_more(clock: FakeClock) -> None:
         except RuntimeError:
             import sys
 
-            start_response("500 Internal Server Error", [("Content-Type", "text/plain")],
-                           sys.exc_info())  # fmt: skip
+            start_response(
+                "500 Internal Server Error", [("Content-Type", "text/plain")], sys.exc_info()
+            )
         return [b"error page"]
 
     calls: list[tuple[str, list[tuple[str, str]]]] = []
@@ -335,10 +385,13 @@ def test_cross_origin_form_with_a_bad_content_length_is_403(
     """A `Content-Length` that is not a plain number in range: the form is not read (no
     token, a 403), and nothing raises on the way (no 500)."""
     environ = EnvironBuilder(
-        path="/", base_url=BASE, method="POST", data=b"csrf_token=x",
+        path="/",
+        base_url=BASE,
+        method="POST",
+        data=b"csrf_token=x",
         headers=[("Origin", "https://evil.example")],
         content_type="application/x-www-form-urlencoded",
-    ).get_environ()  # fmt: skip
+    ).get_environ()
     environ["CONTENT_LENGTH"] = length
     statuses: list[str] = []
 

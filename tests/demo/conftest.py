@@ -32,9 +32,13 @@ class Demo:
     banner: str = ""
 
     def request(
-        self, method: str, path: str, headers: dict[str, str] | None = None,
-        body: str | None = None, port: int | None = None,
-    ) -> tuple[int, dict[str, str], bytes]:  # fmt: skip
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str] | None = None,
+        body: str | None = None,
+        port: int | None = None,
+    ) -> tuple[int, dict[str, str], bytes]:
         target = self.port if port is None else port
         connection = http.client.HTTPConnection("127.0.0.1", target, timeout=20)
         try:
@@ -64,8 +68,10 @@ def start_demo(*args: str) -> Demo:
     """Start `coatcheck demo --port 0 ARGS` in its own process group and wait for its URL."""
     process = subprocess.Popen(
         [sys.executable, "-m", "coatcheck", "demo", "--port", "0", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     assert process.stdout is not None
     deadline = time.monotonic() + START_TIMEOUT
     text = ""
@@ -81,8 +87,7 @@ def start_demo(*args: str) -> Demo:
     if "Ctrl-C" not in text:
         stop_demo(process)
         pytest.fail(f"demo did not start: {text}")
-    demo = Demo(process, int(text.split("http://localhost:", 1)[1].split("/", 1)[0]),
-                banner=text)  # fmt: skip
+    demo = Demo(process, int(text.split("http://localhost:", 1)[1].split("/", 1)[0]), banner=text)
     for line in text.splitlines():
         if line.strip().startswith("replica "):
             name = line.split()[1].rstrip(":")

@@ -21,8 +21,11 @@ def client(
     manager: SessionManager, agent: str = "device-1", strategy: str = "shared"
 ) -> httpx.AsyncClient:
     app = build_app(manager, replica="r2", strategy=strategy)
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="https://localhost",
-                             headers={"user-agent": agent})  # fmt: skip
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="https://localhost",
+        headers={"user-agent": agent},
+    )
 
 
 @pytest.fixture
@@ -67,8 +70,11 @@ async def test_forms_redirect_and_bad_input_is_rejected(manager: SessionManager)
 
 @pytest.mark.anyio
 async def test_my_sessions_revoke_only_my_own(manager: SessionManager) -> None:
-    async with client(manager, "laptop") as a, client(manager, "phone") as b, \
-            client(manager, "bobs") as bob:  # fmt: skip
+    async with (
+        client(manager, "laptop") as a,
+        client(manager, "phone") as b,
+        client(manager, "bobs") as bob,
+    ):
         for c, user in ((a, "alice"), (b, "alice"), (bob, "bob")):
             await c.post("/login", data={"user": user}, headers=JSON)
         a_id = (await state(a))["session"]["id"]
@@ -146,8 +152,9 @@ async def test_client_strategy_carries_a_token_in_the_cookie(encrypted: bool) ->
         # The registry lists both devices; revoking one from the other ends it.
         listed = {s["user_agent"]: s["id"] for s in (await state(b))["my_sessions"]}
         assert set(listed) == {"laptop", "phone"}
-        assert (await b.post("/sessions/revoke", data={"id": listed["laptop"]},
-                             headers=JSON)).status_code == 200  # fmt: skip
+        assert (
+            await b.post("/sessions/revoke", data={"id": listed["laptop"]}, headers=JSON)
+        ).status_code == 200
         assert (await state(a))["session"]["user"] is None
 
 

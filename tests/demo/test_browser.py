@@ -12,8 +12,15 @@ import pytest
 from .conftest import start_demo, stop_demo
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 ARTIFACTS = Path(__file__).parents[2] / "test-artifacts"
 TIMEOUT_MS = 15_000
 
@@ -27,8 +34,7 @@ def test_shared_strategy_in_chromium() -> None:
     demo = start_demo("--strategy", "shared", "--replicas", "3")
     try:
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=str(CHROMIUM),
-                                                 args=CHROMIUM_ARGS)  # fmt: skip
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             try:
                 page = browser.new_page()
                 page.set_default_timeout(TIMEOUT_MS)
@@ -78,8 +84,7 @@ def test_header_strategy_in_chromium() -> None:
     demo = start_demo("--strategy", "header", "--replicas", "3")
     try:
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=str(CHROMIUM),
-                                                 args=CHROMIUM_ARGS)  # fmt: skip
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             try:
                 context = browser.new_context()
                 page = context.new_page()
@@ -115,8 +120,9 @@ def test_header_strategy_in_chromium() -> None:
                 expect(page.locator("#app")).to_contain_text("logged in as alice")
                 expect(page.locator("#cart")).to_have_text("coat, hat")
                 # Every request after the login carried the token in the header.
-                assert sent[logins[0] + 1:] and all(
-                    a is not None and a.startswith("Bearer ") for _, a in sent[logins[0] + 1:])
+                assert sent[logins[0] + 1 :] and all(
+                    a is not None and a.startswith("Bearer ") for _, a in sent[logins[0] + 1 :]
+                )
                 ARTIFACTS.mkdir(exist_ok=True)
                 page.screenshot(path=str(ARTIFACTS / "demo-header.png"), full_page=True)
 

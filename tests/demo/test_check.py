@@ -18,8 +18,11 @@ from coatcheck.demo.strategies import STRATEGIES
 def coatcheck(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "coatcheck", *args],
-        capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
 
 
 def test_check_every_strategy_prints_the_table_and_exits_0() -> None:
@@ -47,8 +50,18 @@ def test_check_json_numbers_for_shared() -> None:
 
 
 def test_check_json_header_with_encrypted_tokens() -> None:
-    result = coatcheck("demo", "--check", "--strategy", "header", "--encrypted",
-                       "--requests", "12", "--replicas", "2", "--json")  # fmt: skip
+    result = coatcheck(
+        "demo",
+        "--check",
+        "--strategy",
+        "header",
+        "--encrypted",
+        "--requests",
+        "12",
+        "--replicas",
+        "2",
+        "--json",
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     (row,) = json.loads(result.stdout)
     assert row["strategy"] == "header" and row["ok"] is True
@@ -59,8 +72,9 @@ def test_check_json_header_with_encrypted_tokens() -> None:
 
 
 def test_check_json_local_loses_sessions() -> None:
-    result = coatcheck("demo", "--check", "--strategy", "local", "--requests", "12", "--json",
-                       "--replicas", "2")  # fmt: skip
+    result = coatcheck(
+        "demo", "--check", "--strategy", "local", "--requests", "12", "--json", "--replicas", "2"
+    )
     assert result.returncode == 0, result.stderr
     (row,) = json.loads(result.stdout)
     assert row["right_session"] < 1.0 and row["survived_replica_death"] is False
@@ -83,10 +97,12 @@ def test_bad_or_unreachable_store_fails_before_any_cluster_starts() -> None:
 
 def test_an_unavailable_strategy_is_skipped_with_a_reason() -> None:
     lines: list[str] = []
-    strategy = replace(STRATEGIES["shared"], name="future",
-                       unavailable=lambda url: "needs a capability not built yet")  # fmt: skip
-    result = check_strategy(strategy, replicas=2, requests=5, store_url=None,
-                            progress=lines.append)  # fmt: skip
+    strategy = replace(
+        STRATEGIES["shared"],
+        name="future",
+        unavailable=lambda url: "needs a capability not built yet",
+    )
+    result = check_strategy(strategy, replicas=2, requests=5, store_url=None, progress=lines.append)
     assert result.skipped == "needs a capability not built yet"
     assert lines == ["[future] skipped: needs a capability not built yet"]
     assert result.as_dict()["ok"] is False and result.as_dict()["failures"] == []
@@ -98,9 +114,13 @@ def test_plot_draws_every_strategy(tmp_path: Path) -> None:
 
     rows = []
     for name, strategy in STRATEGIES.items():
-        result = CheckResult(name, requests=10, right=10 if strategy.expect.keeps_sessions else 0,
-                             survived=strategy.expect.survives_replica_death,
-                             latencies=[0.002, 0.003])  # fmt: skip
+        result = CheckResult(
+            name,
+            requests=10,
+            right=10 if strategy.expect.keeps_sessions else 0,
+            survived=strategy.expect.survives_replica_death,
+            latencies=[0.002, 0.003],
+        )
         if strategy.expect.revocation_within is not None:
             result.revocation_ms = 120.0
             result.revocation_bound_ms = strategy.expect.revocation_within * 1000
@@ -112,9 +132,18 @@ def test_plot_draws_every_strategy(tmp_path: Path) -> None:
 
 def as_expected(name: str) -> CheckResult:
     """A result that matches what strategy `name` must show (shared and client-side)."""
-    return CheckResult(name, requests=10, right=10, before_death=8, right_before_death=8,
-                       replicas=3, read_back=3, survived=True, revocation_ms=120.0,
-                       logout_everywhere=True)  # fmt: skip
+    return CheckResult(
+        name,
+        requests=10,
+        right=10,
+        before_death=8,
+        right_before_death=8,
+        replicas=3,
+        read_back=3,
+        survived=True,
+        revocation_ms=120.0,
+        logout_everywhere=True,
+    )
 
 
 def test_judge_flags_late_revocation_cookies_on_the_header_and_lost_sessions() -> None:
@@ -124,8 +153,9 @@ def test_judge_flags_late_revocation_cookies_on_the_header_and_lost_sessions() -
         assert result.failures == []
     late = replace(as_expected("client"), revocation_late=True)
     judge(STRATEGIES["client"], late)
-    assert late.failures == ["a replica still accepted a revoked session more than 250 ms "
-                             "after the revocation"]  # fmt: skip
+    assert late.failures == [
+        "a replica still accepted a revoked session more than 250 ms after the revocation"
+    ]
     cookies = replace(as_expected("header"), stray_cookies=2)
     judge(STRATEGIES["header"], cookies)
     assert cookies.failures == ["the header transport answered with 2 Set-Cookie"]

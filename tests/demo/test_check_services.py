@@ -21,13 +21,17 @@ from servers import (  # noqa: F401 - fixtures
 def coatcheck(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "coatcheck", *args],
-        capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
 
 
 def check_shared(url: str) -> dict[str, object]:
-    result = coatcheck("demo", "--check", "--strategy", "shared", "--store", url,
-                       "--requests", "12", "--json")  # fmt: skip
+    result = coatcheck(
+        "demo", "--check", "--strategy", "shared", "--store", url, "--requests", "12", "--json"
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     (row,) = json.loads(result.stdout)
     assert isinstance(row, dict)
@@ -50,15 +54,15 @@ def test_shared_on_postgres(postgres_server: PostgresServer) -> None:
 
 @pytest.mark.service
 def test_sessions_cli_on_redis(redis_server: RedisServer) -> None:
-    result = coatcheck("sessions", "list", "--user", "nobody", "--store", redis_server.url,
-                       "--json")  # fmt: skip
+    result = coatcheck(
+        "sessions", "list", "--user", "nobody", "--store", redis_server.url, "--json"
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == []
 
 
 def test_unreachable_redis_is_a_clean_store_error() -> None:
-    result = coatcheck("sessions", "list", "--user", "alice", "--store",
-                       "redis://127.0.0.1:1/0")  # fmt: skip
+    result = coatcheck("sessions", "list", "--user", "alice", "--store", "redis://127.0.0.1:1/0")
     assert result.returncode == EXIT_STORE, result.stderr
     assert result.stderr.startswith("coatcheck: error: the store failed")
     assert "Traceback" not in result.stderr
@@ -66,8 +70,19 @@ def test_unreachable_redis_is_a_clean_store_error() -> None:
 
 @pytest.mark.service
 def test_client_keeps_its_revocations_on_redis(redis_server: RedisServer) -> None:
-    result = coatcheck("demo", "--check", "--strategy", "client", "--store", redis_server.url,
-                       "--requests", "12", "--replicas", "2", "--json")  # fmt: skip
+    result = coatcheck(
+        "demo",
+        "--check",
+        "--strategy",
+        "client",
+        "--store",
+        redis_server.url,
+        "--requests",
+        "12",
+        "--replicas",
+        "2",
+        "--json",
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "--store is not used" not in result.stderr
     (row,) = json.loads(result.stdout)

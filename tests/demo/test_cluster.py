@@ -101,8 +101,9 @@ def test_round_robin_spreads_and_skips_a_dead_replica(shared_demo: Demo) -> None
 
 def test_set_cookie_passes_through_and_the_session_is_shared(shared_demo: Demo) -> None:
     demo = shared_demo
-    code, headers, _ = demo.request("POST", "/login", {"Accept": "application/json"},
-                                    body="user=alice")  # fmt: skip
+    code, headers, _ = demo.request(
+        "POST", "/login", {"Accept": "application/json"}, body="user=alice"
+    )
     assert code == 200
     cookie = headers["set-cookie"].split(";", 1)[0]
     assert cookie.startswith("__Host-session=") and "Secure" in headers["set-cookie"]
@@ -113,11 +114,13 @@ def test_set_cookie_passes_through_and_the_session_is_shared(shared_demo: Demo) 
 
 def test_cluster_control_rejects_cross_site_requests(shared_demo: Demo) -> None:
     demo = shared_demo
-    code, _, _ = demo.request("POST", "/_cluster/kill?replica=r1",
-                              {"Sec-Fetch-Site": "cross-site"}, body="")  # fmt: skip
+    code, _, _ = demo.request(
+        "POST", "/_cluster/kill?replica=r1", {"Sec-Fetch-Site": "cross-site"}, body=""
+    )
     assert code == 403
-    code, _, _ = demo.request("POST", "/_cluster/kill?replica=r1",
-                              {"Origin": "http://evil.example"}, body="")  # fmt: skip
+    code, _, _ = demo.request(
+        "POST", "/_cluster/kill?replica=r1", {"Origin": "http://evil.example"}, body=""
+    )
     assert code == 403
     assert all(r["up"] for r in demo.status()["replicas"])
     assert demo.request("POST", "/_cluster/kill?replica=r9", body="")[0] == 404
@@ -125,8 +128,11 @@ def test_cluster_control_rejects_cross_site_requests(shared_demo: Demo) -> None:
 
 
 def test_malformed_requests_get_400(shared_demo: Demo) -> None:
-    for raw in (b"NONSENSE\r\n\r\n", b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
-                b"GET / HTTP/1.1\r\nContent-Length: -5\r\n\r\n"):  # fmt: skip
+    for raw in (
+        b"NONSENSE\r\n\r\n",
+        b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"GET / HTTP/1.1\r\nContent-Length: -5\r\n\r\n",
+    ):
         with socket.create_connection(("127.0.0.1", shared_demo.port), timeout=10) as sock:
             sock.sendall(raw)
             assert sock.recv(100).startswith(b"HTTP/1.1 400 ")
@@ -153,8 +159,11 @@ def test_a_busy_port_is_a_clean_error() -> None:
         port = busy.getsockname()[1]
         result = subprocess.run(
             [sys.executable, "-m", "coatcheck", "demo", "--port", str(port), "--replicas", "1"],
-            capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr and "--port" in result.stderr
     assert "Traceback" not in result.stderr
@@ -163,8 +172,11 @@ def test_a_busy_port_is_a_clean_error() -> None:
 def test_too_many_replicas_is_a_usage_error() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "coatcheck", "demo", "--replicas", "17"],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 2 and "--replicas must be between 1 and 16" in result.stderr
 
 
@@ -176,8 +188,9 @@ def test_client_strategy_with_encrypted_tokens_on_every_replica() -> None:
         for pid in demo.pids():  # the store URL and the key stay off the command line
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
             assert b"--encrypted" in argv and not any(b"sqlite:" in a for a in argv)
-        code, headers, _ = demo.request("POST", "/login", {"Accept": "application/json"},
-                                        body="user=alice")  # fmt: skip
+        code, headers, _ = demo.request(
+            "POST", "/login", {"Accept": "application/json"}, body="user=alice"
+        )
         assert code == 200
         cookie = headers["set-cookie"].split(";", 1)[0]
         assert cookie.startswith("__Host-session=") and cookie.count(".") == 4  # JWE

@@ -100,16 +100,28 @@ def built(port: int) -> list[Any]:
 
     redis_url, postgres_url = f"redis://127.0.0.1:{port}/0", f"postgresql://u@127.0.0.1:{port}/db"
     stores: list[Any] = [
-        MemoryStore(), AsyncMemoryStore(), MemoryRevocationStore(), AsyncMemoryRevocationStore(),
-        SQLiteStore(), SQLiteStore(":memory:"), AsyncSQLiteStore(), SQLiteRevocationStore(),
-        AsyncSQLiteRevocationStore(SQLiteRevocationStore()), ThreadedStore(SQLiteStore()),
+        MemoryStore(),
+        AsyncMemoryStore(),
+        MemoryRevocationStore(),
+        AsyncMemoryRevocationStore(),
+        SQLiteStore(),
+        SQLiteStore(":memory:"),
+        AsyncSQLiteStore(),
+        SQLiteRevocationStore(),
+        AsyncSQLiteRevocationStore(SQLiteRevocationStore()),
+        ThreadedStore(SQLiteStore()),
         ThreadedRevocationStore(SQLiteRevocationStore()),
-        RedisStore(redis_url), AsyncRedisStore(redis_url),
-        RedisStore(f"redis+cluster://127.0.0.1:{port}"), RedisStore(redis_url, cluster=True),
-        RedisRevocationStore(redis_url), AsyncRedisRevocationStore(redis_url),
-        PostgresStore(postgres_url), AsyncPostgresStore(postgres_url),
-        PostgresRevocationStore(postgres_url), AsyncPostgresRevocationStore(postgres_url),
-    ]  # fmt: skip
+        RedisStore(redis_url),
+        AsyncRedisStore(redis_url),
+        RedisStore(f"redis+cluster://127.0.0.1:{port}"),
+        RedisStore(redis_url, cluster=True),
+        RedisRevocationStore(redis_url),
+        AsyncRedisRevocationStore(redis_url),
+        PostgresStore(postgres_url),
+        AsyncPostgresStore(postgres_url),
+        PostgresRevocationStore(postgres_url),
+        AsyncPostgresRevocationStore(postgres_url),
+    ]
     for url in urls(port):
         sync = from_url(url)
         stores += [sync, from_url(url, asynchronous=True), to_async(sync)]

@@ -197,8 +197,11 @@ async def test_to_async_of_sqlite_store_shares_its_database_and_settings(tmp_pat
     twin = to_async(sync)
     assert isinstance(twin, AsyncSQLiteStore)
     assert (twin.sync.path, twin.sync.table, twin.sync.timeout, twin.sync.purge_interval) == (
-        sync.path, "custom", 1.5, 7,
-    )  # fmt: skip
+        sync.path,
+        "custom",
+        1.5,
+        7,
+    )
     assert await twin.save("k", b"v", version=0, ttl=60, user="u")
     assert sync.load("k") == Record(b"v", 1)
     assert sync.save("k", b"v2", version=1, ttl=60, user="u")
@@ -293,8 +296,9 @@ def test_redis_url_sizes_the_pool_and_keeps_its_other_options() -> None:
 
     from coatcheck.stores.redis import RedisStore
 
-    store = from_url("redis://:p%40ss@127.0.0.1:1/0?socket_keepalive=true&max_connections=7"
-                     "&pool_timeout=1.5")  # fmt: skip
+    store = from_url(
+        "redis://:p%40ss@127.0.0.1:1/0?socket_keepalive=true&max_connections=7&pool_timeout=1.5"
+    )
     assert isinstance(store, RedisStore)
     assert (store.max_connections, store.pool_timeout) == (7, 1.5)
     pool = store.client.connection_pool
@@ -310,8 +314,7 @@ def test_redis_url_sizes_the_pool_and_keeps_its_other_options() -> None:
 
 @pytest.mark.anyio
 async def test_async_redis_url_sizes_the_gate_and_leaves_its_pool_room() -> None:
-    store = from_url("redis://127.0.0.1:1/0?max_connections=7&pool_timeout=1.5",
-                     asynchronous=True)  # fmt: skip
+    store = from_url("redis://127.0.0.1:1/0?max_connections=7&pool_timeout=1.5", asynchronous=True)
     client: Any = getattr(store, "client", None)
     assert (client.gate.free, client.gate.timeout) == (7, 1.5)
     assert client.connection_pool.max_connections == 14
@@ -343,8 +346,10 @@ def test_postgres_url_sizes_the_pool_and_libpq_never_sees_the_options() -> None:
     twin = to_async(store)
     assert isinstance(twin, AsyncPostgresStore)
     assert (twin.max_connections, twin.pool_timeout, twin._conninfo) == (
-        33, 2.5, store._conninfo,
-    )  # fmt: skip
+        33,
+        2.5,
+        store._conninfo,
+    )
     revocations = revocations_for(url)
     assert isinstance(revocations, PostgresRevocationStore)
     assert (revocations.max_connections, revocations.pool_timeout) == (33, 2.5)

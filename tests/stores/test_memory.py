@@ -260,8 +260,10 @@ class MemoryStoreModel(RuleBasedStateMachine):
             live = self.live(key)
             if expires_at > self.clock.now:
                 assert live is not None and (live[0], live[1], live[2]) == (
-                    version, expires_at, user,
-                )  # fmt: skip
+                    version,
+                    expires_at,
+                    user,
+                )
         assert sum(map(len, store._buckets.values())) == len(store._records)
         assert sorted(store._due) == sorted(store._buckets)
         assert all(keys for keys in store._users.values())

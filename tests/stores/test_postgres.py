@@ -106,8 +106,10 @@ def test_schema_is_created_on_first_use_and_by_create_schema(
             "SELECT indexname FROM pg_indexes WHERE tablename = %s ORDER BY 1", (table,)
         ).fetchall()
         assert [name for (name,) in indexes] == [
-            f"{table}_expires", f"{table}_pkey", f"{table}_user"
-        ]  # fmt: skip
+            f"{table}_expires",
+            f"{table}_pkey",
+            f"{table}_user",
+        ]
     store.create_schema()  # again: a no-op
     store.close()
     drop(postgres_server, table)

@@ -578,7 +578,8 @@ def test_corrupt_file_is_reported_at_open_and_first_use(path: Path) -> None:
     path.write_bytes(b"this is not an SQLite database\n" * 200)
     store = SQLiteStore(path)
     uses: list[Callable[[], Any]] = [
-        store.open, lambda: store.save("k", b"v", version=0, ttl=60, user=None)
+        store.open,
+        lambda: store.save("k", b"v", version=0, ttl=60, user=None),
     ]
     for use in uses:
         with pytest.raises(StoreUnavailable, match="not a database"):
@@ -689,10 +690,14 @@ def test_processes_creating_one_new_file_at_once_all_start(tmp_path: Path) -> No
         path = tmp_path / f"fresh-{attempt}.db"
         start = str(time.time() + 1.5)
         procs = [
-            subprocess.Popen([sys.executable, "-c", _START_TOGETHER, str(path), start],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            subprocess.Popen(
+                [sys.executable, "-c", _START_TOGETHER, str(path), start],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             for _ in range(6)
-        ]  # fmt: skip
+        ]
         results = [proc.communicate(timeout=60) for proc in procs]
         assert [out.strip() for out, _ in results] == ["ok"] * 6, [err for _, err in results]
 

@@ -26,7 +26,8 @@ from ..csrf import SAFE_METHODS, form_limit, form_token
 from ..drivers import acommit_session, aopen_session
 from ..exceptions import ConfigurationError, CSRFError, SessionRequired, StoreError
 from ..manager import SessionManager
-from ..request import RawHeaders, RequestInfo, new_request
+from ..request import RequestInfo
+from ..request import from_asgi as request_info
 from ..responses import Answer, ClientScript, challenge, client_script, latin1, merge_headers
 from ..session import Session
 from . import failures
@@ -45,15 +46,6 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-def request_info(scope: Scope) -> RequestInfo:
-    """The `RequestInfo` of an ASGI HTTP or WebSocket scope; headers are decoded when read."""
-    headers = RawHeaders(scope.get("headers", ()))
-    client = scope.get("client")
-    return new_request((
-        scope.get("method", "GET"), headers, scope.get("scheme", "http"), headers.get("host"),
-        scope.get("path", "/"), client[0] if client else None,
-    ))  # fmt: skip
 
 
 def require_session(connection: Any, *, authenticated: bool = False) -> Session:

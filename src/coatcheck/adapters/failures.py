@@ -64,14 +64,16 @@ UNREACHABLE = Answer(503, "Service Unavailable", b"Service Unavailable: session 
 UNAVAILABLE = Answer(503, "Service Unavailable", b"Service Unavailable: session not saved")
 FORBIDDEN = Answer(403, "Forbidden", b"Forbidden: cross-origin request rejected (CSRF)")
 CONFLICT = Answer(
-    409, "Conflict",
+    409,
+    "Conflict",
     b"Conflict: the session was changed by another request meanwhile; nothing was saved. "
     b"Retry the request.",
-)  # fmt: skip
+)
 TOO_LARGE = Answer(
-    413, "Content Too Large", b"Content Too Large: the session is too large to keep; nothing "
-    b"was saved.",
-)  # fmt: skip
+    413,
+    "Content Too Large",
+    b"Content Too Large: the session is too large to keep; nothing was saved.",
+)
 NOT_SAVED = Answer(500, "Internal Server Error", b"Internal Server Error: session not saved.")
 
 
@@ -126,18 +128,34 @@ def store_failure_logs(fail_open: bool) -> tuple[ThrottledLog, ThrottledLog]:
     per interval (not once per request: an outage would flood the log)."""
     if fail_open:
         return (
-            ThrottledLog(log, "store.load_failed", "session store unavailable at load: "
-                         "anonymous sessions served, not saved (fail_open)"),
-            ThrottledLog(log, "store.write_dropped", "session store unavailable at commit: "
-                         "session writes dropped, responses sent as the app made them "
-                         "(fail_open)"),
-        )  # fmt: skip
+            ThrottledLog(
+                log,
+                "store.load_failed",
+                "session store unavailable at load: "
+                "anonymous sessions served, not saved (fail_open)",
+            ),
+            ThrottledLog(
+                log,
+                "store.write_dropped",
+                "session store unavailable at commit: "
+                "session writes dropped, responses sent as the app made them "
+                "(fail_open)",
+            ),
+        )
     return (
-        ThrottledLog(log, "store.load_failed", "session store unavailable at load: "
-                     "answered 503", level=logging.ERROR),
-        ThrottledLog(log, "store.commit_failed", "session store unavailable at commit: "
-                     "answered 503, session not saved", level=logging.ERROR),
-    )  # fmt: skip
+        ThrottledLog(
+            log,
+            "store.load_failed",
+            "session store unavailable at load: answered 503",
+            level=logging.ERROR,
+        ),
+        ThrottledLog(
+            log,
+            "store.commit_failed",
+            "session store unavailable at commit: answered 503, session not saved",
+            level=logging.ERROR,
+        ),
+    )
 
 
 def unsaved_headers(manager: SessionManager, session: Session) -> list[tuple[str, str]]:

@@ -226,10 +226,13 @@ class SessionMiddleware:
         if self._legacy is None:
             return False
         value = next(
-            (v for h in request.header_values("cookie")
-             if (v := find_cookie(h, self.cookie.name)) is not None),
+            (
+                v
+                for h in request.header_values("cookie")
+                if (v := find_cookie(h, self.cookie.name)) is not None
+            ),
             None,
-        )  # fmt: skip
+        )
         if value is None:
             return False
         try:

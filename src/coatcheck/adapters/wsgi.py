@@ -19,6 +19,7 @@ from ..drivers import commit_session, open_session
 from ..exceptions import CSRFError, StoreError
 from ..manager import SessionManager
 from ..request import RequestInfo
+from ..request import from_wsgi as request_info
 from ..responses import Answer, merge_headers, title_case
 from ..session import Session
 from . import failures
@@ -35,26 +36,9 @@ WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 ENVIRON_KEY = "coatcheck.session"
 
 
-def request_info(environ: Environ) -> RequestInfo:
-    """The `RequestInfo` of a WSGI environ (PEP 3333: headers are `HTTP_*` keys, except
-    `CONTENT_TYPE` and `CONTENT_LENGTH`)."""
-    headers = [(key[5:].replace("_", "-").lower(), value)
-               for key, value in environ.items() if key.startswith("HTTP_")]  # fmt: skip
-    headers += [(key.replace("_", "-").lower(), environ[key])
-                for key in ("CONTENT_TYPE", "CONTENT_LENGTH") if environ.get(key)]  # fmt: skip
-    scheme = environ.get("wsgi.url_scheme", "http")
-    host = environ.get("HTTP_HOST")
-    if not host:
-        host, port = environ.get("SERVER_NAME"), environ.get("SERVER_PORT")
-        if host and port and (scheme, str(port)) not in (("http", "80"), ("https", "443")):
-            host = f"{host}:{port}"
-    path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "") or "/"
-    method = environ.get("REQUEST_METHOD", "GET").upper()
-    return RequestInfo(method, headers, scheme, host, path, environ.get("REMOTE_ADDR") or None)
-
-
-def check_csrf(manager: SessionManager, request: RequestInfo, session: Session,
-               environ: Environ) -> None:  # fmt: skip
+def check_csrf(
+    manager: SessionManager, request: RequestInfo, session: Session, environ: Environ
+) -> None:
     """The manager's CSRF check, also accepting the token from a urlencoded form body: read
     (only when the headers failed, as far as `coatcheck.csrf.form_limit` allows) and put
     back as `wsgi.input`, so the application still reads the whole form."""
@@ -106,8 +90,13 @@ class _Response:
     commit is refused, the client gets the refusal instead and the application's body is
     dropped (and closed), whether `start_response` came before the body or with it."""
 
-    def __init__(self, middleware: SessionMiddleware, session: Session, environ: Environ,
-                 start_response: StartResponse) -> None:  # fmt: skip
+    def __init__(
+        self,
+        middleware: SessionMiddleware,
+        session: Session,
+        environ: Environ,
+        start_response: StartResponse,
+    ) -> None:
         self._middleware = middleware
         self._session = session
         self._start_response = start_response
@@ -115,8 +104,9 @@ class _Response:
         self._extra: Headers | None = None
         self._body: Iterable[bytes] = middleware.app(environ, self._start)
 
-    def _start(self, status: str, headers: Headers, exc_info: ExcInfo | None = None
-               ) -> Callable[[bytes], object]:  # fmt: skip
+    def _start(
+        self, status: str, headers: Headers, exc_info: ExcInfo | None = None
+    ) -> Callable[[bytes], object]:
         manager, session = self._middleware.manager, self._session
         if self._failed is None and self._extra is None:  # a second call commits nothing
             try:
@@ -143,8 +133,9 @@ class _Response:
         getattr(self._body, "close", lambda: None)()  # PEP 3333: the body's close, if any
 
 
-def _refuse(start_response: StartResponse, answer: Answer,
-            exc_info: ExcInfo | None = None) -> list[bytes]:  # fmt: skip
+def _refuse(
+    start_response: StartResponse, answer: Answer, exc_info: ExcInfo | None = None
+) -> list[bytes]:
     """Answer `answer` instead of the application's response."""
     start_response(answer.status_line, answer.headers(), exc_info)
     return [answer.body]

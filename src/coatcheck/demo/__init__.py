@@ -101,8 +101,9 @@ async def _serve(
         try:
             server = await balancer.serve("127.0.0.1", port)
         except OSError as exc:
-            raise DemoError(f"cannot listen on 127.0.0.1:{port} ({exc.strerror}); "
-                            "pick another port with --port") from None  # fmt: skip
+            raise DemoError(
+                f"cannot listen on 127.0.0.1:{port} ({exc.strerror}); pick another port with --port"
+            ) from None
         async with server:
             start = asyncio.ensure_future(cluster.start())
             stopped = asyncio.ensure_future(stop.wait())

@@ -69,8 +69,10 @@ class DemoApp:
         mode = manager.mode
         self.tokens: dict[str, Any] | None = None
         if isinstance(mode, ClientSide):
-            self.tokens = {"format": "JWE" if mode.encrypted else "JWS",
-                           "staleness_ms": round(mode.staleness * 1000)}  # fmt: skip
+            self.tokens = {
+                "format": "JWE" if mode.encrypted else "JWS",
+                "staleness_ms": round(mode.staleness * 1000),
+            }
         self.actions: dict[str, Action] = {
             "/login": self.login,
             "/logout": self.logout,
@@ -115,8 +117,12 @@ class DemoApp:
         if path == "/":
             await self.respond(send, status, "text/html", lambda: self.page(session, csrf))
         else:
-            await self.respond(send, status, "application/json",
-                               lambda: self.state_json(session, csrf, html=with_html))  # fmt: skip
+            await self.respond(
+                send,
+                status,
+                "application/json",
+                lambda: self.state_json(session, csrf, html=with_html),
+            )
 
     async def respond(
         self, send: Send, status: int, content_type: str, render: Callable[[], Awaitable[str]]
@@ -124,31 +130,35 @@ class DemoApp:
         # The body is rendered after the response has started: the middleware commits the
         # session at that moment, so the body shows the session as saved (after a login,
         # under its new ID). Without a content-length the server sends it chunked.
-        await send({
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", f"{content_type}; charset=utf-8".encode()),
-                (b"x-served-by", self.replica.encode()),
-                (b"cache-control", b"no-store"),
-            ],
-        })  # fmt: skip
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", f"{content_type}; charset=utf-8".encode()),
+                    (b"x-served-by", self.replica.encode()),
+                    (b"cache-control", b"no-store"),
+                ],
+            }
+        )
         body = (await render()).encode()
         await send({"type": "http.response.body", "body": body})
 
     async def plain(
         self, send: Send, status: int, body: bytes, headers: Sequence[tuple[bytes, bytes]] = ()
     ) -> None:
-        await send({
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                *headers,
-                (b"content-type", b"text/plain; charset=utf-8"),
-                (b"content-length", str(len(body)).encode()),
-                (b"x-served-by", self.replica.encode()),
-            ],
-        })  # fmt: skip
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    *headers,
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"x-served-by", self.replica.encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
     # -- actions: each returns the HTTP status of its outcome ---------------------------
@@ -239,8 +249,9 @@ class DemoApp:
         return page.render(await self.state(session, csrf), users=DEMO_USERS)
 
     async def shell(self) -> str:
-        return page.render_shell(strategy=self.strategy, summary=self.summary,
-                                 replica=self.replica, script=CLIENT_SCRIPT)  # fmt: skip
+        return page.render_shell(
+            strategy=self.strategy, summary=self.summary, replica=self.replica, script=CLIENT_SCRIPT
+        )
 
 
 def build_app(manager: SessionManager, *, replica: str, strategy: str) -> SessionMiddleware:

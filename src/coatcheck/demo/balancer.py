@@ -40,10 +40,19 @@ MAX_BODY = 1024 * 1024  # bytes of request body
 READ_TIMEOUT = 10.0  # seconds to receive a request from the client
 CONNECT_TIMEOUT = 2.0  # seconds to connect to a replica
 RESPONSE_TIMEOUT = 15.0  # seconds a replica may take for each read of its response
-HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade",
-    "transfer-encoding", "x-forwarded-for", "x-forwarded-proto",
-})  # fmt: skip
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+        "transfer-encoding",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+    }
+)
 
 
 class BadRequest(Exception):
@@ -89,8 +98,7 @@ class Balancer:
         try:
             try:
                 request = await asyncio.wait_for(_read_request(reader), READ_TIMEOUT)
-            except (BadRequest, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
-                    ValueError):  # fmt: skip
+            except (BadRequest, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
                 await _reply(writer, 400, b"bad request\n")
                 return
             except asyncio.TimeoutError:
@@ -119,8 +127,15 @@ class Balancer:
             except (OSError, asyncio.TimeoutError):
                 continue  # not reached: safe to try the next replica
             try:
-                await self._forward(request, client_ip, up_reader, up_writer, writer,
-                                    replica, pin=pin or (self.policy == "sticky" and index > 0))
+                await self._forward(
+                    request,
+                    client_ip,
+                    up_reader,
+                    up_writer,
+                    writer,
+                    replica,
+                    pin=pin or (self.policy == "sticky" and index > 0),
+                )
             finally:
                 up_writer.close()
             return
@@ -138,8 +153,11 @@ class Balancer:
         pin: bool,
     ) -> None:
         headers = [(k, v) for k, v in request.headers if k.lower() not in HOP_BY_HOP]
-        headers += [("X-Forwarded-For", client_ip), ("X-Forwarded-Proto", "http"),
-                    ("Connection", "close")]  # fmt: skip
+        headers += [
+            ("X-Forwarded-For", client_ip),
+            ("X-Forwarded-Proto", "http"),
+            ("Connection", "close"),
+        ]
         if request.body or request.method in ("POST", "PUT", "PATCH"):
             headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
             headers.append(("Content-Length", str(len(request.body))))
@@ -152,13 +170,20 @@ class Balancer:
             response_head = await asyncio.wait_for(
                 up_reader.readuntil(b"\r\n\r\n"), RESPONSE_TIMEOUT
             )
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
-                asyncio.TimeoutError):  # fmt: skip
+        except (
+            OSError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            asyncio.TimeoutError,
+        ):
             await _reply(writer, 502, f"502 Bad Gateway: {replica.name} failed\n".encode())
             return
         lines = response_head.decode("latin-1").split("\r\n")[:-2]
-        kept = [line for line in lines[1:]
-                if line.split(":", 1)[0].strip().lower() not in ("connection", "keep-alive")]
+        kept = [
+            line
+            for line in lines[1:]
+            if line.split(":", 1)[0].strip().lower() not in ("connection", "keep-alive")
+        ]
         kept.append("Connection: close")
         if pin:
             kept.append(f"Set-Cookie: {PIN_COOKIE}={replica.name}; Path=/; HttpOnly; SameSite=Lax")
@@ -183,8 +208,12 @@ class Balancer:
         if action not in ("kill", "restart") or request.method != "POST":
             await _reply(writer, 404, b"not found\n")
             return
-        info = RequestInfo(method="POST", headers=[(k.lower(), v) for k, v in request.headers],
-                           scheme="http", host=request.header("host"))  # fmt: skip
+        info = RequestInfo(
+            method="POST",
+            headers=[(k.lower(), v) for k, v in request.headers],
+            scheme="http",
+            host=request.header("host"),
+        )
         if not check_origin(info):
             await _reply(writer, 403, b"cross-origin request rejected\n")
             return
@@ -239,14 +268,20 @@ async def _read_request(reader: asyncio.StreamReader) -> Request:
 async def _reply(
     writer: asyncio.StreamWriter, status: int, body: bytes, content_type: str = "text/plain"
 ) -> None:
-    reason = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
-              408: "Request Timeout", 500: "Internal Server Error",
-              502: "Bad Gateway"}.get(status, "")  # fmt: skip
-    writer.write(
+    reason = {
+        200: "OK",
+        400: "Bad Request",
+        403: "Forbidden",
+        404: "Not Found",
+        408: "Request Timeout",
+        500: "Internal Server Error",
+        502: "Bad Gateway",
+    }.get(status, "")
+    head = (
         f"HTTP/1.1 {status} {reason}\r\ncontent-type: {content_type}; charset=utf-8\r\n"
         f"content-length: {len(body)}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n"
-        .encode() + body
     )
+    writer.write(head.encode() + body)
     with contextlib.suppress(ConnectionError):
         await writer.drain()
 

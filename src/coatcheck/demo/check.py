@@ -105,8 +105,11 @@ class Device:
         cookie changes are not kept."""
         probe = port is not None
         target = self.port if port is None else port
-        headers = {"Host": f"localhost:{target}", "User-Agent": f"coatcheck-check/{self.name}",
-                   "Accept": "application/json"}  # fmt: skip
+        headers = {
+            "Host": f"localhost:{target}",
+            "User-Agent": f"coatcheck-check/{self.name}",
+            "Accept": "application/json",
+        }
         if self.bearer:
             if self.token:
                 headers["Authorization"] = f"Bearer {self.token}"
@@ -210,8 +213,9 @@ class CheckResult:
             "revocation_note": self.revocation_note,
             "logout_everywhere": self.logout_everywhere,
             "logout_ms": None if self.logout_ms is None else round(self.logout_ms, 1),
-            "latency_p50_ms": _round(statistics.median(self.latencies) * 1000
-                                     if self.latencies else None),  # fmt: skip
+            "latency_p50_ms": _round(
+                statistics.median(self.latencies) * 1000 if self.latencies else None
+            ),
             "latency_p99_ms": _round(self.percentile(0.99)),
             "ok": not self.failures and self.skipped is None,
             "failures": self.failures,
@@ -225,8 +229,9 @@ def _round(value: float | None) -> float | None:
 class Scenario:
     """The scripted run against one cluster (see the module docstring)."""
 
-    def __init__(self, strategy: Strategy, port: int, requests: int,
-                 progress: Callable[[str], None]) -> None:  # fmt: skip
+    def __init__(
+        self, strategy: Strategy, port: int, requests: int, progress: Callable[[str], None]
+    ) -> None:
         self.strategy = strategy
         self.port = port
         self.n = requests
@@ -251,8 +256,9 @@ class Scenario:
         """The cart A should see: what it added, as far as a cart keeps items."""
         return self.expected[-MAX_CART:]
 
-    def via(self, device: Device, method: str, path: str, form: dict[str, str] | None = None
-            ) -> Reply:  # fmt: skip
+    def via(
+        self, device: Device, method: str, path: str, form: dict[str, str] | None = None
+    ) -> Reply:
         reply = device.request(method, path, form)
         self.result.latencies.append(reply.seconds)
         return reply
@@ -280,7 +286,8 @@ class Scenario:
         """For each live replica, whether it sees `device` logged in (probes)."""
         return [
             device.request("GET", "/api/session", port=r["port"]).user == USER
-            for r in self.replicas() if r["up"]
+            for r in self.replicas()
+            if r["up"]
         ]
 
     def run(self) -> CheckResult:
@@ -293,8 +300,9 @@ class Scenario:
             return r
         right, last = self.add_to_cart(self.n, "before")
         r.before_death, r.right_before_death = self.n, right
-        self.say(f"[{name}] {self.n} cart requests through the balancer: {right} saw the right "
-                 "session")  # fmt: skip
+        self.say(
+            f"[{name}] {self.n} cart requests through the balancer: {right} saw the right session"
+        )
 
         replicas = self.replicas()
         r.replicas = len(replicas)
@@ -307,11 +315,14 @@ class Scenario:
         after = max(2 * len(replicas), self.n // 4)
         right, _ = self.add_to_cart(after, "after")
         r.survived = right == after
-        self.say(f"[{name}] killed {victim} (it served the last request); {after} more "
-                 f"requests: {right} saw the right session")  # fmt: skip
+        self.say(
+            f"[{name}] killed {victim} (it served the last request); {after} more "
+            f"requests: {right} saw the right session"
+        )
         restarted = self.a.request("POST", f"/_cluster/restart?replica={victim}", {})
-        self.say(f"[{name}] restarted {victim}: "
-                 f"{'ok' if restarted.status == 200 else restarted.status}")  # fmt: skip
+        self.say(
+            f"[{name}] restarted {victim}: {'ok' if restarted.status == 200 else restarted.status}"
+        )
 
         self.revoke_from_second_device()
         self.log_out_everywhere()
@@ -357,14 +368,16 @@ class Scenario:
         r.revocation_ms = self.wait_refused([self.a])
         if r.revocation_ms is None:
             waited = self.strategy.expect.revocation_within is not None
-            r.revocation_note = (f"still valid after {REVOKE_TIMEOUT:.0f} s" if waited
-                                 else "not gone")  # fmt: skip
+            r.revocation_note = (
+                f"still valid after {REVOKE_TIMEOUT:.0f} s" if waited else "not gone"
+            )
             self.say(f"[{name}] device B revoked device A, but A is still logged in somewhere")
             return
-        bound = ("" if r.revocation_bound_ms is None
-                 else f" (bound: {r.revocation_bound_ms:.0f} ms)")  # fmt: skip
-        self.say(f"[{name}] device B revoked device A: gone on every replica after "
-                 f"{r.revocation_ms:.0f} ms{bound}")  # fmt: skip
+        bound = "" if r.revocation_bound_ms is None else f" (bound: {r.revocation_bound_ms:.0f} ms)"
+        self.say(
+            f"[{name}] device B revoked device A: gone on every replica after "
+            f"{r.revocation_ms:.0f} ms{bound}"
+        )
 
     def log_out_everywhere(self) -> None:
         r, name = self.result, self.strategy.name
@@ -376,11 +389,17 @@ class Scenario:
         self.via(b, "POST", "/logout", {})
         # B's copy: had the logout only made B forget its token, the copy would still work.
         r.logout_ms = self.wait_refused([c, b_copy])
-        r.logout_everywhere = (logged_in and all(c_before) and others.user == USER
-                               and r.logout_ms is not None)  # fmt: skip
-        self.say(f"[{name}] log out other devices, then log out: "
-                 + (f"gone everywhere after {r.logout_ms:.0f} ms" if r.logout_everywhere
-                    else "not gone everywhere"))  # fmt: skip
+        r.logout_everywhere = (
+            logged_in and all(c_before) and others.user == USER and r.logout_ms is not None
+        )
+        self.say(
+            f"[{name}] log out other devices, then log out: "
+            + (
+                f"gone everywhere after {r.logout_ms:.0f} ms"
+                if r.logout_everywhere
+                else "not gone everywhere"
+            )
+        )
 
 
 def judge(strategy: Strategy, r: CheckResult) -> None:
@@ -390,21 +409,30 @@ def judge(strategy: Strategy, r: CheckResult) -> None:
     if keeps != e.keeps_sessions:
         r.failures.append(
             "expected every request to see the right session while all replicas were up"
-            if e.keeps_sessions else "expected sessions to be lost across replicas, none was"
+            if e.keeps_sessions
+            else "expected sessions to be lost across replicas, none was"
         )
     if e.keeps_sessions and strategy.shared_store and r.read_back != r.replicas:
         r.failures.append(f"session readable on {r.read_back}/{r.replicas} replicas, not all")
     if e.survives_replica_death is not None and r.survived != e.survives_replica_death:
-        r.failures.append("expected the session to " + (
-            "survive" if e.survives_replica_death else "be lost with") + " its replica's death")
+        r.failures.append(
+            "expected the session to "
+            + ("survive" if e.survives_replica_death else "be lost with")
+            + " its replica's death"
+        )
     if e.revocation_everywhere is not None:
         everywhere = r.revocation_ms is not None and bool(r.logout_everywhere)
         if everywhere != e.revocation_everywhere:
-            r.failures.append("expected revocation and log-out to " + (
-                "reach" if e.revocation_everywhere else "miss") + " every replica")
+            r.failures.append(
+                "expected revocation and log-out to "
+                + ("reach" if e.revocation_everywhere else "miss")
+                + " every replica"
+            )
     if e.revocation_within is not None and r.revocation_late:
-        r.failures.append(f"a replica still accepted a revoked session more than "
-                          f"{e.revocation_within * 1000:.0f} ms after the revocation")
+        r.failures.append(
+            f"a replica still accepted a revoked session more than "
+            f"{e.revocation_within * 1000:.0f} ms after the revocation"
+        )
     if strategy.carrier == "header" and r.stray_cookies:
         r.failures.append(f"the header transport answered with {r.stray_cookies} Set-Cookie")
 
@@ -424,14 +452,27 @@ def check_strategy(
     if reason is not None:
         progress(f"[{strategy.name}] skipped: {reason}")
         return CheckResult(strategy.name, skipped=reason)
-    command = [sys.executable, "-m", "coatcheck", "demo", "--strategy", strategy.name,
-               "--replicas", str(replicas), "--port", "0", "--exit-with-parent"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "coatcheck",
+        "demo",
+        "--strategy",
+        strategy.name,
+        "--replicas",
+        str(replicas),
+        "--port",
+        "0",
+        "--exit-with-parent",
+    ]
     if store_url is not None and strategy.shared_store:
         command += ["--store", store_url]
         problem = strategy.store_problem(store_url)
         if problem is not None:
-            progress(f"[{strategy.name}] --store not used ({problem}): the cluster uses a "
-                     "SQLite file instead")  # fmt: skip
+            progress(
+                f"[{strategy.name}] --store not used ({problem}): the cluster uses a "
+                "SQLite file instead"
+            )
     if encrypted and strategy.client_side:
         command.append("--encrypted")
     progress(f"[{strategy.name}] starting {replicas} replicas and the balancer…")
@@ -440,8 +481,7 @@ def check_strategy(
     )
     try:
         port = _wait_for_url(demo)
-        progress(f"[{strategy.name}] cluster up: http://localhost:{port}/ "
-                 f"({strategy.balancing})")  # fmt: skip
+        progress(f"[{strategy.name}] cluster up: http://localhost:{port}/ ({strategy.balancing})")
         result = Scenario(strategy, port, requests, progress).run()
     except RuntimeError as exc:
         result = CheckResult(strategy.name, failures=[str(exc)])
@@ -506,7 +546,14 @@ def run_checks(
 
     results = []
     for strategy in strategies:
-        results.append(check_strategy(strategy, replicas=replicas, requests=requests,
-                                      store_url=store_url, progress=say,
-                                      encrypted=encrypted))  # fmt: skip
+        results.append(
+            check_strategy(
+                strategy,
+                replicas=replicas,
+                requests=requests,
+                store_url=store_url,
+                progress=say,
+                encrypted=encrypted,
+            )
+        )
     return results

@@ -71,8 +71,12 @@ class Replica:
         return self.process is not None and self.process.poll() is None
 
     def describe(self) -> dict[str, object]:
-        return {"name": self.name, "port": self.port, "up": self.up,
-                "pid": self.process.pid if self.up and self.process else None}  # fmt: skip
+        return {
+            "name": self.name,
+            "port": self.port,
+            "up": self.up,
+            "pid": self.process.pid if self.up and self.process else None,
+        }
 
 
 class Cluster:
@@ -136,17 +140,29 @@ class Cluster:
 
     def _spawn(self, replica: Replica) -> None:
         command = [
-            sys.executable, "-m", "coatcheck.demo.replica",
-            "--strategy", self.strategy.name, "--name", replica.name,
-            "--port", str(replica.port), "--parent", str(os.getpid()),
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "coatcheck.demo.replica",
+            "--strategy",
+            self.strategy.name,
+            "--name",
+            replica.name,
+            "--port",
+            str(replica.port),
+            "--parent",
+            str(os.getpid()),
+        ]
         if self.settings.encrypted:
             command.append("--encrypted")
         with open(replica.log, "ab") as log:
             replica.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-                command, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                start_new_session=True, env=self._environment,
-            )  # fmt: skip
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+                env=self._environment,
+            )
 
     async def _wait_ready(self, replica: Replica) -> None:
         deadline = time.monotonic() + START_TIMEOUT
@@ -165,8 +181,10 @@ class Cluster:
                 await writer.wait_closed()
             return
         self.kill(replica)
-        raise ReplicaFailed(f"replica {replica.name} did not start within {START_TIMEOUT:.0f} s\n"
-                            f"{_tail(replica.log)}")  # fmt: skip
+        raise ReplicaFailed(
+            f"replica {replica.name} did not start within {START_TIMEOUT:.0f} s\n"
+            f"{_tail(replica.log)}"
+        )
 
 
 def _tail(path: Path, lines: int = 15) -> str:

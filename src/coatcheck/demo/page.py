@@ -70,8 +70,9 @@ def sections(state: dict[str, Any], *, users: Sequence[str]) -> str:
             f'<input type="hidden" name="{escape(k)}" value="{escape(v)}">'
             for k, v in values.items()
         )
-        return (f'<form method="post" action="{action}">{hidden}'
-                f"<button>{escape(label)}</button></form>")  # fmt: skip
+        return (
+            f'<form method="post" action="{action}">{hidden}<button>{escape(label)}</button></form>'
+        )
 
     if user is None:
         who = "not logged in " + " ".join(form("/login", f"log in as {u}", user=u) for u in users)
@@ -82,21 +83,28 @@ def sections(state: dict[str, Any], *, users: Sequence[str]) -> str:
     mine = _sessions_table(state["my_sessions"], now, session["id"], form, "/sessions/revoke")
     others = form("/sessions/logout-others", "log out other devices") if user else ""
     admin = "".join(
-        f"<h3>{escape(u)}</h3>"
-        + _sessions_table(infos, now, session["id"], form, "/admin/revoke")
+        f"<h3>{escape(u)}</h3>" + _sessions_table(infos, now, session["id"], form, "/admin/revoke")
         for u, infos in state["admin"].items()
     )
     carried = "token" if header else "cookie"
-    new = (f"(new: nothing was found for the {carried} this browser sent, if any)"
-           if session["new"] else "")  # fmt: skip
+    new = (
+        f"(new: nothing was found for the {carried} this browser sent, if any)"
+        if session["new"]
+        else ""
+    )
     tokens = state.get("tokens")
     mode = ""
     if tokens:
-        kind = ("an encrypted token (JWE): the browser cannot read it" if tokens["format"] == "JWE"
-                else "a signed token (JWS): the browser can read it, not change it")  # fmt: skip
-        mode = (f"<p>The whole session travels in the {carried}, as {kind}. The replicas share "
-                "only the registry of sessions and the revocation list; a revocation reaches "
-                f"every replica within {tokens['staleness_ms']} ms.</p>")  # fmt: skip
+        kind = (
+            "an encrypted token (JWE): the browser cannot read it"
+            if tokens["format"] == "JWE"
+            else "a signed token (JWS): the browser can read it, not change it"
+        )
+        mode = (
+            f"<p>The whole session travels in the {carried}, as {kind}. The replicas share "
+            "only the registry of sessions and the revocation list; a revocation reaches "
+            f"every replica within {tokens['staleness_ms']} ms.</p>"
+        )
     return f"""<p>This {"answer" if header else "page"} was served by
 <span class="replica" id="replica" style="background: {colour}">{escape(replica)}</span></p>
 <section><h2>Session</h2>
@@ -219,8 +227,10 @@ def _sessions_table(
         f"<td>{form(action, 'revoke', id=i['id'])}</td></tr>"
         for i in infos
     )
-    return ("<table><tr><th>session</th><th>IP</th><th>user agent</th><th>created</th>"
-            f"<th>last seen</th><th></th></tr>{rows}</table>")  # fmt: skip
+    return (
+        "<table><tr><th>session</th><th>IP</th><th>user agent</th><th>created</th>"
+        f"<th>last seen</th><th></th></tr>{rows}</table>"
+    )
 
 
 def _ago(now: float, then: float) -> str:

@@ -38,22 +38,38 @@ def plot_results(rows: list[dict[str, Any]], path: str) -> None:
     revoked.bar(names, [r["revocation_ms"] or 0 for r in rows], color=colours)
     for x, r in enumerate(rows):
         if r["revocation_ms"] is None:
-            revoked.annotate(r["revocation_note"] or "n/a", (x, 0), ha="center", va="bottom",
-                             fontsize=8, rotation=90)  # fmt: skip
-    bounds = [(x, r["revocation_bound_ms"]) for x, r in enumerate(rows)
-              if r.get("revocation_bound_ms") is not None]  # fmt: skip
+            revoked.annotate(
+                r["revocation_note"] or "n/a",
+                (x, 0),
+                ha="center",
+                va="bottom",
+                fontsize=8,
+                rotation=90,
+            )
+    bounds = [
+        (x, r["revocation_bound_ms"])
+        for x, r in enumerate(rows)
+        if r.get("revocation_bound_ms") is not None
+    ]
     if bounds:
-        revoked.scatter([x for x, _ in bounds], [b for _, b in bounds], marker="_", s=600,
-                        color="#222", label="bound", zorder=3)  # fmt: skip
+        revoked.scatter(
+            [x for x, _ in bounds],
+            [b for _, b in bounds],
+            marker="_",
+            s=600,
+            color="#222",
+            label="bound",
+            zorder=3,
+        )
         revoked.legend()
     revoked.set_xticks(range(len(rows)), names)
     revoked.set_title("revocation on every replica (ms)")
     latency = axes[3]
     xs = range(len(rows))
-    latency.bar([x - 0.2 for x in xs], [r["latency_p50_ms"] or 0 for r in rows], 0.4,
-                label="median")  # fmt: skip
-    latency.bar([x + 0.2 for x in xs], [r["latency_p99_ms"] or 0 for r in rows], 0.4,
-                label="p99")  # fmt: skip
+    latency.bar(
+        [x - 0.2 for x in xs], [r["latency_p50_ms"] or 0 for r in rows], 0.4, label="median"
+    )
+    latency.bar([x + 0.2 for x in xs], [r["latency_p99_ms"] or 0 for r in rows], 0.4, label="p99")
     latency.set_xticks(list(xs), names)
     latency.set_title("latency (ms)")
     latency.legend()

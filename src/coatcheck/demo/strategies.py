@@ -101,8 +101,11 @@ class Strategy:
 
 def describe_tokens(settings: Settings) -> str:
     """What client-side strategies issue under `settings`, for people to read."""
-    kind = ("encrypted (JWE dir + A256GCM)" if settings.encrypted
-            else "signed (JWS HS256; the data is readable, not changeable)")  # fmt: skip
+    kind = (
+        "encrypted (JWE dir + A256GCM)"
+        if settings.encrypted
+        else "signed (JWS HS256; the data is readable, not changeable)"
+    )
     return f"{kind}, revocations reach every replica within {STALENESS * 1000:.0f} ms"
 
 
@@ -120,8 +123,12 @@ def _client_side(settings: Settings) -> ClientSide:
     if settings.store_url is None:
         raise ValueError("client-side strategies need a store URL for the registry")
     # Every replica reads the keys the demo generated for this cluster (`_cluster_keys`).
-    return ClientSide(KeyRing.from_env(), encrypted=settings.encrypted,
-                      store=settings.store_url, staleness=STALENESS)  # fmt: skip
+    return ClientSide(
+        KeyRing.from_env(),
+        encrypted=settings.encrypted,
+        store=settings.store_url,
+        staleness=STALENESS,
+    )
 
 
 def _client_manager(settings: Settings) -> SessionManager:

@@ -96,15 +96,39 @@ class _Backend(NamedTuple):
 
 
 _BACKENDS = {
-    "memory": _Backend("memory", "MemoryStore", "AsyncMemoryStore",
-                       "MemoryRevocationStore", "AsyncMemoryRevocationStore", None),
-    "sqlite": _Backend("sqlite", "SQLiteStore", "AsyncSQLiteStore",
-                       "SQLiteRevocationStore", "AsyncSQLiteRevocationStore", None),
-    "redis": _Backend("redis", "RedisStore", "AsyncRedisStore",
-                      "RedisRevocationStore", "AsyncRedisRevocationStore", "redis"),
-    "postgres": _Backend("postgres", "PostgresStore", "AsyncPostgresStore",
-                         "PostgresRevocationStore", "AsyncPostgresRevocationStore", "postgres"),
-}  # fmt: skip
+    "memory": _Backend(
+        "memory",
+        "MemoryStore",
+        "AsyncMemoryStore",
+        "MemoryRevocationStore",
+        "AsyncMemoryRevocationStore",
+        None,
+    ),
+    "sqlite": _Backend(
+        "sqlite",
+        "SQLiteStore",
+        "AsyncSQLiteStore",
+        "SQLiteRevocationStore",
+        "AsyncSQLiteRevocationStore",
+        None,
+    ),
+    "redis": _Backend(
+        "redis",
+        "RedisStore",
+        "AsyncRedisStore",
+        "RedisRevocationStore",
+        "AsyncRedisRevocationStore",
+        "redis",
+    ),
+    "postgres": _Backend(
+        "postgres",
+        "PostgresStore",
+        "AsyncPostgresStore",
+        "PostgresRevocationStore",
+        "AsyncPostgresRevocationStore",
+        "postgres",
+    ),
+}
 #: URL scheme -> backend.
 _SCHEMES = {
     "memory": "memory",
@@ -118,9 +142,7 @@ _SCHEMES = {
 }
 #: Every class this package names -> (its module, the pip extra of its driver).
 _CLASSES = {
-    name: (backend.module, backend.extra)
-    for backend in _BACKENDS.values()
-    for name in backend[1:5]
+    name: (backend.module, backend.extra) for backend in _BACKENDS.values() for name in backend[1:5]
 }
 _CLASSES.update(ThreadedStore=("threaded", None), ThreadedRevocationStore=("threaded", None))
 #: URL query parameters that size a Redis or PostgreSQL store's pool: the store reads
@@ -233,8 +255,12 @@ def _url_argument(url: str, parts: SplitResult) -> tuple[str, ...]:
 
 
 #: What a backend's classes are built with, from a URL: nothing, the file's path, the URL.
-_ARGUMENTS = {"memory": _no_arguments, "sqlite": _path_argument,
-              "redis": _url_argument, "postgres": _url_argument}  # fmt: skip
+_ARGUMENTS = {
+    "memory": _no_arguments,
+    "sqlite": _path_argument,
+    "redis": _url_argument,
+    "postgres": _url_argument,
+}
 
 
 def _backend(url: str) -> tuple[_Backend | None, str, tuple[str, ...]]:
@@ -273,9 +299,9 @@ def from_url(url: str, *, asynchronous: bool = False) -> Store | AsyncStore:
             f"unknown store URL scheme {scheme + '://' if scheme else url!r}; "
             "use memory://, sqlite:///path, redis://host, redis+cluster://host, postgresql://host"
         )
-    store: Store | AsyncStore = __getattr__(
-        backend.async_store if asynchronous else backend.store
-    )(*arguments)
+    store: Store | AsyncStore = __getattr__(backend.async_store if asynchronous else backend.store)(
+        *arguments
+    )
     return store
 
 

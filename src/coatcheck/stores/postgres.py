@@ -195,13 +195,23 @@ class _Sql:
 
     @staticmethod
     def rotate_args(
-        old_key: str, new_key: str, data: bytes, version: int, ttl: float, user: str | None,
+        old_key: str,
+        new_key: str,
+        data: bytes,
+        version: int,
+        ttl: float,
+        user: str | None,
         now: float,
-    ) -> dict[str, Any]:  # fmt: skip
+    ) -> dict[str, Any]:
         return {
-            "old": old_key, "new": new_key, "data": data, "version": version,
-            "expires": now + ttl, "user": user, "now": now,
-        }  # fmt: skip
+            "old": old_key,
+            "new": new_key,
+            "data": data,
+            "version": version,
+            "expires": now + ttl,
+            "user": user,
+            "now": now,
+        }
 
 
 def _connection_options(url: str, timeout: float) -> dict[str, Any]:
@@ -264,10 +274,14 @@ class _PoolSettings:
         self._ready = False
         if isinstance(conninfo, str):
             return self._own_pool(
-                kind, conninfo, timeout=timeout, min_connections=min_connections,
-                max_connections=max_connections, pool_timeout=pool_timeout,
+                kind,
+                conninfo,
+                timeout=timeout,
+                min_connections=min_connections,
+                max_connections=max_connections,
+                pool_timeout=pool_timeout,
                 default_max=default_max,
-            )  # fmt: skip
+            )
         self._given_pool(conninfo, max_connections, pool_timeout)
         return conninfo
 
@@ -285,9 +299,11 @@ class _PoolSettings:
         """A pool made from `conninfo` (its pool options taken out), owned by the store."""
         self._owned, self._served, self._answering = True, 0, False
         self._conninfo, self.max_connections, self.pool_timeout = _pool_settings(
-            conninfo, max_connections=max_connections, pool_timeout=pool_timeout,
+            conninfo,
+            max_connections=max_connections,
+            pool_timeout=pool_timeout,
             defaults=(default_max, DEFAULT_POOL_TIMEOUT),
-        )  # fmt: skip
+        )
         return kind(
             self._conninfo,
             kwargs=_connection_options(self._conninfo, timeout),
@@ -504,9 +520,16 @@ class PostgresStore(_Pooled[_Sql]):
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._sql = _Sql(table)
-        self._set_pool(conninfo, table=table, timeout=timeout, min_connections=min_connections,
-                       max_connections=max_connections, pool_timeout=pool_timeout,
-                       default_max=DEFAULT_MAX_CONNECTIONS, clock=clock)  # fmt: skip
+        self._set_pool(
+            conninfo,
+            table=table,
+            timeout=timeout,
+            min_connections=min_connections,
+            max_connections=max_connections,
+            pool_timeout=pool_timeout,
+            default_max=DEFAULT_MAX_CONNECTIONS,
+            clock=clock,
+        )
 
     def __repr__(self) -> str:
         return f"<PostgresStore table={self.table!r}>"
@@ -570,9 +593,16 @@ class AsyncPostgresStore(_AsyncPooled[_Sql]):
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._sql = _Sql(table)
-        self._set_pool(conninfo, table=table, timeout=timeout, min_connections=min_connections,
-                       max_connections=max_connections, pool_timeout=pool_timeout,
-                       default_max=DEFAULT_MAX_CONNECTIONS, clock=clock)  # fmt: skip
+        self._set_pool(
+            conninfo,
+            table=table,
+            timeout=timeout,
+            min_connections=min_connections,
+            max_connections=max_connections,
+            pool_timeout=pool_timeout,
+            default_max=DEFAULT_MAX_CONNECTIONS,
+            clock=clock,
+        )
 
     @classmethod
     def wrapping(cls, store: PostgresStore) -> AsyncPostgresStore | None:
@@ -580,9 +610,14 @@ class AsyncPostgresStore(_AsyncPooled[_Sql]):
         None if `store` was given a pool rather than a connection string."""
         if not store._owned or store._conninfo is None:
             return None
-        return cls(store._conninfo, table=store.table, timeout=store.timeout, clock=store._clock,
-                   max_connections=store.max_connections,
-                   pool_timeout=store.pool_timeout)  # fmt: skip
+        return cls(
+            store._conninfo,
+            table=store.table,
+            timeout=store.timeout,
+            clock=store._clock,
+            max_connections=store.max_connections,
+            pool_timeout=store.pool_timeout,
+        )
 
     def __repr__(self) -> str:
         return f"<AsyncPostgresStore table={self.table!r}>"
@@ -677,8 +712,13 @@ class _RevocationSql:
     def revoke_args(self, entry: Revocation) -> dict[str, Any]:
         doc = encode_entry(entry)
         payload = doc if len(doc) <= MAX_PAYLOAD else ""
-        return {"lock": self.lock_name, "entry": doc, "expires": entry.expires_at,
-                "channel": self.table, "payload": payload}  # fmt: skip
+        return {
+            "lock": self.lock_name,
+            "entry": doc,
+            "expires": entry.expires_at,
+            "channel": self.table,
+            "payload": payload,
+        }
 
 
 def _notified(payload: str) -> Revocation | None:
@@ -732,13 +772,22 @@ class PostgresRevocationStore(_ListenTarget, _Pooled[_RevocationSql]):
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._sql = _RevocationSql(table)
-        self._set_pool(conninfo, table=table, timeout=timeout, min_connections=1,
-                       max_connections=max_connections, pool_timeout=pool_timeout,
-                       default_max=REVOCATION_MAX_CONNECTIONS, clock=clock)  # fmt: skip
+        self._set_pool(
+            conninfo,
+            table=table,
+            timeout=timeout,
+            min_connections=1,
+            max_connections=max_connections,
+            pool_timeout=pool_timeout,
+            default_max=REVOCATION_MAX_CONNECTIONS,
+            clock=clock,
+        )
         self._listener = Listener(
-            self._notifications, decode=_notified, errors=(psycopg.Error,),
+            self._notifications,
+            decode=_notified,
+            errors=(psycopg.Error,),
             join_timeout=5 * (POLL_INTERVAL + timeout + RECONNECT_DELAY) + 10,
-        )  # fmt: skip
+        )
         #: Set while the listener's connection is in LISTEN (cleared while it reconnects).
         self.listening = self._listener.listening
 
@@ -800,9 +849,16 @@ class AsyncPostgresRevocationStore(_ListenTarget, _AsyncPooled[_RevocationSql]):
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._sql = _RevocationSql(table)
-        self._set_pool(conninfo, table=table, timeout=timeout, min_connections=1,
-                       max_connections=max_connections, pool_timeout=pool_timeout,
-                       default_max=REVOCATION_MAX_CONNECTIONS, clock=clock)  # fmt: skip
+        self._set_pool(
+            conninfo,
+            table=table,
+            timeout=timeout,
+            min_connections=1,
+            max_connections=max_connections,
+            pool_timeout=pool_timeout,
+            default_max=REVOCATION_MAX_CONNECTIONS,
+            clock=clock,
+        )
         self._listener = AsyncListener(
             self._notifications, decode=_notified, errors=(psycopg.Error,)
         )
@@ -815,9 +871,14 @@ class AsyncPostgresRevocationStore(_ListenTarget, _AsyncPooled[_RevocationSql]):
         pool; None if `store` was given a pool rather than a connection string."""
         if not store._owned or store._conninfo is None:
             return None
-        return cls(store._conninfo, table=store.table, timeout=store.timeout,
-                   clock=store._clock, max_connections=store.max_connections,
-                   pool_timeout=store.pool_timeout)  # fmt: skip
+        return cls(
+            store._conninfo,
+            table=store.table,
+            timeout=store.timeout,
+            clock=store._clock,
+            max_connections=store.max_connections,
+            pool_timeout=store.pool_timeout,
+        )
 
     def __repr__(self) -> str:
         return f"<AsyncPostgresRevocationStore table={self.table!r}>"

@@ -436,9 +436,11 @@ class _PoolSettings:
                 )
             return None
         url, size, wait = _pool_settings(
-            client, max_connections=max_connections, pool_timeout=pool_timeout,
+            client,
+            max_connections=max_connections,
+            pool_timeout=pool_timeout,
             defaults=(DEFAULT_MAX_CONNECTIONS, DEFAULT_POOL_TIMEOUT),
-        )  # fmt: skip
+        )
         if re.search(r"[?&]timeout=", url):
             raise ConfigurationError(
                 "a Redis store URL takes pool_timeout= for the wait for a free connection; "
@@ -862,9 +864,14 @@ class AsyncRedisStore(_Layout, _AsyncClient):
         rather than a URL."""
         if store._url is None:
             return None
-        return cls(store._url, prefix=store.prefix, timeout=store.timeout,
-                   cluster=store.cluster, max_connections=store.max_connections,
-                   pool_timeout=store.pool_timeout)  # fmt: skip
+        return cls(
+            store._url,
+            prefix=store.prefix,
+            timeout=store.timeout,
+            cluster=store.cluster,
+            max_connections=store.max_connections,
+            pool_timeout=store.pool_timeout,
+        )
 
     def __repr__(self) -> str:
         kind = "cluster" if self.cluster else "server"
@@ -1011,8 +1018,13 @@ class _RevocationKeys:
         self._clock = clock
 
     def _revoke_args(self, entry: Revocation) -> list[Any]:
-        return [encode_entry(entry), repr(entry.expires_at), repr(self._clock()), self.channel,
-                TRIM_BATCH]  # fmt: skip
+        return [
+            encode_entry(entry),
+            repr(entry.expires_at),
+            repr(self._clock()),
+            self.channel,
+            TRIM_BATCH,
+        ]
 
     def _range_args(self, cursor: int) -> tuple[str, str, str]:
         return self.keys[1], f"({int(cursor)}", "+inf"
@@ -1042,9 +1054,11 @@ class RedisRevocationStore(_RevocationKeys, _SyncClient):
         self._configure(prefix, clock)
         self._set_client(client, timeout, cluster, max_connections, pool_timeout)
         self._listener = Listener(
-            self._messages, decode=_pushed, errors=_DOWN,
+            self._messages,
+            decode=_pushed,
+            errors=_DOWN,
             join_timeout=5 * (POLL_INTERVAL + timeout + RECONNECT_DELAY),
-        )  # fmt: skip
+        )
         #: Set while the listener is subscribed (cleared while it reconnects).
         self.listening = self._listener.listening
 
@@ -1124,10 +1138,15 @@ class AsyncRedisRevocationStore(_RevocationKeys, _AsyncClient):
         connections; None if `store` was given a client rather than a URL."""
         if store._url is None:
             return None
-        return cls(store._url, prefix=store.prefix, timeout=store.timeout,
-                   cluster=store.cluster, clock=store._clock,
-                   max_connections=store.max_connections,
-                   pool_timeout=store.pool_timeout)  # fmt: skip
+        return cls(
+            store._url,
+            prefix=store.prefix,
+            timeout=store.timeout,
+            cluster=store.cluster,
+            clock=store._clock,
+            max_connections=store.max_connections,
+            pool_timeout=store.pool_timeout,
+        )
 
     def __repr__(self) -> str:
         return f"<AsyncRedisRevocationStore prefix={self.prefix!r}>"

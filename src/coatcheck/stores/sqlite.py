@@ -238,9 +238,11 @@ class _Purger:
             if self._thread is None or not self._thread.is_alive():  # first, or after fork
                 self._stop = threading.Event()
                 self._thread = threading.Thread(
-                    target=self._run, args=(self._stop,), name="coatcheck-sqlite-purge",
+                    target=self._run,
+                    args=(self._stop,),
+                    name="coatcheck-sqlite-purge",
                     daemon=True,
-                )  # fmt: skip
+                )
                 self._thread.start()
             else:
                 self._changed.notify_all()
@@ -523,10 +525,17 @@ class AsyncSQLiteStore:
         self.sync = store
         # A private (`:memory:`) database has one connection; it is never locked by another.
         # The loop's store never purges: `save` wakes the sync store's purge thread.
-        self._nowait = store if store._private else SQLiteStore(
-            store.path, table=store.table, timeout=0,
-            purge_interval=math.inf, clock=store._clock,
-        )  # fmt: skip
+        self._nowait = (
+            store
+            if store._private
+            else SQLiteStore(
+                store.path,
+                table=store.table,
+                timeout=0,
+                purge_interval=math.inf,
+                clock=store._clock,
+            )
+        )
 
     @classmethod
     def wrapping(cls, store: SQLiteStore) -> AsyncSQLiteStore:

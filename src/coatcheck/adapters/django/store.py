@@ -133,7 +133,7 @@ class SessionStore(SessionBase):
         if "_session_cache" in self.__dict__:
             return False
         if no_load or self.session_key is None:
-            self._session_cache = self._fresh()
+            self._session_cache = self.manager.anonymous(self._request)
             return False
         return True
 
@@ -180,7 +180,7 @@ class SessionStore(SessionBase):
             # Django's expiry, by the manager's clock: exact whatever the store's TTL
             # resolution (the record's TTL was capped to it: it ends in the store too).
             self.manager.audit.security("session.expired", session.id, "reason=django_expiry")
-            session = self._fresh()
+            session = self.manager.anonymous(self._request)
         elif record is not None and corrupted(record):
             suspicious.warning("Session data corrupted")
         if session.is_new and not self._stored:
@@ -198,17 +198,18 @@ class SessionStore(SessionBase):
             return float(expiry or self.get_session_cookie_age())
         return float(self.get_expiry_age(modification=as_datetime(since), expiry=expiry))
 
-    def _fresh(self) -> Session:
-        """A new session that is not stored yet (its secret becomes the key once saved)."""
-        return self.manager.anonymous(self._request)
-
     def _blank(self, secret: str, source: Session) -> Session:
         """A new session under the key Django chose, holding `source`'s data and user."""
         return Session.create(
-            dict(source.data()), secret=secret, id=handle_of(secret), now=self.manager.clock(),
-            user=source.user, authenticated_at=source.authenticated_at,
-            transport=self.manager.transport, request=self._request,
-        )  # fmt: skip
+            dict(source.data()),
+            secret=secret,
+            id=handle_of(secret),
+            now=self.manager.clock(),
+            user=source.user,
+            authenticated_at=source.authenticated_at,
+            transport=self.manager.transport,
+            request=self._request,
+        )
 
     # -- Django's storage API ----------------------------------------------------------------
 
@@ -318,7 +319,7 @@ class SessionStore(SessionBase):
 
     def _forget(self) -> None:
         self._stored = False
-        self._session_cache = self._fresh()
+        self._session_cache = self.manager.anonymous(self._request)
         self._session_key = None
         self.accessed = True
         self.modified = True

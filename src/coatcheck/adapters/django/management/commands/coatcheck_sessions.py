@@ -92,10 +92,17 @@ class Command(BaseCommand):
             return
         self.stdout.write("id\tcreated\tlast seen\tip\tuser agent")
         for info in sessions:
-            self.stdout.write("\t".join([
-                info.id, _time(info.created_at), _time(info.last_seen),
-                info.ip or "-", info.user_agent or "-",
-            ]))  # fmt: skip
+            self.stdout.write(
+                "\t".join(
+                    [
+                        info.id,
+                        _time(info.created_at),
+                        _time(info.last_seen),
+                        info.ip or "-",
+                        info.user_agent or "-",
+                    ]
+                )
+            )
 
 
 def _time(timestamp: float) -> str:
