@@ -90,7 +90,7 @@ class RecordReader:
             audit.security("session.corrupted", key)
             return fresh(opening, self.name, key)
         now = opening.now
-        credentials = stored.credentials
+        data, created, seen, rotated, user, auth, _, _, persistent, csrf, credentials = stored
         superseded = False
         if credentials is None:  # a client-side registry record: no secret opens it
             audit.security("session.unknown", key)
@@ -102,8 +102,8 @@ class RecordReader:
                 audit.security("session.mismatch", key)
                 return fresh(opening, self.name)
             superseded = opens
-        due = context.lifetimes.assess(now, stored.created_at, stored.last_seen, stored.rotated_at)
-        if isinstance(due, Expiry):
+        due = context.lifetimes.assess(now, created, seen, rotated)
+        if due.__class__ is Expiry:
             audit.security("session.expired", key, f"reason={due.value}")
             return fresh(opening, self.name, key)
         state = CommitState(secret, now, record.version, opening.transport, opening.request)
@@ -114,18 +114,7 @@ class RecordReader:
         elif due is TOUCH:
             state.meta_changed = True
         return Session(
-            stored.data,
-            state,
-            key,
-            False,
-            stored.created_at,
-            stored.last_seen,
-            stored.rotated_at,
-            stored.user,
-            stored.authenticated_at,
-            stored.persistent,
-            stored.csrf_secret,
-            self.name,
+            data, state, key, False, created, seen, rotated, user, auth, persistent, csrf, self.name
         )
 
     def _migrate(self, context: Context, session: Session) -> Session:
