@@ -40,19 +40,19 @@ from flask.sessions import SessionInterface as FlaskSessionInterface
 from flask.sessions import SessionMixin
 from werkzeug.exceptions import Forbidden, HTTPException, ServiceUnavailable
 
-from ..clientside import ClientSide
 from ..drivers import commit_session, open_session
 from ..exceptions import CSRFError, StoreError
 from ..manager import ServerSide, SessionManager
 from ..responses import Answer, merge_headers, title_case
 from ..session import Session, SessionInfo
+from ..stores import AsyncStore, Store
 from ..transports import Cookie
 from . import failures
 from .wsgi import check_csrf, request_info
 
 __all__ = ["FlaskSession", "SessionInterface", "connect_flask_login"]
 
-_MODES = (ServerSide, ClientSide)
+_STORES = (str, Store, AsyncStore)
 
 
 class FlaskSession(SessionMixin):
@@ -205,7 +205,7 @@ class SessionInterface(FlaskSessionInterface):
             same_site=same_site.lower() if same_site else None,
             partitioned=bool(config.get("SESSION_COOKIE_PARTITIONED")),
         )
-        mode: Any = store if isinstance(store, _MODES) else ServerSide(store)
+        mode: Any = ServerSide(store) if isinstance(store, _STORES) else store
         return cls(SessionManager(mode, transport=cookie, **options))
 
     def init_app(self, app: Flask) -> None:

@@ -36,7 +36,6 @@ from urllib.parse import parse_qs
 
 from ..adapters.asgi import Message, Receive, Scope, Send, SessionMiddleware
 from ..admin import AsyncSessionAdmin
-from ..clientside import ClientSide
 from ..manager import SessionManager
 from ..session import Session, SessionInfo
 from . import page
@@ -66,9 +65,9 @@ class DemoApp:
         known = STRATEGIES.get(strategy)
         self.summary = known.summary if known is not None else ""
         self.carrier = known.carrier if known is not None else "cookie"
-        mode = manager.mode
+        mode = manager.client_mode
         self.tokens: dict[str, Any] | None = None
-        if isinstance(mode, ClientSide):
+        if mode is not None and manager.mode.name == "client":
             self.tokens = {
                 "format": "JWE" if mode.encrypted else "JWS",
                 "staleness_ms": round(mode.staleness * 1000),

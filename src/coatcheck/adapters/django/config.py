@@ -81,7 +81,7 @@ def build(config: Mapping[str, Any]) -> SessionManager:
         if "clock" in config:
             options["clock"] = config["clock"]
         manager = SessionManager(mode, **options)
-    if isinstance(manager.mode, ClientSide):
+    if manager.mode.name == "client":
         raise ConfigurationError(
             "Django's session engine keeps sessions server-side (the cookie holds a session "
             "key); use ServerSide(store=...), or Django's signed_cookies engine"
