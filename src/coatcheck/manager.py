@@ -126,11 +126,7 @@ class SessionManager:
     def anonymous(self, request: RequestInfo) -> Session:
         """A fresh anonymous session for `request`, loaded from nothing: what an adapter
         serves with `fail_open` while the store is down (the client's ID is left alone)."""
-        transport, _ = choose(self.transports, request)
-        opening = new_opening(
-            (request, self.clock(), None, transport, None, False, None, False, False)
-        )
-        return fresh(opening, self.mode.name)
+        return fresh(self.open(request, ""), self.mode.name)
 
     def check_csrf(
         self, request: RequestInfo, session: Session, submitted: str | None = None
