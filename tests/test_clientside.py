@@ -257,6 +257,44 @@ def test_a_session_whose_registry_record_is_lost_ends_at_its_next_write(
     assert device.open().user is None
 
 
+def test_only_logged_in_sessions_are_registered_unless_anonymous_ones_are_listed(
+    clock: FakeClock,
+) -> None:
+    """A new visitor costs no registry write: its record is created at login, under the
+    new handle, and deleted when `unbind_user()` makes the session anonymous again.
+    `list_anonymous=True` registers every session from its first token."""
+    registry = MemoryStore(clock=clock)
+    manager = client_manager(clock, store=registry, revocations=MemoryRevocationStore())
+    device = Device(manager)
+    device.visit(cart=["book"])
+    clock.advance(61)
+    device.visit(cart=["book", "pen"])  # an idle-deadline refresh: still no record
+    anonymous = device.open()
+    assert registry.load(anonymous.id) is None
+    assert anonymous.data() == {"cart": ["book", "pen"]}
+    session = device.open()
+    session.login("erin")
+    device.commit(session)
+    [listed] = SessionAdmin(manager).sessions("erin")
+    assert listed.id == device.open().id != anonymous.id
+    clock.advance(61)
+    device.visit(seen=1)  # refreshed in place, at the stored version
+    assert [i.last_seen for i in SessionAdmin(manager).sessions("erin")] == [clock()]
+    session = device.open()
+    session.unbind_user()
+    device.commit(session)
+    assert registry.load(session.id) is None and SessionAdmin(manager).sessions("erin") == []
+    assert device.open().data()["seen"] == 1  # the session goes on, unlisted
+
+    everyone = MemoryStore(clock=clock)
+    listing = client_manager(
+        clock, store=everyone, revocations=MemoryRevocationStore(), list_anonymous=True
+    )
+    visitor = Device(listing)
+    visitor.visit(a=1)
+    assert everyone.load(visitor.open().id) is not None
+
+
 def _jws_purpose() -> Any:
     from coatcheck.keys import JWS_HS256
 
@@ -647,7 +685,7 @@ def test_registry_writes_are_dropped_while_it_is_down_and_the_token_still_issued
 
 
 def test_max_staleness_zero_fails_closed_as_strict_does(clock: FakeClock) -> None:
-    manager, registry, revocations = degraded(clock, max_staleness=0)
+    manager, registry, revocations = degraded(clock, max_staleness=0, list_anonymous=True)
     assert client_mode(manager).max_staleness == 0
     assert ClientSide(KeyRing([KEY_A]), store=None, strict=True).max_staleness == 0
     device = Device(manager)

@@ -5,9 +5,11 @@ The request path stays free of network round trips: a token is verified with the
 in this process's copy of the revocation list. What client-side sessions usually lack is
 added on the side, off the hot path:
 
-- a **registry**: a small record per session (user, created, last seen, IP, user agent)
-  in a store, written when the session starts or logs in and refreshed at most once per
-  `Lifetimes.touch_interval`, so sessions can be listed exactly as server-side ones;
+- a **registry**: a small record per logged-in session (user, created, last seen, IP,
+  user agent) in a store, written at login and refreshed at most once per
+  `Lifetimes.touch_interval`, so sessions can be listed exactly as server-side ones
+  (anonymous sessions too with `list_anonymous=True`; otherwise a new visitor costs no
+  store write);
 - a **revocation list**: `logout()`, `SessionAdmin.revoke` and "log out everywhere" write
   entries that every replica picks up within `staleness` seconds (0: checked every request).
 
@@ -87,6 +89,12 @@ class ClientSide:
     `Store` for the registry with `revocations=` for the list. `store=None` makes sessions
     fully stateless: no listing, and `logout()` only clears the client's copy.
 
+    The registry lists the sessions that have a user: a new visitor's token is issued
+    without a store write, and its record is created when it logs in (`unbind_user()`
+    deletes it again). `list_anonymous=True` lists anonymous sessions too, at the price of
+    a registry write per new visitor; turned on later, it ends the anonymous sessions that
+    began before (their tokens have no record: see `vanished`).
+
     `staleness` bounds how old (seconds) a process's copy of the revocation list may be;
     `strict=True` checks the store on every request. `leeway` tolerates clock skew between
     replicas when checking deadlines. `compress` enables DEFLATE for encrypted tokens (see
@@ -134,6 +142,7 @@ class ClientSide:
         strict: bool = False,
         leeway: float = 5.0,  # seconds
         max_staleness: float | None = None,  # seconds; None: 60, or 0 with strict=True
+        list_anonymous: bool = False,
     ) -> None:
         if not isinstance(keys, KeyRing):
             raise ConfigurationError(
@@ -142,6 +151,7 @@ class ClientSide:
         if compress and not encrypted:
             raise ConfigurationError("compress=True applies to encrypted tokens only")
         self.keys = keys
+        self.list_anonymous = list_anonymous
         #: Reads the server-side sessions this mode migrates: their secrets are hashed
         #: with its keys, or with none.
         self._server = RecordReader((*hash_keys(keys), None), self.name)
@@ -396,6 +406,7 @@ class ClientSide:
         state = CommitState(opening.secret or "", now, 0, opening.transport, opening.request)
         state.generation = claims.get("gen", 0)
         state.superseded = opening.superseded
+        state.listed = self.list_anonymous or "sub" in claims
         created_at, rotated_at = float(claims["iat"]), float(claims.get("rot", claims["iat"]))
         last_seen = float(claims["idl"]) - lifetimes.idle
         csrf_secret = claims.get("csrf")
@@ -444,9 +455,11 @@ class ClientSide:
         The token's `sid` is the session's handle: renewal and `regenerate()` keep it (the
         latter advances `gen`, and the older generation is refused after the grace
         window), `login()` and logout end it with a revocation entry that outlives every
-        token of it. The registry record is written whenever an issued token's idle
-        deadline moves (at most once per `touch_interval`: in between, tokens keep the
-        deadline they had), so it lives as long as any token of the session is accepted.
+        token of it. The registry record of a listed session is written whenever an
+        issued token's idle deadline moves (at most once per `touch_interval`: in between,
+        tokens keep the deadline they had), so it lives as long as any token of the session
+        is accepted; an unlisted one (anonymous, without `list_anonymous`) gets its first
+        record, at version 0, when it logs in.
         """
         lifetimes = context.lifetimes
         state = session._state
@@ -481,21 +494,27 @@ class ClientSide:
         if touched:
             session.last_seen = now
         token = self.codec.encode(self._claims(context, session))
+        if session.is_new:
+            context.audit.lifecycle("session.created", session.id)
         write = None
-        if self._has_registry and (touched or login or state.meta_changed):
-            ttl = lifetimes.ttl(now=now, created_at=session.created_at) + self.leeway
-            data = encode(session, data={})
-            if session.is_new:
-                write = Write(session.id, data, 0, ttl, session.user)
-                context.audit.lifecycle("session.created", session.id)
-            elif login:
-                write = Write(session.id, data, STALE, ttl, session.user, replaces=old_sid)
-            else:
-                write = Write(session.id, data, STALE, ttl, session.user)
+        # A migrated server-side session leaves its old record behind to delete.
+        deletes = () if state.stale_key is None else (state.stale_key,)
+        if self._has_registry:
+            listed = session.user is not None or self.list_anonymous
+            if listed and (touched or login or state.meta_changed):
+                ttl = lifetimes.ttl(now=now, created_at=session.created_at) + self.leeway
+                data = encode(session, data={})
+                if session.is_new or not state.listed:  # its first record
+                    write = Write(session.id, data, 0, ttl, session.user)
+                elif login:
+                    write = Write(session.id, data, STALE, ttl, session.user, replaces=old_sid)
+                else:
+                    write = Write(session.id, data, STALE, ttl, session.user)
+            elif state.listed and not listed:  # `unbind_user()`: it leaves the listing
+                deletes += (session.id,)
         return Commit(
             write=write,
-            # A migrated server-side session leaves its old record behind to delete.
-            deletes=() if state.stale_key is None else (state.stale_key,),
+            deletes=deletes,
             revoke_user=session.user if state.logout_others else None,
             revocations=revocations,
             token=token,

@@ -55,7 +55,8 @@ def open_session(
     client = manager.client_mode
     if client is not None:
         client.listen()
-        run(_polling(manager, client.revocations))
+        if client.revocations is not None:  # (stateless tokens have nothing to poll)
+            run(_polling(manager, client.revocations))
     opening = manager.open(request) if opener is None else opener(request)
     record = None if opening.key is None or store is None else store.load(opening.key)
     return manager.mode.attach(manager.context, opening, record)  # (`manager.attach`)
@@ -73,7 +74,8 @@ async def aopen_session(
     client = manager.client_mode
     if client is not None:
         client.listen(asynchronous=True)
-        await arun(_polling(manager, client.async_revocations))
+        if client.async_revocations is not None:
+            await arun(_polling(manager, client.async_revocations))
     opening = manager.open(request) if opener is None else opener(request)
     record = None if opening.key is None or store is None else await store.load(opening.key)
     return manager.mode.attach(manager.context, opening, record)  # (`manager.attach`)

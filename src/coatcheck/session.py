@@ -66,6 +66,7 @@ class CommitState:
         "credentials",
         "ended",
         "generation",
+        "listed",
         "logout_others",
         "meta_changed",
         "migrated_sid",
@@ -116,6 +117,9 @@ class CommitState:
         self.credentials: Credentials | None = None
         self.generation = 0
         self.superseded = False
+        #: Client side: whether the session has a registry record (the token was issued
+        #: to a logged-in session, or the mode lists anonymous ones too).
+        self.listed = False
 
 
 class Session(MutableMapping[str, Any]):

@@ -179,7 +179,11 @@ class Cookie:
     ) -> list[tuple[str, str]]:
         if request is None:
             return []
-        headers = [h for h in request.header_values("cookie") if self.name in h]
+        # Only the other layout's cookies are cleared: chunks (`name.0`, ...) when one
+        # cookie is kept, the single cookie when chunks are. The usual request carries the
+        # kept cookie alone, and this test spares parsing its header on every issue.
+        marker = f"{self.name}." if keep == self.name else self.name
+        headers = [h for h in request.header_values("cookie") if marker in h]
         if not headers:  # the usual case: nothing to clear
             return []
         names = {self.name, *(f"{self.name}.{i}" for i in range(self.max_chunks))}

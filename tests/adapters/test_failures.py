@@ -440,7 +440,10 @@ def test_client_side_serves_valid_tokens_while_its_store_is_down_up_to_max_stale
     adapter: str, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     registry, revocations = SwitchStore(clock=clock), SwitchRevocations(clock=clock)
-    manager = client_manager(clock, store=registry, revocations=revocations)  # 60 s default
+    # Anonymous sessions listed too: a new visitor's session makes a registry write.
+    manager = client_manager(
+        clock, store=registry, revocations=revocations, list_anonymous=True
+    )  # max_staleness: 60 s by default
     app = FAIL_OPEN[adapter](manager, False)
     token = app.get("set?key=a&value=1").cookie(app.cookie)  # synced the list: t = 0
     assert token
