@@ -96,6 +96,24 @@ def test_find_cookie(header: str, expected: str | None) -> None:
     assert find_cookie(header, "__Host-session") == expected
 
 
+def _split_pairs(header: str, name: str) -> str | None:
+    """The obvious parser, `find_cookie`'s oracle: split into pairs, compare names."""
+    for pair in header.split(";"):
+        key, sep, value = pair.partition("=")
+        if sep and key.strip() == name:
+            value = value.strip()
+            return value[1:-1] if len(value) >= 2 and value[0] == value[-1] == '"' else value
+    return None
+
+
+PIECES = st.sampled_from([*'ab=; \t"s.\n\r\xa0', "sess", "sess.0"])
+
+
+@given(st.lists(PIECES, max_size=24).map("".join), st.sampled_from(["sess", "s", "sess.0", "a"]))
+def test_find_cookie_scans_as_splitting_into_pairs_would(header: str, name: str) -> None:
+    assert find_cookie(header, name) == _split_pairs(header, name)
+
+
 @given(st.text(), st.text())
 def test_find_cookie_never_raises(header: str, name: str) -> None:
     result = find_cookie(header, name)

@@ -56,7 +56,11 @@ class RawHeaders(Sequence[tuple[str, str]]):
     def get_all(self, name: str) -> list[str]:
         """Every value of header `name` (lower-case), in order."""
         wanted = name.encode("latin-1")
-        return [value.decode("latin-1") for key, value in self._raw if key == wanted]
+        found = []
+        for key, value in self._raw:  # (a loop: a comprehension is one call more)
+            if key == wanted:
+                found.append(value.decode("latin-1"))
+        return found
 
 
 class RequestInfo(NamedTuple):
