@@ -498,7 +498,7 @@ class ClientSide:
             context.audit.lifecycle("session.created", session.id)
         write = None
         # A migrated server-side session leaves its old record behind to delete.
-        deletes = () if state.stale_key is None else (state.stale_key,)
+        deletes: tuple[str, ...] = () if state.stale_key is None else (state.stale_key,)
         if self._has_registry:
             listed = session.user is not None or self.list_anonymous
             if listed and (touched or login or state.meta_changed):
