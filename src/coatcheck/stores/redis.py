@@ -19,7 +19,8 @@ Sessions, laid out as follows (with the default prefix `coatcheck:`):
   `delete_user` check the user recorded in each session, and drop entries whose session
   expired, was deleted or changed hands.
 
-Writes are Lua scripts sent with `EVALSHA` (redis-py reloads them after a server restart):
+Writes are Lua scripts sent with `EVALSHA` (reloaded on `NOSCRIPT`, after a server restart or
+`SCRIPT FLUSH`, by redis-py and by the lane alike):
 
 - single server: `save` and `rotate` are one script each, covering the compare-and-set on
   the version and the index update: one round trip. A read-only request costs one `GET`,
@@ -69,6 +70,23 @@ Both kinds of store make their client the same way (`_SyncClient`, `_AsyncClient
 connection error or timeout raises `StoreUnavailable`; the client reconnects on the next
 call, so service resumes when the server returns. Messages carry no key or secret.
 
+The lane. redis-py costs more per command than all of coatcheck's own work per request:
+measured with `bench/redis_clients.py` (bench/RESULTS-redis-clients.md, callgrind, with
+hiredis), about 350k instructions per command through its asyncio client and 163k through
+its sync client, where a minimal RESP client on the same hiredis parser costs about 120k
+(asyncio streams) and 20k (blocking sockets). So a session store (`RedisStore`,
+`AsyncRedisStore`) made from a plain `redis://` URL of one server (not a cluster, not
+`rediss://`, not a unix socket, no query option but the pool's, not a client object) sends
+its per-request commands through a lane of `stores.resp`: `load` (`GET`), and `save` and
+`rotate` (`EVALSHA` of the same scripts, by the SHA1 computed once; `NOSCRIPT` loads the
+script and retries once). Both clients read the URL with redis-py's own `parse_url` (host,
+port, db, username, password: the lane sends `AUTH` and `SELECT` as it connects).
+Everything else (`delete`, `list_user`, `delete_user`, revocations and their pub/sub feed,
+clusters, TLS, clients passed in) stays on redis-py. Like redis-py, the lane bounds
+connecting and each reply by `timeout`, drops any connection that failed, and sends a
+command once more on a new connection when an idle pooled one turns out broken (a server
+restart); it forgets, without closing, connections inherited across a fork.
+
 Connections. A store made from a URL has at most `max_connections` commands in flight
 (default `DEFAULT_MAX_CONNECTIONS`, per store and process); one more waits for a free
 connection, up to `pool_timeout` seconds (default `DEFAULT_POOL_TIMEOUT`), and only then
@@ -83,7 +101,13 @@ so it never refuses one. Waiting happens only while every connection is busy wit
 command: a server that is down refuses new connections at once, so an outage is a 503 at
 once, not after `pool_timeout`. Both settings come from the constructor or the URL
 (`redis://host:6379/0?max_connections=50&pool_timeout=5`); measured with
-`bench/pool_load.py`.
+`bench/pool_load.py`. A store with a lane admits the lane's commands and redis-py's through
+one gate (`_Gate` for the async twin; `resp.SyncGate`, in front of the redis-py client too,
+for the sync one): still at most `max_connections` commands in flight in all, and the same
+`pool_timeout` wait and message. The lane has its own connections (at most
+`max_connections`, kept idle between commands, most recently used first), next to redis-py's
+pool, which a lane store uses only for the commands above: up to twice `max_connections`
+sockets, though never more than `max_connections` busy.
 """
 
 from __future__ import annotations
@@ -97,12 +121,15 @@ import time
 from collections.abc import AsyncGenerator, Callable, Generator, Iterator, Sequence
 from typing import Any, ClassVar, cast
 
+import hiredis
 import redis
 import redis.asyncio
 import redis.asyncio.cluster
 import redis.cluster
+from redis._parsers.base import BaseParser
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
+from redis.connection import parse_url
 from redis.exceptions import (
     ClusterDownError,
     MaxConnectionsError,
@@ -116,7 +143,7 @@ from redis.retry import Retry
 
 from ..exceptions import ConfigurationError, StoreCorrupted, StoreError, StoreUnavailable
 from ..revocation import Revocation, decode_entry, decode_rows, encode_entry
-from . import _pool_settings
+from . import _pool_settings, resp
 from .base import Record
 from .feed import POLL_INTERVAL, RECONNECT_DELAY, SUBSCRIBED, AsyncListener, Listener
 
@@ -129,6 +156,10 @@ DEFAULT_MAX_CONNECTIONS = 50
 DEFAULT_POOL_TIMEOUT = 5.0
 #: What redis-py's blocking pool (and the cluster gate here) says when the wait ran out.
 _NO_CONNECTION = "No connection available."
+_POOL_EXHAUSTED = (
+    "Redis store unavailable (no connection became free within pool_timeout: "
+    "every one of max_connections was busy; raise either if Redis is healthy)"
+)
 #: Expired entries one write removes on the way: from the user's index (`save`, `rotate`)
 #: or the revocation sets (`revoke`; `purge_expired` removes all, in batches).
 TRIM_BATCH = 100
@@ -271,6 +302,8 @@ _SCRIPTS = {
     "list": _LUA_LIST,
     "delete_user": _LUA_DELETE_USER,
 }
+#: The scripts a lane runs (`save` and `rotate`, on one server), by their SHA1.
+_LANE_SHAS = {name: resp.sha1(_SCRIPTS[name]) for name in ("save", "rotate")}
 
 # Revocations: drop up to `limit` expired entries from both sets.
 _LUA_TRIM_FN = """
@@ -359,17 +392,21 @@ def _describe(exc: Exception) -> str:
 def _translated() -> Iterator[None]:
     """Turn redis-py exceptions into coatcheck's store exceptions."""
     try:
-        yield
+        try:
+            yield
+        except hiredis.ReplyError as reply:  # from the lane: the error redis-py would raise
+            raise BaseParser.parse_error(str(reply)) from None  # type: ignore[no-untyped-call]
+    except resp.PoolExhausted:
+        raise StoreUnavailable(_POOL_EXHAUSTED) from None
+    except resp.Unavailable as exc:
+        raise StoreUnavailable(f"Redis store unavailable ({exc})") from None
     except (ClusterDownError, ReadOnlyError, TryAgainError) as exc:
         raise StoreUnavailable(f"Redis store unavailable ({_describe(exc)})") from None
     except ResponseError as exc:
         raise StoreError(f"Redis store failed ({_describe(exc)})") from None
     except (RedisError, RedisClusterException) as exc:
         if str(exc) == _NO_CONNECTION:
-            raise StoreUnavailable(
-                "Redis store unavailable (no connection became free within pool_timeout: "
-                "every one of max_connections was busy; raise either if Redis is healthy)"
-            ) from None
+            raise StoreUnavailable(_POOL_EXHAUSTED) from None
         if isinstance(exc, MaxConnectionsError):  # the pool of a client given to the store
             raise StoreUnavailable(
                 "Redis store unavailable (every connection of the client's pool is busy and "
@@ -395,6 +432,29 @@ def _check_prefix(prefix: str) -> None:
         )
 
 
+def _lane_address(url: str) -> dict[str, Any] | None:
+    """Where a lane connects for `url` (host, port, db, username, password, as redis-py's
+    own `parse_url` reads them), if `url` is a plain `redis://` URL of one server with
+    nothing else in it; None otherwise (TLS, a unix socket, other options: redis-py only)."""
+    if not url.lower().startswith("redis://"):
+        return None
+    try:
+        options: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]
+    except ValueError:
+        return None  # redis-py says what is wrong with it
+    if set(options) - {"host", "port", "db", "username", "password"}:
+        return None
+    if options.get("username") and options.get("password") is None:
+        return None
+    return {
+        "host": options.get("host") or "localhost",
+        "port": int(options.get("port") or 6379),
+        "db": int(options.get("db") or 0),
+        "username": options.get("username") or None,
+        "password": options.get("password"),
+    }
+
+
 def _options(timeout: float, retry: Any) -> dict[str, Any]:
     """A client's settings: `timeout` for connecting and each reply, and one immediate
     retry, which replaces a pooled connection that a server restart broke (more would only
@@ -417,6 +477,9 @@ class _PoolSettings:
     #: Whether the client is ready for commands (a cluster's: its nodes found).
     _connected: bool
     cluster: bool
+    #: Whether the store sends its per-request commands through a `resp` lane when it can
+    #: (the session stores).
+    _fast: ClassVar[bool] = False
 
     def _pool_url(
         self,
@@ -488,6 +551,7 @@ class _SyncClient(_PoolSettings):
         settings = self._pool_url(client, max_connections, pool_timeout)
         self.timeout = timeout
         self._connecting = threading.Lock()
+        self._lane: resp.SyncLane | None = None
         if settings is None:
             _check_client(client)
             self.cluster = isinstance(client, redis.cluster.RedisCluster)
@@ -504,7 +568,16 @@ class _SyncClient(_PoolSettings):
                 )
             )
         else:  # connects on its first command
-            self._use(redis.Redis.from_pool(_WaitingPool.from_url(url, **pool, **options)))
+            waiting = _WaitingPool.from_url(url, **pool, **options)
+            address = _lane_address(url) if self._fast else None
+            if address is None:
+                self._use(redis.Redis.from_pool(waiting))
+                return
+            # One gate admits the lane's commands and redis-py's: max_connections in all.
+            gated = cast(_GatedSyncRedis, _GatedSyncRedis.from_pool(waiting))
+            gated.gate = resp.SyncGate(settings[1], settings[2])
+            self._use(gated)
+            self._lane = resp.SyncLane(gate=gated.gate, timeout=timeout, **address)
 
     def _connect(self) -> None:
         """Make the cluster client, once however many threads arrive first (the callers
@@ -522,9 +595,21 @@ class _SyncClient(_PoolSettings):
         return self._client
 
     def close(self) -> None:
+        if self._lane is not None:
+            self._lane.close()
         if self._owned and self._connected:
             with _translated():
                 self._client.close()
+
+
+class _GatedSyncRedis(redis.Redis):
+    """`redis.Redis` whose commands pass through the `resp.SyncGate` of the store's lane."""
+
+    gate: resp.SyncGate
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        with self.gate:
+            return super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
 
 
 class _Gate:
@@ -617,6 +702,7 @@ class _AsyncClient(_PoolSettings):
         self._owned = isinstance(client, str)
         settings = self._pool_url(client, max_connections, pool_timeout)
         self.timeout = timeout
+        self._lane: resp.AsyncLane | None = None
         if settings is not None:
             url, is_cluster = _split_url(settings[0], cluster)
             size, wait = settings[1], settings[2]
@@ -636,6 +722,9 @@ class _AsyncClient(_PoolSettings):
                 gated = cast(_GatedRedis, _GatedRedis.from_pool(pool))
             gated.gate = _Gate(size, wait)
             client = gated
+            address = None if is_cluster or not self._fast else _lane_address(url)
+            if address is not None:  # the lane waits at the same gate
+                self._lane = resp.AsyncLane(gate=gated.gate, timeout=timeout, **address)
         else:
             _check_client(client)
         self.cluster = isinstance(client, redis.asyncio.cluster.RedisCluster)
@@ -658,6 +747,8 @@ class _AsyncClient(_PoolSettings):
         return self._client
 
     async def aclose(self) -> None:
+        if self._lane is not None:
+            await self._lane.aclose()
         if self._owned:
             with _translated():
                 await self._client.aclose()
@@ -668,6 +759,7 @@ class _Layout:
     scripts."""
 
     _lua = _SCRIPTS
+    _fast = True
 
     prefix: str
     cluster: bool
@@ -746,13 +838,18 @@ class RedisStore(_Layout, _SyncClient):
         return f"<RedisStore {kind} prefix={self.prefix!r}>"
 
     def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        if self._lane is not None and name in _LANE_SHAS:
+            return self._lane.evalsha(_LANE_SHAS[name], _SCRIPTS[name], keys, args)
         return self._scripts[name](keys=keys, args=args)
 
     def load(self, key: str) -> Record | None:
         with _translated():
-            if not self._connected:
-                self._connect()
-            value = self._client.get(self._key(key))
+            if self._lane is not None:
+                value = self._lane.call(b"GET", self._key(key))
+            else:
+                if not self._connected:
+                    self._connect()
+                value = self._client.get(self._key(key))
         return None if value is None else _decode(value)[0]
 
     def save(self, key: str, data: bytes, *, version: int, ttl: float, user: str | None) -> bool:
@@ -878,13 +975,18 @@ class AsyncRedisStore(_Layout, _AsyncClient):
         return f"<AsyncRedisStore {kind} prefix={self.prefix!r}>"
 
     async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        if self._lane is not None and name in _LANE_SHAS:
+            return await self._lane.evalsha(_LANE_SHAS[name], _SCRIPTS[name], keys, args)
         return await self._scripts[name](keys=keys, args=args)
 
     async def load(self, key: str) -> Record | None:
         with _translated():
-            if not self._connected:
-                await self._connect()
-            value = await self._client.get(self._key(key))
+            if self._lane is not None:
+                value = await self._lane.call(b"GET", self._key(key))
+            else:
+                if not self._connected:
+                    await self._connect()
+                value = await self._client.get(self._key(key))
         return None if value is None else _decode(value)[0]
 
     async def save(

@@ -1,0 +1,453 @@
+"""The minimal RESP client (`coatcheck.stores.resp`) that `RedisStore` and `AsyncRedisStore`
+made from a plain `redis://` URL use for `load`, `save` and `rotate`, against real
+`redis-server`s started by `tests/servers.py`: encoding, scripts reloaded after
+`SCRIPT FLUSH`, a server restart, pool exhaustion, a server that never answers, `AUTH`,
+`SELECT`, fork safety, and which stores use the lane at all."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio
+
+from coatcheck.exceptions import StoreError, StoreUnavailable
+from coatcheck.stores import Record
+from coatcheck.stores.redis import AsyncRedisStore, RedisRevocationStore, RedisStore
+from coatcheck.stores.resp import encode, sha1
+from servers import (  # noqa: F401 - fixtures
+    RedisCluster,
+    RedisServer,
+    redis_cluster_fixture,
+    redis_server_fixture,
+    running_redis,
+)
+
+pytestmark = pytest.mark.service
+
+KEY, NEW = "k" * 43, "n" * 43
+
+
+def fresh_prefix() -> str:
+    return f"test-{secrets.token_hex(6)}:"
+
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+async def await_until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+def blocked_clients(url: str) -> int:
+    raw = redis.Redis.from_url(url)
+    try:
+        return int(raw.info("clients")["blocked_clients"])
+    finally:
+        raw.close()
+
+
+def idle(store: RedisStore | AsyncRedisStore) -> int:
+    assert store._lane is not None
+    return len(store._lane._idle)
+
+
+# -- encoding ------------------------------------------------------------------------------
+
+
+def test_encode_is_an_array_of_bulk_strings() -> None:
+    assert encode(b"GET", "k") == b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"
+    assert encode("SET", "é", b"", 42, -1) == (
+        b"*5\r\n$3\r\nSET\r\n$2\r\n\xc3\xa9\r\n$0\r\n\r\n$2\r\n42\r\n$2\r\n-1\r\n"
+    )
+    assert encode() == b"*0\r\n"
+
+
+def test_sha1_is_the_name_redis_gives_a_script(redis_server: RedisServer) -> None:
+    raw = redis.Redis.from_url(redis_server.url)
+    assert raw.script_load("return 1") == sha1("return 1")
+    raw.close()
+
+
+# -- which stores use the lane -------------------------------------------------------------
+
+
+def test_only_a_plain_single_server_url_gets_a_lane(redis_cluster: RedisCluster) -> None:
+    assert RedisStore("redis://127.0.0.1:1/0")._lane is not None
+    assert RedisStore("redis://127.0.0.1:1/0?max_connections=3")._lane is not None
+    assert RedisStore("rediss://127.0.0.1:1/0")._lane is None
+    assert RedisStore("unix:///tmp/redis.sock")._lane is None
+    assert RedisStore("redis://127.0.0.1:1/0?health_check_interval=5")._lane is None
+    assert RedisStore(redis.Redis())._lane is None
+    assert RedisStore(redis_cluster.url)._lane is None
+    assert AsyncRedisStore("redis://127.0.0.1:1/0")._lane is not None
+    assert AsyncRedisStore(redis_cluster.url)._lane is None
+    assert AsyncRedisStore(redis.asyncio.Redis())._lane is None
+    assert RedisRevocationStore("redis://127.0.0.1:1/0")._lane is None  # redis-py only
+
+
+def test_load_save_rotate_go_through_the_lane(redis_server: RedisServer) -> None:
+    store = RedisStore(redis_server.url, prefix=fresh_prefix())
+    assert store.load(KEY) is None
+    assert store.save(KEY, b"d", version=0, ttl=60, user="alice") is True
+    assert store.save(KEY, b"x", version=0, ttl=60, user="alice") is False  # stale version
+    assert store.load(KEY) == Record(b"d", 1)
+    assert store.rotate(KEY, NEW, b"e", version=1, ttl=60, user="alice") is True
+    assert store.load(KEY) is None and store.load(NEW) == Record(b"e", 1)
+    assert idle(store) == 1
+    assert store.client.connection_pool._connections == []  # redis-py never connected
+    assert [key for key, _ in store.list_user("alice")] == [NEW]  # redis-py
+    store.close()
+    assert idle(store) == 0
+
+
+@pytest.mark.anyio
+async def test_async_load_save_rotate_go_through_the_lane(redis_server: RedisServer) -> None:
+    store = AsyncRedisStore(redis_server.url, prefix=fresh_prefix())
+    assert await store.load(KEY) is None
+    assert await store.save(KEY, b"d", version=0, ttl=60, user="alice") is True
+    assert await store.save(KEY, b"x", version=0, ttl=60, user="alice") is False
+    assert await store.load(KEY) == Record(b"d", 1)
+    assert await store.rotate(KEY, NEW, b"e", version=1, ttl=60, user=None) is True
+    assert await store.load(NEW) == Record(b"e", 1)
+    assert idle(store) == 1
+    results = await asyncio.gather(*(store.load(NEW) for _ in range(20)))
+    assert results == [Record(b"e", 1)] * 20
+    assert 1 <= idle(store) <= 20
+    await store.aclose()
+    assert idle(store) == 0
+
+
+def test_an_error_reply_is_store_error(redis_server: RedisServer) -> None:
+    prefix = fresh_prefix()
+    store = RedisStore(redis_server.url, prefix=prefix)
+    raw = redis.Redis.from_url(redis_server.url)
+    raw.lpush(f"{prefix}s:{{{KEY}}}", b"a list, not a string")
+    with pytest.raises(StoreError, match=r"^Redis store failed \(ResponseError: WRONGTYPE"):
+        store.load(KEY)
+    assert store.load(NEW) is None  # the connection is still good
+    raw.close()
+    store.close()
+
+
+# -- scripts after SCRIPT FLUSH ------------------------------------------------------------
+
+
+def test_a_flushed_script_is_loaded_again(redis_server: RedisServer) -> None:
+    store = RedisStore(redis_server.url, prefix=fresh_prefix())
+    raw = redis.Redis.from_url(redis_server.url)
+    assert store.save(KEY, b"d", version=0, ttl=60, user="u") is True
+    raw.script_flush()
+    assert store.save(KEY, b"e", version=1, ttl=60, user="u") is True
+    raw.script_flush()
+    assert store.rotate(KEY, NEW, b"f", version=2, ttl=60, user=None) is True
+    assert store.load(NEW) == Record(b"f", 1)
+    raw.close()
+    store.close()
+
+
+@pytest.mark.anyio
+async def test_async_a_flushed_script_is_loaded_again(redis_server: RedisServer) -> None:
+    store = AsyncRedisStore(redis_server.url, prefix=fresh_prefix())
+    raw = redis.asyncio.Redis.from_url(redis_server.url)
+    assert await store.save(KEY, b"d", version=0, ttl=60, user="u") is True
+    await raw.script_flush()
+    assert await store.save(KEY, b"e", version=1, ttl=60, user="u") is True
+    await raw.script_flush()
+    assert await store.rotate(KEY, NEW, b"f", version=2, ttl=60, user=None) is True
+    assert await store.load(NEW) == Record(b"f", 1)
+    await raw.aclose()
+    await store.aclose()
+
+
+# -- server restart ------------------------------------------------------------------------
+
+
+def test_a_restart_costs_no_error_once_the_server_is_back() -> None:
+    with running_redis() as server:
+        store = RedisStore(server.url, prefix=fresh_prefix(), timeout=0.5)
+        assert store.save(KEY, b"d", version=0, ttl=60, user=None) is True
+        assert idle(store) == 1
+        server.stop()
+        server.start()  # the idle connection is broken: the one retry takes a new one
+        assert store.load(KEY) is None  # no persistence: the record went with the server
+        assert store.save(KEY, b"d", version=0, ttl=60, user=None) is True  # NOSCRIPT too
+        server.stop()
+        for operation in (
+            lambda: store.load(KEY),
+            lambda: store.save(KEY, b"d", version=1, ttl=60, user=None),
+        ):
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable, match=r"^Redis store unavailable \(") as caught:
+                operation()
+            assert time.monotonic() - started < 0.4  # refused at once: no wait for timeout
+            assert caught.value.__cause__ is None and caught.value.__suppress_context__
+        server.start()
+        assert store.load(KEY) is None
+        store.close()
+
+
+@pytest.mark.anyio
+async def test_async_a_restart_costs_no_error_once_the_server_is_back() -> None:
+    with running_redis() as server:
+        store = AsyncRedisStore(server.url, prefix=fresh_prefix(), timeout=0.5)
+        assert await store.save(KEY, b"d", version=0, ttl=60, user=None) is True
+        assert idle(store) == 1
+        server.stop()
+        server.start()
+        assert await store.load(KEY) is None
+        assert await store.save(KEY, b"d", version=0, ttl=60, user=None) is True
+        server.stop()
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match=r"^Redis store unavailable \("):
+            await store.load(KEY)
+        assert time.monotonic() - started < 0.4
+        server.start()
+        assert await store.load(KEY) is None
+        await store.aclose()
+
+
+def test_a_fresh_connection_that_fails_is_not_retried(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = RedisStore(redis_server.url, prefix=fresh_prefix())
+    assert store._lane is not None
+    opened: list[Any] = []
+    real_open = store._lane._open
+
+    def open_broken() -> Any:
+        conn = real_open()
+        conn.sock.shutdown(socket.SHUT_RDWR)  # connected, then broken before the command
+        opened.append(conn)
+        return conn
+
+    monkeypatch.setattr(store._lane, "_open", open_broken)
+    with pytest.raises(StoreUnavailable):
+        store.load(KEY)
+    assert len(opened) == 1 and idle(store) == 0
+    store.close()
+
+
+# -- pool exhaustion -----------------------------------------------------------------------
+
+
+def test_a_full_sync_lane_waits_pool_timeout_then_fails(redis_server: RedisServer) -> None:
+    prefix = fresh_prefix()
+    store = RedisStore(
+        redis_server.url, prefix=prefix, timeout=30, max_connections=2, pool_timeout=0.3
+    )
+    assert store._lane is not None
+    lane = store._lane
+    hold = f"{prefix}hold"
+    holders = [
+        threading.Thread(target=lambda: lane.call(b"BLPOP", hold, 0), daemon=True),
+        threading.Thread(target=lambda: store.client.blpop([hold], timeout=0), daemon=True),
+    ]
+    for thread in holders:
+        thread.start()
+    wait_until(lambda: blocked_clients(redis_server.url) == 2, "both places held")
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable, match="pool_timeout") as caught:
+        store.load(KEY)
+    assert 0.29 <= time.monotonic() - started < 5
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+    raw = redis.Redis.from_url(redis_server.url)
+    raw.lpush(hold, b"one")  # frees a place: the next command gets through
+    wait_until(lambda: blocked_clients(redis_server.url) == 1, "one place freed")
+    assert store.save(KEY, b"d", version=0, ttl=60, user=None) is True
+    raw.lpush(hold, b"two")
+    for thread in holders:
+        thread.join(30)
+    raw.close()
+    store.close()
+
+
+@pytest.mark.anyio
+async def test_a_full_async_lane_waits_pool_timeout_then_fails(redis_server: RedisServer) -> None:
+    prefix = fresh_prefix()
+    store = AsyncRedisStore(
+        redis_server.url, prefix=prefix, timeout=30, max_connections=2, pool_timeout=0.3
+    )
+    assert store._lane is not None
+    hold = f"{prefix}hold"
+    holders = [
+        asyncio.ensure_future(store._lane.call(b"BLPOP", hold, 0)),
+        asyncio.ensure_future(store.client.blpop([hold], timeout=0)),
+    ]
+    await await_until(lambda: blocked_clients(redis_server.url) == 2, "both places held")
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable, match="pool_timeout"):
+        await store.load(KEY)
+    assert 0.29 <= time.monotonic() - started < 5
+    waiter = asyncio.ensure_future(store.save(KEY, b"d", version=0, ttl=60, user=None))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not waiter.done()  # queued for a place, not failed
+    raw = redis.asyncio.Redis.from_url(redis_server.url)
+    await raw.lpush(hold, b"one")
+    assert await asyncio.wait_for(waiter, 30) is True
+    await raw.lpush(hold, b"two")
+    await asyncio.gather(*holders)
+    await raw.aclose()
+    await store.aclose()
+
+
+# -- a server that never answers -----------------------------------------------------------
+
+
+@contextlib.contextmanager
+def silent_server() -> Iterator[int]:
+    """A port that accepts TCP connections (the kernel's backlog) and never answers."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield listener.getsockname()[1]
+
+
+def test_a_server_that_never_answers_is_unavailable_within_timeout() -> None:
+    with silent_server() as port:
+        store = RedisStore(f"redis://:hunter2@127.0.0.1:{port}/0", timeout=0.3)
+        for operation in (
+            lambda: store.load(KEY),
+            lambda: store.save(KEY, b"d", version=0, ttl=60, user=None),
+        ):
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable, match="Timeout") as caught:
+                operation()
+            assert 0.29 <= time.monotonic() - started < 1.5
+            assert "hunter2" not in str(caught.value)
+        store.close()
+
+
+@pytest.mark.anyio
+async def test_async_a_server_that_never_answers_is_unavailable_within_timeout() -> None:
+    with silent_server() as port:
+        store = AsyncRedisStore(f"redis://127.0.0.1:{port}/0", timeout=0.3)
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="Timeout"):
+            await store.load(KEY)
+        assert 0.29 <= time.monotonic() - started < 1.5
+        await store.aclose()
+
+
+# -- AUTH, SELECT, secrets -----------------------------------------------------------------
+
+
+@pytest.fixture
+def password_server() -> Iterator[tuple[RedisServer, str]]:
+    with running_redis() as server:
+        password = f"pw-{secrets.token_hex(8)}"
+        raw = redis.Redis.from_url(server.url)
+        raw.config_set("requirepass", password)
+        try:
+            yield server, password
+        finally:
+            reset = redis.Redis.from_url(f"redis://:{password}@127.0.0.1:{server.port}/0")
+            reset.config_set("requirepass", "")
+            reset.close()
+            raw.close()
+
+
+def test_auth_with_a_password_and_with_a_user(password_server: tuple[RedisServer, str]) -> None:
+    server, password = password_server
+    for userinfo in (f":{password}", f"default:{password}"):
+        url = f"redis://{userinfo}@127.0.0.1:{server.port}/0"
+        store = RedisStore(url, prefix=fresh_prefix())
+        assert store.save(KEY, b"d", version=0, ttl=60, user=None) is True
+        assert store.load(KEY) == Record(b"d", 1)
+        assert password not in repr(store) and password not in repr(store._lane)
+        store.close()
+
+
+def test_a_wrong_or_missing_password_is_unavailable_without_secrets(
+    password_server: tuple[RedisServer, str],
+) -> None:
+    server, _ = password_server
+    for url in (
+        f"redis://:hunter2@127.0.0.1:{server.port}/0",
+        f"redis://127.0.0.1:{server.port}/0",
+    ):
+        store = RedisStore(url, prefix=fresh_prefix())
+        operations: list[Callable[[], object]] = [
+            functools.partial(store.load, KEY),
+            functools.partial(store.save, KEY, b"d", version=0, ttl=60, user=None),
+        ]
+        for operation in operations:
+            with pytest.raises(StoreUnavailable) as caught:
+                operation()
+            assert "hunter2" not in str(caught.value) and "hunter2" not in repr(store._lane)
+        store.close()
+
+
+@pytest.mark.anyio
+async def test_async_auth_and_select(password_server: tuple[RedisServer, str]) -> None:
+    server, password = password_server
+    prefix = fresh_prefix()
+    store = AsyncRedisStore(f"redis://:{password}@127.0.0.1:{server.port}/3", prefix=prefix)
+    assert await store.save(KEY, b"d", version=0, ttl=60, user=None) is True
+    assert await store.load(KEY) == Record(b"d", 1)
+    raw = redis.Redis.from_url(f"redis://:{password}@127.0.0.1:{server.port}/3")
+    assert raw.exists(f"{prefix}s:{{{KEY}}}") == 1
+    raw.close()
+    wrong = AsyncRedisStore(f"redis://:hunter2@127.0.0.1:{server.port}/0")
+    with pytest.raises(StoreUnavailable) as caught:
+        await wrong.load(KEY)
+    assert "hunter2" not in str(caught.value)
+    await wrong.aclose()
+    await store.aclose()
+
+
+def test_select_puts_the_keys_in_the_url_database(redis_server: RedisServer) -> None:
+    prefix = fresh_prefix()
+    store = RedisStore(f"redis://127.0.0.1:{redis_server.port}/3", prefix=prefix)
+    assert store.save(KEY, b"d", version=0, ttl=60, user="u") is True
+    db3 = redis.Redis(host="127.0.0.1", port=redis_server.port, db=3)
+    db0 = redis.Redis(host="127.0.0.1", port=redis_server.port, db=0)
+    assert db3.exists(f"{prefix}s:{{{KEY}}}", f"{prefix}u:{{u}}") == 2
+    assert db0.exists(f"{prefix}s:{{{KEY}}}") == 0
+    assert [key for key, _ in store.list_user("u")] == [KEY]  # redis-py reads db 3 too
+    db3.close()
+    db0.close()
+    store.close()
+
+
+# -- fork ----------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_opens_its_own_connections(redis_server: RedisServer) -> None:
+    store = RedisStore(redis_server.url, prefix=fresh_prefix())
+    assert store.save(KEY, b"d", version=0, ttl=60, user=None) is True
+    assert store._lane is not None
+    parent_conn = store._lane._idle[0]
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        status = 1
+        try:
+            ok = store.load(KEY) == Record(b"d", 1)
+            assert store._lane is not None
+            status = 0 if ok and store._lane._idle[0] is not parent_conn else 2
+        finally:
+            os._exit(status)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert store.load(KEY) == Record(b"d", 1)  # the parent's connection still works
+    assert store._lane._idle == [parent_conn]
+    store.close()
