@@ -224,24 +224,33 @@ async def test_async_a_restart_costs_no_error_once_the_server_is_back() -> None:
         await store.aclose()
 
 
-def test_a_fresh_connection_that_fails_is_not_retried(
+def test_a_broken_connection_is_retried_once_on_a_new_one(
     redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """As redis-py's one retry: a connection that breaks (here: every new one, or only the
+    first) is dropped and the command sent once more on a new connection; a second
+    failure is `StoreUnavailable`, and no broken connection is kept."""
     store = RedisStore(redis_server.url, prefix=fresh_prefix())
     assert store._lane is not None
     opened: list[Any] = []
     real_open = store._lane._open
+    broken = 2
 
     def open_broken() -> Any:
         conn = real_open()
-        conn.sock.shutdown(socket.SHUT_RDWR)  # connected, then broken before the command
+        if len(opened) < broken:
+            conn.sock.shutdown(socket.SHUT_RDWR)  # connected, then broken before the command
         opened.append(conn)
         return conn
 
     monkeypatch.setattr(store._lane, "_open", open_broken)
     with pytest.raises(StoreUnavailable):
         store.load(KEY)
-    assert len(opened) == 1 and idle(store) == 0
+    assert len(opened) == 2 and idle(store) == 0
+    opened.clear()
+    broken = 1
+    assert store.load(KEY) is None  # the first connection broke, the second answered
+    assert len(opened) == 2 and idle(store) == 1
     store.close()
 
 

@@ -18,9 +18,11 @@ and one more waits up to `pool_timeout` seconds, then `PoolExhausted`.
 
 Failures: connecting and every reply are bounded by `timeout` seconds. A connection that
 fails in any way (refused, reset, closed, timed out, a protocol error, a cancelled wait) is
-closed and never reused. If it was an idle pooled connection, the command is sent once
-more on a new one (a server restart breaks every idle connection; redis-py also retries
-once); otherwise the failure is raised as `Unavailable`. An error reply is raised as the
+closed and never reused, and the command is tried once more on a new connection, as
+redis-py's clients do (their one retry): a server restart breaks every idle connection,
+and a connection that an overloaded process opened too slowly gets a second chance. A
+second failure is raised as `Unavailable`; a server that is down refuses both attempts at
+once, so an outage is still answered in about a millisecond. An error reply is raised as the
 `hiredis.ReplyError` it is, except that `evalsha` answers `NOSCRIPT` (a restarted or
 flushed server) by loading the script and sending `EVALSHA` once more. No message or repr
 carries the password.
@@ -36,7 +38,7 @@ import hashlib
 import os
 import socket
 import threading
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import hiredis
@@ -227,36 +229,34 @@ class SyncLane(_Lane):
 
     def _send(self, payload: bytes) -> Any:
         with self.gate:
-            conn, reused = self._take()
             try:
-                reply = conn.roundtrip(payload)
-            except BaseException as exc:
-                conn.close()  # a reply may still be on its way: never reuse it
-                if not isinstance(exc, _BROKEN):
-                    raise
-                if not reused:
-                    raise self._failed(exc) from None
-                conn = self._open()  # an idle connection a restart broke: once more
-                try:
-                    reply = conn.roundtrip(payload)
-                except BaseException as again:
-                    conn.close()
-                    if isinstance(again, _BROKEN):
-                        raise self._failed(again) from None
-                    raise
-            self._idle.append(conn)  # list.append is atomic: no lock to give back
+                reply = self._attempt(payload, self._take)
+            except Unavailable:
+                reply = self._attempt(payload, self._open)  # once more, on a new connection
         if isinstance(reply, hiredis.ReplyError):
             raise reply
         return reply
 
-    def _take(self) -> tuple[_Conn, bool]:
+    def _attempt(self, payload: bytes, connection: Callable[[], _Conn]) -> Any:
+        conn = connection()
+        try:
+            reply = conn.roundtrip(payload)
+        except BaseException as exc:
+            conn.close()  # a reply may still be on its way: never reuse it
+            if isinstance(exc, _BROKEN):
+                raise self._failed(exc) from None
+            raise
+        self._idle.append(conn)  # list.append is atomic: no lock to give back
+        return reply
+
+    def _take(self) -> _Conn:
         with self._lock:
             if self._pid != os.getpid():
                 self._pid = os.getpid()
                 self._idle = []  # the parent's: forget them, do not close them
             if self._idle:
-                return self._idle.pop(), True
-        return self._open(), False
+                return self._idle.pop()
+        return self._open()
 
     def _open(self) -> _Conn:
         try:
@@ -348,35 +348,35 @@ class AsyncLane(_Lane):
 
     async def _send(self, payload: bytes) -> Any:
         async with self.gate:
-            conn, reused = await self._take()
             try:
-                reply = await conn.roundtrip(payload, self.timeout)
-            except BaseException as exc:
-                conn.close()  # a reply may still be on its way: never reuse it
-                if not isinstance(exc, _BROKEN):
-                    raise
-                if not reused:
-                    raise self._failed(exc) from None
-                conn = await self._open()  # an idle connection a restart broke: once more
-                try:
-                    reply = await conn.roundtrip(payload, self.timeout)
-                except BaseException as again:
-                    conn.close()
-                    if isinstance(again, _BROKEN):
-                        raise self._failed(again) from None
-                    raise
-            self._idle.append(conn)
+                reply = await self._attempt(payload, self._take)
+            except Unavailable:
+                reply = await self._attempt(payload, self._open)  # once more, on a new one
         if isinstance(reply, hiredis.ReplyError):
             raise reply
         return reply
 
-    async def _take(self) -> tuple[_AsyncConn, bool]:
+    async def _attempt(
+        self, payload: bytes, connection: Callable[[], Awaitable[_AsyncConn]]
+    ) -> Any:
+        conn = await connection()
+        try:
+            reply = await conn.roundtrip(payload, self.timeout)
+        except BaseException as exc:
+            conn.close()  # a reply may still be on its way: never reuse it
+            if isinstance(exc, _BROKEN):
+                raise self._failed(exc) from None
+            raise
+        self._idle.append(conn)
+        return reply
+
+    async def _take(self) -> _AsyncConn:
         if self._pid != os.getpid():
             self._pid = os.getpid()
             self._idle = []  # the parent's: forget them, do not close them
         if self._idle:
-            return self._idle.pop(), True
-        return await self._open(), False
+            return self._idle.pop()
+        return await self._open()
 
     async def _open(self) -> _AsyncConn:
         try:
