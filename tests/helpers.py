@@ -4,7 +4,9 @@ paths, and an httpx client that talks to an ASGI app over `https://testserver` (
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import httpx
@@ -194,3 +196,30 @@ def sent_secret(response: httpx.Response) -> str | None:
     """The session ID a response hands to the client ("" when it clears the cookie)."""
     header = session_set_cookie(response)
     return None if header is None else header.split(";", 1)[0].split("=", 1)[1]
+
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    """Poll, bounded: for a state another connection reaches, not for time to pass."""
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+async def await_until(condition: Callable[[], bool], what: str) -> None:
+    """`wait_until` for a state reached by another task of the running event loop."""
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+def blocked_clients(url: str) -> int:
+    """How many clients of the Redis server at `url` wait in a blocking command."""
+    import redis
+
+    raw = redis.Redis.from_url(url)
+    try:
+        return int(raw.info("clients")["blocked_clients"])
+    finally:
+        raw.close()

@@ -39,6 +39,7 @@ from coatcheck.stores.redis import (
     RedisRevocationStore,
     RedisStore,
 )
+from helpers import await_until, blocked_clients, wait_until
 from servers import (  # noqa: F401 - fixtures
     RedisCluster,
     RedisServer,
@@ -368,29 +369,6 @@ async def test_300_concurrent_requests_with_default_settings_all_succeed(
     await store.aclose()
     assert [r for r in results if isinstance(r, BaseException)] == []
     assert results == [True] * 300
-
-
-def blocked_clients(url: str) -> int:
-    raw = redis.Redis.from_url(url)
-    try:
-        return int(raw.info("clients")["blocked_clients"])
-    finally:
-        raw.close()
-
-
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    """Poll, bounded: for a state another connection reaches, not for time to pass."""
-    deadline = time.monotonic() + 30
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
-
-
-async def await_until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + 30
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
 
 
 @pytest.mark.anyio

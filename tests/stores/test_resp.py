@@ -25,6 +25,7 @@ from coatcheck.exceptions import StoreError, StoreUnavailable
 from coatcheck.stores import Record
 from coatcheck.stores.redis import AsyncRedisStore, RedisRevocationStore, RedisStore
 from coatcheck.stores.resp import encode, sha1
+from helpers import await_until, blocked_clients, wait_until
 from servers import (  # noqa: F401 - fixtures
     RedisCluster,
     RedisServer,
@@ -40,28 +41,6 @@ KEY, NEW = "k" * 43, "n" * 43
 
 def fresh_prefix() -> str:
     return f"test-{secrets.token_hex(6)}:"
-
-
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + 30
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
-
-
-async def await_until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + 30
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
-
-
-def blocked_clients(url: str) -> int:
-    raw = redis.Redis.from_url(url)
-    try:
-        return int(raw.info("clients")["blocked_clients"])
-    finally:
-        raw.close()
 
 
 def idle(store: RedisStore | AsyncRedisStore) -> int:
