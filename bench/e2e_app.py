@@ -24,7 +24,6 @@ default `__Host-session` name; the peers call theirs `session`.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import MutableMapping
 from typing import Any
@@ -34,6 +33,8 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
+
+from peers import SECRET_KEY, SEED, keyring
 
 IMPLS = (
     "bare",
@@ -45,15 +46,7 @@ IMPLS = (
     "coatcheck-redis",
     "coatcheck-client",
 )
-SEED: dict[str, Any] = {
-    "user_id": 4217,
-    "theme": "dark",
-    "lang": "en-GB",
-    "cart": [3, 14, 15],
-    "flash": "Welcome back!",
-}
 SEEDED = tuple(SEED.values())
-SECRET_KEY = "benchmark-only-not-a-secret"
 
 _bare: dict[str, Any] = dict(SEED)  # bare's "session": one plain dict for every client
 
@@ -115,7 +108,7 @@ def middleware(impl: str) -> list[Middleware]:
             Middleware(SessionMiddleware, store=store, cookie_https_only=True),
             Middleware(SessionAutoloadMiddleware),
         ]
-    from coatcheck import ClientSide, KeyRing, ServerSide, SessionManager
+    from coatcheck import ClientSide, ServerSide, SessionManager
     from coatcheck.adapters.asgi import SessionMiddleware as CoatcheckMiddleware
     from coatcheck.stores import MemoryStore, SQLiteStore
 
@@ -127,7 +120,7 @@ def middleware(impl: str) -> list[Middleware]:
     elif impl == "coatcheck-redis":
         mode = ServerSide(os.environ["E2E_REDIS"])
     elif impl == "coatcheck-client":
-        mode = ClientSide(KeyRing([hashlib.sha256(SECRET_KEY.encode()).digest()]), store=None)
+        mode = ClientSide(keyring(), store=None)
     else:
         raise SystemExit(f"E2E_IMPL={impl!r}: not one of {', '.join(IMPLS)}")
     return [Middleware(CoatcheckMiddleware, manager=SessionManager(mode))]

@@ -66,6 +66,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(BENCH))
 from e2e_app import IMPLS  # noqa: E402
+from peers import cpu_model  # noqa: E402
 from servers import free_port, running_redis  # noqa: E402
 
 SCENARIOS = ("read", "write", "new")
@@ -443,14 +444,7 @@ def git_rev() -> str:
 
 
 def machine(redis_server: Any) -> list[str]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split()
     loop, http = server_options()
     lines = [

@@ -161,6 +161,17 @@ REDIS_DB = {
 }
 
 
+def cpu_model() -> str:
+    """The CPU's model name, as the reports print it ("unknown" off Linux)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
 def keyring() -> Any:
     from coatcheck import KeyRing
 

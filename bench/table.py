@@ -751,14 +751,7 @@ def source_line(fingerprints: list[tuple[str, str]]) -> str:
 
 
 def machine_lines(load: tuple[tuple[float, ...], tuple[float, ...]]) -> list[str]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = peers.cpu_model()
     valgrind = "not used"
     if shutil.which("valgrind"):
         valgrind = subprocess.run(
