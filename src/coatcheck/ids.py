@@ -24,7 +24,6 @@ import hashlib
 import hmac
 import os
 import re
-import secrets
 
 __all__ = [
     "HANDLE_LENGTH",
@@ -47,8 +46,10 @@ _HANDLE = re.compile(r"[A-Za-z0-9_-]{22}")
 
 
 def new_handle() -> str:
-    """A fresh session handle: 128 bits from the operating system's CSPRNG."""
-    return secrets.token_urlsafe(HANDLE_BYTES)
+    """A fresh session handle: 128 bits from the operating system's CSPRNG (what
+    `secrets.token_urlsafe(16)` gives, in one Python call instead of five: every new
+    client-side visitor makes one)."""
+    return _b64url(os.urandom(HANDLE_BYTES))[:HANDLE_LENGTH]
 
 
 def new_secret(handle: str | None = None) -> str:
