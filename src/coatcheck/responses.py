@@ -58,9 +58,22 @@ def merge_headers(
     `encode=True`: the session's are encoded as `latin1` does, in the same pass), or `str`
     as WSGI does (PEP 3333's latin-1 "native strings"). The application's names may be in
     any case; the session's are as the core writes them (lower-case), or as `title_case`
-    turns them. Returns a new list; a `Vary` line added is named as the session's.
+    turns them, with one `Vary` and one `Cache-Control` at most (the core's). Returns a new
+    list; a `Vary` line added is named as the session's. (A response with neither header of
+    its own, the usual one, takes the session's as they are, after one scan of its names.)
     """
     merged: list[Any] = list(response)
+    for present, _ in merged:
+        if len(present) in (4, 13) and _LOWERED.get(present.lower()) is not None:
+            break
+    else:  # the usual response: no `Vary` or `Cache-Control` of its own, nothing to merge
+        if encode:
+            for header in session:  # (a loop, not `latin1`: one call less)
+                known = _ENCODED.get(header)
+                merged.append(known or (header[0].encode("latin-1"), header[1].encode("latin-1")))
+        else:
+            merged += session
+        return merged
     for header in session:
         pair: Any = header
         if encode:
@@ -69,7 +82,7 @@ def merge_headers(
         name, value = pair
         role = _ROLES.get(name)
         if role == "vary":
-            for present, _ in merged:  # inline: most applications set no `Vary`
+            for present, _ in merged:
                 if len(present) == 4 and _LOWERED.get(present.lower()) == "vary":
                     _add_vary(merged, name, value)
                     break

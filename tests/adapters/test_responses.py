@@ -39,6 +39,17 @@ COOKIE = ("set-cookie", "id=abc; Path=/; HttpOnly")
         ),
         ([("Set-Cookie", "theme=dark")], [COOKIE], [("Set-Cookie", "theme=dark"), COOKIE]),
         ([("Content-Type", "text/plain")], [], [("Content-Type", "text/plain")]),
+        (
+            [("Content-Type", "text/plain"), ("Content-Length", "2")],
+            [COOKIE, ("vary", "Cookie"), ("cache-control", "no-store")],
+            [
+                ("Content-Type", "text/plain"),
+                ("Content-Length", "2"),
+                COOKIE,
+                ("vary", "Cookie"),
+                ("cache-control", "no-store"),
+            ],
+        ),
     ],
     ids=[
         "vary-new",
@@ -52,6 +63,7 @@ COOKIE = ("set-cookie", "id=abc; Path=/; HttpOnly")
         "cache-control-replaced",
         "cookies-never-combined",
         "nothing",
+        "appended-as-they-are",
     ],
 )
 def test_merge_headers(
