@@ -218,7 +218,8 @@ class KeyRing:
     def __repr__(self) -> str:
         return f"<KeyRing keys={self._count}>"
 
-    __str__ = __repr__
+    def __str__(self) -> str:  # its own method: an alias of `__repr__` breaks compiled
+        return self.__repr__()
 
     def __reduce__(self) -> Any:
         raise TypeError("a KeyRing holds secrets and cannot be pickled")

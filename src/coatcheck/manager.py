@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Literal
 
 from . import csrf
+from ._mypyc import mypyc_attr
 from .audit import Audit
 from .clientside import ClientSide
 from .exceptions import ConfigurationError
@@ -40,6 +41,8 @@ from .transports import Cookie, Transport, choose
 __all__ = ["STALE", "Commit", "Opening", "ServerSide", "SessionManager", "Write"]
 
 
+# Subclassed by tests and applications: compiled, the class must allow it explicitly.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class SessionManager:
     """Opens, commits and renews sessions; configuration is validated here, once.
 

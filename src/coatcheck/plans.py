@@ -16,16 +16,19 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
 from ._fast import fast_constructor
 
+# The types in the NamedTuples' and `Context`'s annotations are imported for real: the
+# compiled core (mypyc) looks them up when it builds those classes.
+from ._protocols import Transport
+from .audit import Audit
+from .lifetimes import Lifetimes
+from .request import RequestInfo
+from .revocation import Revocation
+
 if TYPE_CHECKING:
-    from .audit import Audit
     from .clientside import ClientSide
     from .exceptions import StoreError
-    from .lifetimes import Lifetimes
-    from .request import RequestInfo
-    from .revocation import Revocation
     from .session import Session, SessionInfo
     from .stores.base import AsyncStore, Record, Store
-    from .transports import Transport
 
 __all__ = [
     "CLEAR",

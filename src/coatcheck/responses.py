@@ -121,16 +121,17 @@ def title_case(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     ]
 
 
-def _add_vary(headers: list[tuple[AnyStr, AnyStr]], vary: AnyStr, token: AnyStr) -> None:
+def _add_vary(headers: list[Any], vary: Any, token: Any) -> None:
     """Add `token` to the application's `Vary` in `headers`, in place, unless it is there
-    already (in any `Vary` line)."""
+    already (in any `Vary` line). All `str` or all `bytes`; typed `Any` (as its one caller's
+    values are) because mypyc's type check does not narrow an `AnyStr` by `isinstance`."""
     first = -1
     for i, (name, value) in enumerate(headers):
         if len(name) == 4 and _LOWERED.get(name.lower()) == "vary":
-            if isinstance(token, bytes):
-                comma, space, star = b",", b" ", b"*"
-            else:
-                comma, space, star = ",", " ", "*"
+            separators: tuple[Any, Any, Any] = (
+                (b",", b" ", b"*") if isinstance(token, bytes) else (",", " ", "*")
+            )
+            comma, space, star = separators
             present = {part.strip().lower() for part in value.split(comma)}
             if token.lower() in present or star in present:
                 return

@@ -28,7 +28,9 @@ import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal
+
+from ._protocols import AsyncRevocationStore, RevocationStore
 
 __all__ = [
     "REVOKED",
@@ -217,32 +219,3 @@ def _covers(a: Revocation, b: Revocation) -> bool:
             a.generation is None or (b.generation is not None and a.generation >= b.generation)
         )
     return a.at >= b.at and (a.keep is None or a.keep == b.keep)
-
-
-@runtime_checkable
-class RevocationStore(Protocol):
-    """Where revocations are shared between processes, with a numbered change feed."""
-
-    def revoke(self, entry: Revocation) -> None:
-        """Record `entry`; every process sees it at its next sync."""
-
-    def changes(self, cursor: int) -> tuple[list[Revocation], int]:
-        """Entries recorded after `cursor`, and the cursor to pass next time."""
-
-    def purge_expired(self) -> int:
-        """Forget entries past their `expires_at`; returns how many."""
-
-    def close(self) -> None: ...
-
-
-@runtime_checkable
-class AsyncRevocationStore(Protocol):
-    """Async twin of `RevocationStore`."""
-
-    async def revoke(self, entry: Revocation) -> None: ...
-
-    async def changes(self, cursor: int) -> tuple[list[Revocation], int]: ...
-
-    async def purge_expired(self) -> int: ...
-
-    async def aclose(self) -> None: ...

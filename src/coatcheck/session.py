@@ -15,6 +15,7 @@ from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ._mypyc import mypyc_attr
 from .exceptions import WriteConflict
 from .ids import HANDLE_LENGTH, new_secret
 
@@ -621,6 +622,8 @@ NOT_READ: Any = object()
 _GONE = ABSENT
 
 
+# A list subclass: compiled, a native class cannot subclass `list`.
+@mypyc_attr(native_class=False)
 class Operations(list[tuple[str, Any]]):
     """The `increment` / `append` calls a request made on one key, in order."""
 

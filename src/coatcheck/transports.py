@@ -11,8 +11,10 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal
 
+from ._mypyc import mypyc_attr
+from ._protocols import Transport
 from .exceptions import ConfigurationError, SessionTooLarge
 from .request import RequestInfo
 
@@ -23,36 +25,6 @@ _PATH = re.compile(r"/[\x21-\x3a\x3c-\x7e]*")  # no controls, spaces or semicolo
 _EXPIRED = "Thu, 01 Jan 1970 00:00:00 GMT"
 #: A request header by which a client without a token asks for the header transport.
 SELECT_HEADER = "session-transport"
-
-
-@runtime_checkable
-class Transport(Protocol):
-    """Where a request carries its session ID and how a response hands out a new one."""
-
-    #: Whether a browser attaches the ID by itself (cookies), which calls for CSRF defence.
-    ambient: bool
-
-    @property
-    def vary(self) -> str:
-        """The request header that responses reading the session vary on."""
-
-    def applies(self, request: RequestInfo) -> bool:
-        """Whether this transport serves `request` (its route prefixes match)."""
-
-    def claims(self, request: RequestInfo) -> bool:
-        """Whether a request that carries no ID asks explicitly to get one in this
-        transport (otherwise the first transport serving its path answers)."""
-
-    def read(self, request: RequestInfo) -> str | None:
-        """The ID or token the request carries, or None."""
-
-    def issue(
-        self, value: str, *, max_age: int | None = None, request: RequestInfo | None = None
-    ) -> list[tuple[str, str]]:
-        """Response headers that hand `value` to the client (in answer to `request`)."""
-
-    def clear(self, *, request: RequestInfo | None = None) -> list[tuple[str, str]]:
-        """Response headers that make the client drop its ID or token."""
 
 
 def choose(transports: Sequence[Transport], request: RequestInfo) -> tuple[Transport, str | None]:
@@ -79,6 +51,8 @@ def _under(path: str, prefixes: Sequence[str] | None) -> bool:
     return prefixes is None or any(path.startswith(p) for p in prefixes)
 
 
+# Subclassed by tests and applications: compiled, the class must allow it explicitly.
+@mypyc_attr(allow_interpreted_subclasses=True)
 @dataclass(frozen=True, slots=True)
 class Cookie:
     """Carry the session ID in a cookie.
