@@ -8,6 +8,9 @@ stores in `coatcheck.stores`. Importing this package imports no web framework.
 
 from __future__ import annotations
 
+from importlib.machinery import EXTENSION_SUFFIXES as _EXTENSION_SUFFIXES
+
+from . import manager as _manager
 from .admin import AsyncSessionAdmin, SessionAdmin
 from .clientside import ClientSide
 from .exceptions import (
@@ -30,6 +33,10 @@ from .session import Session, SessionInfo
 from .transports import Cookie, Header, Transport
 
 __version__ = "0.1.0"
+
+#: Whether the core runs compiled (mypyc: a platform wheel) or as Python source (the
+#: pure-Python wheel, an sdist or an editable install). See docs/operating.md.
+compiled: bool = (_manager.__file__ or "").endswith(tuple(_EXTENSION_SUFFIXES))
 
 __all__ = [
     "AsyncSessionAdmin",
