@@ -494,7 +494,7 @@ def test_stateless_mode_needs_no_store(clock: FakeClock) -> None:
 
 def test_configuration_errors_are_explained() -> None:
     with pytest.raises(ConfigurationError, match="KeyRing"):
-        ClientSide("not a ring", store=None)  # type: ignore[arg-type]
+        ClientSide("not a ring", store=None)
     with pytest.raises(ConfigurationError, match="encrypted"):
         ClientSide(KeyRing([KEY_A]), compress=True, store=None)
     with pytest.raises(ConfigurationError, match="revocations"):

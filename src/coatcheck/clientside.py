@@ -132,7 +132,7 @@ class ClientSide:
 
     def __init__(
         self,
-        keys: KeyRing,
+        keys: Any,  # a KeyRing; `Any` so the compiled core raises ConfigurationError too
         *,
         encrypted: bool = False,
         compress: bool = False,
@@ -150,7 +150,7 @@ class ClientSide:
             )
         if compress and not encrypted:
             raise ConfigurationError("compress=True applies to encrypted tokens only")
-        self.keys = keys
+        self.keys: KeyRing = keys
         self.list_anonymous = list_anonymous
         #: Reads the server-side sessions this mode migrates: their secrets are hashed
         #: with its keys, or with none.

@@ -123,7 +123,8 @@ class KeyRing:
     __slots__ = ("_count", "_subkeys")
 
     def __init__(self, keys: Iterable[bytes]) -> None:
-        masters = list(keys)
+        # `Any`: checked below, where the compiled core would raise TypeError first.
+        masters: list[Any] = list(keys)
         if not masters:
             raise ConfigurationError(f"a KeyRing needs at least one key. {_HOW_TO_GENERATE}")
         seen: set[bytes] = set()
