@@ -100,8 +100,10 @@ def commit_session(
     if write is None and not (commit.deletes or commit.revocations or commit.revoke_user):
         return manager.finish(session, commit, None)  # the common read: no store call
     store = manager.mode.store if store is None else store
-    tried = _inline(manager, session, commit, store, max_ttl)
+    tried = _inline(manager, session, commit, store)
     if tried and write is not None:  # the common write: one store call
+        if max_ttl is not None and write.ttl > max_ttl:
+            write = write._replace(ttl=max(max_ttl, 0.0))
         try:
             if _apply(store, write):
                 return manager.finish(session, commit, write)
@@ -127,8 +129,10 @@ async def acommit_session(
     if write is None and not (commit.deletes or commit.revocations or commit.revoke_user):
         return manager.finish(session, commit, None)  # the common read: no store call
     store = manager.mode.async_store if store is None else store
-    tried = _inline(manager, session, commit, store, max_ttl)
+    tried = _inline(manager, session, commit, store)
     if tried and write is not None:  # the common write: one store call
+        if max_ttl is not None and write.ttl > max_ttl:
+            write = write._replace(ttl=max(max_ttl, 0.0))
         try:
             if await _apply(store, write):
                 return manager.finish(session, commit, write)
@@ -146,11 +150,11 @@ def _inline(
     session: Session,
     commit: Commit,
     store: object,
-    max_ttl: float | None,
 ) -> bool:
     """Whether the commit is the common write, run without a plan (which costs a few
     thousand instructions more): one plain write whose version is known, tried once
-    before the plan takes over on a version conflict."""
+    before the plan takes over on a version conflict. (A `max_ttl` caps it first, as
+    the plan's `_saving` does.)"""
     write = commit.write
     return not (
         write is None
@@ -158,7 +162,6 @@ def _inline(
         or commit.revocations
         or commit.revoke_user
         or store is None
-        or max_ttl is not None
         or write.version == STALE
         or manager.migrated_under(session, write)
     )
