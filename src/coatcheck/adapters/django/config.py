@@ -30,7 +30,7 @@ from ...exceptions import ConfigurationError
 from ...lifetimes import Lifetimes
 from ...manager import ServerSide, SessionManager
 
-__all__ = ["get_manager"]
+__all__ = ["SETTINGS", "get_manager"]
 
 KEYS = frozenset({"manager", "store", "lifetimes", "log_salt", "clock"})
 DEFAULT_ABSOLUTE = 30 * 24 * 60 * 60  # 30 days, seconds
@@ -104,8 +104,44 @@ def _lifetimes(value: Any) -> Lifetimes:
     )
 
 
+class SessionSettings:
+    """Django's session settings (and `USE_TZ`), read from `settings` on first use and
+    kept: every `settings.X` is a Python call of `LazySettings.__getattribute__`, and a
+    request would read up to a dozen. Read again after a test overrides one of them."""
+
+    NAMES = frozenset(
+        {
+            "SESSION_COOKIE_AGE",
+            "SESSION_COOKIE_DOMAIN",
+            "SESSION_COOKIE_HTTPONLY",
+            "SESSION_COOKIE_NAME",
+            "SESSION_COOKIE_PATH",
+            "SESSION_COOKIE_SAMESITE",
+            "SESSION_COOKIE_SECURE",
+            "SESSION_EXPIRE_AT_BROWSER_CLOSE",
+            "SESSION_SAVE_EVERY_REQUEST",
+            "USE_TZ",
+        }
+    )
+
+    def __getattr__(self, name: str) -> Any:  # only while not read yet
+        if name not in self.NAMES:
+            raise AttributeError(name)
+        self.__dict__.update({n: getattr(settings, n) for n in self.NAMES})
+        return self.__dict__[name]
+
+    def reset(self) -> None:
+        self.__dict__.clear()
+
+
+#: The session settings every request reads (see `SessionSettings`).
+SETTINGS = SessionSettings()
+
+
 def _reset(*, setting: str, **kwargs: Any) -> None:
     global _manager
+    if setting in SessionSettings.NAMES:
+        SETTINGS.reset()
     if setting in WATCHED:
         with _lock:
             _manager = None

@@ -29,29 +29,39 @@ logged on `django.security.SuspiciousSession`, as Django logs a bad signature.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
-from typing import Any, cast
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, cast
 
+from django.conf import settings
 from django.contrib.sessions.backends.base import CreateError, SessionBase, UpdateError
+from django.utils.module_loading import import_string
 
 from ...admin import AsyncSessionAdmin, SessionAdmin
 from ...drivers import acommit_session, aopen_session, commit_session, open_session
 from ...exceptions import SessionVanished, StoreError, WriteConflict
-from ...ids import handle_of, is_wellformed, new_secret
+from ...ids import SECRET_LENGTH, handle_of, new_secret
 from ...manager import SessionManager
-from ...plans import Opening
+from ...plans import Opening, new_opening
 from ...request import RequestInfo
-from ...session import Session
+from ...session import Session, fresh
 from ...stores.base import AsyncStore, Record, Store
-from .config import get_manager
-from .rules import as_datetime, bind_user, corrupted, handle, listed
+from .config import SETTINGS, get_manager
+from .middleware import request_info
+from .rules import AUTH_USER_KEY, as_datetime, bind_user, corrupted, handle, listed
+
+if TYPE_CHECKING:
+    from django.http import HttpRequest
 
 __all__ = ["ConflictError", "SessionStore"]
 
 CREATE_ATTEMPTS = 10
 
 suspicious = logging.getLogger("django.security.SuspiciousSession")
+
+#: `coatcheck.ids.is_wellformed` after the length check, inlined (every request checks its key).
+_SECRET = re.compile(r"[A-Za-z0-9_-]+").fullmatch
 
 
 class ConflictError(WriteConflict, UpdateError):
@@ -69,8 +79,15 @@ class SessionStore(SessionBase):
     def __init__(
         self, session_key: str | None = None, *, request: RequestInfo | None = None
     ) -> None:
+        # Not `SessionBase.__init__`: it imports `SESSION_SERIALIZER` on every request, for
+        # Django's `encode` / `decode`, which coatcheck never calls (see `serializer`).
         self.manager: SessionManager = get_manager()
-        self._request = request if request is not None else RequestInfo()
+        self._info = request
+        #: The Django request, when `SessionMiddleware` made this object: `_request` is
+        #: built from it on first use (a session that is never loaded never needs it).
+        self._http: HttpRequest | None = None
+        self._key = session_key if self._validate_session_key(session_key) else None
+        self.accessed = False
         self._modified = False
         #: The loaded session wants a save of its own: a refresh of its last-seen time or
         #: a renewal of its key is due, or it is a migrated token to store.
@@ -78,9 +95,39 @@ class SessionStore(SessionBase):
         self._cycled = False
         #: This object saved the current key: a record missing now was deleted meanwhile.
         self._stored = False
-        super().__init__(session_key)
 
     # -- state -----------------------------------------------------------------------------
+
+    @property
+    def session_key(self) -> str | None:
+        return self._key
+
+    @property
+    def _session_key(self) -> str | None:
+        return self._key
+
+    @_session_key.setter
+    def _session_key(self, value: str | None) -> None:
+        self._key = value if self._validate_session_key(value) else None
+
+    @property
+    def serializer(self) -> Any:
+        """Django's `SESSION_SERIALIZER`, for `encode` / `decode` (coatcheck stores its own
+        JSON records and never calls them)."""
+        return self.__dict__.get("_serializer") or import_string(settings.SESSION_SERIALIZER)
+
+    @serializer.setter
+    def serializer(self, value: Any) -> None:
+        self.__dict__["_serializer"] = value
+
+    @property
+    def _request(self) -> RequestInfo:
+        """What the session records of the request (client IP, user agent)."""
+        info = self._info
+        if info is None:
+            http = self._http
+            info = self._info = RequestInfo() if http is None else request_info(http)
+        return info
 
     @property
     def modified(self) -> bool:
@@ -108,7 +155,46 @@ class SessionStore(SessionBase):
         # A client-side token (when migrating from one) is verified by the mode on load.
         if not isinstance(key, str):
             return False
-        return is_wellformed(key) or ("." in key and self.manager.client_mode is not None)
+        if len(key) == SECRET_LENGTH and _SECRET(key) is not None:  # `is_wellformed`
+            return True
+        return "." in key and self.manager.client_mode is not None
+
+    # -- the mapping: Django's, without its two calls per access (`_session`, `_get_session`)
+
+    def __getitem__(self, key: str) -> Any:
+        session = self.__dict__.get("_session_cache")
+        if session is None:
+            session = self._get_session()
+        self.accessed = True
+        return session[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        session = self.__dict__.get("_session_cache")
+        if session is None:
+            session = self._get_session()
+        self.accessed = True
+        return session.get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        session = self.__dict__.get("_session_cache")
+        if session is None:
+            session = self._get_session()
+        self.accessed = True
+        return key in session
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        session = self.__dict__.get("_session_cache")
+        if session is None:
+            session = self._get_session()
+        self.accessed = True
+        session[key] = value
+        self._modified = True
+
+    def is_empty(self) -> bool:
+        if self._key:
+            return False
+        session = self.__dict__.get("_session_cache")
+        return session is None or not session.data()
 
     def _get_new_session_key(self) -> str:
         return new_secret()
@@ -117,9 +203,14 @@ class SessionStore(SessionBase):
         return new_secret()
 
     def _get_session(self, no_load: bool = False) -> Session:
-        if self._unloaded(no_load):
-            self._session_cache = self._load()
-        return self._session_cache
+        self.accessed = True
+        session = self.__dict__.get("_session_cache")
+        if session is None:
+            if no_load or self._key is None:
+                session = self._session_cache = self._anonymous()
+            else:
+                session = self._session_cache = self._load()
+        return session
 
     async def _aget_session(self, no_load: bool = False) -> Session:
         if self._unloaded(no_load):
@@ -132,10 +223,20 @@ class SessionStore(SessionBase):
         self.accessed = True
         if "_session_cache" in self.__dict__:
             return False
-        if no_load or self.session_key is None:
-            self._session_cache = self.manager.anonymous(self._request)
+        if no_load or self._key is None:
+            self._session_cache = self._anonymous()
             return False
         return True
+
+    def _anonymous(self) -> Session:
+        """`manager.anonymous`: a fresh session. With one transport (the usual case), built
+        without `choose` reading the key from the request's headers (Django read it)."""
+        manager = self.manager
+        transports = manager.transports
+        if len(transports) != 1:
+            return manager.anonymous(self._request)
+        opening = (self._request, manager.clock(), None, transports[0], None, False, None)
+        return fresh(new_opening((*opening, False, False)), manager.mode.name)
 
     _session = property(_get_session)
 
@@ -154,7 +255,7 @@ class SessionStore(SessionBase):
         return dict(session.data())
 
     def _load(self) -> Session:
-        store = self._store
+        store: Store = self.manager.mode.store  # type: ignore[assignment]  # see get_manager()
         session = open_session(self.manager, self._request, store, opener=self._opening)
         dead = self._unopened(session)
         return self._opened(session, None if dead is None else store.load(dead))
@@ -166,13 +267,19 @@ class SessionStore(SessionBase):
         return self._opened(session, None if dead is None else await store.load(dead))
 
     def _opening(self, request: RequestInfo) -> Opening:
-        """`manager.open` for the key Django read from its own cookie (not a header)."""
-        return self.manager.open(request, self.session_key or "")
+        """`manager.open` for the key Django read from its own cookie (not a header): with
+        one transport, without `choose` reading the request's headers for it."""
+        manager = self.manager
+        transports = manager.transports
+        key = self._key
+        if key is None or len(transports) != 1:
+            return manager.open(request, key or "")
+        return manager.mode.open(manager.context, request, manager.clock(), transports[0], key)
 
     def _unopened(self, session: Session) -> str | None:
         """The handle of a key that opened no session; its record is read again only to
         tell a corrupted one, which Django logs as suspicious (rare: a stale cookie)."""
-        return handle(self.session_key) if session.is_new else None
+        return handle(self._key) if session.is_new else None
 
     def _opened(self, session: Session, record: Record | None) -> Session:
         seen = session.last_seen
@@ -197,6 +304,22 @@ class SessionStore(SessionBase):
         if expiry is None or type(expiry) is int:  # seconds of inactivity: no dates needed
             return float(expiry or self.get_session_cookie_age())
         return float(self.get_expiry_age(modification=as_datetime(since), expiry=expiry))
+
+    def cookie_max_age(self) -> int | None:
+        """The `max_age` of the cookie Django's middleware sets when it saves: None when it
+        ends with the browser (`get_expire_at_browser_close()`), else `get_expiry_age()`,
+        reading the session once."""
+        expiry = self._get_session().data().get("_session_expiry")
+        if expiry is None:
+            if SETTINGS.SESSION_EXPIRE_AT_BROWSER_CLOSE:
+                return None
+            return self.get_session_cookie_age()
+        if expiry == 0:
+            return None
+        return self.get_expiry_age()
+
+    def get_session_cookie_age(self) -> int:
+        return SETTINGS.SESSION_COOKIE_AGE  # type: ignore[no-any-return]
 
     def _blank(self, secret: str, source: Session) -> Session:
         """A new session under the key Django chose, holding `source`'s data and user."""
@@ -223,15 +346,19 @@ class SessionStore(SessionBase):
 
     def create(self) -> None:
         for _ in self._creating():
-            with suppress(CreateError):
+            try:
                 self.save(must_create=True)
-                return
+            except CreateError:
+                continue
+            return
 
     async def acreate(self) -> None:
         for _ in self._creating():
-            with suppress(CreateError):
+            try:
                 await self.asave(must_create=True)
-                return
+            except CreateError:
+                continue
+            return
 
     def _creating(self) -> Iterator[None]:
         """Sets the key of each attempt to create a record: the unsaved session's own
@@ -240,44 +367,55 @@ class SessionStore(SessionBase):
         own = cache.secret if cache is not None and cache.is_new else None
         for attempt in range(CREATE_ATTEMPTS):
             self._session_key = own if attempt == 0 and own is not None else new_secret()
-            self.modified = True
+            self._modified = True
             yield
         raise StoreError("could not create a session under a fresh key")
 
     def save(self, must_create: bool = False) -> None:
-        if self.session_key is None:
+        if self._key is None:
             return self.create()
         session = self._prepare(must_create, self._get_session(no_load=must_create))
-        with _refusals(must_create):
-            commit_session(self.manager, session, self._store, **self._rules(session))
+        manager = self.manager
+        store: Store = manager.mode.store  # type: ignore[assignment]  # see get_manager()
+        try:
+            commit_session(manager, session, store, max_ttl=self._max_ttl(session), strict=True)
+        except (SessionVanished, WriteConflict) as exc:
+            raise _refusal(exc, must_create) from None
         self._saved(session)
 
     async def asave(self, must_create: bool = False) -> None:
-        if self.session_key is None:
+        if self._key is None:
             return await self.acreate()
         session = self._prepare(must_create, await self._aget_session(no_load=must_create))
-        with _refusals(must_create):
-            await acommit_session(self.manager, session, self._astore, **self._rules(session))
+        store = self._astore
+        try:
+            await acommit_session(
+                self.manager, session, store, max_ttl=self._max_ttl(session), strict=True
+            )
+        except (SessionVanished, WriteConflict) as exc:
+            raise _refusal(exc, must_create) from None
         self._saved(session)
 
     def _prepare(self, must_create: bool, current: Session) -> Session:
         """The session to commit: a new one under the key when creating, else the loaded
         one (`UpdateError` if the key resolved to nothing, as Django's engines raise)."""
-        key = self.session_key
+        key = self._key
         if key is None or (current.is_new and not must_create):
             raise UpdateError  # loading found nothing under the key
         if must_create and not (current.is_new and current.secret == key):
             current = self._blank(key, current)
             self._session_cache = current
-        bind_user(current, self.manager.clock(), cycled=self._cycled)
+        user = current.data().get(AUTH_USER_KEY)
+        if (None if user is None else str(user)) != current.user:  # (`bind_user`'s own test)
+            bind_user(current, self.manager.clock(), cycled=self._cycled)
         current.modified = True  # Django's save() always writes
         return current
 
-    def _rules(self, session: Session) -> dict[str, Any]:
-        """Django's rules as driver options: the record lives no longer than Django's
-        expiry (the manager's lifetimes cap it too), and a write that cannot be made
-        raises (see `_refusals`)."""
-        return {"max_ttl": max(0.0, self._age(session, self.manager.clock())), "strict": True}
+    def _max_ttl(self, session: Session) -> float:
+        """Django's rule as a driver option: the record lives no longer than Django's
+        expiry (the manager's lifetimes cap it too). (With `strict`: a write that cannot be
+        made raises, see `_refusal`.)"""
+        return max(0.0, self._age(session, self.manager.clock()))
 
     def _saved(self, session: Session) -> None:
         """Take the key the commit issued; the session is read again on its next use, so
@@ -366,15 +504,11 @@ class SessionStore(SessionBase):
         await AsyncSessionAdmin(get_manager()).purge_expired()
 
 
-@contextmanager
-def _refusals(must_create: bool) -> Iterator[None]:
-    """A strict commit's refusals as Django's errors: the key taken (`CreateError`), the
+def _refusal(exc: SessionVanished | WriteConflict, must_create: bool) -> Exception:
+    """A strict commit's refusal as Django's error: the key taken (`CreateError`), the
     record gone (`UpdateError`), a key changed meanwhile (`ConflictError`)."""
-    try:
-        yield
-    except SessionVanished:
-        raise UpdateError from None
-    except WriteConflict as exc:
-        if must_create:  # a new record's key is taken: Django tries another
-            raise CreateError from None
-        raise ConflictError(*exc.args) from None
+    if isinstance(exc, SessionVanished):
+        return UpdateError()
+    if must_create:  # a new record's key is taken: Django tries another
+        return CreateError()
+    return ConflictError(*exc.args)
