@@ -44,12 +44,16 @@ __all__ = ["SessionMiddleware", "request_info"]
 def request_info(request: HttpRequest) -> RequestInfo:
     """The few facts of a Django request that sessions record: method, user agent and
     client IP (no cookies; Django's own middleware handles CSRF)."""
-    meta = request.META
+    return info_of(request.method, request.META)
+
+
+def info_of(method: str | None, meta: dict[str, Any]) -> RequestInfo:
+    """`request_info` of a request's method and `META`."""
     agent = meta.get("HTTP_USER_AGENT")
     headers = [("user-agent", agent)] if agent else ()
     # RequestInfo(method=..., headers=..., client_ip=...), positionally (a third cheaper).
     return new_request(
-        (request.method or "GET", headers, "https", None, "/", meta.get("REMOTE_ADDR") or None)
+        (method or "GET", headers, "https", None, "/", meta.get("REMOTE_ADDR") or None)
     )
 
 
@@ -68,7 +72,10 @@ class SessionMiddleware(DjangoSessionMiddleware):
 
     def process_request(self, request: HttpRequest) -> None:
         session = self._engine(request.COOKIES.get(SETTINGS.SESSION_COOKIE_NAME))
-        session._http = request  # its `request_info`, built if the session is loaded
+        # What `request_info` reads, for the session to build it if it is loaded (not the
+        # request itself: a request <-> session cycle would leave every request to the
+        # garbage collector).
+        session._http = (request.method, request.META)
         request.session = session
 
     def process_response(self, request: HttpRequest, response: HttpResponse) -> Any:

@@ -32,7 +32,7 @@ import logging
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from django.conf import settings
 from django.contrib.sessions.backends.base import CreateError, SessionBase, UpdateError
@@ -48,11 +48,8 @@ from ...request import RequestInfo
 from ...session import Session, fresh
 from ...stores.base import AsyncStore, Record, Store
 from .config import SETTINGS, get_manager
-from .middleware import request_info
+from .middleware import info_of
 from .rules import AUTH_USER_KEY, as_datetime, bind_user, corrupted, handle, listed
-
-if TYPE_CHECKING:
-    from django.http import HttpRequest
 
 __all__ = ["ConflictError", "SessionStore"]
 
@@ -83,9 +80,10 @@ class SessionStore(SessionBase):
         # Django's `encode` / `decode`, which coatcheck never calls (see `serializer`).
         self.manager: SessionManager = get_manager()
         self._info = request
-        #: The Django request, when `SessionMiddleware` made this object: `_request` is
-        #: built from it on first use (a session that is never loaded never needs it).
-        self._http: HttpRequest | None = None
+        #: The Django request's method and `META`, when `SessionMiddleware` made this
+        #: object: `_request` is built from them on first use (a session that is never
+        #: loaded never needs it).
+        self._http: tuple[str | None, dict[str, Any]] | None = None
         self._key = session_key if self._validate_session_key(session_key) else None
         self.accessed = False
         self._modified = False
@@ -126,7 +124,7 @@ class SessionStore(SessionBase):
         info = self._info
         if info is None:
             http = self._http
-            info = self._info = RequestInfo() if http is None else request_info(http)
+            info = self._info = RequestInfo() if http is None else info_of(*http)
         return info
 
     @property
