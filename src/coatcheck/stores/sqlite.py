@@ -57,7 +57,7 @@ from typing import Any, TypeVar
 
 from ..exceptions import ConfigurationError, StoreError, StoreUnavailable
 from ..revocation import Revocation, decode_rows, encode_entry
-from .base import Record
+from .base import Record, new_record
 from .threaded import ThreadedRevocationStore
 
 __all__ = ["AsyncSQLiteRevocationStore", "AsyncSQLiteStore", "SQLiteRevocationStore", "SQLiteStore"]
@@ -186,18 +186,32 @@ class _Database:
                 with self._turn:
                     return operation(self._connection())
             return operation(self._connection())
-        except sqlite3.OperationalError as exc:
+        except sqlite3.Error as exc:
+            raise self._failure(exc) from None
+
+    def _ready(self) -> sqlite3.Connection | None:
+        """This thread's connection if it is open and usable as it is (no lock to take),
+        else None: then `_run` opens it (or takes turns on the private one). The common
+        store calls test this inline and run their statement directly: `_run` and its
+        closure cost more than the statement's own Python work."""
+        if self._private:
+            return None
+        mine = getattr(self._local, "db", None)
+        return mine[1] if mine is not None and mine[0] == self._epoch else None
+
+    def _failure(self, exc: sqlite3.Error) -> StoreUnavailable:
+        """The `StoreUnavailable` (`_Busy` while locked) that a SQLite error becomes."""
+        if isinstance(exc, sqlite3.OperationalError):
             message = str(exc)
             if _locked(message):
-                raise _Busy(f"{self._what} {self.path!r} is locked: {message}") from None
+                return _Busy(f"{self._what} {self.path!r} is locked: {message}")
             if "unable to open" in message:
-                raise StoreUnavailable(
+                return StoreUnavailable(
                     f"{self._what} {self.path!r} cannot be opened: {message} "
                     "(does its directory exist, and may this process write there?)"
-                ) from None
-            raise StoreUnavailable(f"{self._what} {self.path!r} failed: {message}") from None
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"{self._what} {self.path!r} failed: {exc}") from None
+                )
+            return StoreUnavailable(f"{self._what} {self.path!r} failed: {message}")
+        return StoreUnavailable(f"{self._what} {self.path!r} failed: {exc}")
 
     def close(self) -> None:
         """Close every thread's connection. A later call opens a new one (for `:memory:`,
@@ -368,8 +382,15 @@ class SQLiteStore(_Database):
                 pass
 
     def load(self, key: str) -> Record | None:
-        row = self._run(lambda db: db.execute(self._sql_load, (key, self._clock())).fetchone())
-        return None if row is None else Record(row[0], row[1])
+        db = self._ready()
+        if db is None:
+            row = self._run(lambda db: db.execute(self._sql_load, (key, self._clock())).fetchone())
+        else:  # (`_run`, inline)
+            try:
+                row = db.execute(self._sql_load, (key, self._clock())).fetchone()
+            except sqlite3.Error as exc:
+                raise self._failure(exc) from None
+        return None if row is None else new_record((row[0], row[1]))
 
     def save(self, key: str, data: bytes, *, version: int, ttl: float, user: str | None) -> bool:
         now = self._clock()
@@ -378,8 +399,16 @@ class SQLiteStore(_Database):
             sql, args = self._sql_create, (key, data, now + ttl, user, now)
         else:
             sql, args = self._sql_update, (data, now + ttl, user, key, version, now)
-        saved = self._run(lambda db: db.execute(sql, args).rowcount) == 1
-        self._wake_purger(now)
+        db = self._ready()
+        if db is None:
+            saved = self._run(lambda db: db.execute(sql, args).rowcount) == 1
+        else:  # (`_run`, inline)
+            try:
+                saved = db.execute(sql, args).rowcount == 1
+            except sqlite3.Error as exc:
+                raise self._failure(exc) from None
+        if now >= self._next_purge:  # (`_wake_purger`, its test inline)
+            self._wake_purger(now)
         return saved
 
     def _wake_purger(self, now: float) -> None:
