@@ -41,8 +41,8 @@ from django.utils.module_loading import import_string
 from ...admin import AsyncSessionAdmin, SessionAdmin
 from ...drivers import acommit_session, aopen_session, commit_session, open_session
 from ...exceptions import SessionVanished, StoreError, WriteConflict
-from ...ids import SECRET_LENGTH, handle_of, new_secret
-from ...manager import SessionManager
+from ...ids import HANDLE_LENGTH, SECRET_LENGTH, handle_of, new_secret
+from ...manager import ServerSide, SessionManager
 from ...plans import Opening, new_opening
 from ...request import RequestInfo
 from ...session import Session, fresh
@@ -253,8 +253,23 @@ class SessionStore(SessionBase):
         return dict(session.data())
 
     def _load(self) -> Session:
-        store: Store = self.manager.mode.store  # type: ignore[assignment]  # see get_manager()
-        session = open_session(self.manager, self._request, store, opener=self._opening)
+        manager = self.manager
+        mode = manager.mode
+        store: Store = mode.store  # type: ignore[assignment]  # see get_manager()
+        key = self._key
+        transports = manager.transports
+        if mode.__class__ is ServerSide and key is not None and len(transports) == 1:
+            # `open_session` with `ServerSide.open` inline: without `migrate_from`, the key
+            # is well-formed (`_validate_session_key`), so it names its handle's record.
+            if mode.client_mode is None:
+                handle = key[:HANDLE_LENGTH]
+                opening = (self._request, manager.clock(), handle, transports[0], key, True)
+                record = store.load(handle)
+                opened = new_opening((*opening, None, False, False))
+                session = mode.attach(manager.context, opened, record)
+                # (A key that opened nothing: its record tells a corrupted one, see `_opened`.)
+                return self._opened(session, record if session.is_new else None)
+        session = open_session(manager, self._request, store, opener=self._opening)
         dead = self._unopened(session)
         return self._opened(session, None if dead is None else store.load(dead))
 
