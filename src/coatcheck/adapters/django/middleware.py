@@ -91,7 +91,7 @@ class SessionMiddleware(DjangoSessionMiddleware):
             return self._django_response(request, response)
         conf = SETTINGS
         name = conf.SESSION_COOKIE_NAME
-        empty = session.is_empty()
+        empty = not session._key and session.is_empty()
         if empty and name in request.COOKIES:
             response.delete_cookie(
                 name,
@@ -131,7 +131,7 @@ class SessionMiddleware(DjangoSessionMiddleware):
                     )
                     vary = True
         if vary:
-            patch_vary_headers(response, ("Cookie",))
+            _vary_on_cookie(response)
         return response
 
     def _django_response(self, request: HttpRequest, response: HttpResponse) -> Any:
@@ -166,6 +166,18 @@ class SessionMiddleware(DjangoSessionMiddleware):
 
 #: Set on a request whose session save was refused, so that it is not tried again.
 _REFUSED = "_coatcheck_refused"
+
+
+def _vary_on_cookie(response: HttpResponse) -> None:
+    """`patch_vary_headers(response, ("Cookie",))`: when the response has no `Vary` yet
+    (the usual case), the header is stored as `ResponseHeaders.__setitem__` would store
+    it, without its ~8 Python calls and the KeyError of `has_header`."""
+    store = getattr(response.headers, "_store", None)
+    if store.__class__ is dict and "vary" not in store:  # type: ignore[operator]
+        store["vary"] = ("Vary", "Cookie")  # type: ignore[index]
+    else:
+        patch_vary_headers(response, ("Cookie",))
+
 
 _last_date: tuple[int, str] = (0, "")
 
