@@ -21,6 +21,7 @@ an ordinary 500 with a traceback, as with Django's own engines.
 from __future__ import annotations
 
 import time
+from http.cookies import Morsel
 from typing import TYPE_CHECKING, Any
 
 from django.contrib.sessions.backends.base import UpdateError
@@ -31,6 +32,7 @@ from django.utils.cache import patch_vary_headers
 from django.utils.http import http_date
 
 from ...exceptions import ConfigurationError, WriteConflict
+from ...ids import SECRET_LENGTH
 from ...request import RequestInfo, new_request
 from ..failures import COMMIT_ERRORS, CommitError, refusal
 from .config import SETTINGS
@@ -118,17 +120,19 @@ class SessionMiddleware(DjangoSessionMiddleware):
                         ) from exc
                     except COMMIT_ERRORS as exc:
                         return self._refuse(request, exc)
-                    response.set_cookie(  # (as Django's, whose stubs disagree with it)
-                        name,
-                        session._key,  # type: ignore[arg-type]
-                        max_age=max_age,
-                        expires=expires,
-                        domain=conf.SESSION_COOKIE_DOMAIN,
-                        path=conf.SESSION_COOKIE_PATH,
-                        secure=conf.SESSION_COOKIE_SECURE or None,  # type: ignore[arg-type]
-                        httponly=conf.SESSION_COOKIE_HTTPONLY or None,  # type: ignore[arg-type]
-                        samesite=conf.SESSION_COOKIE_SAMESITE,
-                    )
+                    key = session._key
+                    template = _cookie_template()
+                    if (
+                        template is None
+                        or key is None
+                        or len(key) != SECRET_LENGTH  # (a coatcheck secret needs no quoting)
+                        or name in response.cookies  # (the view set it: Django merges)
+                    ):
+                        _set_cookie(response, name, key, max_age, expires)
+                    else:
+                        dict.__setitem__(
+                            response.cookies, name, _morsel(template, name, key, max_age, expires)
+                        )
                     vary = True
         if vary:
             _vary_on_cookie(response)
@@ -168,13 +172,93 @@ class SessionMiddleware(DjangoSessionMiddleware):
 _REFUSED = "_coatcheck_refused"
 
 
+def _set_cookie(
+    response: HttpResponse, name: str, key: Any, max_age: int | None, expires: str | None
+) -> None:
+    """The session cookie, as Django's middleware sets it."""
+    conf = SETTINGS
+    response.set_cookie(  # (as Django's, whose stubs disagree with it)
+        name,
+        key,
+        max_age=max_age,
+        expires=expires,
+        domain=conf.SESSION_COOKIE_DOMAIN,
+        path=conf.SESSION_COOKIE_PATH,
+        secure=conf.SESSION_COOKIE_SECURE or None,  # type: ignore[arg-type]
+        httponly=conf.SESSION_COOKIE_HTTPONLY or None,  # type: ignore[arg-type]
+        samesite=conf.SESSION_COOKIE_SAMESITE,
+    )
+
+
+def _morsel(
+    template: Morsel[str], name: str, value: str, max_age: int | None, expires: str | None
+) -> Morsel[str]:
+    """The `Morsel` `_set_cookie` puts in `response.cookies` for a value that needs no
+    quoting: `template` (the settings' attributes) copied, without `Morsel()`'s loop over
+    its attributes, `set`'s key check and `set_cookie`'s ~8 `Morsel.__setitem__` calls
+    (40k instructions of a 50k `set_cookie`). `_cookie_template` checks it against
+    `set_cookie` itself."""
+    morsel: Morsel[str] = Morsel.__new__(Morsel)
+    dict.update(morsel, template)
+    morsel.__dict__.update(_key=name, _value=value, _coded_value=value)
+    if expires is not None:
+        dict.__setitem__(morsel, "expires", expires)
+    if max_age is not None:
+        dict.__setitem__(morsel, "max-age", int(max_age))
+    return morsel
+
+
+def _cookie_template() -> Morsel[str] | None:
+    """A `Morsel` with the session cookie's attributes from the settings (kept with
+    `SETTINGS`), or None if `_morsel` built from it would not be exactly the cookie
+    `set_cookie` makes (then `set_cookie` it is)."""
+    kept = SETTINGS.__dict__
+    template: Morsel[str] | None = kept.get("_cookie_template", _UNSET)
+    if template is not _UNSET:
+        return template
+    conf = SETTINGS
+    template = Morsel()
+    if conf.SESSION_COOKIE_PATH is not None:
+        template["path"] = conf.SESSION_COOKIE_PATH
+    if conf.SESSION_COOKIE_DOMAIN is not None:
+        template["domain"] = conf.SESSION_COOKIE_DOMAIN
+    if conf.SESSION_COOKIE_SECURE:
+        template["secure"] = True
+    if conf.SESSION_COOKIE_HTTPONLY:
+        template["httponly"] = True
+    samesite = conf.SESSION_COOKIE_SAMESITE
+    if samesite:
+        if samesite.lower() not in ("lax", "none", "strict"):
+            return None  # set_cookie raises its ValueError, on each response, as Django's
+        template["samesite"] = samesite
+    name, value = conf.SESSION_COOKIE_NAME, "x" * SECRET_LENGTH
+    for max_age, expires in ((None, None), (60, "Thu, 01 Jan 2026 00:00:00 GMT")):
+        reference = HttpResponse()
+        _set_cookie(reference, name, value, max_age, expires)
+        made, morsel = reference.cookies[name], _morsel(template, name, value, max_age, expires)
+        if (made.key, made.value, made.coded_value, dict(made), made.output()) != (
+            morsel.key,
+            morsel.value,
+            morsel.coded_value,
+            dict(morsel),
+            morsel.output(),
+        ):
+            template = None
+            break
+    kept["_cookie_template"] = template
+    return template
+
+
+_UNSET: Any = object()
+
+
 def _vary_on_cookie(response: HttpResponse) -> None:
     """`patch_vary_headers(response, ("Cookie",))`: when the response has no `Vary` yet
     (the usual case), the header is stored as `ResponseHeaders.__setitem__` would store
     it, without its ~8 Python calls and the KeyError of `has_header`."""
     store = getattr(response.headers, "_store", None)
-    if store.__class__ is dict and "vary" not in store:  # type: ignore[operator]
-        store["vary"] = ("Vary", "Cookie")  # type: ignore[index]
+    if store.__class__ is dict and "vary" not in store:
+        store["vary"] = ("Vary", "Cookie")
     else:
         patch_vary_headers(response, ("Cookie",))
 
