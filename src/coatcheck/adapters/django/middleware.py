@@ -72,6 +72,15 @@ class SessionMiddleware(DjangoSessionMiddleware):
             )
         self._engine: type[SessionStore] = engine
 
+    def __call__(self, request: HttpRequest) -> Any:
+        """`MiddlewareMixin.__call__`, without its two `hasattr` tests (this class has
+        both hooks)."""
+        if self.async_mode:
+            return self.__acall__(request)
+        response = self.process_request(request)  # type: ignore[func-returns-value]
+        response = response or self.get_response(request)
+        return self.process_response(request, response)  # type: ignore[arg-type]
+
     def process_request(self, request: HttpRequest) -> None:
         session = self._engine(request.COOKIES.get(SETTINGS.SESSION_COOKIE_NAME))
         # What `request_info` reads, for the session to build it if it is loaded (not the

@@ -124,7 +124,7 @@ class SessionStore(SessionBase):
         info = self._info
         if info is None:
             http = self._http
-            info = self._info = RequestInfo() if http is None else info_of(*http)
+            info = self._info = RequestInfo() if http is None else info_of(http[0], http[1])
         return info
 
     @property
@@ -258,17 +258,30 @@ class SessionStore(SessionBase):
         store: Store = mode.store  # type: ignore[assignment]  # see get_manager()
         key = self._key
         transports = manager.transports
-        if mode.__class__ is ServerSide and key is not None and len(transports) == 1:
+        if (
+            mode.__class__ is ServerSide
+            and manager.client_mode is None
+            and key is not None
+            and len(transports) == 1
+        ):
             # `open_session` with `ServerSide.open` inline: without `migrate_from`, the key
             # is well-formed (`_validate_session_key`), so it names its handle's record.
-            if mode.client_mode is None:
-                handle = key[:HANDLE_LENGTH]
-                opening = (self._request, manager.clock(), handle, transports[0], key, True)
-                record = store.load(handle)
-                opened = new_opening((*opening, None, False, False))
-                session = mode.attach(manager.context, opened, record)
-                # (A key that opened nothing: its record tells a corrupted one, see `_opened`.)
-                return self._opened(session, record if session.is_new else None)
+            handle = key[:HANDLE_LENGTH]
+            opening = (self._request, manager.clock(), handle, transports[0], key, True)
+            record = store.load(handle)
+            opened = new_opening((*opening, None, False, False))
+            session = mode.attach(manager.context, opened, record)
+            if session.is_new:  # (its record tells a corrupted one, see `_opened`)
+                return self._opened(session, record)
+            # `_opened` for a session that opened, its expiry inline when Django's is the
+            # default (no `set_expiry`): the common load.
+            if "_session_expiry" in session.data():
+                return self._opened(session, None)
+            if session.last_seen + self.get_session_cookie_age() <= manager.clock():
+                return self._opened(session, None)  # (expired: `_opened` says so)
+            state = session._state  # (`session.modified`: nothing read or changed yet)
+            self._due = state.rotate is not None or state.meta_changed
+            return session
         session = open_session(manager, self._request, store, opener=self._opening)
         dead = self._unopened(session)
         return self._opened(session, None if dead is None else store.load(dead))
