@@ -144,7 +144,8 @@ class _Database:
             if self._private:
                 self._shared = db
             else:
-                self._local.db = (epoch, db)
+                # (and a cursor kept for `_ready`'s callers: `db.execute` makes one a call)
+                self._local.db = (epoch, db, db.cursor())
         return db
 
     def _open(self) -> _Connection:
@@ -189,15 +190,16 @@ class _Database:
         except sqlite3.Error as exc:
             raise self._failure(exc) from None
 
-    def _ready(self) -> sqlite3.Connection | None:
-        """This thread's connection if it is open and usable as it is (no lock to take),
-        else None: then `_run` opens it (or takes turns on the private one). The common
-        store calls test this inline and run their statement directly: `_run` and its
-        closure cost more than the statement's own Python work."""
+    def _ready(self) -> sqlite3.Cursor | None:
+        """A cursor of this thread's connection if that is open and usable as it is (no
+        lock to take), else None: then `_run` opens it (or takes turns on the private
+        one). The common store calls run their statement on it directly: `_run` and its
+        closure cost more than the statement's own Python work, and a new cursor per
+        statement (`db.execute`) a tenth of a load."""
         if self._private:
             return None
         mine = getattr(self._local, "db", None)
-        return mine[1] if mine is not None and mine[0] == self._epoch else None
+        return mine[2] if mine is not None and mine[0] == self._epoch else None
 
     def _failure(self, exc: sqlite3.Error) -> StoreUnavailable:
         """The `StoreUnavailable` (`_Busy` while locked) that a SQLite error becomes."""
@@ -382,12 +384,12 @@ class SQLiteStore(_Database):
                 pass
 
     def load(self, key: str) -> Record | None:
-        db = self._ready()
-        if db is None:
+        cursor = self._ready()
+        if cursor is None:
             row = self._run(lambda db: db.execute(self._sql_load, (key, self._clock())).fetchone())
         else:  # (`_run`, inline)
             try:
-                row = db.execute(self._sql_load, (key, self._clock())).fetchone()
+                row = cursor.execute(self._sql_load, (key, self._clock())).fetchone()
             except sqlite3.Error as exc:
                 raise self._failure(exc) from None
         return None if row is None else new_record((row[0], row[1]))
@@ -399,12 +401,12 @@ class SQLiteStore(_Database):
             sql, args = self._sql_create, (key, data, now + ttl, user, now)
         else:
             sql, args = self._sql_update, (data, now + ttl, user, key, version, now)
-        db = self._ready()
-        if db is None:
+        cursor = self._ready()
+        if cursor is None:
             saved = self._run(lambda db: db.execute(sql, args).rowcount) == 1
         else:  # (`_run`, inline)
             try:
-                saved = db.execute(sql, args).rowcount == 1
+                saved = cursor.execute(sql, args).rowcount == 1
             except sqlite3.Error as exc:
                 raise self._failure(exc) from None
         if now >= self._next_purge:  # (`_wake_purger`, its test inline)
