@@ -686,3 +686,81 @@ def test_a_migrated_token_is_revoked_on_every_replica(store: Store, clock: FakeC
         other = client()
         other.cookies[COOKIE] = token
         assert other.get("/dump").json()["data"] == {}
+
+
+# -- the middleware's shortcuts give what Django's own code gives ------------------------------
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "",
+        "sessionid=abc",
+        "_ga=GA1.1.1.2; sessionid=abc",
+        " a = 1 ;b=2;",
+        "a=1; a=2",
+        "novalue; =x; a=b=c",
+        "a=1;;b",
+        "\ta=1\t;\x1fb=2",
+        'a="quoted"; b=2',
+        '"q"=1',
+        "a=caf\u00e9",  # not ASCII: Django's own parse
+    ],
+)
+def test_cookies_are_parsed_as_django_parses_them(header: str) -> None:
+    from django.test import RequestFactory
+
+    from coatcheck.adapters.django.middleware import _cookies
+
+    request = RequestFactory().get("/", HTTP_COOKIE=header)
+    parsed = _cookies(request)
+    assert parsed == RequestFactory().get("/", HTTP_COOKIE=header).COOKIES
+    assert request.COOKIES is parsed  # kept for what reads it next
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"SESSION_COOKIE_SECURE": True, "SESSION_COOKIE_SAMESITE": "Strict"},
+        {"SESSION_COOKIE_SAMESITE": None, "SESSION_COOKIE_HTTPONLY": False},
+        {"SESSION_COOKIE_DOMAIN": "example.com", "SESSION_COOKIE_PATH": "/app"},
+        {"SESSION_EXPIRE_AT_BROWSER_CLOSE": True},
+        {"SESSION_COOKIE_NAME": "sid", "SESSION_COOKIE_AGE": 60},
+    ],
+)
+def test_the_session_cookie_is_the_one_django_sets(
+    manager: SessionManager, overrides: dict[str, Any]
+) -> None:
+    from http.cookies import Morsel
+
+    from django.http import HttpResponse
+
+    from coatcheck.adapters.django.middleware import _cookie_template
+
+    with override_settings(**overrides):
+        response = client().get("/set?key=k&value=v")
+        name = settings.SESSION_COOKIE_NAME
+        morsel = response.cookies[name]
+        assert _cookie_template() is not None  # the template was used, and checked
+        reference = HttpResponse()
+        reference.set_cookie(
+            name,
+            morsel.value,
+            max_age=morsel["max-age"] if morsel["max-age"] != "" else None,
+            expires=morsel["expires"] or None,
+            domain=settings.SESSION_COOKIE_DOMAIN,
+            path=settings.SESSION_COOKIE_PATH,
+            secure=settings.SESSION_COOKIE_SECURE or None,  # type: ignore[arg-type]
+            httponly=settings.SESSION_COOKIE_HTTPONLY or None,  # type: ignore[arg-type]
+            samesite=settings.SESSION_COOKIE_SAMESITE,
+        )
+        made = reference.cookies[name]
+        assert type(morsel) is Morsel
+        assert (morsel.key, morsel.value, morsel.coded_value) == (made.key, made.value, made.value)
+        assert dict(morsel) == dict(made) and morsel.output() == made.output()
+        assert is_wellformed(morsel.value)
+        if settings.SESSION_EXPIRE_AT_BROWSER_CLOSE:
+            assert morsel["max-age"] == "" and morsel["expires"] == ""
+        else:
+            assert morsel["max-age"] == settings.SESSION_COOKIE_AGE
