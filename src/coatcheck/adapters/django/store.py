@@ -96,6 +96,15 @@ class SessionStore(SessionBase):
 
     # -- state -----------------------------------------------------------------------------
 
+    # The key lives in `_key`, read directly on the request path (`SessionBase` keeps it
+    # behind a property that calls `_get_session_key`).
+
+    def _get_session_key(self) -> str | None:
+        return self._key
+
+    def _set_session_key(self, value: str | None) -> None:
+        self._key = value if self._validate_session_key(value) else None
+
     @property
     def session_key(self) -> str | None:
         return self._key
