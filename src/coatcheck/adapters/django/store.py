@@ -71,14 +71,14 @@ class SessionStore(SessionBase):
     """`SESSION_ENGINE = "coatcheck.adapters.django"`. `request` (from coatcheck's
     `SessionMiddleware`) gives the client IP and user agent that session listings show."""
 
-    _session_cache: Session
-
     def __init__(
         self, session_key: str | None = None, *, request: RequestInfo | None = None
     ) -> None:
         # Not `SessionBase.__init__`: it imports `SESSION_SERIALIZER` on every request, for
         # Django's `encode` / `decode`, which coatcheck never calls (see `serializer`).
         self.manager: SessionManager = get_manager()
+        #: The session in use (`_session_cache`, Django's name for it), None until loaded.
+        self._live: Session | None = None
         self._info = request
         #: The Django request's method and `META`, when `SessionMiddleware` made this
         #: object: `_request` is built from them on first use (a session that is never
@@ -121,11 +121,32 @@ class SessionStore(SessionBase):
     def serializer(self) -> Any:
         """Django's `SESSION_SERIALIZER`, for `encode` / `decode` (coatcheck stores its own
         JSON records and never calls them)."""
-        return self.__dict__.get("_serializer") or import_string(settings.SESSION_SERIALIZER)
+        serializer = self._serializer
+        return import_string(settings.SESSION_SERIALIZER) if serializer is None else serializer
 
     @serializer.setter
     def serializer(self, value: Any) -> None:
-        self.__dict__["_serializer"] = value
+        self._serializer = value
+
+    _serializer: Any = None
+
+    @property
+    def _session_cache(self) -> Session:
+        """Django's attribute for the session in use; missing until one is (`hasattr`).
+        It lives in `_live`, which the request path reads (an attribute that is always
+        there: no `__dict__` look-up, which would also slow every attribute access)."""
+        live = self._live
+        if live is None:
+            raise AttributeError("_session_cache")
+        return live
+
+    @_session_cache.setter
+    def _session_cache(self, session: Session) -> None:
+        self._live = session
+
+    @_session_cache.deleter
+    def _session_cache(self) -> None:
+        self._live = None
 
     @property
     def _request(self) -> RequestInfo:
@@ -169,28 +190,28 @@ class SessionStore(SessionBase):
     # -- the mapping: Django's, without its two calls per access (`_session`, `_get_session`)
 
     def __getitem__(self, key: str) -> Any:
-        session = self.__dict__.get("_session_cache")
+        session = self._live
         if session is None:
             session = self._get_session()
         self.accessed = True
         return session[key]
 
     def get(self, key: str, default: Any = None) -> Any:
-        session = self.__dict__.get("_session_cache")
+        session = self._live
         if session is None:
             session = self._get_session()
         self.accessed = True
         return session.get(key, default)
 
     def __contains__(self, key: object) -> bool:
-        session = self.__dict__.get("_session_cache")
+        session = self._live
         if session is None:
             session = self._get_session()
         self.accessed = True
         return key in session
 
     def __setitem__(self, key: str, value: Any) -> None:
-        session = self.__dict__.get("_session_cache")
+        session = self._live
         if session is None:
             session = self._get_session()
         self.accessed = True
@@ -200,7 +221,7 @@ class SessionStore(SessionBase):
     def is_empty(self) -> bool:
         if self._key:
             return False
-        session = self.__dict__.get("_session_cache")
+        session = self._live
         return session is None or not session.data()
 
     def _get_new_session_key(self) -> str:
@@ -211,12 +232,12 @@ class SessionStore(SessionBase):
 
     def _get_session(self, no_load: bool = False) -> Session:
         self.accessed = True
-        session = self.__dict__.get("_session_cache")
+        session = self._live
         if session is None:
             if no_load or self._key is None:
-                session = self._session_cache = self._anonymous()
+                session = self._live = self._anonymous()
             else:
-                session = self._session_cache = self._load()
+                session = self._live = self._load()
         return session
 
     async def _aget_session(self, no_load: bool = False) -> Session:
@@ -228,7 +249,7 @@ class SessionStore(SessionBase):
         """Whether the session is to be read from the store: none is in use yet and there
         is a key to read (without one, a fresh session is put in use)."""
         self.accessed = True
-        if "_session_cache" in self.__dict__:
+        if self._live is not None:
             return False
         if no_load or self._key is None:
             self._session_cache = self._anonymous()
@@ -258,7 +279,8 @@ class SessionStore(SessionBase):
     def _loaded(self, session: Session) -> dict[str, Any]:
         # Kept unless a session is already in use: loading may forget the key, and the
         # session it leaves (with any dead record to delete) is the one to save next.
-        self.__dict__.setdefault("_session_cache", session)
+        if self._live is None:
+            self._live = session
         return dict(session.data())
 
     def _load(self) -> Session:
@@ -398,7 +420,7 @@ class SessionStore(SessionBase):
     def _creating(self) -> Iterator[None]:
         """Sets the key of each attempt to create a record: the unsaved session's own
         (it carries the dead record to delete, if any), then fresh ones."""
-        cache: Session | None = self.__dict__.get("_session_cache")
+        cache = self._live
         own = cache.secret if cache is not None and cache.is_new else None
         for attempt in range(CREATE_ATTEMPTS):
             self._session_key = own if attempt == 0 and own is not None else new_secret()
@@ -461,7 +483,7 @@ class SessionStore(SessionBase):
             return
         self._session_key = session.secret
         self._stored = True
-        del self._session_cache
+        self._live = None
 
     def delete(self, session_key: str | None = None) -> None:
         key = handle(self.session_key if session_key is None else session_key)
