@@ -105,9 +105,11 @@ def _lifetimes(value: Any) -> Lifetimes:
 
 
 class SessionSettings:
-    """Django's session settings (and `USE_TZ`), read from `settings` on first use and
-    kept: every `settings.X` is a Python call of `LazySettings.__getattribute__`, and a
-    request would read up to a dozen. Read again after a test overrides one of them."""
+    """Django's session settings, read from `settings` once (`load`, by the first
+    `SessionStore` or `SessionMiddleware`) and kept: every `settings.X` is a Python call of
+    `LazySettings.__getattribute__`, and a request would read up to a dozen. Read again
+    as soon as a test overrides one of them. (Plain attributes: a `__getattr__` on the
+    class would make every read of them a slower, unspecialised look-up.)"""
 
     NAMES = frozenset(
         {
@@ -120,18 +122,28 @@ class SessionSettings:
             "SESSION_COOKIE_SECURE",
             "SESSION_EXPIRE_AT_BROWSER_CLOSE",
             "SESSION_SAVE_EVERY_REQUEST",
-            "USE_TZ",
         }
     )
 
-    def __getattr__(self, name: str) -> Any:  # only while not read yet
-        if name not in self.NAMES:
-            raise AttributeError(name)
-        self.__dict__.update({n: getattr(settings, n) for n in self.NAMES})
-        return self.__dict__[name]
+    loaded = False
+    SESSION_COOKIE_AGE: Any
+    SESSION_COOKIE_DOMAIN: Any
+    SESSION_COOKIE_HTTPONLY: Any
+    SESSION_COOKIE_NAME: Any
+    SESSION_COOKIE_PATH: Any
+    SESSION_COOKIE_SAMESITE: Any
+    SESSION_COOKIE_SECURE: Any
+    SESSION_EXPIRE_AT_BROWSER_CLOSE: Any
+    SESSION_SAVE_EVERY_REQUEST: Any
+    #: What users of these settings derive from them (`SessionMiddleware`'s cookie
+    #: template), forgotten when they change.
+    derived: dict[str, Any]
 
-    def reset(self) -> None:
-        self.__dict__.clear()
+    def load(self) -> None:
+        for name in self.NAMES:
+            setattr(self, name, getattr(settings, name))
+        self.derived = {}
+        self.loaded = True
 
 
 #: The session settings every request reads (see `SessionSettings`).
@@ -140,8 +152,8 @@ SETTINGS = SessionSettings()
 
 def _reset(*, setting: str, **kwargs: Any) -> None:
     global _manager
-    if setting in SessionSettings.NAMES:
-        SETTINGS.reset()
+    if setting in SessionSettings.NAMES and SETTINGS.loaded:
+        SETTINGS.load()
     if setting in WATCHED:
         with _lock:
             _manager = None

@@ -73,6 +73,8 @@ class SessionMiddleware(DjangoSessionMiddleware):
                 'SESSION_ENGINE = "coatcheck.adapters.django"'
             )
         self._engine: type[SessionStore] = engine
+        if not SETTINGS.loaded:
+            SETTINGS.load()
 
     def __call__(self, request: HttpRequest) -> Any:
         """`MiddlewareMixin.__call__`, without its two `hasattr` tests (this class has
@@ -252,8 +254,8 @@ def _cookie_template() -> Morsel[str] | None:
     """A `Morsel` with the session cookie's attributes from the settings (kept with
     `SETTINGS`), or None if `_morsel` built from it would not be exactly the cookie
     `set_cookie` makes (then `set_cookie` it is)."""
-    kept = SETTINGS.__dict__
-    template: Morsel[str] | None = kept.get("_cookie_template", _UNSET)
+    kept = SETTINGS.derived
+    template: Morsel[str] | None = kept.get("cookie_template", _UNSET)
     if template is not _UNSET:
         return template
     conf = SETTINGS
@@ -285,7 +287,7 @@ def _cookie_template() -> Morsel[str] | None:
         ):
             template = None
             break
-    kept["_cookie_template"] = template
+    kept["cookie_template"] = template
     return template
 
 

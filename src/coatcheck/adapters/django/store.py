@@ -77,6 +77,8 @@ class SessionStore(SessionBase):
         # Not `SessionBase.__init__`: it imports `SESSION_SERIALIZER` on every request, for
         # Django's `encode` / `decode`, which coatcheck never calls (see `serializer`).
         self.manager: SessionManager = get_manager()
+        if not SETTINGS.loaded:
+            SETTINGS.load()
         #: The session in use (`_session_cache`, Django's name for it), None until loaded.
         self._live: Session | None = None
         self._info = request
