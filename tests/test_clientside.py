@@ -400,6 +400,31 @@ def test_regenerate_keeps_old_token_for_the_grace_window(clock: FakeClock) -> No
     assert device.open()["a"] == 1
 
 
+@pytest.mark.parametrize("store", ["memory://", None])
+def test_two_regenerations_from_one_token_leave_one_current(clock: FakeClock, store: Any) -> None:
+    """Two requests opened with the same token both regenerate: the later one's token
+    supersedes the earlier one's (a generation above it), which then dies with its grace
+    window; before the fix both carried generation 1 and the earlier one lived on."""
+    device = Device(client_manager(clock, store=store, lifetimes=Lifetimes(renewal=None, grace=10)))
+    device.visit(a=1)
+    first, second = device.open(), device.open()
+    first.regenerate()
+    device.commit(first)
+    earlier = dict(device.cookies)
+    clock.advance(1)
+    second.regenerate()
+    device.commit(second)
+    later = dict(device.cookies)
+    assert earlier != later
+    clock.advance(9)
+    device.cookies = earlier
+    assert device.open()["a"] == 1  # within its grace window
+    clock.advance(2)
+    assert device.open().is_new
+    device.cookies = later
+    assert device.open()["a"] == 1
+
+
 def test_a_10_kb_session_round_trips_through_chunked_cookies(clock: FakeClock) -> None:
     device = Device(client_manager(clock))
     blob = "x" * 10_000

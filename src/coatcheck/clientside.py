@@ -486,7 +486,11 @@ class ClientSide:
         elif session.is_new:
             session.id = new_handle()
         elif state.rotate == "regenerate":
-            state.generation += 1
+            # Above every generation this session is known to have: two requests that
+            # both regenerate from one token must not hand out two tokens of the same
+            # generation, or the earlier one would outlive the grace window (the driver
+            # brings the list up to date first).
+            state.generation = max(state.generation, self.revocation_list.generation(old_sid)) + 1
             revocations = (self.revocation(context, old_sid, generation=state.generation),)
         if state.rotate is not None:
             session.rotated_at = now

@@ -95,6 +95,9 @@ def commit_session(
     `WriteConflict` when a new record's key is taken and `SessionVanished` when the
     session's record is gone, where the default drops the write (nothing is stored either
     way, and no header is returned)."""
+    client = manager.client_mode
+    if client is not None and session._state.rotate == "regenerate":
+        run(_polling(manager, client.revocations, force=True))  # see `ClientSide.commit`
     commit = manager.mode.commit(manager.context, session)  # (`manager.commit`)
     write = commit.write
     if write is None and not (commit.deletes or commit.revocations or commit.revoke_user):
@@ -110,7 +113,6 @@ def commit_session(
         except StoreError as exc:
             _dropped(manager, exc)  # `write` stays, its token is issued
             return manager.finish(session, commit, write)
-    client = manager.client_mode
     revocations = None if client is None else client.revocations
     return run(_committing(manager, session, commit, store, revocations, max_ttl, strict, tried))
 
@@ -124,6 +126,9 @@ async def acommit_session(
     strict: bool = False,
 ) -> Headers:
     """Async twin of `commit_session`."""
+    client = manager.client_mode
+    if client is not None and session._state.rotate == "regenerate":
+        await arun(_polling(manager, client.async_revocations, force=True))
     commit = manager.mode.commit(manager.context, session)  # (`manager.commit`)
     write = commit.write
     if write is None and not (commit.deletes or commit.revocations or commit.revoke_user):
@@ -139,7 +144,6 @@ async def acommit_session(
         except StoreError as exc:
             _dropped(manager, exc)  # `write` stays, its token is issued
             return manager.finish(session, commit, write)
-    client = manager.client_mode
     revocations = None if client is None else client.async_revocations
     plan = _committing(manager, session, commit, store, revocations, max_ttl, strict, tried)
     return await arun(plan)

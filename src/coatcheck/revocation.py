@@ -204,6 +204,11 @@ class RevocationList:
                     return REVOKED
         return verdict
 
+    def generation(self, sid: str) -> int:
+        """The newest generation that entries of session `sid` supersede older tokens
+        for (0 if none): where a `regenerate()` starts counting."""
+        return max((e.generation or 0 for e in self._sids.get(sid, ())), default=0)
+
     def is_revoked(self, sid: str, user: str | None, issued_at: float, now: float) -> bool:
         """Whether a token for session `sid` of `user`, issued at `issued_at`, is refused
         (whatever its generation)."""
