@@ -236,20 +236,51 @@ class StoreCalls:
     writes: int = 0  # save, rotate, delete, delete_user
 
 
+COUNTED = ("load", "save", "rotate", "delete", "delete_user")
+#: Where a mode keeps its stores (`ServerSide`, `ClientSide`), for `counting`'s stand-in.
+MODE_STORE_ATTRIBUTES = ("_async", "_sync", "_async_store", "_store")
+
+
 @contextmanager
-def counting(store: Any) -> Iterator[StoreCalls]:
-    """Count the calls coatcheck's driver makes to `store` (None: count nothing)."""
+def counting(store: Any, mode: Any = None) -> Iterator[StoreCalls]:
+    """Count the calls coatcheck's driver makes to `store` (None: count nothing), the
+    store of `mode`. A store of a compiled class takes no instance attributes: the mode
+    then holds a counting stand-in for it instead, for the duration."""
     calls = StoreCalls()
-    names = ("load", "save", "rotate", "delete", "delete_user")
-    if store is not None:
-        for name in names:
+    if store is None:
+        yield calls
+        return
+    try:
+        for name in COUNTED:
             setattr(store, name, _counted(getattr(store, name), name, calls))
+    except AttributeError:  # a compiled store (mypyc: no instance __dict__)
+        swapped = [a for a in MODE_STORE_ATTRIBUTES if getattr(mode, a, None) is store]
+        if not swapped:
+            raise
+        for attribute in swapped:
+            setattr(mode, attribute, _CountingStore(store, calls))
+        try:
+            yield calls
+        finally:
+            for attribute in swapped:
+                setattr(mode, attribute, store)
+        return
     try:
         yield calls
     finally:
-        if store is not None:
-            for name in names:
-                delattr(store, name)  # the class's method again
+        for name in COUNTED:
+            delattr(store, name)  # the class's method again
+
+
+class _CountingStore:
+    """`store`, its calls in `COUNTED` counted."""
+
+    def __init__(self, store: Any, calls: StoreCalls) -> None:
+        self._store, self._calls = store, calls
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._store, name)
+        return _counted(attribute, name, self._calls) if name in COUNTED else attribute
 
 
 def _counted(method: Callable[..., Any], name: str, calls: StoreCalls) -> Callable[..., Any]:
@@ -292,7 +323,8 @@ def check(target: Target, scenarios: tuple[str, ...]) -> dict[str, Facts]:
     facts: dict[str, Facts] = {}
     for scenario, visitor in visitors(jar, scenarios).items():
         peers.state.last_read = ()
-        with counting(target.store() if ours else None) as calls:
+        mode = target.manager.mode if ours else None
+        with counting(target.store() if ours else None, mode) as calls:
             cookies = peers.request(target, PATHS[scenario], visitor)
         facts[scenario] = Facts(bool(cookies), calls if ours else None)
         where = f"{impl}, {scenario}"
