@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
+from .._mypyc import mypyc_attr
 from ..csrf import SAFE_METHODS, form_limit, form_token
 from ..drivers import acommit_session, aopen_session
 from ..exceptions import ConfigurationError, CSRFError, SessionRequired, StoreError
@@ -68,6 +69,8 @@ def require_session(connection: Any, *, authenticated: bool = False) -> Session:
     return session
 
 
+# Applications may subclass it (e.g. to wrap `__call__`): compiled, the class must allow it.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class SessionMiddleware:
     """Load, expose and commit sessions around an ASGI application.
 

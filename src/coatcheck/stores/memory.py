@@ -38,6 +38,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from .._fast import fast_constructor
+from .._mypyc import mypyc_attr
 from ..revocation import Revocation
 from .base import Record, new_record
 
@@ -67,6 +68,9 @@ def _entry(data: bytes, version: int, expires_at: float, user: str | None) -> _E
     return _new_entry((record, expires_at, user, bucket))
 
 
+# Subclassed by tests and applications (fault injection, counting): compiled, the class
+# must allow it explicitly.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class MemoryStore:
     """A dict of records with expiry, a per-user index, expiry buckets swept a few records
     per operation, and a lock around each operation."""
@@ -271,6 +275,9 @@ class AsyncMemoryStore:
         self.sync.close()
 
 
+# Subclassed by tests and applications (fault injection, counting): compiled, the class
+# must allow it explicitly.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class MemoryRevocationStore:
     """Revocations in this process (one process, tests). Changes are visible at once."""
 
