@@ -42,6 +42,7 @@ COMPILED = (
     "serverside",
     "session",
     "stores.memory",
+    "stores.resp",
     "tokens",
     "transports",
 )

@@ -212,17 +212,20 @@ def test_a_broken_connection_is_retried_once_on_a_new_one(
     store = RedisStore(redis_server.url, prefix=fresh_prefix())
     assert store._lane is not None
     opened: list[Any] = []
-    real_open = store._lane._open
+    real_connect = socket.create_connection
     broken = 2
 
-    def open_broken() -> Any:
-        conn = real_open()
+    # The seam is the socket module, not the lane: a compiled `SyncLane` (mypyc) takes no
+    # instance attributes. This server has no handshake (no AUTH, db 0), so a socket broken
+    # once connected is a connection broken before the command.
+    def connect_broken(*args: Any, **kwargs: Any) -> Any:
+        sock = real_connect(*args, **kwargs)
         if len(opened) < broken:
-            conn.sock.shutdown(socket.SHUT_RDWR)  # connected, then broken before the command
-        opened.append(conn)
-        return conn
+            sock.shutdown(socket.SHUT_RDWR)  # connected, then broken before the command
+        opened.append(sock)
+        return sock
 
-    monkeypatch.setattr(store._lane, "_open", open_broken)
+    monkeypatch.setattr(socket, "create_connection", connect_broken)
     with pytest.raises(StoreUnavailable):
         store.load(KEY)
     assert len(opened) == 2 and idle(store) == 0
