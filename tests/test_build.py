@@ -25,8 +25,6 @@ EXPECT_COMPILED = os.environ.get("COATCHECK_EXPECT_COMPILED") == "1"
 #: The modules the build hook compiles (pyproject.toml, `hooks.mypyc.include`).
 COMPILED = (
     "adapters.asgi",
-    "adapters.failures",
-    "admin",
     "audit",
     "clientside",
     "csrf",
@@ -97,3 +95,26 @@ def test_an_interpreted_subclass_of_the_manager_overrides_compiled_calls() -> No
     session = manager.anonymous(RequestInfo(method="GET", headers=[], host="example.test"))
     assert seen == [""]
     assert isinstance(session, Session)
+
+
+def test_the_classes_documented_as_subclassable_are() -> None:
+    """docs/operating.md: besides `SessionManager` and `Cookie`, the memory stores and the
+    ASGI middleware allow interpreted subclasses when compiled (`mypyc_attr`)."""
+    from coatcheck.adapters.asgi import SessionMiddleware
+    from coatcheck.stores.memory import MemoryRevocationStore, MemoryStore
+
+    class Store(MemoryStore):
+        pass
+
+    class Revocations(MemoryRevocationStore):
+        pass
+
+    class Middleware(SessionMiddleware):
+        pass
+
+    async def app(scope: object, receive: object, send: object) -> None:
+        return None
+
+    assert isinstance(Store(), MemoryStore)
+    assert isinstance(Revocations(), MemoryRevocationStore)
+    assert Middleware(app, SessionManager()).manager is not None
