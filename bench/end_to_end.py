@@ -66,7 +66,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(BENCH))
 from e2e_app import IMPLS  # noqa: E402
-from peers import cpu_model  # noqa: E402
+from peers import coatcheck_build, cpu_model  # noqa: E402
 from servers import free_port, running_redis  # noqa: E402
 
 SCENARIOS = ("read", "write", "new")
@@ -443,6 +443,12 @@ def git_rev() -> str:
     return rev
 
 
+def _interpreter() -> str:
+    """This interpreter as the command line names it: relative to the checkout if inside."""
+    path = Path(sys.executable)
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def machine(redis_server: Any) -> list[str]:
     cpu = cpu_model()
     wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split()
@@ -454,7 +460,7 @@ def machine(redis_server: Any) -> list[str]:
         f"(`--loop {loop} --http {http}`: uvloop {'' if loop == 'uvloop' else 'not '}"
         f"installed, httptools {'' if http == 'httptools' else 'not '}installed); "
         f"starlette {version('starlette')}, starsessions {version('starsessions')}, "
-        f"coatcheck {version('coatcheck')} (git {git_rev()})",
+        f"coatcheck {version('coatcheck')} (git {git_rev()}, {coatcheck_build()})",
         f"wrk {wrk_version[1] if len(wrk_version) > 1 else '?'}",
     ]
     if redis_server is not None:
@@ -669,7 +675,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     given = list(argv) if argv is not None else sys.argv[1:]
     meta: dict[str, Any] = {
-        "command": " ".join([".venv/bin/python bench/end_to_end.py", *given]),
+        "command": " ".join([_interpreter(), "bench/end_to_end.py", *given]),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "load_before": loadavg(),
     }

@@ -172,6 +172,14 @@ def cpu_model() -> str:
     return "unknown"
 
 
+def coatcheck_build() -> str:
+    """Whether the measured core is compiled (an older tree has no `coatcheck.compiled`)."""
+    import coatcheck
+
+    compiled = getattr(coatcheck, "compiled", None)
+    return "build unknown" if compiled is None else "compiled core" if compiled else "pure Python"
+
+
 def keyring() -> Any:
     from coatcheck import KeyRing
 

@@ -756,17 +756,9 @@ def coatcheck_revision() -> str:
     dirty = _git(package, "status", "--porcelain", "--", ".").splitlines()
     changed = ", ".join(line[3:].rsplit("/", 1)[-1] for line in dirty[:6])
     more = f" and {len(dirty) - 6} more" if len(dirty) > 6 else ""
-    return f"{package} at git {rev}, {coatcheck_build()}" + (
+    return f"{package} at git {rev}, {peers.coatcheck_build()}" + (
         f" + uncommitted changes ({changed}{more})" if dirty else ""
     )
-
-
-def coatcheck_build() -> str:
-    """Whether the measured core is compiled (an older tree has no `coatcheck.compiled`)."""
-    import coatcheck
-
-    compiled = getattr(coatcheck, "compiled", None)
-    return "build unknown" if compiled is None else "compiled core" if compiled else "pure Python"
 
 
 def source_fingerprint() -> str:
