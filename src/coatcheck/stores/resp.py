@@ -40,7 +40,7 @@ import queue
 import socket
 import threading
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import hiredis
 
@@ -154,14 +154,21 @@ class SyncGate:
 _BROKEN = (OSError, hiredis.ProtocolError, asyncio.TimeoutError)
 
 
-class _Lane:
-    """What both lanes share: the address, the handshake and the idle connections."""
+_GateT = TypeVar("_GateT")
+_ConnT = TypeVar("_ConnT")
+
+
+class _Lane(Generic[_GateT, _ConnT]):
+    """What both lanes share: the address, the handshake, the gate that admits commands
+    and the idle connections (`_lock` guards them where threads share them: the sync
+    lane; the async one runs on one event loop and never takes it)."""
 
     def __init__(
         self,
         host: str,
         port: int,
         *,
+        gate: _GateT,
         db: int = 0,
         username: str | None = None,
         password: str | None = None,
@@ -171,8 +178,11 @@ class _Lane:
         self.port = port
         self.db = db
         self.timeout = timeout
+        self.gate = gate
         self._handshake = _handshake(username, password, db)
         self._pid = os.getpid()
+        self._idle: list[_ConnT] = []
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.host}:{self.port}/{self.db}>"
@@ -207,24 +217,8 @@ class _Conn:
             pass
 
 
-class SyncLane(_Lane):
+class SyncLane(_Lane[SyncGate, _Conn]):
     """A pool of blocking connections, admitted by `gate` (see the module docstring)."""
-
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        *,
-        gate: SyncGate,
-        db: int = 0,
-        username: str | None = None,
-        password: str | None = None,
-        timeout: float,
-    ) -> None:
-        super().__init__(host, port, db=db, username=username, password=password, timeout=timeout)
-        self.gate = gate
-        self._idle: list[_Conn] = []
-        self._lock = threading.Lock()
 
     def call(self, *args: Arg) -> Any:
         """Send one command, return its reply (an error reply raised)."""
@@ -326,24 +320,9 @@ class _AsyncConn:
             pass
 
 
-class AsyncLane(_Lane):
+class AsyncLane(_Lane[AsyncGate, _AsyncConn]):
     """The asyncio twin of `SyncLane` (`asyncio.open_connection`), admitted by the store's
     `_Gate`, shared with its redis-py client."""
-
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        *,
-        gate: AsyncGate,
-        db: int = 0,
-        username: str | None = None,
-        password: str | None = None,
-        timeout: float,
-    ) -> None:
-        super().__init__(host, port, db=db, username=username, password=password, timeout=timeout)
-        self.gate = gate
-        self._idle: list[_AsyncConn] = []
 
     async def call(self, *args: Arg) -> Any:
         """Send one command, return its reply (an error reply raised)."""
