@@ -67,12 +67,7 @@ def merge_headers(
         if len(present) in (4, 13) and _LOWERED.get(present.lower()) is not None:
             break
     else:  # the usual response: no `Vary` or `Cache-Control` of its own, nothing to merge
-        if encode:
-            for header in session:  # (a loop, not `latin1`: one call less)
-                known = _ENCODED.get(header)
-                merged.append(known or (header[0].encode("latin-1"), header[1].encode("latin-1")))
-        else:
-            merged += session
+        merged += latin1(session) if encode else session
         return merged
     for header in session:
         pair: Any = header
