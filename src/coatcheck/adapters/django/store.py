@@ -29,7 +29,6 @@ logged on `django.security.SuspiciousSession`, as Django logs a bad signature.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, cast
@@ -41,7 +40,7 @@ from django.utils.module_loading import import_string
 from ...admin import AsyncSessionAdmin, SessionAdmin
 from ...drivers import acommit_session, aopen_session, commit_session, open_session
 from ...exceptions import SessionVanished, StoreError, WriteConflict
-from ...ids import HANDLE_LENGTH, SECRET_LENGTH, handle_of, new_secret
+from ...ids import HANDLE_LENGTH, handle_of, is_wellformed, new_secret
 from ...manager import ServerSide, SessionManager
 from ...plans import Opening, new_opening
 from ...request import RequestInfo
@@ -56,9 +55,6 @@ __all__ = ["ConflictError", "SessionStore"]
 CREATE_ATTEMPTS = 10
 
 suspicious = logging.getLogger("django.security.SuspiciousSession")
-
-#: `coatcheck.ids.is_wellformed` after the length check, inlined (every request checks its key).
-_SECRET = re.compile(r"[A-Za-z0-9_-]+").fullmatch
 
 
 class ConflictError(WriteConflict, UpdateError):
@@ -117,7 +113,7 @@ class SessionStore(SessionBase):
 
     @_session_key.setter
     def _session_key(self, value: str | None) -> None:
-        self._key = value if self._validate_session_key(value) else None
+        self._set_session_key(value)
 
     @property
     def serializer(self) -> Any:
@@ -185,9 +181,7 @@ class SessionStore(SessionBase):
         # A client-side token (when migrating from one) is verified by the mode on load.
         if not isinstance(key, str):
             return False
-        if len(key) == SECRET_LENGTH and _SECRET(key) is not None:  # `is_wellformed`
-            return True
-        return "." in key and self.manager.client_mode is not None
+        return is_wellformed(key) or ("." in key and self.manager.client_mode is not None)
 
     # -- the mapping: Django's, without its two calls per access (`_session`, `_get_session`)
 
