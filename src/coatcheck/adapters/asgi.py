@@ -1,9 +1,12 @@
-"""`SessionMiddleware`: sessions for any ASGI application (Starlette, FastAPI, Quart, ...).
+"""`SessionMiddleware`: sessions for any ASGI application (Starlette, FastAPI, Litestar, ...).
 
 Pure ASGI, in the shape of Starlette's own session middleware: the session is loaded before
-the application runs and put in `scope["session"]` (so `request.session` works), and it is
-committed when the response starts, before its headers leave, so a client never sees a
-cookie for a session that was not saved. Bodies stream through untouched.
+the application runs and put in `scope["session"]`, and it is committed when the response
+starts, before its headers leave, so a client never sees a cookie for a session that was
+not saved. Bodies stream through untouched. Frameworks whose request reads
+`scope["session"]` (Starlette's and Litestar's `request.session`) get the coatcheck
+session; in Quart it is `request.scope["session"]`, while `quart.session` stays Quart's own
+cookie session (docs/asgi.md).
 
 Failures are answered, not raised, before the application's response leaves and with
 nothing saved (`coatcheck.adapters.failures`: 503 for a store that is down, 403 for a
