@@ -118,3 +118,19 @@ def test_the_classes_documented_as_subclassable_are() -> None:
     assert isinstance(Store(), MemoryStore)
     assert isinstance(Revocations(), MemoryRevocationStore)
     assert Middleware(app, SessionManager()).manager is not None
+
+
+def test_the_installed_distribution_carries_the_license_and_project_urls() -> None:
+    """What the package index shows and ships, read from the installed metadata: holds for
+    the editable install and for the wheel alike (scripts/check-dist checks dist/)."""
+    from importlib.metadata import distribution
+
+    dist = distribution("coatcheck")
+    assert dist.metadata["License-Expression"] == "BSD-3-Clause"
+    licenses = [file for file in dist.files or () if file.name == "LICENSE"]
+    assert len(licenses) == 1
+    assert "BSD 3-Clause License" in licenses[0].read_text()
+    assert "The coatcheck developers" in licenses[0].read_text()
+    urls = dict(url.split(", ", 1) for url in dist.metadata.get_all("Project-URL") or ())
+    assert set(urls) == {"Homepage", "Documentation", "Source", "Changelog", "Issues"}
+    assert all(url.startswith("https://") for url in urls.values())
