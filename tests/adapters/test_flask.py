@@ -532,7 +532,11 @@ def test_concurrent_requests_lose_nothing(tmp_path: Path, clock: FakeClock) -> N
 
 
 class _Counting:
-    """Delegates to a real store and counts refused (version-conflict) saves."""
+    """Delegates to a real store and counts refused (version-conflict) saves.
+
+    Every method of the `Store` protocol is spelled out: from Python 3.12, `isinstance`
+    against a runtime-checkable protocol looks attributes up statically, so methods that
+    only `__getattr__` provides do not make a `Store`."""
 
     def __init__(self, store: SQLiteStore) -> None:
         self.store = store
@@ -542,11 +546,34 @@ class _Counting:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)
 
+    def load(self, key: str) -> Record | None:
+        return self.store.load(key)
+
     def save(self, key: str, data: bytes, *, version: int, ttl: float, user: str | None) -> bool:
         ok = self.store.save(key, data, version=version, ttl=ttl, user=user)
         with self._lock:
             self.conflicts += not ok
         return ok
+
+    def rotate(
+        self, old_key: str, new_key: str, data: bytes, *, version: int, ttl: float, user: str | None
+    ) -> bool:
+        return self.store.rotate(old_key, new_key, data, version=version, ttl=ttl, user=user)
+
+    def delete(self, key: str) -> None:
+        self.store.delete(key)
+
+    def list_user(self, user: str) -> list[tuple[str, Record]]:
+        return self.store.list_user(user)
+
+    def delete_user(self, user: str, *, keep: str | None = None) -> int:
+        return self.store.delete_user(user, keep=keep)
+
+    def purge_expired(self) -> int:
+        return self.store.purge_expired()
+
+    def close(self) -> None:
+        self.store.close()
 
 
 # -- client-side mode: the same interface, the session in a signed token ------------------------
