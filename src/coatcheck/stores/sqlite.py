@@ -44,6 +44,7 @@ a connection per thread, WAL mode, the busy timeout, start-up retries, error map
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import random
@@ -83,7 +84,15 @@ def _nothing(db: sqlite3.Connection) -> None:
 
 
 class _Connection(sqlite3.Connection):
-    """A connection that can be weakly referenced, so `close` can find every thread's."""
+    """A connection that can be weakly referenced, so `close` can find every thread's.
+
+    One that is collected unclosed (its thread ended, or its store was dropped without
+    `close`) is closed then; CPython 3.13 warns (`ResourceWarning`) about a connection
+    collected open. (`check_same_thread=False`: any thread may close it.)"""
+
+    def __del__(self) -> None:
+        with contextlib.suppress(sqlite3.Error):  # never initialised, or already closed
+            self.close()
 
 
 class _Database:
