@@ -23,6 +23,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from ._extras import missing_extra
+
+try:
+    import fastapi  # noqa: F401 - imported here to name the extra if it is missing
+except ModuleNotFoundError as exc:
+    raise missing_extra(exc, "fastapi", "fastapi") from None
+
 from fastapi import Depends, HTTPException
 from starlette.requests import HTTPConnection
 

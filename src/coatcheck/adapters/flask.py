@@ -34,6 +34,13 @@ from collections.abc import Iterator
 from importlib.util import find_spec
 from typing import Any
 
+from ._extras import missing_extra
+
+try:
+    import flask  # noqa: F401 - imported here to name the extra if it is missing
+except ModuleNotFoundError as exc:
+    raise missing_extra(exc, "flask", "flask") from None
+
 from flask import Flask, Request, Response
 from flask import session as current_session
 from flask.sessions import SessionInterface as FlaskSessionInterface
