@@ -4,6 +4,9 @@ The defaults are the strictest that browsers accept and OWASP asks for (ASVS 5.0
 a `__Host-` name, `Secure`, `HttpOnly`, `SameSite=Lax`, `Path=/`, no `Domain`, and no
 `Max-Age` unless the application asks for a persistent session. Chromium and Firefox accept
 `Secure` and `__Host-` cookies on `http://localhost`, so development needs no downgrade.
+Anywhere else over plain HTTP the browser keeps a `Secure` cookie but never sends it back;
+`Cookie.issue` then logs a warning, once per transport, naming the fix
+(`Cookie.warn_if_unsent`; docs/testing.md).
 """
 
 from __future__ import annotations
