@@ -307,6 +307,35 @@ def test_same_cookie_name_imports_and_replaces_the_cookie(
     assert me(client)["id"] == "alice"
 
 
+def test_from_flask_config_imports_under_flasks_own_cookie_settings() -> None:
+    """`from_flask_config` names coatcheck's cookie as Flask named its own: the import
+    replaces the cookie in place."""
+    app = make_app(SESSION_COOKIE_SECURE=True)
+    SessionInterface.from_flask_config(app, store="memory://", import_from="flask").init_app(app)
+    client = with_cookie(app, old_cookie(make_app()))
+    response = client.get("/me", base_url=BASE)
+    assert response.json["id"] == "alice"  # type: ignore[index]
+    (issued,) = set_cookies(response, "session")
+    assert "Secure" in issued and "Expires=Thu, 01 Jan 1970" not in issued
+    assert me(client)["id"] == "alice"
+
+
+def test_same_name_on_another_path_is_cleared_on_its_path() -> None:
+    """Same name, another path: both cookies live side by side in the browser, so the old
+    one is cleared on its own path once imported."""
+    clock = FakeClock(time.time())
+    manager = manager_for(
+        MemoryStore(clock=clock), clock, transport=Cookie(name="session", secure=False)
+    )
+    value = old_cookie(make_app())
+    app = coatcheck_app(manager, SESSION_COOKIE_PATH="/app")
+    response = with_cookie(app, value).get("/me", base_url=BASE)
+    assert response.json["id"] == "alice"  # type: ignore[index]
+    issued, cleared = set_cookies(response, "session")
+    assert "Path=/;" in issued and "Expires" not in issued
+    assert "Path=/app" in cleared and "Expires=Thu, 01 Jan 1970" in cleared
+
+
 def test_same_cookie_name_tampered_reads_as_anonymous(
     same_name: SessionManager, caplog: pytest.LogCaptureFixture
 ) -> None:

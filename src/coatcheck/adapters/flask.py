@@ -227,6 +227,8 @@ class SessionInterface(FlaskSessionInterface):
         cls,
         app: Flask,
         store: Any = "sqlite:///sessions.db",
+        *,
+        import_from: str | FlaskSessionInterface | Reader | None = None,
         **options: Any,
     ) -> SessionInterface:
         """An interface whose cookie follows the app's `SESSION_COOKIE_*` settings.
@@ -234,7 +236,8 @@ class SessionInterface(FlaskSessionInterface):
         `store` is a mode (`ServerSide(...)`, `ClientSide(...)`), a store or a store URL;
         `options` go to `SessionManager` (`lifetimes=`, `clock=`, ...). Flask's defaults
         (cookie `session`, not `Secure`) are weaker than coatcheck's: set
-        `SESSION_COOKIE_SECURE = True` in production.
+        `SESSION_COOKIE_SECURE = True` in production. `import_from` as in the constructor:
+        the old cookie then has coatcheck's name, and is replaced by coatcheck's.
         """
         config = app.config
         same_site = config.get("SESSION_COOKIE_SAMESITE")
@@ -248,7 +251,7 @@ class SessionInterface(FlaskSessionInterface):
             partitioned=bool(config.get("SESSION_COOKIE_PARTITIONED")),
         )
         mode: Any = ServerSide(store) if isinstance(store, _STORES) else store
-        return cls(SessionManager(mode, transport=cookie, **options))
+        return cls(SessionManager(mode, transport=cookie, **options), import_from=import_from)
 
     def init_app(self, app: Flask) -> None:
         """Install this interface on `app`, and rotate the ID on Flask-Login's login and
@@ -265,10 +268,11 @@ class SessionInterface(FlaskSessionInterface):
         if self.import_from is not None:
             reader = self._reader(app)
             old = request.cookies.get(reader.cookie_name(app)) or None
-            if old is not None and self._shares_cookie(app, reader):
-                # One cookie for both: a value that is no coatcheck secret is tried as the
-                # old format first; if it is not one either, coatcheck's own checks reject
-                # (and log, and clear) it as they would any bad cookie.
+            cookie = self._cookie
+            if old is not None and cookie is not None and reader.cookie_name(app) == cookie.name:
+                # One cookie name for both: a value that is no coatcheck secret is tried as
+                # the old format first; if it is not one either, coatcheck's own checks
+                # reject (and log, and clear) it as they would any bad cookie.
                 if not is_wellformed(old):
                     outcome = reader.read(app, old)
                     if isinstance(outcome, Imported):
@@ -294,13 +298,14 @@ class SessionInterface(FlaskSessionInterface):
                 if isinstance(outcome, Rejected):
                     detail = f"from={reader.source} reason={outcome.reason}"
                     manager.audit.security("session.import_rejected", old, detail)
-                    if outcome.clear and not self._shares_cookie(app, reader):
-                        current._clear_old = _old_cookie(app, reader)
             if isinstance(outcome, Imported):
                 _carry_over(session, outcome)
                 current._imported = outcome
-                if not self._shares_cookie(app, reader):
-                    current._clear_old = _old_cookie(app, reader)
+            # The old cookie is cleared, unless it is coatcheck's own (its `Set-Cookie`
+            # replaces it) or the old store could not be asked (it may verify next time).
+            clear = isinstance(outcome, Imported) or (outcome is not None and outcome.clear)
+            if clear and not self._shares_cookie(app, reader):
+                current._clear_old = _old_cookie(app, reader)
         return current
 
     def _reader(self, app: Flask) -> Reader:
