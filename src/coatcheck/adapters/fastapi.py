@@ -1,6 +1,13 @@
 """FastAPI dependency for typed session access::
 
+    from fastapi import FastAPI
+
+    from coatcheck import ServerSide, SessionManager
+    from coatcheck.adapters.asgi import SessionMiddleware
     from coatcheck.adapters.fastapi import SessionDep
+
+    app = FastAPI()
+    app.add_middleware(SessionMiddleware, manager=SessionManager(ServerSide("memory://")))
 
     @app.post("/cart")
     async def add(item: str, session: SessionDep) -> dict[str, list[str]]:
@@ -16,7 +23,8 @@ expired, revoked or unknown token::
     async def me(session: AuthenticatedSessionDep) -> dict[str, str | None]:
         return {"user": session.user}
 
-Requires `coatcheck.adapters.asgi.SessionMiddleware` around the app.
+Requires `coatcheck.adapters.asgi.SessionMiddleware` around the app. Tests send requests to
+`https://testserver` (docs/testing.md): the default cookie is `Secure`.
 
 Each dependency declares how a client authenticates as OpenAPI security schemes, so
 `/docs` and `/openapi.json` show them (as alternatives): the session cookie
