@@ -192,12 +192,15 @@ def reader_for(import_from: object, app: Flask) -> Reader:
         return FlaskSessionRedis.from_config(app)
     if isinstance(import_from, SecureCookieSessionInterface):
         return FlaskCookie(import_from)
-    client = getattr(import_from, "client", None)
-    if type(import_from).__name__ == "RedisSessionInterface" and client is not None:
+    try:
+        from flask_session.redis import RedisSessionInterface
+    except ImportError:  # Flask-Session (or redis) is not installed: it cannot be that
+        RedisSessionInterface = None
+    if RedisSessionInterface is not None and isinstance(import_from, RedisSessionInterface):
         return FlaskSessionRedis(
-            client,
-            key_prefix=getattr(import_from, "key_prefix", "session:"),
-            use_signer=bool(getattr(import_from, "use_signer", False)),
+            import_from.client,
+            key_prefix=import_from.key_prefix,
+            use_signer=bool(import_from.use_signer),
         )
     raise ConfigurationError(
         f"import_from={import_from!r}: use 'flask' (Flask's signed cookie), "
