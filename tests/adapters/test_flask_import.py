@@ -28,6 +28,7 @@ from werkzeug.test import TestResponse
 from coatcheck import ConfigurationError, Cookie, Header, SessionAdmin, SessionManager
 from coatcheck.adapters.flask import FlaskSession, SessionInterface
 from coatcheck.stores import MemoryStore
+from faults import SwitchStore
 from helpers import COOKIE, FakeClock, manager_for
 from servers import RedisServer, redis_server_fixture  # noqa: F401 - fixtures
 
@@ -251,6 +252,33 @@ def test_values_json_cannot_carry_are_left_behind(
     assert client.get("/keys", base_url=BASE).json == ["_user_id", "n"]
     (imported,) = events(caplog, "coatcheck.session", "session.imported")
     assert "dropped=blob" in imported.getMessage()
+
+
+@pytest.mark.parametrize("fail_open", [False, True])
+def test_an_import_that_cannot_be_saved_keeps_the_old_cookie(
+    caplog: pytest.LogCaptureFixture, fail_open: bool
+) -> None:
+    """The old session is deleted only once the coatcheck one is saved: with the store down
+    at commit (503, or with `fail_open` the write dropped) the old cookie stays and the next
+    request imports it."""
+    clock = FakeClock(time.time())
+    store = SwitchStore(clock=clock)
+    app = make_app()
+    SessionInterface(manager_for(store, clock), import_from="flask", fail_open=fail_open).init_app(
+        app
+    )
+    client = with_cookie(app, old_cookie(make_app()))
+    caplog.set_level(logging.INFO, logger="coatcheck")
+    store.writes_down = True
+    response = client.get("/me", base_url=BASE)
+    assert response.status_code == (200 if fail_open else 503)
+    assert not set_cookies(response, "session") and not set_cookies(response, COOKIE)
+    assert not events(caplog, "coatcheck.session", "session.imported")
+    store.writes_down = False
+    response = client.get("/me", base_url=BASE)
+    assert response.json["id"] == "alice"  # type: ignore[index]
+    assert set_cookies(response, COOKIE) and set_cookies(response, "session")
+    assert len(events(caplog, "coatcheck.session", "session.imported")) == 1
 
 
 def test_a_valid_coatcheck_session_wins_over_an_old_cookie(manager: SessionManager) -> None:
