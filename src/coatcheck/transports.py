@@ -82,8 +82,10 @@ class Cookie:
     #: renders a cookie): `; Path=/[; Domain=...]` and `; HttpOnly; Secure; SameSite=...`.
     _before: str = field(default="", init=False, repr=False, compare=False)
     _after: str = field(default="", init=False, repr=False, compare=False)
-    #: Whether `warn_if_unsent` has logged (once per transport, so once per manager).
+    #: Whether `warn_if_unsent` has logged (once per transport, so once per manager), and
+    #: the last plain-HTTP host it found to be this machine (checked once, not per issue).
     _warned: bool = field(default=False, init=False, repr=False, compare=False)
+    _local_host: str | None = field(default=None, init=False, repr=False, compare=False)
 
     ambient = True
 
@@ -132,7 +134,13 @@ class Cookie:
         """`Set-Cookie` headers for `value`: one cookie, or numbered chunks if it is too
         large for one (`SessionTooLarge` past `max_chunks`). Cookies of the other layout
         that the request carried are cleared, so old chunks never mix with new ones."""
-        if self.secure and request is not None and request.scheme == "http" and not self._warned:
+        if (
+            self.secure
+            and request is not None
+            and request.scheme == "http"
+            and not self._warned
+            and request.host != self._local_host
+        ):
             self.warn_if_unsent(request)
         single = self.render(value, max_age=max_age)
         if len(single) <= self.max_size:
@@ -165,7 +173,10 @@ class Cookie:
         TLS, the app sees `http` although the browser uses HTTPS: the warning then means the
         app does not know its real scheme (which also affects redirects and CSRF origins).
         """
-        if not self.secure or request.scheme != "http" or _is_loopback(request.host):
+        if not self.secure or request.scheme != "http":
+            return
+        if _is_loopback(request.host):
+            object.__setattr__(self, "_local_host", request.host)
             return
         object.__setattr__(self, "_warned", True)
         import logging

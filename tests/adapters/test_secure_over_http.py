@@ -193,3 +193,26 @@ def test_warning_through_the_core(caplog: pytest.LogCaptureFixture) -> None:
     cookie.issue("a", request=request)
     cookie.issue("b", request=request)
     assert len(warnings_of(caplog)) == 1
+
+
+def test_a_local_host_is_checked_once_and_another_host_still_warns(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loopback verdict is kept for the host (parsing an address is not redone on every
+    issue), and does not silence the warning for the next host that is not local."""
+    caplog.set_level(logging.WARNING, logger="coatcheck")
+    checked: list[str | None] = []
+
+    def is_loopback(host: str | None) -> bool:
+        checked.append(host)
+        return host == "::1"
+
+    monkeypatch.setattr("coatcheck.transports._is_loopback", is_loopback)
+    cookie = Cookie()
+    local = RequestInfo(scheme="http", host="::1", headers=[("host", "::1")])
+    for value in ("a", "b", "c"):
+        cookie.issue(value, request=local)
+    assert checked == ["::1"] and warnings_of(caplog) == []
+    lan = RequestInfo(scheme="http", host="10.0.0.7", headers=[("host", "10.0.0.7")])
+    cookie.issue("d", request=lan)
+    assert checked == ["::1", "10.0.0.7"] and len(warnings_of(caplog)) == 1
