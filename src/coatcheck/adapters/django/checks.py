@@ -2,15 +2,16 @@
 `runserver`, `migrate` and the test runner), so that a misconfiguration fails at deploy
 time with a message that says how to fix it, not at the first request as a 500.
 
-| id               | what is wrong                                                      |
-|------------------|--------------------------------------------------------------------|
-| `coatcheck.E001` | `COATCHECK` is not a dict                                          |
-| `coatcheck.E002` | a key coatcheck does not know (a typo: the hint names the close match) |
-| `coatcheck.E003` | the store URL is not one coatcheck can read                        |
-| `coatcheck.E004` | the store URL's backend needs a package that is not installed      |
-| `coatcheck.E005` | a `django://<alias>` store names no entry of `DATABASES`            |
-| `coatcheck.E006` | `import_from` names no session engine coatcheck can import from    |
-| `coatcheck.E007` | any other setting the manager refuses (lifetimes, salt, manager)   |
+| id               | what is wrong                                                     |
+|------------------|-------------------------------------------------------------------|
+| `coatcheck.E001` | `COATCHECK` is not a dict                                         |
+| `coatcheck.E002` | a key coatcheck does not know (the hint names the close match)    |
+| `coatcheck.E003` | the store URL is not one coatcheck can read                       |
+| `coatcheck.E004` | the store URL's backend needs a package that is not installed     |
+| `coatcheck.E005` | a `django://<alias>` store names no entry of `DATABASES`          |
+| `coatcheck.E006` | `import_from` names no session engine coatcheck can import from   |
+| `coatcheck.E007` | any other setting the manager refuses (lifetimes, salt, manager)  |
+| `coatcheck.E008` | `import_from` reads `db` / `cached_db` without their app installed |
 
 The checks build what `get_manager` would build, which opens no file and no connection
 (stores connect on first use), so `check` needs no running Redis or database.
@@ -22,6 +23,7 @@ import difflib
 from collections.abc import Mapping
 from typing import Any
 
+from django.apps import apps
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, register
 
@@ -32,6 +34,10 @@ from .config import DEFAULT_STORE, KEYS, build, import_engine
 __all__ = ["check_settings"]
 
 DOCS = "see docs/django.md, 'Settings'"
+_NEED_SESSIONS_APP = (
+    "django.contrib.sessions.backends.db",
+    "django.contrib.sessions.backends.cached_db",
+)
 
 
 @register("coatcheck")
@@ -52,7 +58,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     if isinstance(store, str):
         errors += _store_url(DEFAULT_STORE if store == "django" else store)
     try:
-        import_engine(config)
+        engine = import_engine(config)
     except ConfigurationError as exc:
         errors.append(
             Error(
@@ -61,6 +67,17 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="coatcheck.E006",
             )
         )
+    else:
+        if engine in _NEED_SESSIONS_APP and not apps.is_installed("django.contrib.sessions"):
+            errors.append(
+                Error(
+                    f"COATCHECK['import_from'] = {engine!r} reads the old sessions' table, "
+                    "whose model is in django.contrib.sessions, which is not installed",
+                    hint="keep 'django.contrib.sessions' in INSTALLED_APPS while import_from "
+                    "is set",
+                    id="coatcheck.E008",
+                )
+            )
     if not errors:
         try:
             build(config)

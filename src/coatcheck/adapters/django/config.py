@@ -97,7 +97,12 @@ def build(config: Mapping[str, Any]) -> SessionManager:
             )
         manager = config["manager"]
         if isinstance(manager, str):
-            manager = import_string(manager)
+            try:
+                manager = import_string(manager)
+            except ImportError as exc:
+                raise ConfigurationError(
+                    f"COATCHECK['manager'] = {manager!r} cannot be imported ({exc})"
+                ) from None
         if not isinstance(manager, SessionManager):
             raise ConfigurationError("COATCHECK['manager'] must be a SessionManager or its path")
     else:
