@@ -40,18 +40,13 @@ def postgres_options(port: int, name: str = "postgres") -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def database(alias: str, options: dict[str, Any], *, apps: tuple[str, ...] = ()) -> Iterator[str]:
-    """`alias` in `DATABASES` for the block, migrated (the coatcheck app; every app when
-    `apps` is ("*",), else those named too)."""
+def database(alias: str, options: dict[str, Any]) -> Iterator[str]:
+    """`alias` in `DATABASES` for the block, with the coatcheck app's table migrated."""
     assert alias not in connections.settings, alias
     configured = connections.configure_settings({DEFAULT_DB_ALIAS: {}, alias: dict(options)})
     connections.settings[alias] = configured[alias]
     try:
-        if apps == ("*",):
-            call_command("migrate", database=alias, verbosity=0)
-        else:
-            for app in ("coatcheck", *apps):
-                call_command("migrate", app, database=alias, verbosity=0)
+        call_command("migrate", "coatcheck", database=alias, verbosity=0)
         yield alias
     finally:
         connections[alias].close()

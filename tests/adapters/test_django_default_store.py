@@ -51,7 +51,7 @@ def test_the_default_store_is_the_default_database(config: dict[str, str]) -> No
     manager = build(config)
     store = manager.mode.store
     assert isinstance(store, DjangoStore) and store.alias == "default"
-    assert isinstance(manager.mode.async_store, AsyncDjangoStore)  # type: ignore[attr-defined]
+    assert isinstance(manager.mode.async_store, AsyncDjangoStore)
 
 
 def test_without_coatcheck_settings_sessions_go_to_the_database_not_a_file(

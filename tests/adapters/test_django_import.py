@@ -96,7 +96,7 @@ def old_session_exists(engine: str, key: str, directory: str) -> bool:
     nothing to delete, the cookie is replaced)."""
     name = engine.rsplit(".", 1)[1]
     if name in ("db", "cached_db"):
-        in_db = DjangoSession.objects.filter(session_key=key).exists()
+        in_db: bool = DjangoSession.objects.filter(session_key=key).exists()
         if name == "db":
             return in_db
         return in_db or cache.get(f"django.contrib.sessions.cached_db{key}") is not None

@@ -21,6 +21,7 @@ if not settings.configured:
     settings.configure(**django_settings.SETTINGS)
     django.setup()
 
+from django.core.management import call_command  # noqa: E402
 from django.db import connections, transaction  # noqa: E402
 
 from adapters.django_databases import (  # noqa: E402
@@ -248,3 +249,8 @@ def test_postgres_rows_hold_bytes_and_the_user_index(postgres_alias: str) -> Non
         cursor.execute(f"SELECT pg_typeof(data)::text, user_id FROM {TABLE} WHERE key = %s", [key])  # noqa: S608
         assert cursor.fetchone() == ("bytea", user)
     assert store.list_user(user) == [(key, Record(b"\x00\xff", 1))]
+
+
+def test_the_migration_matches_the_model() -> None:
+    """`makemigrations --check` exits non-zero if the model changed without a migration."""
+    call_command("makemigrations", "coatcheck", check=True, dry_run=True, verbosity=0)

@@ -52,7 +52,7 @@ from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.db import DatabaseError, InterfaceError, OperationalError, connections, transaction
-from django.db.utils import ConnectionDoesNotExist
+from django.utils.connection import ConnectionDoesNotExist
 
 from ..exceptions import ConfigurationError, StoreError, StoreUnavailable
 from .base import Record
@@ -167,7 +167,7 @@ class DjangoStore:
         except DatabaseError as exc:
             raise StoreError(self._describe(exc)) from None
 
-    def _describe(self, exc: DatabaseError) -> str:
+    def _describe(self, exc: Exception) -> str:
         first = (str(exc).strip().splitlines() or [""])[0][:200]
         text = f"Django database {self.alias!r} failed ({type(exc).__name__}: {first})"
         if any(words in first for words in _MISSING_TABLE) and self.table in first:

@@ -53,7 +53,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="coatcheck.E001",
             )
         ]
-    errors = [_unknown(key) for key in sorted(set(config) - KEYS, key=str)]
+    errors: list[CheckMessage] = [_unknown(key) for key in sorted(set(config) - KEYS, key=str)]
     store = config.get("store", DEFAULT_STORE)
     if isinstance(store, str):
         errors += _store_url(DEFAULT_STORE if store == "django" else store)

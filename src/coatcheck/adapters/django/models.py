@@ -9,6 +9,8 @@ JSON record.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db import models
 
 from ...stores.django import TABLE
@@ -17,12 +19,14 @@ __all__ = ["SessionRecord"]
 
 
 class SessionRecord(models.Model):
-    key = models.CharField(max_length=255, primary_key=True)
-    data = models.BinaryField()
-    version = models.BigIntegerField()
+    key: models.CharField[str, str] = models.CharField(max_length=255, primary_key=True)
+    data: models.BinaryField[Any, Any] = models.BinaryField()
+    version: models.BigIntegerField[int, int] = models.BigIntegerField()
     #: Unix time, seconds (the app server's clock, as every coatcheck store).
-    expires_at = models.FloatField(db_index=True)
-    user_id = models.CharField(max_length=255, null=True, db_index=True)
+    expires_at: models.FloatField[float, float] = models.FloatField(db_index=True)
+    user_id: models.CharField[str | None, str | None] = models.CharField(
+        max_length=255, null=True, db_index=True
+    )
 
     class Meta:
         db_table = TABLE
