@@ -31,7 +31,14 @@ from adapters.django_databases import (  # noqa: E402
     sqlite_options,
 )
 from coatcheck.exceptions import ConfigurationError, StoreError, StoreUnavailable  # noqa: E402
-from coatcheck.stores import AsyncStore, Record, Store, from_url, to_async  # noqa: E402
+from coatcheck.stores import (  # noqa: E402
+    AsyncStore,
+    Record,
+    Store,
+    from_url,
+    revocations_for,
+    to_async,
+)
 from coatcheck.stores.django import TABLE, AsyncDjangoStore, DjangoStore  # noqa: E402
 from servers import PostgresServer, postgres_server_fixture  # noqa: E402, F401
 
@@ -254,3 +261,10 @@ def test_postgres_rows_hold_bytes_and_the_user_index(postgres_alias: str) -> Non
 def test_the_migration_matches_the_model() -> None:
     """`makemigrations --check` exits non-zero if the model changed without a migration."""
     call_command("makemigrations", "coatcheck", check=True, dry_run=True, verbosity=0)
+
+
+def test_there_is_no_revocation_store_for_a_django_url() -> None:
+    """Client-side mode needs a revocation store; this backend has none (yet): it says
+    so rather than failing later."""
+    with pytest.raises(ConfigurationError, match="no revocation store for django:// URLs"):
+        revocations_for("django://")
