@@ -232,6 +232,29 @@ def test_a_view_that_never_reads_the_session_still_imports_it() -> None:
         assert browser.get("/whoami").json() == {"user": "ada"}
 
 
+@pytest.mark.parametrize("engine", [ENGINES["db"], ENGINES["cache"]], ids=["db", "cache"])
+def test_a_logout_on_the_first_request_after_the_switch_deletes_the_old_session(
+    engine: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    old = logged_in_before(engine)
+    caplog.set_level(logging.INFO, logger="coatcheck.session")
+    with after_switch(engine):
+        assert browser_with(old).get("/logout").status_code == 200
+        assert not old_session_exists(engine, old, "")
+        assert browser_with(old).get("/whoami").json() == {"user": None}  # a replay
+    [line] = [r for r in caplog.records if getattr(r, "event", None) == "session.import_discarded"]
+    assert old not in line.getMessage()
+
+
+def test_a_flush_before_anything_was_read_deletes_the_old_session_too() -> None:
+    old = logged_in_before(ENGINES["db"])
+    with after_switch(ENGINES["db"]):
+        session = SessionStore(old)
+        session.flush()
+        assert not DjangoSession.objects.filter(session_key=old).exists()
+        assert session.session_key is None and not session.get("_auth_user_id")
+
+
 def test_a_coatcheck_session_key_is_never_read_by_the_old_engine() -> None:
     with after_switch(ENGINES["db"]):
         browser = Client()
@@ -265,3 +288,16 @@ def test_the_async_api_imports_too(caplog: pytest.LogCaptureFixture) -> None:
     assert user == str(User.objects.get(username="ada").pk)
     assert not DjangoSession.objects.filter(session_key=old).exists()
     assert [r for r in caplog.records if getattr(r, "event", None) == "session.imported"]
+
+
+def test_aflush_deletes_the_old_session_too() -> None:
+    old = logged_in_before(ENGINES["db"])
+
+    async def log_out() -> None:
+        session = SessionStore(old)
+        assert await session.aget("_auth_user_id") is not None  # imported, not saved yet
+        await session.aflush()
+
+    with after_switch(ENGINES["db"]):
+        async_to_sync(log_out)()
+    assert not DjangoSession.objects.filter(session_key=old).exists()

@@ -24,6 +24,10 @@ Two requests arriving at once with the same old key each import it (two coatchec
 sessions of the user, the older one unused until it expires); the old engine is read
 once per request and per key, only while `import_from` is set.
 
+A `flush()` (Django's `logout`) in the request that imports, before the new session was
+saved, deletes the old session too (`session.import_discarded`): a logout on the first
+request after the switch leaves nothing that the old cookie, replayed, could import.
+
 A failure of the old engine's storage (its database or cache down) raises
 `StoreUnavailable`: a 503 with coatcheck's middleware, and the old cookie is kept for the
 next attempt, rather than logging the user out.

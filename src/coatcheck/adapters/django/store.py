@@ -550,11 +550,26 @@ class SessionStore(SessionBase):
 
     def flush(self) -> None:
         self.delete()
+        if self._imported is not None or self._legacy is not None:
+            self._drop_legacy()
         self._forget()
 
     async def aflush(self) -> None:
         await self.adelete()
+        if self._imported is not None or self._legacy is not None:
+            await sync_to_async(self._drop_legacy, thread_sensitive=True)()
         self._forget()
+
+    def _drop_legacy(self) -> None:
+        """On `flush` (Django's `logout`) before an imported session was saved: delete the
+        previous engine's session too, so that its cookie, replayed, imports nothing."""
+        if self._imported is None and self._legacy is not None:
+            self._import()  # (its engine's checks decide what is there to delete)
+        legacy, self._imported = self._imported, None
+        if legacy is not None:
+            deleted = legacy.delete()
+            detail = f"from={legacy.engine}" + ("" if deleted else " old_deleted=no")
+            self.manager.audit.lifecycle("session.import_discarded", None, detail)
 
     def _forget(self) -> None:
         self._stored = False
