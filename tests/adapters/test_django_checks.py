@@ -54,6 +54,7 @@ def one(config: Any, id: str) -> Error:
         {"store": "django://default"},
         {"store": "memory://"},
         {"store": "redis://localhost:6379/0"},  # not reached: check needs no server
+        {"store": "postgresql://app:secret@localhost/db?max_connections=5"},
         {"store": "sqlite:///sessions.db", "lifetimes": {"idle": 600}},
         {"store": MemoryStore()},
         {"lifetimes": Lifetimes(idle=3600), "import_from": "django.contrib.sessions.backends.db"},
