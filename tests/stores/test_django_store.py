@@ -6,7 +6,10 @@ transaction."""
 
 from __future__ import annotations
 
+import os
 import secrets
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -268,3 +271,22 @@ def test_there_is_no_revocation_store_for_a_django_url() -> None:
     so rather than failing later."""
     with pytest.raises(ConfigurationError, match="no revocation store for django:// URLs"):
         revocations_for("django://")
+
+
+def test_outside_a_django_project_the_store_says_where_it_works() -> None:
+    """The `coatcheck` command (or any script) without Django settings: a clear
+    `ConfigurationError`, not Django's `ImproperlyConfigured` traceback."""
+    code = (
+        "from coatcheck.exceptions import ConfigurationError\n"
+        "from coatcheck.stores import from_url\n"
+        "try:\n"
+        "    from_url('django://').load('k')\n"
+        "except ConfigurationError as exc:\n"
+        "    print(exc)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    assert "manage.py coatcheck_sessions" in result.stdout

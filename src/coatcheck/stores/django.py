@@ -51,6 +51,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
+from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, InterfaceError, OperationalError, connections, transaction
 from django.utils.connection import ConnectionDoesNotExist
 
@@ -149,6 +150,12 @@ class DjangoStore:
         except ConnectionDoesNotExist:
             raise ConfigurationError(
                 f"the Django database alias {self.alias!r} is not in settings.DATABASES"
+            ) from None
+        except ImproperlyConfigured:
+            raise ConfigurationError(
+                "the django store works inside a Django project (settings configured, "
+                "DJANGO_SETTINGS_MODULE set): from a shell, use `manage.py "
+                "coatcheck_sessions` rather than the `coatcheck` command"
             ) from None
         vendor = connection.vendor
         sql = self._statements.get(vendor)
