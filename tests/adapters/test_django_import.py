@@ -290,6 +290,19 @@ def test_the_async_api_imports_too(caplog: pytest.LogCaptureFixture) -> None:
     assert [r for r in caplog.records if getattr(r, "event", None) == "session.imported"]
 
 
+def test_load_and_aload_import_as_a_read_does() -> None:
+    """Django's `load()` / `aload()`, called directly, see the imported data too."""
+    first, second = logged_in_before(ENGINES["db"]), logged_in_before(ENGINES["db"])
+    with after_switch(ENGINES["db"]):
+        session = SessionStore(first)
+        assert "_auth_user_id" in session.load()
+        session.save()
+        assert is_wellformed(session.session_key or "")
+        assert not DjangoSession.objects.filter(session_key=first).exists()
+        later = SessionStore(second)
+        assert "_auth_user_id" in async_to_sync(later.aload)()
+
+
 def test_aflush_deletes_the_old_session_too() -> None:
     old = logged_in_before(ENGINES["db"])
 

@@ -311,9 +311,13 @@ class SessionStore(SessionBase):
     # -- loading ---------------------------------------------------------------------------
 
     def load(self) -> dict[str, Any]:
+        if self._legacy is not None and self._key is None:  # (`import_from`: as a read)
+            return self._loaded(self._import())
         return self._loaded(self._load())
 
     async def aload(self) -> dict[str, Any]:
+        if self._legacy is not None and self._key is None:
+            return self._loaded(await sync_to_async(self._import, thread_sensitive=True)())
         return self._loaded(await self._aload())
 
     def _loaded(self, session: Session) -> dict[str, Any]:
