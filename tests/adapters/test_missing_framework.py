@@ -46,16 +46,7 @@ def import_without(module: str, *blocked: str) -> dict[str, str] | None:
         ("coatcheck.adapters.flask", ("werkzeug",), "flask"),
         ("coatcheck.adapters.fastapi", ("fastapi",), "fastapi"),
         ("coatcheck.adapters.fastapi", ("starlette", "fastapi"), "fastapi"),
-        pytest.param(
-            "coatcheck.adapters.django",
-            ("django",),
-            "django",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="needs the same three lines in adapters/django/__init__.py, which "
-                "the Django work owns (the diff is in the issue 14 report)",
-            ),
-        ),
+        ("coatcheck.adapters.django", ("django",), "django"),
     ],
 )
 def test_missing_framework_names_the_extra(

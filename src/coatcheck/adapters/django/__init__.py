@@ -16,6 +16,13 @@ and `importing` for carrying the previous engine's sessions over (`import_from`)
 
 from __future__ import annotations
 
+from .._extras import missing_extra
+
+try:
+    import django  # noqa: F401 - imported here to name the extra if it is missing
+except ModuleNotFoundError as exc:
+    raise missing_extra(exc, "django", "django") from None
+
 from .config import get_manager
 from .middleware import SessionMiddleware, request_info
 from .store import ConflictError, SessionStore
