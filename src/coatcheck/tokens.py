@@ -417,7 +417,9 @@ class _Seen:
     caller on every request, hit or not, and each hit decodes a new claims dict from the
     remembered JSON (nothing is shared between requests). The codec's keys never change
     (a new `KeyRing` makes a new codec), so what it remembers stays valid for it. At
-    `limit` entries it forgets them all (bounded memory, one C call, safe across threads)."""
+    `limit` entries it forgets them all (bounded memory, one C call, safe across threads).
+    Each replica remembers its own: behind a balancer, a token is verified once per replica
+    that sees it (docs/client-side.md)."""
 
     __slots__ = ("entries", "limit")
 
