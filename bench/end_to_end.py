@@ -130,6 +130,30 @@ def server_options() -> tuple[str, str]:
 # -- the server -----------------------------------------------------------------------------
 
 
+def uvicorn_command(port: int, loop: str, http: str) -> list[str]:
+    """uvicorn serving `e2e_app` on loopback `port` (the app reads E2E_IMPL)."""
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--app-dir",
+        str(BENCH),
+        "e2e_app:create_app",
+        "--factory",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--loop",
+        loop,
+        "--http",
+        http,
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+
+
 class Server:
     """One uvicorn process serving `e2e_app` for `impl`, pinned to `cpu`."""
 
@@ -137,30 +161,7 @@ class Server:
         self.impl = impl
         self.port = free_port()
         self.logfile = logfile
-        loop, http = server_options()
-        command = [
-            "taskset",
-            "-c",
-            str(cpu),
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--app-dir",
-            str(BENCH),
-            "e2e_app:create_app",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--loop",
-            loop,
-            "--http",
-            http,
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ]
+        command = ["taskset", "-c", str(cpu), *uvicorn_command(self.port, *server_options())]
         with open(logfile, "ab") as out:
             self.process = subprocess.Popen(
                 command,
@@ -590,32 +591,22 @@ def report(
             cells.append(f"{ratio:.2f}{mark} ({cpu:.2f})")
         want = "—" if target is None else f"≥ {target:g}"
         lines.append(f"| {first} / {second} | " + " | ".join(cells) + f" | {want} |")
-        if "bare" in results and (second, "bare") not in ceilings:
-            ceilings.add((second, "bare"))
+        for bound, label, what in (
+            ("bare", "ceiling", "a session layer costing nothing"),
+            (FLOOR_OF.get(first, ""), "floor", "coatcheck's headers, no other work"),
+        ):
+            if bound not in results or (second, bound) in ceilings:
+                continue
+            ceilings.add((second, bound))
             cells = []
             for s in scenarios:
-                a, b = results["bare"][s], results[second][s]
+                a, b = results[bound][s], results[second][s]
                 cpu = (med(b, "server_cpu") / med(b, "requests")) / (
                     med(a, "server_cpu") / med(a, "requests")
                 )
                 cells.append(f"{med(a, 'rps') / med(b, 'rps'):.2f} ({cpu:.2f})")
             lines.append(
-                f"| *ceiling: bare / {second}* | " + " | ".join(cells) + " | (a session "
-                "layer costing nothing) |"
-            )
-        floor = FLOOR_OF.get(first)
-        if floor in results and (second, floor) not in ceilings:
-            ceilings.add((second, floor))
-            cells = []
-            for s in scenarios:
-                a, b = results[floor][s], results[second][s]
-                cpu = (med(b, "server_cpu") / med(b, "requests")) / (
-                    med(a, "server_cpu") / med(a, "requests")
-                )
-                cells.append(f"{med(a, 'rps') / med(b, 'rps'):.2f} ({cpu:.2f})")
-            lines.append(
-                f"| *floor: {floor} / {second}* | " + " | ".join(cells) + " | (coatcheck's "
-                "headers, no other work) |"
+                f"| *{label}: {bound} / {second}* | " + " | ".join(cells) + f" | ({what}) |"
             )
 
     lines += [

@@ -41,7 +41,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(BENCH))
 from e2e_app import FLOORS, IMPLS  # noqa: E402
-from end_to_end import FLOOR_OF, LABELS, RATIOS, SCENARIOS  # noqa: E402
+from end_to_end import FLOOR_OF, LABELS, RATIOS, SCENARIOS, uvicorn_command  # noqa: E402
 from peers import coatcheck_build  # noqa: E402
 from servers import free_port, running_redis  # noqa: E402
 
@@ -88,22 +88,7 @@ class Counted:
             "valgrind",
             "--tool=callgrind",
             f"--callgrind-out-file={self.out}",
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--app-dir",
-            str(BENCH),
-            "e2e_app:create_app",
-            "--factory",
-            "--port",
-            str(self.port),
-            "--loop",
-            loop,
-            "--http",
-            parser,
-            "--no-access-log",
-            "--log-level",
-            "warning",
+            *uvicorn_command(self.port, loop, parser),
         ]
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
