@@ -19,9 +19,31 @@ from typing import Any, TypeVar
 from django.core.management import call_command
 from django.db import DEFAULT_DB_ALIAS, connections
 
-__all__ = ["ClosingExecutor", "database", "postgres_options", "sqlite_options"]
+__all__ = [
+    "COATCHECK_MIDDLEWARE",
+    "ClosingExecutor",
+    "database",
+    "migrate_default",
+    "postgres_options",
+    "sqlite_options",
+]
+
+#: The test project's middleware with coatcheck's in place of Django's session middleware.
+COATCHECK_MIDDLEWARE = [
+    "coatcheck.adapters.django.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+]
 
 T = TypeVar("T")
+
+
+def migrate_default(*users: str) -> None:
+    """Migrate the default database and make sure `users` exist there."""
+    from django.contrib.auth.models import User
+
+    call_command("migrate", run_syncdb=True, verbosity=0)
+    for name in users:
+        User.objects.get_or_create(username=name)
 
 
 def sqlite_options(path: str) -> dict[str, Any]:

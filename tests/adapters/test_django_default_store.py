@@ -20,7 +20,6 @@ if not settings.configured:
     django.setup()
 
 from django.contrib.auth.models import User  # noqa: E402
-from django.core.management import call_command  # noqa: E402
 from django.test import Client, override_settings  # noqa: E402
 
 from coatcheck import SessionAdmin  # noqa: E402
@@ -31,19 +30,14 @@ from coatcheck.ids import handle_of  # noqa: E402
 from coatcheck.stores.django import AsyncDjangoStore, DjangoStore  # noqa: E402
 from servers import PostgresServer, postgres_server_fixture  # noqa: E402, F401
 
-from .django_databases import database, postgres_options  # noqa: E402
+from .django_databases import COATCHECK_MIDDLEWARE, database, migrate_default, postgres_options  # noqa: E402
 
 COOKIE = "sessionid"
-MIDDLEWARE = [
-    "coatcheck.adapters.django.SessionMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-]
 
 
 @pytest.fixture(scope="module", autouse=True)
 def migrated() -> None:
-    call_command("migrate", run_syncdb=True, verbosity=0)
-    User.objects.get_or_create(username="ada")
+    migrate_default("ada")
 
 
 @pytest.mark.parametrize("config", [{}, {"store": "django"}, {"store": "django://default"}])
@@ -58,7 +52,7 @@ def test_without_coatcheck_settings_sessions_go_to_the_database_not_a_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    with override_settings(COATCHECK={}, MIDDLEWARE=MIDDLEWARE):
+    with override_settings(COATCHECK={}, MIDDLEWARE=COATCHECK_MIDDLEWARE):
         del settings.COATCHECK  # absent, as in a project that never set it
         browser = Client()
         assert browser.get("/login/ada").status_code == 200
@@ -82,7 +76,7 @@ def postgres_alias(postgres_server: PostgresServer) -> Iterator[str]:
 @pytest.mark.service
 def test_the_engine_on_postgres_through_djangos_connections(postgres_alias: str) -> None:
     config = {"store": f"django://{postgres_alias}"}
-    with override_settings(COATCHECK=config, MIDDLEWARE=MIDDLEWARE):
+    with override_settings(COATCHECK=config, MIDDLEWARE=COATCHECK_MIDDLEWARE):
         browser = Client()
         browser.get("/set?key=cart&value=3")
         assert browser.get("/login/ada").status_code == 200  # (cycle_key: a rotate)

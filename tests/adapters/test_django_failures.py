@@ -22,8 +22,6 @@ if not settings.configured:
     settings.configure(**django_settings.SETTINGS)
     django.setup()
 
-from django.contrib.auth.models import User  # noqa: E402
-from django.core.management import call_command  # noqa: E402
 from django.db import connections  # noqa: E402
 from django.test import Client, override_settings  # noqa: E402
 
@@ -31,19 +29,14 @@ from coatcheck import SessionManager  # noqa: E402
 from faults import SwitchStore  # noqa: E402
 from helpers import FakeClock, manager_for  # noqa: E402
 
-from .django_databases import sqlite_options  # noqa: E402
+from .django_databases import COATCHECK_MIDDLEWARE, migrate_default, sqlite_options  # noqa: E402
 
 COOKIE = "sessionid"
-MIDDLEWARE = [
-    "coatcheck.adapters.django.SessionMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-]
 
 
 @pytest.fixture(scope="module", autouse=True)
 def database() -> None:
-    call_command("migrate", run_syncdb=True, verbosity=0)
-    User.objects.get_or_create(username="ada")
+    migrate_default("ada")
 
 
 @pytest.fixture
@@ -59,7 +52,7 @@ def store(clock: FakeClock) -> SwitchStore:
 @pytest.fixture
 def manager(store: SwitchStore, clock: FakeClock) -> Iterator[SessionManager]:
     manager = manager_for(store, clock)
-    with override_settings(COATCHECK={"manager": manager}, MIDDLEWARE=MIDDLEWARE):
+    with override_settings(COATCHECK={"manager": manager}, MIDDLEWARE=COATCHECK_MIDDLEWARE):
         yield manager
 
 
@@ -135,7 +128,9 @@ def test_a_django_database_that_cannot_be_opened_is_503_without_traceback(
         "gone"
     ]
     try:
-        with override_settings(COATCHECK={"store": "django://gone"}, MIDDLEWARE=MIDDLEWARE):
+        with override_settings(
+            COATCHECK={"store": "django://gone"}, MIDDLEWARE=COATCHECK_MIDDLEWARE
+        ):
             response = Client().get("/act/set?key=a&value=1")
     finally:
         del connections.settings["gone"]

@@ -28,13 +28,14 @@ if not settings.configured:
 from django.contrib.auth.models import User  # noqa: E402
 from django.contrib.sessions.models import Session as DjangoSession  # noqa: E402
 from django.core.cache import cache  # noqa: E402
-from django.core.management import call_command  # noqa: E402
 from django.test import Client, override_settings  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
 from coatcheck import SessionAdmin  # noqa: E402
 from coatcheck.adapters.django import SessionStore, get_manager  # noqa: E402
 from coatcheck.ids import handle_of, is_wellformed  # noqa: E402
+
+from .django_databases import COATCHECK_MIDDLEWARE, migrate_default  # noqa: E402
 
 COOKIE = "sessionid"
 ENGINES = {
@@ -48,16 +49,11 @@ DJANGO_MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
 ]
-COATCHECK_MIDDLEWARE = [
-    "coatcheck.adapters.django.SessionMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-]
 
 
 @pytest.fixture(scope="module", autouse=True)
 def database() -> None:
-    call_command("migrate", run_syncdb=True, verbosity=0)
-    User.objects.get_or_create(username="ada")
+    migrate_default("ada")
 
 
 @pytest.fixture
