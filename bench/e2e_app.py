@@ -4,7 +4,8 @@ One Starlette app, the same for every implementation; the environment says which
 middleware wraps it (a uvicorn `--factory` takes no arguments):
 
   E2E_IMPL     bare | starlette-cookie | starsessions-memory | starsessions-redis |
-               coatcheck-memory | coatcheck-sqlite | coatcheck-redis | coatcheck-client
+               coatcheck-memory | coatcheck-sqlite | coatcheck-redis | coatcheck-client |
+               floor-server | floor-client
   E2E_SQLITE   the SQLite file (coatcheck-sqlite)
   E2E_REDIS    the Redis URL (the -redis implementations)
 
@@ -16,6 +17,14 @@ Routes (all GET):
           checks that it sent its latest cookie (a stale token would repeat a number)
   /new    sets one key in a session that has none yet (a new visitor)
 
+The two `floor-` implementations are the bare app plus the response headers coatcheck's
+server-side (`floor-server`) or client-side (`floor-client`) layer sends on each route,
+replayed as fixed bytes by a middleware that does nothing else: recorded at start from the
+real layer, the same names, values and sizes (`Set-Cookie` included, which the client sends
+back, so the request's `Cookie` header is as long too). What a layer that sends those
+headers cannot go below in this server: uvicorn and h11 parse and validate every header,
+in Python, per request.
+
 Cookies are alike everywhere: Secure, HttpOnly, SameSite=Lax, Path=/. coatcheck keeps its
 default `__Host-session` name; the peers call theirs `session`.
 
@@ -24,7 +33,9 @@ default `__Host-session` name; the peers call theirs `session`.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -45,7 +56,10 @@ IMPLS = (
     "coatcheck-sqlite",
     "coatcheck-redis",
     "coatcheck-client",
+    "floor-server",
+    "floor-client",
 )
+FLOORS = {"floor-server": "coatcheck-memory", "floor-client": "coatcheck-client"}
 SEEDED = tuple(SEED.values())
 
 _bare: dict[str, Any] = dict(SEED)  # bare's "session": one plain dict for every client
@@ -126,5 +140,88 @@ def middleware(impl: str) -> list[Middleware]:
     return [Middleware(CoatcheckMiddleware, manager=SessionManager(mode))]
 
 
+Headers = list[tuple[bytes, bytes]]
+
+
+class FixedHeaders:
+    """Pure ASGI middleware that appends the same headers to every response of a path."""
+
+    def __init__(self, app: Any, by_path: dict[str, Headers]) -> None:
+        self.app = app
+        self.by_path = by_path
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        added = self.by_path.get(scope.get("path", ""))
+        if not added:
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message["headers"], *added]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def recorded_headers(impl: str) -> dict[str, Headers]:
+    """The headers `impl`'s session layer adds to each route's response, as a client that
+    keeps its cookie sees them (/seed, /read, /write in one session; /new without one).
+    Run on a thread of its own: uvicorn calls the app factory inside its event loop."""
+    app = Starlette(routes=ROUTES, middleware=middleware(impl))
+    own = {b"content-length", b"content-type"}  # the view's, in the bare app too
+    recorded: dict[str, Headers] = {}
+
+    async def get(path: str, cookie: bytes | None) -> Headers:
+        headers = [(b"host", b"127.0.0.1"), (b"sec-fetch-site", b"same-origin")]
+        if cookie is not None:
+            headers.append((b"cookie", cookie))
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": headers,
+            "client": ("127.0.0.1", 50000),
+            "server": ("127.0.0.1", 8000),
+        }
+        sent: list[Any] = []
+
+        async def receive() -> Any:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        await app(scope, receive, send)
+        assert sent[0]["status"] == 200, (impl, path, sent[0])
+        return [(n, v) for n, v in sent[0]["headers"] if n.lower() not in own]
+
+    async def session() -> None:
+        cookie = None
+        for path in ("/seed", "/read", "/write", "/new"):
+            added = await get(path, None if path == "/new" else cookie)
+            recorded[path] = added
+            for name, value in added:
+                if name.lower() == b"set-cookie" and path != "/new":
+                    cookie = value.split(b";", 1)[0]
+
+    thread = threading.Thread(target=asyncio.run, args=(session(),))
+    thread.start()
+    thread.join()
+    if set(recorded) != {"/seed", "/read", "/write", "/new"}:
+        raise SystemExit(f"recording {impl}'s headers failed")
+    return recorded
+
+
 def create_app() -> Starlette:
-    return Starlette(routes=ROUTES, middleware=middleware(os.environ.get("E2E_IMPL", "bare")))
+    impl = os.environ.get("E2E_IMPL", "bare")
+    if impl in FLOORS:
+        added = recorded_headers(FLOORS[impl])
+        return Starlette(routes=ROUTES, middleware=[Middleware(FixedHeaders, by_path=added)])
+    return Starlette(routes=ROUTES, middleware=middleware(impl))

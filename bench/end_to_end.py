@@ -12,6 +12,12 @@ implementation:
   coatcheck-sqlite      ServerSide(SQLiteStore(<temp file>))
   coatcheck-redis       ServerSide("redis://...")
   coatcheck-client      ClientSide(KeyRing, store=None): a signed token, stateless
+  floor-server          the bare app + the headers coatcheck-memory sends, as fixed bytes
+  floor-client          the bare app + the headers coatcheck-client sends, as fixed bytes
+
+A *floor* row is a `floor-` implementation's req/s over the peer's: the most a layer can
+reach that sends coatcheck's response headers (`Set-Cookie`, `Vary`, `Cache-Control`,
+which stay) and does nothing else, in this server.
 
 Both Redis implementations use one throw-away `redis-server` (from tests/servers.py),
 emptied before each server start and pinned to wrk's CPU, so the app's CPU is the app's.
@@ -65,7 +71,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(BENCH))
-from e2e_app import IMPLS  # noqa: E402
+from e2e_app import FLOORS, IMPLS  # noqa: E402
 from peers import coatcheck_build, cpu_model  # noqa: E402
 from servers import free_port, running_redis  # noqa: E402
 
@@ -79,6 +85,15 @@ LABELS = {
     "coatcheck-sqlite": "coatcheck server-side, `SQLiteStore`",
     "coatcheck-redis": "coatcheck server-side, Redis (URL)",
     "coatcheck-client": "coatcheck client-side, JWS cookie, `store=None`",
+    "floor-server": "bare app + coatcheck server-side's headers (fixed bytes)",
+    "floor-client": "bare app + coatcheck client-side's headers (fixed bytes)",
+}
+# The floor- implementation that sends the same headers as a coatcheck one.
+FLOOR_OF = {
+    "coatcheck-memory": "floor-server",
+    "coatcheck-sqlite": "floor-server",
+    "coatcheck-redis": "floor-server",
+    "coatcheck-client": "floor-client",
 }
 # (numerator, denominator, target): req/s ratios reported for each scenario.
 RATIOS = (
@@ -115,6 +130,30 @@ def server_options() -> tuple[str, str]:
 # -- the server -----------------------------------------------------------------------------
 
 
+def uvicorn_command(port: int, loop: str, http: str) -> list[str]:
+    """uvicorn serving `e2e_app` on loopback `port` (the app reads E2E_IMPL)."""
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--app-dir",
+        str(BENCH),
+        "e2e_app:create_app",
+        "--factory",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--loop",
+        loop,
+        "--http",
+        http,
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+
+
 class Server:
     """One uvicorn process serving `e2e_app` for `impl`, pinned to `cpu`."""
 
@@ -122,30 +161,7 @@ class Server:
         self.impl = impl
         self.port = free_port()
         self.logfile = logfile
-        loop, http = server_options()
-        command = [
-            "taskset",
-            "-c",
-            str(cpu),
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--app-dir",
-            str(BENCH),
-            "e2e_app:create_app",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--loop",
-            loop,
-            "--http",
-            http,
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ]
+        command = ["taskset", "-c", str(cpu), *uvicorn_command(self.port, *server_options())]
         with open(logfile, "ab") as out:
             self.process = subprocess.Popen(
                 command,
@@ -213,13 +229,13 @@ def check(server: Server) -> str:
     """Fail loudly unless sessions work over plain HTTP the way the wrk script uses them.
     Returns the session cookie's attributes (for the report)."""
     impl, url = server.impl, server.url
-    bare = impl == "bare"
+    bare = impl == "bare" or impl in FLOORS  # a floor's cookie is fixed bytes: no session
 
     def fail(message: str) -> None:
         raise SystemExit(f"check failed for {impl}: {message}")
 
     status, _, cookies = get(f"{url}/seed", None)
-    if status != 200 or len(cookies) != (0 if bare else 1):
+    if status != 200 or len(cookies) != (0 if impl == "bare" else 1):
         fail(f"/seed answered {status} with {len(cookies)} Set-Cookie headers, want 200 and 1")
     if bare:
         for path, want in (("/read", "ok"), ("/new", "ok")):
@@ -295,7 +311,7 @@ def wrk(url: str, scenario: str, bare: bool, connections: int, seconds: int, cpu
 
 
 def measure(server: Server, scenario: str, args: argparse.Namespace, redis_pid: int | None) -> Run:
-    bare = server.impl == "bare"
+    bare = server.impl == "bare" or server.impl in FLOORS
     if args.warmup > 0:
         wrk(server.url, scenario, bare, args.connections, args.warmup, args.client_cpu)
     cpu = server.cpu_seconds()
@@ -553,7 +569,9 @@ def report(
         "same ratio from server CPU time per request (second's / first's), which other "
         "load on the machine disturbs less. A *ceiling* row is the ratio the bare app "
         "reaches over that peer: what a session layer costing nothing would reach, since "
-        "HTTP parsing and the server take most of each request's time.",
+        "HTTP parsing and the server take most of each request's time. A *floor* row is "
+        "the ratio the bare app sending coatcheck's response headers (and nothing else) "
+        "reaches over that peer: the most a layer sending those headers can reach.",
         "",
         "| ratio | " + " | ".join(scenarios) + " | target |",
         "|---|" + "---:|" * len(scenarios) + "---|",
@@ -573,18 +591,22 @@ def report(
             cells.append(f"{ratio:.2f}{mark} ({cpu:.2f})")
         want = "—" if target is None else f"≥ {target:g}"
         lines.append(f"| {first} / {second} | " + " | ".join(cells) + f" | {want} |")
-        if "bare" in results and (second, "bare") not in ceilings:
-            ceilings.add((second, "bare"))
+        for bound, label, what in (
+            ("bare", "ceiling", "a session layer costing nothing"),
+            (FLOOR_OF.get(first, ""), "floor", "coatcheck's headers, no other work"),
+        ):
+            if bound not in results or (second, bound) in ceilings:
+                continue
+            ceilings.add((second, bound))
             cells = []
             for s in scenarios:
-                a, b = results["bare"][s], results[second][s]
+                a, b = results[bound][s], results[second][s]
                 cpu = (med(b, "server_cpu") / med(b, "requests")) / (
                     med(a, "server_cpu") / med(a, "requests")
                 )
                 cells.append(f"{med(a, 'rps') / med(b, 'rps'):.2f} ({cpu:.2f})")
             lines.append(
-                f"| *ceiling: bare / {second}* | " + " | ".join(cells) + " | (a session "
-                "layer costing nothing) |"
+                f"| *{label}: {bound} / {second}* | " + " | ".join(cells) + f" | ({what}) |"
             )
 
     lines += [

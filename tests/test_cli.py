@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 import time
@@ -13,7 +14,15 @@ from pathlib import Path
 import pytest
 
 from coatcheck import Lifetimes, RequestInfo, ServerSide, SessionManager
-from coatcheck.cli import EXIT_FAILED, EXIT_KEYS, EXIT_STORE, EXIT_USAGE, main, render_table
+from coatcheck.cli import (
+    EXIT_FAILED,
+    EXIT_KEYS,
+    EXIT_PIPE,
+    EXIT_STORE,
+    EXIT_USAGE,
+    main,
+    render_table,
+)
 from coatcheck.clientside import ClientSide
 from coatcheck.drivers import commit_session, open_session
 from coatcheck.keys import JWS_HS256, KeyRing
@@ -164,6 +173,30 @@ def test_console_entry_point_prints_no_traceback(tmp_path: Path) -> None:
     assert result.returncode == EXIT_STORE
     assert result.stderr.startswith("coatcheck: error: the store failed")
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "argv", [["keys", "new", "--count", "16"], ["keys", "check"], ["keys", "check", "--json"]]
+)
+def test_a_closed_pipe_ends_quietly(argv: list[str], keys: str) -> None:
+    """`coatcheck keys check | head`: the reader is gone before the output is written. The
+    pipe's read end is closed before the command starts, so every write fails (as the
+    writes after `head` exits do), deterministically."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "coatcheck", *argv],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert result.stderr == ""  # no traceback, no "Exception ignored"
+    assert result.returncode == EXIT_PIPE
 
 
 def test_usage_error_exit_code(capsys: pytest.CaptureFixture[str]) -> None:

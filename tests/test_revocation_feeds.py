@@ -516,7 +516,9 @@ def test_postgres_stopped_and_started() -> None:
     listener waits; after the restart the same store serves again, the poll resyncs from
     its cursor and the listener is back in LISTEN."""
     with running_postgres() as server:
-        store = PostgresRevocationStore(server.url, table=fresh_table(), timeout=0.5)
+        # A stopped server refuses at once, so the timeout only bounds the reconnection
+        # after the restart: generous, for a loaded machine.
+        store = PostgresRevocationStore(server.url, table=fresh_table(), timeout=5)
         lst = RevocationList()
         store.revoke(sid_entry("before"))
         entries, cursor = store.changes(0)

@@ -751,6 +751,76 @@ def test_any_json_claims_round_trip(claims: dict[str, Any]) -> None:
         assert codec.decode(codec.encode(claims)).claims == claims
 
 
+# -- tokens seen again (`_Seen`) --------------------------------------------------------------
+
+CODECS: dict[str, Callable[..., JWSCodec | JWECodec]] = {
+    "jws": JWSCodec,
+    "jwe": JWECodec,
+    "jwe-zip": lambda ring, **kw: JWECodec(ring, compress=True, **kw),
+}
+BIG_CLAIMS = {**CLAIMS, "pad": "z" * 300}  # compressible: the zip path
+
+
+@pytest.mark.parametrize("kind", sorted(CODECS))
+def test_a_token_seen_again_decodes_as_a_fresh_codec_verifies_it(kind: str) -> None:
+    """Issued (remembered) and then verified by another codec of the same ring (not
+    remembered there): the same claims, kid and is_current, a new dict every time."""
+    issuer, verifier = CODECS[kind](RING), CODECS[kind](RING, seen=0)
+    token = issuer.encode(BIG_CLAIMS)
+    assert token in issuer._seen.entries and verifier._seen.entries == {}
+    first, second = issuer.decode(token), issuer.decode(token)
+    assert first == second == verifier.decode(token)
+    assert first.claims == BIG_CLAIMS and first.claims is not second.claims
+    first.claims["pad"] = "changed"  # a request's session data is its own
+    assert issuer.decode(token).claims == BIG_CLAIMS
+
+
+@pytest.mark.parametrize("kind", sorted(CODECS))
+def test_a_verified_token_is_remembered_and_a_rejected_one_is_not(kind: str) -> None:
+    token = CODECS[kind](RING).encode(CLAIMS)
+    codec = CODECS[kind](RING)
+    bad = token[:-2] + ("AA" if token[-2:] != "AA" else "BA")
+    with pytest.raises(InvalidToken):
+        codec.decode(bad)
+    assert codec._seen.entries == {}
+    assert codec.decode(token).claims == CLAIMS
+    assert list(codec._seen.entries) == [token]
+    with pytest.raises(InvalidToken):  # one character off a remembered token: verified
+        codec.decode(bad)
+    codec.decode(token.encode("ascii"))  # bytes are verified, never looked up
+    assert list(codec._seen.entries) == [token]
+
+
+@pytest.mark.parametrize("kind", sorted(CODECS))
+def test_what_one_codec_remembers_another_ring_refuses(kind: str) -> None:
+    token = CODECS[kind](RING).encode(CLAIMS)
+    with pytest.raises(InvalidToken):
+        CODECS[kind](OTHER_RING).decode(token)
+    newer = KeyRing([bytes(range(96, 128)), bytes(range(32))])  # RING's newest key retired
+    rotated = CODECS[kind](newer).decode(CODECS[kind](KeyRing([bytes(range(32))])).encode(CLAIMS))
+    assert rotated.is_current is False
+
+
+def test_remembering_is_bounded_and_can_be_off() -> None:
+    codec = JWSCodec(RING, seen=3)
+    tokens_issued = [codec.encode({**CLAIMS, "n": n}) for n in range(7)]
+    assert 1 <= len(codec._seen.entries) <= 3
+    assert tokens_issued[-1] in codec._seen.entries
+    off = JWSCodec(RING, seen=0)
+    token = off.encode(CLAIMS)
+    assert off.decode(token).claims == CLAIMS and off._seen.entries == {}
+
+
+def test_json_bytes_from_a_caller_are_not_remembered() -> None:
+    """`encode` takes JSON bytes as they are; what is not an object must still be refused
+    by `decode`, so such a token is verified, not looked up."""
+    codec = JWSCodec(RING)
+    token = codec.encode(b"[1, 2]")
+    assert codec._seen.entries == {}
+    with pytest.raises(InvalidToken, match="not a JSON object"):
+        codec.decode(token)
+
+
 # -- time claims -----------------------------------------------------------------------------
 
 NOW = 1_700_000_100.0

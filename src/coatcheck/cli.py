@@ -10,6 +10,7 @@ command imports what it needs when it runs. Exit codes (also in docs/cli.md):
     3  the store failed or could not be reached
     4  keys are missing or invalid
   130  interrupted (Ctrl-C)
+  141  stdout was closed before the output was all written (`coatcheck ... | head`)
 """
 
 from __future__ import annotations
@@ -23,13 +24,22 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-__all__ = ["EXIT_FAILED", "EXIT_KEYS", "EXIT_STORE", "EXIT_USAGE", "main", "render_table"]
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_KEYS",
+    "EXIT_PIPE",
+    "EXIT_STORE",
+    "EXIT_USAGE",
+    "main",
+    "render_table",
+]
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_STORE = 3
 EXIT_KEYS = 4
 EXIT_INTERRUPTED = 130
+EXIT_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a command its closed pipe ended
 STORE_ENV = "COATCHECK_STORE"
 KEYS_ENV = "COATCHECK_KEYS"
 MAX_REPLICAS = 16  # processes on one machine; the demo makes its point with 3
@@ -654,6 +664,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     out = sys.stdout if out is None else out
     try:
         code: int = args.handler(args, out)
+        out.flush()  # here, not at exit: a closed pipe is then an error caught below
+    except BrokenPipeError:
+        _discard(out)
+        return EXIT_PIPE
     except Failure as exc:
         print(f"coatcheck: error: {exc}", file=sys.stderr)
         return exc.code
@@ -667,3 +681,23 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         print("coatcheck: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     return code
+
+
+def _discard(out: TextIO) -> None:
+    """Quietly drop what is left of `out` after its reader went away (`| head`).
+
+    What it still buffers would be flushed at exit into the closed pipe, and the
+    interpreter would print `Exception ignored ... BrokenPipeError`; pointing its file
+    descriptor at /dev/null makes that flush succeed, writing nothing (the recipe of the
+    Python documentation, "Note on SIGPIPE"). SIGPIPE is not restored to its default
+    instead: that would also kill the demo's servers when a client hangs up.
+    """
+    try:
+        fd = out.fileno()
+    except (OSError, ValueError):  # not a file (a StringIO in tests): nothing to flush at exit
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)

@@ -95,7 +95,7 @@ def verifier_hash(secret: str, key: bytes | None = None) -> str:
     raw = secret.encode("ascii")
     if key is None:
         return hashlib.sha256(raw).hexdigest()
-    return hmac.new(key, raw, hashlib.sha256).hexdigest()
+    return hmac.digest(key, raw, "sha256").hex()  # OpenSSL's one-shot HMAC: no hmac.HMAC
 
 
 def log_hash(salt: bytes, value: str) -> str:
@@ -104,4 +104,4 @@ def log_hash(salt: bytes, value: str) -> str:
     Replicas configured with the same salt produce the same hash for the same ID, so one
     session can be followed across a cluster's logs without the logs holding anything usable.
     """
-    return hmac.new(salt, value.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()[:16]
+    return hmac.digest(salt, value.encode("utf-8", "surrogatepass"), "sha256").hex()[:16]

@@ -4,6 +4,9 @@ The defaults are the strictest that browsers accept and OWASP asks for (ASVS 5.0
 a `__Host-` name, `Secure`, `HttpOnly`, `SameSite=Lax`, `Path=/`, no `Domain`, and no
 `Max-Age` unless the application asks for a persistent session. Chromium and Firefox accept
 `Secure` and `__Host-` cookies on `http://localhost`, so development needs no downgrade.
+Anywhere else over plain HTTP the browser keeps a `Secure` cookie but never sends it back;
+`Cookie.issue` then logs a warning, once per transport, naming the fix
+(`Cookie.warn_if_unsent`; docs/testing.md).
 """
 
 from __future__ import annotations
@@ -79,6 +82,10 @@ class Cookie:
     #: renders a cookie): `; Path=/[; Domain=...]` and `; HttpOnly; Secure; SameSite=...`.
     _before: str = field(default="", init=False, repr=False, compare=False)
     _after: str = field(default="", init=False, repr=False, compare=False)
+    #: Whether `warn_if_unsent` has logged (once per transport, so once per manager), and
+    #: the last plain-HTTP host it found to be this machine (checked once, not per issue).
+    _warned: bool = field(default=False, init=False, repr=False, compare=False)
+    _local_host: str | None = field(default=None, init=False, repr=False, compare=False)
 
     ambient = True
 
@@ -127,6 +134,14 @@ class Cookie:
         """`Set-Cookie` headers for `value`: one cookie, or numbered chunks if it is too
         large for one (`SessionTooLarge` past `max_chunks`). Cookies of the other layout
         that the request carried are cleared, so old chunks never mix with new ones."""
+        if (
+            self.secure
+            and request is not None
+            and request.scheme == "http"
+            and not self._warned
+            and request.host != self._local_host
+        ):
+            self.warn_if_unsent(request)
         single = self.render(value, max_age=max_age)
         if len(single) <= self.max_size:
             return [("set-cookie", single), *self._clear_present(request, keep=self.name)]
@@ -147,6 +162,36 @@ class Cookie:
 
     def clear(self, *, request: RequestInfo | None = None) -> list[tuple[str, str]]:
         return [("set-cookie", self.render_clear()), *self._clear_present(request, keep=self.name)]
+
+    def warn_if_unsent(self, request: RequestInfo) -> None:
+        """Log a warning, once, if this `Secure` cookie is being set in answer to a
+        plain-HTTP `request` to a host other than localhost: the browser stores it but never
+        sends it back over HTTP, so every request starts a new, empty session, silently.
+
+        Browsers make an exception for `localhost` (and `*.localhost`, 127.0.0.0/8, ::1),
+        which is why development there needs no change. Behind a proxy that terminates
+        TLS, the app sees `http` although the browser uses HTTPS: the warning then means the
+        app does not know its real scheme (which also affects redirects and CSRF origins).
+        """
+        if not self.secure or request.scheme != "http":
+            return
+        if _is_loopback(request.host):
+            object.__setattr__(self, "_local_host", request.host)
+            return
+        object.__setattr__(self, "_warned", True)
+        import logging
+
+        logging.getLogger("coatcheck.session").warning(
+            "the session cookie %s is Secure, but it is set in answer to a plain-HTTP request "
+            "to %s: browsers never send a Secure cookie back over HTTP (except to localhost), "
+            "so every request will start a new session. Serve HTTPS (behind a proxy that "
+            "terminates TLS, let the app see the original scheme: uvicorn --proxy-headers, "
+            "werkzeug's ProxyFix); for development over HTTP use "
+            'Cookie(name="session", secure=False). Logged once.',
+            self.name,
+            request.host or "(no Host header)",
+            extra={"event": "cookie.secure_over_http"},
+        )
 
     def _clear_present(
         self, request: RequestInfo | None, keep: str | list[str]
@@ -285,6 +330,27 @@ class Header:
 
     def clear(self, *, request: RequestInfo | None = None) -> list[tuple[str, str]]:
         return self.issue("")
+
+
+def _is_loopback(host: str | None) -> bool:
+    """Whether the `Host` header `host` names this machine as browsers treat it (they send
+    `Secure` cookies over plain HTTP there): localhost, *.localhost, a loopback address."""
+    if not host:
+        return False
+    name = host.strip().lower()
+    if name.startswith("["):  # [::1]:8000
+        name = name[1 : name.find("]")] if "]" in name else name[1:]
+    elif name.count(":") == 1:  # host:port
+        name = name.partition(":")[0]
+    name = name.rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def cookie_names(header: str) -> list[str]:

@@ -63,7 +63,7 @@ def client(app: Starlette, base_url: str = "http://testserver") -> httpx.AsyncCl
 
 def shape(set_cookie: str | None) -> str | None:
     """A Set-Cookie header with the opaque value replaced, to compare the two formats."""
-    return None if set_cookie is None else re.sub(r"^(\w+)=[^;]*", r"\1=<value>", set_cookie)
+    return None if set_cookie is None else re.sub(r"^([^=]+)=[^;]*", r"\1=<value>", set_cookie)
 
 
 @pytest.mark.anyio
@@ -75,6 +75,11 @@ def shape(set_cookie: str | None) -> str | None:
         {"max_age": 60, "path": "/sub", "same_site": "strict"},
         {"https_only": True, "domain": "example.com", "partitioned": True},
         {"session_cookie": "custom"},
+        {"max_age": 0},
+        {"max_age": -1},
+        {"max_age": -3600, "https_only": True},
+        {"session_cookie": "__Host-s", "path": "/sub", "domain": "testserver"},
+        {"same_site": "none", "https_only": False},
     ],
 )
 async def test_same_behaviour_and_set_cookie_text(options: dict[str, Any]) -> None:
@@ -105,6 +110,30 @@ async def test_same_behaviour_and_set_cookie_text(options: dict[str, Any]) -> No
                 )
         seen.append(steps)
     assert seen[0] == seen[1]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("max_age", [0, -1, None, 60])
+async def test_a_cookie_sent_back_by_hand_is_read_as_starlette_reads_it(
+    max_age: int | None,
+) -> None:
+    """A client that ignores `Max-Age` and sends the cookie anyway, a second later: with
+    `max_age` <= 0 neither middleware reads it back (Starlette's signer finds it older than
+    `max_age`), with None or a positive one both do."""
+    import time
+
+    seen = []
+    for middleware in MIDDLEWARES:
+        async with client(make_app(middleware, max_age=max_age)) as c:
+            response = await c.post("/update", json={"a": 1})
+            value = re.match(r"session=([^;]*)", response.headers["set-cookie"])
+            assert value is not None
+        time.sleep(1.05 if middleware is StarletteMiddleware and max_age == 0 else 0)
+        async with client(make_app(middleware, max_age=max_age)) as c:
+            c.cookies.set("session", value.group(1))
+            seen.append((await c.get("/view")).json())
+    expected = {"session": {} if max_age is not None and max_age <= 0 else {"a": 1}}
+    assert seen == [expected, expected]
 
 
 @pytest.mark.anyio

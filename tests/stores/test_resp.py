@@ -22,7 +22,7 @@ import redis
 import redis.asyncio
 
 from coatcheck.exceptions import StoreError, StoreUnavailable
-from coatcheck.stores import Record
+from coatcheck.stores import Record, resp
 from coatcheck.stores.redis import AsyncRedisStore, RedisRevocationStore, RedisStore
 from coatcheck.stores.resp import encode, sha1
 from helpers import await_until, blocked_clients, wait_until
@@ -44,8 +44,21 @@ def fresh_prefix() -> str:
 
 
 def idle(store: RedisStore | AsyncRedisStore) -> int:
-    assert store._lane is not None
-    return len(store._lane._idle)
+    """The lane's connections kept for the next command: the sync lane's idle ones, the
+    async lane's one pipe if it works."""
+    lane = store._lane
+    assert lane is not None
+    if isinstance(lane, resp.AsyncLane):
+        return int(lane._pipe is not None and lane._pipe.failure is None)
+    return len(lane._idle)
+
+
+def lane_clients(url: str) -> list[dict[str, str]]:
+    """The server's client connections, but the one asking (`CLIENT LIST`)."""
+    raw = redis.Redis.from_url(url)
+    clients = [c for c in raw.client_list() if c["cmd"] != "client|list"]
+    raw.close()
+    return clients
 
 
 # -- encoding ------------------------------------------------------------------------------
@@ -109,9 +122,81 @@ async def test_async_load_save_rotate_go_through_the_lane(redis_server: RedisSer
     assert idle(store) == 1
     results = await asyncio.gather(*(store.load(NEW) for _ in range(20)))
     assert results == [Record(b"e", 1)] * 20
-    assert 1 <= idle(store) <= 20
+    assert idle(store) == 1 and len(lane_clients(redis_server.url)) == 1  # one pipe for all
     await store.aclose()
     assert idle(store) == 0
+
+
+# -- the async lane's pipe -----------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_concurrent_commands_share_one_connection_and_get_their_own_replies(
+    redis_server: RedisServer,
+) -> None:
+    """Auto-pipelining: 200 concurrent loads of 200 different sessions go over one
+    connection, and each gets its own record (replies matched first in, first out)."""
+    store = AsyncRedisStore(redis_server.url, prefix=fresh_prefix(), max_connections=500)
+    keys = [f"{i:043d}" for i in range(200)]
+    for i, key in enumerate(keys):
+        assert await store.save(key, b"%d" % i, version=0, ttl=60, user=None) is True
+    results = await asyncio.gather(*(store.load(key) for key in reversed(keys)))
+    assert results == [Record(b"%d" % i, 1) for i in reversed(range(200))]
+    assert len(lane_clients(redis_server.url)) == 1
+    await store.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_command_leaves_the_pipe_in_step(redis_server: RedisServer) -> None:
+    """A waiter cancelled before its reply (a client that went away) keeps its place: the
+    reply, when it comes, is dropped, and the command behind it gets its own."""
+    prefix = fresh_prefix()
+    store = AsyncRedisStore(redis_server.url, prefix=prefix)
+    assert store._lane is not None
+    assert await store.save(KEY, b"d", version=0, ttl=60, user=None) is True
+    pipe = store._lane._pipe
+    hold = f"{prefix}hold"
+    blocked = asyncio.ensure_future(store._lane.call(b"BLPOP", hold, 0))
+    await await_until(lambda: blocked_clients(redis_server.url) == 1, "BLPOP sent")
+    behind = asyncio.ensure_future(store.load(KEY))  # queued behind BLPOP's reply
+    await asyncio.sleep(0)
+    blocked.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await blocked
+    raw = redis.asyncio.Redis.from_url(redis_server.url)
+    await raw.lpush(hold, b"for nobody")  # BLPOP's reply comes now, then GET's
+    assert await asyncio.wait_for(behind, 10) == Record(b"d", 1)
+    assert store._lane._pipe is pipe and idle(store) == 1
+    await raw.aclose()
+    await store.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_killed_pipe_fails_over_to_one_new_connection(redis_server: RedisServer) -> None:
+    """Every command waiting on a connection the server kills is sent once more, all of
+    them on one new connection, and each gets its own reply."""
+    prefix = fresh_prefix()
+    store = AsyncRedisStore(redis_server.url, prefix=prefix)
+    assert store._lane is not None
+    keys = [f"{i:043d}" for i in range(10)]
+    for i, key in enumerate(keys):
+        assert await store.save(key, b"%d" % i, version=0, ttl=60, user=None) is True
+    old = store._lane._pipe
+    assert old is not None
+    blocked = old.request(encode(b"BLPOP", f"{prefix}hold", 0))  # on this pipe only
+    await await_until(lambda: blocked_clients(redis_server.url) == 1, "BLPOP sent")
+    loads = [asyncio.ensure_future(store.load(key)) for key in keys]  # behind BLPOP
+    await asyncio.sleep(0)
+    (victim,) = lane_clients(redis_server.url)
+    raw = redis.asyncio.Redis.from_url(redis_server.url)
+    assert await raw.client_kill_filter(_id=victim["id"]) == 1
+    results = await asyncio.wait_for(asyncio.gather(*loads), 10)
+    assert results == [Record(b"%d" % i, 1) for i in range(10)]
+    assert await blocked is resp.LOST and old.failure is not None
+    assert store._lane._pipe is not old and idle(store) == 1
+    assert len(lane_clients(redis_server.url)) == 2  # the new pipe and raw
+    await raw.aclose()
+    await store.aclose()
 
 
 def test_an_error_reply_is_store_error(redis_server: RedisServer) -> None:

@@ -26,6 +26,15 @@ from a value another request has replaced since, `413` for a session too large, 
 one that cannot be serialised; nothing is saved. With `fail_open=True` a store failure is
 never a 503: an anonymous unsaved session at load, the write dropped at commit; both are
 counted (`load_failures.total`, `commit_failures.total`) and logged once per 10 s.
+
+`SessionInterface(manager, import_from="flask")` carries sessions over from Flask's own
+signed cookie (`"flask-session-redis"`: from Flask-Session's Redis store) so that switching
+logs no one out: a request whose old session verifies under the old interface's own
+checks gets a coatcheck session holding the same data (Flask-Login's user bound to it) in
+that same response, and the old cookie (and Redis key) is deleted once it is saved. A
+cookie that fails them (tampered, expired, unknown) reads as anonymous and is logged on
+`coatcheck.security` (`session.import_rejected`); each import on `coatcheck.session`
+(`session.imported`). See `coatcheck.adapters._flask_import` and docs/flask.md.
 """
 
 from __future__ import annotations
@@ -34,6 +43,13 @@ from collections.abc import Iterator
 from importlib.util import find_spec
 from typing import Any
 
+from ._extras import missing_extra
+
+try:
+    import flask  # noqa: F401 - imported here to name the extra if it is missing
+except ModuleNotFoundError as exc:
+    raise missing_extra(exc, "flask", "flask") from None
+
 from flask import Flask, Request, Response
 from flask import session as current_session
 from flask.sessions import SessionInterface as FlaskSessionInterface
@@ -41,13 +57,15 @@ from flask.sessions import SessionMixin
 from werkzeug.exceptions import Forbidden, HTTPException, ServiceUnavailable
 
 from ..drivers import commit_session, open_session
-from ..exceptions import CSRFError, StoreError
+from ..exceptions import ConfigurationError, CSRFError, StoreError
+from ..ids import is_wellformed
 from ..manager import ServerSide, SessionManager
 from ..responses import Answer, merge_headers, title_case
 from ..session import Session, SessionInfo
 from ..stores import AsyncStore, Store
 from ..transports import Cookie
 from . import failures
+from ._flask_import import Imported, Reader, Rejected, reader_for
 from .wsgi import check_csrf, request_info
 
 __all__ = ["FlaskSession", "SessionInterface", "connect_flask_login"]
@@ -69,6 +87,10 @@ class FlaskSession(SessionMixin):
     def __init__(self, session: Session, *, saved: bool = True) -> None:
         self.coatcheck = session
         self._saved = saved
+        #: An old session carried into this one: finished (deleted, logged) once saved.
+        self._imported: Imported | None = None
+        #: The old cookie to clear in the response (its name, path and domain).
+        self._clear_old: tuple[str, str, str | None, bool] | None = None
 
     # -- mapping -------------------------------------------------------------------------
 
@@ -169,13 +191,33 @@ class SessionInterface(FlaskSessionInterface):
     With `fail_open=True`, a store that is down gives an anonymous session that is not
     saved instead of a 503, and a store failure at commit drops the write. `load_failures`
     and `commit_failures` count them; each logs one line per 10 s at most.
+
+    `import_from` carries the sessions of the interface this one replaces over, once, on
+    first sight: `"flask"` (Flask's signed cookie, under the app's `SECRET_KEY`),
+    `"flask-session-redis"` (Flask-Session's Redis sessions, from its `SESSION_*`
+    settings), or that old interface instance itself. The old cookie is the one named by
+    `SESSION_COOKIE_NAME`; it may be the name of coatcheck's cookie too (a value that is
+    not a coatcheck secret is then tried as the old format). Needs a `Cookie` transport.
     """
 
-    def __init__(self, manager: SessionManager, *, fail_open: bool = False) -> None:
+    def __init__(
+        self,
+        manager: SessionManager,
+        *,
+        fail_open: bool = False,
+        import_from: str | FlaskSessionInterface | Reader | None = None,
+    ) -> None:
         self.manager = manager
         self.fail_open = fail_open
         self.failures = failures.StoreFailures(fail_open)
         self.load_failures, self.commit_failures = self.failures.load, self.failures.commit
+        self.import_from = import_from
+        self._cookie = next((t for t in manager.transports if isinstance(t, Cookie)), None)
+        if import_from is not None and self._cookie is None:
+            raise ConfigurationError(
+                "import_from needs a Cookie transport to hand the imported session out in"
+            )
+        self._readers: dict[int, Reader] = {}  # per app (its config names the old store)
 
     def __repr__(self) -> str:
         return f"SessionInterface({self.manager!r})"
@@ -185,6 +227,8 @@ class SessionInterface(FlaskSessionInterface):
         cls,
         app: Flask,
         store: Any = "sqlite:///sessions.db",
+        *,
+        import_from: str | FlaskSessionInterface | Reader | None = None,
         **options: Any,
     ) -> SessionInterface:
         """An interface whose cookie follows the app's `SESSION_COOKIE_*` settings.
@@ -192,7 +236,8 @@ class SessionInterface(FlaskSessionInterface):
         `store` is a mode (`ServerSide(...)`, `ClientSide(...)`), a store or a store URL;
         `options` go to `SessionManager` (`lifetimes=`, `clock=`, ...). Flask's defaults
         (cookie `session`, not `Secure`) are weaker than coatcheck's: set
-        `SESSION_COOKIE_SECURE = True` in production.
+        `SESSION_COOKIE_SECURE = True` in production. `import_from` as in the constructor:
+        the old cookie then has coatcheck's name, and is replaced by coatcheck's.
         """
         config = app.config
         same_site = config.get("SESSION_COOKIE_SAMESITE")
@@ -206,7 +251,7 @@ class SessionInterface(FlaskSessionInterface):
             partitioned=bool(config.get("SESSION_COOKIE_PARTITIONED")),
         )
         mode: Any = ServerSide(store) if isinstance(store, _STORES) else store
-        return cls(SessionManager(mode, transport=cookie, **options))
+        return cls(SessionManager(mode, transport=cookie, **options), import_from=import_from)
 
     def init_app(self, app: Flask) -> None:
         """Install this interface on `app`, and rotate the ID on Flask-Login's login and
@@ -218,23 +263,72 @@ class SessionInterface(FlaskSessionInterface):
     def open_session(self, app: Flask, request: Request) -> FlaskSession:
         manager = self.manager
         info = request_info(request.environ)
+        reader = old = outcome = None
+        opener = None
+        if self.import_from is not None:
+            reader = self._reader(app)
+            old = request.cookies.get(reader.cookie_name(app)) or None
+            cookie = self._cookie
+            if old is not None and cookie is not None and reader.cookie_name(app) == cookie.name:
+                # One cookie name for both: a value that is no coatcheck secret is tried as
+                # the old format first; if it is not one either, coatcheck's own checks
+                # reject (and log, and clear) it as they would any bad cookie.
+                if not is_wellformed(old):
+                    outcome = reader.read(app, old)
+                    if isinstance(outcome, Imported):
+                        opener = _opening_nothing(manager)
+                old = None  # (tried, or coatcheck's: not again below)
         try:
-            session = open_session(manager, info)
+            session = open_session(manager, info, opener=opener)
         except StoreError as exc:
             if not self.failures.at_load(manager, exc):
                 _refuse(request, ServiceUnavailable("The session store is unreachable."))
             return FlaskSession(manager.anonymous(info), saved=False)
+        refused = False
         if manager.csrf:
             try:
                 check_csrf(manager, info, session, request.environ)
             except CSRFError:
                 _refuse(request, Forbidden("Cross-origin request rejected (CSRF)."))
-        return FlaskSession(session)
+                refused = True
+        current = FlaskSession(session)
+        if reader is not None and session.is_new and not refused:
+            if old is not None:
+                outcome = reader.read(app, old)
+                if isinstance(outcome, Rejected):
+                    detail = f"from={reader.source} reason={outcome.reason}"
+                    manager.audit.security("session.import_rejected", old, detail)
+            if isinstance(outcome, Imported):
+                _carry_over(session, outcome)
+                current._imported = outcome
+            # The old cookie is cleared, unless it is coatcheck's own (its `Set-Cookie`
+            # replaces it) or the old store could not be asked (it may verify next time).
+            clear = isinstance(outcome, Imported) or (outcome is not None and outcome.clear)
+            if clear and not self._shares_cookie(app, reader):
+                current._clear_old = _old_cookie(app, reader)
+        return current
+
+    def _reader(self, app: Flask) -> Reader:
+        reader = self._readers.get(id(app))
+        if reader is None:
+            reader = self._readers[id(app)] = reader_for(self.import_from, app)
+        return reader
+
+    def _shares_cookie(self, app: Flask, reader: Reader) -> bool:
+        """Whether the old cookie is coatcheck's own (same name, path and domain): then
+        coatcheck's `Set-Cookie` replaces it, and clearing it would erase the new one."""
+        cookie = self._cookie
+        return cookie is not None and _old_cookie(app, reader)[:3] == (
+            cookie.name,
+            cookie.path,
+            cookie.domain,
+        )
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
         if not isinstance(session, FlaskSession) or not session._saved:
             return
         manager, coatcheck = self.manager, session.coatcheck
+        saved = True
         try:
             extra = commit_session(manager, coatcheck)
         except failures.COMMIT_FAILURES as exc:
@@ -243,10 +337,58 @@ class SessionInterface(FlaskSessionInterface):
                 _replace(response, answer)
                 return
             extra = failures.unsaved_headers(manager, coatcheck)
+            saved = False
+        imported = session._imported
+        if imported is not None and saved:
+            self._finish_import(imported, coatcheck)
         if extra:
             merged = merge_headers(response.headers.to_wsgi_list(), title_case(extra))
             response.headers.clear()
             response.headers.extend(merged)
+        if session._clear_old is not None and (imported is None or saved):
+            # (An import that was not saved keeps the old cookie: the next request retries.)
+            name, path, domain, secure = session._clear_old
+            response.delete_cookie(name, path=path, domain=domain, secure=secure)
+
+    def _finish_import(self, imported: Imported, session: Session) -> None:
+        """The coatcheck session is saved: delete the old one and log the import (the
+        new session by its hash; the keys left behind by name, never their values)."""
+        manager = self.manager
+        try:
+            imported.delete()
+        except Exception as exc:  # the old store: the session expires there on its own
+            manager.audit.error("session.import_delete_failed", session.id, type(exc).__name__)
+        detail = f"from={imported.source} user={'yes' if imported.user is not None else 'no'}"
+        if imported.dropped:
+            detail += f" dropped={','.join(imported.dropped)}"
+        manager.audit.lifecycle("session.imported", session.id, detail)
+
+
+def _opening_nothing(manager: SessionManager) -> Any:
+    """An opener for `open_session` that reads no secret: the request's cookie was an old
+    session, imported into a fresh coatcheck one."""
+    return lambda info: manager.open(info, "")
+
+
+def _old_cookie(app: Flask, reader: Reader) -> tuple[str, str, str | None, bool]:
+    """The old cookie's name, path, domain and `Secure` flag, as the old interface reads
+    them from `app.config` (a `__Host-` or `__Secure-` name is cleared only with `Secure`)."""
+    return (
+        reader.cookie_name(app),
+        reader.cookie_path(app),
+        reader.cookie_domain(app) or None,
+        reader.interface.get_cookie_secure(app),
+    )
+
+
+def _carry_over(session: Session, imported: Imported) -> None:
+    """Put an old session's data into the fresh coatcheck `session`, bind Flask-Login's
+    user as `connect_flask_login` does at a login, and keep it permanent if it was."""
+    session.update(imported.data)
+    if imported.persistent:
+        session.set_persistent(True)
+    if imported.user is not None:
+        session.login(imported.user)
 
 
 def _refuse(request: Request, error: HTTPException) -> None:

@@ -15,7 +15,9 @@ out.
 
 `max_age` means what it means in Starlette: the cookie's `Max-Age`, and how long after its
 last change a session is accepted (None: a browser-session cookie that never expires on
-the server side).
+the server side; 0 or negative: `Max-Age=0` or `Max-Age=-1`, a cookie the browser drops
+at once, and never read back). Every value Starlette takes is taken, and written into the
+`Set-Cookie` text as Starlette writes it, unchecked.
 
 A session that cannot be kept (a token over the size limit, a value JSON cannot carry) is
 answered `413` or `500` with a log line and no traceback, where Starlette's middleware
@@ -42,7 +44,7 @@ from ..drivers import acommit_session, aopen_session
 from ..exceptions import ConfigurationError
 from ..keys import MIN_KEY_BYTES, KeyRing
 from ..lifetimes import Lifetimes
-from ..manager import SessionManager
+from ..manager import Opening, SessionManager
 from ..request import RequestInfo
 from ..responses import merge_headers
 from ..session import Session
@@ -115,14 +117,22 @@ class StarletteSession(dict[str, Any]):
 
 
 class _StarletteCookie(Cookie):
-    """Starlette's `Set-Cookie` text: lower-case attributes, `Max-Age` from `max_age`."""
+    """Starlette's `Set-Cookie` text: lower-case attributes, `Max-Age` from `max_age`.
+
+    It takes what Starlette takes and writes it as Starlette does, unchecked (a `__Host-`
+    name with a `path`, say, which a browser then refuses, as it would Starlette's):
+    `Cookie`'s own checks, meant for coatcheck's settings, are not applied to the name and
+    path. `secure` is `https_only`, for the warning on plain-HTTP requests only."""
 
     __slots__ = ("_flags", "_max_age")
     _flags: str
     _max_age: int | None
 
-    def __init__(self, name: str, path: str, flags: str, max_age: int | None) -> None:
-        super().__init__(name=name, path=path, secure=False, same_site=None, http_only=False)
+    def __init__(self, name: str, path: str, flags: str, max_age: int | None, secure: bool) -> None:
+        super().__init__(name="session", secure=False, same_site=None, http_only=False)
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "path", path)
+        object.__setattr__(self, "secure", secure)
         object.__setattr__(self, "_flags", flags)
         object.__setattr__(self, "_max_age", max_age)
 
@@ -133,6 +143,8 @@ class _StarletteCookie(Cookie):
     def issue(
         self, value: str, *, max_age: int | None = None, request: RequestInfo | None = None
     ) -> list[tuple[str, str]]:
+        if self.secure and request is not None and not self._warned:
+            self.warn_if_unsent(request)
         return [("set-cookie", self.render(value))]  # one cookie, however large, as Starlette
 
     def render_clear(self) -> str:
@@ -165,8 +177,11 @@ class SessionMiddleware:
             flags += f"; domain={domain}"
         if partitioned:
             flags += "; partitioned"
-        self.cookie = _StarletteCookie(session_cookie, path, flags, max_age)
-        lifetime = float(max_age) if max_age is not None else float(_FOREVER)
+        self.cookie = _StarletteCookie(session_cookie, path, flags, max_age, https_only)
+        # `max_age` <= 0 (which Starlette takes): a cookie the browser drops at once
+        # (`Max-Age=0`, or negative), never read back; the lifetime below is then unused.
+        self._read_back = max_age is None or max_age > 0
+        lifetime = float(max_age) if max_age is not None and max_age > 0 else float(_FOREVER)
         master = hashlib.sha256(b"coatcheck/starlette\0" + secret.encode()).digest()
         self.manager = SessionManager(
             ClientSide(KeyRing([master]), store=None),
@@ -187,9 +202,10 @@ class SessionMiddleware:
             await self.app(scope, receive, send)
             return
         request = request_info(scope)
-        session = await aopen_session(self.manager, request)
+        opener = None if self._read_back else self._nothing
+        session = await aopen_session(self.manager, request, opener=opener)
         migrated = False
-        if session.is_new:
+        if session.is_new and self._read_back:
             migrated = self._adopt_legacy(request, session)
         view = StarletteSession(session.data())
         initially_empty = session.is_new and not migrated
@@ -220,6 +236,12 @@ class SessionMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_wrapper)
+
+    def _nothing(self, request: RequestInfo) -> Opening:
+        """Open no session from the request's cookie: with `max_age` <= 0 no cookie is ever
+        read back, as Starlette's signer refuses any cookie older than `max_age` seconds
+        (always, for a negative one; from the next second on, for 0)."""
+        return self.manager.open(request, "")
 
     def _adopt_legacy(self, request: RequestInfo, session: Session) -> bool:
         """Read a cookie written by Starlette's own middleware into `session`."""

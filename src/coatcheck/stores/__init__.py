@@ -4,7 +4,8 @@
 `RedisStore` and `PostgresStore` (many machines); each with an `Async` twin. Beside each
 session store, in the same module and on the same connection code, is its backend's
 revocation store (`MemoryRevocationStore`, `SQLiteRevocationStore`, `RedisRevocationStore`,
-`PostgresRevocationStore`, and twins). `from_url` builds a session store from a URL such as
+`PostgresRevocationStore`, and twins). `DjangoStore` keeps sessions in a Django project's
+own database (no revocation store). `from_url` builds a session store from a URL such as
 `sqlite:///sessions.db`, and `revocations_for` the revocation store of the same URL;
 `to_async` and `revocations_to_async` give a sync store's async twin. All four read one
 table, `_BACKENDS`.
@@ -28,6 +29,7 @@ from .base import AsyncStore, Record, Store
 
 if TYPE_CHECKING:
     from ..revocation import AsyncRevocationStore, RevocationStore
+    from .django import AsyncDjangoStore, DjangoStore
     from .memory import (
         AsyncMemoryRevocationStore,
         AsyncMemoryStore,
@@ -55,6 +57,7 @@ if TYPE_CHECKING:
     from .threaded import ThreadedRevocationStore, ThreadedStore
 
 __all__ = [
+    "AsyncDjangoStore",
     "AsyncMemoryRevocationStore",
     "AsyncMemoryStore",
     "AsyncPostgresRevocationStore",
@@ -64,6 +67,7 @@ __all__ = [
     "AsyncSQLiteRevocationStore",
     "AsyncSQLiteStore",
     "AsyncStore",
+    "DjangoStore",
     "MemoryRevocationStore",
     "MemoryStore",
     "PostgresRevocationStore",
@@ -90,8 +94,8 @@ class _Backend(NamedTuple):
     module: str
     store: str
     async_store: str
-    revocations: str
-    async_revocations: str
+    revocations: str | None  # None: sessions only
+    async_revocations: str | None
     extra: str | None
 
 
@@ -128,6 +132,7 @@ _BACKENDS = {
         "AsyncPostgresRevocationStore",
         "postgres",
     ),
+    "django": _Backend("django", "DjangoStore", "AsyncDjangoStore", None, None, "django"),
 }
 #: URL scheme -> backend.
 _SCHEMES = {
@@ -139,10 +144,14 @@ _SCHEMES = {
     "rediss+cluster": "redis",
     "postgresql": "postgres",
     "postgres": "postgres",
+    "django": "django",
 }
 #: Every class this package names -> (its module, the pip extra of its driver).
 _CLASSES = {
-    name: (backend.module, backend.extra) for backend in _BACKENDS.values() for name in backend[1:5]
+    name: (backend.module, backend.extra)
+    for backend in _BACKENDS.values()
+    for name in backend[1:5]
+    if name is not None
 }
 _CLASSES.update(ThreadedStore=("threaded", None), ThreadedRevocationStore=("threaded", None))
 #: URL query parameters that size a Redis or PostgreSQL store's pool: the store reads
@@ -254,12 +263,22 @@ def _url_argument(url: str, parts: SplitResult) -> tuple[str, ...]:
     return (url,)
 
 
+def _alias_argument(url: str, parts: SplitResult) -> tuple[str, ...]:
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ConfigurationError(
+            "a django store URL names only a database alias: django:// (the default "
+            "database) or django://<alias>, an entry of settings.DATABASES"
+        )
+    return (unquote(parts.netloc) or "default",)
+
+
 #: What a backend's classes are built with, from a URL: nothing, the file's path, the URL.
 _ARGUMENTS = {
     "memory": _no_arguments,
     "sqlite": _path_argument,
     "redis": _url_argument,
     "postgres": _url_argument,
+    "django": _alias_argument,
 }
 
 
@@ -288,6 +307,7 @@ def from_url(url: str, *, asynchronous: bool = False) -> Store | AsyncStore:
     - `redis://[[user]:password@]host:6379/0`, `rediss://...` (TLS); a Redis Cluster:
       `redis+cluster://host:port` or `rediss+cluster://...` (any node)
     - `postgresql://user:password@host:5432/db` (or `postgres://`)
+    - `django://` or `django://<alias>`: a Django project's own database (`DjangoStore`)
 
     Redis and PostgreSQL URLs may size the store's connection pool in their query:
     `?max_connections=50&pool_timeout=5` (see the store classes; other query parameters
@@ -297,7 +317,8 @@ def from_url(url: str, *, asynchronous: bool = False) -> Store | AsyncStore:
     if backend is None:
         raise ConfigurationError(
             f"unknown store URL scheme {scheme + '://' if scheme else url!r}; "
-            "use memory://, sqlite:///path, redis://host, redis+cluster://host, postgresql://host"
+            "use memory://, sqlite:///path, redis://host, redis+cluster://host, "
+            "postgresql://host, django://"
         )
     store: Store | AsyncStore = __getattr__(backend.async_store if asynchronous else backend.store)(
         *arguments
@@ -309,7 +330,7 @@ def revocations_for(url: str) -> RevocationStore:
     """The revocation store that goes with the session store `from_url(url)` builds: the
     same backend, the same file or server (in a table or keys of its own)."""
     backend, scheme, arguments = _backend(url)
-    if backend is None:
+    if backend is None or backend.revocations is None:
         raise ConfigurationError(
             f"no revocation store for {scheme}:// URLs yet; pass revocations=... explicitly"
         )
@@ -352,6 +373,7 @@ def _twin(store: object, sync: str, twin: str) -> tuple[bool, Any]:
     for backend in _BACKENDS.values():
         # Not imported yet means `store` cannot be one of its classes: never import here.
         loaded = sys.modules.get(f"{__name__}.{backend.module}")
-        if loaded is not None and isinstance(store, getattr(loaded, getattr(backend, sync))):
+        name = getattr(backend, sync)
+        if loaded is not None and name is not None and isinstance(store, getattr(loaded, name)):
             return True, getattr(loaded, getattr(backend, twin)).wrapping(store)
     return False, None

@@ -84,7 +84,7 @@ port, db, username, password: the lane sends `AUTH` and `SELECT` as it connects)
 Everything else (`delete`, `list_user`, `delete_user`, revocations and their pub/sub feed,
 clusters, TLS, clients passed in) stays on redis-py. Like redis-py, the lane bounds
 connecting and each reply by `timeout`, drops any connection that failed, and sends a
-command once more on a new connection when an idle pooled one turns out broken (a server
+command once more on a new connection when the one it used turns out broken (a server
 restart); it forgets, without closing, connections inherited across a fork.
 
 Connections. A store made from a URL has at most `max_connections` commands in flight
@@ -104,10 +104,10 @@ once, not after `pool_timeout`. Both settings come from the constructor or the U
 `bench/pool_load.py`. A store with a lane admits the lane's commands and redis-py's through
 one gate (`_Gate` for the async twin; `resp.SyncGate`, in front of the redis-py client too,
 for the sync one): still at most `max_connections` commands in flight in all, and the same
-`pool_timeout` wait and message. The lane has its own connections (at most
-`max_connections`, kept idle between commands, most recently used first), next to redis-py's
-pool, which a lane store uses only for the commands above: up to twice `max_connections`
-sockets, though never more than `max_connections` busy.
+`pool_timeout` wait and message. The lane has its own connections next to redis-py's pool,
+which a lane store uses only for the commands above: the sync lane at most
+`max_connections` (kept idle between commands, most recently used first), the async lane
+one per event loop, which every command in flight shares (auto-pipelining).
 """
 
 from __future__ import annotations

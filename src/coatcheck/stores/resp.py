@@ -9,20 +9,28 @@ minimal client on the same hiredis parser costs about 120k (asyncio streams) and
 (`GET` for `load`, `EVALSHA` for `save` and `rotate`) through a lane of this module when
 they are made from a plain `redis://` URL of one server; everything else stays on redis-py.
 
-A lane is a pool of TCP connections (TCP_NODELAY) to one server, each one authenticated
-(`AUTH`) and on its database (`SELECT`) as it opens. A call takes an idle connection (the
-most recently used first) or opens one, sends one command, reads one reply with
-`hiredis.Reader`, and gives the connection back. Admission goes through a gate the store
-shares with its redis-py client: at most `max_connections` commands in flight over both,
-and one more waits up to `pool_timeout` seconds, then `PoolExhausted`.
+The sync lane (`SyncLane`, for Flask, Django and threads) is a pool of blocking TCP
+connections (TCP_NODELAY), each one authenticated (`AUTH`) and on its database (`SELECT`)
+as it opens: a call takes an idle connection (the most recently used first) or opens one,
+sends one command, reads one reply with `hiredis.Reader`, and gives the connection back.
+The async lane (`AsyncLane`) pipelines instead: one connection per event loop carries
+every command in flight, written as they come, and Redis's replies, which come in order,
+go to the waiters first in, first out (`_Pipe`). Concurrent requests then share writes,
+reads and wake-ups, and no command pays for a timer task of its own. Admission goes
+through a gate the store shares with its redis-py client: at most `max_connections`
+commands in flight over both, and one more waits up to `pool_timeout` seconds, then
+`PoolExhausted`.
 
-Failures: connecting and every reply are bounded by `timeout` seconds. A connection that
-fails in any way (refused, reset, closed, timed out, a protocol error, a cancelled wait) is
-closed and never reused, and the command is tried once more on a new connection, as
-redis-py's clients do (their one retry): a server restart breaks every idle connection,
-and a connection that an overloaded process opened too slowly gets a second chance. A
-second failure is raised as `Unavailable`; a server that is down refuses both attempts at
-once, so an outage is still answered in about a millisecond. An error reply is raised as the
+Failures: connecting and every reply are bounded by `timeout` seconds (the async lane's
+one watchdog timer checks the oldest command waiting). A connection that fails in any way
+(refused, reset, closed, timed out, a protocol error) is closed and never reused, and each
+command on it is tried once more on a new connection, as redis-py's clients do (their one
+retry): a server restart breaks every idle connection, and a connection that an overloaded
+process opened too slowly gets a second chance. A second failure is raised as
+`Unavailable`; a server that is down refuses both attempts at once, so an outage is still
+answered in about a millisecond. A sync call interrupted while waiting closes its
+connection (its reply may still come); an async waiter that is cancelled keeps its place
+in the pipe, and its reply is read and dropped. An error reply is raised as the
 `hiredis.ReplyError` it is, except that `evalsha` answers `NOSCRIPT` (a restarted or
 flushed server) by loading the script and sending `EVALSHA` once more. No message or repr
 carries the password.
@@ -39,7 +47,8 @@ import os
 import queue
 import socket
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
 import hiredis
@@ -155,13 +164,12 @@ _BROKEN = (OSError, hiredis.ProtocolError, asyncio.TimeoutError)
 
 
 _GateT = TypeVar("_GateT")
-_ConnT = TypeVar("_ConnT")
 
 
-class _Lane(Generic[_GateT, _ConnT]):
-    """What both lanes share: the address, the handshake, the gate that admits commands
-    and the idle connections (`_lock` guards them where threads share them: the sync
-    lane; the async one runs on one event loop and never takes it)."""
+class _Lane(Generic[_GateT]):
+    """What both lanes share: the address, the handshake, the gate that admits commands,
+    and the process they belong to (`_forget()` sets up their connections, at the start
+    and in a forked child)."""
 
     def __init__(
         self,
@@ -181,8 +189,11 @@ class _Lane(Generic[_GateT, _ConnT]):
         self.gate = gate
         self._handshake = _handshake(username, password, db)
         self._pid = os.getpid()
-        self._idle: list[_ConnT] = []
-        self._lock = threading.Lock()
+        self._forget()
+
+    def _forget(self) -> None:
+        """No connections: the parent's, in a child, are forgotten, not closed."""
+        raise NotImplementedError
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.host}:{self.port}/{self.db}>"
@@ -217,8 +228,13 @@ class _Conn:
             pass
 
 
-class SyncLane(_Lane[SyncGate, _Conn]):
-    """A pool of blocking connections, admitted by `gate` (see the module docstring)."""
+class SyncLane(_Lane[SyncGate]):
+    """A pool of blocking connections, admitted by `gate` (see the module docstring);
+    `_lock` guards the idle ones, which threads share."""
+
+    def _forget(self) -> None:
+        self._idle: list[_Conn] = []
+        self._lock = threading.Lock()
 
     def call(self, *args: Arg) -> Any:
         """Send one command, return its reply (an error reply raised)."""
@@ -257,10 +273,10 @@ class SyncLane(_Lane[SyncGate, _Conn]):
         return reply
 
     def _take(self) -> _Conn:
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._forget()
         with self._lock:
-            if self._pid != os.getpid():
-                self._pid = os.getpid()
-                self._idle = []  # the parent's: forget them, do not close them
             if self._idle:
                 return self._idle.pop()
         return self._open()
@@ -293,36 +309,135 @@ class SyncLane(_Lane[SyncGate, _Conn]):
             conn.close()
 
 
-class _AsyncConn:
-    __slots__ = ("parser", "reader", "writer")
+class _Pipe:
+    """One connection that many commands share at once (auto-pipelining), as the
+    `asyncio` protocol of its transport: each command is written as it comes, and the
+    replies, which Redis sends in order, resolve the waiting futures first in, first out.
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
+    A waiter that gives up (cancelled) leaves its place in the queue: its reply is read
+    and dropped when it comes, so the connection stays in step. Once broken (closed,
+    reset, a protocol error, or a command unanswered for `timeout` seconds: one watchdog
+    timer checks the oldest), every waiter gets `LOST` and the pipe is never used again.
+    Duck-typed as `asyncio.Protocol` (a compiled class cannot subclass it)."""
+
+    __slots__ = (
+        "closed",
+        "failure",
+        "loop",
+        "parser",
+        "sent",
+        "timeout",
+        "transport",
+        "waiting",
+        "watchdog",
+    )
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+        self.loop = loop
+        self.timeout = timeout
         self.parser = hiredis.Reader()
+        self.transport: asyncio.Transport | None = None
+        self.waiting: deque[asyncio.Future[Any]] = deque()
+        self.sent: deque[float] = deque()  # when each waiting command was written
+        self.watchdog: asyncio.TimerHandle | None = None
+        self.failure: BaseException | None = None
+        self.closed: asyncio.Future[None] = loop.create_future()
 
-    async def roundtrip(self, payload: bytes, timeout: float) -> Any:
-        self.writer.write(payload)
+    def request(self, payload: bytes) -> asyncio.Future[Any]:
+        """Write one command; the future gets its reply, or `LOST`."""
+        future = self.loop.create_future()
+        if self.failure is not None or self.transport is None:
+            future.set_result(LOST)
+            return future
+        now = self.loop.time()
+        self.waiting.append(future)
+        self.sent.append(now)
+        if self.watchdog is None:
+            self.watchdog = self.loop.call_at(now + self.timeout, self._check)
+        self.transport.write(payload)
+        return future
+
+    def abort(self, exc: BaseException) -> None:
+        """Break the pipe: every waiter gets `LOST`, the socket is closed."""
+        self._fail(exc)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _check(self) -> None:
+        self.watchdog = None
+        if self.sent:
+            deadline = self.sent[0] + self.timeout
+            if self.loop.time() >= deadline:
+                self.abort(TimeoutError("no reply"))
+            else:
+                self.watchdog = self.loop.call_at(deadline, self._check)
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.failure is None:
+            self.failure = exc
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+            self.watchdog = None
+        waiting, self.waiting = self.waiting, deque()
+        self.sent.clear()
+        for future in waiting:
+            if not future.done():
+                future.set_result(LOST)
+
+    # -- the asyncio.Protocol side
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
         parser = self.parser
-        reply = parser.gets()
-        while reply is False:
-            data = await asyncio.wait_for(self.reader.read(65536), timeout)
-            if not data:
-                raise ConnectionError("connection closed by the server")
+        try:
             parser.feed(data)
             reply = parser.gets()
-        return reply
+            while reply is not False:
+                self.sent.popleft()
+                future = self.waiting.popleft()
+                if not future.done():
+                    future.set_result(reply)
+                reply = parser.gets()
+        except (hiredis.ProtocolError, IndexError) as exc:  # IndexError: a reply unasked for
+            self.abort(exc)
 
-    def close(self) -> None:
-        try:
-            self.writer.close()
-        except (OSError, RuntimeError):  # RuntimeError: its event loop is closed
-            pass
+    def eof_received(self) -> bool:
+        return False  # close the transport: connection_lost follows
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._fail(exc or ConnectionError("connection closed by the server"))
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def pause_writing(self) -> None:  # the payloads are small; the transport buffers them
+        pass
+
+    def resume_writing(self) -> None:
+        pass
 
 
-class AsyncLane(_Lane[AsyncGate, _AsyncConn]):
-    """The asyncio twin of `SyncLane` (`asyncio.open_connection`), admitted by the store's
-    `_Gate`, shared with its redis-py client."""
+#: What a `_Pipe` answers a waiter whose command it could not complete.
+LOST: Any = object()
+
+_running_loop = asyncio.get_running_loop
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+class AsyncLane(_Lane[AsyncGate]):
+    """The asyncio twin of `SyncLane`, admitted by the store's `_Gate` (shared with its
+    redis-py client): one connection carries every command in flight (`_Pipe`), so
+    concurrent requests share its writes, reads and wake-ups instead of a connection and
+    a timer task each."""
+
+    def _forget(self) -> None:
+        self._pipe: _Pipe | None = None
+        self._opening: asyncio.Task[_Pipe] | None = None
 
     async def call(self, *args: Arg) -> Any:
         """Send one command, return its reply (an error reply raised)."""
@@ -340,66 +455,63 @@ class AsyncLane(_Lane[AsyncGate, _AsyncConn]):
 
     async def _send(self, payload: bytes) -> Any:
         async with self.gate:
-            try:
-                reply = await self._attempt(payload, self._take)
-            except Unavailable:
-                reply = await self._attempt(payload, self._open)  # once more, on a new one
+            pipe = self._pipe
+            if pipe is None or pipe.failure is not None or pipe.loop is not _running_loop():
+                pipe = await self._connect(pipe)
+            reply = await pipe.request(payload)
+            if reply is LOST:  # once more, on a new connection
+                pipe = await self._connect(pipe)
+                reply = await pipe.request(payload)
+                if reply is LOST:
+                    raise self._failed(pipe.failure or ConnectionError("lost"))
         if isinstance(reply, hiredis.ReplyError):
             raise reply
         return reply
 
-    async def _attempt(
-        self, payload: bytes, connection: Callable[[], Awaitable[_AsyncConn]]
-    ) -> Any:
-        conn = await connection()
-        try:
-            reply = await conn.roundtrip(payload, self.timeout)
-        except BaseException as exc:
-            conn.close()  # a reply may still be on its way: never reuse it
-            if isinstance(exc, _BROKEN):
-                raise self._failed(exc) from None
-            raise
-        self._idle.append(conn)
-        return reply
-
-    async def _take(self) -> _AsyncConn:
+    async def _connect(self, stale: _Pipe | None) -> _Pipe:
+        """A working pipe in place of `stale`: the current one if another command has
+        replaced it already, else a new one (concurrent callers share its opening)."""
         if self._pid != os.getpid():
             self._pid = os.getpid()
-            self._idle = []  # the parent's: forget them, do not close them
-        if self._idle:
-            return self._idle.pop()
-        return await self._open()
-
-    async def _open(self) -> _AsyncConn:
+            self._forget()
+        current = self._pipe
+        loop = _running_loop()
+        if current is not None and current is not stale and current.failure is None:
+            if current.loop is loop:
+                return current
+        opening = self._opening
+        if opening is None or opening.get_loop() is not loop:
+            opening = self._opening = loop.create_task(self._open(loop))
+            opening.add_done_callback(_retrieve)  # every waiter may have been cancelled
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(self.host, self.port), self.timeout
+            return await asyncio.shield(opening)
+        finally:
+            if opening.done() and self._opening is opening:
+                self._opening = None
+
+    async def _open(self, loop: asyncio.AbstractEventLoop) -> _Pipe:
+        pipe = _Pipe(loop, self.timeout)
+        try:
+            await asyncio.wait_for(
+                loop.create_connection(lambda: pipe, self.host, self.port),  # type: ignore[type-var]
+                self.timeout,
             )
         except (OSError, asyncio.TimeoutError) as exc:
             raise _failure(exc, f"connecting to {self.host}:{self.port}") from None
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn = _AsyncConn(reader, writer)
-        try:
-            for command in self._handshake:
-                reply = await conn.roundtrip(command, self.timeout)
-                if isinstance(reply, hiredis.ReplyError):
-                    raise reply
-        except BaseException as exc:
-            conn.close()
-            if isinstance(exc, _BROKEN):
-                raise self._failed(exc) from None
-            raise
-        return conn
+        for command in self._handshake:
+            reply = await pipe.request(command)
+            if reply is LOST:
+                raise self._failed(pipe.failure or ConnectionError("lost"))
+            if isinstance(reply, hiredis.ReplyError):
+                pipe.abort(reply)
+                raise reply
+        self._pipe = pipe
+        return pipe
 
     async def aclose(self) -> None:
-        """Close the idle connections (the lane stays usable, as redis-py's clients do)."""
-        idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()
-        for conn in idle:
-            try:
-                await conn.writer.wait_closed()
-            except (OSError, RuntimeError):
-                pass
+        """Close the connection (the lane stays usable, as redis-py's clients do: the next
+        command opens a new one). Commands still waiting on it fail as `Unavailable`."""
+        pipe, self._pipe = self._pipe, None
+        if pipe is not None and pipe.transport is not None and pipe.loop is _running_loop():
+            pipe.transport.close()
+            await pipe.closed

@@ -2,11 +2,17 @@
 
 ```python
 COATCHECK = {
-    "store": "redis://localhost:6379/0",    # a store URL, a Store, or ServerSide(...)
+    "store": "django",    # the project's database (the default); a store URL, a Store,
+                          # or ServerSide(...)
     "lifetimes": {"idle": 30 * 60, "absolute": 12 * 60 * 60},   # or a Lifetimes
+    "import_from": "django.contrib.sessions.backends.db",   # see `importing`
 }
 ```
 or `COATCHECK = {"manager": SessionManager(...)}` (or its dotted path) for full control.
+Without `store` (or without `COATCHECK`), sessions live in the project's `default`
+database (`coatcheck.stores.django.DjangoStore`, table created by `manage.py migrate`),
+never in a file relative to the current directory; `"django"` is short for
+`"django://default"`, `"django://<alias>"` names another entry of `DATABASES`.
 Without `lifetimes`, sessions follow Django's settings: idle timeout `SESSION_COOKIE_AGE`,
 absolute timeout the longer of that and 30 days, ID renewal every 15 minutes. Log lines
 are salted with a key derived from `SECRET_KEY`, so every replica hashes IDs alike.
@@ -30,14 +36,26 @@ from ...exceptions import ConfigurationError
 from ...lifetimes import Lifetimes
 from ...manager import ServerSide, SessionManager
 
-__all__ = ["SETTINGS", "get_manager"]
+__all__ = ["SETTINGS", "get_manager", "import_from"]
 
-KEYS = frozenset({"manager", "store", "lifetimes", "log_salt", "clock"})
+KEYS = frozenset({"manager", "store", "lifetimes", "log_salt", "clock", "import_from"})
+#: The store when `COATCHECK` names none: the project's own default database.
+DEFAULT_STORE = "django://default"
+#: Django's session engines whose sessions `import_from` can carry over (`importing`).
+IMPORTABLE_ENGINES = (
+    "django.contrib.sessions.backends.db",
+    "django.contrib.sessions.backends.cache",
+    "django.contrib.sessions.backends.cached_db",
+    "django.contrib.sessions.backends.file",
+    "django.contrib.sessions.backends.signed_cookies",
+)
 DEFAULT_ABSOLUTE = 30 * 24 * 60 * 60  # 30 days, seconds
 WATCHED = frozenset({"COATCHECK", "SESSION_COOKIE_AGE", "SECRET_KEY"})
 
 _lock = threading.Lock()
 _manager: SessionManager | None = None
+#: `import_engine` of the settings, once read: (engine or None,).
+_import: tuple[str | None] | None = None
 
 
 def get_manager() -> SessionManager:
@@ -52,6 +70,16 @@ def get_manager() -> SessionManager:
     return manager
 
 
+def import_from() -> str | None:
+    """The project's `COATCHECK["import_from"]` engine (None: none), read once."""
+    global _import
+    found = _import
+    if found is None:
+        config = getattr(settings, "COATCHECK", {})
+        found = _import = (import_engine(config) if isinstance(config, Mapping) else None,)
+    return found[0]
+
+
 def build(config: Mapping[str, Any]) -> SessionManager:
     """A manager from a `COATCHECK` settings dict; `ConfigurationError` says what to fix."""
     if not isinstance(config, Mapping):
@@ -61,16 +89,26 @@ def build(config: Mapping[str, Any]) -> SessionManager:
         raise ConfigurationError(
             f"unknown COATCHECK settings {sorted(unknown)}; known: {sorted(KEYS)}"
         )
+    import_engine(config)
     if "manager" in config:
-        if len(config) > 1:
-            raise ConfigurationError("COATCHECK['manager'] excludes every other COATCHECK key")
+        if len(set(config) - {"import_from"}) > 1:
+            raise ConfigurationError(
+                "COATCHECK['manager'] excludes every other COATCHECK key but 'import_from'"
+            )
         manager = config["manager"]
         if isinstance(manager, str):
-            manager = import_string(manager)
+            try:
+                manager = import_string(manager)
+            except ImportError as exc:
+                raise ConfigurationError(
+                    f"COATCHECK['manager'] = {manager!r} cannot be imported ({exc})"
+                ) from None
         if not isinstance(manager, SessionManager):
             raise ConfigurationError("COATCHECK['manager'] must be a SessionManager or its path")
     else:
-        store = config.get("store", "sqlite:///sessions.db")
+        store = config.get("store", DEFAULT_STORE)
+        if store == "django":
+            store = DEFAULT_STORE
         mode = store if isinstance(store, (ServerSide, ClientSide)) else ServerSide(store)
         options: dict[str, Any] = {"lifetimes": _lifetimes(config.get("lifetimes"))}
         salt = config.get("log_salt")
@@ -87,6 +125,20 @@ def build(config: Mapping[str, Any]) -> SessionManager:
             "key); use ServerSide(store=...), or Django's signed_cookies engine"
         )
     return manager
+
+
+def import_engine(config: Mapping[str, Any]) -> str | None:
+    """`COATCHECK["import_from"]`: the Django session engine whose sessions are carried
+    over on first sight (None: none); `ConfigurationError` for one it cannot read."""
+    engine = config.get("import_from")
+    if engine is None:
+        return None
+    if engine not in IMPORTABLE_ENGINES:
+        raise ConfigurationError(
+            f"COATCHECK['import_from'] must name one of Django's session engines: "
+            f"{', '.join(IMPORTABLE_ENGINES)}; not {engine!r}"
+        )
+    return str(engine)
 
 
 def _lifetimes(value: Any) -> Lifetimes:
@@ -151,12 +203,13 @@ SETTINGS = SessionSettings()
 
 
 def _reset(*, setting: str, **kwargs: Any) -> None:
-    global _manager
+    global _manager, _import
     if setting in SessionSettings.NAMES and SETTINGS.loaded:
         SETTINGS.load()
     if setting in WATCHED:
         with _lock:
             _manager = None
+            _import = None
 
 
 setting_changed.connect(_reset, dispatch_uid="coatcheck.adapters.django.config")

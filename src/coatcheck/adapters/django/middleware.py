@@ -6,9 +6,14 @@ the session's save raises as every coatcheck adapter does (`coatcheck.adapters.f
   read) is `409 Conflict`, nothing saved, no cookie;
 - a value that cannot be serialised is `500` with one `session.unserialisable` error
   line carrying the session's hash, and no traceback;
+- a store that fails (`StoreError`: down, timing out, a missing table) is `503 Service
+  Unavailable`, logged once per 10 s with the count (`store.load_failed` when the view
+  met it, loading the session or saving it through `login()`; `store.commit_failed` when
+  the save at the end did), never a traceback;
 
 whether the save runs at the end (the session was modified) or in the view
-(`request.session.save()`, `cycle_key()` in `django.contrib.auth.login`).
+(`request.session.save()`, `cycle_key()` in `django.contrib.auth.login`). A store failure
+in another middleware's own code (before or after the view) is Django's to answer.
 
 Use it in place of `django.contrib.sessions.middleware.SessionMiddleware`. With the plain
 Django middleware, listings show no IP or agent, a conflict surfaces as Django's own
@@ -33,10 +38,18 @@ from django.http import HttpRequest, HttpResponse
 from django.utils.cache import patch_vary_headers
 from django.utils.http import http_date
 
-from ...exceptions import ConfigurationError, WriteConflict
+from ...exceptions import ConfigurationError, StoreError, WriteConflict
 from ...ids import SECRET_LENGTH
 from ...request import RequestInfo, new_request
-from ..failures import COMMIT_ERRORS, CommitError, refusal
+from ...responses import Answer
+from ..failures import (
+    COMMIT_ERRORS,
+    UNAVAILABLE,
+    UNREACHABLE,
+    CommitError,
+    refusal,
+    store_failure_logs,
+)
 from .config import SETTINGS
 
 if TYPE_CHECKING:
@@ -73,6 +86,8 @@ class SessionMiddleware(DjangoSessionMiddleware):
                 'SESSION_ENGINE = "coatcheck.adapters.django"'
             )
         self._engine: type[SessionStore] = engine
+        #: Store failures met in views and at the save, each logged once per interval.
+        self.load_failures, self.commit_failures = store_failure_logs(False)
         if not SETTINGS.loaded:
             SETTINGS.load()
 
@@ -133,6 +148,9 @@ class SessionMiddleware(DjangoSessionMiddleware):
                         ) from exc
                     except COMMIT_ERRORS as exc:
                         return self._refuse(request, exc)
+                    except StoreError as exc:
+                        self.commit_failures.record(session.manager.clock(), str(exc))
+                        return self._answer(request, UNAVAILABLE)
                     key = session._key
                     template = _cookie_template()
                     if (
@@ -167,17 +185,28 @@ class SessionMiddleware(DjangoSessionMiddleware):
         `login()`) raised them."""
         if isinstance(exception, COMMIT_ERRORS):
             return self._refuse(request, exception)
+        if isinstance(exception, StoreError):
+            session = getattr(request, "session", None)
+            if isinstance(session, self._engine):
+                self.load_failures.record(session.manager.clock(), str(exception))
+                return self._answer(request, UNREACHABLE)
         return None
 
     def _refuse(self, request: HttpRequest, exc: CommitError) -> HttpResponse:
-        setattr(request, _REFUSED, True)
         session = request.session
         assert isinstance(session, self._engine)  # noqa: S101 - set by process_request
-        answer = refusal(session.manager, session.coatcheck, exc)
+        return self._answer(request, refusal(session.manager, session.coatcheck, exc))
+
+    def _answer(self, request: HttpRequest, answer: Answer) -> HttpResponse:
+        """`answer` in place of the application's response: nothing of the session is
+        saved again, no cookie is set, and it is not cached."""
+        setattr(request, _REFUSED, True)
         refused = HttpResponse(
             answer.body, status=answer.status, content_type="text/plain; charset=utf-8"
         )
         refused["Cache-Control"] = "no-store"
+        for name, value in answer.extra:
+            refused[name] = value
         return refused
 
 

@@ -18,7 +18,9 @@ coatcheck underneath:
 - the manager's timeouts and renewal apply, and `set_expiry` within them; expired records
   are never loaded, and `clear_expired` (`manage.py clearsessions`) purges them;
 - with `ServerSide(migrate_from=ClientSide(...))`, a client-side token in the cookie
-  becomes a server-side session and the token is revoked on every replica.
+  becomes a server-side session and the token is revoked on every replica;
+- with `COATCHECK["import_from"]`, a session of the previous Django engine becomes a
+  coatcheck session on first sight, and the old one is deleted (`importing`).
 
 Opening and committing are `coatcheck.drivers`', as for every adapter; Django's rules are
 driver options (`max_ttl`: Django's expiry; `strict`: its `CreateError` / `UpdateError`)
@@ -33,6 +35,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, cast
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.sessions.backends.base import CreateError, SessionBase, UpdateError
 from django.utils.module_loading import import_string
@@ -46,7 +49,8 @@ from ...plans import Opening, new_opening
 from ...request import RequestInfo
 from ...session import Session, fresh
 from ...stores.base import AsyncStore, Record, Store
-from .config import SETTINGS, get_manager
+from .config import SETTINGS, get_manager, import_from
+from .importing import Legacy, read
 from .middleware import info_of
 from .rules import AUTH_USER_KEY, as_datetime, bind_user, corrupted, handle, listed
 
@@ -82,7 +86,15 @@ class SessionStore(SessionBase):
         #: object: `_request` is built from them on first use (a session that is never
         #: loaded never needs it).
         self._http: tuple[str | None, dict[str, Any]] | None = None
-        self._key = session_key if self._validate_session_key(session_key) else None
+        if self._validate_session_key(session_key):
+            self._key = session_key
+            self._legacy: str | None = None
+        else:
+            self._key = None
+            #: A cookie value that may be a session of `import_from`'s engine, not read yet.
+            self._legacy = session_key if session_key and import_from() is not None else None
+        #: The session `_import` carried over, until its coatcheck session is saved.
+        self._imported: Legacy | None = None
         self.accessed = False
         self._modified = False
         #: The loaded session wants a save of its own: a refresh of its last-seen time or
@@ -217,6 +229,8 @@ class SessionStore(SessionBase):
     def is_empty(self) -> bool:
         if self._key:
             return False
+        if self._legacy is not None and self._live is None:
+            self._get_session()  # (a session to import is not empty: read it first)
         session = self._live
         return session is None or not session.data()
 
@@ -231,12 +245,15 @@ class SessionStore(SessionBase):
         session = self._live
         if session is None:
             if no_load or self._key is None:
-                session = self._live = self._anonymous()
+                legacy = None if no_load else self._legacy
+                session = self._live = self._anonymous() if legacy is None else self._import()
             else:
                 session = self._live = self._load()
         return session
 
     async def _aget_session(self, no_load: bool = False) -> Session:
+        if self._legacy is not None and not no_load and self._live is None:
+            self._live = await sync_to_async(self._import, thread_sensitive=True)()
         if self._unloaded(no_load):
             self._session_cache = await self._aload()
         return self._session_cache
@@ -264,12 +281,43 @@ class SessionStore(SessionBase):
 
     _session = property(_get_session)
 
+    def _import(self) -> Session:
+        """A new session holding what `import_from`'s engine keeps under the cookie
+        value (`importing.read`: that engine's checks apply), or a fresh one if it keeps
+        nothing there that passes them. Read once per request."""
+        key, self._legacy = self._legacy, None
+        engine = import_from()
+        legacy = None if key is None or engine is None else read(engine, key)
+        session = self._anonymous()
+        if legacy is not None:
+            for name, value in legacy.data.items():
+                session[name] = value
+            self._imported = legacy
+            self._modified = True
+        return session
+
+    def _finish_import(self) -> None:
+        """After the imported session's first save: delete the old one, log the import."""
+        legacy, self._imported = self._imported, None
+        if legacy is None:
+            return
+        deleted = legacy.delete()
+        audit = self.manager.audit
+        detail = f"from={legacy.engine} old={audit.hash(legacy.key)}"
+        audit.lifecycle(
+            "session.imported", handle(self._key), detail + ("" if deleted else " old_deleted=no")
+        )
+
     # -- loading ---------------------------------------------------------------------------
 
     def load(self) -> dict[str, Any]:
+        if self._legacy is not None and self._key is None:  # (`import_from`: as a read)
+            return self._loaded(self._import())
         return self._loaded(self._load())
 
     async def aload(self) -> dict[str, Any]:
+        if self._legacy is not None and self._key is None:
+            return self._loaded(await sync_to_async(self._import, thread_sensitive=True)())
         return self._loaded(await self._aload())
 
     def _loaded(self, session: Session) -> dict[str, Any]:
@@ -435,6 +483,8 @@ class SessionStore(SessionBase):
         except (SessionVanished, WriteConflict) as exc:
             raise _refusal(exc, must_create) from None
         self._saved(session)
+        if self._imported is not None:
+            self._finish_import()
 
     async def asave(self, must_create: bool = False) -> None:
         if self._key is None:
@@ -448,6 +498,8 @@ class SessionStore(SessionBase):
         except (SessionVanished, WriteConflict) as exc:
             raise _refusal(exc, must_create) from None
         self._saved(session)
+        if self._imported is not None:
+            await sync_to_async(self._finish_import, thread_sensitive=True)()
 
     def _prepare(self, must_create: bool, current: Session) -> Session:
         """The session to commit: a new one under the key when creating, else the loaded
@@ -502,11 +554,26 @@ class SessionStore(SessionBase):
 
     def flush(self) -> None:
         self.delete()
+        if self._imported is not None or self._legacy is not None:
+            self._drop_legacy()
         self._forget()
 
     async def aflush(self) -> None:
         await self.adelete()
+        if self._imported is not None or self._legacy is not None:
+            await sync_to_async(self._drop_legacy, thread_sensitive=True)()
         self._forget()
+
+    def _drop_legacy(self) -> None:
+        """On `flush` (Django's `logout`) before an imported session was saved: delete the
+        previous engine's session too, so that its cookie, replayed, imports nothing."""
+        if self._imported is None and self._legacy is not None:
+            self._import()  # (its engine's checks decide what is there to delete)
+        legacy, self._imported = self._imported, None
+        if legacy is not None:
+            deleted = legacy.delete()
+            detail = f"from={legacy.engine}" + ("" if deleted else " old_deleted=no")
+            self.manager.audit.lifecycle("session.import_discarded", None, detail)
 
     def _forget(self) -> None:
         self._stored = False
