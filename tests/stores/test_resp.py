@@ -423,6 +423,62 @@ async def test_async_a_server_that_never_answers_is_unavailable_within_timeout()
         await store.aclose()
 
 
+@contextlib.contextmanager
+def answering_nothing() -> Iterator[tuple[int, list[socket.socket]]]:
+    """A server that accepts connections, reads what is sent and never answers; yields its
+    port and the connections it accepted."""
+    accepted: list[socket.socket] = []
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        listener.settimeout(0.1)
+        stop = threading.Event()
+
+        def serve() -> None:
+            while not stop.is_set():
+                try:
+                    accepted.append(listener.accept()[0])
+                except OSError:
+                    continue
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        try:
+            yield listener.getsockname()[1], accepted
+        finally:
+            stop.set()
+            thread.join(5)
+            for conn in accepted:
+                conn.close()
+
+
+def test_a_write_that_timed_out_is_not_sent_again_a_read_is() -> None:
+    """The server may still run a write it did not answer in time (slow, not gone): sent
+    again, `Session.increment` would count twice. A read is safe to send once more."""
+    with answering_nothing() as (port, accepted):
+        store = RedisStore(f"redis://127.0.0.1:{port}/0", timeout=0.3)
+        with pytest.raises(StoreUnavailable, match="Timeout"):
+            store.save(KEY, b"d", version=0, ttl=60, user=None)
+        assert len(accepted) == 1
+        with pytest.raises(StoreUnavailable, match="Timeout"):
+            store.load(KEY)
+        assert len(accepted) == 3  # the read: a new connection, then once more
+        store.close()
+
+
+@pytest.mark.anyio
+async def test_async_a_write_that_timed_out_is_not_sent_again_a_read_is() -> None:
+    with answering_nothing() as (port, accepted):
+        store = AsyncRedisStore(f"redis://127.0.0.1:{port}/0", timeout=0.3)
+        with pytest.raises(StoreUnavailable, match="Timeout"):
+            await store.save(KEY, b"d", version=0, ttl=60, user=None)
+        assert len(accepted) == 1
+        with pytest.raises(StoreUnavailable, match="Timeout"):
+            await store.load(KEY)
+        assert len(accepted) == 3
+        await store.aclose()
+
+
 # -- AUTH, SELECT, secrets -----------------------------------------------------------------
 
 

@@ -28,7 +28,11 @@ command on it is tried once more on a new connection, as redis-py's clients do (
 retry): a server restart breaks every idle connection, and a connection that an overloaded
 process opened too slowly gets a second chance. A second failure is raised as
 `Unavailable`; a server that is down refuses both attempts at once, so an outage is still
-answered in about a millisecond. A sync call interrupted while waiting closes its
+answered in about a millisecond. A write (`evalsha`) that timed out is the exception: the
+server may be slow, not gone, and may still run it, so it is never sent again (the request
+answers 503; `Session.increment` and the CAS rebase would otherwise apply it twice). A write
+on a connection that was closed or reset is sent once more: at least once across a server
+crash. A sync call interrupted while waiting closes its
 connection (its reply may still come); an async waiter that is cancelled keeps its place
 in the pipe, and its reply is read and dropped. An error reply is raised as the
 `hiredis.ReplyError` it is, except that `evalsha` answers `NOSCRIPT` (a restarted or
@@ -58,6 +62,7 @@ __all__ = [
     "PoolExhausted",
     "SyncGate",
     "SyncLane",
+    "TimedOut",
     "Unavailable",
     "encode",
     "is_noscript",
@@ -70,6 +75,11 @@ Arg = bytes | str | int
 class Unavailable(Exception):
     """The server could not be reached or answered nothing usable in time (the message
     names the address and the failure, never a credential)."""
+
+
+class TimedOut(Unavailable):
+    """No reply within `timeout` seconds: the server may still run the command, so a
+    write is not sent again (a read is, once)."""
 
 
 class PoolExhausted(Exception):
@@ -121,7 +131,7 @@ def _handshake(username: str | None, password: str | None, db: int) -> list[byte
 
 def _failure(exc: BaseException, what: str) -> Unavailable:
     if isinstance(exc, (socket.timeout, asyncio.TimeoutError, TimeoutError)):
-        return Unavailable(f"TimeoutError: Timeout {what}")
+        return TimedOut(f"TimeoutError: Timeout {what}")
     detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
     return Unavailable(f"ConnectionError: Error {what}: {detail or type(exc).__name__}")
 
@@ -241,20 +251,23 @@ class SyncLane(_Lane[SyncGate]):
         return self._send(encode(*args))
 
     def evalsha(self, sha: str, script: str, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
-        """Run a script by its SHA1, loading it first if the server does not know it."""
+        """Run a script by its SHA1, loading it first if the server does not know it. (A
+        write: not sent again after a timeout.)"""
         try:
-            return self._send(_evalsha(sha, keys, args))
+            return self._send(_evalsha(sha, keys, args), write=True)
         except hiredis.ReplyError as exc:
             if not is_noscript(exc):
                 raise
         self._send(encode(b"SCRIPT", b"LOAD", script))
-        return self._send(_evalsha(sha, keys, args))
+        return self._send(_evalsha(sha, keys, args), write=True)
 
-    def _send(self, payload: bytes) -> Any:
+    def _send(self, payload: bytes, *, write: bool = False) -> Any:
         with self.gate:
             try:
                 reply = self._attempt(payload, self._take)
-            except Unavailable:
+            except Unavailable as exc:
+                if write and isinstance(exc, TimedOut):
+                    raise  # it may still run: never twice
                 reply = self._attempt(payload, self._open)  # once more, on a new connection
         if isinstance(reply, hiredis.ReplyError):
             raise reply
@@ -444,22 +457,25 @@ class AsyncLane(_Lane[AsyncGate]):
         return await self._send(encode(*args))
 
     async def evalsha(self, sha: str, script: str, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
-        """Run a script by its SHA1, loading it first if the server does not know it."""
+        """Run a script by its SHA1, loading it first if the server does not know it. (A
+        write: not sent again after a timeout.)"""
         try:
-            return await self._send(_evalsha(sha, keys, args))
+            return await self._send(_evalsha(sha, keys, args), write=True)
         except hiredis.ReplyError as exc:
             if not is_noscript(exc):
                 raise
         await self._send(encode(b"SCRIPT", b"LOAD", script))
-        return await self._send(_evalsha(sha, keys, args))
+        return await self._send(_evalsha(sha, keys, args), write=True)
 
-    async def _send(self, payload: bytes) -> Any:
+    async def _send(self, payload: bytes, *, write: bool = False) -> Any:
         async with self.gate:
             pipe = self._pipe
             if pipe is None or pipe.failure is not None or pipe.loop is not _running_loop():
                 pipe = await self._connect(pipe)
             reply = await pipe.request(payload)
-            if reply is LOST:  # once more, on a new connection
+            if reply is LOST:  # once more, on a new connection: not a write that timed out
+                if write and isinstance(pipe.failure, TimeoutError):
+                    raise self._failed(pipe.failure)
                 pipe = await self._connect(pipe)
                 reply = await pipe.request(payload)
                 if reply is LOST:
