@@ -109,6 +109,12 @@ async def test_same_behaviour_and_set_cookie_text(options: dict[str, Any]) -> No
                     )
                 )
         seen.append(steps)
+    if options.get("max_age") == 0 and not any("Max-Age" in (c or "") for _, _, c, _ in seen[0]):
+        # Starlette 1.7 and older (all pip offers CPython 3.10) write no `Max-Age` for 0
+        # (`if self.max_age`) and read the cookie back within the second it was signed
+        # (itsdangerous counts whole seconds); later ones write `Max-Age=0`, which the
+        # browser drops at once. The drop-in does what current Starlette does.
+        pytest.skip("Starlette before 1.8 treats max_age=0 differently (see the comment)")
     assert seen[0] == seen[1]
 
 
