@@ -85,7 +85,8 @@ Everything else (`delete`, `list_user`, `delete_user`, revocations and their pub
 clusters, TLS, clients passed in) stays on redis-py. Like redis-py, the lane bounds
 connecting and each reply by `timeout`, drops any connection that failed, and sends a
 command once more on a new connection when the one it used turns out broken (a server
-restart); it forgets, without closing, connections inherited across a fork.
+restart), except a write that timed out, which the server may still run (never twice: the
+request answers 503); it forgets, without closing, connections inherited across a fork.
 
 Connections. A store made from a URL has at most `max_connections` commands in flight
 (default `DEFAULT_MAX_CONNECTIONS`, per store and process); one more waits for a free
