@@ -338,7 +338,6 @@ class _Pipe:
         "failure",
         "loop",
         "parser",
-        "sent",
         "timeout",
         "transport",
         "waiting",
@@ -350,8 +349,8 @@ class _Pipe:
         self.timeout = timeout
         self.parser = hiredis.Reader()
         self.transport: asyncio.Transport | None = None
-        self.waiting: deque[asyncio.Future[Any]] = deque()
-        self.sent: deque[float] = deque()  # when each waiting command was written
+        #: Each command written and not yet answered: its future, and when it was written.
+        self.waiting: deque[tuple[asyncio.Future[Any], float]] = deque()
         self.watchdog: asyncio.TimerHandle | None = None
         self.failure: BaseException | None = None
         self.closed: asyncio.Future[None] = loop.create_future()
@@ -363,8 +362,7 @@ class _Pipe:
             future.set_result(LOST)
             return future
         now = self.loop.time()
-        self.waiting.append(future)
-        self.sent.append(now)
+        self.waiting.append((future, now))
         if self.watchdog is None:
             self.watchdog = self.loop.call_at(now + self.timeout, self._check)
         self.transport.write(payload)
@@ -378,8 +376,8 @@ class _Pipe:
 
     def _check(self) -> None:
         self.watchdog = None
-        if self.sent:
-            deadline = self.sent[0] + self.timeout
+        if self.waiting:
+            deadline = self.waiting[0][1] + self.timeout
             if self.loop.time() >= deadline:
                 self.abort(TimeoutError("no reply"))
             else:
@@ -392,8 +390,7 @@ class _Pipe:
             self.watchdog.cancel()
             self.watchdog = None
         waiting, self.waiting = self.waiting, deque()
-        self.sent.clear()
-        for future in waiting:
+        for future, _ in waiting:
             if not future.done():
                 future.set_result(LOST)
 
@@ -408,8 +405,7 @@ class _Pipe:
             parser.feed(data)
             reply = parser.gets()
             while reply is not False:
-                self.sent.popleft()
-                future = self.waiting.popleft()
+                future = self.waiting.popleft()[0]
                 if not future.done():
                     future.set_result(reply)
                 reply = parser.gets()
