@@ -21,7 +21,8 @@ from creation to logout or login), `sub` (the user), `iat` (when the session beg
 milliseconds, kept across re-issues), `exp` (absolute deadline), `idl` (idle deadline),
 `auth_time`, `rot` (when the token was last renewed), `gen` (how many times `regenerate()`
 replaced the session's tokens; absent for 0), `dat` (the session data), `csrf`, `per`
-(persistent cookie). A token that fails verification, is
+(persistent session), `pla` / `pli` (the absolute / idle limit a persistent session asked
+for at `set_persistent`, seconds; absent when as configured). A token that fails verification, is
 past a deadline, or is revoked is treated as no session and logged on `coatcheck.security`.
 """
 
@@ -382,6 +383,8 @@ class ClientSide:
                 raise InvalidToken("token claims have the wrong types")
             if user is not None and not isinstance(user, str):
                 raise InvalidToken("token sub is not a string")
+            if ("pla" in claims or "pli" in claims) and _token_limits(claims) is None:
+                raise InvalidToken("token lifetime limits are not seconds > 0")
         except (InvalidToken, KeyError, TypeError, ValueError) as exc:
             context.audit.security("token.invalid", token, _reason(exc))
             return rejected(request, now, transport)
@@ -401,7 +404,9 @@ class ClientSide:
         claims = opening.claims
         if claims is None:
             return self._migrate(context, opening, record)
-        lifetimes = context.lifetimes
+        persistent = bool(claims.get("per"))
+        limits = _token_limits(claims) if persistent else None
+        lifetimes = context.lifetimes.of(persistent, limits)
         now = opening.now
         state = CommitState(opening.secret or "", now, 0, opening.transport, opening.request)
         state.generation = claims.get("gen", 0)
@@ -420,10 +425,12 @@ class ClientSide:
             rotated_at,
             claims.get("sub"),
             _opt_float(claims.get("auth_time")),
-            bool(claims.get("per")),
+            persistent,
             csrf_secret if isinstance(csrf_secret, str) else None,
             "client",
         )
+        if limits is not None:
+            session.persistent_limits = limits
         due = lifetimes.assess(now, created_at, last_seen, rotated_at)
         if due.__class__ is Expiry:  # accepted within `leeway` of a deadline
             due = lifetimes.assess(now, now, now, rotated_at)
@@ -462,6 +469,8 @@ class ClientSide:
         record, at version 0, when it logs in.
         """
         lifetimes = context.lifetimes
+        if session.persistent:
+            lifetimes = lifetimes.of(True, session.persistent_limits)
         state = session._state
         now = state.now
         if state.ended:
@@ -550,6 +559,8 @@ class ClientSide:
 
     def _claims(self, context: Context, session: Session) -> dict[str, Any]:
         lifetimes = context.lifetimes
+        if session.persistent:
+            lifetimes = lifetimes.of(True, session.persistent_limits)
         claims: dict[str, Any] = {
             "sid": session.id,
             # Milliseconds: "log out everywhere" refuses tokens issued before it, and a
@@ -570,6 +581,12 @@ class ClientSide:
             claims["csrf"] = session.csrf_secret
         if session.persistent:
             claims["per"] = 1
+            limits = session.persistent_limits
+            if limits is not None:
+                if limits[0] != math.inf:
+                    claims["pla"] = limits[0]
+                if limits[1] != math.inf:
+                    claims["pli"] = limits[1]
         return claims
 
     def revocation(
@@ -584,10 +601,11 @@ class ClientSide:
         """The entry that ends session `subject` (kind "user": every session of user
         `subject` but `keep`; with a `generation`, only the session's older tokens, after
         the grace window), kept until every token it covers has expired anyway: tokens
-        never outlive their session's absolute deadline, which began at the latest now."""
+        never outlive their session's absolute deadline, which began at the latest now (the
+        longest a session may have: a persistent one's, if configured longer)."""
         now = context.clock()
         at = now + context.lifetimes.grace if generation is not None else now
-        expires = now + context.lifetimes.absolute + self.leeway
+        expires = now + context.lifetimes.longest + self.leeway
         return Revocation(kind, subject, at, expires, keep, generation)
 
     def vanished(self, context: Context, session: Session) -> tuple[Revocation, ...]:
@@ -617,6 +635,24 @@ class ClientSide:
 
 def _opt_float(value: object) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
+
+
+def _token_limits(claims: dict[str, Any]) -> tuple[float, float] | None:
+    """The `pla` / `pli` claims of a persistent token as `Session.persistent_limits`
+    (`math.inf` for one absent), or None if both are absent or either is not a number of
+    seconds > 0 (`open` refuses such a token)."""
+    values = []
+    for name in ("pla", "pli"):
+        value = claims.get(name)
+        if value is None:
+            values.append(math.inf)
+        elif value.__class__ in (int, float) and math.isfinite(value) and value > 0:
+            values.append(float(value))
+        else:
+            return None
+    if values[0] == values[1] == math.inf:
+        return None
+    return (values[0], values[1])
 
 
 def _reason(exc: Exception) -> str:

@@ -59,7 +59,9 @@ def open_session(
             run(_polling(manager, client.revocations))
     opening = manager.open(request) if opener is None else opener(request)
     record = None if opening.key is None or store is None else store.load(opening.key)
-    return manager.mode.attach(manager.context, opening, record)  # (`manager.attach`)
+    session = manager.mode.attach(manager.context, opening, record)  # (`manager.attach`)
+    session._state.lifetimes = manager.lifetimes
+    return session
 
 
 async def aopen_session(
@@ -78,7 +80,9 @@ async def aopen_session(
             await arun(_polling(manager, client.async_revocations))
     opening = manager.open(request) if opener is None else opener(request)
     record = None if opening.key is None or store is None else await store.load(opening.key)
-    return manager.mode.attach(manager.context, opening, record)  # (`manager.attach`)
+    session = manager.mode.attach(manager.context, opening, record)  # (`manager.attach`)
+    session._state.lifetimes = manager.lifetimes
+    return session
 
 
 def commit_session(

@@ -5,12 +5,18 @@ session ends after 30 minutes without a request or 12 hours after it began, whic
 comes first, and its ID is rotated every 15 minutes so a stolen ID goes stale. Every check
 is made on the server from timestamps the server wrote; nothing the client sends about time
 is trusted.
+
+A persistent ("remember me") session may have limits of its own: `persistent_absolute` and
+`persistent_idle` in the configuration, which `Session.set_persistent(absolute=...,
+idle=...)` may shorten for one session but never lengthen (`Lifetimes.of` takes the smaller
+of the two, on every request, so lowering the configuration also shortens the sessions that
+began before).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from .exceptions import ConfigurationError
@@ -45,11 +51,24 @@ class Lifetimes:
     renewal: float | None = 15 * 60  # 15 minutes; None never rotates on its own
     grace: float = 10.0
     touch_interval: float = 60.0
+    #: A persistent session's own limits (None: the same as `absolute` / `idle`).
+    persistent_absolute: float | None = None
+    persistent_idle: float | None = None
+    #: `of(True)`: these lifetimes with the persistent limits in place (self if none).
+    _persistent: Lifetimes | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        for name in ("idle", "absolute", "renewal", "grace", "touch_interval"):
+        for name in (
+            "idle",
+            "absolute",
+            "renewal",
+            "grace",
+            "touch_interval",
+            "persistent_absolute",
+            "persistent_idle",
+        ):
             value = getattr(self, name)
-            if name == "renewal" and value is None:
+            if value is None and name in ("renewal", "persistent_absolute", "persistent_idle"):
                 continue
             if not (
                 isinstance(value, (int, float))
@@ -67,6 +86,56 @@ class Lifetimes:
                 "Lifetimes.touch_interval must be shorter than Lifetimes.idle, "
                 "or a session in use could expire between two refreshes of last_seen"
             )
+        if self.persistent_absolute is not None and not self.persistent_absolute > 0:
+            raise ConfigurationError("Lifetimes.persistent_absolute must be > 0 seconds")
+        if self.persistent_idle is not None and self.touch_interval >= self.persistent_idle:
+            raise ConfigurationError(
+                "Lifetimes.persistent_idle must be longer than Lifetimes.touch_interval, "
+                "or a session in use could expire between two refreshes of last_seen"
+            )
+        if self.persistent_absolute is not None or self.persistent_idle is not None:
+            persistent = Lifetimes(
+                self.persistent_idle if self.persistent_idle is not None else self.idle,
+                (
+                    self.persistent_absolute
+                    if self.persistent_absolute is not None
+                    else self.absolute
+                ),
+                self.renewal,
+                self.grace,
+                self.touch_interval,
+            )
+            object.__setattr__(self, "_persistent", persistent)
+
+    @property
+    def longest(self) -> float:
+        """The longest absolute limit any session can have (seconds): how long a
+        revocation entry must outlive the tokens it covers."""
+        if self.persistent_absolute is None:
+            return self.absolute
+        return max(self.absolute, self.persistent_absolute)
+
+    def of(self, persistent: bool, limits: tuple[float, float] | None = None) -> Lifetimes:
+        """The lifetimes of one session: these, or for a persistent one the persistent
+        limits, each shortened to what the session asked for at `set_persistent`
+        (`limits`: its absolute and idle, `math.inf` for "as configured"). The request's
+        own choice can only shorten what the configuration allows, never lengthen it.
+        (Positional: it runs on every request; the common cases allocate nothing.)"""
+        if not persistent:
+            return self
+        base = self._persistent or self
+        if limits is None:
+            return base
+        absolute, idle = limits
+        if absolute >= base.absolute and idle >= base.idle:
+            return base
+        return replace(
+            base,
+            absolute=min(absolute, base.absolute),
+            idle=min(idle, base.idle),
+            # A shorter idle than the touch interval: refresh on every request instead.
+            touch_interval=min(base.touch_interval, idle / 2),
+        )
 
     def assess(
         self, now: float, created_at: float, last_seen: float, rotated_at: float

@@ -19,6 +19,7 @@ session lives is its mode's business (`ServerSide`, `ClientSide`: the `Mode` pro
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -124,12 +125,16 @@ class SessionManager:
     def attach(self, opening: Opening, record: Record | None) -> Session:
         """The request's `Session`, given the record stored under `opening.key`: a fresh
         one for anything that does not verify (see `Mode.attach`)."""
-        return self.mode.attach(self.context, opening, record)
+        session = self.mode.attach(self.context, opening, record)
+        session._state.lifetimes = self.lifetimes
+        return session
 
     def anonymous(self, request: RequestInfo) -> Session:
         """A fresh anonymous session for `request`, loaded from nothing: what an adapter
         serves with `fail_open` while the store is down (the client's ID is left alone)."""
-        return fresh(self.open(request, ""), self.mode.name)
+        session = fresh(self.open(request, ""), self.mode.name)
+        session._state.lifetimes = self.lifetimes
+        return session
 
     def check_csrf(
         self, request: RequestInfo, session: Session, submitted: str | None = None
@@ -224,11 +229,14 @@ class SessionManager:
         headers: list[tuple[str, str]] = []
         if issue is not None:
             max_age = None
-            if session.persistent:
-                max_age = int(session.created_at + self.lifetimes.absolute - state.now)
+            if session.persistent:  # until the session's own absolute deadline
+                max_age = int(session.absolute_deadline - state.now)
             headers += transport.issue(issue, max_age=max_age, request=request)
         elif commit.clear:
             headers += transport.clear(request=request)
+        expiry_header = getattr(transport, "expiry_header", None)
+        if expiry_header is not None:
+            headers += _expiry(expiry_header, session, commit, write, issue)
         if headers:
             headers.append(("cache-control", "no-store"))
         if session.accessed:
@@ -241,3 +249,19 @@ class SessionManager:
         """What a listing shows of the record under `key`; None for records that are
         corrupted or past their lifetimes."""
         return self.mode.describe(self.context, key, record, self.clock() if now is None else now)
+
+
+def _expiry(
+    name: str, session: Session, commit: Commit, write: Write | None, issue: str | None
+) -> list[tuple[str, str]]:
+    """The opt-in `expiry_header` of a transport: whole seconds until the session expires
+    unless refreshed (`Session.remaining`, the deadline after this request), "0" for a
+    session that ended or was refused, nothing for a session that is not kept (a new
+    one that stored nothing, or one whose write was dropped)."""
+    if commit.clear and issue is None:
+        seconds = 0
+    elif (session.is_new and issue is None) or (write is None and commit.write is not None):
+        return []
+    else:
+        seconds = math.floor(session.remaining())
+    return [(name.lower(), str(seconds)), ("access-control-expose-headers", name)]

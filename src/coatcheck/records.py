@@ -2,7 +2,8 @@
 
 A record is `{"d": data, "c": created, "s": last_seen, "r": rotated, "u": user,
 "a": authenticated, "ip": ..., "ua": ..., "p": persistent, "x": csrf secret, "v": verifier,
-"pv": previous verifier, "pe": until when the previous one is accepted}`, keyed by the
+"pv": previous verifier, "pe": until when the previous one is accepted, "pa" / "pi": the
+absolute / idle limit a persistent session asked for at `set_persistent`}`, keyed by the
 session's handle; keys with empty values are left out. `v` is the SHA-256 (with
 `ServerSide(keys=...)`, an HMAC) of the secret the client holds (`ids.verifier_hash`); a
 client-side registry record has none, so no secret opens it. Anything else decodes to
@@ -49,6 +50,8 @@ class Stored(NamedTuple):
     persistent: bool
     csrf_secret: str | None
     credentials: Credentials | None
+    #: `Session.persistent_limits`: what a persistent session asked for (None: nothing).
+    persistent_limits: tuple[float, float] | None = None
 
 
 new_credentials = fast_constructor(Credentials, "verifier", "previous", "previous_until")
@@ -65,6 +68,7 @@ new_stored = fast_constructor(
     "persistent",
     "csrf_secret",
     "credentials",
+    "persistent_limits",
 )
 
 
@@ -92,6 +96,12 @@ def encode(
         doc["ua"] = fields.user_agent
     if fields.persistent:
         doc["p"] = 1
+        limits = fields.persistent_limits
+        if limits is not None:
+            if limits[0] != math.inf:
+                doc["pa"] = limits[0]
+            if limits[1] != math.inf:
+                doc["pi"] = limits[1]
     if fields.csrf_secret is not None:
         doc["x"] = fields.csrf_secret
     if credentials is not None:
@@ -153,10 +163,23 @@ def decode(raw: bytes) -> Stored:
                 bool(doc.get("p")),
                 csrf,
                 credentials,
+                None if "pa" not in doc and "pi" not in doc else _limits(doc),
             )
         )
     except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
         raise StoreCorrupted("session record is not valid coatcheck JSON") from None
+
+
+def _limits(doc: dict[str, Any]) -> tuple[float, float]:
+    # Only a persistent session has limits of its own, each a number of seconds > 0.
+    if not doc.get("p"):
+        raise ValueError
+    absolute, idle = doc.get("pa"), doc.get("pi")
+    absolute = math.inf if absolute is None else _time(absolute)
+    idle = math.inf if idle is None else _time(idle)
+    if not (absolute > 0 and idle > 0):
+        raise ValueError
+    return (absolute, idle)
 
 
 def _time(value: object) -> float:

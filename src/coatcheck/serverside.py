@@ -90,7 +90,9 @@ class RecordReader:
             audit.security("session.corrupted", key)
             return fresh(opening, self.name, key)
         now = opening.now
-        data, created, seen, rotated, user, auth, _, _, persistent, csrf, credentials = stored
+        data, created, seen, rotated, user, auth, _, _, persistent, csrf, credentials, limits = (
+            stored
+        )
         superseded = False
         if credentials is None:  # a client-side registry record: no secret opens it
             audit.security("session.unknown", key)
@@ -102,7 +104,8 @@ class RecordReader:
                 audit.security("session.mismatch", key)
                 return fresh(opening, self.name)
             superseded = opens
-        due = context.lifetimes.assess(now, created, seen, rotated)
+        lifetimes = context.lifetimes.of(persistent, limits) if persistent else context.lifetimes
+        due = lifetimes.assess(now, created, seen, rotated)
         if due.__class__ is Expiry:
             audit.security("session.expired", key, f"reason={due.value}")
             return fresh(opening, self.name, key)
@@ -113,9 +116,12 @@ class RecordReader:
             state.rotate = "renewal"
         elif due is TOUCH:
             state.meta_changed = True
-        return Session(
+        session = Session(
             data, state, key, False, created, seen, rotated, user, auth, persistent, csrf, self.name
         )
+        if limits is not None:
+            session.persistent_limits = limits
+        return session
 
     def _migrate(self, context: Context, session: Session) -> Session:
         """A client-side session arriving here: a new server-side session with the same
@@ -261,7 +267,10 @@ class ServerSide(RecordReader):
         now = state.now
         changes = session.changes()
         session.last_seen = now
-        ttl = context.lifetimes.ttl(now=now, created_at=session.created_at)
+        lifetimes = context.lifetimes
+        if session.persistent:
+            lifetimes = lifetimes.of(True, session.persistent_limits)
+        ttl = lifetimes.ttl(now=now, created_at=session.created_at)
         revoke_user = session.user if state.logout_others else None
         secret: str | None
         credentials: records.Credentials | None
@@ -391,6 +400,7 @@ class ServerSide(RecordReader):
             session.persistent if state.meta_changed else stored.persistent,
             session.csrf_secret if login else stored.csrf_secret or session.csrf_secret,
             credentials,
+            session.persistent_limits if state.meta_changed else stored.persistent_limits,
         )
         return write._replace(
             data=records.encode(rebased, data, credentials),
@@ -471,7 +481,8 @@ def describe(
     client = stored.credentials is None
     if client:
         now -= leeway
-    if context.lifetimes.expiry(now=now, created_at=stored.created_at, last_seen=stored.last_seen):
+    lifetimes = context.lifetimes.of(stored.persistent, stored.persistent_limits)
+    if lifetimes.expiry(now=now, created_at=stored.created_at, last_seen=stored.last_seen):
         return None
     return SessionInfo(
         key,
@@ -482,4 +493,7 @@ def describe(
         stored.ip,
         stored.user_agent,
         "client" if client else "server",
+        stored.persistent,
+        stored.created_at + lifetimes.absolute,
+        stored.last_seen + lifetimes.idle,
     )

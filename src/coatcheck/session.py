@@ -10,6 +10,7 @@ response starts.
 from __future__ import annotations
 
 import copy
+import math
 import secrets
 from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ._mypyc import mypyc_attr
 from .exceptions import WriteConflict
 from .ids import HANDLE_LENGTH, new_secret
+from .lifetimes import Lifetimes
 
 if TYPE_CHECKING:
     from .plans import Opening
@@ -40,6 +42,11 @@ class SessionInfo:
     ip: str | None
     user_agent: str | None
     mode: str = "server"
+    #: A "remember me" session (`Session.set_persistent`), and its deadlines as stored:
+    #: the absolute one, and the idle one as of its last recorded request.
+    persistent: bool = False
+    absolute_deadline: float | None = None
+    idle_deadline: float | None = None
 
 
 _MUTABLE = (list, dict)
@@ -67,6 +74,7 @@ class CommitState:
         "credentials",
         "ended",
         "generation",
+        "lifetimes",
         "listed",
         "logout_others",
         "meta_changed",
@@ -97,6 +105,9 @@ class CommitState:
         #: The transport the request used (the response answers in it), and the request.
         self.transport = transport
         self.request = request
+        #: The manager's lifetimes, for the session's deadlines (set when it is opened;
+        #: None: the defaults, for a session built outside a manager).
+        self.lifetimes: Lifetimes | None = None
         #: Why the secret rotates: "login", "regenerate", "renewal" (None: it does not).
         self.rotate: str | None = None
         self.ended = False
@@ -153,6 +164,7 @@ class Session(MutableMapping[str, Any]):
         "last_seen",
         "mode",
         "persistent",
+        "persistent_limits",
         "rotated_at",
         "user",
     )
@@ -200,6 +212,9 @@ class Session(MutableMapping[str, Any]):
         #: never need it).
         self._user_agent: Any = FROM_REQUEST
         self.persistent = persistent
+        #: What `set_persistent(absolute=..., idle=...)` asked for, in seconds (`math.inf`:
+        #: as configured); None: nothing. Set by the modes from the record or token.
+        self.persistent_limits: tuple[float, float] | None = None
         self.csrf_secret = csrf_secret
         self.mode = mode
 
@@ -484,6 +499,7 @@ class Session(MutableMapping[str, Any]):
         self.authenticated_at = None
         self.csrf_secret = None
         self.persistent = False
+        self.persistent_limits = None
         state = self._state
         state.ended = True
         state.logout_others = False
@@ -526,6 +542,7 @@ class Session(MutableMapping[str, Any]):
         self._ops = None
         self.is_new = True
         self.persistent = False
+        self.persistent_limits = None
         self.user = self.authenticated_at = self.csrf_secret = None
         self._state.superseded = False
 
@@ -546,14 +563,78 @@ class Session(MutableMapping[str, Any]):
             self.authenticated_at = None
             self._state.meta_changed = True
 
-    def set_persistent(self, persistent: bool = True) -> None:
-        """Ask for a cookie that outlives the browser ("remember me") until the absolute
-        timeout; by default session cookies end when the browser closes."""
+    def set_persistent(
+        self,
+        persistent: bool = True,
+        *,
+        absolute: float | None = None,
+        idle: float | None = None,
+    ) -> None:
+        """Make this a "remember me" session: its cookie outlives the browser until the
+        session's absolute deadline, and it lives by `Lifetimes.persistent_absolute` and
+        `persistent_idle` (when configured) instead of `absolute` and `idle`. By default
+        session cookies end when the browser closes.
+
+        `absolute` and `idle` (seconds) shorten this session's limits below the
+        configured ones; they never lengthen them (the smaller of the two applies, on
+        every request). The limits are stored with the session on the server side (in
+        its record, or in its signed token's claims) and counted from when the session
+        began (absolute) and from its last recorded request (idle), so a client can never
+        change them. `set_persistent(False)` returns the session to the ordinary limits.
+        """
+        limits: tuple[float, float] | None = None
+        if absolute is not None or idle is not None:
+            if not persistent:
+                raise ValueError("set_persistent(False) takes no absolute or idle limit")
+            limits = (_limit(absolute, "absolute"), _limit(idle, "idle"))
         self._accessed = True
-        if persistent != self.persistent:
+        if persistent != self.persistent or limits != self.persistent_limits:
             self.persistent = persistent
+            self.persistent_limits = limits
             self._state.meta_changed = True
             self._state.reissue = True
+
+    # -- time remaining ------------------------------------------------------------------
+
+    @property
+    def lifetimes(self) -> Lifetimes:
+        """This session's own lifetimes: the manager's, or for a persistent session its
+        persistent limits as shortened by `set_persistent` (`Lifetimes.of`)."""
+        lifetimes = self._state.lifetimes
+        if lifetimes is None:
+            lifetimes = _DEFAULT_LIFETIMES
+        return lifetimes.of(self.persistent, self.persistent_limits)
+
+    @property
+    def absolute_deadline(self) -> float:
+        """When the session ends however busy it is (seconds since the epoch)."""
+        return self.created_at + self.lifetimes.absolute
+
+    @property
+    def idle_deadline(self) -> float:
+        """When the session ends unless another request refreshes it, as it stands after
+        this request: a request that records itself (a new session, one that is written,
+        or, client side, one whose token is re-issued with a new idle deadline, at most
+        once per `touch_interval`) moves it to now + idle; other requests leave it where
+        the last recorded one put it (up to `touch_interval` earlier)."""
+        lifetimes = self.lifetimes
+        state = self._state
+        seen = self.last_seen
+        if self.is_new or (
+            state.now - seen >= lifetimes.touch_interval if self.mode == "client" else self.modified
+        ):
+            seen = max(seen, state.now)
+        return seen + lifetimes.idle
+
+    @property
+    def expires_at(self) -> float:
+        """The earlier of `idle_deadline` and `absolute_deadline`: when the session ends
+        if no further request refreshes it."""
+        return min(self.idle_deadline, self.absolute_deadline)
+
+    def remaining(self, now: float | None = None) -> float:
+        """Seconds from `now` (default: the request's time) until `expires_at`, >= 0."""
+        return max(0.0, self.expires_at - (self._state.now if now is None else now))
 
     @property
     def csrf_token(self) -> str:
@@ -589,6 +670,9 @@ class Session(MutableMapping[str, Any]):
             self.ip,
             self.user_agent,
             self.mode,
+            self.persistent,
+            self.absolute_deadline,
+            self.last_seen + self.lifetimes.idle,
         )
 
 
@@ -603,6 +687,23 @@ def fresh(opening: Opening, mode: str, stale: str | None = None) -> Session:
     return Session(
         {}, state, secret[:HANDLE_LENGTH], True, now, now, now, None, None, False, None, mode
     )
+
+
+_DEFAULT_LIFETIMES = Lifetimes()
+
+
+def _limit(value: float | None, name: str) -> float:
+    """A per-session limit given to `set_persistent`: seconds > 0 (None: as configured)."""
+    if value is None:
+        return math.inf
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ValueError(f"set_persistent({name}=...) takes a number of seconds > 0")
+    return float(value)
 
 
 class _Deleted:

@@ -78,6 +78,9 @@ class Cookie:
     #: numbered cookies (`name.0`, `name.1`, ...) a larger value may be split across.
     max_size: int = 4096
     max_chunks: int = 5
+    #: A response header (e.g. "Session-Expires") that tells the client how many whole
+    #: seconds its session has left unless refreshed (None: not sent). See `Header`.
+    expiry_header: str | None = None
     #: The attributes around `Max-Age` in `render`, joined once (a new visitor's response
     #: renders a cookie): `; Path=/[; Domain=...]` and `; HttpOnly; Secure; SameSite=...`.
     _before: str = field(default="", init=False, repr=False, compare=False)
@@ -115,6 +118,8 @@ class Cookie:
             raise ConfigurationError("partitioned cookies need secure=True")
         if self.max_chunks < 1 or self.max_size < 256:
             raise ConfigurationError("max_chunks must be >= 1 and max_size >= 256 bytes")
+        if self.expiry_header is not None and not _TOKEN.fullmatch(self.expiry_header):
+            raise ConfigurationError("Cookie(expiry_header=...) must be a valid HTTP header name")
         before = [f"Path={self.path}"]
         if self.domain is not None:
             before.append(f"Domain={self.domain}")
@@ -278,6 +283,13 @@ class Header:
     cross-origin pages may read it); an ended session is answered with an empty
     `Session-Token` so the client forgets it. Tokens are never read from the URL.
 
+    `expiry_header="Session-Expires"` (opt-in; `Cookie` takes it too) adds to every
+    response of a live session the whole seconds until it expires unless another request
+    refreshes it (`Session.remaining()`: the earlier of its idle and absolute deadlines,
+    as they stand after this request), and "0" when the session ended or what the request
+    presented was refused. Seconds rather than a date, so the client's clock does not
+    matter. The JavaScript client reads it for its "expiring" and "expired" events.
+
     Browsers never attach a custom header on their own, so requests carried this way need
     no CSRF check; what remains is XSS: script on the page can read a token it can attach.
     """
@@ -287,6 +299,8 @@ class Header:
     response_header: str = "Session-Token"
     #: Route prefixes this transport serves (None: every route).
     paths: tuple[str, ...] | None = None
+    #: Seconds left, in this response header (None: not sent).
+    expiry_header: str | None = None
 
     ambient = False
 
@@ -296,6 +310,8 @@ class Header:
 
     def __post_init__(self) -> None:
         if not _TOKEN.fullmatch(self.name) or not _TOKEN.fullmatch(self.response_header):
+            raise ConfigurationError("Header names must be valid HTTP header names")
+        if self.expiry_header is not None and not _TOKEN.fullmatch(self.expiry_header):
             raise ConfigurationError("Header names must be valid HTTP header names")
         if self.scheme is not None and not _TOKEN.fullmatch(self.scheme):
             raise ConfigurationError(f"authorization scheme {self.scheme!r} is not a token")
