@@ -37,6 +37,7 @@ from ..session import Session
 from . import failures
 
 __all__ = [
+    "ExtendSession",
     "SessionMiddleware",
     "SessionRequired",
     "challenge",
@@ -70,6 +71,24 @@ def require_session(connection: Any, *, authenticated: bool = False) -> Session:
     if session.is_new or session.ended or (authenticated and session.user is None):
         raise SessionRequired(challenge(session))
     return session
+
+
+class ExtendSession:
+    """An ASGI endpoint that keeps the request's session alive, for `coatcheck.js`'s
+    `extend()`: a `POST` records a request on the session (its idle deadline moves to now
+    plus its idle limit; client side, at most once per `touch_interval`, as any request)
+    and answers 204, with the session's headers (the transport's `expiry_header`, if
+    configured, says the new time left). Without an established session it raises
+    `SessionRequired` (the middleware answers 401); other methods get 405. It never
+    lengthens a session past its absolute deadline. In Starlette:
+    `Route("/session/extend", ExtendSession(), methods=["POST"])`."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("method") != "POST":
+            await _send(send, 405, [("allow", "POST")], b"")
+            return
+        require_session(scope).modified = True
+        await _send(send, 204, [], b"")
 
 
 # Applications may subclass it (e.g. to wrap `__call__`): compiled, the class must allow it.

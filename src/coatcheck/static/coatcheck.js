@@ -58,6 +58,12 @@
  * @property {number} [syncTimeout] ms a new tab without a token waits for an open tab to
  *   hand over its token before the first request (default 50; 0 disables)
  * @property {typeof fetch} [fetch] the fetch to wrap (default `globalThis.fetch`)
+ * @property {string} [expiryHeader] response header with the seconds the session has left
+ *   (default "Session-Expires"; the server sends it with `Header(expiry_header=...)`)
+ * @property {number} [warnBefore] ms before the session expires to fire "expiring"
+ *   (default 60000)
+ * @property {string} [extendUrl] where `extend()` posts (default "/session/extend", served
+ *   by `coatcheck.adapters.asgi.ExtendSession`, or any route that touches the session)
  */
 
 /**
@@ -97,7 +103,15 @@ const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
 /**
  * A client for one coatcheck session. Events: `login` (a token arrived where there was
  * none), `logout` (the session ended: empty token header, another tab, or `forget()`),
- * `expired` (the server answered 401 to the token), `change` (any new token).
+ * `expired` (the server answered 401 to the token, or the time the server said the session
+ * had left ran out: the token is forgotten), `expiring` (`warnBefore` ms before that; call
+ * `extend()` to keep the session), `change` (any new token).
+ *
+ * Time left. When the server sends the expiry header (seconds the session has left unless
+ * another request refreshes it: the earlier of its idle and absolute deadlines), the client
+ * keeps `expiresAt` (ms, by this page's clock: seconds, not a date, so a skewed clock does
+ * not matter) and schedules the two events; every answer carrying the header reschedules
+ * them. The server's verdict stays authoritative: the events are a courtesy to the user.
  */
 export class SessionClient extends EventTarget {
   /** @type {string | null} */ #token = null;
@@ -112,6 +126,11 @@ export class SessionClient extends EventTarget {
   #lockName;
   #locks;
   #fetch;
+  #expiryHeader;
+  #warnBefore;
+  #extendUrl;
+  /** @type {number | null} */ #expiresAt = null;
+  /** @type {ReturnType<typeof setTimeout>[]} */ #timers = [];
   /** Resolves once the client is ready for its first request (see `syncTimeout`). */
   ready;
 
@@ -131,6 +150,9 @@ export class SessionClient extends EventTarget {
     this.#origins = new Set((options.allowedOrigins ?? []).map((o) => new URL(o).origin));
     this.#origins.add(globalThis.location.origin);
     this.#fetch = options.fetch ?? globalThis.fetch.bind(globalThis);
+    this.#expiryHeader = options.expiryHeader ?? "Session-Expires";
+    this.#warnBefore = options.warnBefore ?? 60000;
+    this.#extendUrl = options.extendUrl ?? "/session/extend";
     this.#locks = globalThis.navigator?.locks ?? localLocks();
     if (storage !== "memory") {
       this.#store = /** @type {Storage} */ (globalThis[STORAGE[storage]]);
@@ -155,6 +177,32 @@ export class SessionClient extends EventTarget {
   /** Whether the client holds a token (the token itself is never exposed as a property). */
   get hasToken() {
     return this.#token !== null;
+  }
+
+  /**
+   * When the session expires unless refreshed (ms since the epoch, this page's clock), as
+   * the last answer with the expiry header said; null if none said it or the session ended.
+   * @returns {number | null}
+   */
+  get expiresAt() {
+    return this.#expiresAt;
+  }
+
+  /**
+   * Ms the session has left (0 once expired), or null if unknown.
+   * @returns {number | null}
+   */
+  remaining() {
+    return this.#expiresAt === null ? null : Math.max(0, this.#expiresAt - Date.now());
+  }
+
+  /**
+   * Keep the session alive: a POST to `extendUrl`, which records a request on the server
+   * and answers with the new time left. Resolves with the Response.
+   * @returns {Promise<Response>}
+   */
+  extend() {
+    return this.fetch(this.#extendUrl, { method: "POST" });
   }
 
   /**
@@ -263,12 +311,32 @@ export class SessionClient extends EventTarget {
       return;
     }
     const value = readHeader(response.headers, this.#responseHeader);
-    if (value === null) return;
     if (value === "") {
       if (this.#token !== null) this.#set(null, "logout");
-    } else if (value !== this.#token) {
+    } else if (value !== null && value !== this.#token) {
       this.#set(value, this.#token === null ? "login" : null);
     }
+    const left = readHeader(response.headers, this.#expiryHeader);
+    if (left !== null && /^\d+$/.test(left) && this.#token !== null) {
+      this.#schedule(Date.now() + Number(left) * 1000);
+    }
+  }
+
+  /**
+   * Fire "expiring" `warnBefore` ms before `at`, and "expired" at `at` (forgetting the
+   * token), replacing what was scheduled before.
+   * @param {number | null} at
+   */
+  #schedule(at) {
+    for (const timer of this.#timers) clearTimeout(timer);
+    this.#timers = [];
+    this.#expiresAt = at;
+    if (at === null) return;
+    const left = at - Date.now();
+    this.#timers.push(
+      setTimeout(() => this.dispatchEvent(new Event("expiring")), Math.max(0, left - this.#warnBefore)),
+      setTimeout(() => { if (this.#token !== null) this.#set(null, "expired"); }, Math.max(0, left)),
+    );
   }
 
   /** Forget the token in this tab and every other (does not tell the server). */
@@ -276,8 +344,9 @@ export class SessionClient extends EventTarget {
     if (this.#token !== null) this.#set(null, "logout");
   }
 
-  /** Stop listening to other tabs. */
+  /** Stop listening to other tabs, and the expiry timers. */
   close() {
+    this.#schedule(null);
     this.#channel?.close();
     this.#channel = null;
   }
@@ -289,6 +358,7 @@ export class SessionClient extends EventTarget {
    */
   #set(token, event, broadcast = true) {
     this.#token = token;
+    if (token === null) this.#schedule(null);
     this.#generation += 1;
     if (this.#store !== null) {
       if (token === null) this.#store.removeItem(this.#key);
