@@ -277,7 +277,9 @@ class SessionStore(SessionBase):
         if len(transports) != 1:
             return manager.anonymous(self._request)
         opening = (self._request, manager.clock(), None, transports[0], None, False, None)
-        return fresh(new_opening((*opening, False, False)), manager.mode.name)
+        session = fresh(new_opening((*opening, False, False)), manager.mode.name)
+        session._state.lifetimes = manager.lifetimes
+        return session
 
     _session = property(_get_session)
 
@@ -346,6 +348,7 @@ class SessionStore(SessionBase):
             record = store.load(handle)
             opened = new_opening((*opening, None, False, False))
             session = mode.attach(manager.context, opened, record)
+            session._state.lifetimes = manager.lifetimes
             if session.is_new:  # (its record tells a corrupted one, see `_opened`)
                 return self._opened(session, record)
             # `_opened` for a session that opened, its expiry inline when Django's is the
@@ -424,7 +427,7 @@ class SessionStore(SessionBase):
 
     def _blank(self, secret: str, source: Session) -> Session:
         """A new session under the key Django chose, holding `source`'s data and user."""
-        return Session.create(
+        session = Session.create(
             dict(source.data()),
             secret=secret,
             id=handle_of(secret),
@@ -434,6 +437,8 @@ class SessionStore(SessionBase):
             transport=self.manager.transport,
             request=self._request,
         )
+        session._state.lifetimes = self.manager.lifetimes
+        return session
 
     # -- Django's storage API ----------------------------------------------------------------
 
