@@ -368,6 +368,11 @@ def test_lifetimes_validate_the_persistent_limits() -> None:
             session.set_persistent(absolute=bad)
     with pytest.raises(ValueError, match="set_persistent"):
         session.set_persistent(False, idle=60)
+    session.set_persistent(absolute=60)
+    session.set_persistent()  # (Flask: `session.permanent = True` on every request)
+    assert session.persistent_limits == (60, math.inf)
+    session.set_persistent(False)
+    assert session.persistent_limits is None
 
 
 # -- part 5: time remaining -------------------------------------------------------------

@@ -580,13 +580,19 @@ class Session(MutableMapping[str, Any]):
         every request). The limits are stored with the session on the server side (in
         its record, or in its signed token's claims) and counted from when the session
         began (absolute) and from its last recorded request (idle), so a client can never
-        change them. `set_persistent(False)` returns the session to the ordinary limits.
+        change them. A later call with limits replaces them; one without keeps them.
+        `set_persistent(False)` returns the session to the ordinary limits.
         """
         limits: tuple[float, float] | None = None
         if absolute is not None or idle is not None:
             if not persistent:
                 raise ValueError("set_persistent(False) takes no absolute or idle limit")
             limits = (_limit(absolute, "absolute"), _limit(idle, "idle"))
+        elif persistent:
+            # Without limits, a persistent session keeps those it was given (Flask apps set
+            # `session.permanent = True` on every request): only a call with limits, or
+            # `set_persistent(False)`, replaces them.
+            limits = self.persistent_limits
         self._accessed = True
         if persistent != self.persistent or limits != self.persistent_limits:
             self.persistent = persistent
