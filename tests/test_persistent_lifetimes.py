@@ -419,6 +419,7 @@ async def test_the_header_transport_sends_the_seconds_left_when_asked(
         site.clock.advance(30)
         response = await api.get("/", headers=bearer)
         assert response.headers["session-expires"] == str(int(7 * DAY - 30))
+        assert "cache-control" not in response.headers  # nothing secret: caching is up to the app
         response = await api.get("/logout", headers=bearer)
         assert response.headers["session-expires"] == "0"
         response = await api.get("/", headers={"authorization": "Bearer nonsense"})

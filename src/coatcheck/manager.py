@@ -234,11 +234,15 @@ class SessionManager:
             headers += transport.issue(issue, max_age=max_age, request=request)
         elif commit.clear:
             headers += transport.clear(request=request)
-        expiry_header = getattr(transport, "expiry_header", None)
-        if expiry_header is not None:
-            headers += _expiry(expiry_header, session, commit, write, issue)
         if headers:
             headers.append(("cache-control", "no-store"))
+        expiry_header = getattr(transport, "expiry_header", None)
+        if expiry_header is not None:
+            # (Not a reason for `no-store` by itself; it depends on the session, though.)
+            expiry = _expiry(expiry_header, session, commit, write, issue)
+            headers += expiry
+            if expiry and not session.accessed:
+                headers.append(("vary", transport.vary))
         if session.accessed:
             headers.append(("vary", transport.vary))
         return headers
