@@ -18,6 +18,7 @@ from .exceptions import (
     ConfigurationError,
     CSRFError,
     SessionDataError,
+    SessionLimitReached,
     SessionRequired,
     SessionTooLarge,
     SessionVanished,
@@ -27,6 +28,7 @@ from .exceptions import (
 )
 from .keys import KeyRing
 from .lifetimes import Lifetimes
+from .limits import SessionLimit
 from .manager import Commit, Opening, ServerSide, SessionManager
 from .request import RequestInfo
 from .session import Session, SessionInfo
@@ -56,6 +58,8 @@ __all__ = [
     "SessionAdmin",
     "SessionDataError",
     "SessionInfo",
+    "SessionLimit",
+    "SessionLimitReached",
     "SessionManager",
     "SessionRequired",
     "SessionTooLarge",

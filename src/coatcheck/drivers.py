@@ -25,7 +25,8 @@ from functools import partial
 from typing import Any
 
 from .admin import Plan, arun, recording, revoking_user, run
-from .exceptions import SessionVanished, StoreError, WriteConflict
+from .exceptions import SessionLimitReached, SessionVanished, StoreError, WriteConflict
+from .limits import SessionLimit
 from .manager import STALE, Commit, Opening, SessionManager, Write
 from .request import RequestInfo
 from .session import Session
@@ -172,7 +173,19 @@ def _inline(
         or store is None
         or write.version == STALE
         or manager.migrated_under(session, write)
+        or _limit_of(manager, session, write) is not None
     )
+
+
+def _limit_of(
+    manager: SessionManager, session: Session, write: Write | None
+) -> SessionLimit | None:
+    """The session limit that `write` must be admitted under: a login's write, when the
+    manager has a limit (its store then counts the user's sessions, `Store.admit`)."""
+    limit = manager.session_limit
+    if limit is None or write is None or write.user is None:
+        return None
+    return limit if session._state.rotate == "login" else None
 
 
 # -- the plans: `store` and `revocations` are the sync or the async twins, alike ---------------
@@ -193,14 +206,22 @@ def _committing(
     if commit.revocations:
         yield from recording(manager, revocations, commit.revocations)
     write = commit.write if store is not None else None
+    limit = _limit_of(manager, session, write)
+    evicted: list[str] = []
     if store is not None and (write is not None or commit.deletes):
         try:
             for key in commit.deletes:
                 yield lambda: store.delete(key)  # noqa: B023 - called before the next one
-            saved = yield from _saving(manager, session, store, write, max_ttl, strict, tried)
+            saved = yield from _saving(
+                manager, session, store, write, max_ttl, strict, tried, limit, evicted
+            )
         except StoreError as exc:
+            if limit is not None:
+                raise  # never dropped: a login the store did not count would pass the limit
             _dropped(manager, exc)  # `write` stays, its token is issued
         else:
+            if evicted:
+                yield from _evicting(manager, revocations, evicted, limit)
             if write is not None:  # (a read that changed nothing wrote nothing)
                 write = saved
                 if write is not None and manager.migrated_under(session, write):
@@ -231,16 +252,33 @@ def _saving(
     max_ttl: float | None,
     strict: bool,
     tried: bool,
+    limit: SessionLimit | None = None,
+    evicted: list[str] | None = None,
 ) -> Plan[Write | None]:
     """Apply `write`, rebased on each version conflict; the write that succeeded, or None
-    if there was none or it was dropped (its record vanished)."""
+    if there was none or it was dropped (its record vanished). Under `limit`, the store
+    admits it (`Store.admit`): the keys of the sessions it ended to make room are added to
+    `evicted`, and a refusal raises `SessionLimitReached`."""
     for attempt in range(MAX_ATTEMPTS):
         if write is None:
             return None
         if max_ttl is not None and write.ttl > max_ttl:
             write = write._replace(ttl=max(max_ttl, 0.0))
-        if not (tried and attempt == 0) and (yield partial(_apply, store, write)):
-            return write
+        if not (tried and attempt == 0):
+            if limit is None:
+                if (yield partial(_apply, store, write)):
+                    return write
+            else:
+                admission = yield partial(_admit, store, write, limit)
+                if admission.refused:
+                    manager.audit.security(
+                        "session.limit", session.id, f"action=refused max={limit.max_sessions}"
+                    )
+                    raise SessionLimitReached(limit.max_sessions)
+                if admission.saved:
+                    if evicted is not None:
+                        evicted += admission.evicted
+                    return write
         source = write.source
         record = yield lambda: store.load(source)  # noqa: B023 - called before the next one
         rebased = manager.rebase(session, write, record)
@@ -267,6 +305,39 @@ def _apply(store: Any, write: Write) -> Any:
         ttl=write.ttl,
         user=write.user,
     )
+
+
+def _admit(store: Any, write: Write, limit: SessionLimit) -> Any:
+    """Make the login `write` under `limit` (`Store.admit`; a coroutine, for an async
+    store): an `Admission`."""
+    return store.admit(
+        write.key,
+        write.data,
+        version=write.version,
+        ttl=write.ttl,
+        user=write.user,
+        replaces=write.replaces,
+        limit=limit.max_sessions,
+        evict=limit.evicts,
+    )
+
+
+def _evicting(
+    manager: SessionManager, revocations: Any, evicted: list[str], limit: SessionLimit | None
+) -> Plan[None]:
+    """The sessions a login's admission deleted to make room: logged, and in client-side
+    mode revoked (the path of `SessionAdmin.revoke`), since their tokens verify without the
+    store: every replica refuses them within the mode's staleness."""
+    for handle in evicted:
+        manager.audit.security(
+            "session.limit",
+            handle,
+            f"action=revoked-oldest max={0 if limit is None else limit.max_sessions}",
+        )
+    client = manager.client_mode
+    if client is not None and manager.mode is client:
+        entries = [client.revocation(manager.context, handle) for handle in evicted]
+        yield from recording(manager, revocations, entries)
 
 
 def _polling(manager: SessionManager, revocations: Any, *, force: bool = False) -> Plan[None]:

@@ -9,6 +9,7 @@ CoatcheckError
 ├── SessionRequired          the route needs an established session and the request has none
 ├── WriteConflict            a write computed from a value another request has since replaced
 ├── SessionVanished          a strict commit found its record gone (logged out or revoked meanwhile)
+├── SessionLimitReached      a login beyond the user's session limit, refused (`SessionLimit`)
 ├── InvalidToken             a token or session ID failed verification (never leaves coatcheck)
 └── StoreError               the session store failed
     ├── StoreUnavailable     it could not be reached or timed out; nothing was saved
@@ -30,6 +31,7 @@ __all__ = [
     "ConfigurationError",
     "InvalidToken",
     "SessionDataError",
+    "SessionLimitReached",
     "SessionRequired",
     "SessionTooLarge",
     "SessionVanished",
@@ -73,6 +75,18 @@ class SessionVanished(CoatcheckError):
     gone: another request logged it out, or an admin revoked it, while this one ran. The
     default commit drops such a write silently instead (the session is over either way);
     Django's session API expects an error here (`UpdateError`)."""
+
+
+class SessionLimitReached(CoatcheckError):
+    """A login would have given its user more live sessions than `SessionLimit` allows, and
+    the limit refuses such logins (`on_exceed="refuse"`). Nothing of the request's session
+    was stored: the user's other sessions are untouched, and the client keeps what it had.
+    Adapters answer 403 with the header `X-Coatcheck-Refused: session-limit`; an
+    application that commits itself may catch it and show its own page."""
+
+    def __init__(self, max_sessions: int) -> None:
+        super().__init__(f"the user already has the maximum of {max_sessions} live sessions")
+        self.max_sessions = max_sessions
 
 
 class SessionRequired(CoatcheckError):

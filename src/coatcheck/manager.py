@@ -31,6 +31,7 @@ from .audit import Audit
 from .clientside import ClientSide
 from .exceptions import ConfigurationError
 from .lifetimes import Lifetimes
+from .limits import SessionLimit
 from .plans import STALE, Commit, Context, Mode, Opening, Write, new_opening
 from .request import RequestInfo
 from .revocation import REVOKED, Revocation
@@ -57,7 +58,9 @@ class SessionManager:
     `on_conflict` says what happens to a key a request read and then changed when another
     request changed it in between: `"refuse"` (the default: `WriteConflict`, answered 409,
     nothing stored) or `"last-write-wins"` (the later commit overwrites; counters lose
-    increments). See docs/operating.md, "Write semantics".
+    increments). See docs/operating.md, "Write semantics". `session_limit`
+    (`SessionLimit(max_sessions, on_exceed=...)`) caps each user's live sessions, enforced
+    by the store at login (see `coatcheck.limits` and docs/policies.md).
     """
 
     def __init__(
@@ -71,6 +74,7 @@ class SessionManager:
         clock: Callable[[], float] = time.time,
         log_salt: bytes | None = None,
         on_conflict: Literal["refuse", "last-write-wins"] = "refuse",
+        session_limit: SessionLimit | None = None,
     ) -> None:
         self.mode: Mode = mode if mode is not None else ServerSide()
         #: The client-side mode whose tokens this manager accepts: its own, or the one a
@@ -95,6 +99,10 @@ class SessionManager:
         self.on_conflict = on_conflict
         #: What the mode is given of this manager.
         self.context = Context(self.clock, self.lifetimes, self.audit, on_conflict)
+        if session_limit is not None:
+            _check_limit(self.mode, session_limit)
+        #: The per-user session limit the drivers apply to logins (None: no limit).
+        self.session_limit = session_limit
 
     def __repr__(self) -> str:
         return f"SessionManager({self.mode!r}, transport={self.transports!r})"
@@ -269,3 +277,35 @@ def _expiry(
     else:
         seconds = math.floor(session.remaining())
     return [(name.lower(), str(seconds)), ("access-control-expose-headers", name)]
+
+
+def _check_limit(mode: Mode, limit: object) -> None:
+    """Refuse, at construction, a session limit that could not be enforced."""
+    if not isinstance(limit, SessionLimit):
+        raise ConfigurationError("session_limit takes a SessionLimit(max_sessions, on_exceed=...)")
+    stores: list[object] = []
+    for twin in ("store", "async_store"):
+        try:
+            found = getattr(mode, twin)
+        except ConfigurationError:  # (a server-side mode given only the other twin)
+            continue
+        if found is not None:
+            stores.append(found)
+    if not stores:
+        raise ConfigurationError(
+            "a session limit counts each user's live sessions in the registry, and these "
+            "client-side sessions have none (ClientSide(store=None)): without one a login "
+            "cannot know the user's other tokens, nor end them; give ClientSide a store "
+            "(e.g. store='sqlite:///sessions.db' or a Redis or PostgreSQL URL)"
+        )
+    for store in stores:
+        inner = getattr(store, "sync", store)  # (a ThreadedStore's own store)
+        if not callable(getattr(inner, "admit", None)):
+            raise ConfigurationError(
+                f"{type(inner).__name__} cannot enforce a session limit (it has no atomic "
+                "`admit`, see coatcheck.stores.base.LimitedStore): use one of coatcheck's "
+                "stores (memory, SQLite, Redis, PostgreSQL)"
+            )
+        reason = getattr(inner, "limit_unsupported", None)
+        if isinstance(reason, str):
+            raise ConfigurationError(reason)

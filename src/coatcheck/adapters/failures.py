@@ -9,6 +9,8 @@ commit (`StoreFailures.at_commit`):
 | raised by the commit | answer                                | logged                          |
 |----------------------|---------------------------------------|---------------------------------|
 | `WriteConflict`      | 409 Conflict                          | `session.conflict` (manager)    |
+| `SessionLimitReached`| 403 Forbidden, `X-Coatcheck-Refused:  | `session.limit` (driver,        |
+|                      | session-limit`                        | security log)                   |
 | `SessionTooLarge`    | 413 Content Too Large                 | `session.too_large`, error      |
 | `SessionDataError`   | 500 Internal Server Error             | `session.unserialisable`, error |
 | `StoreError`         | 503, or with `fail_open` the app's    | `ThrottledLog`: once per 10 s,  |
@@ -27,6 +29,7 @@ import logging
 from ..audit import ThrottledLog
 from ..exceptions import (
     SessionDataError,
+    SessionLimitReached,
     SessionRequired,
     SessionTooLarge,
     StoreError,
@@ -54,8 +57,8 @@ __all__ = [
 log = logging.getLogger("coatcheck")
 
 #: What a commit raises that is not the store's fault; `refusal` answers each.
-COMMIT_ERRORS = (WriteConflict, SessionTooLarge, SessionDataError)
-CommitError = WriteConflict | SessionTooLarge | SessionDataError
+COMMIT_ERRORS = (WriteConflict, SessionTooLarge, SessionDataError, SessionLimitReached)
+CommitError = WriteConflict | SessionTooLarge | SessionDataError | SessionLimitReached
 #: Everything a commit raises that an adapter answers: the store's failures too.
 COMMIT_FAILURES = (StoreError, *COMMIT_ERRORS)
 
@@ -74,6 +77,15 @@ TOO_LARGE = Answer(
     "Content Too Large",
     b"Content Too Large: the session is too large to keep; nothing was saved.",
 )
+#: A login refused by the session limit (`SessionLimit(on_exceed="refuse")`): the header
+#: says why, for a client to tell it from a CSRF refusal without reading the body.
+LIMIT_REACHED = Answer(
+    403,
+    "Forbidden",
+    b"Forbidden: this account has reached its limit of concurrent sessions; log out of "
+    b"another device first. Nothing was saved.",
+    (("x-coatcheck-refused", "session-limit"),),
+)
 NOT_SAVED = Answer(500, "Internal Server Error", b"Internal Server Error: session not saved.")
 
 
@@ -82,6 +94,8 @@ def refusal(manager: SessionManager, session: Session, exc: CommitError) -> Answ
     logged by the manager, where it is found, as `session.conflict`.)"""
     if isinstance(exc, WriteConflict):
         return CONFLICT
+    if isinstance(exc, SessionLimitReached):
+        return LIMIT_REACHED  # (logged by the driver, where it is found, as `session.limit`)
     reason = f"reason={str(exc)[:160]!r}"
     if isinstance(exc, SessionTooLarge):
         manager.audit.error("session.too_large", session.id, reason)

@@ -10,6 +10,8 @@ needs, every one of them atomic:
 - `rotate` moves a record to a new key and deletes the old one, also compared against the
   version, so a write that raced the rotation is not lost.
 - the per-user index (`list_user`, `delete_user`) follows the `user` given to `save`.
+- `admit` (optional, `LimitedStore`) is `save` or `rotate` under a per-user session
+  limit (`coatcheck.limits`): the count, the evictions and the write in one operation.
 
 Constructing a store does nothing: it opens its file or connections, and creates its
 tables, on first use, safely when many threads or tasks arrive first at once (an unused
@@ -26,7 +28,7 @@ from typing import NamedTuple, Protocol, runtime_checkable
 
 from .._fast import fast_constructor
 
-__all__ = ["AsyncStore", "Record", "Store"]
+__all__ = ["Admission", "AsyncLimitedStore", "AsyncStore", "LimitedStore", "Record", "Store"]
 
 
 class Record(NamedTuple):
@@ -38,6 +40,20 @@ class Record(NamedTuple):
 
 
 new_record = fast_constructor(Record, "data", "version")
+
+
+class Admission(NamedTuple):
+    """What `admit` did: whether it wrote (False with `refused` False: a version conflict,
+    as `save` returning False), whether the limit refused the write, and the keys of the
+    user's sessions it deleted to make room, oldest first."""
+
+    saved: bool
+    refused: bool = False
+    evicted: tuple[str, ...] = ()
+
+
+#: `admit`'s answer to a write whose version did not match.
+CONFLICTED = Admission(False)
 
 
 @runtime_checkable
@@ -100,3 +116,45 @@ class AsyncStore(Protocol):
     async def purge_expired(self) -> int: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class LimitedStore(Protocol):
+    """A store that can enforce a per-user session limit (`SessionLimit`) atomically."""
+
+    def admit(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        version: int,
+        ttl: float,
+        user: str,
+        replaces: str | None,
+        limit: int,
+        evict: bool,
+    ) -> Admission:
+        """In one atomic operation: `save(key, ...)`, or with `replaces`, `rotate(replaces,
+        key, ...)` (the version compared as there), made only if `user` then has at most
+        `limit` live records. Other live records of `user` (neither `key` nor `replaces`)
+        beyond `limit - 1` are deleted first, oldest first (`coatcheck.limits.oldest_first`)
+        when `evict`; otherwise nothing is written and the answer is `refused`. No other
+        `admit` of the same user may interleave, on any process sharing the store."""
+
+
+@runtime_checkable
+class AsyncLimitedStore(Protocol):
+    """The async twin of `LimitedStore`."""
+
+    async def admit(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        version: int,
+        ttl: float,
+        user: str,
+        replaces: str | None,
+        limit: int,
+        evict: bool,
+    ) -> Admission: ...

@@ -39,8 +39,9 @@ from typing import NamedTuple
 
 from .._fast import fast_constructor
 from .._mypyc import mypyc_attr
+from ..limits import oldest_first
 from ..revocation import Revocation
-from .base import Record, new_record
+from .base import CONFLICTED, Admission, Record, new_record
 
 __all__ = ["AsyncMemoryRevocationStore", "AsyncMemoryStore", "MemoryRevocationStore", "MemoryStore"]
 
@@ -191,6 +192,45 @@ class MemoryStore:
             self._drop(old_key)
             return True
 
+    def admit(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        version: int,
+        ttl: float,
+        user: str,
+        replaces: str | None,
+        limit: int,
+        evict: bool,
+    ) -> Admission:
+        """`save` or `rotate` under a per-user session limit (`LimitedStore.admit`), under
+        the store's one lock: nothing else runs in between."""
+        with self._lock:
+            now = self._clock()
+            if self._due and self._due[0] * GRAIN <= now:
+                self._sweep(now, SWEEP)
+            source = key if replaces is None else replaces
+            entry = self._live(source, now)
+            if (entry[0][1] if entry else 0) != version or (replaces is not None and not entry):
+                return CONFLICTED
+            others = []
+            for other in list(self._users.get(user, ())):
+                found = self._live(other, now)
+                if found is not None and other != key and other != replaces:
+                    others.append((other, found.record.data))
+            doomed = oldest_first(others, limit)
+            if doomed and not evict:
+                return Admission(False, True)
+            for other in doomed:
+                self._drop(other)
+            if replaces is None:
+                self._put(key, _entry(data, version + 1, now + ttl, user), entry)
+            else:
+                self._put(key, _entry(data, 1, now + ttl, user))
+                self._drop(replaces)
+            return Admission(True, False, tuple(doomed))
+
     def delete(self, key: str) -> None:
         with self._lock:
             self._drop(key)
@@ -258,6 +298,29 @@ class AsyncMemoryStore:
         self, old_key: str, new_key: str, data: bytes, *, version: int, ttl: float, user: str | None
     ) -> bool:
         return self.sync.rotate(old_key, new_key, data, version=version, ttl=ttl, user=user)
+
+    async def admit(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        version: int,
+        ttl: float,
+        user: str,
+        replaces: str | None,
+        limit: int,
+        evict: bool,
+    ) -> Admission:
+        return self.sync.admit(
+            key,
+            data,
+            version=version,
+            ttl=ttl,
+            user=user,
+            replaces=replaces,
+            limit=limit,
+            evict=evict,
+        )
 
     async def delete(self, key: str) -> None:
         self.sync.delete(key)

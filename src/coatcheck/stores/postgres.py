@@ -84,9 +84,10 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from ..exceptions import ConfigurationError, StoreError, StoreUnavailable
+from ..limits import oldest_first
 from ..revocation import Revocation, decode_entry, decode_rows, encode_entry
 from . import _pool_settings
-from .base import Record
+from .base import CONFLICTED, Admission, Record
 from .feed import POLL_INTERVAL, RECONNECT_DELAY, SUBSCRIBED, AsyncListener, Listener
 
 __all__ = [
@@ -174,6 +175,14 @@ class _Sql:
             "AND expires_at > %(now)s RETURNING 1) " + put_new
         )
         self.delete = f"DELETE FROM {t} WHERE key = %s"  # noqa: S608
+        # `admit`: one transaction per login under a session limit, serialised per user by
+        # a transaction-level advisory lock (`limit_lock` + the user).
+        self.limit_lock = f"coatcheck:{table}:limit:"
+        self.lock = "SELECT pg_advisory_xact_lock(hashtext(%s))"
+        self.others = (
+            f"SELECT key, data FROM {t} WHERE user_id = %s AND expires_at > %s AND key <> %s"  # noqa: S608
+        )
+        self.delete_keys = f"DELETE FROM {t} WHERE key = ANY(%s)"  # noqa: S608
         self.list_user = (
             f"SELECT key, data, version FROM {t} WHERE user_id = %s AND expires_at > %s"  # noqa: S608
         )
@@ -192,6 +201,21 @@ class _Sql:
         if version == 0:
             return self.create, (key, data, expires, user, now)
         return self.update, (data, expires, user, key, version, now)
+
+    def write(
+        self,
+        key: str,
+        data: bytes,
+        version: int,
+        ttl: float,
+        user: str,
+        replaces: str | None,
+        now: float,
+    ) -> tuple[str, Any]:
+        """The statement of `admit`'s write: `save`'s, or with `replaces`, `rotate`'s."""
+        if replaces is None:
+            return self.save(key, data, version, now + ttl, user, now)
+        return self.rotate, self.rotate_args(replaces, key, data, version, ttl, user, now)
 
     @staticmethod
     def rotate_args(
@@ -553,6 +577,42 @@ class PostgresStore(_Pooled[_Sql]):
         )
         return self._run(lambda conn: conn.execute(sql, params).rowcount) == 1
 
+    def admit(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        version: int,
+        ttl: float,
+        user: str,
+        replaces: str | None,
+        limit: int,
+        evict: bool,
+    ) -> Admission:
+        """`save` or `rotate` under a per-user session limit (`LimitedStore.admit`), in one
+        transaction that first takes an advisory lock on the user: the admissions of one
+        user run one at a time, on every replica; a refused write is rolled back."""
+        q, now = self._sql, self._clock()
+        statement, args = q.write(key, data, version, ttl, user, replaces, now)
+
+        def operation(conn: psycopg.Connection[Any]) -> Admission:
+            answer = CONFLICTED
+            with conn.transaction():
+                conn.execute(q.lock, (q.limit_lock + user,))
+                if conn.execute(statement, args).rowcount != 1:
+                    raise psycopg.Rollback
+                rows = conn.execute(q.others, (user, now, key)).fetchall()
+                doomed = oldest_first([(k, bytes(d)) for k, d in rows], limit)
+                if doomed and not evict:
+                    answer = Admission(False, True)
+                    raise psycopg.Rollback
+                if doomed:
+                    conn.execute(q.delete_keys, (doomed,))
+                answer = Admission(True, False, tuple(doomed))
+            return answer
+
+        return self._run(operation)
+
     def delete(self, key: str) -> None:
         sql = self._sql.delete
         self._run(lambda conn: conn.execute(sql, (key,)))
@@ -643,6 +703,39 @@ class AsyncPostgresStore(_AsyncPooled[_Sql]):
     ) -> bool:
         params = self._sql.rotate_args(old_key, new_key, data, version, ttl, user, self._clock())
         return await self._rowcount(self._sql.rotate, params) == 1
+
+    async def admit(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        version: int,
+        ttl: float,
+        user: str,
+        replaces: str | None,
+        limit: int,
+        evict: bool,
+    ) -> Admission:
+        q, now = self._sql, self._clock()
+        statement, args = q.write(key, data, version, ttl, user, replaces, now)
+
+        async def operation(conn: psycopg.AsyncConnection[Any]) -> Admission:
+            answer = CONFLICTED
+            async with conn.transaction():
+                await conn.execute(q.lock, (q.limit_lock + user,))
+                if (await conn.execute(statement, args)).rowcount != 1:
+                    raise psycopg.Rollback
+                rows = await (await conn.execute(q.others, (user, now, key))).fetchall()
+                doomed = oldest_first([(k, bytes(d)) for k, d in rows], limit)
+                if doomed and not evict:
+                    answer = Admission(False, True)
+                    raise psycopg.Rollback
+                if doomed:
+                    await conn.execute(q.delete_keys, (doomed,))
+                answer = Admission(True, False, tuple(doomed))
+            return answer
+
+        return await self._run(operation)
 
     async def delete(self, key: str) -> None:
         await self._rowcount(self._sql.delete, (key,))

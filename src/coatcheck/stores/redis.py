@@ -145,7 +145,7 @@ from redis.retry import Retry
 from ..exceptions import ConfigurationError, StoreCorrupted, StoreError, StoreUnavailable
 from ..revocation import Revocation, decode_entry, decode_rows, encode_entry
 from . import _pool_settings, resp
-from .base import Record
+from .base import CONFLICTED, Admission, Record
 from .feed import POLL_INTERVAL, RECONNECT_DELAY, SUBSCRIBED, AsyncListener, Listener
 
 __all__ = ["AsyncRedisRevocationStore", "AsyncRedisStore", "RedisRevocationStore", "RedisStore"]
@@ -294,7 +294,56 @@ return n
 """
 )
 
+# Single server: `save` or `rotate` under a per-user session limit (`admit`): the user's other
+# live sessions are counted, and the oldest (earliest `c`, the record's created time; an
+# unreadable record first) deleted or the write refused, in the one script.
+# KEYS: source (the key compared), new key, index  ARGV: version, value, ttl_ms, new key,
+# limit, evict ('1' or '0'), session key head, session key tail, owner tail, replaced key or ''
+# Returns {0} (version conflict), {2} (refused) or {1, evicted key...}.
+_LUA_ADMIT = (
+    _LUA_INDEX_FN
+    + _LUA_OWNER_FN
+    + """
+local function created(value)
+  local v, n = string.match(value, '^(%d+):(%d*):')
+  if not v then return -math.huge end
+  local start = #v + #n + 3 + (tonumber(n) or 0)
+  local ok, doc = pcall(cjson.decode, string.sub(value, start))
+  if ok and type(doc) == 'table' and type(doc.c) == 'number' then return doc.c end
+  return -math.huge
+end
+if version(KEYS[1]) ~= tonumber(ARGV[1]) then return {0} end
+if ARGV[10] ~= '' and version(KEYS[1]) == 0 then return {0} end
+local others = {}
+for _, member in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
+  if member ~= ARGV[4] and member ~= ARGV[10] then
+    local value = redis.call('GET', ARGV[7] .. member .. ARGV[8])
+    if value and owned(value, ARGV[9]) then others[#others + 1] = {created(value), member} end
+  end
+end
+local excess = #others - tonumber(ARGV[5]) + 1
+local out = {1}
+if excess > 0 then
+  if ARGV[6] ~= '1' then return {2} end
+  table.sort(others, function(a, b)
+    if a[1] ~= b[1] then return a[1] < b[1] end
+    return a[2] < b[2]
+  end)
+  for i = 1, excess do
+    redis.call('DEL', ARGV[7] .. others[i][2] .. ARGV[8])
+    redis.call('ZREM', KEYS[3], others[i][2])
+    out[#out + 1] = others[i][2]
+  end
+end
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+if ARGV[10] ~= '' then redis.call('DEL', KEYS[1]) end
+index(KEYS[3], ARGV[4], tonumber(ARGV[3]))
+return out
+"""
+)
+
 _SCRIPTS = {
+    "admit": _LUA_ADMIT,
     "save": _LUA_SAVE,
     "rotate": _LUA_ROTATE,
     "replace": _LUA_REPLACE,
@@ -783,6 +832,44 @@ class _Layout:
     def _list_args(self, user: str) -> list[bytes | str]:
         return [self._key_head, self._key_tail, _owner_tail(user)]
 
+    @property
+    def limit_unsupported(self) -> str | None:
+        """Why `admit` cannot be atomic here (None: it can): on a cluster, the user's
+        sessions and index live in unrelated slots unless the prefix has a hash tag."""
+        if self.one_slot:
+            return None
+        return (
+            "a session limit needs every key of the store in one slot of the cluster: give the "
+            "prefix a hash tag of its own (prefix='app:{sessions}:')"
+        )
+
+    def _admit_call(
+        self,
+        key: str,
+        data: bytes,
+        version: int,
+        ttl: float,
+        user: str,
+        replaces: str | None,
+        limit: int,
+        evict: bool,
+    ) -> tuple[list[str], list[Any]]:
+        """The keys and arguments of the `admit` script."""
+        value = _encode(version + 1 if replaces is None else 1, user, data)
+        source = key if replaces is None else replaces
+        keys = [self._key(source), self._key(key), self._index(user)]
+        args = [version, value, _ms(ttl), key, limit, "1" if evict else "0"]
+        return keys, [*args, *self._list_args(user), replaces or ""]
+
+    @staticmethod
+    def _admission(reply: Sequence[Any]) -> Admission:
+        if int(reply[0]) == 0:
+            return CONFLICTED
+        if int(reply[0]) == 2:
+            return Admission(False, True)
+        evicted = tuple(m.decode() if isinstance(m, bytes) else str(m) for m in reply[1:])
+        return Admission(True, False, evicted)
+
     @staticmethod
     def _sort(
         members: list[str], values: list[bytes | None], user: str
@@ -888,6 +975,30 @@ class RedisStore(_Layout, _SyncClient):
                 return True
             self._client.delete(self._key(new_key))
             return False
+
+    def admit(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        version: int,
+        ttl: float,
+        user: str,
+        replaces: str | None,
+        limit: int,
+        evict: bool,
+    ) -> Admission:
+        """`save` or `rotate` under a per-user session limit (`LimitedStore.admit`): one
+        script, which Redis runs without interleaving any other command. Single server (or
+        a prefix with a hash tag) only: see `limit_unsupported`."""
+        reason = self.limit_unsupported
+        if reason is not None:
+            raise ConfigurationError(reason)
+        keys, args = self._admit_call(key, data, version, ttl, user, replaces, limit, evict)
+        with _translated():
+            if not self._connected:
+                self._connect()
+            return self._admission(self._run("admit", keys, args))
 
     def delete(self, key: str) -> None:
         with _translated():
@@ -1027,6 +1138,27 @@ class AsyncRedisStore(_Layout, _AsyncClient):
                 return True
             await self._client.delete(self._key(new_key))
             return False
+
+    async def admit(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        version: int,
+        ttl: float,
+        user: str,
+        replaces: str | None,
+        limit: int,
+        evict: bool,
+    ) -> Admission:
+        reason = self.limit_unsupported
+        if reason is not None:
+            raise ConfigurationError(reason)
+        keys, args = self._admit_call(key, data, version, ttl, user, replaces, limit, evict)
+        with _translated():
+            if not self._connected:
+                await self._connect()
+            return self._admission(await self._run("admit", keys, args))
 
     async def delete(self, key: str) -> None:
         with _translated():

@@ -57,8 +57,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ..exceptions import ConfigurationError, StoreError, StoreUnavailable
+from ..limits import oldest_first
 from ..revocation import Revocation, decode_rows, encode_entry
-from .base import Record, new_record
+from .base import CONFLICTED, Admission, Record, new_record
 from .threaded import ThreadedRevocationStore
 
 __all__ = ["AsyncSQLiteRevocationStore", "AsyncSQLiteStore", "SQLiteRevocationStore", "SQLiteStore"]
@@ -349,6 +350,9 @@ class SQLiteStore(_Database):
         )
         self._sql_delete = f"DELETE FROM {t} WHERE key = ?"  # noqa: S608
         self._sql_list = f"SELECT key, data, version FROM {t} WHERE user = ? AND expires_at > ?"  # noqa: S608
+        self._sql_others = (
+            f"SELECT key, data FROM {t} WHERE user = ? AND expires_at > ? AND key != ?"  # noqa: S608
+        )
         self._sql_delete_user = (
             f"DELETE FROM {t} WHERE user = ? AND key IS NOT ? AND expires_at > ?"  # noqa: S608
         )
@@ -473,6 +477,56 @@ class SQLiteStore(_Database):
                     db.execute("ROLLBACK")
                 raise
             return moved == 1
+
+        return self._run(transaction)
+
+    def admit(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        version: int,
+        ttl: float,
+        user: str,
+        replaces: str | None,
+        limit: int,
+        evict: bool,
+    ) -> Admission:
+        """`save` or `rotate` under a per-user session limit (`LimitedStore.admit`), in one
+        `BEGIN IMMEDIATE` transaction: it holds the database's write lock from the version
+        check to the commit, so no other writer (thread or process) runs in between. A
+        refused write is rolled back."""
+        now = self._clock()
+
+        def transaction(db: sqlite3.Connection) -> Admission:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                if replaces is not None:
+                    written = db.execute(self._sql_delete_if, (replaces, version, now)).rowcount
+                    if written == 1:
+                        db.execute(self._sql_put, (key, data, now + ttl, user))
+                elif version == 0:
+                    args: tuple[object, ...] = (key, data, now + ttl, user, now)
+                    written = db.execute(self._sql_create, args).rowcount
+                else:
+                    args = (data, now + ttl, user, key, version, now)
+                    written = db.execute(self._sql_update, args).rowcount
+                if written != 1:
+                    db.execute("ROLLBACK")
+                    return CONFLICTED
+                rows = db.execute(self._sql_others, (user, now, key)).fetchall()
+                doomed = oldest_first([(k, bytes(d)) for k, d in rows], limit)
+                if doomed and not evict:
+                    db.execute("ROLLBACK")
+                    return Admission(False, True)
+                for other in doomed:
+                    db.execute(self._sql_delete, (other,))
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:  # never leave this thread's connection mid-transaction
+                    db.execute("ROLLBACK")
+                raise
+            return Admission(True, False, tuple(doomed))
 
         return self._run(transaction)
 
@@ -626,6 +680,31 @@ class AsyncSQLiteStore:
             "rotate", old_key, new_key, data, version=version, ttl=ttl, user=user
         )
         return bool(rotated)
+
+    async def admit(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        version: int,
+        ttl: float,
+        user: str,
+        replaces: str | None,
+        limit: int,
+        evict: bool,
+    ) -> Admission:
+        admission: Admission = await self._call(
+            "admit",
+            key,
+            data,
+            version=version,
+            ttl=ttl,
+            user=user,
+            replaces=replaces,
+            limit=limit,
+            evict=evict,
+        )
+        return admission
 
     async def delete(self, key: str) -> None:
         await self._call("delete", key)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 
 from ..revocation import Revocation, RevocationStore
-from .base import Record, Store
+from .base import Admission, Record, Store
 
 __all__ = ["ThreadedRevocationStore", "ThreadedStore"]
 
@@ -41,6 +41,33 @@ class ThreadedStore:
         return await asyncio.to_thread(
             self.sync.rotate, old_key, new_key, data, version=version, ttl=ttl, user=user
         )
+
+    async def admit(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        version: int,
+        ttl: float,
+        user: str,
+        replaces: str | None,
+        limit: int,
+        evict: bool,
+    ) -> Admission:
+        """The sync store's `admit` (`LimitedStore`), in a worker thread; AttributeError
+        if it has none (`SessionManager` checks for it first)."""
+        admission: Admission = await asyncio.to_thread(
+            self.sync.admit,  # type: ignore[attr-defined]
+            key,
+            data,
+            version=version,
+            ttl=ttl,
+            user=user,
+            replaces=replaces,
+            limit=limit,
+            evict=evict,
+        )
+        return admission
 
     async def delete(self, key: str) -> None:
         await asyncio.to_thread(self.sync.delete, key)
