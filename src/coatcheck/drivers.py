@@ -180,12 +180,17 @@ def _inline(
 def _limit_of(
     manager: SessionManager, session: Session, write: Write | None
 ) -> SessionLimit | None:
-    """The session limit that `write` must be admitted under: a login's write, when the
-    manager has a limit (its store then counts the user's sessions, `Store.admit`)."""
+    """The session limit that `write` must be admitted under: a write that adds a session
+    to its user's (a login's, which moves the record to a new handle, or a new record
+    written with a user, or a user bound to the session, as Django does), when the manager
+    has a limit; its store then counts the user's sessions (`Store.admit`)."""
     limit = manager.session_limit
     if limit is None or write is None or write.user is None:
         return None
-    return limit if session._state.rotate == "login" else None
+    state = session._state
+    if state.joins_user or state.rotate == "login" or write.version == 0 or write.replaces:
+        return limit
+    return None
 
 
 # -- the plans: `store` and `revocations` are the sync or the async twins, alike ---------------
@@ -276,6 +281,7 @@ def _saving(
                     )
                     raise SessionLimitReached(limit.max_sessions)
                 if admission.saved:
+                    session._state.joins_user = False  # counted: a later commit is an update
                     if evicted is not None:
                         evicted += admission.evicted
                     return write

@@ -74,6 +74,7 @@ class CommitState:
         "credentials",
         "ended",
         "generation",
+        "joins_user",
         "lifetimes",
         "listed",
         "logout_others",
@@ -132,6 +133,9 @@ class CommitState:
         #: Client side: whether the session has a registry record (the token was issued
         #: to a logged-in session, or the mode lists anonymous ones too).
         self.listed = False
+        #: The commit adds this session to its user's sessions (`login`, or a framework
+        #: binding a user): a `SessionLimit` applies to its write.
+        self.joins_user = False
 
 
 class Session(MutableMapping[str, Any]):
@@ -477,6 +481,7 @@ class Session(MutableMapping[str, Any]):
         self.authenticated_at = self.created_at = state.now
         state.rotate = "login"
         state.meta_changed = True
+        state.joins_user = True
 
     def logout(self) -> None:
         """End the session everywhere: its record is destroyed and the cookie cleared."""

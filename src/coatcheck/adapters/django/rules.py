@@ -60,6 +60,7 @@ def bind_user(session: Session, now: float, *, cycled: bool) -> None:
         session.unbind_user()
     elif cycled or session.is_new:  # its key is new already: no second rotation
         session.user = user
+        session._state.joins_user = True  # (a `SessionLimit` counts it, as for `login`)
         # As `Session.login`: the absolute timeout counts from the login.
         session.authenticated_at = session.created_at = now
     else:
