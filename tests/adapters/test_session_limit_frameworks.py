@@ -4,6 +4,7 @@ limit ends the oldest session, or is answered 403 with nothing stored."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +33,10 @@ from coatcheck import (  # noqa: E402
     SessionLimit,
     SessionManager,
 )
+from coatcheck.adapters.django.config import build  # noqa: E402
 from coatcheck.adapters.flask import FlaskSession, SessionInterface  # noqa: E402
 from coatcheck.stores import MemoryRevocationStore, MemoryStore, SQLiteStore  # noqa: E402
+from coatcheck.stores.django import DjangoStore  # noqa: E402
 from helpers import FakeClock  # noqa: E402
 
 BASE = "https://localhost"
@@ -113,15 +116,25 @@ def django_user(browser: Client) -> str | None:
     return user
 
 
+@pytest.mark.parametrize("store", ["memory", "django"])
 @pytest.mark.parametrize("policy", ["revoke-oldest", "refuse"])
-def test_django(policy: str, users: None) -> None:
+def test_django(policy: str, store: str, users: None) -> None:
+    """`auth.login` through Django's test client; on a MemoryStore, and on the project's
+    own database (`COATCHECK = {"store": "django", "session_limit": ...}`)."""
     clock = FakeClock()
-    manager = SessionManager(
-        ServerSide(store=MemoryStore(clock=clock)),
-        lifetimes=Lifetimes(renewal=None),
-        clock=clock,
-        session_limit=SessionLimit(2, on_exceed=policy),  # type: ignore[arg-type]
-    )
+    clock.now = time.time()  # Django's own expiry maths reads the real time
+    limit = SessionLimit(2, on_exceed=policy)  # type: ignore[arg-type]
+    if store == "memory":
+        manager = SessionManager(
+            ServerSide(store=MemoryStore(clock=clock)),
+            lifetimes=Lifetimes(renewal=None),
+            clock=clock,
+            session_limit=limit,
+        )
+    else:
+        manager = build({"store": DjangoStore(clock=clock), "clock": clock, "session_limit": limit})
+    pk = str(User.objects.get(username="ada").pk)
+    SessionAdmin(manager).revoke_user(pk)  # (the project's database outlives one test)
     with override_settings(COATCHECK={"manager": manager}):
         browsers = [Client() for _ in range(3)]
         for browser in browsers[:2]:
@@ -136,5 +149,4 @@ def test_django(policy: str, users: None) -> None:
         else:
             assert response.status_code == 200
             assert [django_user(b) for b in browsers] == [None, "ada", "ada"]
-        pk = str(User.objects.get(username="ada").pk)
         assert len(SessionAdmin(manager).sessions(pk)) == 2

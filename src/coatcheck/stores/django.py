@@ -56,7 +56,8 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 from django.utils.connection import ConnectionDoesNotExist
 
 from ..exceptions import ConfigurationError, StoreError, StoreUnavailable
-from .base import Record
+from ..limits import oldest_first
+from .base import CONFLICTED, Admission, Record
 
 __all__ = ["TABLE", "AsyncDjangoStore", "DjangoStore"]
 
@@ -94,6 +95,9 @@ class _Sql:
             "version = 1, expires_at = excluded.expires_at, user_id = excluded.user_id"
         )
         self.delete = f"DELETE FROM {t} WHERE key = %s"  # noqa: S608
+        self.others = (
+            f"SELECT key, data FROM {t} WHERE user_id = %s AND expires_at > %s AND key <> %s"  # noqa: S608
+        )
         self.list_user = (
             f"SELECT key, data, version FROM {t} WHERE user_id = %s AND expires_at > %s"  # noqa: S608
         )
@@ -212,6 +216,50 @@ class DjangoStore:
             cursor.execute(sql.put, (new_key, data, now + ttl, user))
         return True
 
+    def admit(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        version: int,
+        ttl: float,
+        user: str,
+        replaces: str | None,
+        limit: int,
+        evict: bool,
+    ) -> Admission:
+        """`save` or `rotate` under a per-user session limit (`LimitedStore.admit`), in one
+        `transaction.atomic`: on PostgreSQL it first takes a transaction-level advisory lock
+        on the user (the user's admissions run one at a time, on every replica); on SQLite
+        its first statement is the write, which takes the database's write lock. A refused
+        write is rolled back."""
+        now = self._clock()
+        answer = CONFLICTED
+        with self._cursor() as (cursor, sql), transaction.atomic(using=self.alias):
+            if connections[self.alias].vendor == "postgresql":
+                lock = f"coatcheck:{self.table}:limit:{user}"
+                cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (lock,))
+            if replaces is not None:
+                cursor.execute(sql.delete_if, (replaces, version, now))
+                if cursor.rowcount == 1:
+                    cursor.execute(sql.put, (key, data, now + ttl, user))
+            elif version == 0:
+                cursor.execute(sql.create, (key, data, now + ttl, user, now))
+            else:
+                cursor.execute(sql.update, (data, now + ttl, user, key, version, now))
+            if cursor.rowcount != 1:
+                return CONFLICTED
+            cursor.execute(sql.others, (user, now, key))
+            doomed = oldest_first([(k, bytes(d)) for k, d in cursor.fetchall()], limit)
+            if doomed and not evict:
+                transaction.set_rollback(True, using=self.alias)
+                answer = Admission(False, True)
+            else:
+                for other in doomed:
+                    cursor.execute(sql.delete, (other,))
+                answer = Admission(True, False, tuple(doomed))
+        return answer
+
     def delete(self, key: str) -> None:
         with self._cursor() as (cursor, sql):
             cursor.execute(sql.delete, (key,))
@@ -291,6 +339,30 @@ class AsyncDjangoStore:
     ) -> bool:
         return await self._call(
             self.sync.rotate, old_key, new_key, data, version=version, ttl=ttl, user=user
+        )
+
+    async def admit(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        version: int,
+        ttl: float,
+        user: str,
+        replaces: str | None,
+        limit: int,
+        evict: bool,
+    ) -> Admission:
+        return await self._call(
+            self.sync.admit,
+            key,
+            data,
+            version=version,
+            ttl=ttl,
+            user=user,
+            replaces=replaces,
+            limit=limit,
+            evict=evict,
         )
 
     async def delete(self, key: str) -> None:

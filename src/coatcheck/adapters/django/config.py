@@ -6,6 +6,7 @@ COATCHECK = {
                           # or ServerSide(...)
     "lifetimes": {"idle": 30 * 60, "absolute": 12 * 60 * 60},   # or a Lifetimes
     "import_from": "django.contrib.sessions.backends.db",   # see `importing`
+    "session_limit": SessionLimit(3),   # optional: at most 3 live sessions per user
 }
 ```
 or `COATCHECK = {"manager": SessionManager(...)}` (or its dotted path) for full control.
@@ -38,7 +39,9 @@ from ...manager import ServerSide, SessionManager
 
 __all__ = ["SETTINGS", "get_manager", "import_from"]
 
-KEYS = frozenset({"manager", "store", "lifetimes", "log_salt", "clock", "import_from"})
+KEYS = frozenset(
+    {"manager", "store", "lifetimes", "log_salt", "clock", "import_from", "session_limit"}
+)
 #: The store when `COATCHECK` names none: the project's own default database.
 DEFAULT_STORE = "django://default"
 #: Django's session engines whose sessions `import_from` can carry over (`importing`).
@@ -118,6 +121,8 @@ def build(config: Mapping[str, Any]) -> SessionManager:
         options["log_salt"] = salt.encode() if isinstance(salt, str) else salt
         if "clock" in config:
             options["clock"] = config["clock"]
+        if "session_limit" in config:
+            options["session_limit"] = config["session_limit"]
         manager = SessionManager(mode, **options)
     if manager.mode.name == "client":
         raise ConfigurationError(
