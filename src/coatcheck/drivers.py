@@ -283,7 +283,7 @@ def _saving(
                 if admission.saved:
                     session._state.joins_user = False  # counted: a later commit is an update
                     if evicted is not None:
-                        evicted += admission.evicted
+                        evicted.extend(admission.evicted)
                     return write
         source = write.source
         record = yield lambda: store.load(source)  # noqa: B023 - called before the next one

@@ -371,3 +371,13 @@ def test_async_admission_through_the_driver() -> None:
 
     assert asyncio.run(main()) == ["in", "refused", "refused"]
     assert len(store.sync.list_user(USER)) == 1
+
+
+def test_a_limit_on_a_cluster_without_a_hash_tag_is_refused_at_construction() -> None:
+    from coatcheck.exceptions import ConfigurationError
+
+    store = RedisStore("redis+cluster://127.0.0.1:1", prefix="app:")  # (connects on use)
+    with pytest.raises(ConfigurationError, match="hash tag"):
+        SessionManager(ServerSide(store=store), session_limit=SessionLimit(2))
+    tagged = RedisStore("redis+cluster://127.0.0.1:1", prefix="app:{sessions}:")
+    SessionManager(ServerSide(store=tagged), session_limit=SessionLimit(2))
