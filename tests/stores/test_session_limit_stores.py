@@ -26,7 +26,7 @@ from coatcheck.stores import MemoryStore, SQLiteStore, to_async
 from coatcheck.stores.base import Admission, Store
 from coatcheck.stores.postgres import PostgresStore
 from coatcheck.stores.redis import RedisStore
-from helpers import request
+from helpers import request, wait_until
 from servers import (  # noqa: F401 - fixtures
     PostgresServer,
     RedisServer,
@@ -381,3 +381,57 @@ def test_a_limit_on_a_cluster_without_a_hash_tag_is_refused_at_construction() ->
         SessionManager(ServerSide(store=store), session_limit=SessionLimit(2))
     tagged = RedisStore("redis+cluster://127.0.0.1:1", prefix="app:{sessions}:")
     SessionManager(ServerSide(store=tagged), session_limit=SessionLimit(2))
+
+
+@pytest.mark.service
+@pytest.mark.parametrize("policy", ["refuse", "revoke-oldest"])
+def test_postgres_admission_waits_for_a_replica_mid_admission(
+    postgres_server: PostgresServer, policy: str
+) -> None:
+    """A deterministic interleaving: a replica is parked inside its admission (it holds
+    the user's advisory lock and has written its session, not yet committed); another
+    replica's admission of the same user then waits, and once the first commits it sees
+    that session: refused, or it evicts it, never admitted beside it over the limit."""
+    table = f"test_{secrets.token_hex(6)}"
+    clock = ManualClock()
+    store = PostgresStore(postgres_server.url, table=table, clock=clock)
+    store.load("warm-up")  # creates the table
+    parked_key, key = new_handle(), new_handle()
+    answers: list[Admission] = []
+    try:
+        with psycopg.connect(postgres_server.url, autocommit=True) as parked:
+            with parked.transaction():
+                lock = f"coatcheck:{table}:limit:{USER}"
+                parked.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (lock,))
+                parked.execute(
+                    f"INSERT INTO {table} (key, data, version, expires_at, user_id) "  # noqa: S608
+                    "VALUES (%s, %s, 1, %s, %s)",
+                    (parked_key, record(T0), clock() + 600, USER),
+                )
+                evict = policy == "revoke-oldest"
+                waiter = threading.Thread(
+                    target=lambda: answers.append(admit(store, key, T0 + 1, limit=1, evict=evict))
+                )
+                waiter.start()
+                wait_until(lambda: advisory_waiters(postgres_server.url) == 1, "the wait")
+                assert not answers  # still waiting for the parked replica
+            waiter.join()
+        if policy == "refuse":
+            assert answers == [Admission(False, True)]
+            assert live(store) == {parked_key}
+        else:
+            assert answers == [Admission(True, False, (parked_key,))]
+            assert live(store) == {key}
+    finally:
+        store.close()
+        with psycopg.connect(postgres_server.url, autocommit=True) as conn:
+            conn.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+def advisory_waiters(url: str) -> int:
+    """How many sessions of the PostgreSQL server at `url` wait for an advisory lock."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        ).fetchone()
+    return 0 if row is None else int(row[0])
