@@ -32,6 +32,7 @@ import _thread
 import math
 from typing import TYPE_CHECKING, Any, Literal
 
+from . import reuse
 from .audit import ThrottledLog
 from .exceptions import (
     ConfigurationError,
@@ -389,6 +390,10 @@ class ClientSide:
             context.audit.security("token.invalid", token, _reason(exc))
             return rejected(request, now, transport)
         verdict = self.revocation_list.check(sid, user, iat, generation, now)
+        if verdict == REVOKED and self.revocation_list.retired(sid, user, iat, generation, now):
+            if reuse.report(context, sid, self.name):  # the session is ended at commit
+                return new_opening((request, now, sid, transport, None, True, None, False, True))
+            return rejected(request, now, transport)
         if verdict == REVOKED:
             context.audit.security("token.revoked", sid)
             return rejected(request, now, transport)
@@ -403,6 +408,10 @@ class ClientSide:
         deleted once the token is issued)."""
         claims = opening.claims
         if claims is None:
+            if opening.superseded:  # a reuse (`open`): a fresh session that ends `key`
+                session = self._server.attach(context, opening, None)
+                session._state.reused = opening.key
+                return session
             return self._migrate(context, opening, record)
         persistent = bool(claims.get("per"))
         limits = _token_limits(claims) if persistent else None
@@ -472,6 +481,14 @@ class ClientSide:
         if session.persistent:
             lifetimes = lifetimes.of(True, session.persistent_limits)
         state = session._state
+        reused = state.reused
+        if reused is not None:  # the request presented a replaced token: end its session
+            state.reused = None
+            plan = self.commit(context, session)
+            return plan._replace(
+                deletes=(*plan.deletes, reused) if self._has_registry else plan.deletes,
+                revocations=(*plan.revocations, self.revocation(context, reused)),
+            )
         now = state.now
         if state.ended:
             if session.is_new:

@@ -61,6 +61,10 @@ class SessionManager:
     increments). See docs/operating.md, "Write semantics". `session_limit`
     (`SessionLimit(max_sessions, on_exceed=...)`) caps each user's live sessions, enforced
     by the store at login (see `coatcheck.limits` and docs/policies.md).
+    `on_reuse` says what a secret or token that its session replaced more than
+    `lifetimes.grace` ago does when presented (theft detection, `coatcheck.reuse`): it is
+    always logged as `session.reuse`; `"revoke"` (the default) also ends that session,
+    `"log"` leaves it alone. See docs/policies.md, "Theft detection on reuse".
     """
 
     def __init__(
@@ -75,6 +79,7 @@ class SessionManager:
         log_salt: bytes | None = None,
         on_conflict: Literal["refuse", "last-write-wins"] = "refuse",
         session_limit: SessionLimit | None = None,
+        on_reuse: Literal["log", "revoke"] = "revoke",
     ) -> None:
         self.mode: Mode = mode if mode is not None else ServerSide()
         #: The client-side mode whose tokens this manager accepts: its own, or the one a
@@ -97,8 +102,13 @@ class SessionManager:
                 f"on_conflict must be 'refuse' or 'last-write-wins', not {on_conflict!r}"
             )
         self.on_conflict = on_conflict
+        if on_reuse not in ("log", "revoke"):
+            raise ConfigurationError(f"on_reuse must be 'revoke' or 'log', not {on_reuse!r}")
+        self.on_reuse = on_reuse
         #: What the mode is given of this manager.
-        self.context = Context(self.clock, self.lifetimes, self.audit, on_conflict)
+        self.context = Context(
+            self.clock, self.lifetimes, self.audit, on_conflict, on_reuse=on_reuse
+        )
         if session_limit is not None:
             _check_limit(self.mode, session_limit)
         #: The per-user session limit the drivers apply to logins (None: no limit).

@@ -60,7 +60,8 @@ class Opening(NamedTuple):
     claims: dict[str, Any] | None = None
     older_key: bool = False
     #: Client-side mode: a `regenerate()` replaced the token; it is accepted only for the
-    #: grace window.
+    #: grace window. With no `claims`, it came after that window: a reuse, and `key` is
+    #: the session to end (`coatcheck.reuse`).
     superseded: bool = False
 
     def __repr__(self) -> str:  # never the secret or the claims
@@ -151,12 +152,14 @@ CLEAR = Commit(clear=True)
 @dataclass(frozen=True, slots=True)
 class Context:
     """What a mode needs of the manager that drives it: the clock, the lifetimes, the
-    audit log and the conflict policy (see `SessionManager`). Frozen: one per manager."""
+    audit log, the conflict policy and the reuse policy (see `SessionManager`). Frozen: one
+    per manager."""
 
     clock: Callable[[], float]
     lifetimes: Lifetimes
     audit: Audit
     on_conflict: Literal["refuse", "last-write-wins"] = "refuse"
+    on_reuse: Literal["log", "revoke"] = "revoke"
 
 
 class Mode(Protocol):

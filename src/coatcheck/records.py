@@ -2,12 +2,12 @@
 
 A record is `{"d": data, "c": created, "s": last_seen, "r": rotated, "u": user,
 "a": authenticated, "ip": ..., "ua": ..., "p": persistent, "x": csrf secret, "v": verifier,
-"pv": previous verifier, "pe": until when the previous one is accepted, "pa" / "pi": the
-absolute / idle limit a persistent session asked for at `set_persistent`}`, keyed by the
-session's handle; keys with empty values are left out. `v` is the SHA-256 (with
-`ServerSide(keys=...)`, an HMAC) of the secret the client holds (`ids.verifier_hash`); a
-client-side registry record has none, so no secret opens it. Anything else decodes to
-`StoreCorrupted`.
+"pv": previous verifier, "pe": until when the previous one is accepted, "rv": verifiers
+replaced before that, newest first, "pa" / "pi": the absolute / idle limit a persistent
+session asked for at `set_persistent`}`, keyed by the session's handle; keys with empty
+values are left out. `v` is the SHA-256 (with `ServerSide(keys=...)`, an HMAC) of the secret
+the client holds (`ids.verifier_hash`); a client-side registry record has none, so no secret
+opens it. Anything else decodes to `StoreCorrupted`.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 from ._fast import fast_constructor
 from .exceptions import StoreCorrupted
 from .jsonio import dumps, loads
+from .reuse import RETIRED
 from .session import Session
 
 __all__ = ["Credentials", "Stored", "decode", "dumps", "encode"]
@@ -28,11 +29,13 @@ _isfinite = math.isfinite
 class Credentials(NamedTuple):
     """The secrets that open a server-side record: the hash of the current one, and the
     hash of the one it replaced with the time it stops being accepted (the grace window
-    after a renewal), if any."""
+    after a renewal), if any; and the hashes of the secrets replaced before that one, newest
+    first, which open nothing but are recognised if presented (`coatcheck.reuse`)."""
 
     verifier: str
     previous: str | None = None
     previous_until: float = 0.0
+    retired: tuple[str, ...] = ()
 
 
 class Stored(NamedTuple):
@@ -54,7 +57,7 @@ class Stored(NamedTuple):
     persistent_limits: tuple[float, float] | None = None
 
 
-new_credentials = fast_constructor(Credentials, "verifier", "previous", "previous_until")
+new_credentials = fast_constructor(Credentials, "verifier", "previous", "previous_until", "retired")
 new_stored = fast_constructor(
     Stored,
     "data",
@@ -109,6 +112,8 @@ def encode(
         if credentials.previous is not None:
             doc["pv"] = credentials.previous
             doc["pe"] = credentials.previous_until
+        if credentials.retired:
+            doc["rv"] = list(credentials.retired)
     return dumps(doc)
 
 
@@ -147,8 +152,10 @@ def decode(raw: bytes) -> Stored:
                 previous is not None and previous.__class__ is not str
             ):
                 raise TypeError
+            rv = doc.get("rv")
+            retired = () if rv is None else _verifiers(rv)
             credentials = new_credentials(
-                (verifier, previous, 0.0 if previous is None else _time(doc["pe"]))
+                (verifier, previous, 0.0 if previous is None else _time(doc["pe"]), retired)
             )
         return new_stored(
             (
@@ -180,6 +187,16 @@ def _limits(doc: dict[str, Any]) -> tuple[float, float]:
     if not (absolute > 0 and idle > 0):
         raise ValueError
     return (absolute, idle)
+
+
+def _verifiers(value: object) -> tuple[str, ...]:
+    # At most `reuse.RETIRED` strings: a planted record cannot make a request compare a
+    # thousand hashes.
+    if not isinstance(value, list) or len(value) > RETIRED:
+        raise TypeError
+    if not all(v.__class__ is str for v in value):
+        raise TypeError
+    return tuple(value)
 
 
 def _time(value: object) -> float:

@@ -204,6 +204,25 @@ class RevocationList:
                     return REVOKED
         return verdict
 
+    def retired(
+        self, sid: str, user: str | None, issued_at: float, generation: int, now: float
+    ) -> bool:
+        """Whether a token that `check` refuses is refused only for its generation: its
+        session is live, and a `regenerate()` replaced it longer ago than the grace window
+        (a reuse: `coatcheck.reuse`). False if the session or its user's tokens are revoked."""
+        replaced = False
+        for entry in self._sids.get(sid, ()):
+            if now < entry.at:
+                continue
+            if entry.generation is None:
+                return False
+            replaced = replaced or generation < entry.generation
+        if user is not None:
+            for entry in self._users.get(user, ()):
+                if issued_at <= entry.at and sid != entry.keep:
+                    return False
+        return replaced
+
     def generation(self, sid: str) -> int:
         """The newest generation that entries of session `sid` supersede older tokens
         for (0 if none): where a `regenerate()` starts counting."""

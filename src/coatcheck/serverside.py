@@ -16,7 +16,7 @@ from __future__ import annotations
 import hmac
 from typing import TYPE_CHECKING, Any
 
-from . import records
+from . import records, reuse
 from .exceptions import ConfigurationError, StoreCorrupted, StoreError, WriteConflict
 from .ids import HANDLE_LENGTH, handle_of, is_wellformed, new_secret, verifier_hash
 from .keys import ID_HASH, KeyRing
@@ -79,7 +79,7 @@ class RecordReader:
             return self._migrate(context, self.migrate_from.attach(context, opening, None))
         key = opening.key
         audit = context.audit
-        if key is None:
+        if key is None or opening.superseded:  # (superseded: a client token's reuse)
             return fresh(opening, self.name)
         if record is None:
             audit.security("session.unknown", key)
@@ -100,6 +100,9 @@ class RecordReader:
         secret = opening.secret or ""
         if not _same(verifier_hash(secret, self._hash_keys[0]), credentials.verifier):
             opens = _opens(secret, credentials, now, self._hash_keys)
+            if opens is None and reuse.is_retired(secret, credentials, self._hash_keys):
+                if not context.lifetimes.expiry(now=now, created_at=created, last_seen=seen):
+                    return reuse.detected(context, opening, self.name, key)
             if opens is None:
                 audit.security("session.mismatch", key)
                 return fresh(opening, self.name)
@@ -334,7 +337,10 @@ class ServerSide(RecordReader):
         old = session._state.credentials
         assert old is not None  # noqa: S101 - every loaded server-side session has them
         return records.Credentials(
-            verifier_hash(secret, self._hash_keys[0]), old.verifier, now + context.lifetimes.grace
+            verifier_hash(secret, self._hash_keys[0]),
+            old.verifier,
+            now + context.lifetimes.grace,
+            reuse.retire(old),
         )
 
     def _credentials(self, secret: str) -> records.Credentials:

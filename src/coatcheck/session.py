@@ -83,6 +83,7 @@ class CommitState:
         "now",
         "reissue",
         "request",
+        "reused",
         "rotate",
         "secret",
         "stale_key",
@@ -136,6 +137,11 @@ class CommitState:
         #: The commit adds this session to its user's sessions (`login`, or a framework
         #: binding a user): a `SessionLimit` applies to its write.
         self.joins_user = False
+
+
+        #: Client side: the session whose replaced token this request presented after the
+        #: grace window, to end (`coatcheck.reuse`, `on_reuse="revoke"`).
+        self.reused: str | None = None
 
 
 class Session(MutableMapping[str, Any]):
