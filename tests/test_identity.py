@@ -305,9 +305,9 @@ async def test_a_replaced_secret_inside_its_grace_window_mints_nothing(
         assert sent_secret(response) is None  # no new secret for a replaced one
     else:  # a login from it starts afresh: nothing of ann's session comes along
         assert (await stale.me())["data"] == {} and (await stale.me())["user"] == "mallory"
-    cluster.clock.advance(6)  # past the grace window
-    assert (await Device(cluster.https[0], stale.secret).me())["user"] != "ann"
     assert (await device.me())["data"] == {"cart": "full"}  # the owner is untouched
+    cluster.clock.advance(6)  # past the grace window (a reuse: docs/policies.md)
+    assert (await Device(cluster.https[0], stale.secret).me())["user"] != "ann"
 
 
 # -- 4. migration to server-side sessions is recorded where every replica sees it -----------

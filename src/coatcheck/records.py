@@ -2,12 +2,12 @@
 
 A record is `{"d": data, "c": created, "s": last_seen, "r": rotated, "u": user,
 "a": authenticated, "ip": ..., "ua": ..., "p": persistent, "x": csrf secret, "v": verifier,
-"pv": previous verifier, "pe": until when the previous one is accepted, "rv": verifiers
-replaced before that, newest first, "pa" / "pi": the absolute / idle limit a persistent
-session asked for at `set_persistent`}`, keyed by the session's handle; keys with empty
-values are left out. `v` is the SHA-256 (with `ServerSide(keys=...)`, an HMAC) of the secret
-the client holds (`ids.verifier_hash`); a client-side registry record has none, so no secret
-opens it. Anything else decodes to `StoreCorrupted`.
+"pv": previous verifier, "pe": until when the previous one is accepted, "rv": the
+`[verifier, until]` pairs replaced before that, newest first, "pa" / "pi": the absolute /
+idle limit a persistent session asked for at `set_persistent`}`, keyed by the session's
+handle; keys with empty values are left out. `v` is the SHA-256 (with `ServerSide(keys=...)`,
+an HMAC) of the secret the client holds (`ids.verifier_hash`); a client-side registry record
+has none, so no secret opens it. Anything else decodes to `StoreCorrupted`.
 """
 
 from __future__ import annotations
@@ -30,12 +30,13 @@ class Credentials(NamedTuple):
     """The secrets that open a server-side record: the hash of the current one, and the
     hash of the one it replaced with the time it stops being accepted (the grace window
     after a renewal), if any; and the hashes of the secrets replaced before that one, newest
-    first, which open nothing but are recognised if presented (`coatcheck.reuse`)."""
+    first, with the end of their grace windows: they open nothing, but are recognised if
+    presented (`coatcheck.reuse`)."""
 
     verifier: str
     previous: str | None = None
     previous_until: float = 0.0
-    retired: tuple[str, ...] = ()
+    retired: tuple[tuple[str, float], ...] = ()
 
 
 class Stored(NamedTuple):
@@ -113,7 +114,7 @@ def encode(
             doc["pv"] = credentials.previous
             doc["pe"] = credentials.previous_until
         if credentials.retired:
-            doc["rv"] = list(credentials.retired)
+            doc["rv"] = [list(pair) for pair in credentials.retired]
     return dumps(doc)
 
 
@@ -189,14 +190,17 @@ def _limits(doc: dict[str, Any]) -> tuple[float, float]:
     return (absolute, idle)
 
 
-def _verifiers(value: object) -> tuple[str, ...]:
-    # At most `reuse.RETIRED` strings: a planted record cannot make a request compare a
+def _verifiers(value: object) -> tuple[tuple[str, float], ...]:
+    # At most `reuse.RETIRED` pairs: a planted record cannot make a request compare a
     # thousand hashes.
     if not isinstance(value, list) or len(value) > RETIRED:
         raise TypeError
-    if not all(v.__class__ is str for v in value):
-        raise TypeError
-    return tuple(value)
+    pairs = []
+    for pair in value:
+        if pair.__class__ is not list or len(pair) != 2 or pair[0].__class__ is not str:
+            raise TypeError
+        pairs.append((pair[0], _time(pair[1])))
+    return tuple(pairs)
 
 
 def _time(value: object) -> float:

@@ -54,29 +54,35 @@ RETIRED = 4
 _same = hmac.compare_digest
 
 
-def retire(old: Credentials) -> tuple[str, ...]:
-    """The retired verifier hashes to keep once a renewal replaces the secret of `old`:
-    its previous secret joins them, the oldest past `RETIRED` is forgotten (the current
-    secret becomes the new `previous`, the first of the `RETIRED`)."""
+def retire(old: Credentials) -> tuple[tuple[str, float], ...]:
+    """The retired verifiers to keep once a renewal replaces the secret of `old`: its
+    previous secret joins them (with the end of its grace window), the oldest past
+    `RETIRED` is forgotten (the current secret becomes the new `previous`, the first of the
+    `RETIRED`)."""
     if old.previous is None:
         return old.retired[: RETIRED - 1]
-    return (old.previous, *old.retired)[: RETIRED - 1]
+    return ((old.previous, old.previous_until), *old.retired)[: RETIRED - 1]
 
 
-def is_retired(secret: str, credentials: Credentials, keys: tuple[bytes | None, ...]) -> bool:
+def is_retired(
+    secret: str, credentials: Credentials, now: float, keys: tuple[bytes | None, ...]
+) -> bool:
     """Whether `secret`, which does not open the record of `credentials`, is one the record
-    replaced: its previous secret (past the grace window, or it would have opened it) or one
-    of the retired ones. Compared in constant time, under every hash key of the ring."""
+    replaced at least its grace window before `now`: its previous secret (past the window,
+    or it would have opened it) or one of the retired ones. One replaced again before its
+    window ended (two renewals within `grace`) is not a reuse until the window's end: it
+    is refused as an unknown secret meanwhile, as before. Compared in constant time, under
+    every hash key of the ring."""
     known = credentials.retired
     if credentials.previous is not None:
-        known = (credentials.previous, *known)
+        known = ((credentials.previous, credentials.previous_until), *known)
     if not known:
         return False
     for key in keys:  # newest first; one unless keys are being rotated
         presented = verifier_hash(secret, key)
-        for verifier in known:
+        for verifier, until in known:
             if _same(presented, verifier):
-                return True
+                return now >= until
     return False
 
 

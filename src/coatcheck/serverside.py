@@ -100,7 +100,7 @@ class RecordReader:
         secret = opening.secret or ""
         if not _same(verifier_hash(secret, self._hash_keys[0]), credentials.verifier):
             opens = _opens(secret, credentials, now, self._hash_keys)
-            if opens is None and reuse.is_retired(secret, credentials, self._hash_keys):
+            if opens is None and reuse.is_retired(secret, credentials, now, self._hash_keys):
                 if not context.lifetimes.expiry(now=now, created_at=created, last_seen=seen):
                     return reuse.detected(context, opening, self.name, key)
             if opens is None:
