@@ -100,5 +100,8 @@ def detected(context: Context, opening: Opening, mode: str, handle: str) -> Sess
     """Server side: report the reuse of a replaced secret of session `handle` and give the
     request a fresh session; with `on_reuse="revoke"`, that session's commit deletes the
     record of `handle` (the `stale` key of `fresh`)."""
-    revoke = report(context, handle, mode)
-    return fresh(opening, mode, handle if revoke else None)
+    if not report(context, handle, mode):
+        return fresh(opening, mode)
+    session = fresh(opening, mode, handle)
+    session._state.reused = handle  # (for an adapter that commits no empty session: Django)
+    return session

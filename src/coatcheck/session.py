@@ -137,10 +137,9 @@ class CommitState:
         #: The commit adds this session to its user's sessions (`login`, or a framework
         #: binding a user): a `SessionLimit` applies to its write.
         self.joins_user = False
-
-
-        #: Client side: the session whose replaced token this request presented after the
-        #: grace window, to end (`coatcheck.reuse`, `on_reuse="revoke"`).
+        #: The session whose replaced secret or token this request presented after the
+        #: grace window, to end (`coatcheck.reuse`, `on_reuse="revoke"`): client side the
+        #: commit revokes it; server side it is also the `stale_key` the commit deletes.
         self.reused: str | None = None
 
 

@@ -350,6 +350,8 @@ class SessionStore(SessionBase):
             session = mode.attach(manager.context, opened, record)
             session._state.lifetimes = manager.lifetimes
             if session.is_new:  # (its record tells a corrupted one, see `_opened`)
+                if session._state.reused is not None:  # see `_unopened`
+                    store.delete(session._state.reused)
                 return self._opened(session, record)
             # `_opened` for a session that opened, its expiry inline when Django's is the
             # default (no `set_expiry`): the common load.
@@ -362,12 +364,16 @@ class SessionStore(SessionBase):
             return session
         session = open_session(manager, self._request, store, opener=self._opening)
         dead = self._unopened(session)
+        if session._state.reused is not None:
+            store.delete(session._state.reused)
         return self._opened(session, None if dead is None else store.load(dead))
 
     async def _aload(self) -> Session:
         store = self._astore
         session = await aopen_session(self.manager, self._request, store, opener=self._opening)
         dead = self._unopened(session)
+        if session._state.reused is not None:
+            await store.delete(session._state.reused)
         return self._opened(session, None if dead is None else await store.load(dead))
 
     def _opening(self, request: RequestInfo) -> Opening:
@@ -382,7 +388,9 @@ class SessionStore(SessionBase):
 
     def _unopened(self, session: Session) -> str | None:
         """The handle of a key that opened no session; its record is read again only to
-        tell a corrupted one, which Django logs as suspicious (rare: a stale cookie)."""
+        tell a corrupted one, which Django logs as suspicious (rare: a stale cookie). A
+        session ended for the reuse of a replaced key (`coatcheck.reuse`) is deleted at
+        load: Django saves no empty session, whose commit would delete it."""
         return handle(self._key) if session.is_new else None
 
     def _opened(self, session: Session, record: Record | None) -> Session:
