@@ -290,10 +290,10 @@ async def test_regenerate_and_grace_window(
         clock.advance(manager.lifetimes.grace - 1)
         response = await straggler.post("/set", params={"key": "late", "value": "1"}, headers=old)
         assert response.status_code == 200 and session_set_cookie(response) is None
-        clock.advance(1)
+        assert (await http.get("/")).json()["data"] == {"k": "v", "late": "1"}
+        clock.advance(1)  # (the old ID past its window is a reuse: docs/policies.md)
         response = await straggler.get("/", headers=old)
         assert response.json()["new"] is True
-    assert (await http.get("/")).json()["data"] == {"k": "v", "late": "1"}
 
 
 async def test_renewal_rotates_after_interval_and_old_id_expires_after_grace(
@@ -315,8 +315,9 @@ async def test_renewal_rotates_after_interval_and_old_id_expires_after_grace(
         clock.advance(4)
         assert (await other.get("/", headers=old)).json()["user"] == "alice"
         clock.advance(1)
-        assert (await other.get("/", headers=old)).json()["user"] is None
         assert (await http.get("/")).json()["user"] == "alice"
+        # (the old ID past its window is a reuse, which ends the session: docs/policies.md)
+        assert (await other.get("/", headers=old)).json()["user"] is None
 
 
 @pytest.mark.parametrize(
@@ -464,10 +465,10 @@ async def test_concurrent_requests_racing_a_renewal(
         assert body["user"] == "alice"
         assert body["data"] == {f"k{i}": str(i) for i in range(n)}
         clock.advance(10)  # grace over: only the new ID works
-        async with client(make_app(manager)) as old:
+        assert (await http.get("/")).json()["user"] == "alice"
+        async with client(make_app(manager)) as old:  # (a reuse: docs/policies.md)
             stale = await old.get("/", headers={"cookie": f"{COOKIE}={first}"})
             assert stale.json()["user"] is None
-        assert (await http.get("/")).json()["user"] == "alice"
 
 
 # -- hostile cookies -------------------------------------------------------------------
