@@ -72,7 +72,10 @@ class RecordReader:
         verifier (a guessed or forged handle, a secret replaced longer ago than the grace
         window), give a fresh session with a new handle (strict mode: nothing is ever taken
         from the client) and a security log line. The record itself is left alone: a
-        presented handle proves nothing, so it cannot end anyone's session.
+        presented handle proves nothing, so it cannot end anyone's session. The exception
+        is a secret the record replaced, presented after its grace window: only the server
+        handed it out, so it is a reuse (`coatcheck.reuse`), which by default ends the
+        session.
         """
         if opening.claims is not None:
             assert self.migrate_from is not None  # noqa: S101 - only it sets claims
