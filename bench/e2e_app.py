@@ -5,7 +5,7 @@ middleware wraps it (a uvicorn `--factory` takes no arguments):
 
   E2E_IMPL     bare | starlette-cookie | starsessions-memory | starsessions-redis |
                coatcheck-memory | coatcheck-sqlite | coatcheck-redis | coatcheck-client |
-               floor-server | floor-client
+               floor-server | floor-client | minimal-server | minimal-client
   E2E_SQLITE   the SQLite file (coatcheck-sqlite)
   E2E_REDIS    the Redis URL (the -redis implementations)
 
@@ -24,6 +24,11 @@ real layer, the same names, values and sizes (`Set-Cookie` included, which the c
 back, so the request's `Cookie` header is as long too). What a layer that sends those
 headers cannot go below in this server: uvicorn and h11 parse and validate every header,
 in Python, per request.
+
+The two `minimal-` implementations (`bench/minimal.py`) are hand-written layers that do
+only what coatcheck's security defaults require per request (256-bit IDs hashed at rest or
+an HS256 token of the same claims, both deadlines checked, `Vary` and `Cache-Control`) and
+none of a library's other work: the floor for any layer with those defaults.
 
 Cookies are alike everywhere: Secure, HttpOnly, SameSite=Lax, Path=/. coatcheck keeps its
 default `__Host-session` name; the peers call theirs `session`.
@@ -58,6 +63,8 @@ IMPLS = (
     "coatcheck-client",
     "floor-server",
     "floor-client",
+    "minimal-server",
+    "minimal-client",
 )
 FLOORS = {"floor-server": "coatcheck-memory", "floor-client": "coatcheck-client"}
 SEEDED = tuple(SEED.values())
@@ -122,6 +129,15 @@ def middleware(impl: str) -> list[Middleware]:
             Middleware(SessionMiddleware, store=store, cookie_https_only=True),
             Middleware(SessionAutoloadMiddleware),
         ]
+    if impl.startswith("minimal-"):
+        from minimal import MinimalClient, MinimalServer
+
+        if impl == "minimal-server":
+            return [Middleware(MinimalServer)]
+        from coatcheck.keys import JWS_HS256
+
+        current = keyring().current(JWS_HS256)
+        return [Middleware(MinimalClient, key=current.secret, kid=current.kid)]
     from coatcheck import ClientSide, ServerSide, SessionManager
     from coatcheck.adapters.asgi import SessionMiddleware as CoatcheckMiddleware
     from coatcheck.stores import MemoryStore, SQLiteStore

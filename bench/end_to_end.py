@@ -87,6 +87,8 @@ LABELS = {
     "coatcheck-client": "coatcheck client-side, JWS cookie, `store=None`",
     "floor-server": "bare app + coatcheck server-side's headers (fixed bytes)",
     "floor-client": "bare app + coatcheck client-side's headers (fixed bytes)",
+    "minimal-server": "least server-side layer with coatcheck's defaults (bench/minimal.py)",
+    "minimal-client": "least client-side layer with coatcheck's defaults (bench/minimal.py)",
 }
 # The floor- implementation that sends the same headers as a coatcheck one.
 FLOOR_OF = {
@@ -95,6 +97,8 @@ FLOOR_OF = {
     "coatcheck-redis": "floor-server",
     "coatcheck-client": "floor-client",
 }
+# The hand-written least layer with the same security defaults as a coatcheck one.
+MINIMAL_OF = {"coatcheck-memory": "minimal-server", "coatcheck-client": "minimal-client"}
 # (numerator, denominator, target): req/s ratios reported for each scenario.
 RATIOS = (
     ("coatcheck-memory", "starsessions-memory", 1.2),
@@ -594,6 +598,7 @@ def report(
         for bound, label, what in (
             ("bare", "ceiling", "a session layer costing nothing"),
             (FLOOR_OF.get(first, ""), "floor", "coatcheck's headers, no other work"),
+            (MINIMAL_OF.get(first, ""), "least", "coatcheck's defaults, no other work"),
         ):
             if bound not in results or (second, bound) in ceilings:
                 continue

@@ -41,7 +41,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(BENCH))
 from e2e_app import FLOORS, IMPLS  # noqa: E402
-from end_to_end import FLOOR_OF, LABELS, RATIOS, SCENARIOS, uvicorn_command  # noqa: E402
+from end_to_end import FLOOR_OF, LABELS, MINIMAL_OF, RATIOS, SCENARIOS, uvicorn_command  # noqa: E402
 from peers import coatcheck_build  # noqa: E402
 from servers import free_port, running_redis  # noqa: E402
 
@@ -243,7 +243,9 @@ def report(
         "is when the server is CPU-bound (target ≥ 1.2). In brackets, coatcheck's "
         "instructions over the bare app divided by the peer's. A *ceiling* row is the bare "
         "app's ratio (a layer costing nothing); a *floor* row the ratio of the bare app "
-        "sending coatcheck's headers and doing nothing else.",
+        "sending coatcheck's headers and doing nothing else; a *least* row the ratio of the "
+        "hand-written layer that does only what coatcheck's security defaults require "
+        "(`bench/minimal.py`).",
         "",
         "| ratio | " + " | ".join(scenarios) + " |",
         "|---|" + "---:|" * len(scenarios),
@@ -253,7 +255,11 @@ def report(
         if first not in counts or second not in counts:
             continue
         rows = [(f"{first} / {second}", first)]
-        for impl, kind in (("bare", "ceiling"), (FLOOR_OF.get(first, ""), "floor")):
+        for impl, kind in (
+            ("bare", "ceiling"),
+            (FLOOR_OF.get(first, ""), "floor"),
+            (MINIMAL_OF.get(first, ""), "least"),
+        ):
             if impl in counts and (impl, second) not in shown:
                 shown.add((impl, second))
                 rows.append((f"*{kind}: {impl} / {second}*", impl))
