@@ -19,7 +19,8 @@ this mode instead of stopping it, for a bounded time (`max_staleness`): see `Cli
 Claims (all times are NumericDates): `sid` (the session's handle: 128 random bits, kept
 from creation to logout or login), `sub` (the user), `iat` (when the session began, in
 milliseconds, kept across re-issues), `exp` (absolute deadline), `idl` (idle deadline),
-`auth_time`, `rot` (when the token was last renewed), `gen` (how many times `regenerate()`
+`auth_time`, `acr` (the assurance level of that authentication, OIDC's claim; absent for
+the lowest), `rot` (when the token was last renewed), `gen` (how many times `regenerate()`
 replaced the session's tokens; absent for 0), `dat` (the session data), `csrf`, `per`
 (persistent session), `pla` / `pli` (the absolute / idle limit a persistent session asked
 for at `set_persistent`, seconds; absent when as configured). A token that fails verification, is
@@ -55,7 +56,7 @@ from .revocation import (
     RevocationStore,
 )
 from .serverside import RecordReader, describe, hash_keys
-from .session import CommitState, Session, SessionInfo
+from .session import DEFAULT_ASSURANCE, CommitState, Session, SessionInfo
 from .stores import (
     AsyncStore,
     Store,
@@ -386,6 +387,9 @@ class ClientSide:
                 raise InvalidToken("token sub is not a string")
             if ("pla" in claims or "pli" in claims) and _token_limits(claims) is None:
                 raise InvalidToken("token lifetime limits are not seconds > 0")
+            level = claims.get("acr")
+            if level is not None and (level.__class__ is not str or not level or user is None):
+                raise InvalidToken("token acr is not a level of a logged-in session")
         except (InvalidToken, KeyError, TypeError, ValueError) as exc:
             context.audit.security("token.invalid", token, _reason(exc))
             return rejected(request, now, transport)
@@ -440,6 +444,9 @@ class ClientSide:
         )
         if limits is not None:
             session.persistent_limits = limits
+        level = claims.get("acr")
+        if level is not None:
+            session.assurance = level
         due = lifetimes.assess(now, created_at, last_seen, rotated_at)
         if due.__class__ is Expiry:  # accepted within `leeway` of a deadline
             due = lifetimes.assess(now, now, now, rotated_at)
@@ -594,6 +601,9 @@ class ClientSide:
             claims["sub"] = session.user
         if session.authenticated_at is not None:
             claims["auth_time"] = int(session.authenticated_at)
+        level = session.assurance
+        if level is not None and level != DEFAULT_ASSURANCE and session.user is not None:
+            claims["acr"] = level
         if session.csrf_secret is not None:
             claims["csrf"] = session.csrf_secret
         if session.persistent:

@@ -7,6 +7,7 @@ CoatcheckError
 ├── SessionTooLarge          the session does not fit the transport
 ├── CSRFError                an unsafe request failed the cross-origin check
 ├── SessionRequired          the route needs an established session and the request has none
+│   └── StepUpRequired       ... or a recent login, or a higher assurance level (RFC 9470)
 ├── WriteConflict            a write computed from a value another request has since replaced
 ├── SessionVanished          a strict commit found its record gone (logged out or revoked meanwhile)
 ├── SessionLimitReached      a login beyond the user's session limit, refused (`SessionLimit`)
@@ -35,6 +36,7 @@ __all__ = [
     "SessionRequired",
     "SessionTooLarge",
     "SessionVanished",
+    "StepUpRequired",
     "StoreCorrupted",
     "StoreError",
     "StoreUnavailable",
@@ -98,6 +100,50 @@ class SessionRequired(CoatcheckError):
     def __init__(self, headers: Sequence[tuple[str, str]] = ()) -> None:
         super().__init__("this route requires a session")
         self.headers = list(headers)
+
+
+class StepUpRequired(SessionRequired):
+    """Raised by `require_session(..., max_age=..., assurance=...)` and the adapters'
+    `recent_login_required`: the route needs a user who logged in (or re-authenticated)
+    recently enough, at a high enough assurance level, and the session's latest
+    authentication is not that (`coatcheck.assurance`).
+
+    `reason` says what is missing, for the application or the JavaScript client to act on:
+    `"login_required"` (no user), `"login_too_old"` (older than `max_age` seconds) or
+    `"assurance_too_low"` (a level below the route's); `max_age` and `acr_values` (the
+    levels that satisfy the route, space-separated, lowest first) are what the route asks.
+    Adapters answer `401 Unauthorized` with `headers` (a `WWW-Authenticate` challenge
+    modelled on RFC 9470) and `body`, a small JSON object of the four. Neither names the
+    user, the session or its secret.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        max_age: int | None,
+        acr_values: str | None,
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        super().__init__(headers)
+        self.args = (f"this route requires a recent login ({reason})",)
+        self.reason = reason
+        self.max_age = max_age
+        self.acr_values = acr_values
+
+    @property
+    def body(self) -> bytes:
+        """The 401's JSON body: `{"error", "reason", "max_age", "acr_values"}`."""
+        import json
+
+        return json.dumps(
+            {
+                "error": "insufficient_user_authentication",
+                "reason": self.reason,
+                "max_age": self.max_age,
+                "acr_values": self.acr_values,
+            },
+            separators=(",", ":"),
+        ).encode()
 
 
 class InvalidToken(CoatcheckError):

@@ -4,10 +4,12 @@ A record is `{"d": data, "c": created, "s": last_seen, "r": rotated, "u": user,
 "a": authenticated, "ip": ..., "ua": ..., "p": persistent, "x": csrf secret, "v": verifier,
 "pv": previous verifier, "pe": until when the previous one is accepted, "rv": the
 `[verifier, until]` pairs replaced before that, newest first, "pa" / "pi": the absolute /
-idle limit a persistent session asked for at `set_persistent`}`, keyed by the session's
-handle; keys with empty values are left out. `v` is the SHA-256 (with `ServerSide(keys=...)`,
-an HMAC) of the secret the client holds (`ids.verifier_hash`); a client-side registry record
-has none, so no secret opens it. Anything else decodes to `StoreCorrupted`.
+idle limit a persistent session asked for at `set_persistent`, "l": assurance level}`,
+keyed by the session's handle; keys with empty values are left out, and so is the lowest
+assurance level (`session.DEFAULT_ASSURANCE`). `v` is the SHA-256 (with
+`ServerSide(keys=...)`, an HMAC) of the secret the client holds (`ids.verifier_hash`); a
+client-side registry record has none, so no secret opens it. Anything else decodes to
+`StoreCorrupted`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from ._fast import fast_constructor
 from .exceptions import StoreCorrupted
 from .jsonio import dumps, loads
 from .reuse import RETIRED
-from .session import Session
+from .session import DEFAULT_ASSURANCE, Session
 
 __all__ = ["Credentials", "Stored", "decode", "dumps", "encode"]
 
@@ -56,6 +58,8 @@ class Stored(NamedTuple):
     credentials: Credentials | None
     #: `Session.persistent_limits`: what a persistent session asked for (None: nothing).
     persistent_limits: tuple[float, float] | None = None
+    #: The assurance level of the latest authentication; None: the lowest (or no user).
+    assurance: str | None = None
 
 
 new_credentials = fast_constructor(Credentials, "verifier", "previous", "previous_until", "retired")
@@ -73,6 +77,7 @@ new_stored = fast_constructor(
     "csrf_secret",
     "credentials",
     "persistent_limits",
+    "assurance",
 )
 
 
@@ -108,6 +113,9 @@ def encode(
                 doc["pi"] = limits[1]
     if fields.csrf_secret is not None:
         doc["x"] = fields.csrf_secret
+    level = fields.assurance
+    if level is not None and level != DEFAULT_ASSURANCE and fields.user is not None:
+        doc["l"] = level
     if credentials is not None:
         doc["v"] = credentials.verifier
         if credentials.previous is not None:
@@ -138,8 +146,10 @@ def decode(raw: bytes) -> Stored:
         if auth is not None:
             auth = _time(auth)
         user, ip, agent, csrf = doc.get("u"), doc.get("ip"), doc.get("ua"), doc.get("x")
+        level = doc.get("l")
         if (
             (user is not None and user.__class__ is not str)
+            or (level is not None and (level.__class__ is not str or not level or user is None))
             or (ip is not None and ip.__class__ is not str)
             or (agent is not None and agent.__class__ is not str)
             or (csrf is not None and csrf.__class__ is not str)
@@ -172,6 +182,7 @@ def decode(raw: bytes) -> Stored:
                 csrf,
                 credentials,
                 None if "pa" not in doc and "pi" not in doc else _limits(doc),
+                level,
             )
         )
     except (ValueError, TypeError, KeyError, AttributeError, OverflowError):

@@ -145,6 +145,8 @@ class Answer(NamedTuple):
     body: bytes
     #: Headers beyond the plain-text ones (a 401's `WWW-Authenticate`).
     extra: tuple[tuple[str, str], ...] = ()
+    #: The body's type: plain text, or JSON for a step-up 401 (`StepUpRequired.body`).
+    content_type: str = "text/plain; charset=utf-8"
 
     @property
     def status_line(self) -> str:
@@ -152,7 +154,7 @@ class Answer(NamedTuple):
         return f"{self.status} {self.reason}"
 
     def headers(self) -> list[tuple[str, str]]:
-        return [*_plain(self.body), *self.extra]
+        return [*_plain(self.body, self.content_type), *self.extra]
 
 
 def challenge(session: Session) -> list[tuple[str, str]]:
@@ -207,10 +209,10 @@ class ClientScript:
         return 200, headers, b"" if method == "HEAD" else self.body
 
 
-def _plain(body: bytes) -> list[tuple[str, str]]:
+def _plain(body: bytes, content_type: str = "text/plain; charset=utf-8") -> list[tuple[str, str]]:
     """The headers of a short plain-text answer that no cache keeps."""
     return [
-        ("content-type", "text/plain; charset=utf-8"),
+        ("content-type", content_type),
         ("content-length", str(len(body))),
         ("cache-control", "no-store"),
     ]

@@ -24,6 +24,7 @@ from .lifetimes import RENEW, TOUCH, Expiry
 from .plans import CLEAR, NOTHING, Commit, Context, Opening, Write, new_opening, rejected
 from .session import (
     ABSENT,
+    DEFAULT_ASSURANCE,
     DELETED,
     NOT_READ,
     CommitState,
@@ -93,9 +94,21 @@ class RecordReader:
             audit.security("session.corrupted", key)
             return fresh(opening, self.name, key)
         now = opening.now
-        data, created, seen, rotated, user, auth, _, _, persistent, csrf, credentials, limits = (
-            stored
-        )
+        (
+            data,
+            created,
+            seen,
+            rotated,
+            user,
+            auth,
+            _,
+            _,
+            persistent,
+            csrf,
+            credentials,
+            limits,
+            lvl,
+        ) = stored
         superseded = False
         if credentials is None:  # a client-side registry record: no secret opens it
             audit.security("session.unknown", key)
@@ -127,6 +140,8 @@ class RecordReader:
         )
         if limits is not None:
             session.persistent_limits = limits
+        if lvl is not None:
+            session.assurance = lvl
         return session
 
     def _migrate(self, context: Context, session: Session) -> Session:
@@ -397,19 +412,22 @@ class ServerSide(RecordReader):
             credentials = self._renewed(context, session, write.secret, state.now)
             renewed = True
         mine = login or renewed
+        # A login or re-authentication in this request: its authentication is the latest.
+        authenticated = login or state.reauthenticated
         rebased = records.Stored(
             data,
             session.created_at if login else stored.created_at,
             max(session.last_seen, stored.last_seen),
             session.rotated_at if mine else stored.rotated_at,
             session.user if login else stored.user,
-            session.authenticated_at if login else stored.authenticated_at,
+            session.authenticated_at if authenticated else stored.authenticated_at,
             session.ip,
             session.user_agent,
             session.persistent if state.meta_changed else stored.persistent,
             session.csrf_secret if login else stored.csrf_secret or session.csrf_secret,
             credentials,
             session.persistent_limits if state.meta_changed else stored.persistent_limits,
+            session.assurance if authenticated else stored.assurance,
         )
         return write._replace(
             data=records.encode(rebased, data, credentials),
@@ -488,6 +506,9 @@ def describe(
     except StoreCorrupted:
         return None
     client = stored.credentials is None
+    level = stored.assurance
+    if level is None and stored.user is not None:
+        level = DEFAULT_ASSURANCE
     if client:
         now -= leeway
     lifetimes = context.lifetimes.of(stored.persistent, stored.persistent_limits)
@@ -505,4 +526,5 @@ def describe(
         stored.persistent,
         stored.created_at + lifetimes.absolute,
         stored.last_seen + lifetimes.idle,
+        level,
     )

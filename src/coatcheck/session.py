@@ -21,13 +21,17 @@ from .exceptions import WriteConflict
 from .ids import HANDLE_LENGTH, new_secret
 from .lifetimes import Lifetimes
 
+#: The assurance level a login records unless told otherwise: the lowest of the default
+#: ladder (`coatcheck.assurance.DEFAULT_LADDER`). Records and tokens leave it out.
+DEFAULT_ASSURANCE = "aal1"
+
 if TYPE_CHECKING:
     from .plans import Opening
     from .records import Credentials
     from .request import RequestInfo
     from .transports import Transport
 
-__all__ = ["CommitState", "Session", "SessionInfo", "fresh"]
+__all__ = ["DEFAULT_ASSURANCE", "CommitState", "Session", "SessionInfo", "fresh"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +51,8 @@ class SessionInfo:
     persistent: bool = False
     absolute_deadline: float | None = None
     idle_deadline: float | None = None
+    #: The assurance level of the session's latest authentication (None: anonymous).
+    assurance: str | None = None
 
 
 _MUTABLE = (list, dict)
@@ -81,6 +87,7 @@ class CommitState:
         "meta_changed",
         "migrated_sid",
         "now",
+        "reauthenticated",
         "reissue",
         "request",
         "reused",
@@ -141,6 +148,9 @@ class CommitState:
         #: grace window, to end (`coatcheck.reuse`, `on_reuse="revoke"`): client side the
         #: commit revokes it; server side it is also the `stale_key` the commit deletes.
         self.reused: str | None = None
+        #: `reauthenticate()` was called: a rebase keeps this request's authentication
+        #: time and assurance level over the stored ones.
+        self.reauthenticated = False
 
 
 class Session(MutableMapping[str, Any]):
@@ -164,6 +174,7 @@ class Session(MutableMapping[str, Any]):
         "_seen",
         "_state",
         "_user_agent",
+        "assurance",
         "authenticated_at",
         "created_at",
         "csrf_secret",
@@ -215,6 +226,9 @@ class Session(MutableMapping[str, Any]):
         self.rotated_at = rotated_at
         self.user = user
         self.authenticated_at = authenticated_at
+        #: The assurance level of the latest authentication (`login`, `reauthenticate`):
+        #: None while no user is logged in. Set by the modes after construction.
+        self.assurance: str | None = None if user is None else DEFAULT_ASSURANCE
         request = state.request
         self.ip = None if request is None else request.client_ip
         #: `FROM_REQUEST`: the request's `User-Agent`, read on first use (most requests
@@ -247,11 +261,13 @@ class Session(MutableMapping[str, Any]):
         mode: str = "server",
         transport: Transport | None = None,
         request: RequestInfo | None = None,
+        assurance: str | None = None,
     ) -> Session:
-        """A session from keywords, for tests and tools (the timestamps default to `now`);
-        the modes build theirs positionally."""
+        """A session from keywords, for tests and tools (the timestamps default to `now`;
+        `assurance` to the lowest level for a session with a user); the modes build theirs
+        positionally."""
         state = CommitState(secret, now, version, transport, request)
-        return cls(
+        session = cls(
             {} if data is None else data,
             state,
             id,
@@ -265,6 +281,9 @@ class Session(MutableMapping[str, Any]):
             csrf_secret,
             mode,
         )
+        if assurance is not None:
+            session.assurance = assurance
+        return session
 
     @property
     def user_agent(self) -> str | None:
@@ -462,8 +481,12 @@ class Session(MutableMapping[str, Any]):
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    def login(self, user: str) -> None:
+    def login(self, user: str, *, assurance: str = DEFAULT_ASSURANCE) -> None:
         """Bind `user` to this session, under a new handle and secret.
+
+        `assurance` names how strongly the user proved who they are (e.g. `"aal2"` after
+        a second factor; see `coatcheck.assurance`): it is recorded with the time of the
+        login, signed into the token or stored in the record, never taken from the client.
 
         A login is a privilege change, so it ends the session's handle: every secret of the
         old handle stops working at once (no grace window), which defeats session fixation,
@@ -477,16 +500,52 @@ class Session(MutableMapping[str, Any]):
         """
         if not isinstance(user, str) or not user:
             raise TypeError("login() takes the user's identifier as a non-empty str")
+        _check_level(assurance)
         self._accessed = True
         state = self._state
         if state.superseded:
             self._restart()
         self.user = user
+        self.assurance = assurance
         self.csrf_secret = None
         self.authenticated_at = self.created_at = state.now
         state.rotate = "login"
         state.meta_changed = True
         state.joins_user = True
+
+    def reauthenticate(self, *, assurance: str = DEFAULT_ASSURANCE) -> None:
+        """Record that the logged-in user has just proved who they are again (password,
+        second factor: a step-up), at level `assurance`, without a new login: the session
+        keeps its handle, user and data; `authenticated_at` becomes now and `assurance`
+        the level given, and the secret is replaced as by `regenerate()` (a privilege
+        change; the replaced one opens the session only for the grace window).
+
+        The two always describe one authentication, the latest: a re-authentication at a
+        lower level than the session had lowers it (a password alone after a second factor
+        is `"aal1"` now), so a route that needs `"aal2"` within 5 minutes never passes on
+        a second factor proved hours ago. Raises `ValueError` on an anonymous session.
+        """
+        if self.user is None:
+            raise ValueError("reauthenticate() needs a logged-in session; use login()")
+        _check_level(assurance)
+        self._accessed = True
+        state = self._state
+        self.assurance = assurance
+        self.authenticated_at = state.now
+        state.reauthenticated = True
+        state.meta_changed = True
+        self.regenerate()
+
+    def is_fresh(self, max_age: float) -> bool:
+        """Whether a user is logged in and last authenticated (`login`, `reauthenticate`)
+        at most `max_age` seconds ago, by the request's clock. (A client-side token keeps
+        the time in whole seconds, rounded down: a session may read up to a second older.)
+        """
+        self._accessed = True
+        authenticated = self.authenticated_at
+        if self.user is None or authenticated is None:
+            return False
+        return self._state.now - authenticated <= max_age
 
     def logout(self) -> None:
         """End the session everywhere: its record is destroyed and the cookie cleared."""
@@ -507,6 +566,7 @@ class Session(MutableMapping[str, Any]):
         self._ops = None
         self.user = None
         self.authenticated_at = None
+        self.assurance = None
         self.csrf_secret = None
         self.persistent = False
         self.persistent_limits = None
@@ -553,7 +613,7 @@ class Session(MutableMapping[str, Any]):
         self.is_new = True
         self.persistent = False
         self.persistent_limits = None
-        self.user = self.authenticated_at = self.csrf_secret = None
+        self.user = self.authenticated_at = self.csrf_secret = self.assurance = None
         self._state.superseded = False
 
     def logout_other_devices(self) -> None:
@@ -571,6 +631,7 @@ class Session(MutableMapping[str, Any]):
         if self.user is not None:
             self.user = None
             self.authenticated_at = None
+            self.assurance = None
             self._state.meta_changed = True
 
     def set_persistent(
@@ -689,6 +750,7 @@ class Session(MutableMapping[str, Any]):
             self.persistent,
             self.absolute_deadline,
             self.last_seen + self.lifetimes.idle,
+            self.assurance,
         )
 
 
@@ -720,6 +782,11 @@ def _limit(value: float | None, name: str) -> float:
     ):
         raise ValueError(f"set_persistent({name}=...) takes a number of seconds > 0")
     return float(value)
+
+
+def _check_level(assurance: object) -> None:
+    if not isinstance(assurance, str) or not assurance:
+        raise TypeError("an assurance level is a non-empty str, e.g. 'aal2'")
 
 
 class _Deleted:

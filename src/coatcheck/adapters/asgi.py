@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 from .._mypyc import mypyc_attr
+from ..assurance import DEFAULT_LADDER, Ladder, Requirement
 from ..csrf import SAFE_METHODS, form_limit, form_token
 from ..drivers import acommit_session, aopen_session
 from ..exceptions import ConfigurationError, CSRFError, SessionRequired, StoreError
@@ -53,9 +54,22 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-def require_session(connection: Any, *, authenticated: bool = False) -> Session:
+def require_session(
+    connection: Any,
+    *,
+    authenticated: bool = False,
+    max_age: int | None = None,
+    assurance: str | None = None,
+    ladder: Ladder = DEFAULT_LADDER,
+) -> Session:
     """The request's session, if it is established (or, with `authenticated=True`, logged
     in); otherwise raise `SessionRequired`, which `SessionMiddleware` turns into a 401.
+
+    With `max_age` (seconds) or `assurance` (a level on `ladder`), the session's latest
+    authentication must also be that recent and that strong (`coatcheck.assurance`);
+    otherwise `StepUpRequired`, which the middleware answers with a 401 carrying an RFC
+    9470 challenge and a JSON body whose `reason` is `"login_required"`, `"login_too_old"`
+    or `"assurance_too_low"`.
 
     `connection` is an ASGI scope or anything with a `.scope` (Starlette's `Request` and
     `WebSocket`). In Starlette, add the middleware with `Middleware(SessionMiddleware, ...)`
@@ -68,6 +82,8 @@ def require_session(connection: Any, *, authenticated: bool = False) -> Session:
             "no coatcheck session in this request: add "
             "coatcheck.adapters.asgi.SessionMiddleware(app, manager=...) around the app"
         )
+    if max_age is not None or assurance is not None:
+        return Requirement.of(max_age, assurance, ladder).check(session)
     if session.is_new or session.ended or (authenticated and session.user is None):
         raise SessionRequired(challenge(session))
     return session

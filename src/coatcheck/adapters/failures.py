@@ -32,6 +32,7 @@ from ..exceptions import (
     SessionLimitReached,
     SessionRequired,
     SessionTooLarge,
+    StepUpRequired,
     StoreError,
     WriteConflict,
 )
@@ -132,7 +133,10 @@ class StoreFailures:
 
 
 def unauthorized(exc: SessionRequired) -> Answer:
-    """The 401 for a route that raised `SessionRequired`, with its `WWW-Authenticate`."""
+    """The 401 for a route that raised `SessionRequired`, with its `WWW-Authenticate`; for
+    `StepUpRequired`, its JSON body (reason, `max_age`, `acr_values`)."""
+    if isinstance(exc, StepUpRequired):
+        return Answer(401, "Unauthorized", exc.body, tuple(exc.headers), "application/json")
     body = b"Unauthorized: this route requires a session"
     return Answer(401, "Unauthorized", body, tuple(exc.headers))
 

@@ -23,6 +23,18 @@ expired, revoked or unknown token::
     async def me(session: AuthenticatedSessionDep) -> dict[str, str | None]:
         return {"user": session.user}
 
+`authenticated_session(max_age=..., assurance=...)` is the dependency of a route that needs
+a recent login, or a login at a high enough assurance level (`coatcheck.assurance`)::
+
+    Recent = Annotated[Session, Depends(authenticated_session(max_age=300, assurance="aal2"))]
+
+    @app.post("/password")
+    async def change_password(session: Recent) -> dict[str, bool]: ...
+
+Its 401 is the middleware's (`StepUpRequired`): a JSON body `{"error":
+"insufficient_user_authentication", "reason": ..., "max_age": ..., "acr_values": ...}` and
+an RFC 9470 challenge, with the session's headers, whatever FastAPI's error handlers are.
+
 Requires `coatcheck.adapters.asgi.SessionMiddleware` around the app. Tests send requests to
 `https://testserver` (docs/testing.md): the default cookie is `Secure`.
 
@@ -53,6 +65,7 @@ from fastapi.security import APIKeyCookie, APIKeyHeader, HTTPBearer
 from fastapi.security.http import HTTPBase
 from starlette.requests import HTTPConnection
 
+from ..assurance import DEFAULT_LADDER, Ladder, Requirement
 from ..exceptions import ConfigurationError
 from ..manager import SessionManager
 from ..session import Session
@@ -64,6 +77,7 @@ __all__ = [
     "RequiredSessionDep",
     "SessionDep",
     "SessionDependencies",
+    "authenticated_session",
     "dependencies",
     "get_authenticated_session",
     "get_required_session",
@@ -100,6 +114,33 @@ def _required(connection: HTTPConnection, *, authenticated: bool) -> Session:
     except SessionRequired as exc:
         # FastAPI's own handler renders HTTPException wherever the middleware sits.
         raise HTTPException(401, "this route requires a session", dict(exc.headers)) from None
+
+
+def authenticated_session(
+    max_age: int | None = None,
+    assurance: str | None = None,
+    *,
+    ladder: Ladder = DEFAULT_LADDER,
+    manager: SessionManager | None = None,
+) -> Callable[..., Session]:
+    """A dependency: the request's session if its user authenticated at most `max_age`
+    seconds ago, at level `assurance` or above on `ladder` (either may be None: any);
+    otherwise `StepUpRequired`, which `SessionMiddleware` answers with a 401 whose JSON body
+    says why (`reason`). The requirement is checked here, when the route is declared
+    (`ConfigurationError`). It declares the security schemes of `manager`'s transports
+    (default: coatcheck's), as `dependencies` does."""
+    requirement = Requirement.of(max_age, assurance, ladder)
+
+    def authenticated_session(connection: HTTPConnection) -> Session:
+        """The request's session, if its latest authentication meets the route's needs."""
+        # Raised as it is, not as an HTTPException: the middleware renders its JSON body
+        # (FastAPI's handler would wrap it in `{"detail": ...}`).
+        return requirement.check(get_session(connection))
+
+    transports: Iterable[Transport] = [Cookie(), Header()]
+    if manager is not None:
+        transports = manager.transports
+    return _declaring(authenticated_session, security_schemes(transports))
 
 
 # -- OpenAPI security schemes ---------------------------------------------------------

@@ -35,13 +35,20 @@ that same response, and the old cookie (and Redis key) is deleted once it is sav
 cookie that fails them (tampered, expired, unknown) reads as anonymous and is logged on
 `coatcheck.security` (`session.import_rejected`); each import on `coatcheck.session`
 (`session.imported`). See `coatcheck.adapters._flask_import` and docs/flask.md.
+
+`@recent_login_required(max_age=300, assurance="aal2")` guards a view that needs a recent
+login at a high enough assurance level (`coatcheck.assurance`): otherwise the view does
+not run and the answer is a 401 with an RFC 9470 challenge and a JSON body saying why
+(`StepUpRequired`), with the session's own headers as any response.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+import inspect
+from collections.abc import Callable, Iterator
 from importlib.util import find_spec
-from typing import Any
+from typing import Any, TypeVar
 
 from ._extras import missing_extra
 
@@ -56,19 +63,20 @@ from flask.sessions import SessionInterface as FlaskSessionInterface
 from flask.sessions import SessionMixin
 from werkzeug.exceptions import Forbidden, HTTPException, ServiceUnavailable
 
+from ..assurance import DEFAULT_LADDER, Ladder, Requirement
 from ..drivers import commit_session, open_session
-from ..exceptions import ConfigurationError, CSRFError, StoreError
+from ..exceptions import ConfigurationError, CSRFError, StepUpRequired, StoreError
 from ..ids import is_wellformed
 from ..manager import ServerSide, SessionManager
 from ..responses import Answer, merge_headers, title_case
-from ..session import Session, SessionInfo
+from ..session import DEFAULT_ASSURANCE, Session, SessionInfo
 from ..stores import AsyncStore, Store
 from ..transports import Cookie
 from . import failures
 from ._flask_import import Imported, Reader, Rejected, reader_for
 from .wsgi import check_csrf, request_info
 
-__all__ = ["FlaskSession", "SessionInterface", "connect_flask_login"]
+__all__ = ["FlaskSession", "SessionInterface", "connect_flask_login", "recent_login_required"]
 
 _STORES = (str, Store, AsyncStore)
 
@@ -167,9 +175,18 @@ class FlaskSession(SessionMixin):
         """The session's CSRF token, for forms (`csrf_token`) or `X-CSRF-Token`."""
         return self.coatcheck.csrf_token
 
-    def login(self, user: str) -> None:
+    @property
+    def assurance(self) -> str | None:
+        """The assurance level of the latest authentication (see `Session.assurance`)."""
+        return self.coatcheck.assurance
+
+    def login(self, user: str, *, assurance: str = DEFAULT_ASSURANCE) -> None:
         """Bind `user` and rotate the ID (see `Session.login`)."""
-        self.coatcheck.login(user)
+        self.coatcheck.login(user, assurance=assurance)
+
+    def reauthenticate(self, *, assurance: str = DEFAULT_ASSURANCE) -> None:
+        """Record a fresh proof of identity (see `Session.reauthenticate`)."""
+        self.coatcheck.reauthenticate(assurance=assurance)
 
     def logout(self) -> None:
         """End the session everywhere and clear the cookie (see `Session.logout`)."""
@@ -406,6 +423,64 @@ def _replace(response: Response, answer: Answer) -> None:
     response.set_data(answer.body)
     for name, value in answer.headers():
         response.headers[name] = value
+
+
+# -- recent login and assurance level ----------------------------------------------------
+
+_View = TypeVar("_View", bound=Callable[..., Any])
+
+
+def recent_login_required(
+    max_age: int | None = None,
+    assurance: str | None = None,
+    *,
+    ladder: Ladder = DEFAULT_LADDER,
+) -> Callable[[_View], _View]:
+    """A view decorator: the view runs only if the session's user authenticated at most
+    `max_age` seconds ago, at level `assurance` or above on `ladder` (either may be None:
+    any). Otherwise the answer is `401 Unauthorized` with the RFC 9470 challenge and the
+    JSON body of `StepUpRequired` (`reason`: `"login_required"`, `"login_too_old"` or
+    `"assurance_too_low"`); the session is saved as for any response, so the 401 carries
+    its `Vary` and `Cache-Control`. The requirement is checked when the view is decorated
+    (`ConfigurationError`). Sync and async views alike."""
+    requirement = Requirement.of(max_age, assurance, ladder)
+
+    def decorate(view: _View) -> _View:
+        if inspect.iscoroutinefunction(view):
+
+            @functools.wraps(view)
+            async def guarded_async(*args: Any, **kwargs: Any) -> Any:
+                refusal = _unmet(requirement)
+                return refusal if refusal is not None else await view(*args, **kwargs)
+
+            return guarded_async  # type: ignore[return-value]
+
+        @functools.wraps(view)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            refusal = _unmet(requirement)
+            return refusal if refusal is not None else view(*args, **kwargs)
+
+        return guarded  # type: ignore[return-value]
+
+    return decorate
+
+
+def _unmet(requirement: Requirement) -> Response | None:
+    """The 401 for the current request's session if it fails `requirement`, else None."""
+    session = current_session._get_current_object()  # type: ignore[attr-defined]
+    if not isinstance(session, FlaskSession):
+        raise ConfigurationError(
+            "recent_login_required needs coatcheck's SessionInterface(manager).init_app(app)"
+        )
+    try:
+        requirement.check(session.coatcheck)
+    except StepUpRequired as exc:
+        answer = failures.unauthorized(exc)
+        response = Response(answer.body, status=answer.status)
+        for name, value in answer.headers():
+            response.headers[name] = value
+        return response
+    return None
 
 
 # -- Flask-Login -------------------------------------------------------------------------

@@ -201,9 +201,7 @@ class SessionMiddleware(DjangoSessionMiddleware):
         """`answer` in place of the application's response: nothing of the session is
         saved again, no cookie is set, and it is not cached."""
         setattr(request, _REFUSED, True)
-        refused = HttpResponse(
-            answer.body, status=answer.status, content_type="text/plain; charset=utf-8"
-        )
+        refused = HttpResponse(answer.body, status=answer.status, content_type=answer.content_type)
         refused["Cache-Control"] = "no-store"
         for name, value in answer.extra:
             refused[name] = value

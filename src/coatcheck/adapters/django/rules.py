@@ -15,7 +15,7 @@ from ...exceptions import StoreCorrupted
 from ...ids import handle_of, is_wellformed
 from ...manager import SessionManager
 from ...records import decode
-from ...session import Session
+from ...session import DEFAULT_ASSURANCE, Session
 from ...stores.base import Record
 
 #: Where `django.contrib.auth` keeps the logged-in user's primary key.
@@ -61,6 +61,7 @@ def bind_user(session: Session, now: float, *, cycled: bool) -> None:
     elif cycled or session.is_new:  # its key is new already: no second rotation
         session.user = user
         session._state.joins_user = True  # (a `SessionLimit` counts it, as for `login`)
+        session.assurance = DEFAULT_ASSURANCE  # as `Session.login`'s default
         # As `Session.login`: the absolute timeout counts from the login.
         session.authenticated_at = session.created_at = now
     else:

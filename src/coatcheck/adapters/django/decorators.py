@@ -1,0 +1,89 @@
+"""View decorators for Django: `recent_login_required(max_age=..., assurance=...)`.
+
+::
+
+    from coatcheck.adapters.django.decorators import recent_login_required
+
+    @recent_login_required(max_age=300, assurance="aal2")
+    def change_password(request): ...
+
+The view runs only if the session's user authenticated (logged in, or re-authenticated
+with `request.session.coatcheck.reauthenticate(assurance=...)`) at most `max_age` seconds
+ago, at a high enough assurance level (`coatcheck.assurance`). Otherwise the answer is
+`401 Unauthorized` with an RFC 9470 `WWW-Authenticate` challenge and a JSON body saying why
+(`StepUpRequired`); coatcheck's middleware then adds `Vary: Cookie` as to any response that
+read the session. The user is the one `django.contrib.auth` bound to the session (its
+level is the lowest until the session is re-authenticated at a higher one).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from django.http import HttpRequest, HttpResponse
+
+from ...assurance import DEFAULT_LADDER, Ladder, Requirement
+from ...exceptions import ConfigurationError, StepUpRequired
+from ..failures import unauthorized
+
+__all__ = ["recent_login_required"]
+
+_View = TypeVar("_View", bound=Callable[..., Any])
+
+
+def recent_login_required(
+    max_age: int | None = None,
+    assurance: str | None = None,
+    *,
+    ladder: Ladder = DEFAULT_LADDER,
+) -> Callable[[_View], _View]:
+    """A view decorator: the view runs only if the session's latest authentication is at
+    most `max_age` seconds old and at level `assurance` or above on `ladder` (either may be
+    None: any); otherwise a 401 (see the module). The requirement is checked when the view
+    is decorated (`ConfigurationError`). Sync and async views alike."""
+    requirement = Requirement.of(max_age, assurance, ladder)
+
+    def decorate(view: _View) -> _View:
+        if inspect.iscoroutinefunction(view):
+
+            @functools.wraps(view)
+            async def guarded_async(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+                from asgiref.sync import sync_to_async
+
+                refusal = await sync_to_async(_unmet, thread_sensitive=True)(request, requirement)
+                return refusal if refusal is not None else await view(request, *args, **kwargs)
+
+            return guarded_async  # type: ignore[return-value]
+
+        @functools.wraps(view)
+        def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+            refusal = _unmet(request, requirement)
+            return refusal if refusal is not None else view(request, *args, **kwargs)
+
+        return guarded  # type: ignore[return-value]
+
+    return decorate
+
+
+def _unmet(request: HttpRequest, requirement: Requirement) -> HttpResponse | None:
+    """The 401 for `request` if its session fails `requirement`, else None."""
+    from .store import SessionStore
+
+    store = getattr(request, "session", None)
+    if not isinstance(store, SessionStore):
+        raise ConfigurationError(
+            'recent_login_required needs SESSION_ENGINE = "coatcheck.adapters.django"'
+        )
+    try:
+        requirement.check(store.coatcheck)
+    except StepUpRequired as exc:
+        answer = unauthorized(exc)
+        response = HttpResponse(answer.body, status=answer.status, content_type=answer.content_type)
+        response["Cache-Control"] = "no-store"
+        for name, value in answer.extra:
+            response[name] = value
+        return response
+    return None
