@@ -104,24 +104,29 @@ class Requirement(NamedTuple):
     @classmethod
     def of(
         cls,
-        max_age: int | None = None,
+        max_age: float | None = None,
         assurance: str | None = None,
         ladder: Ladder = DEFAULT_LADDER,
     ) -> Requirement:
-        """A checked requirement: `ConfigurationError` for a `max_age` that is not a whole
-        number of seconds >= 0, or a level that is not on `ladder` (raised where the route
-        is declared, not per request)."""
-        if max_age is not None and (
-            isinstance(max_age, bool) or not isinstance(max_age, int) or max_age < 0
-        ):
-            if not (isinstance(max_age, float) and math.isfinite(max_age) and max_age >= 0):
+        """A checked requirement: `ConfigurationError` for a `max_age` that is not a number
+        of seconds >= 0 (a fraction is dropped: RFC 9470's `max_age` is whole seconds), or
+        a level that is not on `ladder` (raised where the route is declared, not per
+        request)."""
+        seconds: int | None = None
+        if max_age is not None:
+            if (
+                isinstance(max_age, bool)
+                or not isinstance(max_age, (int, float))
+                or not math.isfinite(max_age)
+                or max_age < 0
+            ):
                 raise ConfigurationError("max_age is a number of seconds >= 0, e.g. 300")
-            max_age = int(max_age)
+            seconds = int(max_age)
         if not isinstance(ladder, Ladder):
             raise ConfigurationError("ladder= takes a coatcheck.assurance.Ladder")
         if assurance is not None:
             ladder.satisfying(assurance)  # raises for a level the ladder does not know
-        return cls(max_age, assurance, ladder)
+        return cls(seconds, assurance, ladder)
 
     @property
     def acr_values(self) -> str | None:
@@ -165,7 +170,7 @@ class Requirement(NamedTuple):
 def unmet(
     session: Session,
     *,
-    max_age: int | None = None,
+    max_age: float | None = None,
     assurance: str | None = None,
     ladder: Ladder = DEFAULT_LADDER,
 ) -> str | None:
@@ -177,7 +182,7 @@ def unmet(
 def require(
     session: Session,
     *,
-    max_age: int | None = None,
+    max_age: float | None = None,
     assurance: str | None = None,
     ladder: Ladder = DEFAULT_LADDER,
 ) -> Session:

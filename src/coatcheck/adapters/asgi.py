@@ -58,7 +58,7 @@ def require_session(
     connection: Any,
     *,
     authenticated: bool = False,
-    max_age: int | None = None,
+    max_age: float | None = None,
     assurance: str | None = None,
     ladder: Ladder = DEFAULT_LADDER,
 ) -> Session:

@@ -117,7 +117,7 @@ def _required(connection: HTTPConnection, *, authenticated: bool) -> Session:
 
 
 def authenticated_session(
-    max_age: int | None = None,
+    max_age: float | None = None,
     assurance: str | None = None,
     *,
     ladder: Ladder = DEFAULT_LADDER,

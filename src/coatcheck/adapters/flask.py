@@ -431,7 +431,7 @@ _View = TypeVar("_View", bound=Callable[..., Any])
 
 
 def recent_login_required(
-    max_age: int | None = None,
+    max_age: float | None = None,
     assurance: str | None = None,
     *,
     ladder: Ladder = DEFAULT_LADDER,

@@ -1,4 +1,5 @@
-"""View decorators for Django: `recent_login_required(max_age=..., assurance=...)`.
+"""Recent login and assurance level for Django: the view decorator
+`recent_login_required(max_age=..., assurance=...)` and `reauthenticate(request, ...)`.
 
 ::
 
@@ -7,13 +8,14 @@
     @recent_login_required(max_age=300, assurance="aal2")
     def change_password(request): ...
 
-The view runs only if the session's user authenticated (logged in, or re-authenticated
-with `request.session.coatcheck.reauthenticate(assurance=...)`) at most `max_age` seconds
-ago, at a high enough assurance level (`coatcheck.assurance`). Otherwise the answer is
-`401 Unauthorized` with an RFC 9470 `WWW-Authenticate` challenge and a JSON body saying why
-(`StepUpRequired`); coatcheck's middleware then adds `Vary: Cookie` as to any response that
-read the session. The user is the one `django.contrib.auth` bound to the session (its
-level is the lowest until the session is re-authenticated at a higher one).
+The view runs only if the session's user authenticated (logged in with
+`django.contrib.auth.login`, or re-authenticated with `reauthenticate(request,
+assurance=...)`) at most `max_age` seconds ago, at a high enough assurance level
+(`coatcheck.assurance`). Otherwise the answer is `401 Unauthorized` with an RFC 9470
+`WWW-Authenticate` challenge and a JSON body saying why (`StepUpRequired`); coatcheck's
+middleware then adds `Vary: Cookie` as to any response that read the session. The user is
+the one `django.contrib.auth` bound to the session, at the lowest level until
+`reauthenticate` records a higher one (in the login's own request, or later).
 """
 
 from __future__ import annotations
@@ -27,15 +29,17 @@ from django.http import HttpRequest, HttpResponse
 
 from ...assurance import DEFAULT_LADDER, Ladder, Requirement
 from ...exceptions import ConfigurationError, StepUpRequired
+from ...session import DEFAULT_ASSURANCE
 from ..failures import unauthorized
+from .rules import AUTH_USER_KEY, bind_user
 
-__all__ = ["recent_login_required"]
+__all__ = ["reauthenticate", "recent_login_required"]
 
 _View = TypeVar("_View", bound=Callable[..., Any])
 
 
 def recent_login_required(
-    max_age: int | None = None,
+    max_age: float | None = None,
     assurance: str | None = None,
     *,
     ladder: Ladder = DEFAULT_LADDER,
@@ -68,15 +72,37 @@ def recent_login_required(
     return decorate
 
 
-def _unmet(request: HttpRequest, requirement: Requirement) -> HttpResponse | None:
-    """The 401 for `request` if its session fails `requirement`, else None."""
+def reauthenticate(request: HttpRequest, *, assurance: str = DEFAULT_ASSURANCE) -> None:
+    """Record that the user logged in to `request`'s session has just proved who they are
+    again, at level `assurance` (`Session.reauthenticate`: now, that level, a new secret
+    under the same handle), and mark the session for saving, as Django's API wants
+    (`request.session.modified`). Right after `django.contrib.auth.login` in the same
+    request, it first binds the user that login stored (as the save would), so a login
+    that checked a second factor is recorded at its level at once. `ValueError` if no user
+    is logged in."""
+    store = _store(request)
+    session = store.coatcheck
+    user = session.data().get(AUTH_USER_KEY)
+    if user is not None and str(user) != session.user:
+        bind_user(session, store.manager.clock(), cycled=store._cycled)
+    session.reauthenticate(assurance=assurance)
+    store.modified = True
+
+
+def _store(request: HttpRequest) -> Any:
     from .store import SessionStore
 
     store = getattr(request, "session", None)
     if not isinstance(store, SessionStore):
         raise ConfigurationError(
-            'recent_login_required needs SESSION_ENGINE = "coatcheck.adapters.django"'
+            'coatcheck\'s Django decorators need SESSION_ENGINE = "coatcheck.adapters.django"'
         )
+    return store
+
+
+def _unmet(request: HttpRequest, requirement: Requirement) -> HttpResponse | None:
+    """The 401 for `request` if its session fails `requirement`, else None."""
+    store = _store(request)
     try:
         requirement.check(store.coatcheck)
     except StepUpRequired as exc:
