@@ -101,11 +101,26 @@ const STORAGE = { session: "sessionStorage", local: "localStorage" };
 const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
 
 /**
+ * @typedef {object} ReauthenticateDetail
+ * The `detail` of a `reauthenticate` event: what a route asked of the login (RFC 9470).
+ * @property {"login_required" | "login_too_old" | "assurance_too_low" | string} reason
+ * @property {number | null} maxAge the route's `max_age`, seconds (null: none)
+ * @property {string[]} acrValues the assurance levels that satisfy it, lowest first
+ * @property {string} url the URL of the refused request (after redirects)
+ */
+
+/**
  * A client for one coatcheck session. Events: `login` (a token arrived where there was
  * none), `logout` (the session ended: empty token header, another tab, or `forget()`),
  * `expired` (the server answered 401 to the token, or the time the server said the session
  * had left ran out: the token is forgotten), `expiring` (`warnBefore` ms before that; call
- * `extend()` to keep the session), `change` (any new token).
+ * `extend()` to keep the session), `change` (any new token), and `reauthenticate` (a
+ * `CustomEvent`: the route needs a more recent login or a higher assurance level; `detail`
+ * is a `ReauthenticateDetail`). A `reauthenticate` 401 keeps the token: the session is
+ * alive, the page prompts for the password or second factor and retries. It is told by its
+ * `WWW-Authenticate: ... error="insufficient_user_authentication"` challenge, which a
+ * cross-origin API must expose (`Access-Control-Expose-Headers`) as it exposes
+ * `Session-Token`.
  *
  * Time left. When the server sends the expiry header (seconds the session has left unless
  * another request refreshes it: the earlier of its idle and absolute deadlines), the client
@@ -305,11 +320,28 @@ export class SessionClient extends EventTarget {
    * @param {string} url the final URL of the response
    */
   #apply(response, ticket, url) {
-    if (ticket !== this.#generation || !this.allows(url)) return;
+    if (!this.allows(url)) return;
+    const stepUp = response.status === 401 ? readStepUp(response.headers, url) : null;
+    if (stepUp !== null) {
+      // The session is alive but not enough for the route: keep the token (and follow a
+      // new one, as on any answer), and tell the page to re-authenticate.
+      if (ticket === this.#generation) this.#follow(response);
+      this.dispatchEvent(new CustomEvent("reauthenticate", { detail: stepUp }));
+      return;
+    }
+    if (ticket !== this.#generation) return;
     if (response.status === 401 && this.#token !== null) {
       this.#set(null, "expired");
       return;
     }
+    this.#follow(response);
+  }
+
+  /**
+   * Apply the token header of a response: store a new token, forget it when empty.
+   * @param {ResponseLike} response
+   */
+  #follow(response) {
     const value = readHeader(response.headers, this.#responseHeader);
     if (value === "") {
       if (this.#token !== null) this.#set(null, "logout");
@@ -403,6 +435,31 @@ function resolve(url) {
   const href = typeof url === "object" && url !== null && "url" in url ? url.url : url;
   const base = globalThis.document?.baseURI ?? globalThis.location.href;
   return new URL(/** @type {string | URL} */ (href), base);
+}
+
+/**
+ * The step-up challenge of a 401 (RFC 9470: `error="insufficient_user_authentication"`,
+ * with `error_description`, `max_age` and `acr_values`), or null if it has none.
+ * @param {Headers | Record<string, string | undefined>} headers
+ * @param {string} url
+ * @returns {ReauthenticateDetail | null}
+ */
+function readStepUp(headers, url) {
+  const challenge = readHeader(headers, "WWW-Authenticate");
+  if (challenge === null) return null;
+  /** @type {Record<string, string>} */
+  const params = {};
+  for (const [, name, value] of challenge.matchAll(/([A-Za-z_]+)="([^"]*)"/g)) {
+    params[name.toLowerCase()] = value;
+  }
+  if (params.error !== "insufficient_user_authentication") return null;
+  const maxAge = params.max_age === undefined ? NaN : Number(params.max_age);
+  return {
+    reason: params.error_description ?? "login_required",
+    maxAge: Number.isFinite(maxAge) ? maxAge : null,
+    acrValues: (params.acr_values ?? "").split(" ").filter((v) => v !== ""),
+    url,
+  };
 }
 
 /**
