@@ -74,6 +74,7 @@ def test_list_json(db: tuple[str, SQLiteStore]) -> None:
     rows = json.loads(out)
     assert [r["id"] for r in rows] == [key]
     assert rows[0]["user"] == "alice" and rows[0]["user_agent"] == "Firefox"
+    assert rows[0]["assurance"] == "aal1"  # the level of the login (the lowest)
 
 
 def test_store_from_environment(

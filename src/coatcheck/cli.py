@@ -190,6 +190,7 @@ def cmd_sessions_list(args: argparse.Namespace, out: TextIO) -> int:
             "created_at": i.created_at,
             "last_seen": i.last_seen,
             "authenticated_at": i.authenticated_at,
+            "assurance": i.assurance,
             "ip": i.ip,
             "user_agent": i.user_agent,
         }

@@ -442,6 +442,7 @@ class SessionStore(SessionBase):
             now=self.manager.clock(),
             user=source.user,
             authenticated_at=source.authenticated_at,
+            assurance=source.assurance,
             transport=self.manager.transport,
             request=self._request,
         )
