@@ -131,19 +131,21 @@ class StepUpRequired(SessionRequired):
         self.acr_values = acr_values
 
     @property
+    def detail(self) -> dict[str, str | int | None]:
+        """What the 401's JSON body holds: `error`, `reason`, `max_age`, `acr_values`."""
+        return {
+            "error": "insufficient_user_authentication",
+            "reason": self.reason,
+            "max_age": self.max_age,
+            "acr_values": self.acr_values,
+        }
+
+    @property
     def body(self) -> bytes:
-        """The 401's JSON body: `{"error", "reason", "max_age", "acr_values"}`."""
+        """The 401's JSON body: `detail`, compact."""
         import json
 
-        return json.dumps(
-            {
-                "error": "insufficient_user_authentication",
-                "reason": self.reason,
-                "max_age": self.max_age,
-                "acr_values": self.acr_values,
-            },
-            separators=(",", ":"),
-        ).encode()
+        return json.dumps(self.detail, separators=(",", ":")).encode()
 
 
 class InvalidToken(CoatcheckError):

@@ -1,6 +1,7 @@
 """FastAPI: `authenticated_session(max_age=..., assurance=...)` answers a stale or weak
-login with the middleware's step-up 401 (JSON body, RFC 9470 challenge, the session's
-headers), in both modes, on MemoryStore and SQLite."""
+login with a step-up 401 (the fields under FastAPI's `detail`, the RFC 9470 challenge, the
+session's headers), in both modes, on MemoryStore and SQLite, wherever the middleware
+sits."""
 
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ pytestmark = pytest.mark.anyio
 Strong = Annotated[Session, Depends(authenticated_session(max_age=300, assurance="aal2"))]
 
 
-def make_app(manager: SessionManager) -> FastAPI:
+def make_app(manager: SessionManager, *, outside: bool = False) -> Any:
+    """The app, with the middleware added to it, or (`outside`) wrapping it from outside
+    FastAPI's own error middleware."""
     app = FastAPI()
 
     @app.post("/login")
@@ -39,6 +42,8 @@ def make_app(manager: SessionManager) -> FastAPI:
     async def strong(session: Strong) -> dict[str, Any]:
         return {"user": session.user, "assurance": session.assurance}
 
+    if outside:
+        return SessionMiddleware(app, manager=manager)
     app.add_middleware(SessionMiddleware, manager=manager)
     return app
 
@@ -46,8 +51,11 @@ def make_app(manager: SessionManager) -> FastAPI:
 MODES = ["server-memory", "server-sqlite", "client-memory", "client-sqlite"]
 
 
+@pytest.mark.parametrize("outside", [False, True], ids=["added", "outside"])
 @pytest.mark.parametrize("kind", MODES)
-async def test_step_up_through_a_fastapi_dependency(kind: str, tmp_path: Path) -> None:
+async def test_step_up_through_a_fastapi_dependency(
+    kind: str, outside: bool, tmp_path: Path
+) -> None:
     clock = FakeClock()
     mode_name, store_name = kind.split("-")
     mode: Any
@@ -61,18 +69,20 @@ async def test_step_up_through_a_fastapi_dependency(kind: str, tmp_path: Path) -
         url = "memory://" if store_name == "memory" else f"sqlite:///{tmp_path / 's.db'}"
         mode = ClientSide(KeyRing([b"K" * 32]), store=url)
     manager = SessionManager(mode, lifetimes=Lifetimes(renewal=None), clock=clock)
-    async with client(make_app(manager)) as http:
+    async with client(make_app(manager, outside=outside)) as http:
         refused = await http.get("/strong")
         assert refused.status_code == 401
-        assert refused.json()["reason"] == "login_required"
+        assert refused.json()["detail"]["reason"] == "login_required"
         await http.post("/login", params={"user": "alice"})
         weak = await http.get("/strong")
         assert weak.status_code == 401
         assert weak.json() == {
-            "error": "insufficient_user_authentication",
-            "reason": "assurance_too_low",
-            "max_age": 300,
-            "acr_values": "aal2 aal3",
+            "detail": {
+                "error": "insufficient_user_authentication",
+                "reason": "assurance_too_low",
+                "max_age": 300,
+                "acr_values": "aal2 aal3",
+            }
         }
         assert weak.headers["www-authenticate"].startswith(
             'Session error="insufficient_user_authentication"'
@@ -83,7 +93,7 @@ async def test_step_up_through_a_fastapi_dependency(kind: str, tmp_path: Path) -
         assert ok.json() == {"user": "alice", "assurance": "aal2"}
         clock.advance(301)
         stale = await http.get("/strong")
-        assert stale.status_code == 401 and stale.json()["reason"] == "login_too_old"
+        assert stale.status_code == 401 and stale.json()["detail"]["reason"] == "login_too_old"
         assert 'max_age="300"' in stale.headers["www-authenticate"]
 
 

@@ -31,9 +31,10 @@ a recent login, or a login at a high enough assurance level (`coatcheck.assuranc
     @app.post("/password")
     async def change_password(session: Recent) -> dict[str, bool]: ...
 
-Its 401 is the middleware's (`StepUpRequired`): a JSON body `{"error":
-"insufficient_user_authentication", "reason": ..., "max_age": ..., "acr_values": ...}` and
-an RFC 9470 challenge, with the session's headers, whatever FastAPI's error handlers are.
+Its 401 carries an RFC 9470 challenge (`WWW-Authenticate`) and, as FastAPI renders an
+`HTTPException`, the JSON body `{"detail": {"error": "insufficient_user_authentication",
+"reason": ..., "max_age": ..., "acr_values": ...}}` (`StepUpRequired.detail`), wherever
+the middleware sits.
 
 Requires `coatcheck.adapters.asgi.SessionMiddleware` around the app. Tests send requests to
 `https://testserver` (docs/testing.md): the default cookie is `Secure`.
@@ -66,7 +67,7 @@ from fastapi.security.http import HTTPBase
 from starlette.requests import HTTPConnection
 
 from ..assurance import DEFAULT_LADDER, Ladder, Requirement
-from ..exceptions import ConfigurationError
+from ..exceptions import ConfigurationError, StepUpRequired
 from ..manager import SessionManager
 from ..session import Session
 from ..transports import Cookie, Header, Transport
@@ -125,17 +126,22 @@ def authenticated_session(
 ) -> Callable[..., Session]:
     """A dependency: the request's session if its user authenticated at most `max_age`
     seconds ago, at level `assurance` or above on `ladder` (either may be None: any);
-    otherwise `StepUpRequired`, which `SessionMiddleware` answers with a 401 whose JSON body
-    says why (`reason`). The requirement is checked here, when the route is declared
-    (`ConfigurationError`). It declares the security schemes of `manager`'s transports
-    (default: coatcheck's), as `dependencies` does."""
+    otherwise a 401 whose JSON body's `detail` says why (`reason`; see
+    `StepUpRequired.detail`) with its `WWW-Authenticate` challenge. The requirement is
+    checked here, when the route is declared (`ConfigurationError`). It declares the
+    security schemes of `manager`'s transports (default: coatcheck's), as `dependencies`
+    does."""
     requirement = Requirement.of(max_age, assurance, ladder)
 
     def authenticated_session(connection: HTTPConnection) -> Session:
         """The request's session, if its latest authentication meets the route's needs."""
-        # Raised as it is, not as an HTTPException: the middleware renders its JSON body
-        # (FastAPI's handler would wrap it in `{"detail": ...}`).
-        return requirement.check(get_session(connection))
+        try:
+            return requirement.check(get_session(connection))
+        except StepUpRequired as exc:
+            # FastAPI's own handler renders HTTPException wherever the middleware sits (a
+            # raised StepUpRequired passes FastAPI's error middleware first: a 500 when
+            # SessionMiddleware wraps the app from outside).
+            raise HTTPException(401, exc.detail, dict(exc.headers)) from None
 
     transports: Iterable[Transport] = [Cookie(), Header()]
     if manager is not None:
