@@ -8,6 +8,7 @@ CoatcheckError
 ├── CSRFError                an unsafe request failed the cross-origin check
 ├── SessionRequired          the route needs an established session and the request has none
 │   └── StepUpRequired       ... or a recent login, or a higher assurance level (RFC 9470)
+├── SessionExcluded          code used the session of a route excluded from sessions
 ├── WriteConflict            a write computed from a value another request has since replaced
 ├── SessionVanished          a strict commit found its record gone (logged out or revoked meanwhile)
 ├── SessionLimitReached      a login beyond the user's session limit, refused (`SessionLimit`)
@@ -32,6 +33,7 @@ __all__ = [
     "ConfigurationError",
     "InvalidToken",
     "SessionDataError",
+    "SessionExcluded",
     "SessionLimitReached",
     "SessionRequired",
     "SessionTooLarge",
@@ -146,6 +148,14 @@ class StepUpRequired(SessionRequired):
         import json
 
         return json.dumps(self.detail, separators=(",", ":")).encode()
+
+
+class SessionExcluded(CoatcheckError, AttributeError):
+    """Code used the session of a route excluded from sessions (`exclude=[...]` or
+    `no_session`, `coatcheck.routes`): the route has none, by configuration. A programming
+    error (a 500), never a silently unsaved session. It is an `AttributeError` as well, so
+    that code probing for a session (`getattr(request.session, "accessed", None)`, as
+    Django's own session middleware does) finds none."""
 
 
 class InvalidToken(CoatcheckError):

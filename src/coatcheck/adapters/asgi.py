@@ -18,11 +18,16 @@ A route that needs an established session calls `require_session(request)`; with
 the middleware answers `401 Unauthorized`, with the challenge of
 `coatcheck.responses.challenge` (RFC 6750). With `client_script_path="/coatcheck.js"` the
 middleware also serves the JavaScript client for the header transport at that path.
+
+Routes in `exclude=[...]` (paths, prefixes, patterns: `coatcheck.routes`) or whose endpoint
+is marked `@no_session` (Starlette and FastAPI routers) are passed straight to the app: no
+session loaded, no store touched, no token verified, no header added; `scope["session"]`
+is `coatcheck.routes.NO_SESSION`, which raises `SessionExcluded` on any use.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 
 from .._mypyc import mypyc_attr
@@ -34,6 +39,7 @@ from ..manager import SessionManager
 from ..request import RequestInfo
 from ..request import from_asgi as request_info
 from ..responses import Answer, ClientScript, challenge, client_script, latin1, merge_headers
+from ..routes import NO_SESSION, ExcludeSpec, RouteFilter, no_session
 from ..session import Session
 from . import failures
 
@@ -43,6 +49,7 @@ __all__ = [
     "SessionRequired",
     "challenge",
     "client_script",
+    "no_session",
     "request_info",
     "require_session",
 ]
@@ -78,6 +85,8 @@ def require_session(
     scope = connection if isinstance(connection, Mapping) else connection.scope
     session = scope.get("session")
     if not isinstance(session, Session):
+        if session is NO_SESSION:
+            NO_SESSION.refuse()  # SessionExcluded: the route has no session, by design
         raise ConfigurationError(
             "no coatcheck session in this request: add "
             "coatcheck.adapters.asgi.SessionMiddleware(app, manager=...) around the app"
@@ -118,6 +127,11 @@ class SessionMiddleware:
     `load_failures` and `commit_failures` count the requests whose session the store
     failed to load or to save (with `fail_open`: served anonymously, writes dropped); each
     logs one line per 10 s at most, with the count since the line before.
+
+    `exclude` lists the routes that have no session (`coatcheck.routes.Exclusions`: exact
+    paths, prefixes ending in `/`, `re.Pattern`s, callables); endpoints marked with
+    `no_session` in a Starlette or FastAPI router are excluded too (collected at the first
+    request). An excluded request costs what the bare app costs, plus the path test.
     """
 
     def __init__(
@@ -127,6 +141,7 @@ class SessionMiddleware:
         *,
         fail_open: bool = False,
         client_script_path: str | None = None,
+        exclude: Iterable[ExcludeSpec] | None = None,
     ) -> None:
         self.app = app
         self.manager = manager
@@ -135,6 +150,7 @@ class SessionMiddleware:
         self.failures = failures.StoreFailures(fail_open)
         self.load_failures, self.commit_failures = self.failures.load, self.failures.commit
         self._script = ClientScript() if client_script_path is not None else None
+        self._exclude = RouteFilter(exclude)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -144,6 +160,10 @@ class SessionMiddleware:
             if scope["type"] == "http":
                 await _send(send, *self._script.answer(request_info(scope)))
                 return
+        if self._exclude.active and self._exclude.excluded(scope, self.app):
+            scope["session"] = NO_SESSION
+            await self.app(scope, receive, send)
+            return
         manager = self.manager
         request = request_info(scope)
         try:

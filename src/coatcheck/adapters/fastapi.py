@@ -46,6 +46,9 @@ without a scheme). The module's dependencies name coatcheck's default transports
 (`__Host-session`, `Authorization: Bearer`); `dependencies(manager)` builds them for the
 manager's own transports. The schemes are documentation only: they never refuse a request
 (the middleware has verified the session already; the `Required` dependencies answer 401).
+
+A route decorated with `no_session` (above or below `@app.get(...)`) has no session: the
+middleware loads none for it and the dependencies raise `SessionExcluded`.
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ from starlette.requests import HTTPConnection
 from ..assurance import DEFAULT_LADDER, Ladder, Requirement
 from ..exceptions import ConfigurationError, StepUpRequired
 from ..manager import SessionManager
+from ..routes import NO_SESSION, no_session
 from ..session import Session
 from ..transports import Cookie, Header, Transport
 from .asgi import SessionRequired, require_session
@@ -83,6 +87,7 @@ __all__ = [
     "get_authenticated_session",
     "get_required_session",
     "get_session",
+    "no_session",
     "security_schemes",
 ]
 
@@ -91,6 +96,8 @@ def get_session(connection: HTTPConnection) -> Session:
     """The request's `Session`, as put in the scope by `SessionMiddleware`."""
     session = connection.scope.get("session")
     if not isinstance(session, Session):
+        if session is NO_SESSION:
+            NO_SESSION.refuse()  # SessionExcluded: the route has no session, by design
         raise ConfigurationError(
             "no coatcheck session in this request: add "
             "coatcheck.adapters.asgi.SessionMiddleware(app, manager=...) around the app"

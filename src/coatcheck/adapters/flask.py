@@ -40,13 +40,19 @@ cookie that fails them (tampered, expired, unknown) reads as anonymous and is lo
 login at a high enough assurance level (`coatcheck.assurance`): otherwise the view does
 not run and the answer is a 401 with an RFC 9470 challenge and a JSON body saying why
 (`StepUpRequired`), with the session's own headers as any response.
+
+`SessionInterface(manager, exclude=[...])` (paths, prefixes, patterns: `coatcheck.routes`;
+matched against `request.path`) and views decorated with `no_session` have no session:
+nothing is loaded or saved and no header is added; `flask.session` raises
+`SessionExcluded` there. Flask opens the session before it matches the URL, so a marked
+view costs one more URL match per request, paid only by apps that mark a view.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from importlib.util import find_spec
 from typing import Any, TypeVar
 
@@ -59,16 +65,18 @@ except ModuleNotFoundError as exc:
 
 from flask import Flask, Request, Response
 from flask import session as current_session
+from flask.globals import request_ctx
 from flask.sessions import SessionInterface as FlaskSessionInterface
 from flask.sessions import SessionMixin
 from werkzeug.exceptions import Forbidden, HTTPException, ServiceUnavailable
 
 from ..assurance import DEFAULT_LADDER, Ladder, Requirement
 from ..drivers import commit_session, open_session
-from ..exceptions import ConfigurationError, CSRFError, StepUpRequired, StoreError
+from ..exceptions import ConfigurationError, CSRFError, SessionExcluded, StepUpRequired, StoreError
 from ..ids import is_wellformed
 from ..manager import ServerSide, SessionManager
 from ..responses import Answer, merge_headers, title_case
+from ..routes import ExcludeSpec, exclusions, is_marked, no_session
 from ..session import DEFAULT_ASSURANCE, Session, SessionInfo
 from ..stores import AsyncStore, Store
 from ..transports import Cookie
@@ -76,7 +84,14 @@ from . import failures
 from ._flask_import import Imported, Reader, Rejected, reader_for
 from .wsgi import check_csrf, request_info
 
-__all__ = ["FlaskSession", "SessionInterface", "connect_flask_login", "recent_login_required"]
+__all__ = [
+    "ExcludedSession",
+    "FlaskSession",
+    "SessionInterface",
+    "connect_flask_login",
+    "no_session",
+    "recent_login_required",
+]
 
 _STORES = (str, Store, AsyncStore)
 
@@ -202,6 +217,36 @@ class FlaskSession(SessionMixin):
         return self.coatcheck.info()
 
 
+class ExcludedSession(SessionMixin):
+    """`flask.session` in a route excluded from sessions: any read or write raises
+    `SessionExcluded` (Flask itself only sets `accessed`, which is allowed); nothing is
+    saved and no header is added."""
+
+    def _refuse(self) -> SessionExcluded:
+        return SessionExcluded(
+            "this route is excluded from sessions (exclude=[...] or @no_session), so it "
+            "has no session: remove it from the exclusions to use flask.session here"
+        )
+
+    def __getitem__(self, key: str) -> Any:
+        raise self._refuse()
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        raise self._refuse()
+
+    def __delitem__(self, key: str) -> None:
+        raise self._refuse()
+
+    def __iter__(self) -> Iterator[str]:
+        raise self._refuse()
+
+    def __len__(self) -> int:
+        raise self._refuse()
+
+    def __repr__(self) -> str:
+        return "<ExcludedSession: excluded route>"
+
+
 class SessionInterface(FlaskSessionInterface):
     """Flask's session interface, answered by a coatcheck `SessionManager`.
 
@@ -215,6 +260,9 @@ class SessionInterface(FlaskSessionInterface):
     settings), or that old interface instance itself. The old cookie is the one named by
     `SESSION_COOKIE_NAME`; it may be the name of coatcheck's cookie too (a value that is
     not a coatcheck secret is then tried as the old format). Needs a `Cookie` transport.
+
+    `exclude` lists the paths that have no session (`coatcheck.routes.Exclusions`); views
+    marked with `no_session` have none either.
     """
 
     def __init__(
@@ -223,8 +271,13 @@ class SessionInterface(FlaskSessionInterface):
         *,
         fail_open: bool = False,
         import_from: str | FlaskSessionInterface | Reader | None = None,
+        exclude: Iterable[ExcludeSpec] | None = None,
     ) -> None:
         self.manager = manager
+        self.exclude = exclusions(exclude)
+        #: The endpoints marked `no_session`, per app (read at its first request: Flask
+        #: takes no new route after it).
+        self._marked: dict[int, frozenset[str]] = {}
         self.fail_open = fail_open
         self.failures = failures.StoreFailures(fail_open)
         self.load_failures, self.commit_failures = self.failures.load, self.failures.commit
@@ -277,7 +330,11 @@ class SessionInterface(FlaskSessionInterface):
         if find_spec("flask_login") is not None:
             connect_flask_login(app)
 
-    def open_session(self, app: Flask, request: Request) -> FlaskSession:
+    def open_session(self, app: Flask, request: Request) -> FlaskSession | ExcludedSession:
+        if (self.exclude is not None and self.exclude.excluded(request.path)) or (
+            self._has_marks(app) and self._marked_view(app)
+        ):
+            return ExcludedSession()
         manager = self.manager
         info = request_info(request.environ)
         reader = old = outcome = None
@@ -324,6 +381,26 @@ class SessionInterface(FlaskSessionInterface):
             if clear and not self._shares_cookie(app, reader):
                 current._clear_old = _old_cookie(app, reader)
         return current
+
+    def _has_marks(self, app: Flask) -> bool:
+        marked = self._marked.get(id(app))
+        if marked is None:
+            views = app.view_functions.items()
+            marked = frozenset(name for name, view in views if is_marked(view))
+            self._marked[id(app)] = marked
+        return bool(marked)
+
+    def _marked_view(self, app: Flask) -> bool:
+        """Whether the request's URL goes to a view marked `no_session` (Flask matches it
+        only after opening the session: matched here, once more)."""
+        adapter = request_ctx.url_adapter
+        if adapter is None:
+            return False
+        try:
+            rule, _ = adapter.match(return_rule=True)
+        except HTTPException:  # 404, 405, a redirect: no view of ours runs
+            return False
+        return rule.endpoint in self._marked[id(app)]
 
     def _reader(self, app: Flask) -> Reader:
         reader = self._readers.get(id(app))

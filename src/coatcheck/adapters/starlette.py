@@ -28,6 +28,10 @@ empty one, so anyone can forge its cookies (every session, every user). An empty
 `ConfigurationError` here, and a key shorter than 32 bytes (256 bits, what `KeyRing`
 requires) gives a `WeakSecretKeyWarning`: the derived signing key is only as hard to guess
 as the text it comes from.
+
+One addition: `exclude=[...]` and `@no_session` endpoints, as in
+`coatcheck.adapters.asgi.SessionMiddleware`: those routes get no session, no cookie and
+no `Vary: Cookie` (`request.session` raises `SessionExcluded` there).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import hashlib
 import json
 import logging
 import warnings
+from collections.abc import Iterable
 from typing import Any, Literal
 
 from ..clientside import ClientSide
@@ -47,12 +52,13 @@ from ..lifetimes import Lifetimes
 from ..manager import Opening, SessionManager
 from ..request import RequestInfo
 from ..responses import merge_headers
+from ..routes import NO_SESSION, ExcludeSpec, RouteFilter, no_session
 from ..session import Session
 from ..transports import Cookie, find_cookie
 from .asgi import ASGIApp, Message, Receive, Scope, Send, _refuse, request_info
 from .failures import COMMIT_ERRORS, refusal
 
-__all__ = ["SessionMiddleware", "WeakSecretKeyWarning"]
+__all__ = ["SessionMiddleware", "WeakSecretKeyWarning", "no_session"]
 
 log = logging.getLogger("coatcheck")
 _FOREVER = 10 * 365 * 24 * 60 * 60  # 10 years, seconds: "no expiry" for max_age=None
@@ -166,8 +172,11 @@ class SessionMiddleware:
         https_only: bool = False,
         domain: str | None = None,
         partitioned: bool = False,
+        *,
+        exclude: Iterable[ExcludeSpec] | None = None,
     ) -> None:
         self.app = app
+        self._exclude = RouteFilter(exclude)
         secret = str(secret_key)  # a str, or Starlette's `Secret` (its str is the value)
         _check_secret(secret)
         flags = "httponly; samesite=" + same_site
@@ -199,6 +208,10 @@ class SessionMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        if self._exclude.active and self._exclude.excluded(scope, self.app):
+            scope["session"] = NO_SESSION
             await self.app(scope, receive, send)
             return
         request = request_info(scope)

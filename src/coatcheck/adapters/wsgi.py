@@ -5,6 +5,10 @@ The WSGI twin of `coatcheck.adapters.asgi.SessionMiddleware`: the session is put
 before the headers leave, so a client never sees a cookie for a session that was not saved.
 Bodies stream through untouched (changes made to the session while the body is generated
 are not saved, as with any session cookie). Failures are answered as in the ASGI middleware.
+
+Paths in `exclude=[...]` (`coatcheck.routes`; matched against `PATH_INFO`) are passed
+straight to the application: no session loaded, no header added, the response untouched;
+`environ["coatcheck.session"]` is `coatcheck.routes.NO_SESSION` there.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from ..manager import SessionManager
 from ..request import RequestInfo
 from ..request import from_wsgi as request_info
 from ..responses import Answer, merge_headers, title_case
+from ..routes import NO_SESSION, ExcludeSpec, exclusions
 from ..session import Session
 from . import failures
 
@@ -55,18 +60,37 @@ def check_csrf(
         manager.check_csrf(request, session, submitted)
 
 
+def path_info(environ: Environ) -> str:
+    """`PATH_INFO`, decoded as UTF-8 (PEP 3333 hands it over as latin-1)."""
+    path: str = environ.get("PATH_INFO") or "/"
+    if path.isascii():
+        return path
+    return path.encode("latin-1", "replace").decode("utf-8", "replace")
+
+
 class SessionMiddleware:
     """Load, expose and commit sessions around a WSGI application; `fail_open`,
-    `load_failures` and `commit_failures` as in the ASGI middleware."""
+    `load_failures`, `commit_failures` and `exclude` as in the ASGI middleware."""
 
-    def __init__(self, app: WSGIApp, manager: SessionManager, *, fail_open: bool = False) -> None:
+    def __init__(
+        self,
+        app: WSGIApp,
+        manager: SessionManager,
+        *,
+        fail_open: bool = False,
+        exclude: Iterable[ExcludeSpec] | None = None,
+    ) -> None:
         self.app = app
+        self.exclude = exclusions(exclude)
         self.manager = manager
         self.fail_open = fail_open
         self.failures = failures.StoreFailures(fail_open)
         self.load_failures, self.commit_failures = self.failures.load, self.failures.commit
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        if self.exclude is not None and self.exclude.excluded(path_info(environ)):
+            environ[ENVIRON_KEY] = NO_SESSION
+            return self.app(environ, start_response)
         manager = self.manager
         request = request_info(environ)
         try:

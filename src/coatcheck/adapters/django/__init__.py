@@ -24,7 +24,15 @@ except ModuleNotFoundError as exc:
     raise missing_extra(exc, "django", "django") from None
 
 from .config import get_manager
+from .decorators import no_session
 from .middleware import SessionMiddleware, request_info
 from .store import ConflictError, SessionStore
 
-__all__ = ["ConflictError", "SessionMiddleware", "SessionStore", "get_manager", "request_info"]
+__all__ = [
+    "ConflictError",
+    "SessionMiddleware",
+    "SessionStore",
+    "get_manager",
+    "no_session",
+    "request_info",
+]

@@ -12,6 +12,7 @@ time with a message that says how to fix it, not at the first request as a 500.
 | `coatcheck.E006` | `import_from` names no session engine coatcheck can import from   |
 | `coatcheck.E007` | any other setting the manager refuses (lifetimes, salt, manager)  |
 | `coatcheck.E008` | `import_from` reads `db` / `cached_db` without their app installed |
+| `coatcheck.E009` | `exclude` is not a list of paths, patterns or callables           |
 
 The checks build what `get_manager` would build, which opens no file and no connection
 (stores connect on first use), so `check` needs no running Redis or database.
@@ -29,7 +30,7 @@ from django.core.checks import CheckMessage, Error, register
 
 from ...exceptions import ConfigurationError
 from ...stores import from_url
-from .config import DEFAULT_STORE, KEYS, build, import_engine
+from .config import DEFAULT_STORE, KEYS, build, exclude_paths, import_engine
 
 __all__ = ["check_settings"]
 
@@ -78,6 +79,16 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                     id="coatcheck.E008",
                 )
             )
+    try:
+        exclude_paths(config)
+    except ConfigurationError as exc:
+        errors.append(
+            Error(
+                f"COATCHECK['exclude'] is invalid: {exc}",
+                hint='e.g. "exclude": ["/healthz", "/static/", re.compile(r"^/assets/")]; ' + DOCS,
+                id="coatcheck.E009",
+            )
+        )
     if not errors:
         try:
             build(config)

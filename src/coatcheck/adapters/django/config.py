@@ -7,6 +7,7 @@ COATCHECK = {
     "lifetimes": {"idle": 30 * 60, "absolute": 12 * 60 * 60},   # or a Lifetimes
     "import_from": "django.contrib.sessions.backends.db",   # see `importing`
     "session_limit": SessionLimit(3),   # optional: at most 3 live sessions per user
+    "exclude": ["/healthz", "/static/"],   # routes with no session (`coatcheck.routes`)
 }
 ```
 or `COATCHECK = {"manager": SessionManager(...)}` (or its dotted path) for full control.
@@ -36,11 +37,21 @@ from ...clientside import ClientSide
 from ...exceptions import ConfigurationError
 from ...lifetimes import Lifetimes
 from ...manager import ServerSide, SessionManager
+from ...routes import Exclusions, exclusions
 
 __all__ = ["SETTINGS", "get_manager", "import_from"]
 
 KEYS = frozenset(
-    {"manager", "store", "lifetimes", "log_salt", "clock", "import_from", "session_limit"}
+    {
+        "manager",
+        "store",
+        "lifetimes",
+        "log_salt",
+        "clock",
+        "import_from",
+        "session_limit",
+        "exclude",
+    }
 )
 #: The store when `COATCHECK` names none: the project's own default database.
 DEFAULT_STORE = "django://default"
@@ -93,10 +104,12 @@ def build(config: Mapping[str, Any]) -> SessionManager:
             f"unknown COATCHECK settings {sorted(unknown)}; known: {sorted(KEYS)}"
         )
     import_engine(config)
+    exclude_paths(config)
     if "manager" in config:
-        if len(set(config) - {"import_from"}) > 1:
+        if len(set(config) - {"import_from", "exclude"}) > 1:
             raise ConfigurationError(
-                "COATCHECK['manager'] excludes every other COATCHECK key but 'import_from'"
+                "COATCHECK['manager'] excludes every other COATCHECK key but 'import_from' "
+                "and 'exclude'"
             )
         manager = config["manager"]
         if isinstance(manager, str):
@@ -144,6 +157,13 @@ def import_engine(config: Mapping[str, Any]) -> str | None:
             f"{', '.join(IMPORTABLE_ENGINES)}; not {engine!r}"
         )
     return str(engine)
+
+
+def exclude_paths(config: Mapping[str, Any]) -> Exclusions | None:
+    """`COATCHECK["exclude"]`: the paths (matched against `request.path_info`) that get no
+    session (`coatcheck.routes.Exclusions`); None: none. `ConfigurationError` for a bad
+    entry."""
+    return exclusions(config.get("exclude"))
 
 
 def _lifetimes(value: Any) -> Lifetimes:
@@ -195,11 +215,22 @@ class SessionSettings:
     #: What users of these settings derive from them (`SessionMiddleware`'s cookie
     #: template), forgotten when they change.
     derived: dict[str, Any]
+    #: `COATCHECK["exclude"]`, read with the rest (None: nothing excluded), and the
+    #: error that reading it raised, for `SessionMiddleware` to raise at construction.
+    exclude: Exclusions | None = None
+    exclude_error: ConfigurationError | None = None
 
     def load(self) -> None:
         for name in self.NAMES:
             setattr(self, name, getattr(settings, name))
         self.derived = {}
+        self.exclude, self.exclude_error = None, None
+        config = getattr(settings, "COATCHECK", {})
+        if isinstance(config, Mapping):
+            try:
+                self.exclude = exclude_paths(config)
+            except ConfigurationError as exc:  # reported by `manage.py check` (E009)
+                self.exclude_error = exc
         self.loaded = True
 
 
@@ -209,7 +240,7 @@ SETTINGS = SessionSettings()
 
 def _reset(*, setting: str, **kwargs: Any) -> None:
     global _manager, _import
-    if setting in SessionSettings.NAMES and SETTINGS.loaded:
+    if (setting in SessionSettings.NAMES or setting == "COATCHECK") and SETTINGS.loaded:
         SETTINGS.load()
     if setting in WATCHED:
         with _lock:

@@ -1,5 +1,5 @@
-"""Recent login and assurance level for Django: the view decorator
-`recent_login_required(max_age=..., assurance=...)` and `reauthenticate(request, ...)`.
+"""Django view decorators: `recent_login_required(max_age=..., assurance=...)` with
+`reauthenticate(request, ...)`, and `no_session`.
 
 ::
 
@@ -16,6 +16,21 @@ assurance=...)`) at most `max_age` seconds ago, at a high enough assurance level
 middleware then adds `Vary: Cookie` as to any response that read the session. The user is
 the one `django.contrib.auth` bound to the session, at the lowest level until
 `reauthenticate` records a higher one (in the login's own request, or later).
+
+`no_session` makes a view that has no session::
+
+    from coatcheck.adapters.django import no_session
+
+    @no_session
+    def healthz(request):
+        return HttpResponse("ok")
+
+When the view is called, `request.session` becomes `coatcheck.routes.NO_SESSION` (any use
+raises `SessionExcluded`), and coatcheck's `SessionMiddleware` (or Django's own) then
+saves nothing and adds no cookie and no `Vary: Cookie`. The engine loads lazily, so the
+store is not touched, unless a middleware read the session before the view ran (in its
+`process_request` or `process_view`): list such paths in `COATCHECK["exclude"]` instead,
+which the middleware tests before anything else.
 """
 
 from __future__ import annotations
@@ -25,15 +40,18 @@ import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
 
 from ...assurance import DEFAULT_LADDER, Ladder, Requirement
 from ...exceptions import ConfigurationError, StepUpRequired
+from ...routes import NO_SESSION
+from ...routes import no_session as mark
 from ...session import DEFAULT_ASSURANCE
 from ..failures import unauthorized
 from .rules import AUTH_USER_KEY, bind_user
 
-__all__ = ["reauthenticate", "recent_login_required"]
+__all__ = ["no_session", "reauthenticate", "recent_login_required"]
 
 _View = TypeVar("_View", bound=Callable[..., Any])
 
@@ -113,3 +131,22 @@ def _unmet(request: HttpRequest, requirement: Requirement) -> HttpResponse | Non
             response[name] = value
         return response
     return None
+
+
+def no_session(view: _View) -> _View:
+    """`view`, with no session: a function view, `Some_View.as_view()`, sync or async."""
+    if iscoroutinefunction(view):
+
+        async def excluded_async(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+            request.session = NO_SESSION  # type: ignore[assignment]
+            return await view(request, *args, **kwargs)
+
+        wrapper: Any = markcoroutinefunction(functools.wraps(view)(excluded_async))
+    else:
+
+        def excluded(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+            request.session = NO_SESSION  # type: ignore[assignment]
+            return view(request, *args, **kwargs)
+
+        wrapper = functools.wraps(view)(excluded)
+    return mark(wrapper)  # type: ignore[no-any-return]

@@ -15,6 +15,12 @@ whether the save runs at the end (the session was modified) or in the view
 (`request.session.save()`, `cycle_key()` in `django.contrib.auth.login`). A store failure
 in another middleware's own code (before or after the view) is Django's to answer.
 
+Paths in `COATCHECK["exclude"]` (`coatcheck.routes`; matched against `request.path_info`)
+get no session: `request.session` is `coatcheck.routes.NO_SESSION`, which raises
+`SessionExcluded` on use, and the response gets no cookie and no `Vary: Cookie`. Views
+decorated with `coatcheck.adapters.django.no_session` get the same from the moment they
+are called.
+
 Use it in place of `django.contrib.sessions.middleware.SessionMiddleware`. With the plain
 Django middleware, listings show no IP or agent, a conflict surfaces as Django's own
 `SessionInterrupted` (its answer to a save that a concurrent request made impossible: a
@@ -42,6 +48,7 @@ from ...exceptions import ConfigurationError, StoreError, WriteConflict
 from ...ids import SECRET_LENGTH
 from ...request import RequestInfo, new_request
 from ...responses import Answer
+from ...routes import NO_SESSION, NoSession
 from ..failures import (
     COMMIT_ERRORS,
     UNAVAILABLE,
@@ -90,6 +97,8 @@ class SessionMiddleware(DjangoSessionMiddleware):
         self.load_failures, self.commit_failures = store_failure_logs(False)
         if not SETTINGS.loaded:
             SETTINGS.load()
+        if SETTINGS.exclude_error is not None:
+            raise SETTINGS.exclude_error
 
     def __call__(self, request: HttpRequest) -> Any:
         """`MiddlewareMixin.__call__`, without its two `hasattr` tests (this class has
@@ -101,6 +110,10 @@ class SessionMiddleware(DjangoSessionMiddleware):
         return self.process_response(request, response)  # type: ignore[arg-type]
 
     def process_request(self, request: HttpRequest) -> None:
+        exclude = SETTINGS.exclude
+        if exclude is not None and exclude.excluded(request.path_info):
+            request.session = NO_SESSION  # type: ignore[assignment]
+            return
         session = self._engine(_cookies(request).get(SETTINGS.SESSION_COOKIE_NAME))
         # What `request_info` reads, for the session to build it if it is loaded (not the
         # request itself: a request <-> session cycle would leave every request to the
@@ -118,6 +131,8 @@ class SessionMiddleware(DjangoSessionMiddleware):
         except AttributeError:
             return response
         if not isinstance(session, self._engine):
+            if isinstance(session, NoSession):
+                return response  # an excluded route: nothing to save, no header to add
             return self._django_response(request, response)
         conf = SETTINGS
         name = conf.SESSION_COOKIE_NAME
