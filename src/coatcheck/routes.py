@@ -279,12 +279,17 @@ def _mounts() -> tuple[type, ...]:
 
 
 def _routes_of(route: Any) -> list[Any] | None:
-    """The routes under a `Mount` or `Host` (None for a leaf route, or a mounted app that
-    is no router)."""
-    if not isinstance(route, _mounts()):
-        return None
-    routes = getattr(route, "routes", None)
-    return routes if isinstance(routes, list) else None
+    """The routes under a `Mount` or `Host`, or under a router FastAPI included
+    (`include_router`: a route whose `effective_candidates()` are the included routes,
+    prefixed); None for a leaf route, or a mounted app that is no router."""
+    if isinstance(route, _mounts()):
+        routes = getattr(route, "routes", None)
+        return routes if isinstance(routes, list) else None
+    candidates = getattr(route, "effective_candidates", None)
+    if callable(candidates) and hasattr(route, "original_router"):
+        included = candidates()
+        return included if isinstance(included, list) else None
+    return None
 
 
 def _marked(route: Any) -> bool:
