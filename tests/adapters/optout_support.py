@@ -26,7 +26,7 @@ def recording(base: type) -> type:
     """A subclass of the store class `base` that lists, in `calls`, every store method
     looked up on it (by the core or by the store itself)."""
 
-    class Recording(base):  # type: ignore[valid-type,misc]
+    class Recording(base):  # type: ignore[misc]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             object.__setattr__(self, "calls", [])
             super().__init__(*args, **kwargs)

@@ -8,6 +8,7 @@ is left alone; every other route behaves as before, which the same checks show."
 from __future__ import annotations
 
 import re
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from coatcheck.manager import SessionManager
 from coatcheck.routes import NO_SESSION
 from coatcheck.session import Session
 from helpers import COOKIE, FakeClock, client, sent_secret
+
 from .optout_support import (
     COATCHECK_HEADERS,
     MODES,
@@ -220,7 +222,7 @@ async def test_bare_asgi_app(tmp_path: Path, clock: FakeClock) -> None:
     manager, store = manager_in("server-memory", tmp_path, clock)
     seen: list[Any] = []
 
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def app(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
         seen.append(scope["session"])
         session = scope["session"]
         if isinstance(session, Session):
@@ -237,9 +239,7 @@ async def test_bare_asgi_app(tmp_path: Path, clock: FakeClock) -> None:
     assert seen[:2] == [NO_SESSION, NO_SESSION] and isinstance(seen[2], Session)
 
 
-async def test_root_path_is_not_part_of_the_matched_path(
-    tmp_path: Path, clock: FakeClock
-) -> None:
+async def test_root_path_is_not_part_of_the_matched_path(tmp_path: Path, clock: FakeClock) -> None:
     manager, store = manager_in("server-memory", tmp_path, clock)
     app = starlette_app(manager)
     transport = httpx.ASGITransport(app=app, root_path="/prefix")
