@@ -171,7 +171,10 @@ class Exclusions:
         for pattern in self.patterns:
             if pattern.search(path) is not None:
                 return True
-        return any(test(path) for test in self.tests)
+        for test in self.tests:
+            if test(path):
+                return True
+        return False
 
     def __repr__(self) -> str:
         return f"Exclusions({list(self.specs)!r})"
@@ -219,13 +222,19 @@ class RouteFilter:
     request (routes added after it are not seen).
 
     `active` is False once the first request has shown there is nothing to test: the
-    middleware then skips the call altogether."""
+    middleware then skips the call altogether. A marked route costs other requests one
+    regular-expression match (its path's, or its mount's); only a request that matches it
+    pays for `Route.matches` and for checking that no route before it takes the request.
+    """
 
     def __init__(self, exclude: Iterable[ExcludeSpec] | None) -> None:
         self.paths = exclusions(exclude)
         self.active = True
-        #: The marked routes, each with the mounts above it (outermost first).
-        self.marked: tuple[tuple[Any, ...], ...] | None = None
+        #: Per marked route: a pattern its path must match (None: no cheap test), the
+        #: routes that must match in full (its mounts, then itself), and the top-level
+        #: routes before it (None: it is mounted, Starlette's routing is followed).
+        self.tests: tuple[tuple[Any, tuple[Any, ...], tuple[Any, ...] | None], ...] | None
+        self.tests = None
         self.routes: list[Any] = []
         self._full: Any = None
         self._partial: Any = None
@@ -233,33 +242,59 @@ class RouteFilter:
     def excluded(self, scope: Any, app: Any) -> bool:
         """Whether the request of `scope` has no session (`app`: the wrapped app, for a
         router if the scope names none)."""
+        path: str = scope["path"]
+        root: str = scope.get("root_path", "")
+        if root:
+            path = route_path(scope)  # (inlined: the test runs on every request)
         paths = self.paths
-        if paths is not None and paths.excluded(route_path(scope)):
+        if paths is not None and paths.excluded(path):
             return True
-        if self.marked is None:
+        tests = self.tests
+        if tests is None:
             self._collect(scope.get("app") or app)
-            self.active = paths is not None or bool(self.marked)
-        return bool(self.marked) and self._marked_route(scope)
+            self.active = paths is not None or bool(self.tests)
+            tests = self.tests
+        return bool(tests) and self._marked_route(scope, path)
 
     def _collect(self, app: Any) -> None:
         routes = getattr(app, "routes", None)
         if not isinstance(routes, list):
-            self.marked = ()
+            self.tests = ()
             return
         marked: list[tuple[Any, ...]] = []
         _find_marked(routes, (), marked)
-        self.marked = tuple(marked)
-        if marked:
+        tests = []
+        for chain in marked:
+            *above, route = chain
+            mounts = [r for r in above if isinstance(r, _starlette_types()[:2])]
+            if above and not mounts:  # only FastAPI's included routers: the route's own
+                regex = getattr(route, "path_regex", None)  # pattern has their prefix
+            else:
+                regex = getattr(chain[0], "path_regex", None)
+            before = None if above else tuple(routes[: routes.index(route)])
+            tests.append((regex, (*mounts, route), before))
+        self.tests = tuple(tests)
+        if tests:
             from starlette.routing import Match  # a router with routes: Starlette's
 
             self._full, self._partial = Match.FULL, Match.PARTIAL
             self.routes = routes
 
-    def _marked_route(self, scope: Any) -> bool:
-        """Whether the route Starlette will pick is marked: first a cheap test of the marked
-        routes alone, then (only if one matches) Starlette's own choice, in order."""
+    def _marked_route(self, scope: Any, path: str) -> bool:
+        """Whether the route Starlette will pick is marked: the marked routes are tested
+        in order; the first that matches in full is the request's unless a route before it
+        matches in full too."""
         full = self._full
-        for chain in self.marked or ():
+        for regex, chain, before in self.tests or ():
+            if regex is not None and regex.match(path) is None:
+                continue
+            if before is not None:  # a top-level route, whose pattern matched
+                if not _takes(chain[0], scope, path, full):
+                    continue
+                for route in before:
+                    if _takes(route, scope, path, full):
+                        return False
+                return True
             current = scope
             for route in chain:
                 match, child = route.matches(current)
@@ -271,18 +306,31 @@ class RouteFilter:
         return False
 
 
-@functools.cache
-def _mounts() -> tuple[type, ...]:
-    from starlette.routing import Host, Mount  # only asked of a router with routes
+def _takes(route: Any, scope: Any, path: str, full: Any) -> bool:
+    """Whether `route` matches `scope` in full: its pattern first, when it has one; for a
+    plain HTTP `Route`, its methods (what `Route.matches` checks, without building the
+    child scope)."""
+    regex = getattr(route, "path_regex", None)
+    if regex is not None and regex.match(path) is None:
+        return False
+    if isinstance(route, _starlette_types()[2]) and scope["type"] == "http":
+        methods = getattr(route, "methods", None)
+        return not methods or scope["method"] in methods
+    return route.matches(scope)[0] is full
 
-    return (Mount, Host)
+
+@functools.cache
+def _starlette_types() -> tuple[type, ...]:
+    from starlette.routing import Host, Mount, Route  # only asked of a router with routes
+
+    return (Mount, Host, Route)
 
 
 def _routes_of(route: Any) -> list[Any] | None:
     """The routes under a `Mount` or `Host`, or under a router FastAPI included
     (`include_router`: a route whose `effective_candidates()` are the included routes,
     prefixed); None for a leaf route, or a mounted app that is no router."""
-    if isinstance(route, _mounts()):
+    if isinstance(route, _starlette_types()[:2]):
         routes = getattr(route, "routes", None)
         return routes if isinstance(routes, list) else None
     candidates = getattr(route, "effective_candidates", None)
