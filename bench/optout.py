@@ -3,6 +3,7 @@
 with routes (Starlette's routing included), a browser's session cookie on every request:
 
   bare            the app alone, GET /healthz
+  bare-mark       the app alone, GET /marked (Starlette matches 4 routes, not 2)
   excluded-path   coatcheck's middleware, exclude=[4 specs], GET /healthz (excluded)
   excluded-mark   coatcheck's middleware, GET /marked (an `@no_session` endpoint)
   plain-read      coatcheck's middleware, no exclude, GET / (reads the session)
@@ -23,7 +24,7 @@ import subprocess
 import sys
 from typing import Any
 
-CASES = ("bare", "excluded-path", "excluded-mark", "plain-read", "exclude-read")
+CASES = ("bare", "bare-mark", "excluded-path", "excluded-mark", "plain-read", "exclude-read")
 HEADERS = [
     (b"host", b"app.example"),
     (b"user-agent", b"Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"),
@@ -44,7 +45,7 @@ def build(case: str) -> Any:
 
     async def page(request: Request) -> Response:
         session = request.scope.get("session")
-        if case != "bare" and session.__class__.__name__ == "Session":
+        if session.__class__.__name__ == "Session":
             session.get("user")
             if "user" not in session:
                 session["user"] = "ada"
@@ -62,7 +63,7 @@ def build(case: str) -> Any:
         Route("/items/{item}", healthz),
         Route("/marked", no_session(marked) if case != "plain-read" else marked),
     ]
-    if case == "bare":
+    if case.startswith("bare"):
         return Starlette(routes=routes)
     exclude: list[Any] = []
     if case in ("excluded-path", "exclude-read"):
@@ -74,7 +75,12 @@ def build(case: str) -> Any:
 
 def run(case: str, requests: int) -> None:
     app = build(case)
-    path = {"bare": "/healthz", "excluded-path": "/healthz", "excluded-mark": "/marked"}
+    path = {
+        "bare": "/healthz",
+        "bare-mark": "/marked",
+        "excluded-path": "/healthz",
+        "excluded-mark": "/marked",
+    }
     cookies: list[bytes] = []
 
     async def receive() -> dict[str, Any]:

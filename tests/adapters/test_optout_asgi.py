@@ -25,10 +25,10 @@ from coatcheck.adapters import starlette as dropin
 from coatcheck.adapters.asgi import SessionMiddleware, no_session, require_session
 from coatcheck.adapters.fastapi import SessionDep
 from coatcheck.exceptions import ConfigurationError, SessionExcluded
-from coatcheck.manager import SessionManager
+from coatcheck.manager import ServerSide, SessionManager
 from coatcheck.routes import NO_SESSION
 from coatcheck.session import Session
-from helpers import COOKIE, FakeClock, client, sent_secret
+from helpers import COOKIE, DownStore, FakeClock, client, sent_secret
 
 from .optout_support import (
     COATCHECK_HEADERS,
@@ -383,3 +383,13 @@ def test_bad_exclude_specs_are_configuration_errors(
         SessionMiddleware(Starlette(), manager, exclude=exclude)
     with pytest.raises(ConfigurationError, match=re.escape(message)):
         dropin.SessionMiddleware(Starlette(), secret_key="k" * 32, exclude=exclude)
+
+
+async def test_a_store_that_is_down_does_not_reach_excluded_routes(clock: FakeClock) -> None:
+    manager = SessionManager(ServerSide(store=DownStore()), clock=clock, log_salt=b"test-salt")
+    async with client(starlette_app(manager)) as http:
+        for path in ("/healthz", "/marked", "/static/x.css"):
+            response = await http.get(path, headers={"cookie": f"{COOKIE}={'x' * 65}"})
+            assert response.status_code == 200, path
+            untouched(response)
+        assert (await http.get("/set")).status_code == 503  # the control: a write
