@@ -771,15 +771,14 @@ _DEFAULT_LIFETIMES = Lifetimes()
 
 
 def _limit(value: float | None, name: str) -> float:
-    """A per-session limit given to `set_persistent`: seconds > 0 (None: as configured)."""
+    """A per-session limit given to `set_persistent`: seconds > 0 (None: as configured).
+    Not a number: `TypeError` (as the compiled core's argument check raises it first); a
+    number that is not a finite one > 0: `ValueError`."""
     if value is None:
         return math.inf
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value <= 0
-    ):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"set_persistent({name}=...) takes a number of seconds, not {value!r}")
+    if not math.isfinite(value) or value <= 0:
         raise ValueError(f"set_persistent({name}=...) takes a number of seconds > 0")
     return float(value)
 
