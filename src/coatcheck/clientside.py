@@ -65,7 +65,7 @@ from .stores import (
     revocations_to_async,
     to_async,
 )
-from .tokens import JWECodec, JWSCodec, check_times
+from .tokens import JWECodec, JWSCodec, TokenCodec, check_times
 
 if TYPE_CHECKING:
     from .request import RequestInfo
@@ -83,6 +83,19 @@ DEFAULT_MAX_STALENESS = 60.0
 SYNC_RETRY = 1.0
 
 
+def _codec(keys: KeyRing, encrypted: bool, compress: bool, algorithm: str | None) -> TokenCodec:
+    """The token codec `ClientSide` uses: JWE, HS256 JWS, or EdDSA / ES256 JWS."""
+    if encrypted:
+        if algorithm is not None:
+            raise ConfigurationError("algorithm=... applies to signed tokens, not encrypted=True")
+        return JWECodec(keys, compress=compress)
+    if algorithm == "HS256" or (algorithm is None and keys.signing_algorithm is None):
+        return JWSCodec(keys)
+    from .asymmetric import AsymmetricJWSCodec
+
+    return AsymmetricJWSCodec(keys.signing_keys(), algorithm=algorithm)
+
+
 class ClientSide:
     """Client-side sessions: tokens signed (default) or encrypted (`encrypted=True`) with
     `keys`.
@@ -97,6 +110,11 @@ class ClientSide:
     deletes it again). `list_anonymous=True` lists anonymous sessions too, at the price of
     a registry write per new visitor; turned on later, it ends the anonymous sessions that
     began before (their tokens have no record: see `vanished`).
+
+    `algorithm` picks the signature: "HS256" (the default for a ring of symmetric keys),
+    "EdDSA" or "ES256" (asymmetric, `coatcheck.asymmetric`: the default when the ring holds
+    signing keys; downstream services verify with the public JWK set alone). It is fixed
+    here, by the configuration and the key type, never by a token's header.
 
     `staleness` bounds how old (seconds) a process's copy of the revocation list may be;
     `strict=True` checks the store on every request. `leeway` tolerates clock skew between
@@ -146,6 +164,7 @@ class ClientSide:
         leeway: float = 5.0,  # seconds
         max_staleness: float | None = None,  # seconds; None: 60, or 0 with strict=True
         list_anonymous: bool = False,
+        algorithm: str | None = None,
     ) -> None:
         if not isinstance(keys, KeyRing):
             raise ConfigurationError(
@@ -159,9 +178,7 @@ class ClientSide:
         #: with its keys, or with none.
         self._server = RecordReader((*hash_keys(keys), None), self.name)
         self.encrypted = encrypted
-        self.codec: JWSCodec | JWECodec = (
-            JWECodec(keys, compress=compress) if encrypted else JWSCodec(keys)
-        )
+        self.codec: TokenCodec = _codec(keys, encrypted, compress, algorithm)
         self.staleness = 0.0 if strict else staleness
         self.leeway = leeway
         if max_staleness is None:

@@ -22,6 +22,14 @@ makes one; `=` padding is allowed) separated by commas or newlines, newest first
 lines and lines starting with `#` are ignored. Every key must decode to at least 32 bytes
 (256 bits). Errors say which key (by position) is wrong and how to generate one, and never
 repeat key material.
+
+Asymmetric signing keys (EdDSA / ES256, `coatcheck.asymmetric`) may stand beside or instead
+of those: a private key as a one-line JWK (`{...}`, what `coatcheck keys new --alg EdDSA`
+prints) or a PEM block (`-----BEGIN PRIVATE KEY-----` ... `-----END PRIVATE KEY-----`),
+newest first among themselves. The first signs client-side tokens, all verify, and
+`KeyRing.jwks()` publishes their public halves only. A ring with signing keys and no
+symmetric key derives its symmetric subkeys (JWE, ID hashing) from the signing keys' private
+bytes, through HKDF under a label of its own, so one key file is enough.
 """
 
 from __future__ import annotations
@@ -35,12 +43,15 @@ import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .exceptions import ConfigurationError
+
+if TYPE_CHECKING:
+    from .asymmetric import SigningKey
 
 __all__ = [
     "ID_HASH",
@@ -57,6 +68,9 @@ MIN_KEY_BYTES = 32  # 256 bits
 DEFAULT_ENV = "COATCHECK_KEYS"
 _KID_BYTES = 12
 _B64URL = re.compile(r"[A-Za-z0-9_-]+={0,2}")
+# One key of key text: a PEM block, a one-line JSON object (a JWK), or a base64url key.
+_ENTRY = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----.*?-----END \1-----|\{[^{}]*\}|[^,\s]+", re.S)
+_FROM_SIGNING_KEY = b"coatcheck/master-from-signing-key"
 _HOW_TO_GENERATE = (
     "Generate a key with `coatcheck keys new` or "
     '`python -c "import secrets; print(secrets.token_urlsafe(32))"`, '
@@ -120,11 +134,16 @@ class KeyRing:
     immutable and safe to share between threads.
     """
 
-    __slots__ = ("_count", "_subkeys")
+    __slots__ = ("_count", "_signing", "_subkeys")
 
-    def __init__(self, keys: Iterable[bytes]) -> None:
+    def __init__(self, keys: Iterable[bytes], *, signing: Iterable[SigningKey] = ()) -> None:
         # `Any`: checked below, where the compiled core would raise TypeError first.
         masters: list[Any] = list(keys)
+        self._signing: tuple[SigningKey, ...] = _signing_keys(signing)
+        if not masters and self._signing:
+            masters = [
+                _hkdf(key.secret_bytes(), _FROM_SIGNING_KEY, MIN_KEY_BYTES) for key in self._signing
+            ]
         if not masters:
             raise ConfigurationError(f"a KeyRing needs at least one key. {_HOW_TO_GENERATE}")
         seen: set[bytes] = set()
@@ -159,8 +178,13 @@ class KeyRing:
     # -- construction -------------------------------------------------------------------
 
     @classmethod
-    def generate(cls, count: int = 1) -> KeyRing:
-        """A ring of `count` fresh random keys (for tests and development)."""
+    def generate(cls, count: int = 1, *, algorithm: str | None = None) -> KeyRing:
+        """A ring of `count` fresh random keys (for tests and development): symmetric ones,
+        or with `algorithm` ("EdDSA", "ES256") signing keys of that type."""
+        if algorithm is not None:
+            from .asymmetric import generate_signing_key
+
+            return cls((), signing=[generate_signing_key(algorithm) for _ in range(count)])
         return cls(secrets.token_bytes(MIN_KEY_BYTES) for _ in range(count))
 
     @classmethod
@@ -170,19 +194,21 @@ class KeyRing:
         `source` names where the text came from in error messages.
         """
         keys: list[bytes] = []
-        for line in text.splitlines():
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            for item in line.split(","):
-                item = item.strip()
-                if not item:
-                    continue
-                keys.append(_decode_key(item, len(keys) + 1, source))
-        if not keys:
+        signing: list[SigningKey] = []
+        lines = [line for line in text.splitlines() if not line.strip().startswith("#")]
+        for match in _ENTRY.finditer("\n".join(lines)):
+            item = match.group(0)
+            position = len(keys) + len(signing) + 1
+            if item.startswith(("{", "-----BEGIN")):
+                from .asymmetric import load_private_key
+
+                signing.append(load_private_key(item, position, source))
+            else:
+                keys.append(_decode_key(item, position, source))
+        if not keys and not signing:
             raise ConfigurationError(f"{source} holds no key. {_HOW_TO_GENERATE}")
         try:
-            return cls(keys)
+            return cls(keys, signing=signing)
         except ConfigurationError as exc:
             raise ConfigurationError(f"{source}: {exc}") from None
 
@@ -216,6 +242,15 @@ class KeyRing:
     def __len__(self) -> int:
         return self._count
 
+    def signing_keys(self) -> tuple[SigningKey, ...]:
+        """The asymmetric signing keys (EdDSA, ES256), newest first; empty for an HS256 ring."""
+        return self._signing
+
+    @property
+    def signing_algorithm(self) -> str | None:
+        """The algorithm of the newest signing key (the one that signs), or None."""
+        return self._signing[0].alg if self._signing else None
+
     def __repr__(self) -> str:
         return f"<KeyRing keys={self._count}>"
 
@@ -244,10 +279,17 @@ class KeyRing:
     ) -> dict[str, list[dict[str, str]]]:
         """The token keys as a JWK set (RFC 7517), newest first, for another service.
 
-        Without `include_secret` the set lists each key's `kid`, `alg` and `use` only (what
-        is in use, safe to show); with it, each JWK carries `k`, enough to verify or decrypt
-        every token this ring accepts. Treat that output like the keys themselves.
+        A ring with signing keys publishes their public halves only (`kty` OKP or EC, with
+        `kid`, `alg` and `use`): what a downstream service needs to verify its tokens, and
+        safe to serve to anyone. A private or symmetric key is never in that set.
+
+        Otherwise (HS256), without `include_secret` the set lists each key's `kid`, `alg`
+        and `use` only (what is in use, safe to show); with it, each JWK carries `k`, enough
+        to verify or decrypt every token this ring accepts. Treat that output like the keys
+        themselves.
         """
+        if self._signing and not include_secret:
+            return {"keys": [key.public.jwk() for key in self._signing]}
         return {
             "keys": [
                 key.jwk(include_secret=include_secret)
@@ -255,6 +297,24 @@ class KeyRing:
                 for key in self.subkeys(purpose)
             ]
         }
+
+
+def _signing_keys(signing: Iterable[Any]) -> tuple[SigningKey, ...]:
+    """The signing keys, newest first, each marked current or not; duplicates refused."""
+    from dataclasses import replace
+
+    from .asymmetric import SigningKey
+
+    keys: list[SigningKey] = []
+    for position, key in enumerate(signing, 1):
+        if not isinstance(key, SigningKey):
+            raise ConfigurationError(
+                f"signing key {position} is a {type(key).__name__}, not a SigningKey"
+            )
+        if any(k.kid == key.kid for k in keys):
+            raise ConfigurationError(f"signing key {position} appears twice in the key ring")
+        keys.append(replace(key, is_current=position == 1))
+    return tuple(keys)
 
 
 def _decode_key(text: str, position: int, source: str) -> bytes:

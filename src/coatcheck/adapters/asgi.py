@@ -132,6 +132,12 @@ class SessionMiddleware:
     paths, prefixes ending in `/`, `re.Pattern`s, callables); endpoints marked with
     `no_session` in a Starlette or FastAPI router are excluded too (collected at the first
     request). An excluded request costs what the bare app costs, plus the path test.
+
+    `jwks_path` (e.g. `"/.well-known/jwks.json"`; default None: not served) is where the
+    middleware serves the public JWK set of EdDSA / ES256 client-side tokens
+    (`coatcheck.asymmetric.PublicKeySet`: `Cache-Control` max-age `jwks_max_age` seconds
+    and an ETag), without loading a session; with any other mode it is a
+    `ConfigurationError`.
     """
 
     def __init__(
@@ -142,6 +148,8 @@ class SessionMiddleware:
         fail_open: bool = False,
         client_script_path: str | None = None,
         exclude: Iterable[ExcludeSpec] | None = None,
+        jwks_path: str | None = None,
+        jwks_max_age: int = 300,
     ) -> None:
         self.app = app
         self.manager = manager
@@ -151,6 +159,12 @@ class SessionMiddleware:
         self.load_failures, self.commit_failures = self.failures.load, self.failures.commit
         self._script = ClientScript() if client_script_path is not None else None
         self._exclude = RouteFilter(exclude)
+        self.jwks_path = jwks_path
+        self._jwks: Any = None
+        if jwks_path is not None:
+            from ..asymmetric import PublicKeySet
+
+            self._jwks = PublicKeySet.of(getattr(manager.mode, "codec", None), max_age=jwks_max_age)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -159,6 +173,13 @@ class SessionMiddleware:
         if self._script is not None and scope.get("path") == self.client_script_path:
             if scope["type"] == "http":
                 await _send(send, *self._script.answer(request_info(scope)))
+                return
+        if self._jwks is not None and scope.get("path") == self.jwks_path:
+            if scope["type"] == "http":
+                request = request_info(scope)
+                await _send(
+                    send, *self._jwks.answer(request.method, request.header_values("if-none-match"))
+                )
                 return
         if self._exclude.active and self._exclude.excluded(scope, self.app):
             scope["session"] = NO_SESSION

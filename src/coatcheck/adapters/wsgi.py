@@ -70,7 +70,8 @@ def path_info(environ: Environ) -> str:
 
 class SessionMiddleware:
     """Load, expose and commit sessions around a WSGI application; `fail_open`,
-    `load_failures`, `commit_failures` and `exclude` as in the ASGI middleware."""
+    `load_failures`, `commit_failures`, `exclude`, `jwks_path` and `jwks_max_age` as in
+    the ASGI middleware."""
 
     def __init__(
         self,
@@ -79,15 +80,30 @@ class SessionMiddleware:
         *,
         fail_open: bool = False,
         exclude: Iterable[ExcludeSpec] | None = None,
+        jwks_path: str | None = None,
+        jwks_max_age: int = 300,
     ) -> None:
         self.app = app
         self.exclude = exclusions(exclude)
+        self.jwks_path = jwks_path
+        self._jwks: Any = None
+        if jwks_path is not None:
+            from ..asymmetric import PublicKeySet
+
+            self._jwks = PublicKeySet.of(getattr(manager.mode, "codec", None), max_age=jwks_max_age)
         self.manager = manager
         self.fail_open = fail_open
         self.failures = failures.StoreFailures(fail_open)
         self.load_failures, self.commit_failures = self.failures.load, self.failures.commit
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        if self._jwks is not None and path_info(environ) == self.jwks_path:
+            method = environ.get("REQUEST_METHOD", "GET")
+            tags = [environ["HTTP_IF_NONE_MATCH"]] if "HTTP_IF_NONE_MATCH" in environ else []
+            status, headers, body = self._jwks.answer(method, tags)
+            reason = {200: "OK", 304: "Not Modified", 405: "Method Not Allowed"}[status]
+            start_response(f"{status} {reason}", title_case(headers))
+            return [body]
         if self.exclude is not None and self.exclude.excluded(path_info(environ)):
             environ[ENVIRON_KEY] = NO_SESSION
             return self.app(environ, start_response)
