@@ -261,6 +261,21 @@ def cmd_keys_new(args: argparse.Namespace, out: TextIO) -> int:
 
     if not 1 <= args.count <= 16:
         raise Failure("--count must be between 1 and 16", EXIT_USAGE)
+    if args.alg != "HS256":
+        from .asymmetric import generate_signing_key
+
+        signing = [generate_signing_key(args.alg) for _ in range(args.count)]
+        jwks = [json.dumps(k.private_jwk(), separators=(",", ":")) for k in signing]
+        _emit(args, {"keys": jwks, "kids": [k.kid for k in signing]}, "\n".join(jwks), out)
+        if not args.json:
+            print(
+                f"# a private {args.alg} key (one-line JWK): put it first in ${KEYS_ENV} or "
+                "in a key file (one per line), keeping older keys after it until their tokens "
+                "have expired; publish the public half with `coatcheck keys jwks` or "
+                "SessionMiddleware(jwks_path=...)",
+                file=sys.stderr,
+            )
+        return 0
     keys = [generate_key() for _ in range(args.count)]
     _emit(args, {"keys": keys}, "\n".join(keys), out)
     if not args.json:
@@ -294,12 +309,34 @@ def cmd_keys_check(args: argparse.Namespace, out: TextIO) -> int:
             for r in rows
         ],
     )
-    _emit(
-        args,
-        {"source": source, "keys": rows},
-        f"{len(rows)} valid key(s) in {source} (newest first)\n{table}",
-        out,
-    )
+    signing_rows = [
+        {"position": i + 1, "current": i == 0, "alg": k.alg, "kid": k.kid}
+        for i, k in enumerate(ring.signing_keys())
+    ]
+    text = f"{len(rows)} valid key(s) in {source} (newest first)\n{table}"
+    if signing_rows:
+        text = f"{len(signing_rows)} signing key(s) in {source} (newest first)\n" + render_table(
+            ["key", "role", "alg", "kid"],
+            [
+                [r["position"], "signs and verifies" if r["current"] else "verifies"]
+                + [r["alg"], r["kid"]]
+                for r in signing_rows
+            ],
+        )
+        text += f"\nsymmetric subkeys (JWE, ID hashing):\n{table}"
+    _emit(args, {"source": source, "keys": rows, "signing_keys": signing_rows}, text, out)
+    return 0
+
+
+def cmd_keys_jwks(args: argparse.Namespace, out: TextIO) -> int:
+    ring = _keyring(args)
+    if not ring.signing_keys():
+        raise Failure(
+            "the configured keys are symmetric (HS256): they have no public JWK set; make a "
+            "signing key with `coatcheck keys new --alg EdDSA`",
+            EXIT_FAILED,
+        )
+    print(json.dumps(ring.jwks(), indent=2), file=out)
     return 0
 
 
@@ -316,8 +353,14 @@ def cmd_token_inspect(args: argparse.Namespace, out: TextIO) -> int:
     except (InvalidToken, ValueError, UnicodeError):
         raise Failure("the token's header is not base64url JSON", EXIT_FAILED) from None
     ring = _keyring(args)
-    codec = JWSCodec(ring) if len(segments) == 3 else JWECodec(ring)
+    codec: Any = JWSCodec(ring) if len(segments) == 3 else JWECodec(ring)
     kind = "JWS HS256 (signed)" if len(segments) == 3 else "JWE dir/A256GCM (encrypted)"
+    if len(segments) == 3 and isinstance(header, dict) and header.get("alg") != "HS256":
+        if ring.signing_keys():
+            from .asymmetric import AsymmetricJWSCodec
+
+            codec = AsymmetricJWSCodec(ring.signing_keys())
+            kind = f"JWS {ring.signing_algorithm} (signed)"
     report: dict[str, Any] = {"format": kind, "header": header}
     try:
         decoded = codec.decode(token)
@@ -615,7 +658,20 @@ def build_parser() -> argparse.ArgumentParser:
     key_actions = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
     new = key_actions.add_parser("new", parents=[output], help="print a new key")
     new.add_argument("--count", type=int, default=1, help="how many keys (default 1)")
+    new.add_argument(
+        "--alg",
+        choices=["HS256", "EdDSA", "ES256"],
+        default="HS256",
+        help="HS256: a symmetric key (default); EdDSA (Ed25519) or ES256 (P-256): a private "
+        "signing key as a one-line JWK, whose public half other services verify with",
+    )
     new.set_defaults(handler=cmd_keys_new)
+    public = key_actions.add_parser(
+        "jwks",
+        parents=[key_source],
+        help="print the public JWK set of the configured signing keys (no private key)",
+    )
+    public.set_defaults(handler=cmd_keys_jwks)
     check = key_actions.add_parser(
         "check",
         parents=[output, key_source],
