@@ -27,7 +27,13 @@ from coatcheck.stores import MemoryRevocationStore
 from coatcheck.verify import Verifier
 from helpers import T0, FakeClock
 
-CLAIMS = {"sid": "s" * 22, "sub": "alice", "iat": T0, "exp": T0 + 3600, "idl": T0 + 600}
+CLAIMS: dict[str, Any] = {
+    "sid": "s" * 22,
+    "sub": "alice",
+    "iat": T0,
+    "exp": T0 + 3600,
+    "idl": T0 + 600,
+}
 
 
 def token_for(ring: KeyRing, **claims: Any) -> str:
