@@ -161,6 +161,43 @@ def build(secret: bytes) -> list[Codec]:
         )
     )
 
+    # -- asymmetric signatures: coatcheck EdDSA / ES256 beside HS256 and PyJWT's -----------
+    # `seen=0`: every decode verifies in full (the codecs otherwise remember a token they
+    # issued, and a repeat costs no signature check at all).
+    from coatcheck.asymmetric import AsymmetricJWSCodec
+
+    hs_full = tokens.JWSCodec(ring, seen=0)
+    hs_full_token = hs_full.encode(SESSION)
+    codecs.append(
+        (
+            "coatcheck JWS HS256, every token verified",
+            lambda: hs_full.encode(SESSION),
+            lambda: hs_full.decode(hs_full_token),
+        )
+    )
+    for alg in ("EdDSA", "ES256"):
+        signing = KeyRing.generate(algorithm=alg).signing_keys()
+        asym = AsymmetricJWSCodec(signing, seen=0)
+        asym_token = asym.encode(SESSION)
+        codecs.append(
+            (
+                f"coatcheck JWS {alg}, every token verified",
+                lambda asym=asym: asym.encode(SESSION),  # type: ignore[misc]
+                lambda asym=asym, t=asym_token: asym.decode(t),  # type: ignore[misc]
+            )
+        )
+        private, public = signing[0].private, signing[0].private.public_key()
+        py_token = jwt.encode(SESSION, private, algorithm=alg)
+        codecs.append(
+            (
+                f"PyJWT {alg}",
+                lambda private=private, alg=alg: jwt.encode(SESSION, private, algorithm=alg),  # type: ignore[misc]
+                lambda public=public, alg=alg, t=py_token: jwt.decode(  # type: ignore[misc]
+                    t, public, algorithms=[alg], options=no_claims
+                ),
+            )
+        )
+
     # -- joserfc --------------------------------------------------------------------------
     from joserfc import jwe as jjwe
     from joserfc import jws as jjws

@@ -505,3 +505,50 @@ def test_token_sizes_per_algorithm() -> None:
     assert sizes["EdDSA"] == sizes["ES256"]  # same header length, 64-byte signatures both
     assert sizes["EdDSA"] - sizes["HS256"] < 100
     assert b64encode(b"x")  # keep the import honest
+
+
+# -- Flask ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("alg", ALGS)
+def test_flask_client_side_sessions_with_signing_keys(alg: str, tmp_path: Path) -> None:
+    from flask import Flask, jsonify, session
+
+    from coatcheck.adapters.flask import SessionInterface
+
+    clock = FakeClock()
+    ring = ring_of(alg)
+    url = f"sqlite:///{tmp_path / 'sessions.db'}"
+    manager = SessionManager(ClientSide(ring, store=url), clock=clock, log_salt=b"salt")
+    app = Flask(__name__)
+    SessionInterface(manager).init_app(app)
+
+    @app.get("/login")
+    def sign_in() -> str:
+        session["cart"] = ["coat"]
+        session.login("alice")  # type: ignore[attr-defined]  # coatcheck's FlaskSession
+        return "ok"
+
+    @app.get("/")
+    def read() -> Any:
+        return jsonify(cart=session.get("cart"))
+
+    @app.get(JWKS_PATH)
+    def jwks() -> Any:
+        return jsonify(ring.jwks())
+
+    browser = app.test_client()
+    assert browser.get("/login").status_code == 200
+    cookie = browser.get_cookie(COOKIE)
+    assert cookie is not None
+    token = cookie.value
+    assert header_of(token)["alg"] == alg
+    assert browser.get("/").get_json() == {"cart": ["coat"]}
+    verifier = Verifier(browser.get(JWKS_PATH).get_json(), clock=clock, revocations=url)
+    sid = verifier.verify(token)["sid"]
+    assert verifier.verify(token)["sub"] == "alice"
+    SessionAdmin(manager).revoke(sid)
+    clock.advance(2)
+    with pytest.raises(InvalidToken, match="revoked"):
+        verifier.verify(token)
+    assert browser.get("/").get_json() == {"cart": None}
