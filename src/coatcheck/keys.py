@@ -69,7 +69,9 @@ DEFAULT_ENV = "COATCHECK_KEYS"
 _KID_BYTES = 12
 _B64URL = re.compile(r"[A-Za-z0-9_-]+={0,2}")
 # One key of key text: a PEM block, a one-line JSON object (a JWK), or a base64url key.
-_ENTRY = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----.*?-----END \1-----|\{[^{}]*\}|[^,\s]+", re.S)
+_ENTRY = re.compile(
+    r"-----BEGIN ([A-Z0-9 ]+)-----.*?-----END \1-----|\{[^{}]*\}|[^,\s][^,\n]*", re.S
+)
 _FROM_SIGNING_KEY = b"coatcheck/master-from-signing-key"
 _HOW_TO_GENERATE = (
     "Generate a key with `coatcheck keys new` or "
@@ -197,7 +199,9 @@ class KeyRing:
         signing: list[SigningKey] = []
         lines = [line for line in text.splitlines() if not line.strip().startswith("#")]
         for match in _ENTRY.finditer("\n".join(lines)):
-            item = match.group(0)
+            item = match.group(0).strip()
+            if not item:
+                continue
             position = len(keys) + len(signing) + 1
             if item.startswith(("{", "-----BEGIN")):
                 from .asymmetric import load_private_key
