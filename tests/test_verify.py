@@ -225,3 +225,14 @@ def test_an_unreachable_revocation_store_is_refused_past_max_staleness() -> None
     clock.advance(5)
     with pytest.raises(StoreUnavailable):
         verifier.verify(token_for(ring, idl=clock.now + 60))
+
+
+def test_revocation_check_needs_a_numeric_iat_even_when_not_required() -> None:
+    ring = KeyRing.generate(algorithm="EdDSA")
+    verifier = Verifier(
+        ring.jwks(), clock=FakeClock(), required=(), revocations=MemoryRevocationStore()
+    )
+    token = AsymmetricJWSCodec(ring.signing_keys()).encode({"sid": "s" * 22, "sub": "alice"})
+    with pytest.raises(InvalidToken, match="wrong types"):
+        verifier.verify(token)
+    assert Verifier(ring.jwks(), required=()).verify(token)["sub"] == "alice"

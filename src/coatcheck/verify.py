@@ -242,7 +242,11 @@ class Verifier:
 
     def _check_revocation(self, claims: Mapping[str, Any], now: float) -> None:
         sid, user, iat = claims.get("sid"), claims.get("sub"), claims.get("iat")
-        if not isinstance(sid, str) or (user is not None and not isinstance(user, str)):
+        if (
+            not isinstance(sid, str)
+            or (user is not None and not isinstance(user, str))
+            or type(iat) not in (int, float)
+        ):
             raise InvalidToken("token claims have the wrong types")
         rlist = self.revocation_list
         if rlist.due(now, self.staleness):
