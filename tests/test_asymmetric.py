@@ -552,3 +552,13 @@ def test_flask_client_side_sessions_with_signing_keys(alg: str, tmp_path: Path) 
     with pytest.raises(InvalidToken, match="revoked"):
         verifier.verify(token)
     assert browser.get("/").get_json() == {"cart": None}
+
+
+def test_an_hs256_codec_over_a_ring_with_signing_keys_lists_its_own_keys() -> None:
+    from coatcheck.tokens import JWSCodec
+
+    symmetric = base64.urlsafe_b64encode(b"k" * 32).decode()
+    ring = KeyRing.parse(f"{json.dumps(generate_signing_key('EdDSA').private_jwk())}\n{symmetric}")
+    (hs,) = JWSCodec(ring).jwks()["keys"]
+    assert hs["alg"] == "HS256" and "k" not in hs
+    assert [k["alg"] for k in ring.jwks()["keys"]] == ["EdDSA"]

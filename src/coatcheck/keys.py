@@ -279,7 +279,7 @@ class KeyRing:
         self,
         *,
         include_secret: bool = False,
-        purposes: Iterable[Purpose] = (JWS_HS256, JWE_A256GCM),
+        purposes: Iterable[Purpose] | None = None,
     ) -> dict[str, list[dict[str, str]]]:
         """The token keys as a JWK set (RFC 7517), newest first, for another service.
 
@@ -287,13 +287,15 @@ class KeyRing:
         `kid`, `alg` and `use`): what a downstream service needs to verify its tokens, and
         safe to serve to anyone. A private or symmetric key is never in that set.
 
-        Otherwise (HS256), without `include_secret` the set lists each key's `kid`, `alg`
-        and `use` only (what is in use, safe to show); with it, each JWK carries `k`, enough
-        to verify or decrypt every token this ring accepts. Treat that output like the keys
-        themselves.
+        Otherwise (HS256, or `purposes` naming symmetric subkeys), without `include_secret`
+        the set lists each key's `kid`, `alg` and `use` only (what is in use, safe to show);
+        with it, each JWK carries `k`, enough to verify or decrypt every token this ring
+        accepts. Treat that output like the keys themselves.
         """
-        if self._signing and not include_secret:
-            return {"keys": [key.public.jwk() for key in self._signing]}
+        if purposes is None:
+            if self._signing and not include_secret:
+                return {"keys": [key.public.jwk() for key in self._signing]}
+            purposes = (JWS_HS256, JWE_A256GCM)
         return {
             "keys": [
                 key.jwk(include_secret=include_secret)
