@@ -12,6 +12,7 @@ CoatcheckError
 ├── WriteConflict            a write computed from a value another request has since replaced
 ├── SessionVanished          a strict commit found its record gone (logged out or revoked meanwhile)
 ├── SessionLimitReached      a login beyond the user's session limit, refused (`SessionLimit`)
+├── SessionWriteRefused      a WebSocket write that needs a new cookie or token, refused
 ├── InvalidToken             a token or session ID failed verification (never leaves coatcheck)
 └── StoreError               the session store failed
     ├── StoreUnavailable     it could not be reached or timed out; nothing was saved
@@ -38,6 +39,7 @@ __all__ = [
     "SessionRequired",
     "SessionTooLarge",
     "SessionVanished",
+    "SessionWriteRefused",
     "StepUpRequired",
     "StoreCorrupted",
     "StoreError",
@@ -176,3 +178,10 @@ class StoreUnavailable(StoreError):
 
 class StoreCorrupted(StoreError):
     """The store returned a record that coatcheck cannot read."""
+
+
+class SessionWriteRefused(CoatcheckError):
+    """A WebSocket handler asked to save a session change that needs a new cookie or token
+    (a new session, `login()`, `regenerate()`, `set_persistent()`, or any client-side
+    write), which no WebSocket message can set. Nothing was saved; make the change over
+    HTTP (`coatcheck.adapters.websocket.commit_websocket`, docs/websockets.md)."""

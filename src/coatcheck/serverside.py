@@ -340,6 +340,19 @@ class ServerSide(RecordReader):
             return ()
         return (self.migrate_from.revocation(context, sid),)
 
+    def still_opens(self, secret: str, record: Record, now: float) -> bool:
+        """Whether `secret` opens `record` at `now` without being a reuse: it is the current
+        secret, or the one it replaced, inside the grace window. A WebSocket re-opens its
+        handshake's session with it only then (`coatcheck.adapters.websocket`): a secret
+        renewed by another request longer ago would otherwise count as stolen."""
+        try:
+            credentials = records.decode(record.data).credentials
+        except StoreCorrupted:
+            return False
+        if credentials is None:
+            return False
+        return _opens(secret, credentials, now, self._hash_keys) is not None
+
     def write_failed(self, now: float, error: StoreError) -> None:
         """A failed write is never dropped: the session is the record (503)."""
         raise error

@@ -41,7 +41,7 @@ from ..request import from_asgi as request_info
 from ..responses import Answer, ClientScript, challenge, client_script, latin1, merge_headers
 from ..routes import NO_SESSION, ExcludeSpec, RouteFilter, no_session
 from ..session import Session
-from . import failures
+from . import failures, websocket
 
 __all__ = [
     "ExtendSession",
@@ -138,6 +138,11 @@ class SessionMiddleware:
     (`coatcheck.asymmetric.PublicKeySet`: `Cache-Control` max-age `jwks_max_age` seconds
     and an ETag), without loading a session; with any other mode it is a
     `ConfigurationError`.
+
+    `websocket_recheck` (seconds, default 5) bounds how long a WebSocket of a session that
+    was revoked, logged out or expired stays open: `self.websockets`, a
+    `coatcheck.adapters.websocket.SessionWatcher`, re-checks every open socket's session
+    that often and closes it with code 4401 (docs/websockets.md).
     """
 
     def __init__(
@@ -150,6 +155,7 @@ class SessionMiddleware:
         exclude: Iterable[ExcludeSpec] | None = None,
         jwks_path: str | None = None,
         jwks_max_age: int = 300,
+        websocket_recheck: float = 5.0,
     ) -> None:
         self.app = app
         self.manager = manager
@@ -165,6 +171,8 @@ class SessionMiddleware:
             from ..asymmetric import PublicKeySet
 
             self._jwks = PublicKeySet.of(getattr(manager.mode, "codec", None), max_age=jwks_max_age)
+        #: Closes the WebSockets of sessions that end (`coatcheck.adapters.websocket`).
+        self.websockets = websocket.SessionWatcher(websocket_recheck)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -206,10 +214,17 @@ class SessionMiddleware:
             except CSRFError:
                 await _refuse(scope, send, failures.FORBIDDEN)
                 return
+            scope[websocket.MANAGER_KEY] = manager
+            app = self.app
+
+            async def handler(receive: Receive, send: Send) -> None:
+                await app(scope, receive, send)
+
             try:
-                await self.app(scope, receive, send)
+                await self.websockets.serve(manager, session, handler, receive, send)
             except SessionRequired as exc:
                 await _refuse(scope, send, failures.unauthorized(exc))
+            websocket.warn_unsaved(scope.get("session"))
             return
         if manager.csrf and request.method not in SAFE_METHODS:
             try:
