@@ -24,6 +24,7 @@ Routes::
     POST /sessions/revoke        id=<handle of one of my sessions>
     POST /sessions/logout-others
     POST /admin/revoke           id=<handle of any session>
+    WS   /ws                     a live socket, closed (4401) when the session ends
 """
 
 from __future__ import annotations
@@ -83,6 +84,9 @@ class DemoApp:
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self.live(scope, receive, send)
+            return
         if scope["type"] != "http":
             return
         session: Session = scope["session"]
@@ -122,6 +126,22 @@ class DemoApp:
                 "application/json",
                 lambda: self.state_json(session, csrf, html=with_html),
             )
+
+    async def live(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """`/ws`, the page's live socket: open while the logged-in session lives. The
+        middleware closes it with 4401 when the session is revoked, logged out or expires
+        (on any replica), and the page says so (docs/websockets.md)."""
+        session: Session = scope["session"]
+        if (await receive())["type"] != "websocket.connect":
+            return
+        if scope["path"] != "/ws" or session.user is None:
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        await send({"type": "websocket.accept"})
+        hello = {"user": session.user, "replica": self.replica}
+        await send({"type": "websocket.send", "text": json.dumps(hello)})
+        while (await receive())["type"] != "websocket.disconnect":
+            pass
 
     async def respond(
         self, send: Send, status: int, content_type: str, render: Callable[[], Awaitable[str]]
@@ -258,7 +278,8 @@ def build_app(manager: SessionManager, *, replica: str, strategy: str) -> Sessio
     JavaScript client served at `CLIENT_SCRIPT`."""
     app = DemoApp(manager, replica=replica, strategy=strategy)
     script = CLIENT_SCRIPT if app.carrier == "header" else None
-    return SessionMiddleware(app, manager, client_script_path=script)
+    # A revoked session's live socket closes within a second (`websocket_recheck`).
+    return SessionMiddleware(app, manager, client_script_path=script, websocket_recheck=1.0)
 
 
 def _info(info: SessionInfo) -> dict[str, Any]:

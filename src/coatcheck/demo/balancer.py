@@ -108,6 +108,8 @@ class Balancer:
             client_ip = peer[0] if peer else "127.0.0.1"
             if urlsplit(request.target).path.startswith("/_cluster/"):
                 await self._control(request, writer)
+            elif (request.header("upgrade") or "").lower() == "websocket":
+                await self._tunnel(request, client_ip, reader, writer)
             else:
                 await self._proxy(request, client_ip, writer)
         except (ConnectionError, asyncio.TimeoutError):
@@ -199,6 +201,41 @@ class Balancer:
             await writer.drain()
         await writer.drain()
 
+    async def _tunnel(
+        self,
+        request: Request,
+        client_ip: str,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        """A WebSocket handshake goes to a replica as a request would; then the bytes are
+        relayed both ways, with no timeout, until either side closes."""
+        replicas, _ = self.candidates(request)
+        for replica in replicas:
+            try:
+                up_reader, up_writer = await asyncio.wait_for(
+                    asyncio.open_connection("127.0.0.1", replica.port), CONNECT_TIMEOUT
+                )
+            except (OSError, asyncio.TimeoutError):
+                continue
+            headers = [(k, v) for k, v in request.headers if k.lower() not in HOP_BY_HOP]
+            headers += [
+                ("Upgrade", "websocket"),
+                ("Connection", "Upgrade"),
+                ("X-Forwarded-For", client_ip),
+                ("X-Forwarded-Proto", "http"),
+            ]
+            head = f"{request.method} {request.target} HTTP/1.1\r\n" + "".join(
+                f"{k}: {v}\r\n" for k, v in headers
+            )
+            try:
+                up_writer.write(head.encode("latin-1") + b"\r\n")
+                await asyncio.gather(_relay(reader, up_writer), _relay(up_reader, writer))
+            finally:
+                up_writer.close()
+            return
+        await _reply(writer, 502, b"502 Bad Gateway: no replica is up\n")
+
     async def _control(self, request: Request, writer: asyncio.StreamWriter) -> None:
         parts = urlsplit(request.target)
         action = parts.path.removeprefix("/_cluster/")
@@ -238,6 +275,18 @@ class Balancer:
             "balancing": self.policy,
             "replicas": [r.describe() for r in self.cluster.replicas],
         }
+
+
+async def _relay(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    """Copy `source` to `sink` until `source` ends, then close `sink` (a tunnel's half)."""
+    try:
+        while chunk := await source.read(65536):
+            sink.write(chunk)
+            await sink.drain()
+    except OSError:
+        pass
+    finally:
+        sink.close()
 
 
 async def _read_request(reader: asyncio.StreamReader) -> Request:

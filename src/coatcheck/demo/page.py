@@ -34,7 +34,7 @@ def render(state: dict[str, Any], *, users: Sequence[str]) -> str:
         summary=state["summary"],
         replica=state["replica"],
         body=sections(state, users=users),
-        script=_RELOAD_SCRIPT,
+        script=_RELOAD_SCRIPT + (_LIVE_SCRIPT if state["session"]["user"] else ""),
         controls="",
     )
 
@@ -166,6 +166,25 @@ auto.onchange = () => localStorage.setItem("coatcheck-auto", auto.checked ? "1" 
 </body></html>
 """
 
+
+# A logged-in page opens a WebSocket to `/ws`; when an admin revokes the session (or it
+# is logged out elsewhere, or expires) the server closes it with 4401 and the page says so.
+_LIVE_SCRIPT = """<p id="live">live socket: connecting…</p>
+<script>
+(() => {
+  const live = document.getElementById("live");
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const socket = new WebSocket(`${scheme}://${location.host}/ws`);
+  socket.onmessage = (event) => {
+    live.textContent = `live socket: open (${JSON.parse(event.data).replica})`;
+  };
+  socket.onclose = (event) => {
+    const why = event.reason === "session ended" ? "session revoked" : event.reason;
+    live.textContent =
+      event.code === 4401 ? `closed: ${why}` : `live socket: closed (${event.code})`;
+  };
+})();
+</script>"""
 
 _RELOAD_SCRIPT = """<script>
 setInterval(() => { if (auto.checked) location.reload(); }, 1000);
