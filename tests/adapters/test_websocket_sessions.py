@@ -46,11 +46,11 @@ from coatcheck import (
 )
 from coatcheck.adapters.asgi import SessionMiddleware
 from coatcheck.adapters.websocket import CLOSE_CODE, ENDED, EXPIRED, commit_websocket
-from coatcheck.stores import MemoryStore
+from coatcheck.stores import MemoryStore, RedisRevocationStore, RedisStore
 from coatcheck.stores.memory import MemoryRevocationStore
 from coatcheck.stores.sqlite import SQLiteRevocationStore, SQLiteStore
 from helpers import FakeClock, wait_until
-from servers import free_port
+from servers import free_port, redis_server_fixture  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.anyio
 
@@ -173,6 +173,8 @@ class Served:
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
         self.loop.run_until_complete(self.server.serve())
+        self.loop.run_until_complete(self._close_stores())
+        self.loop.close()
 
     def recheck(self) -> int:
         """Run one re-check of the open sockets now, in the server's loop."""
@@ -182,15 +184,35 @@ class Served:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(30)
-        self.loop.close()
+
+    async def _close_stores(self) -> None:
+        """Close what the mode opened in this loop (Redis connections), and the sync ones."""
+        mode = self.app.manager.mode
+        async_stores: list[Any] = [mode.async_store]
+        stores: list[Any] = [mode.store]
+        if isinstance(mode, ClientSide):
+            async_stores.append(mode.async_revocations)
+            stores.append(mode.revocations)
+        for store in async_stores:
+            if store is not None:
+                await store.aclose()
+        for store in stores:
+            if store is not None:
+                store.close()
 
 
-def make_manager(kind: str, mode: str, clock: FakeClock, tmp_path: Path) -> SessionManager:
+def make_manager(
+    kind: str, mode: str, clock: FakeClock, tmp_path: Path, redis_url: str = ""
+) -> SessionManager:
     store: Any = MemoryStore(clock=clock)
     revocations: Any = MemoryRevocationStore(clock=clock)
     if kind == "sqlite":
         store = SQLiteStore(tmp_path / "sessions.db", clock=clock)
         revocations = SQLiteRevocationStore(tmp_path / "sessions.db", clock=clock)
+    elif kind == "redis":
+        prefix = f"ws{tmp_path.name[-24:]}:"  # one namespace per test, shared by its replicas
+        store = RedisStore(redis_url, prefix=prefix, timeout=10)
+        revocations = RedisRevocationStore(redis_url, prefix=prefix, timeout=10, clock=clock)
     chosen: ServerSide | ClientSide = ServerSide(store=store)
     if mode == "client":
         chosen = ClientSide(KeyRing([KEY]), store=store, revocations=revocations, staleness=0.0)
@@ -497,13 +519,20 @@ async def test_expiry_closes_the_socket_which_is_not_activity(
 
 
 @BOTH
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("redis", marks=pytest.mark.service)])
 async def test_a_revocation_on_another_replica_closes_the_socket(
-    mode: str, clock: FakeClock, tmp_path: Path, serve: Callable[[SessionManager], Served]
+    mode: str,
+    kind: str,
+    clock: FakeClock,
+    tmp_path: Path,
+    serve: Callable[[SessionManager], Served],
+    request: pytest.FixtureRequest,
 ) -> None:
-    """Two app instances on one SQLite file: revoked through one (an HTTP logout, then an
-    admin revocation), the socket open on the other closes."""
-    here = serve(make_manager("sqlite", mode, clock, tmp_path))
-    there = serve(make_manager("sqlite", mode, clock, tmp_path))
+    """Two app instances on one SQLite file (or one Redis): revoked through one (an HTTP
+    logout, then an admin revocation), the socket open on the other closes."""
+    url = request.getfixturevalue("redis_server").url if kind == "redis" else ""
+    here = serve(make_manager(kind, mode, clock, tmp_path, url))
+    there = serve(make_manager(kind, mode, clock, tmp_path, url))
     alice, bob = await logged_in(here.url), await logged_in(here.url, "bob")
     async with alice.socket(there.url) as socket, bob.socket(there.url) as other:
         assert (await hello(socket))["user"] == "alice"

@@ -173,8 +173,9 @@ class SessionWatcher:
             await send(message)
 
         self._sockets.add(socket)
-        if self._task is None or self._task.done():
-            self._task = asyncio.ensure_future(self._run())
+        task = self._task
+        if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
+            self._task = asyncio.ensure_future(self._run())  # (a test client's new loop)
         try:
             await app(watched_receive, watched_send)
         finally:
@@ -186,7 +187,7 @@ class SessionWatcher:
                 self._task = None
 
     async def _run(self) -> None:
-        while self._sockets:
+        while self._sockets and self._task is asyncio.current_task():
             await asyncio.sleep(self.interval)
             try:
                 await self.check()
@@ -196,8 +197,9 @@ class SessionWatcher:
     async def check(self) -> int:
         """Re-check the session of every open socket now; returns how many it closed."""
         groups: dict[tuple[int, str], list[_Socket]] = {}
-        for socket in self._sockets:
-            if not socket.closed:
+        loop = asyncio.get_running_loop()
+        for socket in list(self._sockets):
+            if not socket.closed and socket.closing.get_loop() is loop:
                 key = (id(socket.manager), socket.session.id)
                 groups.setdefault(key, []).append(socket)
         synced: set[int] = set()
