@@ -45,11 +45,18 @@ from coatcheck import (
     WriteConflict,
 )
 from coatcheck.adapters.asgi import SessionMiddleware
-from coatcheck.adapters.websocket import CLOSE_CODE, ENDED, EXPIRED, commit_websocket
+from coatcheck.adapters.websocket import (
+    CLOSE_CODE,
+    ENDED,
+    EXPIRED,
+    SessionSocketClosed,
+    commit_websocket,
+)
+from coatcheck.exceptions import StoreUnavailable
 from coatcheck.stores import MemoryStore, RedisRevocationStore, RedisStore
 from coatcheck.stores.memory import MemoryRevocationStore
 from coatcheck.stores.sqlite import SQLiteRevocationStore, SQLiteStore
-from helpers import FakeClock, wait_until
+from helpers import FakeClock, await_until, client, wait_until
 from servers import free_port, redis_server_fixture  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.anyio
@@ -566,3 +573,79 @@ async def test_the_watcher_closes_on_its_own_within_its_interval(mode: str, tmp_
         wait_until(lambda: app.websockets.open_sockets == 0, "the socket to be forgotten")
     finally:
         served.stop()
+
+
+# -- at the ASGI level: a store outage, and a send after the close -----------------------
+
+
+async def test_a_store_outage_closes_nothing_and_a_send_after_the_close_raises(
+    clock: FakeClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manager = make_manager("memory", "server", clock, tmp_path)
+    seen: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            scope["session"].login("alice")
+            await send({"type": "http.response.start", "status": 204, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        seen.append(await receive())  # until the watcher closes the socket
+        try:
+            await send({"type": "websocket.send", "text": "late"})
+        except SessionSocketClosed:
+            seen.append("send refused")
+
+    middleware = SessionMiddleware(app, manager=manager, websocket_recheck=3600.0)
+    async with client(middleware) as http:
+        await http.post("/login", headers={"origin": "https://testserver"})
+        cookie = f"session={http.cookies['session']}"
+    never = asyncio.Event()
+    incoming = [{"type": "websocket.connect"}]
+    sent: list[Any] = []
+
+    async def receive() -> Any:
+        if incoming:
+            return incoming.pop(0)
+        await never.wait()  # the client says nothing more
+        return {"type": "websocket.disconnect", "code": 1000}
+
+    async def send(message: Any) -> None:
+        sent.append(dict(message))
+
+    scope = {
+        "type": "websocket",
+        "asgi": {"version": "3.0"},
+        "scheme": "wss",
+        "path": "/ws",
+        "raw_path": b"/ws",
+        "query_string": b"",
+        "headers": [(b"host", b"testserver"), (b"cookie", cookie.encode())],
+        "subprotocols": [],
+        "client": ("192.0.2.1", 1234),
+        "server": ("testserver", 443),
+    }
+    task = asyncio.ensure_future(middleware(scope, receive, send))
+    watcher = middleware.websockets
+    await await_until(lambda: watcher.open_sockets == 1, "the socket to be watched")
+
+    async def down(key: str) -> Any:
+        raise StoreUnavailable("down")
+
+    store = manager.mode.async_store
+    assert store is not None
+    with monkeypatch.context() as patched:
+        patched.setattr(store, "load", down)
+        SessionAdmin(manager).revoke_user("alice")
+        assert await watcher.check() == 0  # the store is down: nothing is closed
+    assert sent == [{"type": "websocket.accept"}]
+    assert await watcher.check() == 1
+    await asyncio.wait_for(task, 30)
+    assert sent[-1] == {"type": "websocket.close", "code": CLOSE_CODE, "reason": ENDED}
+    assert seen == [
+        {"type": "websocket.disconnect", "code": CLOSE_CODE, "reason": ENDED},
+        "send refused",
+    ]
+    assert watcher.open_sockets == 0 and watcher.closed == 1
