@@ -225,7 +225,7 @@ class SessionWatcher:
                 for socket in sockets:
                     if await socket.close(reason):
                         closed += 1
-        self.closed += closed
+                        self.closed += 1
         return closed
 
 
