@@ -6,7 +6,10 @@ normal lifecycle (created, login, rotated, logout, revoked). Every line names th
 and carries a salted hash of the session ID (`ids.log_hash`), never the ID or token itself;
 the same hash is also attached as `extra={"session_hash": ...}` for structured handlers.
 `Audit.error` reports a session that could not be saved (too large, not serialisable), on
-`coatcheck.session` at error level, without a traceback.
+`coatcheck.session` at error level, without a traceback. Each of the three also publishes
+the event, as a typed `coatcheck.events.Event` with the same hash, to the manager's event
+hub when it has subscribers (`Audit.emit` publishes one that has no log line); the log
+lines do not depend on it.
 
 `ThrottledLog` is for what happens on every request while something is down (a store
 outage under `fail_open`, a client-side registry that cannot be written): it counts each
@@ -22,8 +25,10 @@ from __future__ import annotations
 
 import _thread
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from .events import Event, Events, kind_of
 from .ids import log_hash
 
 if TYPE_CHECKING:
@@ -36,16 +41,29 @@ INFO, WARNING, ERROR = 20, 30, 40
 
 
 class Audit:
-    """Writes events with the manager's log salt. Replicas sharing a salt share hashes."""
+    """Writes events with the manager's log salt. Replicas sharing a salt share hashes.
 
-    __slots__ = ("_salt", "_security", "_session")
+    `events` is the hub the events are also published to (a private one by default),
+    `clock` stamps them and `mode` ("server", "client") names the manager's mode in them."""
 
-    def __init__(self, salt: bytes) -> None:
+    __slots__ = ("_salt", "_security", "_session", "clock", "events", "mode")
+
+    def __init__(
+        self,
+        salt: bytes,
+        events: Events | None = None,
+        clock: Callable[[], float] | None = None,
+        mode: str = "",
+    ) -> None:
         import logging
+        import time
 
         self._salt = salt
         self._security = logging.getLogger("coatcheck.security")
         self._session = logging.getLogger("coatcheck.session")
+        self.events = events if events is not None else Events()
+        self.clock = clock if clock is not None else time.time
+        self.mode = mode
 
     def __repr__(self) -> str:
         return "<Audit>"
@@ -57,15 +75,46 @@ class Audit:
         """A security event about the ID or token `value` (warning level)."""
         if self._security.isEnabledFor(WARNING):
             self._write(self._security, WARNING, event, value, detail)
+        if self.events.subscribers:
+            self.emit(event, value, "rejected", detail)
 
     def error(self, event: str, value: str | None, detail: str = "") -> None:
         """A session the request could not save (error level, no traceback)."""
         self._write(self._session, ERROR, event, value, detail)
+        if self.events.subscribers:
+            self.emit(event, value, "failed", detail)
 
     def lifecycle(self, event: str, value: str | None, detail: str = "") -> None:
         """A normal lifecycle event about the session whose handle is `value`."""
         if self._session.isEnabledFor(INFO):
             self._write(self._session, INFO, event, value, detail)
+        if self.events.subscribers:
+            self.emit(event, value, "ok", detail)
+
+    def emit(
+        self,
+        event: str,
+        value: str | None,
+        outcome: str,
+        detail: str = "",
+        duration: float | None = None,
+    ) -> None:
+        """Publish `event` about `value` (hashed, never itself) to the subscribers, without
+        a log line; nothing when there are none. The hub queues it and returns at once."""
+        events = self.events
+        if events.subscribers:
+            events.publish(
+                Event(
+                    kind_of(event, detail),
+                    outcome,
+                    self.hash(value),
+                    self.mode,
+                    self.clock(),
+                    event,
+                    detail,
+                    duration,
+                )
+            )
 
     def _write(
         self, logger: logging.Logger, level: int, event: str, value: str | None, detail: str

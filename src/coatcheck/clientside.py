@@ -550,6 +550,9 @@ class ClientSide:
         token = self.codec.encode(self._claims(context, session))
         if session.is_new:
             context.audit.lifecycle("session.created", session.id)
+        elif login or state.rotate == "regenerate":  # (events only: no log line, as before)
+            name = "session.login" if login else "session.rotated"
+            context.audit.emit(name, old_sid, "ok", f"new={context.audit.hash(session.id)}")
         write = None
         # A migrated server-side session leaves its old record behind to delete.
         deletes: tuple[str, ...] = () if state.stale_key is None else (state.stale_key,)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 from .admin import Plan, arun, recording, revoking_user, run
 from .exceptions import SessionLimitReached, SessionVanished, StoreError, WriteConflict
@@ -59,6 +59,9 @@ def open_session(
         if client.revocations is not None:  # (stateless tokens have nothing to poll)
             run(_polling(manager, client.revocations))
     opening = manager.open(request) if opener is None else opener(request)
+    instrument = manager.events.instrument
+    if instrument is not None and store is not None:  # (`coatcheck.otel`: timed, traced)
+        store = cast(Store, instrument(store))
     record = None if opening.key is None or store is None else store.load(opening.key)
     session = manager.mode.attach(manager.context, opening, record)  # (`manager.attach`)
     session._state.lifetimes = manager.lifetimes
@@ -80,6 +83,9 @@ async def aopen_session(
         if client.async_revocations is not None:
             await arun(_polling(manager, client.async_revocations))
     opening = manager.open(request) if opener is None else opener(request)
+    instrument = manager.events.instrument
+    if instrument is not None and store is not None:  # (`coatcheck.otel`: timed, traced)
+        store = cast(AsyncStore, instrument(store))
     record = None if opening.key is None or store is None else await store.load(opening.key)
     session = manager.mode.attach(manager.context, opening, record)  # (`manager.attach`)
     session._state.lifetimes = manager.lifetimes
@@ -108,6 +114,9 @@ def commit_session(
     if write is None and not (commit.deletes or commit.revocations or commit.revoke_user):
         return manager.finish(session, commit, None)  # the common read: no store call
     store = manager.mode.store if store is None else store
+    instrument = manager.events.instrument
+    if instrument is not None and store is not None:  # (`coatcheck.otel`: timed, traced)
+        store = cast(Store, instrument(store))
     tried = _inline(manager, session, commit, store)
     if tried and write is not None:  # the common write: one store call
         if max_ttl is not None and write.ttl > max_ttl:
@@ -139,6 +148,9 @@ async def acommit_session(
     if write is None and not (commit.deletes or commit.revocations or commit.revoke_user):
         return manager.finish(session, commit, None)  # the common read: no store call
     store = manager.mode.async_store if store is None else store
+    instrument = manager.events.instrument
+    if instrument is not None and store is not None:  # (`coatcheck.otel`: timed, traced)
+        store = cast(AsyncStore, instrument(store))
     tried = _inline(manager, session, commit, store)
     if tried and write is not None:  # the common write: one store call
         if max_ttl is not None and write.ttl > max_ttl:

@@ -29,6 +29,7 @@ from . import csrf
 from ._mypyc import mypyc_attr
 from .audit import Audit
 from .clientside import ClientSide
+from .events import Events
 from .exceptions import ConfigurationError
 from .lifetimes import Lifetimes
 from .limits import SessionLimit
@@ -80,6 +81,7 @@ class SessionManager:
         on_conflict: Literal["refuse", "last-write-wins"] = "refuse",
         session_limit: SessionLimit | None = None,
         on_reuse: Literal["log", "revoke"] = "revoke",
+        events: Events | None = None,
     ) -> None:
         self.mode: Mode = mode if mode is not None else ServerSide()
         #: The client-side mode whose tokens this manager accepts: its own, or the one a
@@ -96,7 +98,14 @@ class SessionManager:
         self.csrf = csrf
         self.trusted_origins = frozenset(o.rstrip("/") for o in trusted_origins)
         self.clock = clock
-        self.audit = Audit(log_salt if log_salt is not None else os.urandom(16))
+        #: Where events go besides the log (`coatcheck.events`): subscribers, off-request.
+        self.events = events if events is not None else Events()
+        self.audit = Audit(
+            log_salt if log_salt is not None else os.urandom(16),
+            self.events,
+            clock,
+            self.mode.name,
+        )
         if on_conflict not in ("refuse", "last-write-wins"):
             raise ConfigurationError(
                 f"on_conflict must be 'refuse' or 'last-write-wins', not {on_conflict!r}"

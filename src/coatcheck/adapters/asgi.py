@@ -264,6 +264,7 @@ class SessionMiddleware:
         except SessionRequired as exc:
             if started:
                 raise
+            failures.step_up(manager, session, exc)
             await _refuse(scope, send_wrapper, failures.unauthorized(exc))
 
 

@@ -118,6 +118,7 @@ class StoreFailures:
         """Count `exc`; whether the request is served all the same, with the anonymous
         session of `manager.anonymous` (else the adapter answers `UNREACHABLE`)."""
         self.load.record(manager.clock(), str(exc))
+        manager.audit.emit("store.load_failed", None, "failed", type(exc).__name__)
         return self.fail_open
 
     def at_commit(
@@ -129,7 +130,15 @@ class StoreFailures:
         if not isinstance(exc, StoreError):
             return refusal(manager, session, exc)
         self.commit.record(manager.clock(), str(exc))
+        manager.audit.emit("store.commit_failed", session.id, "failed", type(exc).__name__)
         return None if self.fail_open else UNAVAILABLE
+
+
+def step_up(manager: SessionManager, session: Session, exc: SessionRequired) -> None:
+    """Publish the `step_up` event of a 401 from a freshness or assurance check (no log
+    line: an unmet requirement is the application's flow, not an attack)."""
+    if isinstance(exc, StepUpRequired):
+        manager.audit.emit("session.step_up", session.id, "rejected", f"reason={exc.reason}")
 
 
 def unauthorized(exc: SessionRequired) -> Answer:
