@@ -200,7 +200,7 @@ class Events:
     def unsubscribe(self, callback: Subscriber) -> None:
         """Stop delivering to `callback` (events already queued may still reach it)."""
         with self._lock:
-            self.subscribers = tuple(s for s in self.subscribers if s is not callback)
+            self.subscribers = tuple(s for s in self.subscribers if s != callback)
 
     def publish(self, event: Event) -> None:
         """Queue `event` for the subscribers; never blocks (a full queue drops it)."""
