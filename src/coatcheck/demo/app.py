@@ -17,6 +17,7 @@ Routes::
     GET  /coatcheck.js           the JavaScript client (header strategies only)
     GET  /api/state              everything the page shows, as JSON (?view=html: + "html")
     GET  /api/session            only who this session is, without creating one (probes)
+    GET  /api/metrics            this replica's event counts by kind (`metrics.EventCounts`)
     POST /login                  user=alice|bob
     POST /logout
     POST /cart/add               item=...
@@ -40,6 +41,7 @@ from ..admin import AsyncSessionAdmin
 from ..manager import SessionManager
 from ..session import Session, SessionInfo
 from . import page
+from .metrics import EventCounts
 from .strategies import STRATEGIES
 
 __all__ = ["CLIENT_SCRIPT", "DEMO_USERS", "MAX_CART", "DemoApp", "build_app"]
@@ -63,6 +65,7 @@ class DemoApp:
         self.admin = AsyncSessionAdmin(manager)
         self.replica = replica
         self.strategy = strategy
+        self.metrics = EventCounts(manager)
         known = STRATEGIES.get(strategy)
         self.summary = known.summary if known is not None else ""
         self.carrier = known.carrier if known is not None else "cookie"
@@ -93,6 +96,9 @@ class DemoApp:
         method, path = scope["method"], scope["path"]
         wants_json = b"application/json" in _header(scope, b"accept")
         with_html = b"view=html" in scope.get("query_string", b"").split(b"&")
+        if method in ("GET", "HEAD") and path == "/api/metrics":
+            await self.respond(send, 200, "application/json", self.metrics_json)
+            return
         if method in ("GET", "HEAD") and path == "/api/session":
             await self.respond(send, 200, "application/json", lambda: self.whoami_json(session))
             return
@@ -240,6 +246,7 @@ class DemoApp:
             "csrf_token": csrf,
             "my_sessions": [_info(i) for i in await self.my_sessions(session)],
             "admin": admin,
+            "metrics": self.metrics.snapshot(),
             "now": time.time(),
         }
 
@@ -260,6 +267,9 @@ class DemoApp:
         if html:
             state["html"] = page.sections(state, users=DEMO_USERS)
         return json.dumps(state)
+
+    async def metrics_json(self) -> str:
+        return json.dumps({"replica": self.replica, **self.metrics.snapshot()})
 
     async def whoami_json(self, session: Session) -> str:
         return json.dumps(self.whoami(session))

@@ -116,7 +116,22 @@ def sections(state: dict[str, Any], *, users: Sequence[str]) -> str:
 </section>
 <section><h2>My sessions</h2>{mine if user else "<p>log in to see your devices</p>"}
 {others}</section>
-<section><h2>Admin: every session of the demo users</h2>{admin}</section>"""
+<section><h2>Admin: every session of the demo users</h2>{admin}{_metrics(state)}</section>"""
+
+
+def _metrics(state: dict[str, Any]) -> str:
+    """The replica's event counters (`GET /api/metrics`), live with the page's refresh."""
+    metrics = state.get("metrics")
+    if not metrics:
+        return ""
+    cells = "".join(
+        f"<tr><td>{escape(kind)}</td><td>{count}</td></tr>"
+        for kind, count in metrics["events"].items()
+    )
+    return (
+        f"<h3>Events on {escape(state['replica'])}</h3>"
+        f'<table id="metrics"><tr><th>kind</th><th>count</th></tr>{cells}</table>'
+    )
 
 
 def _document(
