@@ -225,7 +225,7 @@ async def test_session_limit_and_step_up(tmp_path: Path, mode: str, store: str) 
     limit = SessionLimit(1, on_exceed="refuse")
     async with world(tmp_path, mode, store, session_limit=limit) as w:
         assert (await w.send("POST", "/login")).status_code == 200
-        w.take()
+        assert w.take() == ["created", "login"]  # a new session that logs in at once
         w.clock.advance(61)
         assert (await w.send("POST", "/fresh")).status_code == 401
         assert w.take() == ["step_up"]

@@ -84,12 +84,13 @@ class Audit:
         if self.events.subscribers:
             self.emit(event, value, "failed", detail)
 
-    def lifecycle(self, event: str, value: str | None, detail: str = "") -> None:
-        """A normal lifecycle event about the session whose handle is `value`."""
+    def lifecycle(self, event: str, value: str | None, detail: str = "", kind: str = "") -> None:
+        """A normal lifecycle event about the session whose handle is `value`; `kind`: the
+        event's kind when it is not the one its name implies (`coatcheck.events.kind_of`)."""
         if self._session.isEnabledFor(INFO):
             self._write(self._session, INFO, event, value, detail)
         if self.events.subscribers:
-            self.emit(event, value, "ok", detail)
+            self.emit(event, value, "ok", detail, kind=kind)
 
     def emit(
         self,
@@ -98,6 +99,7 @@ class Audit:
         outcome: str,
         detail: str = "",
         duration: float | None = None,
+        kind: str = "",
     ) -> None:
         """Publish `event` about `value` (hashed, never itself) to the subscribers, without
         a log line; nothing when there are none. The hub queues it and returns at once."""
@@ -105,7 +107,7 @@ class Audit:
         if events.subscribers:
             events.publish(
                 Event(
-                    kind_of(event, detail),
+                    kind or kind_of(event, detail),
                     outcome,
                     self.hash(value),
                     self.mode,

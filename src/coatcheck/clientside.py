@@ -550,9 +550,11 @@ class ClientSide:
         token = self.codec.encode(self._claims(context, session))
         if session.is_new:
             context.audit.lifecycle("session.created", session.id)
-        elif login or state.rotate == "regenerate":  # (events only: no log line, as before)
-            name = "session.login" if login else "session.rotated"
-            context.audit.emit(name, old_sid, "ok", f"new={context.audit.hash(session.id)}")
+        if state.rotate == "login" or (state.rotate == "regenerate" and not session.is_new):
+            # (Events only: no log line, as before; a new session's login too.)
+            name = "session.login" if state.rotate == "login" else "session.rotated"
+            handle = session.id if session.is_new else old_sid
+            context.audit.emit(name, handle, "ok", f"new={context.audit.hash(session.id)}")
         write = None
         # A migrated server-side session leaves its old record behind to delete.
         deletes: tuple[str, ...] = () if state.stale_key is None else (state.stale_key,)

@@ -251,6 +251,7 @@ class SessionManager:
                     "session.login" if write.replaces is not None else "session.rotated",
                     session.id,
                     f"new={self.audit.hash(write.key)}",
+                    "login" if state.rotate == "login" else "",  # (a new session's too)
                 )
                 session._rekey(issue)
         headers: list[tuple[str, str]] = []

@@ -53,6 +53,10 @@ _SYSTEMS = {
 }
 
 
+#: Histogram buckets, seconds: from a memory store's microseconds to a stalled network store.
+BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
 def db_system(store: object) -> str:
     """The `db.system` of `store`: "redis", "postgresql", "sqlite", "coatcheck.memory", or
     the lower-cased class name of a store coatcheck does not ship."""
@@ -87,6 +91,8 @@ class Instrumentation:
             "coatcheck.store.duration",
             unit="s",
             description="Duration of the session store calls made for requests",
+            # Seconds: the SDK's default buckets (0 to 10000) are for milliseconds.
+            explicit_bucket_boundaries_advisory=BUCKETS,
         )
         self.tracer: trace.Tracer | None = None
         if tracer_provider is not None:
