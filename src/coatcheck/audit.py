@@ -28,7 +28,7 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .events import Event, Events, kind_of
+from .events import Events
 from .ids import log_hash
 
 if TYPE_CHECKING:
@@ -105,17 +105,9 @@ class Audit:
         a log line; nothing when there are none. The hub queues it and returns at once."""
         events = self.events
         if events.subscribers:
+            # Hashed, and made an `Event`, on the hub's thread (`Events.publish`).
             events.publish(
-                Event(
-                    kind or kind_of(event, detail),
-                    outcome,
-                    self.hash(value),
-                    self.mode,
-                    self.clock(),
-                    event,
-                    detail,
-                    duration,
-                )
+                (self.hash, self.mode, event, value, outcome, detail, duration, kind, self.clock())
             )
 
     def _write(

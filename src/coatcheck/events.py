@@ -23,7 +23,7 @@ from __future__ import annotations
 import _thread
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Final, Literal, cast
 
 if TYPE_CHECKING:
     import queue
@@ -123,6 +123,11 @@ class Event:
 
 
 Subscriber = Callable[[Event], object]
+#: What `Audit` queues: the parts of an event, hashed and built on the hub's thread:
+#: (hash, mode, name, value, outcome, detail, duration, kind, time).
+Pending = tuple[
+    Callable[[str | None], str], str, str, "str | None", str, str, "float | None", str, float
+]
 
 _STOP: Final = object()
 
@@ -134,6 +139,10 @@ class Events:
     in `dropped`), so a subscriber that blocks never makes a request wait or memory grow.
     `delivered` counts events handed to every subscriber, `failed` subscriber calls that
     raised. One hub may serve several managers (`SessionManager(events=...)`).
+
+    What a request pays with a subscriber is one tuple and one `SimpleQueue.put` per event:
+    the hub's thread hashes the session's handle and builds the `Event` (the handle waits
+    in the queue in between, in this process's memory only; no subscriber ever sees it).
     """
 
     __slots__ = (
@@ -161,7 +170,7 @@ class Events:
         self.dropped = self.delivered = self.failed = 0
         # The queue, the thread and the log come with the first subscriber: importing this
         # module or building a manager starts and imports nothing (see tests/test_imports).
-        self._queue: queue.Queue[object] | None = None
+        self._queue: queue.SimpleQueue[object] | None = None
         self._thread: threading.Thread | None = None
         self._failures: ThrottledLog | None = None
         self._lock = _thread.allocate_lock()
@@ -183,7 +192,7 @@ class Events:
 
         with self._lock:
             if self._queue is None:
-                self._queue = queue.Queue(self.maxsize)
+                self._queue = queue.SimpleQueue()
                 self._failures = ThrottledLog(
                     logging.getLogger("coatcheck.events"),
                     "events.subscriber_failed",
@@ -202,26 +211,31 @@ class Events:
         with self._lock:
             self.subscribers = tuple(s for s in self.subscribers if s != callback)
 
-    def publish(self, event: Event) -> None:
-        """Queue `event` for the subscribers; never blocks (a full queue drops it)."""
+    def publish(self, event: Event | Pending) -> None:
+        """Queue `event` for the subscribers; never blocks (a full queue drops it). (`Audit`
+        queues the parts of one, see `Pending`.)"""
         pending = self._queue
         if not self.subscribers or pending is None:
             return
-        if pending.qsize() >= self.maxsize:  # (`put_nowait` would raise `queue.Full`)
+        if pending.qsize() >= self.maxsize:  # (concurrent requests may pass it by a few)
             with self._lock:
                 self.dropped += 1
             return
-        pending.put_nowait(event)
+        pending.put(event)
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every queued event has been delivered; False if `timeout` (seconds)
-        passed first."""
+        """Wait until every event queued before this call has been delivered; False if
+        `timeout` (seconds) passed first, or no thread is running to deliver them."""
+        import threading
+
         pending = self._queue
         if pending is None:
             return True
-        done = pending.all_tasks_done
-        with done:
-            return done.wait_for(lambda: not pending.unfinished_tasks, timeout)
+        if self._thread is None:
+            return pending.qsize() == 0
+        reached = threading.Event()
+        pending.put(reached)  # (past the bound: the queue is first-in, first-out)
+        return reached.wait(timeout)
 
     def close(self) -> None:
         """Deliver what is queued, then stop the thread (a later `subscribe` starts one)."""
@@ -231,25 +245,37 @@ class Events:
             self._queue.put(_STOP)
             thread.join()
 
-    def _run(self, pending: queue.Queue[object]) -> None:
-        get, done = pending.get, pending.task_done
+    def _run(self, pending: queue.SimpleQueue[object]) -> None:
+        get = pending.get
         while True:
-            event = get()
-            try:
-                if event is _STOP:
-                    return
-                for callback in self.subscribers:
-                    try:
-                        callback(event)  # type: ignore[arg-type]
-                    except Exception as exc:  # noqa: BLE001 - a subscriber's bug stays its own
-                        with self._lock:
-                            self.failed += 1
-                        if self._failures is not None:
-                            self._failures.record(
-                                getattr(event, "time", 0.0),
-                                f"{type(exc).__name__} in {callback!r}",
-                            )
-                with self._lock:
-                    self.delivered += 1
-            finally:
-                done()
+            item = get()
+            if item is _STOP:
+                return
+            if isinstance(item, tuple):
+                parts = cast(Pending, item)
+                digest, mode, name, value, outcome, detail, duration, kind, now = parts
+                event = Event(
+                    kind or kind_of(name, detail),
+                    outcome,
+                    digest(value),
+                    mode,
+                    now,
+                    name,
+                    detail,
+                    duration,
+                )
+            elif isinstance(item, Event):
+                event = item
+            else:  # a `flush` marker: everything before it is delivered
+                item.set()  # type: ignore[attr-defined]
+                continue
+            for callback in self.subscribers:
+                try:
+                    callback(event)
+                except Exception as exc:  # noqa: BLE001 - a subscriber's bug stays its own
+                    with self._lock:
+                        self.failed += 1
+                    if self._failures is not None:
+                        self._failures.record(event.time, f"{type(exc).__name__} in {callback!r}")
+            with self._lock:
+                self.delivered += 1
