@@ -24,12 +24,12 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from coatcheck import (
+    AsyncSessionAdmin,
     ClientSide,
     KeyRing,
     Lifetimes,
     ServerSide,
     Session,
-    SessionAdmin,
     SessionLimit,
     SessionManager,
 )
@@ -64,6 +64,8 @@ def make_app(manager: SessionManager) -> Starlette:
             session.logout()
         elif action == "regenerate":
             session.regenerate()
+        elif action == "revoke":  # an operator's action, through the app
+            await AsyncSessionAdmin(manager).revoke(request.query_params["id"])
         elif action == "fresh":
             require(session, max_age=60)
         return PlainTextResponse("ok")
@@ -194,7 +196,8 @@ async def test_security_events(tmp_path: Path, mode: str, store: str) -> None:
         await w.send("POST", "/login", params={"user": "bob"})
         sid = (await w.send("GET", "/")).json()["id"]
         w.take()
-        SessionAdmin(w.manager).revoke(sid)
+        w.secret = None
+        assert (await w.send("POST", "/revoke", params={"id": sid})).status_code == 200
         assert w.take() == ["revoked"]
         w.secret = None
         await w.send("POST", "/write")
@@ -342,3 +345,38 @@ def test_event_is_frozen_and_slotted() -> None:
     with pytest.raises(AttributeError):
         event.kind = "login"  # type: ignore[misc]
     assert not hasattr(event, "__dict__")
+
+
+@pytest.mark.anyio
+@STORES
+async def test_migration_both_ways_is_an_event(tmp_path: Path, store: str) -> None:
+    """A token presented to a server-side manager that migrates from its mode, and back:
+    a `migrated` event each way, with the mode the session moved to."""
+    async with world(tmp_path, "client", store) as w:
+        await w.send("POST", "/login")
+        w.take()
+        token = w.secret
+        assert token is not None and token.count(".") == 2
+        client_mode = w.manager.mode
+        assert isinstance(client_mode, ClientSide)
+        legacy = ClientSide(KeyRing([KEY]), store=None, revocations=client_mode.revocations)
+        server = SessionManager(
+            ServerSide(client_mode.store, migrate_from=legacy),
+            lifetimes=LIFETIMES,
+            clock=w.clock,
+            events=w.manager.events,
+        )
+        async with client(make_app(server)) as http:
+            response = await http.post("/write", headers={"cookie": f"{COOKIE}={token}"})
+            assert response.status_code == 200
+            secret = sent_secret(response)
+        assert secret and "." not in secret
+        w.seen.add(secret)
+        assert "migrated" in w.kinds()
+        assert [e.mode for e in w.received if e.kind == "migrated"] == ["server"]
+        w.received.clear()
+        w.secret = secret  # and back to the client-side manager, which reads the registry
+        assert (await w.send("POST", "/write")).status_code == 200
+        assert "migrated" in w.kinds()
+        assert [e.mode for e in w.received if e.kind == "migrated"] == ["client"]
+        w.assert_nothing_secret()
