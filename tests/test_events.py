@@ -358,7 +358,7 @@ async def test_migration_both_ways_is_an_event(tmp_path: Path, store: str) -> No
         token = w.secret
         assert token is not None and token.count(".") == 2
         client_mode = w.manager.mode
-        assert isinstance(client_mode, ClientSide)
+        assert isinstance(client_mode, ClientSide) and client_mode.store is not None
         legacy = ClientSide(KeyRing([KEY]), store=None, revocations=client_mode.revocations)
         server = SessionManager(
             ServerSide(client_mode.store, migrate_from=legacy),

@@ -52,7 +52,6 @@ Kind = Literal[
     "invalid",
     "vanished",
     "conflict",
-    "deleted",
     "not_saved",
 ]
 #: How it ended: "ok" for the normal lifecycle, "rejected" for input that failed a check (a
@@ -82,7 +81,7 @@ _KINDS: Final[dict[str, str]] = {
     "token.revoked": "revoked",
     "session.vanished": "vanished",
     "session.conflict": "conflict",
-    "session.deleted": "deleted",
+    "session.deleted": "logout",  # (Django's `flush()` on logout; `SessionStore.delete`)
     "session.too_large": "not_saved",
     "session.unserialisable": "not_saved",
     "session.import_rejected": "invalid",
