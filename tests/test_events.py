@@ -8,7 +8,9 @@ the blocking subscriber is parked on a `threading.Event`, no sleeps).
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -380,3 +382,30 @@ async def test_migration_both_ways_is_an_event(tmp_path: Path, store: str) -> No
         assert "migrated" in w.kinds()
         assert [e.mode for e in w.received if e.kind == "migrated"] == ["client"]
         w.assert_nothing_secret()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork() on this platform")
+def test_a_forked_worker_delivers_its_own_events() -> None:
+    """A hub subscribed before a fork (gunicorn --preload) delivers in the child too."""
+    manager = SessionManager(ServerSide(MemoryStore()))
+    got: list[Event] = []
+    manager.events.subscribe(got.append)
+    read, write = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # (3.12+: fork with threads)
+        pid = os.fork()
+    if pid == 0:  # the child: report what it delivered, then leave without cleanup
+        try:
+            manager.audit.lifecycle("session.created", "child")
+            ok = manager.events.flush(10) and [e.kind for e in got] == ["created"]
+            os.write(write, b"ok" if ok else repr(got).encode()[:200])
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        assert pipe.read() == b"ok"
+    os.waitpid(pid, 0)
+    manager.audit.lifecycle("session.created", "parent")
+    assert manager.events.flush(10)
+    assert [e.kind for e in got] == ["created"]
+    manager.events.close()

@@ -23,11 +23,13 @@ from __future__ import annotations
 import _thread
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Final, Literal, cast
 
 if TYPE_CHECKING:
     import queue
     import threading
+    import weakref
 
     from .audit import ThrottledLog
 
@@ -145,6 +147,7 @@ class Events:
     """
 
     __slots__ = (
+        "__weakref__",
         "_failures",
         "_lock",
         "_queue",
@@ -184,8 +187,9 @@ class Events:
         """Deliver every later event to `callback` (on the hub's thread); returns it, so
         this works as a decorator."""
         import logging
+        import os
         import queue
-        import threading
+        import weakref
 
         from .audit import ThrottledLog
 
@@ -197,13 +201,22 @@ class Events:
                     "events.subscriber_failed",
                     "an event subscriber raised",
                 )
+                # A forked worker (gunicorn --preload) inherits the hub but not its thread:
+                # it gets an empty queue and a thread of its own.
+                if hasattr(os, "register_at_fork"):
+                    os.register_at_fork(after_in_child=partial(_forked, weakref.ref(self)))
             if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, args=(self._queue,), name="coatcheck-events", daemon=True
-                )
-                self._thread.start()
+                self._start()
             self.subscribers = (*self.subscribers, callback)
         return callback
+
+    def _start(self) -> None:
+        import threading
+
+        self._thread = threading.Thread(
+            target=self._run, args=(self._queue,), name="coatcheck-events", daemon=True
+        )
+        self._thread.start()
 
     def unsubscribe(self, callback: Subscriber) -> None:
         """Stop delivering to `callback` (events already queued may still reach it)."""
@@ -278,3 +291,17 @@ class Events:
                         self._failures.record(event.time, f"{type(exc).__name__} in {callback!r}")
             with self._lock:
                 self.delivered += 1
+
+
+def _forked(ref: weakref.ReferenceType[Events]) -> None:
+    """In a forked child: the parent's queue and thread are not this process's."""
+    import queue
+
+    hub = ref()
+    if hub is None or hub._queue is None:
+        return
+    hub._lock = _thread.allocate_lock()  # (it may have been held by another thread)
+    hub._queue = queue.SimpleQueue()
+    hub._thread = None
+    if hub.subscribers:
+        hub._start()
