@@ -12,7 +12,9 @@ daemon thread per hub, started by the first `subscribe`, takes the events off in
 calls each subscriber. A subscriber that raises is counted (`failed`) and logged on
 `coatcheck.events` at most once per 10 seconds; one that blocks holds up only the thread,
 and once the queue is full further events are dropped and counted (`dropped`), never
-waited for. With no subscriber the hub costs the request one attribute test per event.
+waited for. With no subscriber the hub costs the request one attribute test per event;
+with one, a tuple put on a `SimpleQueue` (the thread hashes the handle and builds the
+`Event`). A process forked after `subscribe` gets its own queue and thread.
 
 `flush(timeout)` waits until every queued event is delivered (tests, and a process that
 wants its last events out before it exits); `close()` stops the thread.
