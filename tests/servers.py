@@ -32,6 +32,7 @@ import pytest
 __all__ = [
     "PostgresServer",
     "RedisCluster",
+    "RedisSentinel",
     "RedisServer",
     "free_port",
     "postgres_server_fixture",
@@ -40,6 +41,7 @@ __all__ = [
     "running_postgres",
     "running_redis",
     "running_redis_cluster",
+    "running_redis_sentinel",
 ]
 
 START_TIMEOUT = 20.0  # seconds a server may take to accept connections
@@ -102,8 +104,11 @@ class RedisServer:
         port: int | None = None,
         cluster: bool = False,
         durable: bool = False,
+        extra: tuple[str, ...] = (),
+        binary: str = "redis-server",
     ) -> None:
-        self.binary = _require("redis-server")
+        self.binary = binary if os.path.isabs(binary) else _require(binary)
+        self.extra = extra
         self.directory = directory
         self.cluster = cluster
         self.durable = durable
@@ -139,6 +144,7 @@ class RedisServer:
             "--logfile",
             str(self.directory / f"redis-{self.port}.log"),
         ]
+        args += self.extra
         if self.cluster:
             args += [
                 "--cluster-enabled",
@@ -213,6 +219,116 @@ class RedisCluster:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+
+
+class RedisSentinel:
+    """A Sentinel-managed Redis: a master, `replicas` replicas of it and `sentinels`
+    sentinels (quorum 2) watching it as service `SERVICE`, all on free loopback ports.
+
+    A sentinel takes the master for down after `DOWN_AFTER_MS` without an answer, so a
+    failover after a SIGKILL of the master (`kill_master`) takes a few seconds.
+    """
+
+    SERVICE = "coatcheck"
+    DOWN_AFTER_MS = 1000
+
+    def __init__(self, directory: Path, *, replicas: int = 1, sentinels: int = 3) -> None:
+        self.directory = directory
+        self.master = RedisServer(directory)
+        self.replicas = [
+            RedisServer(directory, extra=("--replicaof", "127.0.0.1", str(self.master.port)))
+            for _ in range(replicas)
+        ]
+        self.sentinel_ports = [free_port() for _ in range(sentinels)]
+        self.sentinels: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def url(self) -> str:
+        """The URL coatcheck's `from_url` takes: every sentinel, the service, db 0."""
+        hosts = ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
+        return f"redis+sentinel://{hosts}/{self.SERVICE}/0"
+
+    @property
+    def servers(self) -> list[RedisServer]:
+        return [self.master, *self.replicas]
+
+    def start(self) -> None:
+        for server in self.servers:
+            server.start()
+        binary = _require("redis-server")
+        for port in self.sentinel_ports:
+            config = self.directory / f"sentinel-{port}.conf"
+            config.write_text(
+                f"port {port}\nbind 127.0.0.1\ndir {self.directory}\n"
+                f"logfile {self.directory / f'sentinel-{port}.log'}\n"
+                f"sentinel monitor {self.SERVICE} 127.0.0.1 {self.master.port} 2\n"
+                f"sentinel down-after-milliseconds {self.SERVICE} {self.DOWN_AFTER_MS}\n"
+                f"sentinel failover-timeout {self.SERVICE} 10000\n"
+                f"sentinel parallel-syncs {self.SERVICE} 1\n"
+            )
+            process = subprocess.Popen(
+                [binary, str(config), "--sentinel"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            self.sentinels.append(process)
+            _wait_for_port(port, process, f"redis-sentinel on port {port}")
+        # Ready once every replica is in sync and every sentinel sees every other one.
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            synced = all(
+                "master_link_status:up" in replica.cli("info", "replication")
+                for replica in self.replicas
+            )
+            if synced and all(
+                self.sentinel_cli(port, "sentinel", "master", self.SERVICE).count("\n") > 0
+                and self._others(port) >= len(self.sentinel_ports) - 1
+                for port in self.sentinel_ports
+            ):
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"Redis Sentinel not ready within {START_TIMEOUT:g}s")
+
+    def _others(self, port: int) -> int:
+        lines = self.sentinel_cli(port, "sentinel", "master", self.SERVICE).split("\n")
+        for name, value in zip(lines, lines[1:], strict=False):
+            if name == "num-other-sentinels":
+                return int(value)
+        return 0
+
+    def sentinel_cli(self, port: int, *args: str) -> str:
+        cli = _require("redis-cli")
+        result = subprocess.run(
+            [cli, "-h", "127.0.0.1", "-p", str(port), *args],
+            capture_output=True,
+            check=True,
+            timeout=30,
+        )
+        return result.stdout.decode()
+
+    def master_port(self) -> int:
+        """The master's port as the first sentinel now reports it."""
+        reply = self.sentinel_cli(
+            self.sentinel_ports[0], "sentinel", "get-master-addr-by-name", self.SERVICE
+        )
+        return int(reply.split()[1])
+
+    def kill_master(self) -> RedisServer:
+        """SIGKILL the current master (as the sentinels know it); returns it, stopped."""
+        port = self.master_port()
+        server = next(server for server in self.servers if server.port == port)
+        server.stop()
+        return server
+
+    def stop(self) -> None:
+        for process in self.sentinels:
+            process.kill()
+            process.wait(timeout=10)
+            if process.stderr is not None:
+                process.stderr.close()
+        self.sentinels = []
+        for server in self.servers:
+            server.stop()
 
 
 class PostgresServer:
@@ -330,6 +446,18 @@ def running_redis_cluster() -> Iterator[RedisCluster]:
             yield cluster
         finally:
             cluster.stop()
+
+
+@contextlib.contextmanager
+def running_redis_sentinel(*, replicas: int = 1) -> Iterator[RedisSentinel]:
+    """A fresh master, `replicas` replicas and three sentinels for the duration of the block."""
+    with _tempdir("redis-sentinel") as directory:
+        group = RedisSentinel(directory, replicas=replicas)
+        try:
+            group.start()
+            yield group
+        finally:
+            group.stop()
 
 
 @contextlib.contextmanager

@@ -142,6 +142,7 @@ _SCHEMES = {
     "rediss": "redis",
     "redis+cluster": "redis",
     "rediss+cluster": "redis",
+    "redis+sentinel": "redis",
     "postgresql": "postgres",
     "postgres": "postgres",
     "django": "django",
@@ -306,6 +307,9 @@ def from_url(url: str, *, asynchronous: bool = False) -> Store | AsyncStore:
     - `sqlite:///relative/path.db`, `sqlite:////absolute/path.db`, `sqlite:///:memory:`
     - `redis://[[user]:password@]host:6379/0`, `rediss://...` (TLS); a Redis Cluster:
       `redis+cluster://host:port` or `rediss+cluster://...` (any node)
+    - a Sentinel-managed Redis:
+      `redis+sentinel://[[user]:password@]host:26379[,host:26379...]/service_name[/db]`
+      (the sentinels; see `stores.sentinel`)
     - `postgresql://user:password@host:5432/db` (or `postgres://`)
     - `django://` or `django://<alias>`: a Django project's own database (`DjangoStore`)
 
@@ -318,6 +322,7 @@ def from_url(url: str, *, asynchronous: bool = False) -> Store | AsyncStore:
         raise ConfigurationError(
             f"unknown store URL scheme {scheme + '://' if scheme else url!r}; "
             "use memory://, sqlite:///path, redis://host, redis+cluster://host, "
+            "redis+sentinel://host/service, "
             "postgresql://host, django://"
         )
     store: Store | AsyncStore = __getattr__(backend.async_store if asynchronous else backend.store)(

@@ -144,7 +144,7 @@ from redis.retry import Retry
 
 from ..exceptions import ConfigurationError, StoreCorrupted, StoreError, StoreUnavailable
 from ..revocation import Revocation, decode_entry, decode_rows, encode_entry
-from . import _pool_settings, resp
+from . import _pool_settings, resp, sentinel
 from .base import CONFLICTED, Admission, Record
 from .feed import POLL_INTERVAL, RECONNECT_DELAY, SUBSCRIBED, AsyncListener, Listener
 
@@ -428,6 +428,8 @@ def _split_url(url: str, cluster: bool | None) -> tuple[str, bool]:
     plain = _CLUSTER_SCHEMES.get(scheme.lower())
     if plain is not None:
         return f"{plain}://{rest}", True
+    if cluster and sentinel.is_sentinel_url(url):
+        raise ConfigurationError("a redis+sentinel URL names one master, not a cluster")
     return url, bool(cluster)
 
 
@@ -610,7 +612,15 @@ class _SyncClient(_PoolSettings):
         url, self.cluster = _split_url(settings[0], cluster)
         options = _options(timeout, Retry(NoBackoff(), 1))
         pool = {"max_connections": settings[1], "timeout": settings[2]}
-        if self.cluster:  # each node's pool waits
+        if sentinel.is_sentinel_url(url):  # gated like a lane store: see stores.sentinel
+            address = sentinel.parse(url)
+            gated = cast(
+                _GatedSyncRedis,
+                sentinel.sync_master(address, _GatedSyncRedis, 2 * settings[1], options),
+            )
+            gated.gate = resp.SyncGate(settings[1], settings[2])
+            self._use(gated)
+        elif self.cluster:  # each node's pool waits
             self._connected = False
             self._make: Callable[[], redis.cluster.RedisCluster] = lambda: (
                 redis.cluster.RedisCluster.from_url(
@@ -650,6 +660,7 @@ class _SyncClient(_PoolSettings):
         if self._owned and self._connected:
             with _translated():
                 self._client.close()
+                sentinel.close(self._client)
 
 
 class _GatedSyncRedis(redis.Redis):
@@ -760,7 +771,12 @@ class _AsyncClient(_PoolSettings):
             # The gate admits `size` commands; the pool below has room for twice that (the
             # pub/sub listener, connections being replaced), so it never refuses one.
             gated: _GatedRedis | _GatedCluster
-            if is_cluster:
+            if sentinel.is_sentinel_url(url):
+                gated = cast(
+                    _GatedRedis,
+                    sentinel.async_master(sentinel.parse(url), _GatedRedis, 2 * size, options),
+                )
+            elif is_cluster:
                 gated = cast(
                     _GatedCluster,
                     _GatedCluster.from_url(url, max_connections=2 * size, **options),
@@ -802,6 +818,7 @@ class _AsyncClient(_PoolSettings):
         if self._owned:
             with _translated():
                 await self._client.aclose()
+                await sentinel.aclose(self._client)
 
 
 class _Layout:
@@ -900,7 +917,8 @@ class RedisStore(_Layout, _SyncClient):
     """Sessions in Redis (or Valkey), on one server or a Redis Cluster.
 
     `client` is a URL (`redis://[[user]:password@]host:6379/0`, `rediss://` for TLS,
-    `redis+cluster://host:port` for a cluster) or an existing `redis.Redis` /
+    `redis+cluster://host:port` for a cluster, `redis+sentinel://host:26379/service` for a
+    Sentinel-managed master, see `stores.sentinel`) or an existing `redis.Redis` /
     `redis.cluster.RedisCluster`, which the store then neither configures nor closes.
     `timeout` bounds connecting and each reply, in seconds. A store made from a URL keeps
     at most `max_connections` connections, and a command finding them all busy waits up to
@@ -1268,8 +1286,8 @@ class _RevocationKeys:
 class RedisRevocationStore(_RevocationKeys, _SyncClient):
     """Revocations shared through Redis, on one server or a Redis Cluster.
 
-    `client` is a URL (`redis://host:6379/0`, `rediss://` for TLS, `redis+cluster://host:port`)
-    or an existing `redis.Redis` / `redis.cluster.RedisCluster`, which the store then neither
+    `client` is a URL (`redis://host:6379/0`, `rediss://` for TLS, `redis+cluster://host:port`,
+    `redis+sentinel://host:26379/service`) or an existing `redis.Redis` / `redis.cluster.RedisCluster`, which the store then neither
     configures nor closes. `timeout` bounds connecting and each reply, in seconds;
     `max_connections` and `pool_timeout` size the pool as for `RedisStore`. `clock`
     decides which entries have expired (the app servers' clock, which wrote `expires_at`).
