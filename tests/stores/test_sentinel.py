@@ -84,7 +84,9 @@ def fence(group: RedisSentinel) -> None:
     master = redis.Redis(port=group.master_port(), single_connection_client=True)
     try:
         master.set("fence", secrets.token_hex(4))
-        acked = master.execute_command("WAIT", len(group.replicas), 10_000)
+        acked = master.execute_command(  # type: ignore[no-untyped-call]
+            "WAIT", len(group.replicas), 10_000
+        )
         assert acked == len(group.replicas)
     finally:
         master.close()
@@ -269,7 +271,11 @@ async def test_sessions_continue_through_a_failover_under_load() -> None:
                     status = answered(response)
                     statuses.append(status)
                     requests += 1
-                    if killed_at is not None and status == 200 and response.request.method == "POST":
+                    if (
+                        killed_at is not None
+                        and status == 200
+                        and response.request.method == "POST"
+                    ):
                         served_again.setdefault(n, time.monotonic() - killed_at)
                     if status == 503:
                         await anyio.sleep(0.02)  # as a client backs off

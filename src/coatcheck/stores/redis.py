@@ -613,10 +613,10 @@ class _SyncClient(_PoolSettings):
         options = _options(timeout, Retry(NoBackoff(), 1))
         pool = {"max_connections": settings[1], "timeout": settings[2]}
         if sentinel.is_sentinel_url(url):  # gated like a lane store: see stores.sentinel
-            address = sentinel.parse(url)
+            where = sentinel.parse(url)
             gated = cast(
                 _GatedSyncRedis,
-                sentinel.sync_master(address, _GatedSyncRedis, 2 * settings[1], options),
+                sentinel.sync_master(where, _GatedSyncRedis, 2 * settings[1], options),
             )
             gated.gate = resp.SyncGate(settings[1], settings[2])
             self._use(gated)
@@ -1287,10 +1287,11 @@ class RedisRevocationStore(_RevocationKeys, _SyncClient):
     """Revocations shared through Redis, on one server or a Redis Cluster.
 
     `client` is a URL (`redis://host:6379/0`, `rediss://` for TLS, `redis+cluster://host:port`,
-    `redis+sentinel://host:26379/service`) or an existing `redis.Redis` / `redis.cluster.RedisCluster`, which the store then neither
-    configures nor closes. `timeout` bounds connecting and each reply, in seconds;
-    `max_connections` and `pool_timeout` size the pool as for `RedisStore`. `clock`
-    decides which entries have expired (the app servers' clock, which wrote `expires_at`).
+    `redis+sentinel://host:26379/service`) or an existing `redis.Redis` /
+    `redis.cluster.RedisCluster`, which the store then neither configures nor closes.
+    `timeout` bounds connecting and each reply, in seconds; `max_connections` and
+    `pool_timeout` size the pool as for `RedisStore`. `clock` decides which entries have
+    expired (the app servers' clock, which wrote `expires_at`).
     """
 
     def __init__(

@@ -109,9 +109,7 @@ def _host_port(item: str) -> tuple[str, int]:
     else:
         host, _, port = item.rpartition(":") if ":" in item else (item, "", "")
     if not host or (port and not port.isdigit()) or not 0 < int(port or 1) < 65536:
-        raise ConfigurationError(
-            f"a sentinel in a redis+sentinel URL is host:port, as in {_FORM}"
-        )
+        raise ConfigurationError(f"a sentinel in a redis+sentinel URL is host:port, as in {_FORM}")
     return host, int(port) if port else DEFAULT_SENTINEL_PORT
 
 
@@ -149,14 +147,14 @@ def sync_master(
 ) -> Any:
     """A `redis_class` client of the service's master, through the sentinels. `options` are
     the store's socket timeouts and retry; the sentinels get the same timeouts."""
-    sentinel = redis.sentinel.Sentinel(
+    sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
         list(address.sentinels),
         sentinel_kwargs={
             "socket_timeout": options["socket_timeout"],
             "socket_connect_timeout": options["socket_connect_timeout"],
         },
     )
-    return sentinel.master_for(
+    return sentinel.master_for(  # type: ignore[no-untyped-call]
         address.service,
         redis_class=redis_class,
         max_connections=max_connections,
@@ -168,7 +166,7 @@ def async_master(
     address: SentinelAddress, redis_class: type[Any], max_connections: int, options: dict[str, Any]
 ) -> Any:
     """The asyncio twin of `sync_master`."""
-    sentinel = redis.asyncio.sentinel.Sentinel(
+    sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
         list(address.sentinels),
         sentinel_kwargs={
             "socket_timeout": options["socket_timeout"],
