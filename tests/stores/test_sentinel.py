@@ -239,9 +239,18 @@ LEAKS_SENTINEL_SOCKETS = pytest.mark.filterwarnings(
 @SERVICE
 @LEAKS_SENTINEL_SOCKETS
 @pytest.mark.anyio
-async def test_sessions_continue_through_a_failover_under_load() -> None:
-    with running_redis_sentinel() as group:
-        store = AsyncRedisStore(group.url, prefix=fresh_prefix(), timeout=0.3)
+@pytest.mark.parametrize("wait_replicas", [0, 1])
+async def test_sessions_continue_through_a_failover_under_load(wait_replicas: int) -> None:
+    """Without `wait_replicas`, the writes replicated before the kill (a `WAIT` fence)
+    survive it; with `wait_replicas=1` (two replicas, so that the promoted master still has
+    one), every write answered 200, before or after the kill, survives it, with no fence."""
+    with running_redis_sentinel(replicas=1 + wait_replicas) as group:
+        store = AsyncRedisStore(
+            group.url,
+            prefix=fresh_prefix(),
+            timeout=1.0 if wait_replicas else 0.3,  # WAIT takes up to half of it
+            wait_replicas=wait_replicas,
+        )
         app = app_for(store)
         browsers = [client(app) for _ in range(CLIENTS)]
         statuses: list[int] = []
@@ -253,11 +262,13 @@ async def test_sessions_continue_through_a_failover_under_load() -> None:
                     assert response.status_code == 200
             cookies = [http.cookies.get(COOKIE) for http in browsers]
             assert all(cookies) and len(set(cookies)) == CLIENTS
-            await anyio.to_thread.run_sync(fence, group)
+            if not wait_replicas:
+                await anyio.to_thread.run_sync(fence, group)
 
             killed_at: float | None = None
             served_again: dict[int, float] = {}  # browser -> seconds from kill to its 200
             requests = 0
+            acknowledged: list[set[str]] = [set() for _ in browsers]  # keys answered 200
 
             async def load(n: int, http: httpx.AsyncClient) -> None:
                 nonlocal requests
@@ -271,6 +282,8 @@ async def test_sessions_continue_through_a_failover_under_load() -> None:
                     status = answered(response)
                     statuses.append(status)
                     requests += 1
+                    if status == 200 and response.request.method == "POST":
+                        acknowledged[n].add(f"load{i}")
                     if (
                         killed_at is not None
                         and status == 200
@@ -309,6 +322,9 @@ async def test_sessions_continue_through_a_failover_under_load() -> None:
                 assert http.cookies.get(COOKIE) == cookies[n]
                 assert all(data[f"kept{i}"] == str(n) for i in range(KEPT)), data
                 assert data[f"after{AFTER - 1}"] == str(n)
+                if wait_replicas:
+                    lost = acknowledged[n] - set(data)
+                    assert not lost, f"writes answered 200 but lost in the failover: {lost}"
         finally:
             for http in browsers:
                 await http.aclose()
@@ -339,6 +355,68 @@ def test_a_sync_store_follows_the_failover() -> None:
         record = store.load(key)
         assert record is not None and (record.data, record.version) == (b"after", 2)
         assert [k for k, _ in store.list_user("ann")] == [key]
+        store.close()
+
+
+@SERVICE
+def test_with_wait_replicas_no_acknowledged_write_is_lost() -> None:
+    """`wait_replicas=1`: each save and delete returns once a replica has it, so the master
+    can be killed right after, with no fence, and the promoted replica has every one."""
+    with running_redis_sentinel(replicas=2) as group:
+        store = RedisStore(group.url, prefix=fresh_prefix(), timeout=1.0, wait_replicas=1)
+        assert store._lane is None
+        keys = [secrets.token_urlsafe(32) for _ in range(20)]
+        for i, key in enumerate(keys):
+            assert store.save(key, b"%d" % i, version=0, ttl=60, user="ann")
+        assert store.rotate(keys[1], keys[1] + "x", b"rotated", version=1, ttl=60, user="ann")
+        store.delete(keys[0])
+        group.kill_master()
+
+        def served() -> bool:
+            try:
+                return store.load(keys[2]) is not None
+            except StoreUnavailable:
+                return False
+
+        wait_for(served, "the promoted replica to serve", RECOVERY_BOUND)
+        assert store.load(keys[0]) is None and store.load(keys[1]) is None
+        rotated = store.load(keys[1] + "x")
+        assert rotated is not None and rotated.data == b"rotated"
+        for i, key in enumerate(keys[2:], start=2):
+            record = store.load(key)
+            assert record is not None and record.data == b"%d" % i
+        assert len(store.list_user("ann")) == len(keys) - 1
+        store.close()
+
+
+def test_wait_replicas_is_checked() -> None:
+    with pytest.raises(ConfigurationError):
+        RedisStore("redis://h/0", wait_replicas=-1)
+    with pytest.raises(ConfigurationError, match="cluster"):
+        RedisStore("redis+cluster://h:1", wait_replicas=1)
+    with pytest.raises(TypeError):
+        RedisStore("redis://h/0", wait_replicas=True)
+    store = RedisStore("redis://h/0", wait_replicas=2)
+    assert store._lane is None and store.wait_replicas == 2
+    twin = to_async(store)
+    assert isinstance(twin, AsyncRedisStore) and twin.wait_replicas == 2
+    store.close()
+
+
+@SERVICE
+def test_a_write_no_replica_acknowledged_is_a_503() -> None:
+    """With every replica stopped, a write is not confirmed: StoreUnavailable, whatever
+    the master did with it."""
+    with running_redis_sentinel() as group:
+        store = RedisStore(group.url, prefix=fresh_prefix(), timeout=1.0, wait_replicas=1)
+        assert store.save("k" * 43, b"one", version=0, ttl=60, user=None)
+        group.replicas[0].stop()
+        wait_for(
+            lambda: "connected_slaves:0" in group.master.cli("info", "replication"),
+            "the master to see its replica gone",
+        )
+        with pytest.raises(StoreUnavailable, match="0 of 1 replicas"):
+            store.save("k" * 43, b"two", version=1, ttl=60, user=None)
         store.close()
 
 

@@ -352,6 +352,8 @@ _SCRIPTS = {
     "list": _LUA_LIST,
     "delete_user": _LUA_DELETE_USER,
 }
+#: The scripts that write: with `wait_replicas`, each is followed by `WAIT`.
+_WRITES = frozenset(_SCRIPTS) - {"list"}
 #: The scripts a lane runs (`save` and `rotate`, on one server), by their SHA1.
 _LANE_SHAS = {name: resp.sha1(_SCRIPTS[name]) for name in ("save", "rotate")}
 
@@ -831,6 +833,10 @@ class _Layout:
     prefix: str
     cluster: bool
     one_slot: bool
+    timeout: float
+    _lane: Any
+    #: Replicas that must acknowledge each write (`WAIT`) before it counts as done.
+    wait_replicas: int = 0
 
     def _configure(self, prefix: str) -> None:
         _check_prefix(prefix)
@@ -839,6 +845,27 @@ class _Layout:
         self.one_slot = not self.cluster or re.search(r"\{[^}]+\}", prefix) is not None
         self._key_head = f"{prefix}s:{{"
         self._key_tail = "}"
+
+    def _configure_wait(self, wait_replicas: int) -> None:
+        """Check and keep `wait_replicas`; a store that waits sends every command through
+        redis-py (`WAIT` must follow the write on the same connection), not the lane."""
+        if isinstance(wait_replicas, bool) or not isinstance(wait_replicas, int):
+            raise TypeError("wait_replicas is a whole number of replicas")
+        if wait_replicas < 0:
+            raise ConfigurationError(f"wait_replicas must be 0 or more, not {wait_replicas}")
+        if wait_replicas and self.cluster:
+            raise ConfigurationError("wait_replicas is for one master (or Sentinel), not a cluster")
+        self.wait_replicas = wait_replicas
+        if wait_replicas:
+            self._lane = None
+
+    def _unconfirmed(self, acked: Any) -> None:
+        """Raise if fewer than `wait_replicas` replicas acknowledged the write."""
+        if int(acked) < self.wait_replicas:
+            raise StoreUnavailable(
+                f"Redis store unavailable (the write reached {int(acked)} of "
+                f"{self.wait_replicas} replicas in time; it may still be on the master)"
+            )
 
     def _key(self, key: str) -> str:
         return f"{self._key_head}{key}{self._key_tail}"
@@ -924,6 +951,11 @@ class RedisStore(_Layout, _SyncClient):
     at most `max_connections` connections, and a command finding them all busy waits up to
     `pool_timeout` seconds for one (see the module docstring); either may instead be given
     in the URL's query, `redis://host:6379/0?max_connections=50&pool_timeout=5`.
+    With `wait_replicas=n` (one master, or Sentinel), every write is followed by `WAIT n`
+    on its connection (up to half of `timeout`): a write that fewer replicas acknowledged
+    raises `StoreUnavailable` (a 503; it may still be on the master), so a write answered
+    200 survives a failover to one of those replicas. It costs the replication round trip
+    per write, and the RESP lane is not used.
     """
 
     def __init__(
@@ -935,9 +967,11 @@ class RedisStore(_Layout, _SyncClient):
         cluster: bool | None = None,
         max_connections: int | None = None,  # None: the URL's, else DEFAULT_MAX_CONNECTIONS
         pool_timeout: float | None = None,  # seconds; None: the URL's, else DEFAULT_POOL_TIMEOUT
+        wait_replicas: int = 0,
     ) -> None:
         self._set_client(client, timeout, cluster, max_connections, pool_timeout)
         self._configure(prefix)
+        self._configure_wait(wait_replicas)
 
     def __repr__(self) -> str:
         kind = "cluster" if self.cluster else "server"
@@ -946,7 +980,19 @@ class RedisStore(_Layout, _SyncClient):
     def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
         if self._lane is not None and name in _LANE_SHAS:
             return self._lane.evalsha(_LANE_SHAS[name], _SCRIPTS[name], keys, args)
+        if self.wait_replicas and name in _WRITES:
+            pipe = self._client.pipeline(transaction=False)
+            self._scripts[name](keys=keys, args=args, client=pipe)
+            return self._waited(pipe)
         return self._scripts[name](keys=keys, args=args)
+
+    def _waited(self, pipe: Any) -> Any:
+        """Run `pipe` (one write) and `WAIT` for `wait_replicas`, up to half of `timeout`
+        (the other half is for the reply); the write's result."""
+        pipe.execute_command("WAIT", self.wait_replicas, _ms(self.timeout / 2))
+        result, acked = pipe.execute()
+        self._unconfirmed(acked)
+        return result
 
     def load(self, key: str) -> Record | None:
         with _translated():
@@ -1022,6 +1068,9 @@ class RedisStore(_Layout, _SyncClient):
         with _translated():
             if not self._connected:
                 self._connect()
+            if self.wait_replicas:
+                self._waited(self._client.pipeline(transaction=False).delete(self._key(key)))
+                return
             self._client.delete(self._key(key))
 
     def list_user(self, user: str) -> list[tuple[str, Record]]:
@@ -1080,9 +1129,11 @@ class AsyncRedisStore(_Layout, _AsyncClient):
         cluster: bool | None = None,
         max_connections: int | None = None,  # None: the URL's, else DEFAULT_MAX_CONNECTIONS
         pool_timeout: float | None = None,  # seconds; None: the URL's, else DEFAULT_POOL_TIMEOUT
+        wait_replicas: int = 0,
     ) -> None:
         self._set_client(client, timeout, cluster, max_connections, pool_timeout)
         self._configure(prefix)
+        self._configure_wait(wait_replicas)
 
     @classmethod
     def wrapping(cls, store: RedisStore) -> AsyncRedisStore | None:
@@ -1098,6 +1149,7 @@ class AsyncRedisStore(_Layout, _AsyncClient):
             cluster=store.cluster,
             max_connections=store.max_connections,
             pool_timeout=store.pool_timeout,
+            wait_replicas=store.wait_replicas,
         )
 
     def __repr__(self) -> str:
@@ -1107,7 +1159,17 @@ class AsyncRedisStore(_Layout, _AsyncClient):
     async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
         if self._lane is not None and name in _LANE_SHAS:
             return await self._lane.evalsha(_LANE_SHAS[name], _SCRIPTS[name], keys, args)
+        if self.wait_replicas and name in _WRITES:
+            pipe = self._client.pipeline(transaction=False)
+            await self._scripts[name](keys=keys, args=args, client=pipe)
+            return await self._waited(pipe)
         return await self._scripts[name](keys=keys, args=args)
+
+    async def _waited(self, pipe: Any) -> Any:
+        pipe.execute_command("WAIT", self.wait_replicas, _ms(self.timeout / 2))
+        result, acked = await pipe.execute()
+        self._unconfirmed(acked)
+        return result
 
     async def load(self, key: str) -> Record | None:
         with _translated():
@@ -1182,6 +1244,11 @@ class AsyncRedisStore(_Layout, _AsyncClient):
         with _translated():
             if not self._connected:
                 await self._connect()
+            if self.wait_replicas:
+                pipe = self._client.pipeline(transaction=False)
+                pipe.delete(self._key(key))
+                await self._waited(pipe)
+                return
             await self._client.delete(self._key(key))
 
     async def list_user(self, user: str) -> list[tuple[str, Record]]:
