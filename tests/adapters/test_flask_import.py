@@ -27,6 +27,7 @@ from werkzeug.test import TestResponse
 
 from coatcheck import ConfigurationError, Cookie, Header, SessionAdmin, SessionManager
 from coatcheck.adapters.flask import FlaskSession, SessionInterface
+from coatcheck.events import Event
 from coatcheck.stores import MemoryStore
 from faults import SwitchStore
 from helpers import COOKIE, FakeClock, manager_for
@@ -491,3 +492,20 @@ def test_flask_session_redis_needs_its_settings(manager: SessionManager) -> None
     app = coatcheck_app(manager, "flask-session-redis")
     with pytest.raises(ConfigurationError, match="SESSION_REDIS"):
         with_cookie(app, "x").get("/me", base_url=BASE)
+
+
+def test_an_import_is_an_imported_event(manager: SessionManager) -> None:
+    """The hub's subscribers see the import as an `imported` event, hashed like the log
+    line, with neither the old cookie nor the new secret in it."""
+    value = old_cookie(make_app())
+    got: list[Event] = []
+    manager.events.subscribe(got.append)
+    client = with_cookie(coatcheck_app(manager), value)
+    response = client.get("/me", base_url=BASE)
+    assert response.json == {"authenticated": True, "id": "alice", "cart": ["coat", "hat"]}
+    assert manager.events.flush(5.0)
+    (imported,) = [event for event in got if event.kind == "imported"]
+    assert imported.outcome == "ok" and imported.session_hash
+    (issued,) = set_cookies(response, COOKIE)
+    secret = issued.split(";")[0].split("=", 1)[1]
+    assert value not in repr(got) and secret not in repr(got)
