@@ -631,13 +631,14 @@ async def test_a_store_outage_closes_nothing_and_a_send_after_the_close_raises(
     watcher = middleware.websockets
     await await_until(lambda: watcher.open_sockets == 1, "the socket to be watched")
 
-    async def down(key: str) -> Any:
-        raise StoreUnavailable("down")
+    class Down:
+        async def load(self, key: str) -> Any:
+            raise StoreUnavailable("down")
 
-    store = manager.mode.async_store
-    assert store is not None
     with monkeypatch.context() as patched:
-        patched.setattr(store, "load", down)
+        # The mode's async store swapped for one that is down (compiled, a store's own
+        # methods cannot be patched; the mode's attribute can).
+        patched.setattr(manager.mode, "_async", Down())
         SessionAdmin(manager).revoke_user("alice")
         assert await watcher.check() == 0  # the store is down: nothing is closed
     assert sent == [{"type": "websocket.accept"}]
