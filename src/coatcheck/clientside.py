@@ -438,7 +438,9 @@ class ClientSide:
         limits = _token_limits(claims) if persistent else None
         lifetimes = context.lifetimes.of(persistent, limits)
         now = opening.now
-        state = CommitState(opening.secret or "", now, 0, opening.transport, opening.request)
+        state = CommitState(
+            opening.secret or "", now, 0, opening.transport, opening.request, context.lifetimes
+        )
         state.generation = claims.get("gen", 0)
         state.superseded = opening.superseded
         state.listed = self.list_anonymous or "sub" in claims

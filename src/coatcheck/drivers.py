@@ -63,9 +63,7 @@ def open_session(
     if instrument is not None and store is not None:  # (`coatcheck.otel`: timed, traced)
         store = cast(Store, instrument(store))
     record = None if opening.key is None or store is None else store.load(opening.key)
-    session = manager.mode.attach(manager.context, opening, record)  # (`manager.attach`)
-    session._state.lifetimes = manager.lifetimes
-    return session
+    return manager.mode.attach(manager.context, opening, record)  # (`manager.attach`)
 
 
 async def aopen_session(
@@ -87,9 +85,7 @@ async def aopen_session(
     if instrument is not None and store is not None:  # (`coatcheck.otel`: timed, traced)
         store = cast(AsyncStore, instrument(store))
     record = None if opening.key is None or store is None else await store.load(opening.key)
-    session = manager.mode.attach(manager.context, opening, record)  # (`manager.attach`)
-    session._state.lifetimes = manager.lifetimes
-    return session
+    return manager.mode.attach(manager.context, opening, record)  # (`manager.attach`)
 
 
 def commit_session(

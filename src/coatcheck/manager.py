@@ -152,16 +152,12 @@ class SessionManager:
     def attach(self, opening: Opening, record: Record | None) -> Session:
         """The request's `Session`, given the record stored under `opening.key`: a fresh
         one for anything that does not verify (see `Mode.attach`)."""
-        session = self.mode.attach(self.context, opening, record)
-        session._state.lifetimes = self.lifetimes
-        return session
+        return self.mode.attach(self.context, opening, record)
 
     def anonymous(self, request: RequestInfo) -> Session:
         """A fresh anonymous session for `request`, loaded from nothing: what an adapter
         serves with `fail_open` while the store is down (the client's ID is left alone)."""
-        session = fresh(self.open(request, ""), self.mode.name)
-        session._state.lifetimes = self.lifetimes
-        return session
+        return fresh(self.open(request, ""), self.mode.name, self.context.lifetimes)
 
     def check_csrf(
         self, request: RequestInfo, session: Session, submitted: str | None = None

@@ -101,7 +101,7 @@ def detected(context: Context, opening: Opening, mode: str, handle: str) -> Sess
     request a fresh session; with `on_reuse="revoke"`, that session's commit deletes the
     record of `handle` (the `stale` key of `fresh`)."""
     if not report(context, handle, mode):
-        return fresh(opening, mode)
-    session = fresh(opening, mode, handle)
+        return fresh(opening, mode, context.lifetimes)
+    session = fresh(opening, mode, context.lifetimes, handle)
     session._state.reused = handle  # (for an adapter that commits no empty session: Django)
     return session

@@ -84,15 +84,15 @@ class RecordReader:
         key = opening.key
         audit = context.audit
         if key is None or opening.superseded:  # (superseded: a client token's reuse)
-            return fresh(opening, self.name)
+            return fresh(opening, self.name, context.lifetimes)
         if record is None:
             audit.security("session.unknown", key)
-            return fresh(opening, self.name)
+            return fresh(opening, self.name, context.lifetimes)
         try:
             stored = records.decode(record.data)
         except StoreCorrupted:
             audit.security("session.corrupted", key)
-            return fresh(opening, self.name, key)
+            return fresh(opening, self.name, context.lifetimes, key)
         now = opening.now
         (
             data,
@@ -112,7 +112,7 @@ class RecordReader:
         superseded = False
         if credentials is None:  # a client-side registry record: no secret opens it
             audit.security("session.unknown", key)
-            return fresh(opening, self.name)
+            return fresh(opening, self.name, context.lifetimes)
         secret = opening.secret or ""
         if not _same(verifier_hash(secret, self._hash_keys[0]), credentials.verifier):
             opens = _opens(secret, credentials, now, self._hash_keys)
@@ -121,14 +121,16 @@ class RecordReader:
                     return reuse.detected(context, opening, self.name, key)
             if opens is None:
                 audit.security("session.mismatch", key)
-                return fresh(opening, self.name)
+                return fresh(opening, self.name, context.lifetimes)
             superseded = opens
         lifetimes = context.lifetimes.of(persistent, limits) if persistent else context.lifetimes
         due = lifetimes.assess(now, created, seen, rotated)
         if due.__class__ is Expiry:
             audit.security("session.expired", key, f"reason={due.value}")
-            return fresh(opening, self.name, key)
-        state = CommitState(secret, now, record.version, opening.transport, opening.request)
+            return fresh(opening, self.name, context.lifetimes, key)
+        state = CommitState(
+            secret, now, record.version, opening.transport, opening.request, context.lifetimes
+        )
         state.credentials = credentials
         state.superseded = superseded
         if due is RENEW and not superseded:

@@ -106,6 +106,7 @@ class CommitState:
         version: int = 0,
         transport: Transport | None = None,
         request: RequestInfo | None = None,
+        lifetimes: Lifetimes | None = None,
     ) -> None:
         self.secret = secret
         self.now = now
@@ -114,9 +115,10 @@ class CommitState:
         #: The transport the request used (the response answers in it), and the request.
         self.transport = transport
         self.request = request
-        #: The manager's lifetimes, for the session's deadlines (set when it is opened;
-        #: None: the defaults, for a session built outside a manager).
-        self.lifetimes: Lifetimes | None = None
+        #: The manager's lifetimes, for the session's deadlines (given where the session is
+        #: built, from the mode's `Context`; None: the defaults, for a session built
+        #: outside a manager).
+        self.lifetimes = lifetimes
         #: Why the secret rotates: "login", "regenerate", "renewal" (None: it does not).
         self.rotate: str | None = None
         self.ended = False
@@ -262,11 +264,12 @@ class Session(MutableMapping[str, Any]):
         transport: Transport | None = None,
         request: RequestInfo | None = None,
         assurance: str | None = None,
+        lifetimes: Lifetimes | None = None,
     ) -> Session:
         """A session from keywords, for tests and tools (the timestamps default to `now`;
-        `assurance` to the lowest level for a session with a user); the modes build theirs
-        positionally."""
-        state = CommitState(secret, now, version, transport, request)
+        `assurance` to the lowest level for a session with a user; `lifetimes` to the
+        defaults); the modes build theirs positionally."""
+        state = CommitState(secret, now, version, transport, request, lifetimes)
         session = cls(
             {} if data is None else data,
             state,
@@ -754,12 +757,13 @@ class Session(MutableMapping[str, Any]):
         )
 
 
-def fresh(opening: Opening, mode: str, stale: str | None = None) -> Session:
+def fresh(opening: Opening, mode: str, lifetimes: Lifetimes, stale: str | None = None) -> Session:
     """A new, empty session for the request of `opening`, under a handle never sent
-    before; `stale`: a dead record the commit deletes."""
+    before, living by `lifetimes` (the manager's); `stale`: a dead record the commit
+    deletes."""
     secret = new_secret()
     now = opening.now
-    state = CommitState(secret, now, 0, opening.transport, opening.request)
+    state = CommitState(secret, now, 0, opening.transport, opening.request, lifetimes)
     state.client_stale = opening.presented
     state.stale_key = stale
     return Session(

@@ -376,6 +376,4 @@ async def _reopened(manager: SessionManager, session: Session) -> Session | None
     if record is None or not mode.still_opens(state.secret, record, now):
         return None
     opening = manager.open(state.request)
-    nxt = mode.attach(manager.context, opening, record)
-    nxt._state.lifetimes = manager.lifetimes
-    return nxt
+    return mode.attach(manager.context, opening, record)

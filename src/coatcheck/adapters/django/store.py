@@ -277,9 +277,9 @@ class SessionStore(SessionBase):
         if len(transports) != 1:
             return manager.anonymous(self._request)
         opening = (self._request, manager.clock(), None, transports[0], None, False, None)
-        session = fresh(new_opening((*opening, False, False)), manager.mode.name)
-        session._state.lifetimes = manager.lifetimes
-        return session
+        return fresh(
+            new_opening((*opening, False, False)), manager.mode.name, manager.context.lifetimes
+        )
 
     _session = property(_get_session)
 
@@ -348,7 +348,6 @@ class SessionStore(SessionBase):
             record = store.load(handle)
             opened = new_opening((*opening, None, False, False))
             session = mode.attach(manager.context, opened, record)
-            session._state.lifetimes = manager.lifetimes
             if session.is_new:  # (its record tells a corrupted one, see `_opened`)
                 if session._state.reused is not None:  # see `_unopened`
                     store.delete(session._state.reused)
@@ -435,7 +434,7 @@ class SessionStore(SessionBase):
 
     def _blank(self, secret: str, source: Session) -> Session:
         """A new session under the key Django chose, holding `source`'s data and user."""
-        session = Session.create(
+        return Session.create(
             dict(source.data()),
             secret=secret,
             id=handle_of(secret),
@@ -445,9 +444,8 @@ class SessionStore(SessionBase):
             assurance=source.assurance,
             transport=self.manager.transport,
             request=self._request,
+            lifetimes=self.manager.context.lifetimes,
         )
-        session._state.lifetimes = self.manager.lifetimes
-        return session
 
     # -- Django's storage API ----------------------------------------------------------------
 
