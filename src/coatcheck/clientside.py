@@ -44,7 +44,7 @@ from .exceptions import (
 )
 from .ids import handle_of, is_handle, is_wellformed, new_handle
 from .keys import KeyRing
-from .lifetimes import RENEW, TOUCH, Expiry
+from .lifetimes import RENEW, TOKEN_LIMITS, TOUCH, Expiry, put_limits, read_limits
 from .plans import NOTHING, STALE, Commit, Context, Opening, Write, new_opening, rejected
 from .records import decode, encode
 from .revocation import (
@@ -632,12 +632,7 @@ class ClientSide:
             claims["csrf"] = session.csrf_secret
         if session.persistent:
             claims["per"] = 1
-            limits = session.persistent_limits
-            if limits is not None:
-                if limits[0] != math.inf:
-                    claims["pla"] = limits[0]
-                if limits[1] != math.inf:
-                    claims["pli"] = limits[1]
+            put_limits(claims, session.persistent_limits, TOKEN_LIMITS)
         return claims
 
     def revocation(
@@ -692,18 +687,11 @@ def _token_limits(claims: dict[str, Any]) -> tuple[float, float] | None:
     """The `pla` / `pli` claims of a persistent token as `Session.persistent_limits`
     (`math.inf` for one absent), or None if both are absent or either is not a number of
     seconds > 0 (`open` refuses such a token)."""
-    values = []
-    for name in ("pla", "pli"):
-        value = claims.get(name)
-        if value is None:
-            values.append(math.inf)
-        elif value.__class__ in (int, float) and math.isfinite(value) and value > 0:
-            values.append(float(value))
-        else:
-            return None
-    if values[0] == values[1] == math.inf:
+    try:
+        limits = read_limits(claims, TOKEN_LIMITS)
+    except ValueError:
         return None
-    return (values[0], values[1])
+    return None if limits == (math.inf, math.inf) else limits
 
 
 def _reason(exc: Exception) -> str:

@@ -18,10 +18,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from typing import Any
 
 from .exceptions import ConfigurationError
 
 __all__ = ["Expiry", "Lifetimes"]
+
+#: The keys a session's `set_persistent` limits (absolute, idle) are written under: in a
+#: server-side record, and in a client-side token's claims.
+RECORD_LIMITS = ("pa", "pi")
+TOKEN_LIMITS = ("pla", "pli")
 
 
 class Expiry(str, Enum):
@@ -162,3 +168,34 @@ class Lifetimes:
         """How long the store should keep a record written at `now`: until it idles out, or
         until its absolute deadline if that comes first."""
         return max(0.0, min(self.idle, created_at + self.absolute - now))
+
+
+def put_limits(
+    doc: dict[str, Any], limits: tuple[float, float] | None, keys: tuple[str, str]
+) -> None:
+    """Write a persistent session's `limits` (`Session.persistent_limits`, the argument
+    of `Lifetimes.of`) into `doc` under `keys` (`RECORD_LIMITS` or `TOKEN_LIMITS`): each
+    one it set, leaving out the ones "as configured" (`math.inf`) and None."""
+    if limits is not None:
+        if limits[0] != math.inf:
+            doc[keys[0]] = limits[0]
+        if limits[1] != math.inf:
+            doc[keys[1]] = limits[1]
+
+
+def read_limits(doc: dict[str, Any], keys: tuple[str, str]) -> tuple[float, float]:
+    """The limits `put_limits` wrote into `doc` under `keys`, one absent (or null) being
+    `math.inf`. `ValueError` if either is not a number of seconds > 0 (a bool, a string,
+    not finite), `OverflowError` for an integer beyond float range."""
+    return (_limit(doc.get(keys[0])), _limit(doc.get(keys[1])))
+
+
+def _limit(value: object) -> float:
+    if value is None:
+        return math.inf
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError
+    seconds = float(value)
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ValueError
+    return seconds

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 from ._fast import fast_constructor
 from .exceptions import StoreCorrupted
 from .jsonio import dumps, loads
+from .lifetimes import RECORD_LIMITS, put_limits, read_limits
 from .reuse import RETIRED
 from .session import DEFAULT_ASSURANCE, Session
 
@@ -105,12 +106,7 @@ def encode(
         doc["ua"] = fields.user_agent
     if fields.persistent:
         doc["p"] = 1
-        limits = fields.persistent_limits
-        if limits is not None:
-            if limits[0] != math.inf:
-                doc["pa"] = limits[0]
-            if limits[1] != math.inf:
-                doc["pi"] = limits[1]
+        put_limits(doc, fields.persistent_limits, RECORD_LIMITS)
     if fields.csrf_secret is not None:
         doc["x"] = fields.csrf_secret
     level = fields.assurance
@@ -193,12 +189,7 @@ def _limits(doc: dict[str, Any]) -> tuple[float, float]:
     # Only a persistent session has limits of its own, each a number of seconds > 0.
     if not doc.get("p"):
         raise ValueError
-    absolute, idle = doc.get("pa"), doc.get("pi")
-    absolute = math.inf if absolute is None else _time(absolute)
-    idle = math.inf if idle is None else _time(idle)
-    if not (absolute > 0 and idle > 0):
-        raise ValueError
-    return (absolute, idle)
+    return read_limits(doc, RECORD_LIMITS)
 
 
 def _verifiers(value: object) -> tuple[tuple[str, float], ...]:
