@@ -5,11 +5,13 @@ engine is server-side only)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import inspect
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
 
 import django
 import pytest
+from asgiref.sync import markcoroutinefunction
 from django.conf import settings
 
 from . import django_settings
@@ -148,3 +150,17 @@ def test_login_and_step_up_in_one_request(store: Store, clock: FakeClock) -> Non
         # session's authentication: Django only cycles the key, see docs/policies.md.)
         assert browser.get("/login/grace").status_code == 200
         assert browser.get("/strong").json()["reason"] == "assurance_too_low"
+
+
+def test_a_view_marked_as_a_coroutine_function_gets_the_async_guard() -> None:
+    """A view that Django calls as async (`markcoroutinefunction`: asgiref's test, which
+    Django's own is) is guarded by a coroutine function, whose refusal Django can await."""
+
+    async def answer(request: HttpRequest) -> HttpResponse:
+        return HttpResponse("ok")
+
+    def marked(request: HttpRequest) -> Awaitable[HttpResponse]:
+        return answer(request)
+
+    guarded = recent_login_required(max_age=300)(markcoroutinefunction(marked))
+    assert inspect.iscoroutinefunction(guarded)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 
+from ..assurance import Requirement
 from ..audit import ThrottledLog
 from ..exceptions import (
     SessionDataError,
@@ -52,6 +53,7 @@ __all__ = [
     "refusal",
     "store_failure_logs",
     "unauthorized",
+    "unmet",
     "unsaved_headers",
 ]
 
@@ -148,6 +150,17 @@ def unauthorized(exc: SessionRequired) -> Answer:
         return Answer(401, "Unauthorized", exc.body, tuple(exc.headers), "application/json")
     body = b"Unauthorized: this route requires a session"
     return Answer(401, "Unauthorized", body, tuple(exc.headers))
+
+
+def unmet(requirement: Requirement, session: Session) -> Answer | None:
+    """The 401 of a view guarded by `requirement` (Flask's and Django's
+    `recent_login_required`, each rendering it as its framework's response) for a
+    `session` that fails it, else None."""
+    try:
+        requirement.check(session)
+    except StepUpRequired as exc:
+        return unauthorized(exc)
+    return None
 
 
 def store_failure_logs(fail_open: bool) -> tuple[ThrottledLog, ThrottledLog]:

@@ -72,7 +72,7 @@ from werkzeug.exceptions import Forbidden, HTTPException, ServiceUnavailable
 
 from ..assurance import DEFAULT_LADDER, Ladder, Requirement
 from ..drivers import commit_session, open_session
-from ..exceptions import ConfigurationError, CSRFError, SessionExcluded, StepUpRequired, StoreError
+from ..exceptions import ConfigurationError, CSRFError, SessionExcluded, StoreError
 from ..ids import is_wellformed
 from ..manager import ServerSide, SessionManager
 from ..responses import Answer, merge_headers, title_case
@@ -549,15 +549,13 @@ def _unmet(requirement: Requirement) -> Response | None:
         raise ConfigurationError(
             "recent_login_required needs coatcheck's SessionInterface(manager).init_app(app)"
         )
-    try:
-        requirement.check(session.coatcheck)
-    except StepUpRequired as exc:
-        answer = failures.unauthorized(exc)
-        response = Response(answer.body, status=answer.status)
-        for name, value in answer.headers():
-            response.headers[name] = value
-        return response
-    return None
+    answer = failures.unmet(requirement, session.coatcheck)
+    if answer is None:
+        return None
+    response = Response(answer.body, status=answer.status)
+    for name, value in answer.headers():
+        response.headers[name] = value
+    return response
 
 
 # -- Flask-Login -------------------------------------------------------------------------

@@ -36,7 +36,6 @@ which the middleware tests before anything else.
 from __future__ import annotations
 
 import functools
-import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -44,11 +43,11 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
 
 from ...assurance import DEFAULT_LADDER, Ladder, Requirement
-from ...exceptions import ConfigurationError, StepUpRequired
+from ...exceptions import ConfigurationError
 from ...routes import NO_SESSION
 from ...routes import no_session as mark
 from ...session import DEFAULT_ASSURANCE
-from ..failures import unauthorized
+from .. import failures
 from .rules import AUTH_USER_KEY, bind_user
 
 __all__ = ["no_session", "reauthenticate", "recent_login_required"]
@@ -69,7 +68,7 @@ def recent_login_required(
     requirement = Requirement.of(max_age, assurance, ladder)
 
     def decorate(view: _View) -> _View:
-        if inspect.iscoroutinefunction(view):
+        if iscoroutinefunction(view):
 
             @functools.wraps(view)
             async def guarded_async(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
@@ -120,17 +119,14 @@ def _store(request: HttpRequest) -> Any:
 
 def _unmet(request: HttpRequest, requirement: Requirement) -> HttpResponse | None:
     """The 401 for `request` if its session fails `requirement`, else None."""
-    store = _store(request)
-    try:
-        requirement.check(store.coatcheck)
-    except StepUpRequired as exc:
-        answer = unauthorized(exc)
-        response = HttpResponse(answer.body, status=answer.status, content_type=answer.content_type)
-        response["Cache-Control"] = "no-store"
-        for name, value in answer.extra:
-            response[name] = value
-        return response
-    return None
+    answer = failures.unmet(requirement, _store(request).coatcheck)
+    if answer is None:
+        return None
+    response = HttpResponse(answer.body, status=answer.status, content_type=answer.content_type)
+    response["Cache-Control"] = "no-store"
+    for name, value in answer.extra:
+        response[name] = value
+    return response
 
 
 def no_session(view: _View) -> _View:
