@@ -113,7 +113,8 @@ def commit_session(
     instrument = manager.events.instrument
     if instrument is not None and store is not None:  # (`coatcheck.otel`: timed, traced)
         store = cast(Store, instrument(store))
-    tried = _inline(manager, session, commit, store)
+    limit = None if store is None else _limit_of(manager, session, write)
+    tried = _inline(manager, session, commit, store, limit)
     if tried and write is not None:  # the common write: one store call
         if max_ttl is not None and write.ttl > max_ttl:
             write = write._replace(ttl=max(max_ttl, 0.0))
@@ -124,7 +125,8 @@ def commit_session(
             _dropped(manager, exc)  # `write` stays, its token is issued
             return manager.finish(session, commit, write)
     revocations = None if client is None else client.revocations
-    return run(_committing(manager, session, commit, store, revocations, max_ttl, strict, tried))
+    plan = _committing(manager, session, commit, store, revocations, max_ttl, strict, tried, limit)
+    return run(plan)
 
 
 async def acommit_session(
@@ -147,7 +149,8 @@ async def acommit_session(
     instrument = manager.events.instrument
     if instrument is not None and store is not None:  # (`coatcheck.otel`: timed, traced)
         store = cast(AsyncStore, instrument(store))
-    tried = _inline(manager, session, commit, store)
+    limit = None if store is None else _limit_of(manager, session, write)
+    tried = _inline(manager, session, commit, store, limit)
     if tried and write is not None:  # the common write: one store call
         if max_ttl is not None and write.ttl > max_ttl:
             write = write._replace(ttl=max(max_ttl, 0.0))
@@ -158,7 +161,7 @@ async def acommit_session(
             _dropped(manager, exc)  # `write` stays, its token is issued
             return manager.finish(session, commit, write)
     revocations = None if client is None else client.async_revocations
-    plan = _committing(manager, session, commit, store, revocations, max_ttl, strict, tried)
+    plan = _committing(manager, session, commit, store, revocations, max_ttl, strict, tried, limit)
     return await arun(plan)
 
 
@@ -167,11 +170,12 @@ def _inline(
     session: Session,
     commit: Commit,
     store: object,
+    limit: SessionLimit | None,
 ) -> bool:
     """Whether the commit is the common write, run without a plan (which costs a few
-    thousand instructions more): one plain write whose version is known, tried once
-    before the plan takes over on a version conflict. (A `max_ttl` caps it first, as
-    the plan's `_saving` does.)"""
+    thousand instructions more): one plain write whose version is known, not admitted
+    under a session `limit` (`_limit_of`), tried once before the plan takes over on a
+    version conflict. (A `max_ttl` caps it first, as the plan's `_saving` does.)"""
     write = commit.write
     return not (
         write is None
@@ -181,7 +185,7 @@ def _inline(
         or store is None
         or write.version == STALE
         or manager.migrated_under(session, write)
-        or _limit_of(manager, session, write) is not None
+        or limit is not None
     )
 
 
@@ -212,14 +216,15 @@ def _committing(
     revocations: Any,
     max_ttl: float | None,
     strict: bool,
-    tried: bool = False,
+    tried: bool,
+    limit: SessionLimit | None,
 ) -> Plan[Headers]:
     """Everything a commit may do, in order; `tried`: its write was made once already
-    and met a version conflict."""
+    and met a version conflict; `limit`: the session limit its write is admitted under
+    (`_limit_of`, found before the plan: None without a store)."""
     if commit.revocations:
         yield from recording(manager, revocations, commit.revocations)
     write = commit.write if store is not None else None
-    limit = _limit_of(manager, session, write)
     evicted: list[str] = []
     if store is not None and (write is not None or commit.deletes):
         try:
