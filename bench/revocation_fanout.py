@@ -30,7 +30,7 @@ Modes:
 
 - push: listeners on, no poll during the measurement (as with a long `staleness`), so each
   refusal is the push's doing; a replica that missed a message would never refuse, and is
-  counted as missed after `--timeout` seconds.
+  counted as missed once no replica refused anything new for `--timeout` seconds.
 - poll: listeners never started (push off: `listen` is never called, so nothing is
   subscribed and no message reaches the replica), and each replica polls as the drivers do
   for a busy replica: whenever `ClientSide.poll_due` says its copy is `--staleness` old,
@@ -197,6 +197,8 @@ class Replicas:
                 while i < n and check(sids[i], None, now, 0, now) == REVOKED:
                     got[i] = seen
                     i += 1
+                if i != nexts[r]:
+                    deadline = time.monotonic() + timeout  # progress: wait on
                 nexts[r] = i
                 if i == n:
                     waiting -= 1
@@ -643,7 +645,8 @@ def report(args: argparse.Namespace, results: Results, loads: list[float], start
         "revocation until **every** replica refuses it. Checked every 1 ms (the "
         "resolution); negative: refused before the issuer read its reply. `every max "
         "(call)`: the same slowest replica, counted from the issuer's call of `revoke`. "
-        "`missed`: (replica, revocation) pairs never refused within the timeout.\n"
+        "`missed`: (replica, revocation) pairs not refused when no replica had refused "
+        "anything new for `--timeout` seconds.\n"
     )
     out.append(
         "| backend | mode | burst | issue time (s, retries) | pair p50 | pair p99 | pair max "
@@ -741,7 +744,9 @@ def main() -> None:
     parser.add_argument("--backend", default="redis,postgres")
     parser.add_argument("--staleness", type=float, default=1.0, help="poll mode, seconds")
     parser.add_argument("--idle", type=float, default=10.0, help="seconds of poll at rest")
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per burst")
+    parser.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds without a new refusal: missed"
+    )
     parser.add_argument("--quick", action="store_true", help="20 replicas, bursts 1,100")
     parser.add_argument("--output", help="also write the report to this file")
     args = parser.parse_args()
