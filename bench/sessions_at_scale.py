@@ -35,8 +35,9 @@ store (`load`, and `list_user` for their users) and must match:
   separately on the cluster); PostgreSQL `pg_total_relation_size` of the table (heap,
   TOAST and its three indexes) over N, and each part.
 - `load` and `save` (a logged-in session's next write, version compared, index updated)
-  through the store's sync API, one call at a time from one thread: latency p50/p99 and
-  the client's CPU per call (`time.process_time`), at 1k stored and again at N.
+  through the store's sync API, one call at a time from one thread, then through its
+  async twin (`wrapping` it), one awaited call at a time: latency p50/p99 and the
+  client's CPU per call (`time.process_time`), at 1k stored and again at N.
 - `list_user` and `delete_user` (what `SessionAdmin.sessions` and `revoke_user` call) for
   users holding 1, 10, 100 and 1,000 live sessions, among the N.
 - Purge with 10% of the sessions expired. Redis: every one of those keys is given the same
@@ -59,6 +60,7 @@ start and the end, and latencies are those of a loaded machine.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import math
 import os
 import platform
@@ -80,8 +82,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 from coatcheck.ids import new_handle  # noqa: E402
 from coatcheck.jsonio import dumps  # noqa: E402
-from coatcheck.stores.postgres import PURGE_BATCH, PostgresStore  # noqa: E402
-from coatcheck.stores.redis import RedisStore, _encode  # noqa: E402
+from coatcheck.stores.postgres import (  # noqa: E402
+    PURGE_BATCH,
+    AsyncPostgresStore,
+    PostgresStore,
+)
+from coatcheck.stores.redis import AsyncRedisStore, RedisStore, _encode  # noqa: E402
 from servers import (  # noqa: E402
     RedisCluster,
     running_postgres,
@@ -170,9 +176,14 @@ def timed_calls(calls: Sequence[Callable[[], object]]) -> OpCost:
     cpu0 = time.process_time()
     for call in calls:
         t0 = time.perf_counter()
-        call()
+        answer = call()
         latencies.append((time.perf_counter() - t0) * 1000)
-    cpu = (time.process_time() - cpu0) / len(calls) * 1e6
+        assert answer is not None and answer is not False  # a live record; a write made
+    return cost(latencies, cpu0, len(calls))
+
+
+def cost(latencies: list[float], cpu0: float, calls: int) -> OpCost:
+    cpu = (time.process_time() - cpu0) / calls * 1e6
     latencies.sort()
     return OpCost(
         statistics.median(latencies),
@@ -204,6 +215,53 @@ def measure_ops(
     result.ops[f"load, {label}"] = timed_calls(loads[:OPS])
     with_user = [i for i in indexes if pop.users[i] is not None][:OPS]
     result.ops[f"save (logged in), {label}"] = timed_calls(next_saves(store, pop, with_user))
+    measure_async(store, pop, indexes[:OPS], with_user, label, result)
+
+
+def measure_async(
+    store: Any,
+    pop: Population,
+    loads: list[int],
+    saves: list[int],
+    label: str,
+    result: Result,
+) -> None:
+    """The same through the async twin (`wrapping` the sync store: same server, its own
+    connections), one awaited call at a time; each session's next write is version 2."""
+
+    async def run() -> tuple[OpCost, OpCost]:
+        if isinstance(store, RedisStore):
+            twin: Any = AsyncRedisStore.wrapping(store)
+        else:
+            twin = AsyncPostgresStore.wrapping(store)
+        assert twin is not None
+        try:
+            await twin.load(pop.keys[loads[0]])  # connects
+            costs = []
+            for calls in (
+                [partial(twin.load, pop.keys[i]) for i in loads],
+                [
+                    partial(
+                        twin.save, pop.keys[i], pop.record(i), version=2, ttl=TTL, user=pop.users[i]
+                    )
+                    for i in saves
+                ],
+            ):
+                latencies = []
+                cpu0 = time.process_time()
+                for call in calls:
+                    t0 = time.perf_counter()
+                    answer = await call()
+                    latencies.append((time.perf_counter() - t0) * 1000)
+                    assert answer is not None and answer is not False
+                costs.append(cost(latencies, cpu0, len(calls)))
+            return costs[0], costs[1]
+        finally:
+            await twin.aclose()
+
+    result.ops[f"load (async), {label}"], result.ops[f"save (logged in, async), {label}"] = (
+        asyncio.run(run())
+    )
 
 
 def next_saves(store: Any, pop: Population, indexes: list[int]) -> list[Callable[[], object]]:
@@ -236,6 +294,7 @@ def fresh_small_saves(store: Any, pop: Population, result: Result) -> None:
     loads = [partial(store.load, pop.keys[i]) for i in small_indexes(pop)]
     result.ops["load, 1k stored"] = timed_calls(loads[:OPS])
     result.ops["save (logged in), 1k stored"] = timed_calls(next_saves(store, pop, indexes))
+    measure_async(store, pop, small_indexes(pop)[:OPS], indexes, "1k stored", result)
 
 
 def check_sample(store: Any, pop: Population, result: Result) -> None:
@@ -713,7 +772,7 @@ def report(results: list[Result], args: argparse.Namespace, load0: tuple[float, 
             out.append(f"\n| PostgreSQL relation ({r.sessions:,} rows) | size | per session |")
             out.append("|---|---:|---:|")
             out.extend(r.memory_rows)
-    out.append("\n## `load` and `save` through the store (sync, one call at a time)\n")
+    out.append("\n## `load` and `save` through the store (one call at a time)\n")
     out.append("| store | operation | p50 | p99 | client CPU per call |")
     out.append("|---|---|---:|---:|---:|")
     for r in results:
