@@ -106,11 +106,13 @@ class RedisServer:
         durable: bool = False,
         extra: tuple[str, ...] = (),
         binary: str = "redis-server",
+        node_timeout: int = 2000,  # milliseconds, Redis Cluster's cluster-node-timeout
     ) -> None:
         self.binary = binary if os.path.isabs(binary) else _require(binary)
         self.extra = extra
         self.directory = directory
         self.cluster = cluster
+        self.node_timeout = node_timeout
         self.durable = durable
         self.port = port if port is not None else free_port(bus=cluster)
         self.process: subprocess.Popen[bytes] | None = None
@@ -150,7 +152,7 @@ class RedisServer:
                 "--cluster-enabled",
                 "yes",
                 "--cluster-node-timeout",
-                "2000",
+                str(self.node_timeout),
                 "--cluster-config-file",
                 str(self.directory / f"nodes-{self.port}.conf"),
             ]
@@ -188,10 +190,30 @@ class RedisServer:
 
 
 class RedisCluster:
-    """Three Redis Cluster masters (no replicas) covering all 16384 slots."""
+    """Redis Cluster masters (three by default) covering all 16384 slots, each with
+    `replicas` replicas (none by default).
 
-    def __init__(self, directory: Path, *, masters: int = 3) -> None:
-        self.nodes = [RedisServer(directory, cluster=True) for _ in range(masters)]
+    With replicas, `kill_master` SIGKILLs the master of a slot and `wait_promoted` waits for
+    one of its replicas to take over its slots; `restart` brings a killed node back (it
+    rejoins as a replica of the promoted one: restart it only after the promotion, since a
+    master without persistence that comes back first serves its slots empty). A master is
+    taken for failed after `node_timeout` milliseconds without an answer.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        masters: int = 3,
+        replicas: int = 0,
+        node_timeout: int = 2000,  # milliseconds
+    ) -> None:
+        self.replicas = replicas
+        self._masters_before: set[int] = set()
+        self.nodes = [
+            RedisServer(directory, cluster=True, node_timeout=node_timeout)
+            for _ in range(masters * (1 + replicas))
+        ]
 
     @property
     def url(self) -> str:
@@ -204,17 +226,86 @@ class RedisCluster:
         cli = _require("redis-cli")
         addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
         subprocess.run(
-            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+            [cli, "--cluster", "create", *addresses]
+            + ["--cluster-replicas", str(self.replicas), "--cluster-yes"],
             capture_output=True,
             check=True,
             timeout=60,
         )
-        deadline = time.monotonic() + START_TIMEOUT
+        self.wait_healthy()
+
+    def wait_healthy(self, bound: float = START_TIMEOUT) -> float:
+        """Wait until every running node says the cluster is ok and every running replica
+        is in sync with its master; the seconds it took."""
+        start = time.monotonic()
+        while time.monotonic() - start < bound:
+            running = [node for node in self.nodes if node.process is not None]
+            if all("cluster_state:ok" in node.cli("cluster", "info") for node in running):
+                infos = [node.cli("info", "replication") for node in running]
+                if all("role:master" in i or "master_link_status:up" in i for i in infos):
+                    return time.monotonic() - start
+            time.sleep(0.05)
+        raise RuntimeError(f"Redis Cluster not ok within {bound:g}s")
+
+    def topology(self) -> dict[int, list[int]]:
+        """{master port: [its replicas' ports]} as a running node sees the cluster now
+        (failed masters left out)."""
+        node = next(node for node in self.nodes if node.process is not None)
+        ids: dict[str, int] = {}
+        masters: list[str] = []
+        of: dict[str, str] = {}
+        for line in node.cli("cluster", "nodes").splitlines():
+            fields = line.split()
+            if len(fields) < 8:
+                continue
+            ids[fields[0]] = int(fields[1].split("@")[0].rsplit(":", 1)[1])
+            flags = fields[2].split(",")
+            if "fail" in flags or "fail?" in flags:
+                continue
+            if "master" in flags and len(fields) > 8:  # a master serving slots
+                masters.append(fields[0])
+            elif "slave" in flags:
+                of[fields[0]] = fields[3]
+        return {ids[m]: sorted(ids[r] for r, master in of.items() if master == m) for m in masters}
+
+    def master_of(self, port: int) -> int | None:
+        """The master port of the node on `port` (itself if a master), None if unknown."""
+        for master, replicas in self.topology().items():
+            if port == master or port in replicas:
+                return master
+        return None
+
+    def node(self, port: int) -> RedisServer:
+        return next(node for node in self.nodes if node.port == port)
+
+    def kill_master(self, port: int) -> RedisServer:
+        """SIGKILL the master on `port` (a crash: no data is saved); returns it, stopped."""
+        self._masters_before = set(self.topology())
+        server = self.node(port)
+        server.stop()
+        return server
+
+    def wait_promoted(self, killed: int, bound: float = START_TIMEOUT) -> int:
+        """Wait until a replica of the master that was on `killed` serves its slots and the
+        cluster is ok again; the new master's port."""
+        deadline = time.monotonic() + bound
         while time.monotonic() < deadline:
-            if all("cluster_state:ok" in node.cli("cluster", "info") for node in self.nodes):
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"Redis Cluster not ok within {START_TIMEOUT:g}s")
+            try:
+                masters = self.topology()
+                running = [node for node in self.nodes if node.process is not None]
+                ok = all("cluster_state:ok" in node.cli("cluster", "info") for node in running)
+            except subprocess.SubprocessError:
+                masters, ok = {}, False
+            promoted = set(masters) - self._masters_before
+            if ok and killed not in masters and promoted:
+                return promoted.pop()
+            time.sleep(0.05)
+        raise RuntimeError(f"no replica of port {killed} promoted within {bound:g}s")
+
+    def restart(self, server: RedisServer) -> None:
+        """Start a killed node again; it rejoins the cluster (as a replica, if its slots were
+        taken over meanwhile)."""
+        server.start()
 
     def stop(self) -> None:
         for node in self.nodes:
@@ -437,10 +528,11 @@ def running_redis(*, durable: bool = False) -> Iterator[RedisServer]:
 
 
 @contextlib.contextmanager
-def running_redis_cluster() -> Iterator[RedisCluster]:
-    """A fresh three-master Redis Cluster for the duration of the block."""
+def running_redis_cluster(*, replicas: int = 0, node_timeout: int = 2000) -> Iterator[RedisCluster]:
+    """A fresh three-master Redis Cluster (each master with `replicas` replicas) for the
+    duration of the block; `node_timeout` in milliseconds."""
     with _tempdir("redis-cluster") as directory:
-        cluster = RedisCluster(directory)
+        cluster = RedisCluster(directory, replicas=replicas, node_timeout=node_timeout)
         try:
             cluster.start()
             yield cluster

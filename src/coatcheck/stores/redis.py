@@ -44,6 +44,10 @@ Writes are Lua scripts sent with `EVALSHA` (reloaded on `NOSCRIPT`, after a serv
   Give the prefix a hash tag of its own (`prefix="app:{sessions}:"`) to put every key in
   one slot: then the one-round-trip single-server scripts are used, at the price of one
   hot slot.
+  With `wait_replicas`, each write and its `WAIT` go as one pipeline on one connection to
+  the master of the written key's slot (`_node_waited`), not through redis-py's routing,
+  which sends `WAIT` to every master on other connections: measured through a master
+  SIGKILLed under load, `bench/cluster_failover.py`.
 
 Revocations (`RedisRevocationStore`; every key carries one hash tag, so on a cluster every
 operation is one script on one slot):
@@ -132,8 +136,11 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.connection import parse_url
 from redis.exceptions import (
+    AskError,
     ClusterDownError,
     MaxConnectionsError,
+    MovedError,
+    NoScriptError,
     ReadOnlyError,
     RedisClusterException,
     RedisError,
@@ -853,11 +860,27 @@ class _Layout:
             raise TypeError("wait_replicas is a whole number of replicas")
         if wait_replicas < 0:
             raise ConfigurationError(f"wait_replicas must be 0 or more, not {wait_replicas}")
-        if wait_replicas and self.cluster:
-            raise ConfigurationError("wait_replicas is for one master (or Sentinel), not a cluster")
         self.wait_replicas = wait_replicas
         if wait_replicas:
             self._lane = None
+
+    def _on_node_reply(self, result: Any, acked: Any, script: str | None) -> str | None:
+        """What a cluster node's reply to a write and its `WAIT` asks for next: "load" (the
+        script is not on the node), "moved" (the slot is elsewhere now: nothing was written)
+        or None (done: the write's result stands, confirmed); raises for other errors and for
+        a write too few replicas acknowledged."""
+        if isinstance(result, NoScriptError) and script is not None:
+            return "load"
+        if isinstance(result, MovedError):
+            return "moved"
+        if isinstance(result, AskError):  # a slot being migrated: the next request retries
+            raise StoreUnavailable("Redis store unavailable (the key's slot is being migrated)")
+        if isinstance(result, Exception):
+            raise result
+        if isinstance(acked, Exception):
+            raise acked
+        self._unconfirmed(acked)
+        return None
 
     def _unconfirmed(self, acked: Any) -> None:
         """Raise if fewer than `wait_replicas` replicas acknowledged the write."""
@@ -951,11 +974,13 @@ class RedisStore(_Layout, _SyncClient):
     at most `max_connections` connections, and a command finding them all busy waits up to
     `pool_timeout` seconds for one (see the module docstring); either may instead be given
     in the URL's query, `redis://host:6379/0?max_connections=50&pool_timeout=5`.
-    With `wait_replicas=n` (one master, or Sentinel), every write is followed by `WAIT n`
-    on its connection (up to half of `timeout`): a write that fewer replicas acknowledged
-    raises `StoreUnavailable` (a 503; it may still be on the master), so a write answered
-    200 survives a failover to one of those replicas. It costs the replication round trip
-    per write, and the RESP lane is not used.
+    With `wait_replicas=n`, every write is followed by `WAIT n` on its connection (on a
+    cluster, the connection to the master of the written key's slot), up to half of
+    `timeout`: a write that fewer replicas acknowledged raises `StoreUnavailable` (a 503; it
+    may still be on the master), so a write answered 200 survives a failover to one of
+    those replicas. It costs the replication round trip per write, and the RESP lane is
+    not used. A master left without enough replicas (a cluster shard whose only replica
+    was promoted) refuses every write until replicas rejoin it.
     """
 
     def __init__(
@@ -981,6 +1006,11 @@ class RedisStore(_Layout, _SyncClient):
         if self._lane is not None and name in _LANE_SHAS:
             return self._lane.evalsha(_LANE_SHAS[name], _SCRIPTS[name], keys, args)
         if self.wait_replicas and name in _WRITES:
+            if self.cluster:
+                sha = self._scripts[name].sha
+                return self._node_waited(
+                    keys[0], ("EVALSHA", sha, len(keys), *keys, *args), _SCRIPTS[name]
+                )
             pipe = self._client.pipeline(transaction=False)
             self._scripts[name](keys=keys, args=args, client=pipe)
             return self._waited(pipe)
@@ -993,6 +1023,43 @@ class RedisStore(_Layout, _SyncClient):
         result, acked = pipe.execute()
         self._unconfirmed(acked)
         return result
+
+    def _node_waited(self, key: str, command: tuple[Any, ...], script: str | None = None) -> Any:
+        """On a cluster, send `command` (a write to `key`'s slot; `EVALSHA` of `script`) and
+        `WAIT` on one connection to the master of that slot; the write's result.
+
+        `WAIT` counts the replicas holding every write made on its own connection, so it
+        must follow the write on the write's connection: redis-py's cluster client would
+        send it to every master on other connections (and sum the replies), and its cluster
+        pipeline retries failed commands one by one, on other connections. A connection
+        failure or a `MOVED` reply (the slot's replica took over) has the client reload its
+        slot map, so the next command goes where the slot is now; after `MOVED` (the node
+        wrote nothing) the write is sent there at once."""
+        client = self._client
+        for _ in range(3):
+            node = client.get_redis_connection(client.get_node_from_key(key))
+            pipe = node.pipeline(transaction=False)
+            pipe.execute_command(*command)
+            pipe.execute_command("WAIT", self.wait_replicas, _ms(self.timeout / 2))
+            try:
+                result, acked = pipe.execute(raise_on_error=False)
+            except (redis.ConnectionError, redis.TimeoutError):
+                self._reload_slots()
+                raise
+            step = self._on_node_reply(result, acked, script)
+            if step is None:
+                return result
+            if step == "load":
+                node.script_load(script)
+            else:
+                self._reload_slots()
+        raise StoreUnavailable("Redis store unavailable (the key's slot kept moving)")
+
+    def _reload_slots(self) -> None:
+        """Have the cluster client find where each slot is served now (best effort: during
+        a failover no node may answer yet; the client retries on its next failure)."""
+        with contextlib.suppress(*_DOWN):
+            self._client.nodes_manager.initialize()
 
     def load(self, key: str) -> Record | None:
         with _translated():
@@ -1032,7 +1099,11 @@ class RedisStore(_Layout, _SyncClient):
                 if user is not None:
                     keys.append(self._index(user))
                 return bool(self._run("rotate", keys, [version, value, ms, new_key]))
-            self._client.set(self._key(new_key), value, px=ms)
+            new = self._key(new_key)
+            if self.wait_replicas:
+                self._node_waited(new, ("SET", new, value, "PX", ms))
+            else:
+                self._client.set(new, value, px=ms)
             if user is not None:
                 self._run("index", [self._index(user)], [new_key, ms])
             if self._run("replace", [self._key(old_key)], [version, "", 1]):  # '': delete
@@ -1068,10 +1139,12 @@ class RedisStore(_Layout, _SyncClient):
         with _translated():
             if not self._connected:
                 self._connect()
-            if self.wait_replicas:
+            if self.wait_replicas and self.cluster:
+                self._node_waited(self._key(key), ("DEL", self._key(key)))
+            elif self.wait_replicas:
                 self._waited(self._client.pipeline(transaction=False).delete(self._key(key)))
-                return
-            self._client.delete(self._key(key))
+            else:
+                self._client.delete(self._key(key))
 
     def list_user(self, user: str) -> list[tuple[str, Record]]:
         with _translated():
@@ -1160,6 +1233,11 @@ class AsyncRedisStore(_Layout, _AsyncClient):
         if self._lane is not None and name in _LANE_SHAS:
             return await self._lane.evalsha(_LANE_SHAS[name], _SCRIPTS[name], keys, args)
         if self.wait_replicas and name in _WRITES:
+            if self.cluster:
+                sha = self._scripts[name].sha
+                return await self._node_waited(
+                    keys[0], ("EVALSHA", sha, len(keys), *keys, *args), _SCRIPTS[name]
+                )
             pipe = self._client.pipeline(transaction=False)
             await self._scripts[name](keys=keys, args=args, client=pipe)
             return await self._waited(pipe)
@@ -1170,6 +1248,46 @@ class AsyncRedisStore(_Layout, _AsyncClient):
         result, acked = await pipe.execute()
         self._unconfirmed(acked)
         return result
+
+    async def _node_waited(
+        self, key: str, command: tuple[Any, ...], script: str | None = None
+    ) -> Any:
+        """`RedisStore._node_waited` on the async cluster client: the two commands go as one
+        pipeline on one connection of the slot's node, admitted by the store's gate."""
+        client = self._client
+        gate = client.gate if isinstance(client, _GatedCluster) else None
+        for _ in range(3):
+            node = client.get_node_from_key(key)
+            commands = [
+                redis.asyncio.cluster.PipelineCommand(0, *command),
+                redis.asyncio.cluster.PipelineCommand(
+                    1, "WAIT", self.wait_replicas, _ms(self.timeout / 2)
+                ),
+            ]
+            try:
+                if gate is None:
+                    await node.execute_pipeline(commands)
+                else:
+                    async with gate:
+                        await node.execute_pipeline(commands)
+                for sent in commands:  # a reply lost with the connection
+                    if isinstance(sent.result, (redis.ConnectionError, redis.TimeoutError)):
+                        raise sent.result
+            except (redis.ConnectionError, redis.TimeoutError):
+                await self._reload_slots()
+                raise
+            step = self._on_node_reply(commands[0].result, commands[1].result, script)
+            if step is None:
+                return commands[0].result
+            if step == "load":
+                await node.execute_command("SCRIPT", "LOAD", script)
+            else:
+                await self._reload_slots()
+        raise StoreUnavailable("Redis store unavailable (the key's slot kept moving)")
+
+    async def _reload_slots(self) -> None:
+        with contextlib.suppress(*_DOWN):
+            await self._client.nodes_manager.initialize()
 
     async def load(self, key: str) -> Record | None:
         with _translated():
@@ -1211,7 +1329,11 @@ class AsyncRedisStore(_Layout, _AsyncClient):
                 if user is not None:
                     keys.append(self._index(user))
                 return bool(await self._run("rotate", keys, [version, value, ms, new_key]))
-            await self._client.set(self._key(new_key), value, px=ms)
+            new = self._key(new_key)
+            if self.wait_replicas:
+                await self._node_waited(new, ("SET", new, value, "PX", ms))
+            else:
+                await self._client.set(new, value, px=ms)
             if user is not None:
                 await self._run("index", [self._index(user)], [new_key, ms])
             if await self._run("replace", [self._key(old_key)], [version, "", 1]):  # '': delete
@@ -1244,12 +1366,14 @@ class AsyncRedisStore(_Layout, _AsyncClient):
         with _translated():
             if not self._connected:
                 await self._connect()
-            if self.wait_replicas:
+            if self.wait_replicas and self.cluster:
+                await self._node_waited(self._key(key), ("DEL", self._key(key)))
+            elif self.wait_replicas:
                 pipe = self._client.pipeline(transaction=False)
                 pipe.delete(self._key(key))
                 await self._waited(pipe)
-                return
-            await self._client.delete(self._key(key))
+            else:
+                await self._client.delete(self._key(key))
 
     async def list_user(self, user: str) -> list[tuple[str, Record]]:
         with _translated():
