@@ -143,13 +143,16 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, load: tuple[flo
         "",
         "## Staged: the replica stopped while the master acknowledges",
         "",
-        "| wait_replicas | the last bumps answered "
+        "| wait_replicas | the last bumps answered (sessions on the killed master; others) "
         "| acknowledged writes lost (acknowledged, read) |",
         "|---|---|---|",
     ]
     for row in rows:
         last, lost = row["staged"]
-        answered = ", ".join(f"{n} x {status}" for status, n in sorted(last.items()))
+        answered = "; ".join(
+            f"{where}: " + ", ".join(f"{n} x {status}" for status, n in sorted(counts.items()))
+            for where, counts in last.items()
+        )
         lines.append(f"| {row['wait_replicas']} | {answered} | {len(lost)}: {lost} |")
     return "\n".join(lines) + "\n"
 

@@ -268,6 +268,17 @@ class RedisCluster:
                 of[fields[0]] = fields[3]
         return {ids[m]: sorted(ids[r] for r, master in of.items() if master == m) for m in masters}
 
+    def serves(self, port: int, slot: int) -> bool:
+        """Whether the node on `port` serves `slot`, as it says itself."""
+        for line in self.node(port).cli("cluster", "nodes").splitlines():
+            fields = line.split()
+            if len(fields) > 8 and "myself" in fields[2]:
+                for part in fields[8:]:
+                    low, _, high = part.partition("-")
+                    if low.isdigit() and int(low) <= slot <= int(high or low):
+                        return True
+        return False
+
     def master_of(self, port: int) -> int | None:
         """The master port of the node on `port` (itself if a master), None if unknown."""
         for master, replicas in self.topology().items():

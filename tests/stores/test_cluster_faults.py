@@ -39,14 +39,16 @@ import anyio
 import httpx
 import pytest
 import redis
+from redis.crc import key_slot
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from coatcheck.adapters.asgi import SessionMiddleware
+from coatcheck.exceptions import StoreUnavailable
 from coatcheck.session import Session
-from coatcheck.stores.redis import AsyncRedisStore
+from coatcheck.stores.redis import AsyncRedisStore, RedisStore
 from helpers import COOKIE, FakeClock, client, manager_for
 from servers import RedisCluster, RedisServer, running_redis_cluster
 
@@ -165,7 +167,8 @@ async def kill_under_load(
     """Browsers bump their counters; after `kill_after` requests the busiest master is
     SIGKILLed; once its replica is promoted the killed node is started again. Each browser
     keeps going until it was answered 200 after the cluster was whole again; then every
-    counter is read back and compared with the last value acknowledged."""
+    counter is read back. A write acknowledged and lost shows as a bump that read less than
+    the value acknowledged before it, or as a final read below the last acknowledged."""
     app = app_for(store)
     browsers = [client(app) for _ in range(clients)]
     outcome = Outcome()
@@ -192,7 +195,10 @@ async def kill_under_load(
                 if status == 503 and n not in shard:
                     outcome.elsewhere_503 += 1
                 if status == 200:
-                    acked[n] = int(response.text)
+                    value = int(response.text)  # what the bump read, plus one
+                    if value <= acked[n]:  # it read less than a write acknowledged before
+                        outcome.lost.append((acked[n], value - 1))
+                    acked[n] = value
                     if killed_at is not None and n in shard and outcome.recovery is None:
                         outcome.recovery = time.monotonic() - killed_at
                     if whole_at is not None and began > whole_at:
@@ -227,7 +233,7 @@ async def kill_under_load(
                 assert answered(await http.post("/bump")) == 200
         assert [http.cookies.get(COOKIE) for http in browsers] == cookies
         after = await counters(browsers)
-        outcome.lost = [(a, r - AFTER) for a, r in zip(acked, after, strict=True) if r - AFTER < a]
+        outcome.lost += [(a, r - AFTER) for a, r in zip(acked, after, strict=True) if r - AFTER < a]
         return outcome
     finally:
         for http in browsers:
@@ -291,10 +297,11 @@ def stopped(server: RedisServer) -> Iterator[None]:
 
 async def acknowledged_then_killed(
     cluster: RedisCluster, store: AsyncRedisStore
-) -> tuple[dict[int, int], list[tuple[int, int]]]:
+) -> tuple[dict[str, dict[int, int]], list[tuple[int, int]]]:
     """Each browser's session written once; then, the busiest master's replica stopped and
     the master loaded with `PADDING` MB, each browser bumps once more; the master is
-    killed, the replica resumed and promoted. The statuses of those last bumps, and the
+    killed, the replica resumed and promoted. The statuses of those last bumps (counted
+    for the sessions on the "killed" master and on the "others"), and the
     (acknowledged, read) counters of the browsers that lost an acknowledged write."""
     app = app_for(store)
     browsers = [client(app) for _ in range(CLIENTS)]
@@ -304,13 +311,14 @@ async def acknowledged_then_killed(
         target = busiest(homes)
         replica = cluster.node(cluster.topology()[target][0])
         tag = await anyio.to_thread.run_sync(tag_on, cluster, target)
-        statuses: dict[int, int] = {}
+        statuses: dict[str, dict[int, int]] = {"killed": {}, "others": {}}
         with stopped(replica):
             await anyio.to_thread.run_sync(pad, target, tag)
             for n, http in enumerate(browsers):
                 response = await http.post("/bump")
                 status = answered(response)
-                statuses[status] = statuses.get(status, 0) + 1
+                where = statuses["killed" if homes[n] == target else "others"]
+                where[status] = where.get(status, 0) + 1
                 if status == 200:
                     acked[n] = int(response.text)
             await anyio.to_thread.run_sync(cluster.kill_master, target)
@@ -342,10 +350,52 @@ async def test_what_asynchronous_replication_loses_and_wait_replicas_keeps(
         finally:
             await store.aclose()
     print(f"\nwait_replicas={wait_replicas}: last bumps {statuses}, lost {lost}")
+    killed, others = statuses["killed"], statuses["others"]
+    assert set(others) == {200}, "a write to a master whose replica ran was refused"
     if wait_replicas:
-        assert statuses.get(503, 0) > 0, "the writes no replica took were not refused"
+        # Refused where the replica was stopped, and only there: WAIT went to the master
+        # that took the write (redis-py's routing would ask every master and sum).
+        assert set(killed) == {503}, "a write no replica took was acknowledged"
         assert not lost, f"acknowledged writes lost (acknowledged, read): {lost}"
     else:
-        assert statuses.get(503, 0) == 0
-        assert lost, "every acknowledged write survived: the scenario did not reproduce"
+        assert set(killed) == {200}
+        assert len(lost) == killed[200], "an acknowledged write survived: not reproduced"
         assert all(read == acknowledged - 1 for acknowledged, read in lost), lost
+
+
+def test_the_sync_store_waits_on_the_master_that_took_the_write() -> None:
+    """`RedisStore` (sync) with `wait_replicas=1` on a cluster: every kind of write
+    returns once the written key's replica has it, scripts flushed from the nodes are
+    loaded again, and with one master's replica stopped, only the writes to that master's
+    slots are refused (a write elsewhere is confirmed by its own master's replica)."""
+    with running_redis_cluster(replicas=1, node_timeout=NODE_TIMEOUT) as cluster:
+        store = RedisStore(cluster.url, prefix="sync:", timeout=1.0, wait_replicas=1)
+        try:
+            keys = [secrets.token_urlsafe(32) for _ in range(12)]
+            for key in keys:
+                assert store.save(key, b"one", version=0, ttl=60, user="ann")
+            assert store.save(keys[0], b"two", version=1, ttl=60, user="ann")
+            assert not store.save(keys[0], b"two", version=1, ttl=60, user="ann")  # conflict
+            assert store.rotate(keys[1], keys[1] + "x", b"moved", version=1, ttl=60, user="ann")
+            store.delete(keys[2])
+            for node in cluster.nodes:
+                node.cli("script", "flush")
+            assert store.save(keys[3], b"two", version=1, ttl=60, user="ann")  # reloaded
+            assert store.delete_user("ann", keep=keys[4]) == len(keys) - 2
+            assert [key for key, _ in store.list_user("ann")] == [keys[4]]
+
+            master, replicas = next(iter(cluster.topology().items()))
+            answers: dict[bool, set[str]] = {True: set(), False: set()}
+            with stopped(cluster.node(replicas[0])):
+                for key in keys:
+                    try:
+                        store.save(key + "y", b"new", version=0, ttl=60, user=None)
+                        outcome = "saved"
+                    except StoreUnavailable as exc:
+                        assert "0 of 1 replicas" in str(exc)
+                        outcome = "refused"
+                    slot = key_slot(store._key(key + "y").encode())
+                    answers[cluster.serves(master, slot)].add(outcome)
+            assert answers == {True: {"refused"}, False: {"saved"}}, answers
+        finally:
+            store.close()
