@@ -50,7 +50,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from peers import SECRET_KEY, SEED, keyring
+from peers import SECRET_KEY, SEED, http_scope, keyring
 
 IMPLS = (
     "bare",
@@ -192,20 +192,7 @@ def recorded_headers(impl: str) -> dict[str, Headers]:
         headers = [(b"host", b"127.0.0.1"), (b"sec-fetch-site", b"same-origin")]
         if cookie is not None:
             headers.append((b"cookie", cookie))
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "GET",
-            "scheme": "http",
-            "path": path,
-            "raw_path": path.encode(),
-            "query_string": b"",
-            "root_path": "",
-            "headers": headers,
-            "client": ("127.0.0.1", 50000),
-            "server": ("127.0.0.1", 8000),
-        }
+        scope = http_scope(path, headers)
         sent: list[Any] = []
 
         async def receive() -> Any:

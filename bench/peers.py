@@ -180,6 +180,27 @@ def coatcheck_build() -> str:
     return "build unknown" if compiled is None else "compiled core" if compiled else "pure Python"
 
 
+def http_scope(
+    path: str, headers: list[tuple[bytes, bytes]], scheme: str = "http"
+) -> dict[str, Any]:
+    """The ASGI scope of a plain GET of `path` with `headers`, as a server on loopback
+    hands it to the app."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": scheme,
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+
+
 def keyring() -> Any:
     from coatcheck import KeyRing
 

@@ -41,6 +41,7 @@ def drive(scenario: str, requests: int) -> None:
     """Inside valgrind: 50 warm-up requests, then `requests` measured ones."""
     sys.path.insert(0, str(BENCH))
     from e2e_app import create_app
+    from peers import http_scope
 
     app = create_app()
     jar: dict[str, str] = {}
@@ -50,20 +51,7 @@ def drive(scenario: str, requests: int) -> None:
         if jar:
             cookie = "; ".join(f"{k}={v}" for k, v in jar.items())
             headers.append((b"cookie", cookie.encode()))
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "GET",
-            "scheme": "http",
-            "path": path,
-            "raw_path": path.encode(),
-            "query_string": b"",
-            "root_path": "",
-            "headers": headers,
-            "client": ("127.0.0.1", 1),
-            "server": ("127.0.0.1", 80),
-        }
+        scope = http_scope(path, headers)
 
         async def receive() -> dict[str, Any]:
             return {"type": "http.request", "body": b"", "more_body": False}

@@ -49,7 +49,7 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent / "tests"))
 sys.path.insert(0, str(BENCH))
-from peers import keyring  # noqa: E402
+from peers import http_scope, keyring  # noqa: E402
 from servers import running_redis  # noqa: E402
 
 STRATEGIES = ("server", "client", "client-anon", "stateless")
@@ -90,20 +90,7 @@ class Browser:
         if self.jar:
             cookie = "; ".join(f"{k}={v}" for k, v in self.jar.items())
             headers.append((b"cookie", cookie.encode()))
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "GET",
-            "scheme": "https",
-            "path": path,
-            "raw_path": path.encode(),
-            "query_string": b"",
-            "root_path": "",
-            "headers": headers,
-            "client": ("127.0.0.1", 1),
-            "server": ("app.example", 443),
-        }
+        scope = http_scope(path, headers, "https")
 
         async def receive() -> Message:
             return {"type": "http.request", "body": b"", "more_body": False}

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -16,6 +16,9 @@ from coatcheck.drivers import commit_session, open_session
 from coatcheck.exceptions import StoreUnavailable
 from coatcheck.stores import MemoryStore
 from coatcheck.stores.base import Record
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
 
 COOKIE = "__Host-session"
 BASE_URL = "https://testserver"
@@ -178,6 +181,22 @@ class DownStore:
 def client(app: Any, **kwargs: Any) -> httpx.AsyncClient:
     """An httpx client for the ASGI `app` at `https://testserver`; it keeps cookies."""
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL, **kwargs)
+
+
+def session_of(request: Request) -> Session:
+    """The coatcheck session of a Starlette request."""
+    session = request.scope["session"]
+    assert isinstance(session, Session)
+    return session
+
+
+def answered(response: httpx.Response) -> int:
+    """The status, checked: 200 or a clean 503 (no cookie set, no traceback)."""
+    assert response.status_code in (200, 503), (response.status_code, response.text)
+    assert "Traceback" not in response.text
+    if response.status_code == 503:
+        assert response.headers.get("set-cookie") is None
+    return response.status_code
 
 
 def set_cookies(response: httpx.Response) -> list[str]:

@@ -47,9 +47,8 @@ from starlette.routing import Route
 
 from coatcheck.adapters.asgi import SessionMiddleware
 from coatcheck.exceptions import StoreUnavailable
-from coatcheck.session import Session
 from coatcheck.stores.redis import AsyncRedisStore, RedisStore
-from helpers import COOKIE, FakeClock, client, manager_for
+from helpers import COOKIE, FakeClock, answered, client, manager_for, session_of
 from servers import RedisCluster, RedisServer, running_redis_cluster
 
 pytestmark = [pytest.mark.service, pytest.mark.anyio]
@@ -60,12 +59,6 @@ KILL_AFTER = 60  # requests of the load before the master is killed
 AFTER = 5  # writes each browser makes once the cluster is whole again
 BOUND = 40.0  # seconds: the bound on the whole scenario
 PADDING = 32  # megabytes written while the replica is stopped (socket buffers hold less)
-
-
-def session_of(request: Request) -> Session:
-    session = request.scope["session"]
-    assert isinstance(session, Session)
-    return session
 
 
 async def bump(request: Request) -> Response:
@@ -81,15 +74,6 @@ async def read(request: Request) -> Response:
 def app_for(store: AsyncRedisStore) -> Any:
     app = Starlette(routes=[Route("/bump", bump, methods=["POST"]), Route("/read", read)])
     return SessionMiddleware(app, manager_for(store, FakeClock()))
-
-
-def answered(response: httpx.Response) -> int:
-    """The status, checked: 200 or a clean 503 (no cookie set, no traceback)."""
-    assert response.status_code in (200, 503), (response.status_code, response.text)
-    assert "Traceback" not in response.text
-    if response.status_code == 503:
-        assert response.headers.get("set-cookie") is None
-    return response.status_code
 
 
 def store_for(cluster: RedisCluster, wait_replicas: int) -> AsyncRedisStore:

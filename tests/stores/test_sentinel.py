@@ -33,7 +33,6 @@ from starlette.routing import Route
 from coatcheck.adapters.asgi import SessionMiddleware
 from coatcheck.exceptions import ConfigurationError, StoreUnavailable
 from coatcheck.revocation import Revocation, RevocationList
-from coatcheck.session import Session
 from coatcheck.stores import (
     AsyncStore,
     Store,
@@ -49,7 +48,7 @@ from coatcheck.stores.redis import (
     RedisStore,
 )
 from coatcheck.stores.sentinel import SentinelAddress, parse
-from helpers import COOKIE, FakeClock, client, manager_for
+from helpers import COOKIE, FakeClock, answered, client, manager_for, session_of
 from servers import RedisSentinel, running_redis_sentinel
 
 from .contract import AsyncStoreContract, StoreContract
@@ -200,12 +199,6 @@ class TestSentinelRevocationStore(RedisRevocations):
 # -- failover under load, through HTTP ------------------------------------------------------
 
 
-def session_of(request: Request) -> Session:
-    session = request.scope["session"]
-    assert isinstance(session, Session)
-    return session
-
-
 async def set_value(request: Request) -> Response:
     session_of(request)[request.query_params["key"]] = request.query_params["value"]
     return PlainTextResponse("saved")
@@ -218,15 +211,6 @@ async def dump(request: Request) -> Response:
 def app_for(store: AsyncStore) -> Any:
     app = Starlette(routes=[Route("/set", set_value, methods=["POST"]), Route("/dump", dump)])
     return SessionMiddleware(app, manager_for(store, FakeClock()))
-
-
-def answered(response: httpx.Response) -> int:
-    """The status, checked: 200 or a clean 503 (no cookie set, no traceback)."""
-    assert response.status_code in (200, 503), (response.status_code, response.text)
-    assert "Traceback" not in response.text
-    if response.status_code == 503:
-        assert response.headers.get("set-cookie") is None
-    return response.status_code
 
 
 #: redis-py's asyncio Sentinel drops a few connections to the sentinels during a failover
