@@ -147,6 +147,7 @@ class Monitor:
         self.marks = 0
         self.seen = threading.Condition()
         threading.Thread(target=self._read, daemon=True).start()
+        self._last = self._stats()
         self.mark()
 
     def _read(self) -> None:
@@ -186,10 +187,9 @@ class Monitor:
             name = command.split(b" ", 1)[0].strip(b'"').decode().lower()
             kind = "lua" if where.endswith(b"lua") else "sent"
             moved[f"{kind}:{name}"] = moved.get(f"{kind}:{name}", 0) + 1
-        last = getattr(self, "_last", (sent_in, sent_out))
+        moved["bytes_in"] = sent_in - self._last[0]
+        moved["bytes_out"] = sent_out - self._last[1] - streamed
         self._last = (sent_in, sent_out)
-        moved["bytes_in"] = sent_in - last[0]
-        moved["bytes_out"] = sent_out - last[1] - streamed
         return moved
 
 

@@ -239,18 +239,25 @@ class RedisCluster:
         is in sync with its master; the seconds it took."""
         start = time.monotonic()
         while time.monotonic() - start < bound:
-            running = [node for node in self.nodes if node.process is not None]
-            if all("cluster_state:ok" in node.cli("cluster", "info") for node in running):
+            running = self._running()
+            if self._all_ok(running):
                 infos = [node.cli("info", "replication") for node in running]
                 if all("role:master" in i or "master_link_status:up" in i for i in infos):
                     return time.monotonic() - start
             time.sleep(0.05)
         raise RuntimeError(f"Redis Cluster not ok within {bound:g}s")
 
+    def _running(self) -> list[RedisServer]:
+        return [node for node in self.nodes if node.process is not None]
+
+    @staticmethod
+    def _all_ok(running: list[RedisServer]) -> bool:
+        return all("cluster_state:ok" in node.cli("cluster", "info") for node in running)
+
     def topology(self) -> dict[int, list[int]]:
         """{master port: [its replicas' ports]} as a running node sees the cluster now
         (failed masters left out)."""
-        node = next(node for node in self.nodes if node.process is not None)
+        node = self._running()[0]
         ids: dict[str, int] = {}
         masters: list[str] = []
         of: dict[str, str] = {}
@@ -303,8 +310,7 @@ class RedisCluster:
         while time.monotonic() < deadline:
             try:
                 masters = self.topology()
-                running = [node for node in self.nodes if node.process is not None]
-                ok = all("cluster_state:ok" in node.cli("cluster", "info") for node in running)
+                ok = self._all_ok(self._running())
             except subprocess.SubprocessError:
                 masters, ok = {}, False
             promoted = set(masters) - self._masters_before
