@@ -704,3 +704,39 @@ def test_a_revocation_store_on_a_client_object_gets_a_threaded_async_face() -> N
 def test_unbalanced_braces_in_a_revocation_prefix_are_refused() -> None:
     with pytest.raises(ConfigurationError, match="braces"):
         RedisRevocationStore(redis.Redis(), prefix="app:{sessions:")
+
+
+
+def idle_connections(store: AsyncRedisStore) -> list[Any]:
+    """The redis-py connections `store`'s client keeps idle in its pool(s)."""
+    client = store.client
+    if store.cluster:
+        return [c for node in client.get_nodes() for c in node._free]
+    return list(client.connection_pool._available_connections)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", ["server", "cluster"])
+async def test_a_command_on_a_connection_closed_under_it_is_resent(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    """redis-py closes a pooled connection (as its cluster client does to the idle ones
+    in a failover) while a command takes it from the pool: the command fails as a
+    connection error before it writes, and redis-py's retry sends it on a new connection.
+    redis-py 8.1 alone writes into the closed transport, which on CPython 3.12 and
+    3.13.0-3.13.9 raises a `TypeError` or `AttributeError` from asyncio, a 500 (see
+    `_WriteGuard`). The state is the one redis-py's `disconnect()` leaves while it waits
+    for the close: the transport gone, the connection still holding its writer."""
+    server: Any = request.getfixturevalue(f"redis_{kind}")
+    store = AsyncRedisStore(server.url, prefix=fresh_prefix())
+    try:
+        await store.save("k" * 43, b"d", version=0, ttl=60, user="u")
+        assert [key for key, _ in await store.list_user("u")] == ["k" * 43]
+        pooled = idle_connections(store)
+        assert pooled, "the commands left no connection in the pool"
+        for connection in pooled:
+            connection._writer.close()
+            await connection._writer.wait_closed()
+        assert [key for key, _ in await store.list_user("u")] == ["k" * 43]
+    finally:
+        await store.aclose()

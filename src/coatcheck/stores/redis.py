@@ -123,7 +123,14 @@ import contextlib
 import re
 import threading
 import time
-from collections.abc import AsyncGenerator, Callable, Generator, Iterator, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    Callable,
+    Generator,
+    Iterable,
+    Iterator,
+    Sequence,
+)
 from typing import Any, ClassVar, cast
 
 import hiredis
@@ -168,9 +175,8 @@ _POOL_EXHAUSTED = (
     "Redis store unavailable (no connection became free within pool_timeout: "
     "every one of max_connections was busy; raise either if Redis is healthy)"
 )
-#: What a command whose connection redis-py's async cluster client tore down meanwhile
-#: fails with (see `_GatedCluster`).
-_TORN = "connection closed by the cluster client while in use (failover)"
+#: What a command whose connection was closed under it fails with (see `_WriteGuard`).
+_CLOSED = "connection closed before the command was written"
 #: Expired entries one write removes on the way: from the user's index (`save`, `rotate`)
 #: or the revocation sets (`revoke`; `purge_expired` removes all, in batches).
 TRIM_BATCH = 100
@@ -751,23 +757,59 @@ class _GatedRedis(redis.asyncio.Redis):
 class _GatedCluster(redis.asyncio.cluster.RedisCluster):
     """`redis.asyncio`'s cluster client, gated the same way. Its nodes' pools cannot wait at
     all (`MaxConnectionsError`) and take no other pool class, so the gate is the only wait;
-    pipelines (only `list_user` on a cluster) take one connection per node and pass by.
-
-    During a failover, redis-py (8.1) tears down connections that other commands are
-    using or connecting (on `CLUSTERDOWN` it closes every node's connections; on a
-    connection error, a node's idle ones, which a command may take meanwhile): such a
-    command fails with `AttributeError` (its connection's writer is gone), not a
-    connection error. Seen in tests/stores/test_cluster_faults.py, about one run in five,
-    as a 500; taken here for what it is, a connection lost (a 503)."""
+    pipelines (only `list_user` on a cluster) take one connection per node and pass by."""
 
     gate: _Gate
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         async with self.gate:
-            try:
-                return await super().execute_command(*args, **kwargs)
-            except AttributeError as exc:
-                raise redis.ConnectionError(_TORN) from exc
+            return await super().execute_command(*args, **kwargs)
+
+
+class _WriteGuard:
+    """Mixed into the redis-py asyncio connection classes of the clients a store makes: a
+    command written to a connection that was closed under it fails as the connection
+    error it is, before anything is sent (so redis-py's retry may resend it).
+
+    Without it, redis-py (8.1, redis/redis-py#4287) writes into the closed transport, and
+    on CPython 3.12, 3.13.0-3.13.9 and 3.14.0 (python/cpython#136234) the write raises a
+    `TypeError` or `AttributeError` from asyncio's internals, which no retry and no 503
+    expects: a 500. A server's reset of an idle pooled connection does that, and so does
+    the async cluster client in a failover, which disconnects connections that other
+    commands have just taken (tests/stores/test_cluster_faults.py, 3 runs in 4 on 3.12).
+    The check and the write have no `await` between them, and a transport is marked
+    closing before it is torn down, so the race cannot slip in between. The store always
+    sets a socket timeout, the branch of redis-py that writes through this method."""
+
+    _writer: asyncio.StreamWriter | None
+
+    async def _send_packed_command(self, command: Iterable[bytes]) -> None:
+        writer = self._writer
+        if writer is None or writer.transport.is_closing():
+            raise redis.ConnectionError(_CLOSED)
+        writer.writelines(command)
+        await writer.drain()
+
+
+def _guarded(connection_class: type[Any]) -> type[Any]:
+    """`connection_class` (TCP, TLS, unix socket or Sentinel-managed) with `_WriteGuard`."""
+    if issubclass(connection_class, _WriteGuard):
+        return connection_class
+    return type(f"Guarded{connection_class.__name__}", (_WriteGuard, connection_class), {})
+
+
+def _guard(client: Any) -> None:
+    """Make the connections `client` opens from now on guarded ones (`_WriteGuard`)."""
+    if isinstance(client, redis.asyncio.cluster.RedisCluster):
+        # The nodes found later take their class from these options (shared with the nodes
+        # manager); the nodes from the URL already have theirs.
+        options = client.connection_kwargs
+        options["connection_class"] = _guarded(options["connection_class"])
+        for node in client.nodes_manager.startup_nodes.values():
+            node.connection_class = _guarded(node.connection_class)
+    else:
+        pool = client.connection_pool
+        pool.connection_class = _guarded(pool.connection_class)
 
 
 class _AsyncClient(_PoolSettings):
@@ -809,6 +851,7 @@ class _AsyncClient(_PoolSettings):
                 )
                 gated = cast(_GatedRedis, _GatedRedis.from_pool(pool))
             gated.gate = _Gate(size, wait)
+            _guard(gated)
             client = gated
             address = None if is_cluster or not self._fast else _lane_address(url)
             if address is not None:  # the lane waits at the same gate
@@ -1278,14 +1321,11 @@ class AsyncRedisStore(_Layout, _AsyncClient):
                 ),
             ]
             try:
-                try:
-                    if gate is None:
+                if gate is None:
+                    await node.execute_pipeline(commands)
+                else:
+                    async with gate:
                         await node.execute_pipeline(commands)
-                    else:
-                        async with gate:
-                            await node.execute_pipeline(commands)
-                except AttributeError as exc:  # see _GatedCluster
-                    raise redis.ConnectionError(_TORN) from exc
                 for sent in commands:  # a reply lost with the connection
                     if isinstance(sent.result, (redis.ConnectionError, redis.TimeoutError)):
                         raise sent.result
