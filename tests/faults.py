@@ -66,13 +66,16 @@ class SwitchStore(MemoryStore):
 
 
 class SwitchRevocations(MemoryRevocationStore):
-    """A `MemoryRevocationStore` that fails while `down`; `asked` counts `changes` calls
-    (the sync attempts that reached it, failed or not)."""
+    """A `MemoryRevocationStore` that fails while `down`, and its `changes` once it has
+    answered `answers` more calls (unless None); `asked` counts `changes` calls (the sync
+    attempts that reached it, failed or not), `cursors` lists the cursors they passed."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.down = False
+        self.answers: int | None = None
         self.asked = 0
+        self.cursors: list[int] = []
 
     def revoke(self, entry: Revocation) -> None:
         if self.down:
@@ -81,8 +84,11 @@ class SwitchRevocations(MemoryRevocationStore):
 
     def changes(self, cursor: int) -> tuple[list[Revocation], int]:
         self.asked += 1
-        if self.down:
+        self.cursors.append(cursor)
+        if self.down or self.answers == 0:
             raise _unreachable()
+        if self.answers is not None:
+            self.answers -= 1
         return super().changes(cursor)
 
 

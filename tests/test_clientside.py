@@ -30,6 +30,7 @@ from coatcheck import (
 )
 from coatcheck.drivers import commit_session, open_session
 from coatcheck.exceptions import ConfigurationError, SessionTooLarge, StoreUnavailable
+from coatcheck.revocation import CHANGES_PAGE, Revocation
 from coatcheck.stores import MemoryRevocationStore, MemoryStore
 from faults import SwitchRevocations, SwitchStore
 from helpers import COOKIE, FakeClock, cookie_value
@@ -651,6 +652,37 @@ def test_a_failed_sync_serves_the_list_it_has_until_max_staleness(
     assert [r.count for r in stale] == [1, 2]  # type: ignore[attr-defined]  # 29.9 s apart
     [back] = [r for r in caplog.records if getattr(r, "event", None) == "revocations.synced"]
     assert "3 requests served on a stale list" in back.getMessage()
+
+
+def test_a_poll_far_behind_goes_page_by_page_and_a_failed_page_keeps_the_ones_before(
+    clock: FakeClock,
+) -> None:
+    """A replica 2.5 pages (`CHANGES_PAGE`) behind reads them in one poll, each call short;
+    when a page fails, the pages before it stay applied (the cursor moves on, the copy's
+    age does not: it is not up to date) and the next poll starts where they ended, instead
+    of from the whole backlog again, which a backlog too long for one call never ends."""
+    manager, _, revocations = degraded(clock)
+    device = Device(manager)
+    session = device.open()
+    session.login("kim")
+    device.commit(session)
+    mode = client_mode(manager)
+    rlist = mode.revocation_list
+    synced_at = rlist.synced_at
+    for i in range(2 * CHANGES_PAGE):
+        revocations.revoke(Revocation("sid", f"other-{i}", clock(), clock() + 3600))
+    revocations.revoke(ClientSide.revocation(mode, manager.context, device.open().id))
+    start = rlist.cursor
+    revocations.answers, revocations.cursors = 1, []  # the first page, then it is down
+    clock.advance(2)
+    assert device.open().user == "kim"  # served from the copy: the entry is on page 3
+    assert revocations.cursors == [start, start + CHANGES_PAGE]
+    assert (rlist.cursor, rlist.synced_at) == (start + CHANGES_PAGE, synced_at)
+    revocations.answers, revocations.cursors = None, []
+    clock.advance(1)
+    assert device.open().user is None  # pages 2 and 3: the revocation holds
+    assert revocations.cursors == [start + CHANGES_PAGE, start + 2 * CHANGES_PAGE]
+    assert rlist.synced_at == clock()
 
 
 def client_mode(manager: SessionManager) -> ClientSide:

@@ -22,9 +22,10 @@ from coatcheck.asymmetric import AsymmetricJWSCodec, generate_signing_key
 from coatcheck.clientside import ClientSide
 from coatcheck.exceptions import ConfigurationError, InvalidToken, StoreUnavailable
 from coatcheck.keys import KeyRing
-from coatcheck.revocation import Revocation
+from coatcheck.revocation import CHANGES_PAGE, Revocation
 from coatcheck.stores import MemoryRevocationStore
 from coatcheck.verify import Verifier
+from faults import SwitchRevocations
 from helpers import T0, FakeClock
 
 CLAIMS: dict[str, Any] = {
@@ -225,6 +226,34 @@ def test_an_unreachable_revocation_store_is_refused_past_max_staleness() -> None
     clock.advance(5)
     with pytest.raises(StoreUnavailable):
         verifier.verify(token_for(ring, idl=clock.now + 60))
+
+
+def test_a_revocation_pages_behind_is_seen_and_a_failed_page_keeps_the_ones_before() -> None:
+    """The verifier polls page by page (`CHANGES_PAGE`), as the driver does: a revocation
+    two pages behind is seen in one poll; when a page fails, the pages before it stay
+    applied and the next poll goes on from there, with the copy's age unchanged."""
+
+    ring = KeyRing.generate(algorithm="EdDSA")
+    clock = FakeClock()
+    store = SwitchRevocations(clock=clock)
+    verifier = Verifier(ring.jwks(), clock=clock, revocations=store, staleness=1, max_staleness=60)
+    token = token_for(ring)
+    verifier.verify(token)
+    synced_at = clock.now
+    for i in range(2 * CHANGES_PAGE):
+        store.revoke(Revocation("sid", f"other-{i}", clock.now, clock.now + 3600))
+    store.revoke(Revocation("sid", CLAIMS["sid"], clock.now, clock.now + 3600))
+    store.answers, store.cursors = 1, []
+    clock.advance(1)
+    assert verifier.verify(token)  # page 1 applied, page 2 failed: served from the copy
+    assert store.cursors == [0, CHANGES_PAGE]
+    assert verifier.revocation_list.cursor == CHANGES_PAGE
+    assert verifier.revocation_list.synced_at == synced_at
+    store.answers, store.cursors = None, []
+    with pytest.raises(InvalidToken, match="revoked"):
+        verifier.verify(token)  # still due: goes on from page 2, the third page holds it
+    assert store.cursors == [CHANGES_PAGE, 2 * CHANGES_PAGE]
+    assert verifier.revocation_list.synced_at == clock.now
 
 
 def test_revocation_check_needs_a_numeric_iat_even_when_not_required() -> None:

@@ -55,7 +55,9 @@ class RevocationStore(Protocol):
         """Record `entry`; every process sees it at its next sync."""
 
     def changes(self, cursor: int) -> tuple[list[Revocation], int]:
-        """Entries recorded after `cursor`, and the cursor to pass next time."""
+        """Entries recorded after `cursor`, in order, and the cursor to pass next time:
+        at most `CHANGES_PAGE` of them (a full page is asked again from its cursor), or
+        all of them."""
 
     def purge_expired(self) -> int:
         """Forget entries past their `expires_at`; returns how many."""

@@ -425,15 +425,17 @@ def _revoked(args: argparse.Namespace, ring: Any, claims: dict[str, Any], now: f
     if not url:
         return None
     from .clientside import ClientSide
-    from .revocation import RevocationList
+    from .revocation import RevocationList, more_after
 
     _open_store(url).close()
     revocations = ClientSide(ring, store=url).revocations
     if revocations is None:
         return None
-    entries, cursor = revocations.changes(0)
-    copy = RevocationList()
-    copy.apply(entries, cursor, now)
+    copy, more = RevocationList(), True
+    while more:
+        entries, cursor = revocations.changes(copy.cursor)
+        more = more_after(entries)
+        copy.apply(entries, cursor, now)
     sid, user, iat = claims.get("sid"), claims.get("sub"), claims.get("iat")
     if not isinstance(sid, str) or not isinstance(iat, (int, float)):
         return None

@@ -54,6 +54,7 @@ from .revocation import (
     Revocation,
     RevocationList,
     RevocationStore,
+    more_after,
 )
 from .serverside import RecordReader, describe, hash_keys
 from .session import DEFAULT_ASSURANCE, CommitState, Session, SessionInfo
@@ -343,17 +344,22 @@ class ClientSide:
 
     def polled(
         self, now: float, result: tuple[list[Revocation], int] | StoreError, *, force: bool
-    ) -> None:
+    ) -> bool:
         """Apply what a poll of the revocation store returned, or handle its failure: a
-        forced poll re-raises it, another serves the copy while it is trusted."""
+        forced poll re-raises it, another serves the copy while it is trusted. True when
+        the page was full: the poll asks again (the list is not up to date until a short
+        page; a failure then keeps the pages before it)."""
         if isinstance(result, StoreError):
             if force:
                 raise result
             self.serve_stale(now, result)
-            return
+            return False
         entries, cursor = result
-        self.revocation_list.apply(entries, cursor, now)
-        self.synced(now)
+        more = more_after(entries)
+        self.revocation_list.apply(entries, cursor, now, synced=not more)
+        if not more:
+            self.synced(now)
+        return more
 
     def synced(self, now: float) -> None:
         """A sync succeeded: if it ends an outage, say so once."""

@@ -366,13 +366,14 @@ def _polling(manager: SessionManager, revocations: Any, *, force: bool = False) 
     if client is None or revocations is None:
         return
     now = manager.clock()
-    if client.poll_due(now, force=force):
+    more = client.poll_due(now, force=force)
+    while more:  # page by page (`CHANGES_PAGE`) until a short one
         cursor = client.revocation_list.cursor
         try:
-            result = yield lambda: revocations.changes(cursor)
+            result = yield partial(revocations.changes, cursor)
         except StoreError as exc:
             result = exc
-        client.polled(now, result, force=force)
+        more = client.polled(now, result, force=force)
 
 
 def _dropped(manager: SessionManager, exc: StoreError) -> None:

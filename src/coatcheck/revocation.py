@@ -11,8 +11,9 @@ takes a list. Two kinds of entries (see `Revocation`):
   except those of one kept session ("log out other devices"). Kept just as long.
 
 Entries are written to a `RevocationStore`, which numbers them; each process keeps a local
-`RevocationList`, brought up to date from the store's change feed (`changes(cursor)`) at
-most `staleness` seconds apart, so checking a token costs a dictionary lookup.
+`RevocationList`, brought up to date from the store's change feed (`changes(cursor)`, a
+page of at most `CHANGES_PAGE` entries at a time) at most `staleness` seconds apart, so
+checking a token costs a dictionary lookup.
 
 This module is pure: the entries, their one wire form (`encode_entry` / `decode_entry`,
 `decode_rows` for a change feed's rows), the list, and the store protocols. The stores
@@ -33,6 +34,7 @@ from typing import Literal
 from ._protocols import AsyncRevocationStore, RevocationStore
 
 __all__ = [
+    "CHANGES_PAGE",
     "REVOKED",
     "SUPERSEDED",
     "VALID",
@@ -43,7 +45,19 @@ __all__ = [
     "decode_entry",
     "decode_rows",
     "encode_entry",
+    "more_after",
 ]
+
+#: Entries one `changes` call of a built-in store returns at most. A poll that gets a full
+#: page asks again from where it ended, so no call outgrows the store's timeout however far
+#: behind a process is (a burst of revocations, a long outage), and a call that fails
+#: keeps what the pages before it brought: the next poll goes on from there.
+CHANGES_PAGE = 1000
+
+
+def more_after(entries: list[Revocation]) -> bool:
+    """Whether a poll that got `entries` from `changes` should ask again (a full page)."""
+    return len(entries) >= CHANGES_PAGE
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +116,8 @@ def decode_rows(
 ) -> tuple[list[Revocation], int]:
     """The entries of change-feed rows `(sequence number, encoded entry)`, in order, and the
     cursor after the last row. A row that does not decode (not written by coatcheck) is
-    skipped, never applied, and the cursor still moves past it."""
+    skipped, never applied, and the cursor still moves past it (a page that held one reads
+    as short: the rest comes with the next poll)."""
     entries = []
     for seq, doc in rows:
         try:
@@ -156,13 +171,18 @@ class RevocationList:
         """Whether the copy is older than `staleness` seconds."""
         return now - self.synced_at >= staleness
 
-    def apply(self, entries: Iterable[Revocation], cursor: int, now: float) -> None:
-        """Merge `entries` (from the change feed, up to `cursor`) and forget expired ones."""
+    def apply(
+        self, entries: Iterable[Revocation], cursor: int, now: float, *, synced: bool = True
+    ) -> None:
+        """Merge `entries` (from the change feed, up to `cursor`) and forget expired ones.
+        `synced=False` for a page with more behind it: the cursor moves on, but the copy
+        is not up to date, so `synced_at` stays."""
         with self._lock:
             for entry in entries:
                 self._merge(entry)
             self.cursor = max(self.cursor, cursor)
-            self.synced_at = now
+            if synced:
+                self.synced_at = now
             for table in (self._sids, self._users):
                 for subject, held in list(table.items()):
                     live = tuple(e for e in held if e.expires_at > now)

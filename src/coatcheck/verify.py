@@ -45,7 +45,7 @@ from typing import Any
 
 from .asymmetric import ALGORITHMS, PublicKey, public_key_from_jwk, verify_compact
 from .exceptions import ConfigurationError, InvalidToken, StoreError, StoreUnavailable
-from .revocation import REVOKED, RevocationList, RevocationStore
+from .revocation import REVOKED, RevocationList, RevocationStore, more_after
 from .tokens import MAX_TOKEN_LENGTH, check_times
 
 __all__ = ["Verifier", "parse_jwks"]
@@ -252,7 +252,8 @@ class Verifier:
         if rlist.due(now, self.staleness):
             assert self.revocations is not None  # noqa: S101 - the caller checks
             with self._lock:
-                if rlist.due(now, self.staleness):
+                more = rlist.due(now, self.staleness)
+                while more:  # page by page, as the driver polls
                     try:
                         entries, cursor = self.revocations.changes(rlist.cursor)
                     except StoreError as exc:
@@ -261,8 +262,9 @@ class Verifier:
                                 "revocation store unreachable past max_staleness: "
                                 "revocations can no longer be trusted"
                             ) from exc
-                    else:
-                        rlist.apply(entries, cursor, now)
+                        break
+                    more = more_after(entries)
+                    rlist.apply(entries, cursor, now, synced=not more)
         generation = claims.get("gen", 0)
         if type(generation) is not int:
             raise InvalidToken("token claims have the wrong types")

@@ -65,7 +65,12 @@ from typing import Any, ClassVar
 import anyio
 import pytest
 
-from coatcheck.revocation import AsyncRevocationStore, Revocation, RevocationStore
+from coatcheck.revocation import (
+    CHANGES_PAGE,
+    AsyncRevocationStore,
+    Revocation,
+    RevocationStore,
+)
 from coatcheck.stores import AsyncStore, Record, Store
 
 __all__ = [
@@ -915,6 +920,23 @@ def undecodable_rows_are_skipped() -> Scenario:
     yield revoke(after)
     assert (yield changes(cursor))[0] == [after]
     assert (yield changes(0))[0] == [before, after]
+
+
+@revocation_scenario
+def changes_come_a_page_at_a_time() -> Scenario:
+    """More than `CHANGES_PAGE` entries behind, a poll gets the first page and the cursor
+    at its end; asked again from there, the rest. So each call stays short however far
+    behind a process is, and a poll that fails between pages keeps the ones it got."""
+    now = yield Now()
+    written = [sid_entry(f"s-{i}", now) for i in range(CHANGES_PAGE + 3)]
+    for entry in written:
+        yield revoke(entry)
+    first, cursor = yield changes(0)
+    assert first == written[:CHANGES_PAGE]
+    rest, after = yield changes(cursor)
+    assert rest == written[CHANGES_PAGE:]
+    assert after > cursor
+    assert (yield changes(after)) == ([], after)
 
 
 class RevocationStoreContract:

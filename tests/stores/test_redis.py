@@ -706,7 +706,6 @@ def test_unbalanced_braces_in_a_revocation_prefix_are_refused() -> None:
         RedisRevocationStore(redis.Redis(), prefix="app:{sessions:")
 
 
-
 def idle_connections(store: AsyncRedisStore) -> list[Any]:
     """The redis-py connections `store`'s client keeps idle in its pool(s)."""
     client = store.client

@@ -30,6 +30,7 @@ record). The store keeps a copy of the bytes given to `save` (~150 ns a write);
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 import threading
@@ -40,7 +41,7 @@ from typing import NamedTuple
 from .._fast import fast_constructor
 from .._mypyc import mypyc_attr
 from ..limits import oldest_first
-from ..revocation import Revocation
+from ..revocation import CHANGES_PAGE, Revocation
 from .base import CONFLICTED, Admission, Record, new_record
 
 __all__ = ["AsyncMemoryRevocationStore", "AsyncMemoryStore", "MemoryRevocationStore", "MemoryStore"]
@@ -67,6 +68,10 @@ def _entry(data: bytes, version: int, expires_at: float, user: str | None) -> _E
     record = new_record((bytes(memoryview(data)), version))
     bucket = math.ceil(expires_at / GRAIN) if expires_at < math.inf else None
     return _new_entry((record, expires_at, user, bucket))
+
+
+def _seq_of(logged: tuple[int, Revocation]) -> int:
+    return logged[0]
 
 
 # Subclassed by tests and applications (fault injection, counting): compiled, the class
@@ -360,7 +365,10 @@ class MemoryRevocationStore:
 
     def changes(self, cursor: int) -> tuple[list[Revocation], int]:
         with self._lock:
-            return [e for seq, e in self._log if seq > cursor], self._seq
+            start = bisect.bisect_right(self._log, cursor, key=_seq_of)
+            page = self._log[start : start + CHANGES_PAGE]
+            last = page[-1][0] if len(page) == CHANGES_PAGE else self._seq
+            return [entry for _, entry in page], last
 
     def purge_expired(self) -> int:
         with self._lock:

@@ -85,7 +85,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from ..exceptions import ConfigurationError, StoreError, StoreUnavailable
 from ..limits import oldest_first
-from ..revocation import Revocation, decode_entry, decode_rows, encode_entry
+from ..revocation import CHANGES_PAGE, Revocation, decode_entry, decode_rows, encode_entry
 from . import _pool_settings
 from .base import CONFLICTED, Admission, Record
 from .feed import POLL_INTERVAL, RECONNECT_DELAY, SUBSCRIBED, AsyncListener, Listener
@@ -795,7 +795,9 @@ class _RevocationSql:
             "FROM l RETURNING seq) "
             "SELECT pg_notify(%(channel)s, r.seq::text || ' ' || %(payload)s) FROM r"
         )
-        self.changes = f"SELECT seq, entry FROM {t} WHERE seq > %s ORDER BY seq"  # noqa: S608
+        self.changes = (
+            f"SELECT seq, entry FROM {t} WHERE seq > %s ORDER BY seq LIMIT {CHANGES_PAGE}"  # noqa: S608
+        )
         self.purge = (
             f"DELETE FROM {t} WHERE seq IN (SELECT seq FROM {t} WHERE expires_at <= %s "  # noqa: S608
             f"LIMIT {PURGE_BATCH} FOR UPDATE SKIP LOCKED)"

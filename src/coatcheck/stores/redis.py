@@ -157,7 +157,7 @@ from redis.exceptions import (
 from redis.retry import Retry
 
 from ..exceptions import ConfigurationError, StoreCorrupted, StoreError, StoreUnavailable
-from ..revocation import Revocation, decode_entry, decode_rows, encode_entry
+from ..revocation import CHANGES_PAGE, Revocation, decode_entry, decode_rows, encode_entry
 from . import _pool_settings, resp, sentinel
 from .base import CONFLICTED, Admission, Record
 from .feed import POLL_INTERVAL, RECONNECT_DELAY, SUBSCRIBED, AsyncListener, Listener
@@ -181,6 +181,8 @@ _CLOSED = "connection closed before the command was written"
 #: or the revocation sets (`revoke`; `purge_expired` removes all, in batches).
 TRIM_BATCH = 100
 PURGE_BATCH = 1000
+#: A poll's `ZRANGEBYSCORE` options: the first page after the cursor, with the scores.
+_PAGE: dict[str, Any] = {"start": 0, "num": CHANGES_PAGE, "withscores": True}
 #: What a listener takes for "the server is away" (reconnects without logging a traceback).
 _DOWN = (RedisError, RedisClusterException, OSError)
 _CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
@@ -1576,7 +1578,7 @@ class RedisRevocationStore(_RevocationKeys, _SyncClient):
         with _translated():
             if not self._connected:
                 self._connect()
-            rows = self._client.zrangebyscore(*self._range_args(cursor), withscores=True)
+            rows = self._client.zrangebyscore(*self._range_args(cursor), **_PAGE)
         return _parse_changes(rows, cursor)
 
     def purge_expired(self) -> int:
@@ -1662,7 +1664,7 @@ class AsyncRedisRevocationStore(_RevocationKeys, _AsyncClient):
         with _translated():
             if not self._connected:
                 await self._connect()
-            rows = await self._client.zrangebyscore(*self._range_args(cursor), withscores=True)
+            rows = await self._client.zrangebyscore(*self._range_args(cursor), **_PAGE)
         return _parse_changes(rows, cursor)
 
     async def purge_expired(self) -> int:

@@ -58,7 +58,7 @@ from typing import Any, TypeVar
 
 from ..exceptions import ConfigurationError, StoreError, StoreUnavailable
 from ..limits import oldest_first
-from ..revocation import Revocation, decode_rows, encode_entry
+from ..revocation import CHANGES_PAGE, Revocation, decode_rows, encode_entry
 from .base import CONFLICTED, Admission, Record, new_record
 from .threaded import ThreadedRevocationStore
 
@@ -744,7 +744,9 @@ class SQLiteRevocationStore(_Database):
         super().__init__(path, table=table, timeout=timeout, clock=clock)
         t = table
         self._sql_revoke = f"INSERT INTO {t} (entry, expires_at) VALUES (?, ?)"  # noqa: S608
-        self._sql_changes = f"SELECT seq, entry FROM {t} WHERE seq > ? ORDER BY seq"  # noqa: S608
+        self._sql_changes = (
+            f"SELECT seq, entry FROM {t} WHERE seq > ? ORDER BY seq LIMIT {CHANGES_PAGE}"  # noqa: S608
+        )
         self._sql_purge = f"DELETE FROM {t} WHERE expires_at <= ?"  # noqa: S608
 
     def __repr__(self) -> str:
