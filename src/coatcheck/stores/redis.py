@@ -152,6 +152,7 @@ from redis.exceptions import (
     RedisClusterException,
     RedisError,
     ResponseError,
+    SlotNotCoveredError,
     TryAgainError,
 )
 from redis.retry import Retry
@@ -177,6 +178,14 @@ _POOL_EXHAUSTED = (
 )
 #: What a command whose connection was closed under it fails with (see `_WriteGuard`).
 _CLOSED = "connection closed before the command was written"
+
+
+class _NotSent(redis.ConnectionError):
+    """A connection failed before the command was written: connecting failed, or the
+    connection was closed (by the server, or by redis-py itself) before the write. The
+    one error the async clients send a command again for (see `_WriteGuard`)."""
+
+
 #: Expired entries one write removes on the way: from the user's index (`save`, `rotate`)
 #: or the revocation sets (`revoke`; `purge_expired` removes all, in batches).
 TRIM_BATCH = 100
@@ -530,7 +539,9 @@ def _lane_address(url: str) -> dict[str, Any] | None:
 def _options(timeout: float, retry: Any) -> dict[str, Any]:
     """A client's settings: `timeout` for connecting and each reply, and one immediate
     retry, which replaces a pooled connection that a server restart broke (more would only
-    delay the 503 while the server is down)."""
+    delay the 503 while the server is down). Never after a timeout: the server may be slow,
+    not gone, and still run the command (the async clients retry only a command never
+    written, `_NotSent`; a sync one, after a connection error, as the lane does)."""
     return {"socket_timeout": timeout, "socket_connect_timeout": timeout, "retry": retry}
 
 
@@ -630,7 +641,8 @@ class _SyncClient(_PoolSettings):
             self._use(client)
             return
         url, self.cluster = _split_url(settings[0], cluster)
-        options = _options(timeout, Retry(NoBackoff(), 1))
+        retry = Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
+        options = _options(timeout, retry)
         pool = {"max_connections": settings[1], "timeout": settings[2]}
         if sentinel.is_sentinel_url(url):  # gated like a lane store: see stores.sentinel
             where = sentinel.parse(url)
@@ -759,8 +771,13 @@ class _GatedRedis(redis.asyncio.Redis):
 class _GatedCluster(redis.asyncio.cluster.RedisCluster):
     """`redis.asyncio`'s cluster client, gated the same way. Its nodes' pools cannot wait at
     all (`MaxConnectionsError`) and take no other pool class, so the gate is the only wait;
-    pipelines (only `list_user` on a cluster) take one connection per node and pass by."""
+    pipelines (only `list_user` on a cluster) take one connection per node and pass by.
+    It finds the cluster's nodes again and sends a command once more only when the command
+    was never run: never written (`_NotSent`, see `_WriteGuard`), or refused by a cluster
+    that is down or had no node for its slot; redis-py's own list adds any connection
+    error or timeout, after which a write may have run."""
 
+    ERRORS_ALLOW_RETRY = (_NotSent, ClusterDownError, SlotNotCoveredError)  # type: ignore[assignment]
     gate: _Gate
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
@@ -769,26 +786,40 @@ class _GatedCluster(redis.asyncio.cluster.RedisCluster):
 
 
 class _WriteGuard:
-    """Mixed into the redis-py asyncio connection classes of the clients a store makes: a
-    command written to a connection that was closed under it fails as the connection
-    error it is, before anything is sent (so redis-py's retry may resend it).
+    """Mixed into the redis-py asyncio connection classes of the clients a store makes, so
+    that a command is sent again only if it was never written (`_NotSent`), never once the
+    server may have run it: a session write is a compare-and-set, and run twice (its reply
+    lost in a failover, while the replica that takes over has it) it would answer a
+    conflict for the request's own write, or apply `Session.increment` twice. The clients
+    retry `_NotSent` only (`_options`; `_GatedCluster.ERRORS_ALLOW_RETRY`); a reply that
+    is lost or late is a 503. Reads follow the same rule.
 
-    Without it, redis-py (8.1, redis/redis-py#4287) writes into the closed transport, and
-    on CPython 3.12, 3.13.0-3.13.9 and 3.14.0 (python/cpython#136234) the write raises a
-    `TypeError` or `AttributeError` from asyncio's internals, which no retry and no 503
-    expects: a 500. A server's reset of an idle pooled connection does that, and so does
-    the async cluster client in a failover, which disconnects connections that other
-    commands have just taken (tests/stores/test_cluster_faults.py, 3 runs in 4 on 3.12).
-    The check and the write have no `await` between them, and a transport is marked
-    closing before it is torn down, so the race cannot slip in between. The store always
-    sets a socket timeout, the branch of redis-py that writes through this method."""
+    `_NotSent` is raised when connecting fails, and before a write on a connection already
+    closed: by the server (its end-of-file was read: a restart, `CLIENT KILL`), or by
+    redis-py, whose async cluster client disconnects connections that another command has
+    just taken (in a failover). Without the check redis-py (8.1, redis/redis-py#4287)
+    writes into the closed transport, which on CPython 3.12, 3.13.0-3.13.9 and 3.14.0
+    (python/cpython#136234) raises a `TypeError` or `AttributeError` from asyncio, a 500
+    (tests/stores/test_cluster_faults.py: 3 runs in 4 on 3.12). The check and the write have
+    no `await` between them, and a transport is marked closing before it is torn down. The
+    store always sets a socket timeout, the branch of redis-py that writes through
+    `_send_packed_command`."""
 
     _writer: asyncio.StreamWriter | None
+    _reader: asyncio.StreamReader | None
+
+    async def connect_check_health(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            await super().connect_check_health(*args, **kwargs)  # type: ignore[misc]
+        except redis.AuthenticationError:
+            raise
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise _NotSent(str(exc)) from exc
 
     async def _send_packed_command(self, command: Iterable[bytes]) -> None:
-        writer = self._writer
-        if writer is None or writer.transport.is_closing():
-            raise redis.ConnectionError(_CLOSED)
+        writer, reader = self._writer, self._reader
+        if writer is None or writer.transport.is_closing() or reader is None or reader.at_eof():
+            raise _NotSent(_CLOSED)
         writer.writelines(command)
         await writer.drain()
 
@@ -833,7 +864,8 @@ class _AsyncClient(_PoolSettings):
         if settings is not None:
             url, is_cluster = _split_url(settings[0], cluster)
             size, wait = settings[1], settings[2]
-            options = _options(timeout, AsyncRetry(NoBackoff(), 1))
+            retry = AsyncRetry(NoBackoff(), 1, supported_errors=(_NotSent,))
+            options = _options(timeout, retry)
             # The gate admits `size` commands; the pool below has room for twice that (the
             # pub/sub listener, connections being replaced), so it never refuses one.
             gated: _GatedRedis | _GatedCluster
