@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -800,8 +801,8 @@ BUSY = (
 def keep_busy(url: str, seconds: float) -> socket.socket:
     """Send `BUSY` to the server at `url` on a raw connection (its reply is not read): the
     server runs nothing else for `seconds`, then what its clients sent meanwhile."""
-    address = redis.connection.parse_url(url)
-    conn = socket.create_connection((address["host"], address["port"]))
+    address = urllib.parse.urlsplit(url)
+    conn = socket.create_connection((address.hostname, address.port or 6379))
     micros = str(int(seconds * 1_000_000))
     parts = [b"EVAL", BUSY.encode(), b"0", micros.encode()]
     conn.sendall(b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts))
@@ -827,23 +828,24 @@ async def test_a_write_whose_reply_is_late_is_never_sent_twice(
     sync_store = RedisStore(url, prefix=prefix, timeout=timeout) if kind == "sync" else None
     store = AsyncRedisStore(url, prefix=prefix, timeout=timeout)
     try:
-        assert await store.load(key) is None  # connected (a cluster: its nodes found)
+        # Connected (a cluster: its nodes found), the save script loaded on the key's node.
+        assert await store.save(key, b"first", version=0, ttl=60, user=None)
         if sync_store is not None:
-            assert await asyncio.to_thread(sync_store.load, key) is None
+            assert await asyncio.to_thread(sync_store.load, key) is not None
         busy_connections = [keep_busy(node, busy) for node in node_urls(server)]
         try:
             with pytest.raises(StoreUnavailable):
                 if sync_store is not None:
                     await asyncio.to_thread(
-                        sync_store.save, key, b"d", version=0, ttl=60, user=None
+                        sync_store.save, key, b"d", version=1, ttl=60, user=None
                     )
                 else:
-                    await store.save(key, b"d", version=0, ttl=60, user=None)
+                    await store.save(key, b"d", version=1, ttl=60, user=None)
             record = await store.load(key)  # answered once the server is free again
         finally:
             for conn in busy_connections:
                 conn.close()
-        assert record is not None and (record.version, record.data) == (1, b"d")
+        assert record is not None and (record.version, record.data) == (2, b"d")
     finally:
         await store.aclose()
         if sync_store is not None:

@@ -72,7 +72,12 @@ server's data is lost for processes that had not polled it yet.
 
 Both kinds of store make their client the same way (`_SyncClient`, `_AsyncClient`). Any
 connection error or timeout raises `StoreUnavailable`; the client reconnects on the next
-call, so service resumes when the server returns. Messages carry no key or secret.
+call, so service resumes when the server returns. Messages carry no key or secret. A
+command is sent a second time only when it was never written (`_WriteGuard`, `_NotSent`:
+connecting failed, or the connection was closed before the write); never after a timeout
+or a lost reply, which the server may have run (a session write twice is a false conflict,
+or an increment counted twice). Sync redis-py clients, and the lane, also resend after a
+connection reset (at least once across a server crash).
 
 The lane. redis-py costs more per command than all of coatcheck's own work per request:
 measured with `bench/redis_clients.py` (bench/RESULTS-redis-clients.md, callgrind, with
