@@ -425,7 +425,7 @@ def _revoked(args: argparse.Namespace, ring: Any, claims: dict[str, Any], now: f
     if not url:
         return None
     from .clientside import ClientSide
-    from .revocation import RevocationList, more_after
+    from .revocation import RevocationList
 
     _open_store(url).close()
     revocations = ClientSide(ring, store=url).revocations
@@ -434,8 +434,7 @@ def _revoked(args: argparse.Namespace, ring: Any, claims: dict[str, Any], now: f
     copy, more = RevocationList(), True
     while more:
         entries, cursor = revocations.changes(copy.cursor)
-        more = more_after(entries)
-        copy.apply(entries, cursor, now)
+        more = copy.apply(entries, cursor, now)
     sid, user, iat = claims.get("sid"), claims.get("sub"), claims.get("iat")
     if not isinstance(sid, str) or not isinstance(iat, (int, float)):
         return None

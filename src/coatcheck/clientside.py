@@ -54,7 +54,6 @@ from .revocation import (
     Revocation,
     RevocationList,
     RevocationStore,
-    more_after,
 )
 from .serverside import RecordReader, describe, hash_keys
 from .session import DEFAULT_ASSURANCE, CommitState, Session, SessionInfo
@@ -355,8 +354,7 @@ class ClientSide:
             self.serve_stale(now, result)
             return False
         entries, cursor = result
-        more = more_after(entries)
-        self.revocation_list.apply(entries, cursor, now, synced=not more)
+        more = self.revocation_list.apply(entries, cursor, now)
         if not more:
             self.synced(now)
         return more

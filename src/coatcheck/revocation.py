@@ -171,17 +171,16 @@ class RevocationList:
         """Whether the copy is older than `staleness` seconds."""
         return now - self.synced_at >= staleness
 
-    def apply(
-        self, entries: Iterable[Revocation], cursor: int, now: float, *, synced: bool = True
-    ) -> None:
-        """Merge `entries` (from the change feed, up to `cursor`) and forget expired ones.
-        `synced=False` for a page with more behind it: the cursor moves on, but the copy
-        is not up to date, so `synced_at` stays."""
+    def apply(self, entries: list[Revocation], cursor: int, now: float) -> bool:
+        """Merge `entries` (a page of the change feed, up to `cursor`) and forget expired
+        ones. True when the page was full (`more_after`): the cursor moves on, but the copy
+        is not up to date until a short page, so `synced_at` stays; ask again."""
+        more = more_after(entries)
         with self._lock:
             for entry in entries:
                 self._merge(entry)
             self.cursor = max(self.cursor, cursor)
-            if synced:
+            if not more:
                 self.synced_at = now
             for table in (self._sids, self._users):
                 for subject, held in list(table.items()):
@@ -191,6 +190,7 @@ class RevocationList:
                             table[subject] = live
                         else:
                             del table[subject]
+        return more
 
     def apply_one(self, entry: Revocation) -> None:
         """Merge one entry pushed by a listener (Redis pub/sub, PostgreSQL NOTIFY). The

@@ -45,7 +45,7 @@ from typing import Any
 
 from .asymmetric import ALGORITHMS, PublicKey, public_key_from_jwk, verify_compact
 from .exceptions import ConfigurationError, InvalidToken, StoreError, StoreUnavailable
-from .revocation import REVOKED, RevocationList, RevocationStore, more_after
+from .revocation import REVOKED, RevocationList, RevocationStore
 from .tokens import MAX_TOKEN_LENGTH, check_times
 
 __all__ = ["Verifier", "parse_jwks"]
@@ -263,8 +263,7 @@ class Verifier:
                                 "revocations can no longer be trusted"
                             ) from exc
                         break
-                    more = more_after(entries)
-                    rlist.apply(entries, cursor, now, synced=not more)
+                    more = rlist.apply(entries, cursor, now)
         generation = claims.get("gen", 0)
         if type(generation) is not int:
             raise InvalidToken("token claims have the wrong types")
