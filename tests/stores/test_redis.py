@@ -775,14 +775,20 @@ def kill_clients_named(server: Any, name: str) -> int:
     a cluster); how many were closed."""
     closed = 0
     for url in node_urls(server):
-        admin = redis.Redis.from_url(url)
-        try:
+        with redis.Redis.from_url(url) as admin:
             for entry in admin.client_list():
                 if entry["name"] == name:
                     closed += admin.client_kill_filter(_id=entry["id"])
-        finally:
-            admin.close()
     return closed
+
+
+def clients_named(urls: list[str], name: str) -> int:
+    """How many connections of client `name` the servers at `urls` hold."""
+    count = 0
+    for url in urls:
+        with redis.Redis.from_url(url) as admin:
+            count += sum(entry["name"] == name for entry in admin.client_list())
+    return count
 
 
 def node_urls(server: Any) -> list[str]:
@@ -802,7 +808,7 @@ def keep_busy(url: str, seconds: float) -> socket.socket:
     """Send `BUSY` to the server at `url` on a raw connection (its reply is not read): the
     server runs nothing else for `seconds`, then what its clients sent meanwhile."""
     address = urllib.parse.urlsplit(url)
-    conn = socket.create_connection((address.hostname, address.port or 6379))
+    conn = socket.create_connection((address.hostname, address.port or 6379), timeout=30)
     micros = str(int(seconds * 1_000_000))
     parts = [b"EVAL", BUSY.encode(), b"0", micros.encode()]
     conn.sendall(b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts))
@@ -822,7 +828,8 @@ async def test_a_write_whose_reply_is_late_is_never_sent_twice(
     (A store with a lane, from a plain `redis://` URL, keeps the same rule; the query
     option here takes the store through redis-py.)"""
     server: Any = request.getfixturevalue("redis_cluster" if kind == "cluster" else "redis_server")
-    url = f"{server.url}?client_name=late-{secrets.token_hex(4)}"
+    name = f"late-{secrets.token_hex(4)}"
+    url = f"{server.url}?client_name={name}"
     timeout, busy = 0.4, 0.6  # seconds: a retry sent at the timeout would be answered in time
     key, prefix = "k" * 43, fresh_prefix()
     sync_store = RedisStore(url, prefix=prefix, timeout=timeout) if kind == "sync" else None
@@ -832,19 +839,47 @@ async def test_a_write_whose_reply_is_late_is_never_sent_twice(
         assert await store.save(key, b"first", version=0, ttl=60, user=None)
         if sync_store is not None:
             assert await asyncio.to_thread(sync_store.load, key) is not None
-        busy_connections = [keep_busy(node, busy) for node in node_urls(server)]
+        # Each node holds writes (reads still answered) until the script is first in line
+        # and the save second, then lets them run in that order: the save waits out the
+        # script however loaded the machine is, and its reply comes after the timeout.
+        nodes = node_urls(server)
+        controls = [redis.Redis.from_url(node) for node in nodes]
+        for control in controls:
+            control.client_pause(30_000, all=False)
+        busy_connections = [keep_busy(node, busy) for node in nodes]
+
+        def held() -> int:
+            return sum(blocked_clients(node) for node in nodes)
+
+        await await_until(lambda: held() == len(nodes), "each node's script held")
+        if sync_store is not None:
+            save = asyncio.ensure_future(
+                asyncio.to_thread(sync_store.save, key, b"d", version=1, ttl=60, user=None)
+            )
+        else:
+            save = asyncio.ensure_future(store.save(key, b"d", version=1, ttl=60, user=None))
         try:
+            await await_until(lambda: held() == len(nodes) + 1, "the save held")
+            for control in controls:
+                control.client_unpause()
             with pytest.raises(StoreUnavailable):
-                if sync_store is not None:
-                    await asyncio.to_thread(
-                        sync_store.save, key, b"d", version=1, ttl=60, user=None
-                    )
-                else:
-                    await store.save(key, b"d", version=1, ttl=60, user=None)
-            record = await store.load(key)  # answered once the server is free again
+                await save
+            for conn in busy_connections:  # each script's reply: the save ran right after it
+                assert await asyncio.to_thread(conn.recv, 64)
         finally:
             for conn in busy_connections:
                 conn.close()
+            for control in controls:
+                control.client_unpause()
+                control.close()
+        # Closed right after the timeout, the store leaves no connection open.
+        await store.aclose()
+        await await_until(lambda: not clients_named(nodes, name), "the store's connections closed")
+        checker = AsyncRedisStore(server.url, prefix=prefix)
+        try:
+            record = await checker.load(key)
+        finally:
+            await checker.aclose()
         assert record is not None and (record.version, record.data) == (2, b"d")
     finally:
         await store.aclose()

@@ -789,6 +789,14 @@ class _GatedCluster(redis.asyncio.cluster.RedisCluster):
         async with self.gate:
             return await super().execute_command(*args, **kwargs)
 
+    async def aclose(self) -> None:
+        """Close every node's connections. redis-py (8.1) closes nothing while a failed
+        command has left the client to find its nodes again, so a store closed right after
+        a timeout would leave its connections open."""
+        await super().aclose()
+        await self.nodes_manager.aclose()
+        await self.nodes_manager.aclose("startup_nodes")
+
 
 class _WriteGuard:
     """Mixed into the redis-py asyncio connection classes of the clients a store makes, so
