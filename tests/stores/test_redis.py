@@ -816,7 +816,7 @@ def keep_busy(url: str, seconds: float) -> socket.socket:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("kind", ["server", "cluster", "sync"])
+@pytest.mark.parametrize("kind", ["server", "cluster", "sync", "sync-cluster"])
 async def test_a_write_whose_reply_is_late_is_never_sent_twice(
     kind: str, request: pytest.FixtureRequest
 ) -> None:
@@ -827,12 +827,16 @@ async def test_a_write_whose_reply_is_late_is_never_sent_twice(
     rebase, apply `Session.increment` twice). So the save is a 503, and it lands once.
     (A store with a lane, from a plain `redis://` URL, keeps the same rule; the query
     option here takes the store through redis-py.)"""
-    server: Any = request.getfixturevalue("redis_cluster" if kind == "cluster" else "redis_server")
+    server: Any = request.getfixturevalue(
+        "redis_cluster" if kind.endswith("cluster") else "redis_server"
+    )
     name = f"late-{secrets.token_hex(4)}"
     url = f"{server.url}?client_name={name}"
     timeout, busy = 0.4, 0.6  # seconds: a retry sent at the timeout would be answered in time
     key, prefix = "k" * 43, fresh_prefix()
-    sync_store = RedisStore(url, prefix=prefix, timeout=timeout) if kind == "sync" else None
+    sync_store = (
+        RedisStore(url, prefix=prefix, timeout=timeout) if kind.startswith("sync") else None
+    )
     store = AsyncRedisStore(url, prefix=prefix, timeout=timeout)
     try:
         # Connected (a cluster: its nodes found), the save script loaded on the key's node.

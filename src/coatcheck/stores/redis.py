@@ -622,6 +622,15 @@ class _WaitingPool(redis.BlockingConnectionPool):
             raise
 
 
+class _SyncCluster(redis.cluster.RedisCluster):
+    """redis-py's sync cluster client, which finds its nodes again and sends a command once
+    more after a connection error, a cluster that is down or had no node for its slot, as
+    the other sync clients do; not after a timeout (redis-py's own list), when the server
+    may still run the command (see `_options`)."""
+
+    ERRORS_ALLOW_RETRY = (redis.ConnectionError, ClusterDownError, SlotNotCoveredError)  # type: ignore[assignment]
+
+
 class _SyncClient(_PoolSettings):
     """The client of a sync store: made from a URL (the store then owns and closes it) or
     given (checked, never configured or closed). A cluster client finds its nodes as it is
@@ -659,10 +668,8 @@ class _SyncClient(_PoolSettings):
             self._use(gated)
         elif self.cluster:  # each node's pool waits
             self._connected = False
-            self._make: Callable[[], redis.cluster.RedisCluster] = lambda: (
-                redis.cluster.RedisCluster.from_url(
-                    url, connection_pool_class=_WaitingPool, **pool, **options
-                )
+            self._make: Callable[[], redis.cluster.RedisCluster] = lambda: _SyncCluster.from_url(
+                url, connection_pool_class=_WaitingPool, **pool, **options
             )
         else:  # connects on its first command
             waiting = _WaitingPool.from_url(url, **pool, **options)
