@@ -23,18 +23,20 @@ commands in flight over both, and one more waits up to `pool_timeout` seconds, t
 
 Failures: connecting and every reply are bounded by `timeout` seconds (the async lane's
 one watchdog timer checks the oldest command waiting). A connection that fails in any way
-(refused, reset, closed, timed out, a protocol error) is closed and never reused, and each
-command on it is tried once more on a new connection, as redis-py's clients do (their one
-retry): a server restart breaks every idle connection, and a connection that an overloaded
-process opened too slowly gets a second chance. A second failure is raised as
-`Unavailable`; a server that is down refuses both attempts at once, so an outage is still
-answered in about a millisecond. A write (`evalsha`) that timed out is the exception: the
-server may be slow, not gone, and may still run it, so it is never sent again (the request
-answers 503; `Session.increment` and the CAS rebase would otherwise apply it twice). A write
-on a connection that was closed or reset is sent once more: at least once across a server
-crash. A sync call interrupted while waiting closes its
-connection (its reply may still come); an async waiter that is cancelled keeps its place
-in the pipe, and its reply is read and dropped. An error reply is raised as the
+(refused, reset, closed, timed out, a protocol error) is closed and never reused, and a
+read on it is tried once more on a new connection, as redis-py's clients do (their one
+retry): a connection that an overloaded process opened too slowly gets a second chance. A
+second failure is raised as `Unavailable`; a server that is down refuses both attempts at
+once, so an outage is still answered in about a millisecond. A write (`evalsha`) is sent
+once more only if it was never written (`NotSent`: connecting failed, or the write did):
+once written, a lost or late reply leaves its outcome unknown (the server may be slow, not
+gone, or may have run it before a crash or failover), and run twice a session write would
+answer a false conflict or apply `Session.increment` twice; it is `Unavailable` (503). So
+that a server restart costs no write, a connection the server closed while idle is never
+written to: the sync lane checks an idle socket before use (one `poll`), the async lane
+marks its pipe broken on the server's end-of-file. A sync call interrupted while waiting
+closes its connection (its reply may still come); an async waiter that is cancelled keeps
+its place in the pipe, and its reply is read and dropped. An error reply is raised as the
 `hiredis.ReplyError` it is, except that `evalsha` answers `NOSCRIPT` (a restarted or
 flushed server) by loading the script and sending `EVALSHA` once more. No message or repr
 carries the password.
@@ -49,6 +51,7 @@ import asyncio
 import hashlib
 import os
 import queue
+import select
 import socket
 import threading
 from collections import deque
@@ -61,8 +64,8 @@ __all__ = [
     "AsyncLane",
     "PoolExhausted",
     "SyncGate",
+    "NotSent",
     "SyncLane",
-    "TimedOut",
     "Unavailable",
     "encode",
     "is_noscript",
@@ -77,9 +80,9 @@ class Unavailable(Exception):
     names the address and the failure, never a credential)."""
 
 
-class TimedOut(Unavailable):
-    """No reply within `timeout` seconds: the server may still run the command, so a
-    write is not sent again (a read is, once)."""
+class NotSent(Unavailable):
+    """The connection failed before the command was written whole (connecting, or the
+    write itself), so the server did not run it: it may be sent again, a write included."""
 
 
 class PoolExhausted(Exception):
@@ -129,11 +132,11 @@ def _handshake(username: str | None, password: str | None, db: int) -> list[byte
     return commands
 
 
-def _failure(exc: BaseException, what: str) -> Unavailable:
+def _failure(exc: BaseException, what: str, kind: type[Unavailable] = Unavailable) -> Unavailable:
     if isinstance(exc, (socket.timeout, asyncio.TimeoutError, TimeoutError)):
-        return TimedOut(f"TimeoutError: Timeout {what}")
+        return kind(f"TimeoutError: Timeout {what}")
     detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-    return Unavailable(f"ConnectionError: Error {what}: {detail or type(exc).__name__}")
+    return kind(f"ConnectionError: Error {what}: {detail or type(exc).__name__}")
 
 
 class SyncGate:
@@ -213,14 +216,24 @@ class _Lane(Generic[_GateT]):
 
 
 class _Conn:
-    __slots__ = ("parser", "sock")
+    __slots__ = ("parser", "poll", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.parser = hiredis.Reader()
+        self.poll = select.poll()
+        self.poll.register(sock, select.POLLIN)
+
+    def readable(self) -> bool:
+        """Whether the socket has something to read while no command waits: the server's
+        end-of-file or reset (it closed the connection while idle), or bytes unasked for."""
+        return bool(self.poll.poll(0))
 
     def roundtrip(self, payload: bytes) -> Any:
         self.sock.sendall(payload)
+        return self.receive()
+
+    def receive(self) -> Any:
         parser = self.parser
         reply = parser.gets()
         while reply is False:
@@ -252,7 +265,7 @@ class SyncLane(_Lane[SyncGate]):
 
     def evalsha(self, sha: str, script: str, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
         """Run a script by its SHA1, loading it first if the server does not know it. (A
-        write: not sent again after a timeout.)"""
+        write: sent again only if it was never written.)"""
         try:
             return self._send(_evalsha(sha, keys, args), write=True)
         except hiredis.ReplyError as exc:
@@ -266,8 +279,8 @@ class SyncLane(_Lane[SyncGate]):
             try:
                 reply = self._attempt(payload, self._take)
             except Unavailable as exc:
-                if write and isinstance(exc, TimedOut):
-                    raise  # it may still run: never twice
+                if write and not isinstance(exc, NotSent):
+                    raise  # written, and its outcome unknown: it may have run, never twice
                 reply = self._attempt(payload, self._open)  # once more, on a new connection
         if isinstance(reply, hiredis.ReplyError):
             raise reply
@@ -276,7 +289,14 @@ class SyncLane(_Lane[SyncGate]):
     def _attempt(self, payload: bytes, connection: Callable[[], _Conn]) -> Any:
         conn = connection()
         try:
-            reply = conn.roundtrip(payload)
+            conn.sock.sendall(payload)
+        except BaseException as exc:
+            conn.close()  # a part may be sent: the server drops it with the connection
+            if isinstance(exc, _BROKEN):
+                raise _failure(exc, f"writing to {self.host}:{self.port}", NotSent) from None
+            raise
+        try:
+            reply = conn.receive()
         except BaseException as exc:
             conn.close()  # a reply may still be on its way: never reuse it
             if isinstance(exc, _BROKEN):
@@ -286,19 +306,25 @@ class SyncLane(_Lane[SyncGate]):
         return reply
 
     def _take(self) -> _Conn:
+        """An idle connection still open at both ends, or a new one."""
         if self._pid != os.getpid():
             self._pid = os.getpid()
             self._forget()
-        with self._lock:
-            if self._idle:
-                return self._idle.pop()
+        while True:
+            with self._lock:
+                if not self._idle:
+                    break
+                conn = self._idle.pop()
+            if not conn.readable():
+                return conn
+            conn.close()  # closed by the server while idle (a restart, a timeout, a kill)
         return self._open()
 
     def _open(self) -> _Conn:
         try:
             sock = socket.create_connection((self.host, self.port), self.timeout)
         except OSError as exc:
-            raise _failure(exc, f"connecting to {self.host}:{self.port}") from None
+            raise _failure(exc, f"connecting to {self.host}:{self.port}", NotSent) from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.settimeout(self.timeout)
         conn = _Conn(sock)
@@ -309,8 +335,8 @@ class SyncLane(_Lane[SyncGate]):
                     raise reply
         except BaseException as exc:
             conn.close()
-            if isinstance(exc, _BROKEN):
-                raise self._failed(exc) from None
+            if isinstance(exc, _BROKEN):  # before the command: not sent
+                raise _failure(exc, f"connecting to {self.host}:{self.port}", NotSent) from None
             raise
         return conn
 
@@ -356,16 +382,18 @@ class _Pipe:
         self.closed: asyncio.Future[None] = loop.create_future()
 
     def request(self, payload: bytes) -> asyncio.Future[Any]:
-        """Write one command; the future gets its reply, or `LOST`."""
+        """Write one command; the future gets its reply, or `LOST`: at once (done on
+        return) if the pipe was broken and nothing was written."""
         future = self.loop.create_future()
-        if self.failure is not None or self.transport is None:
+        transport = self.transport
+        if self.failure is not None or transport is None or transport.is_closing():
             future.set_result(LOST)
             return future
         now = self.loop.time()
         self.waiting.append((future, now))
         if self.watchdog is None:
             self.watchdog = self.loop.call_at(now + self.timeout, self._check)
-        self.transport.write(payload)
+        transport.write(payload)
         return future
 
     def abort(self, exc: BaseException) -> None:
@@ -413,6 +441,7 @@ class _Pipe:
             self.abort(exc)
 
     def eof_received(self) -> bool:
+        self._fail(ConnectionError("connection closed by the server"))  # nothing more is sent
         return False  # close the transport: connection_lost follows
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -454,7 +483,7 @@ class AsyncLane(_Lane[AsyncGate]):
 
     async def evalsha(self, sha: str, script: str, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
         """Run a script by its SHA1, loading it first if the server does not know it. (A
-        write: not sent again after a timeout.)"""
+        write: sent again only if it was never written.)"""
         try:
             return await self._send(_evalsha(sha, keys, args), write=True)
         except hiredis.ReplyError as exc:
@@ -468,10 +497,12 @@ class AsyncLane(_Lane[AsyncGate]):
             pipe = self._pipe
             if pipe is None or pipe.failure is not None or pipe.loop is not _running_loop():
                 pipe = await self._connect(pipe)
-            reply = await pipe.request(payload)
-            if reply is LOST:  # once more, on a new connection: not a write that timed out
-                if write and isinstance(pipe.failure, TimeoutError):
-                    raise self._failed(pipe.failure)
+            answer = pipe.request(payload)
+            written = not answer.done()
+            reply = await answer
+            if reply is LOST:  # once more, on a new connection
+                if write and written:  # its outcome unknown: it may have run, never twice
+                    raise self._failed(pipe.failure or ConnectionError("lost"))
                 pipe = await self._connect(pipe)
                 reply = await pipe.request(payload)
                 if reply is LOST:
