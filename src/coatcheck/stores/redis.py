@@ -819,8 +819,7 @@ class _WriteGuard:
     lost in a failover, while the replica that takes over has it) it would answer a
     conflict for the request's own write, or apply `Session.increment` twice. The clients
     retry `_NotSent` only (`_options`; `ERRORS_ALLOW_RETRY` of `_GatedCluster` and
-    `_SyncCluster`); a reply that
-    is lost or late is a 503. Reads follow the same rule.
+    `_SyncCluster`); a reply that is lost or late is a 503. Reads follow the same rule.
 
     `_NotSent` is raised when connecting fails, and before a write on a connection already
     closed: by the server (its end-of-file was read: a restart, `CLIENT KILL`), or by

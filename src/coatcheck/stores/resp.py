@@ -62,9 +62,9 @@ import hiredis
 
 __all__ = [
     "AsyncLane",
+    "NotSent",
     "PoolExhausted",
     "SyncGate",
-    "NotSent",
     "SyncLane",
     "Unavailable",
     "encode",
