@@ -798,6 +798,24 @@ def node_urls(server: Any) -> list[str]:
     return [node.url for node in server.nodes] if isinstance(server, RedisCluster) else [server.url]
 
 
+def store_of(kind: str, url: str) -> Any:
+    """A store for the server at `url`: sync ("sync ...") or async, on the lane ("...
+    lane": a plain URL) or on redis-py ("... redis-py": a query option takes it there)."""
+    if kind.endswith("redis-py"):
+        url += f"?client_name=probe-{secrets.token_hex(4)}"
+    store = (RedisStore if kind.startswith("sync") else AsyncRedisStore)(url, prefix=fresh_prefix())
+    assert (store._lane is not None) == kind.endswith("lane")
+    return store
+
+
+async def call(store: Any, method: str, *args: Any, **kwargs: Any) -> Any:
+    """`store.method(...)` from async code, for a sync store (in a thread) or an async one;
+    "close" is `aclose` on an async store."""
+    if isinstance(store, RedisStore):
+        return await asyncio.to_thread(getattr(store, method), *args, **kwargs)
+    return await getattr(store, "aclose" if method == "close" else method)(*args, **kwargs)
+
+
 def end_read(store: Any) -> bool:
     """Whether `store`'s idle connections have read the end its server sent (a sync
     socket holds it until written to or polled; an event loop reads it when it runs)."""
@@ -869,28 +887,18 @@ async def test_a_write_whose_reply_is_lost_is_never_sent_twice(
     call finds it stored once. Every client a store can use: the lane (a plain URL) and
     redis-py (a query option), async and sync."""
     cutter = ReplyCutter(redis_server.port)
-    query = "?client_name=cut" if kind.endswith("redis-py") else ""
-    url, key = f"redis://127.0.0.1:{cutter.port}/0{query}", "k" * 43
-    store: Any = (RedisStore if kind.startswith("sync") else AsyncRedisStore)(
-        url, prefix=fresh_prefix()
-    )
-    assert (store._lane is not None) == kind.endswith("lane")
-
-    async def call(method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        if kind.startswith("sync"):
-            return await asyncio.to_thread(method, *args, **kwargs)
-        return await method(*args, **kwargs)
+    store, key = store_of(kind, f"redis://127.0.0.1:{cutter.port}/0"), "k" * 43
 
     try:
-        assert await call(store.save, key, b"first", version=0, ttl=60, user=None)
+        assert await call(store, "save", key, b"first", version=0, ttl=60, user=None)
         cutter.arm()
         with pytest.raises(StoreUnavailable):
-            await call(store.save, key, b"d", version=1, ttl=60, user=None)
+            await call(store, "save", key, b"d", version=1, ttl=60, user=None)
         assert cutter.cut.is_set()
-        record = await call(store.load, key)
+        record = await call(store, "load", key)
         assert record is not None and (record.version, record.data) == (2, b"d")
     finally:
-        await call(store.close if kind.startswith("sync") else store.aclose)
+        await call(store, "close")
         cutter.close()
 
 
@@ -901,28 +909,18 @@ async def test_a_write_after_the_server_closed_idle_connections_is_saved(kind: s
     `timeout` does): the next write is not written to them, so it is sent on a new
     connection and saved, not answered 503 as a write whose outcome is unknown."""
     with running_redis() as server:
-        query = "?client_name=idle" if kind.endswith("redis-py") else ""
-        sync = kind.startswith("sync")
-        store: Any = (RedisStore if sync else AsyncRedisStore)(
-            f"{server.url}{query}", prefix=fresh_prefix()
-        )
-
-        async def call(method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-            if sync:
-                return await asyncio.to_thread(method, *args, **kwargs)
-            return await method(*args, **kwargs)
-
+        store = store_of(kind, server.url)
         admin = redis.Redis.from_url(server.url)
         try:
-            assert await call(store.save, "k" * 43, b"a", version=0, ttl=60, user=None)
+            assert await call(store, "save", "k" * 43, b"a", version=0, ttl=60, user=None)
             assert admin.client_kill_filter(_type="normal", skipme=True) >= 1
             await await_until(lambda: len(admin.client_list()) == 1, "the others closed")
             await await_until(lambda: end_read(store), "the store to read the end of them")
-            assert await call(store.save, "k" * 43, b"b", version=1, ttl=60, user=None)
-            assert await call(store.load, "k" * 43) == Record(b"b", 2)
+            assert await call(store, "save", "k" * 43, b"b", version=1, ttl=60, user=None)
+            assert await call(store, "load", "k" * 43) == Record(b"b", 2)
         finally:
             admin.close()
-            await call(store.close if sync else store.aclose)
+            await call(store, "close")
 
 
 #: A script that keeps the server's one thread busy for ARGV[1] microseconds.
