@@ -310,15 +310,17 @@ class SyncLane(_Lane[SyncGate]):
         if self._pid != os.getpid():
             self._pid = os.getpid()
             self._forget()
-        while True:
-            with self._lock:
-                if not self._idle:
-                    break
-                conn = self._idle.pop()
+        conn = self._pop_idle()
+        while conn is not None:
             if not conn.readable():
                 return conn
             conn.close()  # closed by the server while idle (a restart, a timeout, a kill)
+            conn = self._pop_idle()
         return self._open()
+
+    def _pop_idle(self) -> _Conn | None:
+        with self._lock:
+            return self._idle.pop() if self._idle else None
 
     def _open(self) -> _Conn:
         try:
