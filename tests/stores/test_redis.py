@@ -6,7 +6,6 @@ tested in `tests/test_revocation_feeds.py`."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
 import socket
 import subprocess
@@ -49,7 +48,6 @@ from servers import (  # noqa: F401 - fixtures
     free_port,
     redis_cluster_fixture,
     redis_server_fixture,
-    running_redis,
 )
 
 from .contract import (
@@ -796,131 +794,6 @@ def clients_named(urls: list[str], name: str) -> int:
 def node_urls(server: Any) -> list[str]:
     """The `redis://` URL of each node of `server` (a `RedisServer` or `RedisCluster`)."""
     return [node.url for node in server.nodes] if isinstance(server, RedisCluster) else [server.url]
-
-
-def store_of(kind: str, url: str) -> Any:
-    """A store for the server at `url`: sync ("sync ...") or async, on the lane ("...
-    lane": a plain URL) or on redis-py ("... redis-py": a query option takes it there)."""
-    if kind.endswith("redis-py"):
-        url += f"?client_name=probe-{secrets.token_hex(4)}"
-    store = (RedisStore if kind.startswith("sync") else AsyncRedisStore)(url, prefix=fresh_prefix())
-    assert (store._lane is not None) == kind.endswith("lane")
-    return store
-
-
-async def call(store: Any, method: str, *args: Any, **kwargs: Any) -> Any:
-    """`store.method(...)` from async code, for a sync store (in a thread) or an async one;
-    "close" is `aclose` on an async store."""
-    if isinstance(store, RedisStore):
-        return await asyncio.to_thread(getattr(store, method), *args, **kwargs)
-    return await getattr(store, "aclose" if method == "close" else method)(*args, **kwargs)
-
-
-def end_read(store: Any) -> bool:
-    """Whether `store`'s idle connections have read the end its server sent (a sync
-    socket holds it until written to or polled; an event loop reads it when it runs)."""
-    if isinstance(store, RedisStore):
-        return True
-    if store._lane is not None:
-        pipe = store._lane._pipe
-        return pipe is None or pipe.failure is not None
-    return all(c._reader is None or c._reader.at_eof() for c in idle_connections(store))
-
-
-class ReplyCutter:
-    """A TCP proxy in front of the Redis server on `port` that passes everything through
-    until `arm()`: then it closes the client's connection in place of the next reply. The
-    server ran the command; the client never learns its outcome."""
-
-    def __init__(self, port: int) -> None:
-        self.upstream = port
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.armed, self.cut = threading.Event(), threading.Event()
-        self.sockets: list[socket.socket] = [self.listener]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def arm(self) -> None:
-        self.cut.clear()
-        self.armed.set()
-
-    def _accept(self) -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                client, _ = self.listener.accept()
-                server = socket.create_connection(("127.0.0.1", self.upstream))
-                self.sockets += [client, server]
-                threading.Thread(target=self._pump, args=(client, server), daemon=True).start()
-                threading.Thread(target=self._replies, args=(server, client), daemon=True).start()
-
-    def _pump(self, source: socket.socket, target: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := source.recv(65536):
-                target.sendall(data)
-        with contextlib.suppress(OSError):
-            target.shutdown(socket.SHUT_WR)
-
-    def _replies(self, server: socket.socket, client: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := server.recv(65536):
-                if self.armed.is_set():
-                    self.armed.clear()
-                    self.cut.set()
-                    client.shutdown(socket.SHUT_RDWR)  # the reply dropped, the connection closed
-                    server.shutdown(socket.SHUT_RDWR)
-                    return
-                client.sendall(data)
-
-    def close(self) -> None:
-        for sock in self.sockets:
-            sock.close()
-
-
-@pytest.mark.anyio
-@pytest.mark.parametrize("kind", ["lane", "redis-py", "sync lane", "sync redis-py"])
-async def test_a_write_whose_reply_is_lost_is_never_sent_twice(
-    kind: str, redis_server: RedisServer
-) -> None:
-    """The server runs the save and the connection is closed before its reply arrives (as
-    in a crash or a failover after the write reached the replica): the save is a 503 and
-    not sent again, which would answer a conflict for the request's own write. The next
-    call finds it stored once. Every client a store can use: the lane (a plain URL) and
-    redis-py (a query option), async and sync."""
-    cutter = ReplyCutter(redis_server.port)
-    store, key = store_of(kind, f"redis://127.0.0.1:{cutter.port}/0"), "k" * 43
-
-    try:
-        assert await call(store, "save", key, b"first", version=0, ttl=60, user=None)
-        cutter.arm()
-        with pytest.raises(StoreUnavailable):
-            await call(store, "save", key, b"d", version=1, ttl=60, user=None)
-        assert cutter.cut.is_set()
-        record = await call(store, "load", key)
-        assert record is not None and (record.version, record.data) == (2, b"d")
-    finally:
-        await call(store, "close")
-        cutter.close()
-
-
-@pytest.mark.anyio
-@pytest.mark.parametrize("kind", ["lane", "redis-py", "sync lane", "sync redis-py"])
-async def test_a_write_after_the_server_closed_idle_connections_is_saved(kind: str) -> None:
-    """The server closes every idle connection (`CLIENT KILL`, as a restart or its
-    `timeout` does): the next write is not written to them, so it is sent on a new
-    connection and saved, not answered 503 as a write whose outcome is unknown."""
-    with running_redis() as server:
-        store = store_of(kind, server.url)
-        admin = redis.Redis.from_url(server.url)
-        try:
-            assert await call(store, "save", "k" * 43, b"a", version=0, ttl=60, user=None)
-            assert admin.client_kill_filter(_type="normal", skipme=True) >= 1
-            await await_until(lambda: len(admin.client_list()) == 1, "the others closed")
-            await await_until(lambda: end_read(store), "the store to read the end of them")
-            assert await call(store, "save", "k" * 43, b"b", version=1, ttl=60, user=None)
-            assert await call(store, "load", "k" * 43) == Record(b"b", 2)
-        finally:
-            admin.close()
-            await call(store, "close")
 
 
 #: A script that keeps the server's one thread busy for ARGV[1] microseconds.

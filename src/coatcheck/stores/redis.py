@@ -73,11 +73,11 @@ server's data is lost for processes that had not polled it yet.
 Both kinds of store make their client the same way (`_SyncClient`, `_AsyncClient`). Any
 connection error or timeout raises `StoreUnavailable`; the client reconnects on the next
 call, so service resumes when the server returns. Messages carry no key or secret. A
-command is sent a second time only when it was never written (`_WriteGuard`,
-`_SyncWriteGuard`, `_NotSent`; the lane's `resp.NotSent`: connecting failed, or the
-connection was closed before the write); never after a timeout or a lost reply, which the
-server may have run (a session write twice is a false conflict, or an increment counted
-twice).
+command is sent a second time only when it was never written (`_WriteGuard`, `_NotSent`:
+connecting failed, or the connection was closed before the write); never after a timeout
+or a lost reply, which the server may have run (a session write twice is a false conflict,
+or an increment counted twice). Sync redis-py clients, and the lane, also resend after a
+connection reset (at least once across a server crash).
 
 The lane. redis-py costs more per command than all of coatcheck's own work per request:
 measured with `bench/redis_clients.py` (bench/RESULTS-redis-clients.md, callgrind, with
@@ -93,10 +93,9 @@ port, db, username, password: the lane sends `AUTH` and `SELECT` as it connects)
 Everything else (`delete`, `list_user`, `delete_user`, revocations and their pub/sub feed,
 clusters, TLS, clients passed in) stays on redis-py. Like redis-py, the lane bounds
 connecting and each reply by `timeout`, drops any connection that failed, and sends a
-read once more on a new connection when the one it used turns out broken, a write only if
-it was never written (never twice: a write whose reply is late or lost answers 503); it
-replaces idle connections the server closed (a restart) before writing to them, and
-forgets, without closing, connections inherited across a fork.
+command once more on a new connection when the one it used turns out broken (a server
+restart), except a write that timed out, which the server may still run (never twice: the
+request answers 503); it forgets, without closing, connections inherited across a fork.
 
 Connections. A store made from a URL has at most `max_connections` commands in flight
 (default `DEFAULT_MAX_CONNECTIONS`, per store and process); one more waits for a free
@@ -544,10 +543,10 @@ def _lane_address(url: str) -> dict[str, Any] | None:
 
 def _options(timeout: float, retry: Any) -> dict[str, Any]:
     """A client's settings: `timeout` for connecting and each reply, and one immediate
-    retry of a command never written (`_NotSent`: a connection that an overloaded process
-    opened too slowly gets a second chance; more would only delay the 503 while the server
-    is down). Never after a timeout or a lost reply: the server may be slow, not gone, or
-    may have run the command."""
+    retry, which replaces a pooled connection that a server restart broke (more would only
+    delay the 503 while the server is down). Never after a timeout: the server may be slow,
+    not gone, and still run the command (the async clients retry only a command never
+    written, `_NotSent`; a sync one, after a connection error, as the lane does)."""
     return {"socket_timeout": timeout, "socket_connect_timeout": timeout, "retry": retry}
 
 
@@ -612,12 +611,7 @@ class _WaitingPool(redis.BlockingConnectionPool):
     """redis-py's `BlockingConnectionPool`, but a wait that runs out raises
     `MaxConnectionsError` (pool exhaustion), not the plain `ConnectionError` the sync
     cluster client would take for a node failure: it would drop the node's idle
-    connections, reload the slot map and retry, waiting again, up to three times. Its
-    connections are guarded (`_SyncWriteGuard`), whatever class the URL chose."""
-
-    def __init__(self, **kwargs: Any) -> None:  # as `from_url` and the cluster's nodes call it
-        kwargs["connection_class"] = _guarded(kwargs.get("connection_class", redis.Connection))
-        super().__init__(**kwargs)  # type: ignore[no-untyped-call]
+    connections, reload the slot map and retry, waiting again, up to three times."""
 
     def get_connection(self, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -630,11 +624,11 @@ class _WaitingPool(redis.BlockingConnectionPool):
 
 class _SyncCluster(redis.cluster.RedisCluster):
     """redis-py's sync cluster client, which finds its nodes again and sends a command once
-    more only when the command was never run: never written (`_NotSent`), or refused by a
-    cluster that is down or had no node for its slot. redis-py's own list adds any
-    connection error or timeout, after which a write may have run (see `_WriteGuard`)."""
+    more after a connection error, a cluster that is down or had no node for its slot, as
+    the other sync clients do; not after a timeout (redis-py's own list), when the server
+    may still run the command (see `_options`)."""
 
-    ERRORS_ALLOW_RETRY = (_NotSent, ClusterDownError, SlotNotCoveredError)  # type: ignore[assignment]
+    ERRORS_ALLOW_RETRY = (redis.ConnectionError, ClusterDownError, SlotNotCoveredError)  # type: ignore[assignment]
 
 
 class _SyncClient(_PoolSettings):
@@ -661,7 +655,7 @@ class _SyncClient(_PoolSettings):
             self._use(client)
             return
         url, self.cluster = _split_url(settings[0], cluster)
-        retry = Retry(NoBackoff(), 1, supported_errors=(_NotSent,))
+        retry = Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
         options = _options(timeout, retry)
         pool = {"max_connections": settings[1], "timeout": settings[2]}
         if sentinel.is_sentinel_url(url):  # gated like a lane store: see stores.sentinel
@@ -671,7 +665,6 @@ class _SyncClient(_PoolSettings):
                 sentinel.sync_master(where, _GatedSyncRedis, 2 * settings[1], options),
             )
             gated.gate = resp.SyncGate(settings[1], settings[2])
-            _guard(gated)
             self._use(gated)
         elif self.cluster:  # each node's pool waits
             self._connected = False
@@ -818,8 +811,8 @@ class _WriteGuard:
     server may have run it: a session write is a compare-and-set, and run twice (its reply
     lost in a failover, while the replica that takes over has it) it would answer a
     conflict for the request's own write, or apply `Session.increment` twice. The clients
-    retry `_NotSent` only (`_options`; `ERRORS_ALLOW_RETRY` of `_GatedCluster` and
-    `_SyncCluster`); a reply that is lost or late is a 503. Reads follow the same rule.
+    retry `_NotSent` only (`_options`; `_GatedCluster.ERRORS_ALLOW_RETRY`); a reply that
+    is lost or late is a 503. Reads follow the same rule.
 
     `_NotSent` is raised when connecting fails, and before a write on a connection already
     closed: by the server (its end-of-file was read: a restart, `CLIENT KILL`), or by
@@ -851,34 +844,15 @@ class _WriteGuard:
         await writer.drain()
 
 
-class _SyncWriteGuard:
-    """`_WriteGuard` for the sync connection classes: whatever fails while a command is
-    being sent (connecting, the health check, the write itself) is `_NotSent`, as the
-    server runs no command it did not receive whole; what fails after, while waiting for
-    the reply, stays the error it is, not sent again. A connection the server closed while
-    idle is replaced by the pool before use (redis-py's `can_read` check)."""
-
-    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-        try:
-            super().send_packed_command(command, check_health)  # type: ignore[misc]
-        except redis.AuthenticationError:
-            raise
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise _NotSent(str(exc)) from exc
-
-
 def _guarded(connection_class: type[Any]) -> type[Any]:
-    """`connection_class` (TCP, TLS, unix socket or Sentinel-managed; async or sync) with
-    `_WriteGuard` or `_SyncWriteGuard`."""
-    if issubclass(connection_class, (_WriteGuard, _SyncWriteGuard)):
+    """`connection_class` (TCP, TLS, unix socket or Sentinel-managed) with `_WriteGuard`."""
+    if issubclass(connection_class, _WriteGuard):
         return connection_class
-    is_async = issubclass(connection_class, redis.asyncio.connection.AbstractConnection)
-    guard = _WriteGuard if is_async else _SyncWriteGuard
-    return type(f"Guarded{connection_class.__name__}", (guard, connection_class), {})
+    return type(f"Guarded{connection_class.__name__}", (_WriteGuard, connection_class), {})
 
 
 def _guard(client: Any) -> None:
-    """Make the connections `client` opens from now on guarded ones (`_guarded`)."""
+    """Make the connections `client` opens from now on guarded ones (`_WriteGuard`)."""
     if isinstance(client, redis.asyncio.cluster.RedisCluster):
         # The nodes found later take their class from these options (shared with the nodes
         # manager); the nodes from the URL already have theirs.

@@ -23,20 +23,18 @@ commands in flight over both, and one more waits up to `pool_timeout` seconds, t
 
 Failures: connecting and every reply are bounded by `timeout` seconds (the async lane's
 one watchdog timer checks the oldest command waiting). A connection that fails in any way
-(refused, reset, closed, timed out, a protocol error) is closed and never reused, and a
-read on it is tried once more on a new connection, as redis-py's clients do (their one
-retry): a connection that an overloaded process opened too slowly gets a second chance. A
-second failure is raised as `Unavailable`; a server that is down refuses both attempts at
-once, so an outage is still answered in about a millisecond. A write (`evalsha`) is sent
-once more only if it was never written (`NotSent`: connecting failed, or the write did):
-once written, a lost or late reply leaves its outcome unknown (the server may be slow, not
-gone, or may have run it before a crash or failover), and run twice a session write would
-answer a false conflict or apply `Session.increment` twice; it is `Unavailable` (503). So
-that a server restart costs no write, a connection the server closed while idle is never
-written to: the sync lane checks an idle socket before use (one `poll`), the async lane
-marks its pipe broken on the server's end-of-file. A sync call interrupted while waiting
-closes its connection (its reply may still come); an async waiter that is cancelled keeps
-its place in the pipe, and its reply is read and dropped. An error reply is raised as the
+(refused, reset, closed, timed out, a protocol error) is closed and never reused, and each
+command on it is tried once more on a new connection, as redis-py's clients do (their one
+retry): a server restart breaks every idle connection, and a connection that an overloaded
+process opened too slowly gets a second chance. A second failure is raised as
+`Unavailable`; a server that is down refuses both attempts at once, so an outage is still
+answered in about a millisecond. A write (`evalsha`) that timed out is the exception: the
+server may be slow, not gone, and may still run it, so it is never sent again (the request
+answers 503; `Session.increment` and the CAS rebase would otherwise apply it twice). A write
+on a connection that was closed or reset is sent once more: at least once across a server
+crash. A sync call interrupted while waiting closes its
+connection (its reply may still come); an async waiter that is cancelled keeps its place
+in the pipe, and its reply is read and dropped. An error reply is raised as the
 `hiredis.ReplyError` it is, except that `evalsha` answers `NOSCRIPT` (a restarted or
 flushed server) by loading the script and sending `EVALSHA` once more. No message or repr
 carries the password.
@@ -51,7 +49,6 @@ import asyncio
 import hashlib
 import os
 import queue
-import select
 import socket
 import threading
 from collections import deque
@@ -62,10 +59,10 @@ import hiredis
 
 __all__ = [
     "AsyncLane",
-    "NotSent",
     "PoolExhausted",
     "SyncGate",
     "SyncLane",
+    "TimedOut",
     "Unavailable",
     "encode",
     "is_noscript",
@@ -80,9 +77,9 @@ class Unavailable(Exception):
     names the address and the failure, never a credential)."""
 
 
-class NotSent(Unavailable):
-    """The connection failed before the command was written whole (connecting, or the
-    write itself), so the server did not run it: it may be sent again, a write included."""
+class TimedOut(Unavailable):
+    """No reply within `timeout` seconds: the server may still run the command, so a
+    write is not sent again (a read is, once)."""
 
 
 class PoolExhausted(Exception):
@@ -132,11 +129,11 @@ def _handshake(username: str | None, password: str | None, db: int) -> list[byte
     return commands
 
 
-def _failure(exc: BaseException, what: str, kind: type[Unavailable] = Unavailable) -> Unavailable:
+def _failure(exc: BaseException, what: str) -> Unavailable:
     if isinstance(exc, (socket.timeout, asyncio.TimeoutError, TimeoutError)):
-        return kind(f"TimeoutError: Timeout {what}")
+        return TimedOut(f"TimeoutError: Timeout {what}")
     detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-    return kind(f"ConnectionError: Error {what}: {detail or type(exc).__name__}")
+    return Unavailable(f"ConnectionError: Error {what}: {detail or type(exc).__name__}")
 
 
 class SyncGate:
@@ -216,24 +213,14 @@ class _Lane(Generic[_GateT]):
 
 
 class _Conn:
-    __slots__ = ("parser", "poll", "sock")
+    __slots__ = ("parser", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.parser = hiredis.Reader()
-        self.poll = select.poll()
-        self.poll.register(sock, select.POLLIN)
-
-    def readable(self) -> bool:
-        """Whether the socket has something to read while no command waits: the server's
-        end-of-file or reset (it closed the connection while idle), or bytes unasked for."""
-        return bool(self.poll.poll(0))
 
     def roundtrip(self, payload: bytes) -> Any:
         self.sock.sendall(payload)
-        return self.receive()
-
-    def receive(self) -> Any:
         parser = self.parser
         reply = parser.gets()
         while reply is False:
@@ -265,7 +252,7 @@ class SyncLane(_Lane[SyncGate]):
 
     def evalsha(self, sha: str, script: str, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
         """Run a script by its SHA1, loading it first if the server does not know it. (A
-        write: sent again only if it was never written.)"""
+        write: not sent again after a timeout.)"""
         try:
             return self._send(_evalsha(sha, keys, args), write=True)
         except hiredis.ReplyError as exc:
@@ -279,8 +266,8 @@ class SyncLane(_Lane[SyncGate]):
             try:
                 reply = self._attempt(payload, self._take)
             except Unavailable as exc:
-                if write and not isinstance(exc, NotSent):
-                    raise  # written, and its outcome unknown: it may have run, never twice
+                if write and isinstance(exc, TimedOut):
+                    raise  # it may still run: never twice
                 reply = self._attempt(payload, self._open)  # once more, on a new connection
         if isinstance(reply, hiredis.ReplyError):
             raise reply
@@ -289,14 +276,7 @@ class SyncLane(_Lane[SyncGate]):
     def _attempt(self, payload: bytes, connection: Callable[[], _Conn]) -> Any:
         conn = connection()
         try:
-            conn.sock.sendall(payload)
-        except BaseException as exc:
-            conn.close()  # a part may be sent: the server drops it with the connection
-            if isinstance(exc, _BROKEN):
-                raise _failure(exc, f"writing to {self.host}:{self.port}", NotSent) from None
-            raise
-        try:
-            reply = conn.receive()
+            reply = conn.roundtrip(payload)
         except BaseException as exc:
             conn.close()  # a reply may still be on its way: never reuse it
             if isinstance(exc, _BROKEN):
@@ -306,27 +286,19 @@ class SyncLane(_Lane[SyncGate]):
         return reply
 
     def _take(self) -> _Conn:
-        """An idle connection still open at both ends, or a new one."""
         if self._pid != os.getpid():
             self._pid = os.getpid()
             self._forget()
-        conn = self._pop_idle()
-        while conn is not None:
-            if not conn.readable():
-                return conn
-            conn.close()  # closed by the server while idle (a restart, a timeout, a kill)
-            conn = self._pop_idle()
-        return self._open()
-
-    def _pop_idle(self) -> _Conn | None:
         with self._lock:
-            return self._idle.pop() if self._idle else None
+            if self._idle:
+                return self._idle.pop()
+        return self._open()
 
     def _open(self) -> _Conn:
         try:
             sock = socket.create_connection((self.host, self.port), self.timeout)
         except OSError as exc:
-            raise _failure(exc, f"connecting to {self.host}:{self.port}", NotSent) from None
+            raise _failure(exc, f"connecting to {self.host}:{self.port}") from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.settimeout(self.timeout)
         conn = _Conn(sock)
@@ -337,8 +309,8 @@ class SyncLane(_Lane[SyncGate]):
                     raise reply
         except BaseException as exc:
             conn.close()
-            if isinstance(exc, _BROKEN):  # before the command: not sent
-                raise _failure(exc, f"connecting to {self.host}:{self.port}", NotSent) from None
+            if isinstance(exc, _BROKEN):
+                raise self._failed(exc) from None
             raise
         return conn
 
@@ -384,18 +356,16 @@ class _Pipe:
         self.closed: asyncio.Future[None] = loop.create_future()
 
     def request(self, payload: bytes) -> asyncio.Future[Any]:
-        """Write one command; the future gets its reply, or `LOST`: at once (done on
-        return) if the pipe was broken and nothing was written."""
+        """Write one command; the future gets its reply, or `LOST`."""
         future = self.loop.create_future()
-        transport = self.transport
-        if self.failure is not None or transport is None or transport.is_closing():
+        if self.failure is not None or self.transport is None:
             future.set_result(LOST)
             return future
         now = self.loop.time()
         self.waiting.append((future, now))
         if self.watchdog is None:
             self.watchdog = self.loop.call_at(now + self.timeout, self._check)
-        transport.write(payload)
+        self.transport.write(payload)
         return future
 
     def abort(self, exc: BaseException) -> None:
@@ -443,7 +413,6 @@ class _Pipe:
             self.abort(exc)
 
     def eof_received(self) -> bool:
-        self._fail(ConnectionError("connection closed by the server"))  # nothing more is sent
         return False  # close the transport: connection_lost follows
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -485,7 +454,7 @@ class AsyncLane(_Lane[AsyncGate]):
 
     async def evalsha(self, sha: str, script: str, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
         """Run a script by its SHA1, loading it first if the server does not know it. (A
-        write: sent again only if it was never written.)"""
+        write: not sent again after a timeout.)"""
         try:
             return await self._send(_evalsha(sha, keys, args), write=True)
         except hiredis.ReplyError as exc:
@@ -499,12 +468,10 @@ class AsyncLane(_Lane[AsyncGate]):
             pipe = self._pipe
             if pipe is None or pipe.failure is not None or pipe.loop is not _running_loop():
                 pipe = await self._connect(pipe)
-            answer = pipe.request(payload)
-            written = not answer.done()
-            reply = await answer
-            if reply is LOST:  # once more, on a new connection
-                if write and written:  # its outcome unknown: it may have run, never twice
-                    raise self._failed(pipe.failure or ConnectionError("lost"))
+            reply = await pipe.request(payload)
+            if reply is LOST:  # once more, on a new connection: not a write that timed out
+                if write and isinstance(pipe.failure, TimeoutError):
+                    raise self._failed(pipe.failure)
                 pipe = await self._connect(pipe)
                 reply = await pipe.request(payload)
                 if reply is LOST:
